@@ -1,0 +1,3 @@
+from optline.entrypoints.cli import main
+
+main()

@@ -1,0 +1,224 @@
+"""Appending to and verifying the consent ledger (the hash chain itself lives in optline.domain.ledger).
+
+Concurrency: an append locks its contact's row (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite writers are
+already serialised by ``BEGIN IMMEDIATE``), reads the chain head, and inserts ``seq + 1``. Two writers for
+the same contact queue on that row lock; writers for different contacts never wait for each other, so
+there is no global ledger lock to become the ceiling of the service. The unique (contact_id, seq)
+constraint is the backstop: a fork cannot be stored even if a lock were skipped.
+
+Per-contact chains alone would not notice a whole chain (or its newest events) being deleted, so
+``record_digest`` periodically hashes the chain heads that moved into a digest chained to the previous
+one; ``verify`` checks that every head a digest ever recorded still exists with the same hash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, select
+
+from optline.adapters.db.tables import consent_events, contacts, ledger_digest_heads, ledger_digests
+from optline.domain import ledger as chain
+from optline.domain.consent import Action, Channel
+
+# A transaction that began before a digest but committed after it is caught by the next digest's overlap.
+DIGEST_OVERLAP = timedelta(minutes=5)
+
+
+def lock_contact(conn: Connection, contact_id: int) -> None:
+    """Serialise ledger appends for one contact (SQLite's writers are serialised by BEGIN IMMEDIATE)."""
+    stmt = select(contacts.c.id).where(contacts.c.id == contact_id)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    if conn.execute(stmt).first() is None:
+        raise LookupError(f"contact {contact_id} does not exist")
+
+
+def append(
+    conn: Connection,
+    *,
+    contact_id: int,
+    program_id: int | None,
+    brand: str,
+    action: Action,
+    channel: Channel,
+    evidence: Mapping[str, Any],
+    occurred_at: datetime,
+    recorded_at: datetime,
+) -> dict[str, Any]:
+    """Append one event to the contact's chain. The caller's transaction also writes the projection."""
+    lock_contact(conn, contact_id)
+    seq, prev = heads(conn, [contact_id]).get(contact_id, (0, chain.GENESIS))
+    event = build_event(
+        contact_id=contact_id, seq=seq + 1, prev_hash=prev, program_id=program_id, brand=brand,
+        action=action, channel=channel, evidence=evidence, occurred_at=occurred_at, recorded_at=recorded_at,
+    )  # fmt: skip
+    insert_events(conn, [event])
+    return event
+
+
+def build_event(*, seq: int, prev_hash: str, **fields: Any) -> dict[str, Any]:
+    """An event dict with its hash; the caller must hold the contact's lock and know its head."""
+    event: dict[str, Any] = {
+        **fields,
+        "seq": seq,
+        "prev_hash": prev_hash,
+        "action": Action(fields["action"]).value,
+        "channel": Channel(fields["channel"]).value,
+        "evidence": dict(fields["evidence"] or {}),
+    }
+    event["hash"] = chain.event_hash(event)
+    return event
+
+
+def insert_events(conn: Connection, events: list[dict[str, Any]]) -> None:
+    """Insert prepared events and set each one's ``id``."""
+    if not events:
+        return
+    rows = conn.execute(
+        insert(consent_events).returning(consent_events.c.id, sort_by_parameter_order=True), events
+    ).all()
+    for event, row in zip(events, rows, strict=True):
+        event["id"] = row.id
+
+
+def heads(conn: Connection, contact_ids: list[int]) -> dict[int, tuple[int, str]]:
+    """contact_id -> (seq, hash) of the newest event, for contacts that have any."""
+    if not contact_ids:
+        return {}
+    latest = (
+        select(consent_events.c.contact_id, func.max(consent_events.c.seq).label("seq"))
+        .where(consent_events.c.contact_id.in_(contact_ids))
+        .group_by(consent_events.c.contact_id)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(consent_events.c.contact_id, consent_events.c.seq, consent_events.c.hash).join(
+            latest,
+            and_(latest.c.contact_id == consent_events.c.contact_id, latest.c.seq == consent_events.c.seq),
+        )
+    )
+    return {r.contact_id: (r.seq, r.hash) for r in rows}
+
+
+def history(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(consent_events).where(consent_events.c.contact_id == contact_id).order_by(consent_events.c.seq)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def _ordered_events(conn: Connection, batch: int = 5000) -> Iterator[Any]:
+    """Every event in (contact_id, seq) order, streamed by keyset pagination (constant memory)."""
+    last = (-1, -1)
+    while True:
+        rows = conn.execute(
+            select(consent_events)
+            .where(
+                (consent_events.c.contact_id > last[0])
+                | ((consent_events.c.contact_id == last[0]) & (consent_events.c.seq > last[1]))
+            )
+            .order_by(consent_events.c.contact_id, consent_events.c.seq)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield row._mapping
+        last = (rows[-1].contact_id, rows[-1].seq)
+
+
+@dataclass
+class VerifyResult:
+    events: int
+    chains: int
+    digests: int
+    breaks: list[chain.Break]
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+
+def verify(conn: Connection) -> VerifyResult:
+    """Recompute every chain and every digest; report each break, first one first."""
+    verifier = chain.ChainVerifier()
+    for event in _ordered_events(conn):
+        verifier.feed(event)
+    breaks = list(verifier.breaks)
+
+    digests = conn.execute(select(ledger_digests).order_by(ledger_digests.c.id)).all()
+    prev = chain.GENESIS
+    for d in digests:
+        heads = conn.execute(
+            select(
+                ledger_digest_heads.c.contact_id, ledger_digest_heads.c.seq, ledger_digest_heads.c.hash
+            ).where(ledger_digest_heads.c.digest_id == d.id)
+        ).all()
+        if d.prev_digest != prev or chain.digest_of_heads([tuple(h) for h in heads], prev) != d.digest:
+            breaks.append(chain.Break(0, 0, 0, f"ledger digest {d.id} or its heads were altered"))
+        prev = d.digest
+
+    # Every head a digest recorded must still be there, unchanged: catches deleted chains and tails.
+    missing = conn.execute(
+        select(ledger_digest_heads.c.digest_id, ledger_digest_heads.c.contact_id, ledger_digest_heads.c.seq)
+        .outerjoin(
+            consent_events,
+            and_(
+                consent_events.c.contact_id == ledger_digest_heads.c.contact_id,
+                consent_events.c.seq == ledger_digest_heads.c.seq,
+                consent_events.c.hash == ledger_digest_heads.c.hash,
+            ),
+        )
+        .where(consent_events.c.id.is_(None))
+        .order_by(ledger_digest_heads.c.contact_id)
+    ).all()
+    for m in missing:
+        reason = f"event seq {m.seq} recorded in digest {m.digest_id} is missing or changed"
+        breaks.append(chain.Break(0, m.contact_id, m.seq, reason))
+    return VerifyResult(verifier.checked, len(verifier.heads), len(digests), breaks)
+
+
+def record_digest(conn: Connection, now: datetime) -> str | None:
+    """Hash the chain heads that moved since the last digest into a new, chained digest.
+
+    Run periodically (the worker does). Returns the new digest, or None when nothing moved.
+    """
+    last = conn.execute(select(ledger_digests).order_by(ledger_digests.c.id.desc()).limit(1)).first()
+    prev = last.digest if last else chain.GENESIS
+    moved = select(consent_events.c.contact_id, func.max(consent_events.c.seq).label("seq")).group_by(
+        consent_events.c.contact_id
+    )
+    if last is not None:
+        moved = moved.where(consent_events.c.recorded_at >= last.created_at - DIGEST_OVERLAP)
+    sub = moved.subquery()
+    heads = [
+        (r.contact_id, r.seq, r.hash)
+        for r in conn.execute(
+            select(consent_events.c.contact_id, consent_events.c.seq, consent_events.c.hash)
+            .join(
+                sub, and_(sub.c.contact_id == consent_events.c.contact_id, sub.c.seq == consent_events.c.seq)
+            )
+            .order_by(consent_events.c.contact_id)
+        )
+    ]
+    if not heads:
+        return None
+    digest = chain.digest_of_heads(heads, prev)
+    digest_id = conn.execute(
+        insert(ledger_digests)
+        .values(created_at=now, chains=len(heads), prev_digest=prev, digest=digest)
+        .returning(ledger_digests.c.id)
+    ).scalar_one()
+    for i in range(0, len(heads), 5000):
+        conn.execute(
+            insert(ledger_digest_heads),
+            [
+                {"digest_id": digest_id, "contact_id": c, "seq": s, "hash": h}
+                for c, s, h in heads[i : i + 5000]
+            ],
+        )
+    return digest

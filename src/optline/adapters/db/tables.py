@@ -1,0 +1,237 @@
+"""The database schema (SQLAlchemy Core). Alembic migrations are generated from this metadata.
+
+Times are stored as UTC. ``JSON`` maps to JSONB-compatible json on PostgreSQL and TEXT on SQLite.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; BigInteger elsewhere.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+UtcDateTime = DateTime(timezone=True)
+
+programs = Table(
+    "programs",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("brand", String(100), nullable=False),
+    Column("sender_numbers", JSON, nullable=False, default=list),
+    Column("short_code", String(20)),
+    Column("help_text", Text, nullable=False),
+    Column("frequency_text", String(200), nullable=False),
+    Column("terms_url", String(500)),
+    Column("privacy_url", String(500)),
+    Column("optout_scope", String(10), nullable=False, default="brand"),
+    Column("double_opt_in", Boolean, nullable=False, default=False),
+    Column("join_keywords", JSON, nullable=False, default=list),
+    Column("settings", JSON, nullable=False, default=dict),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("optout_scope in ('program', 'brand')", name="optout_scope"),
+)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("phone", String(20), nullable=False, unique=True),
+    Column("region", String(2)),
+    Column("number_type", String(30), nullable=False, default="unknown"),
+    Column("time_zone", String(64)),
+    Column("time_zone_overridden", Boolean, nullable=False, default=False),
+    Column("us_state", String(2)),
+    Column("locale", String(10)),
+    Column("attributes", JSON, nullable=False, default=dict),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Append-only (invariant 1). Never UPDATE or DELETE; PostgreSQL enforces it with a trigger (migration 0002).
+consent_events = Table(
+    "consent_events",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("contact_id", BigId, ForeignKey("contacts.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("program_id", BigId, ForeignKey("programs.id")),  # NULL: brand-wide
+    Column("brand", String(100), nullable=False),
+    Column("action", String(20), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("evidence", JSON, nullable=False, default=dict),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("contact_id", "seq", name="uq_consent_events_chain"),
+    CheckConstraint(
+        "action in ('opt_in', 'opt_in_confirmed', 'opt_out', 'review_hold', 'review_cleared')", name="action"
+    ),
+    CheckConstraint(
+        "channel in ('sms_keyword', 'sms_text', 'web', 'api', 'import', 'provider', 'admin')", name="channel"
+    ),
+    Index("ix_consent_events_program_time", "program_id", "occurred_at"),
+    Index("ix_consent_events_action_time", "action", "recorded_at"),
+)
+
+# The projection of the ledger: written in the same transaction as the event that changes it.
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("contact_id", BigId, ForeignKey("contacts.id"), primary_key=True),
+    Column("program_id", BigId, ForeignKey("programs.id"), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("held", Boolean, nullable=False, default=False),
+    Column("since", UtcDateTime, nullable=False),
+    Column("last_event_id", BigId, ForeignKey("consent_events.id"), nullable=False),
+    # The opt-in event that is the evidence for sending (NULL: no consent evidence, no marketing).
+    Column("consent_event_id", BigId, ForeignKey("consent_events.id")),
+    CheckConstraint("status in ('never', 'pending', 'subscribed', 'unsubscribed')", name="status"),
+    Index("ix_subscriptions_program_status", "program_id", "status"),
+)
+
+ledger_digests = Table(
+    "ledger_digests",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("chains", Integer, nullable=False),
+    Column("prev_digest", String(64), nullable=False),
+    Column("digest", String(64), nullable=False),
+)
+
+# The chain heads each digest covered (heads that moved since the previous digest). Append-only too:
+# verification checks that every head ever recorded here still exists with the same hash.
+ledger_digest_heads = Table(
+    "ledger_digest_heads",
+    metadata,
+    Column("digest_id", BigId, ForeignKey("ledger_digests.id"), primary_key=True),
+    Column("contact_id", BigId, primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("prefix", String(16), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_used_at", UtcDateTime),
+    Column("revoked_at", UtcDateTime),
+)
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("program_id", BigId, ForeignKey("programs.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("template", Text, nullable=False),
+    Column("message_type", String(20), nullable=False, default="marketing"),
+    Column("tag", String(100)),
+    Column("audience_filter", JSON, nullable=False, default=dict),
+    Column("status", String(20), nullable=False, default="draft"),
+    Column("scheduled_at", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    CheckConstraint(
+        "status in ('draft', 'scheduled', 'sending', 'paused', 'cancelled', 'done')", name="status"
+    ),
+    UniqueConstraint("program_id", "name", name="uq_campaigns_program_name"),
+)
+
+# The outbox: every message optline sends (campaign, confirmation, help, sign-up) passes through here.
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("campaign_id", BigId, ForeignKey("campaigns.id")),
+    Column("program_id", BigId, ForeignKey("programs.id"), nullable=False),
+    Column("contact_id", BigId, ForeignKey("contacts.id"), nullable=False),
+    Column("kind", String(20), nullable=False),  # marketing, transactional, confirmation, help, signup
+    Column("to_phone", String(20), nullable=False),
+    Column("from_phone", String(20)),
+    Column("body", Text, nullable=False),
+    Column("segments", Integer, nullable=False, default=1),
+    Column("status", String(20), nullable=False, default="queued"),
+    Column("reason", String(200)),
+    Column("idempotency_key", String(64), nullable=False, unique=True),
+    Column("optout_token", String(16), unique=True),
+    Column("consent_event_id", BigId, ForeignKey("consent_events.id")),  # the consent that allowed it
+    Column("provider", String(20)),
+    Column("provider_message_id", String(100)),
+    Column("error_code", String(50)),
+    Column("error_message", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("not_before", UtcDateTime),
+    Column("lease_owner", String(100)),
+    Column("lease_expires_at", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("handed_over_at", UtcDateTime),
+    Column("sent_at", UtcDateTime),
+    Column("delivered_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint(
+        "status in ('queued', 'claimed', 'sending', 'sent', 'delivered', 'undelivered', 'failed', "
+        "'suppressed', 'deferred', 'cancelled', 'skipped')",
+        name="status",
+    ),
+    Index("ix_messages_claim", "status", "not_before"),
+    Index("ix_messages_campaign_status", "campaign_id", "status"),
+    Index("ix_messages_contact_time", "contact_id", "created_at"),
+    Index("ix_messages_provider_id", "provider", "provider_message_id"),
+)
+
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("provider", String(20), nullable=False),
+    Column("provider_message_id", String(100), nullable=False),
+    Column("from_phone", String(20), nullable=False),
+    Column("to_phone", String(20), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("contact_id", BigId, ForeignKey("contacts.id")),
+    Column("program_id", BigId, ForeignKey("programs.id")),
+    Column("intent", String(20), nullable=False),
+    Column("confidence", String(10)),
+    Column("language", String(5)),
+    Column("reason", String(200)),
+    Column("review", Boolean, nullable=False, default=False),
+    Column("review_decided_at", UtcDateTime),
+    Column("consent_event_id", BigId, ForeignKey("consent_events.id")),
+    Column("attributed_campaign_id", BigId, ForeignKey("campaigns.id")),
+    Column("received_at", UtcDateTime, nullable=False),
+    UniqueConstraint("provider", "provider_message_id", name="uq_inbound_provider_id"),
+    Index("ix_inbound_contact_time", "contact_id", "received_at"),
+    Index("ix_inbound_review", "review", "review_decided_at"),
+)

@@ -1,0 +1,62 @@
+"""Settings from environment variables (prefix ``OPTLINE_``). Nothing is built at import time."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Secrets that ship in the code or docs: fine on a laptop, refused in production.
+DEV_SECRET_KEY = "dev-insecure-change-me"
+KNOWN_DEFAULT_SECRETS = frozenset({DEV_SECRET_KEY, "changeme", "secret", ""})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPTLINE_", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    database_url: str = "sqlite:///./optline.db"
+    secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+    default_region: str = "US"
+    public_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    provider: Literal["simulator", "twilio", "vonage", "plivo", "telnyx"] = "simulator"
+
+    # Provider credentials and base URLs (base URLs are configurable so tests and staging point anywhere).
+    twilio_account_sid: str = ""
+    twilio_auth_token: SecretStr = SecretStr("")
+    twilio_base_url: str = "https://api.twilio.com"
+    twilio_messaging_service_sid: str = ""
+    vonage_api_key: str = ""
+    vonage_api_secret: SecretStr = SecretStr("")
+    vonage_signature_secret: SecretStr = SecretStr("")
+    vonage_signature_method: Literal["md5hash", "md5", "sha1", "sha256", "sha512"] = "md5hash"
+    vonage_base_url: str = "https://rest.nexmo.com"
+    plivo_auth_id: str = ""
+    plivo_auth_token: SecretStr = SecretStr("")
+    plivo_base_url: str = "https://api.plivo.com"
+    telnyx_api_key: SecretStr = SecretStr("")
+    telnyx_public_key: str = ""
+    telnyx_base_url: str = "https://api.telnyx.com"
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.env == "production" and self.secret_key.get_secret_value() in KNOWN_DEFAULT_SECRETS:
+            raise ValueError(
+                "OPTLINE_SECRET_KEY is unset or a development default; set a long random value in production"
+            )
+        if self.env == "production" and len(self.secret_key.get_secret_value()) < 32:
+            raise ValueError("OPTLINE_SECRET_KEY must be at least 32 characters in production")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,94 @@
+"""Phone numbers: parsing messy input into E.164, and what the number itself tells us.
+
+Everything here is pure (``phonenumbers`` carries its metadata in the package; no I/O).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+from phonenumbers import PhoneNumberType, geocoder
+from phonenumbers import timezone as pn_timezone
+
+US_STATES = {
+    "Alabama": "AL", "Alaska": "AK", "Arizona": "AZ", "Arkansas": "AR", "California": "CA",
+    "Colorado": "CO", "Connecticut": "CT", "Delaware": "DE", "Florida": "FL", "Georgia": "GA",
+    "Hawaii": "HI", "Idaho": "ID", "Illinois": "IL", "Indiana": "IN", "Iowa": "IA", "Kansas": "KS",
+    "Kentucky": "KY", "Louisiana": "LA", "Maine": "ME", "Maryland": "MD", "Massachusetts": "MA",
+    "Michigan": "MI", "Minnesota": "MN", "Mississippi": "MS", "Missouri": "MO", "Montana": "MT",
+    "Nebraska": "NE", "Nevada": "NV", "New Hampshire": "NH", "New Jersey": "NJ", "New Mexico": "NM",
+    "New York": "NY", "North Carolina": "NC", "North Dakota": "ND", "Ohio": "OH", "Oklahoma": "OK",
+    "Oregon": "OR", "Pennsylvania": "PA", "Rhode Island": "RI", "South Carolina": "SC",
+    "South Dakota": "SD", "Tennessee": "TN", "Texas": "TX", "Utah": "UT", "Vermont": "VT",
+    "Virginia": "VA", "Washington": "WA", "West Virginia": "WV", "Wisconsin": "WI", "Wyoming": "WY",
+    "Washington D.C.": "DC", "District of Columbia": "DC",
+}  # fmt: skip
+_STATE_SUFFIX = re.compile(r",\s*([A-Z]{2})$")
+
+# Types that can receive SMS. US numbers are usually FIXED_LINE_OR_MOBILE: the plan cannot tell, so allow.
+SMS_CAPABLE = frozenset({"mobile", "fixed_line_or_mobile", "voip", "pager", "personal_number"})
+
+_TYPE_NAMES = {value: name.lower() for name, value in vars(PhoneNumberType).items() if name.isupper()}
+
+
+class InvalidPhoneNumber(ValueError):
+    """The input is not a valid phone number; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Phone:
+    e164: str
+    region: str | None
+    number_type: str
+    time_zones: tuple[str, ...]
+    us_state: str | None
+
+    @property
+    def sms_capable(self) -> bool:
+        return self.number_type in SMS_CAPABLE
+
+    @property
+    def time_zone(self) -> str | None:
+        """The number's zone when it fixes exactly one; otherwise None (caller picks the strictest)."""
+        return self.time_zones[0] if len(self.time_zones) == 1 else None
+
+
+def parse_phone(raw: str, default_region: str = "US") -> Phone:
+    """Parse ``(415) 555-0134``, ``415.555.0134``, ``+1 415 555 0134``, ``14155550134`` … into a Phone."""
+    text = (raw or "").strip()
+    if not text:
+        raise InvalidPhoneNumber("empty phone number")
+    if re.search(r"[A-Za-z]", text.replace("ext", "")):
+        raise InvalidPhoneNumber(f"phone number {text!r} contains letters")
+    try:
+        number = phonenumbers.parse(text, default_region.upper())
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidPhoneNumber(f"cannot parse {text!r} as a phone number: {exc._msg}") from None
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidPhoneNumber(f"{text!r} has the wrong number of digits for its country")
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidPhoneNumber(f"{text!r} is not a valid number (unassigned area or prefix)")
+    zones = tuple(z for z in pn_timezone.time_zones_for_number(number) if z != "Etc/Unknown")
+    region = phonenumbers.region_code_for_number(number)
+    return Phone(
+        e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        region=region,
+        number_type=_TYPE_NAMES.get(phonenumbers.number_type(number), "unknown"),
+        time_zones=zones,
+        us_state=_us_state(number) if region == "US" else None,
+    )
+
+
+def normalize(raw: str, default_region: str = "US") -> str:
+    """E.164 for ``raw``, raising InvalidPhoneNumber with the reason."""
+    return parse_phone(raw, default_region).e164
+
+
+def _us_state(number: phonenumbers.PhoneNumber) -> str | None:
+    description = geocoder.description_for_number(number, "en")
+    if description in US_STATES:
+        return US_STATES[description]
+    match = _STATE_SUFFIX.search(description)
+    return match.group(1) if match else None

@@ -1,0 +1,32 @@
+"""The FastAPI application factory. No module-level app: ``create_app`` builds one per container."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+import optline
+from optline.bootstrap import Container
+from optline.entrypoints.api import contacts, programs
+
+
+def create_app(container: Container) -> FastAPI:
+    app = FastAPI(
+        title="optline", version=optline.__version__, description="SMS campaigns built around consent"
+    )
+    app.state.container = container
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> JSONResponse:
+        from sqlalchemy import text
+
+        try:
+            with container.db.read() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # report, don't crash: this is what a load balancer polls
+            return JSONResponse({"status": "error", "database": type(exc).__name__}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    app.include_router(programs.router)
+    app.include_router(contacts.router)
+    return app

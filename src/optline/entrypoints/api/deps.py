@@ -1,0 +1,48 @@
+"""FastAPI dependencies: the container, a transaction per request, API-key authentication."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from sqlalchemy import Connection
+
+from optline.adapters.db import api_keys
+from optline.bootstrap import Container
+
+
+def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+
+
+def get_conn(container: ContainerDep) -> Iterator[Connection]:
+    """One write transaction per request: committed when the route returns, rolled back if it raises."""
+    with container.db.transaction() as conn:
+        yield conn
+
+
+ConnDep = Annotated[Connection, Depends(get_conn)]
+
+
+def require_api_key(request: Request, container: ContainerDep) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing API key: send 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
+    with container.db.transaction() as conn:
+        name = api_keys.authenticate(conn, token.strip(), container.clock.now())
+    if name is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked API key",
+                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    return name
+
+
+ApiKeyDep = Annotated[str, Depends(require_api_key)]

@@ -1,0 +1,34 @@
+"""/v1/programs"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+
+from optline.entrypoints.api.deps import ApiKeyDep, ConnDep, ContainerDep
+from optline.entrypoints.api.schemas import ProgramCreate, ProgramPublic
+from optline.services import programs as program_service
+
+router = APIRouter(prefix="/v1/programs", tags=["programs"])
+
+
+@router.get("", response_model=list[ProgramPublic])
+def list_programs(conn: ConnDep, _key: ApiKeyDep) -> list[dict[str, object]]:
+    return program_service.list_programs(conn)
+
+
+@router.post("", response_model=ProgramPublic, status_code=status.HTTP_201_CREATED)
+def create_program(
+    body: ProgramCreate, conn: ConnDep, container: ContainerDep, _key: ApiKeyDep
+) -> dict[str, object]:
+    try:
+        return program_service.create_program(conn, container.clock, **body.model_dump(mode="json"))
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+
+
+@router.get("/{name}", response_model=ProgramPublic)
+def get_program(name: str, conn: ConnDep, _key: ApiKeyDep) -> dict[str, object]:
+    program = program_service.get_program(conn, name)
+    if program is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no program named {name!r}")
+    return program

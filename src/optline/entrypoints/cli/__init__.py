@@ -1,0 +1,48 @@
+"""The ``optline`` command line (Typer). One module per command group."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
+
+from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server
+from optline.entrypoints.cli.common import CliError, err_console
+
+app = typer.Typer(
+    help="optline: SMS campaigns built around consent.", no_args_is_help=True, add_completion=False
+)
+app.registered_commands += server.app.registered_commands
+app.add_typer(programs.app, name="programs")
+app.add_typer(contacts.app, name="contacts")
+app.add_typer(ledger.app, name="ledger")
+app.add_typer(apikeys.app, name="apikey")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except CliError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    except ValidationError as exc:  # settings from the environment
+        first = exc.errors()[0]
+        err_console.print(f"[red]configuration error:[/red] {first['msg']}")
+        sys.exit(2)
+    except OperationalError as exc:
+        err_console.print(f"[red]database error:[/red] {exc.orig}")
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

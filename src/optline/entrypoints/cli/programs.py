@@ -1,0 +1,59 @@
+"""``optline programs create|list``."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from optline.entrypoints.cli.common import console, container, fail
+from optline.services import programs as service
+
+app = typer.Typer(help="Messaging programs (one brand's campaign program).", no_args_is_help=True)
+
+
+@app.command("create")
+def create(
+    name: str = typer.Argument(..., help="unique program name"),
+    brand: str = typer.Option(..., help="brand name shown in every message"),
+    sender: list[str] = typer.Option([], help="sender number (E.164) or short code; repeatable"),
+    help_text: str = typer.Option(None, help="the reply to HELP (default: built from brand and frequency)"),
+    frequency: str = typer.Option("Msg frequency varies", help="message-frequency disclosure"),
+    terms_url: str = typer.Option(None),
+    privacy_url: str = typer.Option(None),
+    scope: str = typer.Option(
+        "brand", help="opt-out scope: 'brand' (all programs of the brand) or 'program'"
+    ),
+    double_opt_in: bool = typer.Option(False, help="new sign-ups must confirm with YES"),
+    join_keyword: list[str] = typer.Option([], help="keyword that starts a sign-up; repeatable"),
+) -> None:
+    """Create a program."""
+    if scope not in ("brand", "program"):
+        fail(f"--scope must be 'brand' or 'program', not {scope!r}")
+    c = container()
+    with c.db.transaction() as conn:
+        try:
+            program = service.create_program(
+                conn, c.clock, name=name, brand=brand, sender_numbers=list(sender), help_text=help_text,
+                frequency_text=frequency, terms_url=terms_url, privacy_url=privacy_url, optout_scope=scope,
+                double_opt_in=double_opt_in, join_keywords=list(join_keyword),
+            )  # fmt: skip
+        except ValueError as exc:
+            fail(str(exc))
+    console.print(
+        f"created program [bold]{program['name']}[/bold] (id {program['id']}, brand {program['brand']})"
+    )
+
+
+@app.command("list")
+def list_() -> None:
+    """List programs."""
+    c = container()
+    with c.db.read() as conn:
+        rows = service.list_programs(conn)
+    table = Table("id", "name", "brand", "senders", "opt-out scope", "double opt-in")
+    for p in rows:
+        table.add_row(
+            str(p["id"]), p["name"], p["brand"], ", ".join(p["sender_numbers"] or []) or "-",
+            p["optout_scope"], "yes" if p["double_opt_in"] else "no",
+        )  # fmt: skip
+    console.print(table)

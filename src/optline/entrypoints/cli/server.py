@@ -1,0 +1,37 @@
+"""``optline init`` and ``optline serve``."""
+
+from __future__ import annotations
+
+import typer
+
+from optline.entrypoints.cli.common import console, container
+
+app = typer.Typer()
+
+
+@app.command()
+def init() -> None:
+    """Create or migrate the database named by OPTLINE_DATABASE_URL (./optline.db by default)."""
+    c = container(migrate=True)
+    console.print(f"[green]database ready[/green]: {c.db.engine.url.render_as_string(hide_password=True)}")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="bind address (default OPTLINE_HOST, 127.0.0.1)"),
+    port: int = typer.Option(None, help="port (default OPTLINE_PORT, 8000)"),
+) -> None:
+    """Migrate the database and serve the API, webhooks and pages (with the SMS simulator by default)."""
+    import uvicorn
+
+    from optline.entrypoints.api.app import create_app
+
+    c = container(migrate=True)
+    host = host or c.settings.host
+    port = port or c.settings.port
+    base = f"http://{host}:{port}"
+    console.print(f"[bold]optline[/bold] on {base}  (provider: {c.settings.provider})")
+    console.print(f"  API docs   {base}/docs")
+    console.print(f"  health     {base}/healthz")
+    app_ = create_app(c)
+    uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False)

@@ -1,0 +1,251 @@
+"""Recording a consent change: the ledger event and the subscription projection, in one transaction.
+
+This is the only code path that writes ``consent_events`` or ``subscriptions``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from optline.adapters.clock import Clock
+from optline.adapters.db import ledger
+from optline.adapters.db import programs as program_repo
+from optline.adapters.db.tables import consent_events, subscriptions
+from optline.domain.consent import (
+    Action,
+    Channel,
+    ConsentRefused,
+    OptOutScope,
+    Status,
+    held_after,
+    missing_evidence,
+    next_status,
+)
+
+
+@dataclass
+class ConsentChange:
+    event: dict[str, Any]
+    # program_id -> (status before, status after)
+    statuses: dict[int, tuple[Status, Status]] = field(default_factory=dict)
+
+    @property
+    def was_subscribed(self) -> bool:
+        return any(before in (Status.SUBSCRIBED, Status.PENDING) for before, _ in self.statuses.values())
+
+
+def current(conn: Connection, contact_id: int, program: Mapping[str, Any]) -> tuple[Status, bool]:
+    """(status, held) of a contact for a program, as the projection says."""
+    row = conn.execute(
+        select(subscriptions.c.status, subscriptions.c.held).where(
+            (subscriptions.c.contact_id == contact_id) & (subscriptions.c.program_id == program["id"])
+        )
+    ).first()
+    if row:
+        return Status(row.status), bool(row.held)
+    # No row for this program yet, but a brand-wide opt-out still applies to programs created after it.
+    brand_optout = conn.execute(
+        select(consent_events.c.id)
+        .where(
+            (consent_events.c.contact_id == contact_id)
+            & (consent_events.c.program_id.is_(None))
+            & (consent_events.c.brand == program["brand"])
+            & (consent_events.c.action == Action.OPT_OUT.value)
+        )
+        .limit(1)
+    ).first()
+    return (Status.UNSUBSCRIBED if brand_optout else Status.NEVER), False
+
+
+def record(
+    conn: Connection,
+    clock: Clock,
+    *,
+    contact_id: int,
+    program: Mapping[str, Any],
+    action: Action,
+    channel: Channel,
+    evidence: Mapping[str, Any],
+    occurred_at: datetime | None = None,
+    brand_wide: bool | None = None,
+) -> ConsentChange:
+    """Append the event and update the projection. Raises ConsentRefused when a rule forbids the change.
+
+    ``brand_wide``: None follows the program's opt-out scope policy for opt-outs (and is program-only for
+    everything else); True forces brand-wide (STOPALL, "all messages from <brand>").
+    """
+    missing = missing_evidence(action, channel, dict(evidence))
+    if missing:
+        raise ConsentRefused(f"{action.value} via {channel.value} needs evidence: {', '.join(missing)}")
+    if brand_wide is None:
+        brand_wide = action is Action.OPT_OUT and program["optout_scope"] == OptOutScope.BRAND.value
+    if brand_wide and action is not Action.OPT_OUT and action is not Action.REVIEW_HOLD:
+        raise ConsentRefused("only opt-outs and review holds apply brand-wide; opt-ins are per program")
+
+    now = clock.now()
+    ledger.lock_contact(conn, contact_id)  # before reading state, so the read is the state we extend
+    targets = program_repo.of_brand(conn, program["brand"]) if brand_wide else [program]
+    before = {p["id"]: current(conn, contact_id, p) for p in targets}
+    double = bool(program.get("double_opt_in")) and channel is not Channel.IMPORT
+    after = {
+        pid: next_status(status, action, channel, double_opt_in=double) for pid, (status, _) in before.items()
+    }
+    event = ledger.append(
+        conn,
+        contact_id=contact_id,
+        program_id=None if brand_wide else program["id"],
+        brand=program["brand"],
+        action=action,
+        channel=channel,
+        evidence=evidence,
+        occurred_at=occurred_at or now,
+        recorded_at=now,
+    )
+    change = ConsentChange(event=event)
+    for pid, (status, held) in before.items():
+        new_status = after[pid]
+        _project(conn, contact_id, pid, status, new_status, held_after(held, action), event, action)
+        change.statuses[pid] = (status, new_status)
+    return change
+
+
+def _subscription_values(
+    old: Status, new: Status, held: bool, event: Mapping[str, Any], action: Action
+) -> dict[str, Any]:
+    """The projection row's new values after ``event`` (one place for how the projection follows events)."""
+    values: dict[str, Any] = {"status": new.value, "held": held, "last_event_id": event["id"]}
+    if new is not old:
+        values["since"] = event["occurred_at"]
+    if new is Status.SUBSCRIBED and action in (Action.OPT_IN, Action.OPT_IN_CONFIRMED):
+        values["consent_event_id"] = event["id"]  # the evidence that allows sending from now on
+    elif new is Status.UNSUBSCRIBED:
+        values["consent_event_id"] = None
+    return values
+
+
+def _project(
+    conn: Connection,
+    contact_id: int,
+    program_id: int,
+    old: Status,
+    new: Status,
+    held: bool,
+    event: Mapping[str, Any],
+    action: Action,
+) -> None:
+    values = _subscription_values(old, new, held, event, action)
+    where = (subscriptions.c.contact_id == contact_id) & (subscriptions.c.program_id == program_id)
+    if conn.execute(select(subscriptions.c.contact_id).where(where)).first():
+        conn.execute(update(subscriptions).where(where).values(**values))
+    else:
+        values.setdefault("since", event["occurred_at"])
+        conn.execute(insert(subscriptions).values(contact_id=contact_id, program_id=program_id, **values))
+
+
+def subscriptions_of(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
+    from optline.adapters.db.tables import programs
+
+    rows = conn.execute(
+        select(subscriptions, programs.c.name.label("program"), programs.c.brand)
+        .join(programs, programs.c.id == subscriptions.c.program_id)
+        .where(subscriptions.c.contact_id == contact_id)
+        .order_by(programs.c.name)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+@dataclass(frozen=True)
+class BatchOptIn:
+    contact_id: int
+    evidence: Mapping[str, Any]
+    occurred_at: datetime
+
+
+def record_opt_ins(
+    conn: Connection, clock: Clock, program: Mapping[str, Any], channel: Channel, items: list[BatchOptIn]
+) -> dict[str, int]:
+    """Set-based opt-ins for one program (contacts import): the same rules as ``record``, in few queries.
+
+    Returns counts: recorded, already_subscribed, kept_opted_out. Contacts must be distinct.
+    """
+    counts = {"recorded": 0, "already_subscribed": 0, "kept_opted_out": 0}
+    if not items:
+        return counts
+    now = clock.now()
+    ids = sorted(i.contact_id for i in items)
+    if conn.dialect.name == "postgresql":  # lock in id order: concurrent batches cannot deadlock
+        from optline.adapters.db.tables import contacts
+
+        conn.execute(
+            select(contacts.c.id).where(contacts.c.id.in_(ids)).order_by(contacts.c.id).with_for_update()
+        )
+    state = {
+        r.contact_id: (Status(r.status), bool(r.held))
+        for r in conn.execute(
+            select(subscriptions.c.contact_id, subscriptions.c.status, subscriptions.c.held).where(
+                (subscriptions.c.program_id == program["id"]) & subscriptions.c.contact_id.in_(ids)
+            )
+        )
+    }
+    brand_out = {
+        r.contact_id
+        for r in conn.execute(
+            select(consent_events.c.contact_id).where(
+                consent_events.c.contact_id.in_(ids)
+                & consent_events.c.program_id.is_(None)
+                & (consent_events.c.brand == program["brand"])
+                & (consent_events.c.action == Action.OPT_OUT.value)
+            )
+        )
+    }
+    heads = ledger.heads(conn, ids)
+    events: list[dict[str, Any]] = []
+    transitions: dict[int, tuple[Status, bool, Status]] = {}
+    for item in items:
+        default = Status.UNSUBSCRIBED if item.contact_id in brand_out else Status.NEVER
+        status, held = state.get(item.contact_id, (default, False))
+        if status is Status.SUBSCRIBED:
+            counts["already_subscribed"] += 1
+            continue
+        try:
+            new = next_status(status, Action.OPT_IN, channel)
+        except ConsentRefused:
+            counts["kept_opted_out"] += 1
+            continue
+        seq, prev = heads.get(item.contact_id, (0, ledger.chain.GENESIS))
+        events.append(
+            ledger.build_event(
+                contact_id=item.contact_id, seq=seq + 1, prev_hash=prev, program_id=program["id"],
+                brand=program["brand"], action=Action.OPT_IN, channel=channel, evidence=item.evidence,
+                occurred_at=item.occurred_at, recorded_at=now,
+            )
+        )  # fmt: skip
+        transitions[item.contact_id] = (status, held, new)
+    ledger.insert_events(conn, events)
+    inserts, updates = [], []
+    for event in events:
+        status, held, new = transitions[event["contact_id"]]
+        values = _subscription_values(status, new, held_after(held, Action.OPT_IN), event, Action.OPT_IN)
+        if event["contact_id"] in state:
+            updates.append({"b_contact_id": event["contact_id"], "since": event["occurred_at"], **values})
+        else:
+            inserts.append({"contact_id": event["contact_id"], "program_id": program["id"], **values})
+    if inserts:
+        conn.execute(insert(subscriptions), inserts)
+    if updates:
+        conn.execute(
+            update(subscriptions)
+            .where(
+                (subscriptions.c.contact_id == bindparam("b_contact_id"))
+                & (subscriptions.c.program_id == program["id"])
+            )
+            .values({k: bindparam(k) for k in updates[0] if k != "b_contact_id"}),
+            updates,
+        )
+    counts["recorded"] = len(events)
+    return counts

@@ -1,0 +1,53 @@
+"""Fixtures shared by every test. Database tests take ``db_url`` (or ``container``) and run on both engines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from optline.adapters.clock import FrozenClock
+from optline.bootstrap import Container, build
+from optline.config import Settings
+from tests.support import databases
+
+ENGINES = ["sqlite", "postgresql"]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    databases.close_postgres()
+
+
+@pytest.fixture(params=ENGINES)
+def engine_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(engine_name: str, tmp_path, tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    if engine_name == "sqlite":
+        yield databases.sqlite_fresh(tmp_path, tmp_path_factory.getbasetemp())
+        return
+    server = databases.postgres()
+    url = server.fresh()
+    yield url
+    server.drop(url)
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    # A Thursday afternoon in New York: inside every quiet-hours window unless a test moves it.
+    return FrozenClock(datetime(2026, 11, 26, 19, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return Settings(env="test", database_url=db_url, public_url="http://testserver")
+
+
+@pytest.fixture
+def container(settings: Settings, clock: FrozenClock) -> Iterator[Container]:
+    c = build(settings, clock=clock)
+    yield c
+    c.close()
