@@ -235,3 +235,18 @@ inbound_messages = Table(
     Index("ix_inbound_contact_time", "contact_id", "received_at"),
     Index("ix_inbound_review", "review", "review_decided_at"),
 )
+
+# The local SMS simulator's phone network: what optline "sent" and what "contacts" replied.
+simulator_messages = Table(
+    "simulator_messages",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("direction", String(3), nullable=False),  # out: optline -> person; in: person -> optline
+    Column("sid", String(40), nullable=False, unique=True),
+    Column("from_phone", String(20), nullable=False),
+    Column("to_phone", String(20), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("direction in ('out', 'in')", name="direction"),
+)

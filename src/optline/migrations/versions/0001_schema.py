@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 11:24:04.655371
+Create Date: 2026-11-26 11:25:37.857904
 """
 
 from __future__ import annotations
@@ -74,6 +74,20 @@ def upgrade() -> None:
         sa.CheckConstraint("optout_scope in ('program', 'brand')", name=op.f("ck_programs_optout_scope")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_programs")),
         sa.UniqueConstraint("name", name=op.f("uq_programs_name")),
+    )
+    op.create_table(
+        "simulator_messages",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("direction", sa.String(length=3), nullable=False),
+        sa.Column("sid", sa.String(length=40), nullable=False),
+        sa.Column("from_phone", sa.String(length=20), nullable=False),
+        sa.Column("to_phone", sa.String(length=20), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("direction in ('out', 'in')", name=op.f("ck_simulator_messages_direction")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_simulator_messages")),
+        sa.UniqueConstraint("sid", name=op.f("uq_simulator_messages_sid")),
     )
     op.create_table(
         "campaigns",
@@ -308,6 +322,7 @@ def downgrade() -> None:
 
     op.drop_table("consent_events")
     op.drop_table("campaigns")
+    op.drop_table("simulator_messages")
     op.drop_table("programs")
     op.drop_table("ledger_digests")
     op.drop_table("contacts")

@@ -1,0 +1,93 @@
+"""What every SMS provider module offers, and the small shared set of provider errors.
+
+Layout (after nyaruka/courier): one package per provider with the same file names —
+``<provider>/send.py`` (send a message, look a message up for reconciliation) and
+``<provider>/webhook.py`` (verify a signature, parse an inbound message, parse a status callback).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class ErrorKind(StrEnum):
+    RETRY = "retry"  # transient: 5xx, timeouts, 429 — try again later (Retry-After when given)
+    BAD_REQUEST = "bad_request"  # this message can never be sent as it is (invalid number, body too long)
+    BAD_CONFIG = "bad_config"  # our credentials or sender are wrong: stop sending, tell the operator
+    OPTED_OUT = "opted_out"  # the recipient opted out at the provider/carrier: becomes a ledger event
+
+
+# Provider error codes that mean "the recipient opted out" (DESIGN.md, Providers).
+OPTED_OUT_CODES: dict[str, frozenset[str]] = {
+    "twilio": frozenset({"21610"}),
+    "telnyx": frozenset({"40300"}),
+    "plivo": frozenset({"200"}),
+    "vonage": frozenset({"9"}),
+}
+
+
+class ProviderError(Exception):
+    def __init__(
+        self, kind: ErrorKind, message: str, *, code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.kind, self.code, self.message, self.retry_after = kind, code, message, retry_after
+
+
+@dataclass(frozen=True)
+class OutboundSms:
+    to: str
+    from_: str | None
+    body: str
+    idempotency_key: str
+    status_callback_url: str | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    provider_message_id: str
+    status: str = "sent"
+
+
+@dataclass(frozen=True)
+class InboundSms:
+    provider: str
+    provider_message_id: str
+    from_phone: str
+    to_phone: str
+    body: str
+    received_at: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    provider: str
+    provider_message_id: str
+    status: str  # sent, delivered, undelivered, failed
+    error_code: str | None = None
+    error_message: str | None = None
+    opted_out: bool = False  # the provider says the recipient opted out (error code or OptOutType)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Sender(Protocol):
+    name: str
+
+    def send(self, sms: OutboundSms) -> SendResult:
+        """Hand one message to the provider; raise ProviderError on failure."""
+
+    def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
+        """Reconciliation after a timeout or crash: the provider id of this message if it was accepted."""
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """Remove secrets from anything that may reach a log or an error message."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,1 @@
+"""plivo: send.py (outbound) and webhook.py (inbound and status callbacks)."""

@@ -1,0 +1,1 @@
+"""simulator: send.py (outbound) and webhook.py (inbound and status callbacks)."""

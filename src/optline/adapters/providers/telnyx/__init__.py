@@ -1,0 +1,1 @@
+"""telnyx: send.py (outbound) and webhook.py (inbound and status callbacks)."""

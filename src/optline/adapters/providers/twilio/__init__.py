@@ -1,0 +1,1 @@
+"""twilio: send.py (outbound) and webhook.py (inbound and status callbacks)."""

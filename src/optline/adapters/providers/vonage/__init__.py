@@ -1,0 +1,1 @@
+"""vonage: send.py (outbound) and webhook.py (inbound and status callbacks)."""

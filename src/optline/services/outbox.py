@@ -1,0 +1,71 @@
+"""The outbox contract: every message optline sends is a row in ``messages`` first.
+
+Kinds and what dispatch checks at send time (the dispatcher is the one place that enforces this):
+- ``marketing``: consent (subscribed with evidence, not held) for the program, quiet hours, caps.
+- ``transactional``: consent not revoked (unsubscribed contacts get nothing), quiet hours.
+- ``confirmation`` (the one reply to an opt-out or opt-in), ``help``, ``signup`` (double opt-in prompt):
+  replies to something the person just sent; sent at once, even to an opted-out person and in quiet hours.
+
+Enqueueing is idempotent on ``idempotency_key``: enqueueing the same key twice returns the first row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from optline.adapters.clock import Clock
+from optline.adapters.db.tables import messages
+
+
+class Kind(StrEnum):
+    MARKETING = "marketing"
+    TRANSACTIONAL = "transactional"
+    CONFIRMATION = "confirmation"
+    HELP = "help"
+    SIGNUP = "signup"
+
+
+REPLY_KINDS = frozenset({Kind.CONFIRMATION, Kind.HELP, Kind.SIGNUP})
+
+
+def key(*parts: object) -> str:
+    """A deterministic idempotency key from what makes a message unique (e.g. campaign id + contact id)."""
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:40]
+
+
+def enqueue(
+    conn: Connection,
+    clock: Clock,
+    *,
+    program_id: int,
+    contact_id: int,
+    to_phone: str,
+    kind: Kind,
+    body: str,
+    idempotency_key: str,
+    from_phone: str | None = None,
+    campaign_id: int | None = None,
+    not_before: datetime | None = None,
+    segments: int = 1,
+    optout_token: str | None = None,
+) -> dict[str, Any]:
+    existing = conn.execute(select(messages).where(messages.c.idempotency_key == idempotency_key)).first()
+    if existing:
+        return dict(existing._mapping)
+    now = clock.now()
+    row = conn.execute(
+        insert(messages)
+        .values(
+            program_id=program_id, contact_id=contact_id, to_phone=to_phone, from_phone=from_phone,
+            kind=kind.value, body=body, segments=segments, status="queued", idempotency_key=idempotency_key,
+            campaign_id=campaign_id, not_before=not_before, optout_token=optout_token, attempts=0,
+            created_at=now, updated_at=now,
+        )
+        .returning(*messages.c)
+    ).one()  # fmt: skip
+    return dict(row._mapping)
