@@ -250,3 +250,13 @@ simulator_messages = Table(
     Column("created_at", UtcDateTime, nullable=False),
     CheckConstraint("direction in ('out', 'in')", name="direction"),
 )
+
+# Imported Do-Not-Call numbers (national or internal list). Marketing skips them unless the contact's
+# consent is express written consent (services.audience.express_written_consent).
+dnc_numbers = Table(
+    "dnc_numbers",
+    metadata,
+    Column("phone", String(20), primary_key=True),
+    Column("source", String(100), nullable=False),
+    Column("imported_at", UtcDateTime, nullable=False),
+)

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 import optline
 from optline.bootstrap import Container
+from optline.entrypoints.api import campaigns as campaigns_api
 from optline.entrypoints.api import contacts, programs
 
 
@@ -29,4 +30,5 @@ def create_app(container: Container) -> FastAPI:
 
     app.include_router(programs.router)
     app.include_router(contacts.router)
+    app.include_router(campaigns_api.router)
     return app

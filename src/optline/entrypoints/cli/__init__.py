@@ -8,7 +8,9 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
+from optline.entrypoints import worker as worker_entry
 from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server
+from optline.entrypoints.cli import campaigns as campaigns_cli
 from optline.entrypoints.cli.common import CliError, err_console
 
 app = typer.Typer(
@@ -19,6 +21,8 @@ app.add_typer(programs.app, name="programs")
 app.add_typer(contacts.app, name="contacts")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(apikeys.app, name="apikey")
+app.add_typer(campaigns_cli.app, name="campaigns")
+app.registered_commands += worker_entry.app.registered_commands
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 11:25:37.857904
+Create Date: 2026-11-26 11:29:22.916109
 """
 
 from __future__ import annotations
@@ -45,6 +45,13 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contacts")),
         sa.UniqueConstraint("phone", name=op.f("uq_contacts_phone")),
+    )
+    op.create_table(
+        "dnc_numbers",
+        sa.Column("phone", sa.String(length=20), nullable=False),
+        sa.Column("source", sa.String(length=100), nullable=False),
+        sa.Column("imported_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("phone", name=op.f("pk_dnc_numbers")),
     )
     op.create_table(
         "ledger_digests",
@@ -325,6 +332,7 @@ def downgrade() -> None:
     op.drop_table("simulator_messages")
     op.drop_table("programs")
     op.drop_table("ledger_digests")
+    op.drop_table("dnc_numbers")
     op.drop_table("contacts")
     op.drop_table("api_keys")
     # ### end Alembic commands ###
