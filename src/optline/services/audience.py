@@ -205,7 +205,7 @@ def materialise(conn: Connection, campaign: Mapping[str, Any], program: Mapping[
     for attempt in range(3):
         try:
             with conn.begin_nested():
-                return int(conn.execute(stmt).rowcount or 0)
+                return int(conn.execute(stmt, execution_options={"preserve_rowcount": True}).rowcount or 0)
         except IntegrityError as exc:
             if "optout_token" not in str(exc.orig) or attempt == 2:
                 raise

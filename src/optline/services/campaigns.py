@@ -143,8 +143,9 @@ def _set(conn: Connection, campaign_id: int, **values: Any) -> dict[str, Any]:
     return dict(row._mapping)
 
 
-def start(conn: Connection, clock: Clock, campaign: Mapping[str, Any], *, at: datetime | None = None,
-          force_warnings: bool = True) -> tuple[dict[str, Any], int]:  # fmt: skip
+def start(
+    conn: Connection, clock: Clock, campaign: Mapping[str, Any], *, at: datetime | None = None
+) -> tuple[dict[str, Any], int]:
     """Lint, materialise the audience and set the campaign sending (``at`` in the future: scheduled).
 
     Returns (campaign, messages queued). Lint errors raise CampaignError listing them.

@@ -242,7 +242,12 @@ class Dispatcher:
             }))  # fmt: skip
             reconcile = as_utc(m["handed_over_at"]) if m["handed_over_at"] else None
             rate = settings.get("rate_per_second", self.config.rate_per_second)
-            sms = OutboundSms(to=m["to_phone"], from_=m["from_phone"], body=body,
+            sender_number = (
+                m["from_phone"]
+                or next(iter(program.get("sender_numbers") or []), None)
+                or program.get("short_code")
+            )
+            sms = OutboundSms(to=m["to_phone"], from_=sender_number, body=body,
                               idempotency_key=m["idempotency_key"], status_callback_url=self.config.status_callback_url)  # fmt: skip
             to_send.append(_ToSend({**m, "body": body}, sms, reconcile, float(rate) if rate else None,
                                    m["attempts"] + 1, program))  # fmt: skip
