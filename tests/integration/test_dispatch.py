@@ -60,7 +60,7 @@ def rows(container: Container) -> list[Any]:
 
 
 def test_send_composes_and_records(container: Container, fake: fp.FakeProviders) -> None:
-    program, ids = outbound.seed(container, 3)
+    _program, _ids = outbound.seed(container, 3)
     campaign = start_campaign(container)
     counts = drain(make_dispatcher(container, fake))
     assert counts.sent == 3
@@ -164,7 +164,7 @@ def test_florida_three_per_day_and_eight_pm(container: Container, fake: fp.FakeP
 
 @pytest.mark.parametrize("action", ["defer", "skip"])
 def test_frequency_cap(container: Container, fake: fp.FakeProviders, action: str) -> None:
-    program, ids = outbound.seed(container, 2)
+    _program, _ids = outbound.seed(container, 2)
     with container.db.transaction() as conn:
         conn.execute(
             update(programs).values(settings={"frequency_cap": {"max": 1, "days": 7, "action": action}})
@@ -242,7 +242,7 @@ def test_permanent_failure_and_giving_up(container: Container, fake: fp.FakeProv
 def test_provider_opted_out_error_becomes_a_ledger_event(
     container: Container, fake: fp.FakeProviders
 ) -> None:
-    program, ids = outbound.seed(container, 2)
+    _program, ids = outbound.seed(container, 2)
     fake.state.opted_out.add(outbound.phone(0))
     start_campaign(container)
     counts = drain(make_dispatcher(container, fake))
@@ -309,7 +309,7 @@ def test_pause_resume_cancel(container: Container, fake: fp.FakeProviders) -> No
 def test_template_field_missing_for_one_contact_fails_that_message_only(
     container: Container, fake: fp.FakeProviders
 ) -> None:
-    program, ids = outbound.seed(container, 2)
+    _program, ids = outbound.seed(container, 2)
     with container.db.transaction() as conn:
         conn.execute(update(contacts).where(contacts.c.id == ids[1]).values(attributes={}))
     start_campaign(container)
