@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,9 @@ log = logging.getLogger("optline.dispatch")
 
 ACTIVE = ("queued", "claimed", "sending", "deferred")  # not finished yet
 HANDED_OVER = ("sending", "sent", "delivered", "undelivered")  # counted for caps and state limits
+# The longest a provider call can take (http_errors.DEFAULT_TIMEOUT) plus slack: no call starts later
+# than this before the lease ends.
+SEND_MARGIN = 12.0
 
 
 @dataclass
@@ -147,9 +151,9 @@ class Dispatcher:
         return sorted((dict(r._mapping) for r in rows), key=lambda r: r["id"])
 
     def _lease(self) -> timedelta:
-        # Long enough for a whole batch at the configured rate plus a provider timeout.
+        # Long enough for a whole batch at the configured rate, plus one provider call's worst case.
         rate = self.config.rate_per_second
-        needed = timedelta(seconds=(self.config.batch_size / rate if rate else 0) * 2 + 30)
+        needed = timedelta(seconds=(self.config.batch_size / rate if rate else 0) * 2 + 2 * SEND_MARGIN)
         return max(self.config.lease, needed)
 
     # -- 2. the send-time check --------------------------------------------------------------------
@@ -327,9 +331,19 @@ class Dispatcher:
         counts.claimed = len(claimed)
         if not claimed:
             return counts
+        leased_at = time.monotonic()
         with self.db.transaction() as conn:
             to_send = self.check(conn, claimed, counts)
-        outcomes = [self.deliver(item) for item in to_send]
+        # Never start a provider call that could outlive our lease: once the lease is reclaimed another
+        # worker reconciles and may resend, so a call still in flight then could become a duplicate.
+        budget = self._lease().total_seconds() - SEND_MARGIN
+        outcomes: list[_Outcome] = []
+        for item in to_send:
+            if time.monotonic() - leased_at < budget:
+                outcomes.append(self.deliver(item))
+            else:  # back to the queue; handed_over_at stays set, so the next attempt reconciles first
+                outcomes.append(_Outcome(item.row["id"], {"status": "queued", "reason": "lease budget used up",
+                                                          "lease_owner": None, "lease_expires_at": None}))  # fmt: skip
         if outcomes:
             with self.db.transaction() as conn:
                 self.record(conn, to_send, outcomes, counts)

@@ -14,6 +14,8 @@ from optline.services import audience
 from optline.services import campaigns as service
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
+# ``_key`` comes first in every route: the key check runs (and commits) before the request's transaction
+# opens — on SQLite a second write transaction inside the first would wait for itself.
 
 
 class CampaignCreate(BaseModel):
@@ -52,7 +54,7 @@ def _get(conn: Connection, campaign_id: int) -> dict[str, Any]:
 
 
 @router.get("", response_model=list[CampaignPublic])
-def list_campaigns(conn: ConnDep, _key: ApiKeyDep, program: str | None = None) -> list[dict[str, Any]]:
+def list_campaigns(_key: ApiKeyDep, conn: ConnDep, program: str | None = None) -> list[dict[str, Any]]:
     try:
         return service.list_all(conn, program)
     except LookupError as exc:
@@ -61,7 +63,7 @@ def list_campaigns(conn: ConnDep, _key: ApiKeyDep, program: str | None = None) -
 
 @router.post("", response_model=CampaignPublic, status_code=status.HTTP_201_CREATED)
 def create_campaign(
-    body: CampaignCreate, conn: ConnDep, container: ContainerDep, _key: ApiKeyDep
+    _key: ApiKeyDep, body: CampaignCreate, conn: ConnDep, container: ContainerDep
 ) -> dict[str, Any]:
     try:
         return service.create(conn, container.clock, **body.model_dump())
@@ -72,13 +74,13 @@ def create_campaign(
 
 
 @router.get("/{campaign_id}", response_model=CampaignPublic)
-def get_campaign(campaign_id: int, conn: ConnDep, _key: ApiKeyDep) -> dict[str, Any]:
+def get_campaign(_key: ApiKeyDep, campaign_id: int, conn: ConnDep) -> dict[str, Any]:
     return _get(conn, campaign_id)
 
 
 @router.post("/{campaign_id}/lint")
 def lint_campaign(
-    campaign_id: int, conn: ConnDep, container: ContainerDep, _key: ApiKeyDep
+    _key: ApiKeyDep, campaign_id: int, conn: ConnDep, container: ContainerDep
 ) -> dict[str, Any]:
     result = service.lint(conn, container.clock, _get(conn, campaign_id))
     seg = result.segments
@@ -91,15 +93,14 @@ def lint_campaign(
 
 
 @router.get("/{campaign_id}/audience")
-def audience_dry_run(campaign_id: int, conn: ConnDep, _key: ApiKeyDep) -> dict[str, Any]:
+def audience_dry_run(_key: ApiKeyDep, campaign_id: int, conn: ConnDep) -> dict[str, Any]:
     campaign = _get(conn, campaign_id)
     dry = audience.dry_run(conn, campaign["program_id"], campaign["audience_filter"])
     return {"recipients": dry.recipients, "excluded": dry.excluded}
 
 
 @router.post("/{campaign_id}/send", response_model=CampaignPublic)
-def send_campaign(campaign_id: int, conn: ConnDep, container: ContainerDep, _key: ApiKeyDep,
-                  body: SendRequest | None = None) -> dict[str, Any]:  # fmt: skip
+def send_campaign(_key: ApiKeyDep, campaign_id: int, conn: ConnDep, container: ContainerDep, body: SendRequest | None = None) -> dict[str, Any]:  # fmt: skip
     try:
         row, _ = service.start(conn, container.clock, _get(conn, campaign_id), at=body.at if body else None)
     except ValueError as exc:
@@ -109,7 +110,7 @@ def send_campaign(campaign_id: int, conn: ConnDep, container: ContainerDep, _key
 
 @router.post("/{campaign_id}/{action}", response_model=CampaignPublic)
 def change_campaign(
-    campaign_id: int, action: str, conn: ConnDep, container: ContainerDep, _key: ApiKeyDep
+    _key: ApiKeyDep, campaign_id: int, action: str, conn: ConnDep, container: ContainerDep
 ) -> dict[str, Any]:
     campaign = _get(conn, campaign_id)
     try:
@@ -127,7 +128,7 @@ def change_campaign(
 
 
 @router.get("/{campaign_id}/status")
-def campaign_status(campaign_id: int, conn: ConnDep, _key: ApiKeyDep) -> dict[str, Any]:
+def campaign_status(_key: ApiKeyDep, campaign_id: int, conn: ConnDep) -> dict[str, Any]:
     st = service.status(conn, _get(conn, campaign_id))
     return {
         "status": st.campaign["status"],
