@@ -17,7 +17,12 @@ from tests.support import fake_providers as fp
 
 SMS = OutboundSms(to="+14155550134", from_="+14155550100", body="Acme: hi. Reply STOP to opt out.",
                   idempotency_key="c1:42", status_callback_url="https://acme.test/webhooks/x/status")  # fmt: skip
-SECRETS = {"twilio": fp.TWILIO_TOKEN, "vonage": fp.VONAGE_SECRET, "plivo": fp.PLIVO_TOKEN, "telnyx": fp.TELNYX_KEY}
+SECRETS = {
+    "twilio": fp.TWILIO_TOKEN,
+    "vonage": fp.VONAGE_SECRET,
+    "plivo": fp.PLIVO_TOKEN,
+    "telnyx": fp.TELNYX_KEY,
+}
 
 
 def build(name: str, url: str, *, wrong_secret: bool = False) -> Sender:
@@ -76,7 +81,9 @@ FAILURES: list[tuple[str, dict[str, Any], ErrorKind, str | None]] = [
 
 
 @pytest.mark.parametrize(("name", "rule", "kind", "code"), FAILURES)
-def test_error_mapping(fake: fp.FakeProviders, name: str, rule: dict[str, Any], kind: ErrorKind, code: str | None) -> None:
+def test_error_mapping(
+    fake: fp.FakeProviders, name: str, rule: dict[str, Any], kind: ErrorKind, code: str | None
+) -> None:
     fake.fail(provider=name, **rule)
     with pytest.raises(ProviderError) as info:
         build(name, fake.url).send(SMS)
