@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 import optline
 from optline.bootstrap import Container
 from optline.entrypoints.api import contacts, programs
+from optline.entrypoints.api import webhooks as webhooks_api
 
 
 def create_app(container: Container) -> FastAPI:
@@ -29,4 +30,5 @@ def create_app(container: Container) -> FastAPI:
 
     app.include_router(programs.router)
     app.include_router(contacts.router)
+    app.include_router(webhooks_api.router)
     return app
