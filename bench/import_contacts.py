@@ -96,12 +96,9 @@ def row_at_a_time(url: str, path: Path, limit: int) -> float:
                 with c.db.transaction() as conn:
                     contact, _ = contacts.get_or_create(conn, phone, c.clock.now())
                     if row[2]:
-                        try:
-                            consent.record(conn, c.clock, contact_id=contact["id"], program=program,
-                                           action=Action.OPT_IN, channel=Channel.IMPORT,
-                                           evidence={"source": row[3]}, occurred_at=parse_datetime(row[2]))  # fmt: skip
-                        except Exception:
-                            pass
+                        consent.record(conn, c.clock, contact_id=contact["id"], program=program,
+                                       action=Action.OPT_IN, channel=Channel.IMPORT,
+                                       evidence={"source": row[3]}, occurred_at=parse_datetime(row[2]))  # fmt: skip
             return done
 
         elapsed, done = timed(run)

@@ -71,16 +71,17 @@ def parse_phone(raw: str, default_region: str = "US") -> Phone:
     if not phonenumbers.is_possible_number(number):
         raise InvalidPhoneNumber(f"{text!r} has the wrong number of digits for its country")
     nsn = national_significant_number(number)
-    region = _region(number.country_code, nsn, number)
+    country_code = number.country_code or 0
+    region = _region(country_code, nsn, number)
     metadata = PhoneMetadata.metadata_for_region(region) if region else None
     # is_valid_number() and number_type() each re-derive the region (the costly part of parsing a +1
     # number, which tries ~25 NANP regions); derive it once and classify against its metadata directly.
     number_type = _number_type_helper(nsn, metadata) if metadata else PhoneNumberType.UNKNOWN
     if number_type == PhoneNumberType.UNKNOWN:
         raise InvalidPhoneNumber(f"{text!r} is not a valid number (unassigned area or prefix)")
-    zones, state = _zones_and_state(number.country_code, nsn, region)
+    zones, state = _zones_and_state(country_code, nsn, region)
     return Phone(
-        e164=f"+{number.country_code}{nsn}",
+        e164=f"+{country_code}{nsn}",
         region=region,
         number_type=_TYPE_NAMES.get(number_type, "unknown"),
         time_zones=zones,
