@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--errors", action="store_true", help="print every message optline gets wrong")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv if argv is not None else [])  # python -m bench passes its own argv
     replies = load_replies(args.data / "replies-dev.tsv")
     ham = load_ham(args.data / "sms-ham-dev.txt")
     print(
@@ -119,4 +119,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
