@@ -56,13 +56,16 @@ def scores(rule: Callable[[str], str], rows: list[tuple[str, str]], intent: str)
     return (tp / (tp + fp) if tp + fp else 1.0), (tp / (tp + fn) if tp + fn else 0.0)
 
 
-def throughput(rule: Callable[[str], str], texts: list[str], seconds: float = 2.0) -> float:
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for text in texts:
-            rule(text)
-        done += len(texts)
-    return done / (time.perf_counter() - start)
+def throughput(rule: Callable[[str], str], texts: list[str], seconds: float = 1.0, rounds: int = 3) -> float:
+    best = 0.0
+    for _ in range(rounds):
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for text in texts:
+                rule(text)
+            done += len(texts)
+        best = max(best, done / (time.perf_counter() - start))
+    return best
 
 
 def uncached(text: str) -> str:
@@ -99,12 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     fp_base = sum(1 for t in ham if twilio_rule(t) == "optout") / len(ham)
     line("ham false-positive rate", fp_ours, fp_base, "{:.4f}")
     mixed = [t for t, _ in replies] + ham
-    line("msgs/s (uncached, 1 core)", throughput(uncached, mixed), throughput(twilio_rule, mixed), "{:,.0f}")
+    # Every message classified from scratch (classify() also caches repeats such as "STOP"; not counted).
+    # Best of three 1-second rounds: the machine is shared, the best round is the least disturbed one.
     line(
-        "msgs/s (classify, cached)",
-        throughput(optline_rule, mixed),
-        throughput(twilio_rule, mixed),
-        "{:,.0f}",
+        "msgs/s (one core, uncached)", throughput(uncached, mixed), throughput(twilio_rule, mixed), "{:,.0f}"
     )
     if args.errors:
         for text, label in replies:

@@ -30,6 +30,15 @@ OPTOUT = [
     "désabonnez-moi", "mauvais numéro", "pare de me mandar mensagens", "me tire da lista", "número errado",
     "não me mande mais mensagens", "STOP MARKETING", "STOP ads", "I didn't sign up for this",
     "Who gave you my number? Stop.", "Quit texting me", "cease texting",
+    # more of the language of opt-outs
+    "I said stop", "I've asked you to stop multiple times", "Please do not send me any more messages",
+    "Don't ever text me again", "Remove this number", "Take my number off your list", "Reported as spam",
+    "wtf stop", "STOP UNSUBSCRIBE", "No thanks. Not interested.", "Wrong number. Who is this?",
+    "Stop this nonsense", "cancel my subscription", "Favor de no enviar más mensajes", "No estoy interesado",
+    "Ya no me envíen mensajes", "Quiero darme de baja", "Merci de ne plus m'envoyer de messages", "Arrête stp",
+    "Veuillez arrêter de m'envoyer des SMS", "Retirez-moi de votre liste", "Não tenho interesse",
+    "Me remova da lista", "Para de mandar mensagem", "Stop!! who the hell is this", "cease and desist",
+    "Canel", "quti", "Unsubscibe me please", "Stop texting this number",
 ]  # fmt: skip
 
 NOT_OPTOUT = [
@@ -42,12 +51,16 @@ NOT_OPTOUT = [
     "Can you drop me off at the station?", "Ok u can take me shopping when u get paid",
     "G wants to know where the fuck you are", "Damn, can you make it tonight or do you want to wait",
     "I need to stop at the bank first", "no more already thanks 4 printing", "Stop and Shop has it cheaper",
+    "Can you take me off at the corner?", "I'll text you when I'm off work", "Stop it I'm laughing so hard",
+    "See you at the end of the week", "I can't stop laughing lol", "Send me the info please",
+    "Text me when you get home", "No more excuses, let's go to the gym", "I don't want to go to the party",
+    "please remove the pickles from my order", "How do I get to your store?", "👍", "cancer",
 ]  # fmt: skip
 
 OPTIN = ["START", "Start", "UNSTOP", "YES", "yes!", "Yes please", "SUBSCRIBE", "JOIN", "RESUME", "CONTINUE",
          "VOLVER", "RECIBIR", "VOLTAR", "RECEBER", "START MARKETING", "Sí", "OUI", "SIM"]  # fmt: skip
 HELP = ["HELP", "help", "Help?", "INFO", "AYUDA", "AIDE", "AJUDA", "help please"]
-REVIEW = ["no", "NO", "x", "X", "S", "s", "não", "nao", "nope", "No thanks"]
+REVIEW = ["no", "NO", "x", "X", "S", "s", "não", "nao", "nope", "No thanks", "🛑"]
 
 
 @pytest.mark.parametrize("text", OPTOUT)

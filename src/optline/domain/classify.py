@@ -123,7 +123,12 @@ def _build_keywords() -> dict[str, tuple[Intent, str, str]]:
     for word, value in exact.items():
         if value[0] is not Intent.OPTOUT or " " in word:
             continue
-        variants = _edits1(word) if len(word) >= 8 else _transpositions(word) if len(word) >= 4 else set()
+        if len(word) >= 8:
+            variants = _edits1(word)
+        elif len(word) >= 5:  # deletions and swaps only: a substitution turns "cancel" into "cancer"
+            variants = _transpositions(word) | {word[:i] + word[i + 1 :] for i in range(len(word))}
+        else:
+            variants = _transpositions(word) if len(word) >= 4 else set()
         for variant in variants:
             if variant not in exact:
                 table.setdefault(variant, value)
@@ -139,6 +144,13 @@ _STRONG = frozenset({"stop", "stopall", "stop all", "unsubscribe", "unsub", "opt
 _STRONG_TOKENS = frozenset(
     w for w, (_, _, canon) in _KEYWORDS.items() if canon in _STRONG and " " not in w
 ) | {"opt"}
+# Every word a keyword reply can consist of.
+_VOCABULARY = frozenset(t for w in _KEYWORDS for t in w.split()) | lx.FILLER | lx.EMPHASIS
+# Every word of every opt-out keyword: a short message with none of them cannot hold a keyword clause.
+_OPTOUT_TOKENS = frozenset(
+    t for w, (intent, _, _) in _KEYWORDS.items() if intent is Intent.OPTOUT for t in w.split()
+)
+_STOP_EMOJI = ("🛑", "⛔", "🚫", "✋", "🤚")
 _BRAND_WIDE = frozenset({"stopall", "stop all", "unsubscribe all", "cancel all"})
 
 
@@ -151,6 +163,12 @@ def _keyword(words: str, tokens: list[str] | None = None) -> tuple[Intent, str, 
         tokens = words.split()
     if not tokens or len(tokens) > 8:
         return None
+    if not _VOCABULARY.issuperset(tokens):
+        # A word that is no keyword, filler or emphasis (even with doubled letters squeezed): not a keyword.
+        squeezed = [_squeeze(t) for t in tokens]
+        if not _VOCABULARY.issuperset(squeezed):
+            return None
+        tokens = squeezed
     core = [t for t in tokens if t not in lx.FILLER]
     if not core:
         return None
@@ -160,6 +178,11 @@ def _keyword(words: str, tokens: list[str] | None = None) -> tuple[Intent, str, 
         hit = _KEYWORDS.get(candidate) or _KEYWORDS.get(_squeeze(candidate))
         if hit:
             return hit
+    # Opt-out words stacked or shouted around: "STOP UNSUBSCRIBE", "arrete stop", "wtf stop", "omg STOP".
+    loud = [t for t in deduped if t not in lx.EMPHASIS]
+    hits = [_KEYWORDS.get(t) for t in loud]
+    if loud and all(h is not None and h[0] is Intent.OPTOUT for h in hits):
+        return _KEYWORDS.get(" ".join(loud)) or hits[0]
     return None
 
 
@@ -183,7 +206,7 @@ _VERB_TEXT = (
 )
 _OBJ = (
     r"(?:texts?|txts?|messages?|msgs?|sms|spam|ads|adverts?|advertis\w*|marketing|promo\w*|notifications?|"
-    r"alerts?|offers?|deals|emails?|subscription|membership|junk|crap|shit|bs|stuff|things|updates)"
+    r"alerts?|offers?|deals|emails?|subscription|membership|nonsense|bullshit|garbage|harassment|madness|junk|crap|shit|bs|stuff|things|updates)"
 )
 _INTENS = r"(?:ing|fucking|fuckin|fking|fkn|freaking|frickin|effing|bloody|damn|goddamn|god damn|f|the|all|your|ur|these|those|this|with the|with)"
 _PROFANITY = r"(?:fuck\w*|fck\w*|fk|shit\w*|damn|stfu|wtf|asshole|bitch\w*|bastard\w*|crap)"
@@ -206,40 +229,64 @@ class _Rule:
     anchors: frozenset[str]  # the rule runs only when the message has one of these words (speed)
     max_tokens: int = 10_000  # some phrases only mean "leave me alone" in a short reply
     brand_wide: bool = False
+    also: frozenset[str] = frozenset()  # when set, the message must also have one of these words
 
 
 def _rule(
-    lang: str, name: str, pattern: str, anchors: str, max_tokens: int = 10_000, brand: bool = False
+    lang: str,
+    name: str,
+    pattern: str,
+    anchors: str,
+    max_tokens: int = 10_000,
+    brand: bool = False,
+    also: str = "",
 ) -> _Rule:
-    return _Rule(lang, name, re.compile(pattern), _anchors(anchors), max_tokens, brand)
+    return _Rule(lang, name, re.compile(pattern), _anchors(anchors), max_tokens, brand, _anchors(also))
+
+
+_OBJ_WORDS = (
+    "text texts txt txts message messages msg msgs sms spam ads advert adverts advertising advertisements "
+    "marketing promo promos promotion promotions promotional notification notifications alert alerts offer "
+    "offers deals email emails subscription membership nonsense bullshit garbage harassment madness junk crap "
+    "shit bs stuff things updates contacted texted messaged"
+)
+_VERB_WORDS = (
+    "text texting texts textin txt txting txts message messaging messages msg msging msgs contact contacting "
+    "spam spamming email emailing emails sms send sending call calling"
+)
 
 
 _PHRASES: list[_Rule] = [
     _rule("en", "stop-texting", rf"{_NEG}\b(?:stop|quit|cease|stp|sotp|stopp)(?: {_INTENS}){{0,2}} {_VERB_TEXT}\b", _STOPS),
-    _rule("en", "stop-the-texts", rf"{_NEG}\b(?:stop|quit|cease|end|cancel|no more|unsubscribe)(?: [a-z]+){{0,2}} {_OBJ}\b(?! (?:coming|going|flowing|rolling))", _STOPS + " end cancel more unsubscribe"),
-    _rule("en", "dont-text-me", r"\b(?:dont|do not|never|quit|stop|no more) (?:text\w*|txt\w*|messag\w*|msg\w*|contact\w*|spam\w*|email\w*|sms\w*)(?: [a-z]+)? (?:me|us|this (?:number|phone|cell|line)|my (?:number|phone|cell))\b", _NEGS + " quit stop more"),
-    _rule("en", "dont-call-me", r"^(?:please |pls |plz )?(?:dont|do not|never|stop|quit) (?:call\w*|ring\w*)(?: me| this number)?(?: (?:again|anymore|any more|ever|please|pls))*$", _NEGS + " stop quit"),
-    _rule("en", "dont-text", r"^(?:please |pls |plz )?(?:dont|do not|never) (?:text|txt|message|msg|contact|call|email|sms|send)(?: (?:again|anymore|any more|ever))?$", _NEGS),
-    _rule("en", "remove-me", r"\b(?:remove|delete|erase|lose|wipe|unlist|unenroll|unregister|purge) (?:me|my (?:number|name|info\w*|phone|contact\w*|#|cell|details|data|num))\b(?! (?:up|a |an |in |home|there))", "remove delete erase lose wipe unlist unenroll unregister purge"),
+    _rule("en", "stop-the-texts", rf"{_NEG}\b(?:stop|quit|cease|end|cancel|no more|unsubscribe)(?: [a-z]+){{0,2}} {_OBJ}\b(?! (?:coming|going|flowing|rolling))", _STOPS + " end cancel more unsubscribe", also=_OBJ_WORDS),
+    _rule("en", "dont-text-me", r"\b(?:dont|do not|never|quit|stop|no more)(?: ever| even| again)? (?:text\w*|txt\w*|messag\w*|msg\w*|contact\w*|spam\w*|email\w*|sms\w*)(?: [a-z]+)? (?:me|us|this (?:number|phone|cell|line)|my (?:number|phone|cell))\b", _NEGS + " quit stop more", also=_VERB_WORDS),
+    _rule("en", "dont-call-me", r"^(?:please |pls |plz )?(?:dont|do not|never|stop|quit) (?:call\w*|ring\w*)(?: me| this number)?(?: (?:again|anymore|any more|ever|please|pls))*$", _NEGS + " stop quit", max_tokens=8),
+    _rule("en", "dont-text", r"^(?:please |pls |plz )?(?:dont|do not|never) (?:text|txt|message|msg|contact|call|email|sms|send)(?: (?:again|anymore|any more|ever))?$", _NEGS, max_tokens=8),
+    _rule("en", "remove-me", r"\b(?:remove|delete|erase|lose|wipe|unlist|unenroll|unregister|purge) (?:me|my (?:number|name|info\w*|phone|contact\w*|#|cell|details|data|num)|this (?:number|phone|cell|#))\b(?! (?:up|a |an |in |home|there))", "remove delete erase lose wipe unlist unenroll unregister purge"),
     _rule("en", "off-your-list", r"\b(?:off|from|out of) (?:of )?(?:your|ur|the|this|all|these|every|that|ya|yalls|yall) (?:\w+ )?(?:list|lists|database|system|contacts|mailing|records|distribution)\b", "list lists database system contacts mailing records distribution"),
     _rule("en", "take-me-off", r"\b(?:take|get|drop|scratch|cross|strike) (?:me|my (?:number|name|info|phone|#|cell)) (?:off|out)\b(?! (?:at|here|there|by|near|in|on the way|home|early|work|school))(?! \w+ (?:at|street|st|station|road|rd|ave))", "take get drop scratch cross strike"),
     _rule("en", "unsubscribe", r"\b(?:unsubscribe|unsubscibe|unsuscribe|unsubcribe|unsub|optout|opt me out|opt out|opting out|opted out)\b", "unsubscribe unsubscibe unsuscribe unsubcribe unsub optout opt opting opted"),
-    _rule("en", "dont-want", r"\b(?:dont|do not|no longer|never|didnt|did not) (?:want|wish|need|like|care|asked|ask|agree|consent|give)\w*(?: to)?(?: (?:receive|get|getting|keep|be|any|more|these|your|this|those|the|ur|any more|further|future|keep getting|receiving|continue)){0,3} (?:texts?|txts?|messages?|msgs?|sms|ads|marketing|promo\w*|notifications?|alerts?|emails?|spam|offers?|updates|contacted|texted|messaged)\b", "dont do longer never didnt did"),
-    _rule("en", "never-signed-up", r"\b(?:never|didnt|did not|dont remember|do not remember) (?:signed|sign|opted|opt|subscribed|subscribe|registered|register|agreed|gave you|give you)\b", "never didnt did dont do"),
-    _rule("en", "how-got-number", r"\bhow (?:did|do) (?:you|u|yall) (?:get|got|have) (?:my|this) (?:number|#|phone|cell)", "how"),
+    _rule("en", "dont-want", r"\b(?:dont|do not|no longer|never|didnt|did not) (?:want|wish|need|like|care|asked|ask|agree|consent|give)\w*(?: to)?(?: (?:receive|get|getting|keep|be|any|more|these|your|this|those|the|ur|any more|further|future|keep getting|receiving|continue)){0,3} (?:texts?|txts?|messages?|msgs?|sms|ads|marketing|promo\w*|notifications?|alerts?|emails?|spam|offers?|updates|contacted|texted|messaged)\b", "dont do longer never didnt did", also=_OBJ_WORDS),
+    _rule("en", "never-signed-up", r"\b(?:never|didnt|did not|dont remember|do not remember) (?:signed|sign|opted|opt|subscribed|subscribe|registered|register|agreed|gave you|give you)\b", "never didnt did dont do remember", also="signed sign opted opt subscribed subscribe registered register agreed gave give"),
+    _rule("en", "how-got-number", r"\bhow (?:did|do) (?:you|u|yall) (?:get|got|have) (?:my|this) (?:number|#|phone|cell)", "how", also="number # phone cell"),
     _rule("en", "wrong-number", r"\b(?:wrong (?:number|#|person|phone|no)|not (?:the right|the correct) (?:number|person)|no one by that name|nobody by that name|you have the wrong)\b", "wrong right correct name"),
-    _rule("en", "leave-alone", r"\b(?:leave me alone|stop harass\w*|stop bother\w*|stop spam\w*|this is harassment|harassing me|reporting (?:you|this|u) to|report (?:you|this) to the|(?:i blocked|blocking|block) (?:you|this|u|ur|your) ?(?:number|#)?$|do not call list|dnc list|cease and desist)\b", "leave stop harassment harassing reporting report blocked blocking block do dnc cease"),
+    _rule("en", "leave-alone", r"\b(?:leave me alone|stop harass\w*|stop bother\w*|stop spam\w*|this is harassment|harassing me|reporting (?:you|this|u) to|report (?:you|this) to the|(?:i blocked|blocking|block) (?:you|this|u|ur|your) ?(?:number|#)?$|do not call list|dnc list|cease and desist)\b", "leave harassment harassing reporting report blocked blocking block list dnc cease"),
     _rule("en", "profanity", rf"(?:^|\b(?:stop|quit|go|just) ){_PROFANITY}(?: \w+)?(?: off| you| u| yourself| outta here)\b|^(?:go away|shut up|get lost|buzz off|bugger off|piss off|screw you)\b", "fuck fucking fuckin fck fk shit stfu go shut get buzz bugger piss screw", max_tokens=6),
     _rule("en", "profanity-texts", rf"\b{_PROFANITY} (?:\w+ )?(?:texts?|messages?|msgs?|spam|number|list)\b", "texts text messages message msgs spam number list"),
-    _rule("en", "no-more", r"\bno (?:more|further|additional) (?:texts?|txts?|messages?|msgs?|sms|ads|marketing|promo\w*|notifications?|alerts?|contact|spam|offers?|emails?)\b|^no more (?:please|pls|thanks|thank you|thx)$", "more further additional"),
+    _rule("en", "no-more", r"\bno (?:more|further|additional) (?:texts?|txts?|messages?|msgs?|sms|ads|marketing|promo\w*|notifications?|alerts?|contact|spam|offers?|emails?)\b|^no more (?:please|pls|thanks|thank you|thx)$", "more further additional", also=_OBJ_WORDS + " please pls thanks thank thx contact"),
     _rule("en", "all-brand", r"\b(?:unsubscribe|remove|take|opt) (?:me )?(?:out )?(?:from|of|off) (?:everything|all|every)\b", "everything all every", brand=True),
-    _rule("en", "how-to-stop", r"\bhow (?:do|can|to) (?:i |u |you )?(?:stop|unsubscribe|opt out|get off|cancel|end) (?:this|these|it|them|getting|receiving|the|your|ur|texts?|messages?)\b", "how"),
+    _rule("en", "how-to-stop", r"\bhow (?:do|can|to) (?:i |u |you )?(?:stop|unsubscribe|opt out|get off|cancel|end) (?:this|these|it|them|getting|receiving|the|your|ur|texts?|messages?)\b", "how", also="stop unsubscribe opt get cancel end"),
+    _rule("en", "dont-send", r"\b(?:dont|do not|never|stop|quit|pls dont|please dont)(?: ever)? send\w*(?: me| us| this number)?(?: any| anymore| any more| more| these| those| your| ur| this| the| such| further)* (?:texts?|txts?|messages?|msgs?|sms|ads|promo\w*|spam|stuff|offers?|deals|marketing|notifications?|alerts?)\b", "dont do never stop quit", also="send sending sent"),
+    _rule("en", "told-you-stop", r"\b(?:said|told (?:you|u|ya|yall)|asked (?:you|u|yall)|asking (?:you|u|yall)|requested|request|begging you|how many times)(?: (?:to|many times|before|already|multiple times|again|several times|a million times|twice|please|you))* (?:stop|unsubscribe|remove me|opt out|take me off|quit)\b", "said told asked asking requested request begging times"),
+    _rule("en", "spam-report", r"\b(?:this is spam|(?:reported|reporting|report) (?:this |you |u )?(?:as |for |to )?(?:spam|the ftc|the fcc|ftc|fcc|attorney general)|(?:spam|scam)(?: bot| text| message)?$)\b", "spam ftc fcc general scam"),
+    _rule("es", "no-enviar", r"\b(?:favor de |por favor )?no (?:me )?(?:enviar|mandar|escribir|contactar|llamar|molestar)\w*(?: (?:mas|nada))?\b|\bno (?:estoy|estamos) interesad[oa]s?\b", "no", also="enviar mandar escribir contactar llamar molestar enviarme mandarme escribirme contactarme llamarme molestarme estoy estamos"),
+    _rule("pt", "nao-enviar", r"\bnao (?:me )?(?:enviar|mandar|escrever|contatar|ligar|incomodar)\w*(?: mais)?\b|\bnao tenho interesse\b|\bnao estou interessad[oa]\b", "nao", also="enviar mandar escrever contatar ligar incomodar tenho estou"),
     # Spanish
-    _rule("es", "dejen-de", r"\b(?:deja|dejen|dejar|deje|dejes|dejan|para|paren|pare|parar|basta|termine|terminen|acaben|cese|cesen|detengan|detenga) de (?:me )?(?:mand|envi|escrib|textear|llam|molest|contact|spam)\w*", "deja dejen dejar deje dejes dejan para paren pare parar basta termine terminen acaben cese cesen detengan detenga"),
-    _rule("es", "no-me-manden", r"\bno (?:me )?(?:mandes|manden|mande|envies|envien|envie|escribas|escriban|escriba|llames|llamen|llame|molestes|molesten|moleste|contactes|contacten|contacte)(?: (?:mas|nada|nunca|ningun\w*))?\b", "no"),
+    _rule("es", "dejen-de", r"\b(?:deja|dejen|dejar|deje|dejes|dejan|para|paren|pare|parar|basta|termine|terminen|acaben|cese|cesen|detengan|detenga) de (?:me )?(?:mand|envi|escrib|textear|llam|molest|contact|spam)\w*", "deja dejen dejar deje dejes dejan para paren pare parar basta termine terminen acaben cese cesen detengan detenga", also="de"),
+    _rule("es", "no-me-manden", r"\bno (?:me )?(?:mandes|manden|mande|envies|envien|envie|escribas|escriban|escriba|llames|llamen|llame|molestes|molesten|moleste|contactes|contacten|contacte)(?: (?:mas|nada|nunca|ningun\w*))?\b", "no", also="mandes manden mande envies envien envie escribas escriban escriba llames llamen llame molestes molesten moleste contactes contacten contacte"),
     _rule("es", "no-quiero", r"\b(?:no|ya no) (?:quiero|deseo|necesito|me interesa\w*|acepto)(?: (?:mas|seguir|recibir|estos|sus|tus|los|ningun|ninguna|ningunos|que me))* (?:recibir|mensajes|textos|sms|mas|nada|promociones|publicidad|anuncios|este|esto|estos|manden|envien|escriban)\b", "quiero deseo necesito interesa acepto"),
     _rule("es", "ya-no", r"^ya no\b(?: (?:mas|quiero|gracias|por favor|mandar|manden|envien))*$", "ya"),
-    _rule("es", "no-mas-mensajes", r"\b(?:no|ningun|ninguna) mas (?:mensajes|textos|sms|promociones|publicidad|por favor|gracias)\b|^no mas$", "mas"),
+    _rule("es", "no-mas-mensajes", r"\b(?:no|ningun|ninguna) mas (?:mensajes|textos|sms|promociones|publicidad|por favor|gracias)\b|^no mas$", "mas", also="no ningun ninguna"),
     _rule("es", "sacame", r"\b(?:sacame|sacarme|saquenme|saqueme|quitame|quitenme|quiteme|borrame|borrenme|borreme|eliminame|eliminenme|elimineme|borren|borra|borre|quiten|quite|saquen|saque|eliminen|elimine|remuevan|remueve|remueva) (?:mi |mis |el |de |me de )?(?:numero|telefono|cel\w*|lista|datos|su lista|la lista|sus listas|contacto)\b|\b(?:sacame|saquenme|quitame|quitenme|borrame|borrenme|eliminame|eliminenme|darme de baja|dar de baja|denme de baja|deme de baja|desuscribirme|desuscribir|desinscribirme|desuscribanme)\b", "sacame sacarme saquenme saqueme quitame quitenme quiteme borrame borrenme borreme eliminame eliminenme elimineme borren borra borre quiten quite saquen saque eliminen elimine remuevan remueve remueva baja desuscribirme desuscribir desinscribirme desuscribanme"),
     _rule("es", "numero-equivocado", r"\b(?:numero equivocado|numero incorrecto|se equivoco de numero|equivocado de numero|no soy (?:esa|ese|la|el) persona)\b", "equivocado incorrecto soy"),
     _rule("es", "dejame-en-paz", r"\b(?:dejame en paz|dejenme en paz|dejeme en paz|no molesten|no molestes|no me molesten|ya basta|basta ya|que fastidio)\b", "paz molesten molestes basta fastidio"),
@@ -247,14 +294,14 @@ _PHRASES: list[_Rule] = [
     _rule("fr", "arretez-de", r"\b(?:arretez|arrete|arreter|cessez|cesse|cesser|stop|stoppez|arret) (?:de |d)?(?:m|me |nous |lenvoi |les )?(?:envoy|ecri|contact|appel|harcel|spam|texto|sms|message)\w*", "arretez arrete arreter cessez cesse cesser stop stoppez arret"),
     _rule("fr", "ne-menvoyez-plus", r"\bne (?:m|me |nous )?(?:envoyez|envoie|envoyer|ecrivez|ecris|ecrire|contactez|contacte|contacter|appelez|appelle|harcelez|derangez) ?(?:plus|jamais|pas)\b|\bne plus (?:recevoir|menvoyer|me contacter|etre contacte)|\bne menvoyez (?:plus|pas|jamais)\b", "ne"),
     _rule("fr", "je-ne-veux-plus", r"\b(?:je ne veux|je veux|veux) (?:plus|pas|plus jamais) (?:de |d)?(?:recevoir|messages?|sms|textos?|vos|ces|pub|publicit\w*|promo\w*|etre contacte|rien)\b|\bje ne (?:souhaite|desire) plus\b", "veux souhaite desire"),
-    _rule("fr", "desabonnez-moi", r"\b(?:desabonnez|desinscrivez|desabonne|desinscris|desabonner|desinscrire)(?: moi| me| mon numero| de)?\b|\b(?:retirez|supprimez|enlevez|effacez|rayez) (?:moi|mon numero|mes coordonnees|de la liste|de votre liste)\b|\bme (?:desabonner|desinscrire|retirer de|desabonne|desinscris)\b", "desabonnez desinscrivez desabonne desinscris desabonner desinscrire retirez supprimez enlevez effacez rayez me"),
+    _rule("fr", "desabonnez-moi", r"\b(?:desabonnez|desinscrivez|desabonne|desinscris|desabonner|desinscrire)(?: moi| me| mon numero| de)?\b|\b(?:retirez|supprimez|enlevez|effacez|rayez) (?:moi|mon numero|mes coordonnees|de la liste|de votre liste)\b|\bme (?:desabonner|desinscrire|retirer de|desabonne|desinscris)\b", "desabonnez desinscrivez desabonne desinscris desabonner desinscrire retirez supprimez enlevez effacez rayez retirer"),
     _rule("fr", "plus-de", r"\bplus (?:de|d) (?:messages?|sms|textos?|pub\w*|promo\w*|spam|notifications?)\b", "plus"),
     _rule("fr", "mauvais-numero", r"\b(?:mauvais numero|faux numero|erreur de numero|vous vous etes trompe|pas la bonne personne)\b", "mauvais faux erreur trompe personne"),
     _rule("fr", "laissez-moi", r"\b(?:laissez moi tranquille|lachez moi|fichez moi la paix|foutez moi la paix|ca suffit)\b", "laissez lachez fichez foutez suffit"),
     # Portuguese
-    _rule("pt", "pare-de", r"\b(?:pare|parem|parar|para|deixe|deixem|deixa|chega) de (?:me )?(?:mand|envi|escrev|lig|incomod|contat|spam|perturb)\w*", "pare parem parar para deixe deixem deixa chega"),
-    _rule("pt", "nao-quero", r"\bnao (?:quero|desejo|preciso|aceito|tenho interesse)(?: (?:mais|receber|continuar|essas|estas|suas|seus|as|os|nenhuma|nenhum|a|o))* (?:receber|mensagens?|sms|textos?|mais|nada|promocoes|propaganda|publicidade|isso|contato|ser contatado|ser contactado)\b", "nao"),
-    _rule("pt", "nao-me-mande", r"\bnao (?:me )?(?:mande|mandem|envie|enviem|escreva|escrevam|ligue|liguem|contate|contatem|incomode|incomodem|perturbe)\w*(?: (?:mais|nada|nunca))?\b", "nao"),
+    _rule("pt", "pare-de", r"\b(?:pare|parem|parar|para|deixe|deixem|deixa|chega) de (?:me )?(?:mand|envi|escrev|lig|incomod|contat|spam|perturb)\w*", "pare parem parar para deixe deixem deixa chega", also="de"),
+    _rule("pt", "nao-quero", r"\bnao (?:quero|desejo|preciso|aceito|tenho interesse)(?: (?:mais|receber|continuar|essas|estas|suas|seus|as|os|nenhuma|nenhum|a|o))* (?:receber|mensagens?|sms|textos?|mais|nada|promocoes|propaganda|publicidade|isso|contato|ser contatado|ser contactado)\b", "nao", also="quero desejo preciso aceito tenho"),
+    _rule("pt", "nao-me-mande", r"\bnao (?:me )?(?:mande|mandem|envie|enviem|escreva|escrevam|ligue|liguem|contate|contatem|incomode|incomodem|perturbe)\w*(?: (?:mais|nada|nunca))?\b", "nao", also="mande mandem envie enviem escreva escrevam ligue liguem contate contatem incomode incomodem perturbe"),
     _rule("pt", "me-tire", r"\b(?:me )?(?:tire|tirem|remova|removam|retire|retirem|exclua|excluam|apague|apaguem|descadastre|descadastrem|delete|deletem) (?:me |o meu |meu |o |a minha |minha |da |de )?(?:numero|telefone|contato|cadastro|dados|lista|sua lista|da lista)\b|\b(?:descadastrar|descadastre|descadastrem|me descadastr\w*|quero sair|sair da lista|cancelar (?:inscricao|assinatura|cadastro))\b", "tire tirem remova removam retire retirem exclua excluam apague apaguem descadastre descadastrem delete deletem descadastrar me sair cancelar"),
     _rule("pt", "numero-errado", r"\b(?:numero errado|numero engano|engano de numero|nao sou (?:essa|esse|a|o) pessoa|foi engano)\b", "errado engano sou"),
     _rule("pt", "chega", r"\b(?:me deixe em paz|me deixem em paz|deixa me em paz|chega de (?:mensagens|sms|spam|propaganda)|para de encher)\b", "paz chega encher"),
@@ -297,10 +344,10 @@ def _classify(text: str, hint: str | None) -> Classification:
     words = _words(folded)
     tokens = words.split()
     if not tokens:
-        # Only emoji or punctuation ("🛑", "?"): nothing to act on, but a person may want to look.
-        return Classification(
-            Intent.OTHER, 0.5, hint or "und", "empty-after-normalising", review=bool(text.strip())
-        )
+        # Only emoji or punctuation. A stop sign or "no entry" alone is a refusal a person should confirm.
+        if any(sign in text for sign in _STOP_EMOJI):
+            return Classification(Intent.OPTOUT, 0.5, hint or "und", "ambiguous:stop-emoji", review=True)
+        return Classification(Intent.OTHER, 0.8, hint or "und", "empty-after-normalising")
 
     # 1. The whole message is a keyword.
     hit = _keyword(words, tokens)
@@ -332,7 +379,8 @@ def _classify(text: str, hint: str | None) -> Classification:
 
     # 4. A clause that is a strong keyword on its own: "I never signed up for this, STOP".
     token_set = frozenset(tokens)
-    clauses = _CLAUSES.split(folded) if not _STRONG_TOKENS.isdisjoint(token_set) else ()
+    short = len(tokens) <= 10 and not _OPTOUT_TOKENS.isdisjoint(token_set)
+    clauses = _CLAUSES.split(folded) if short or not _STRONG_TOKENS.isdisjoint(token_set) else ()
     for clause in clauses:
         cw = _words(clause)
         if ad and cw:
@@ -340,7 +388,11 @@ def _classify(text: str, hint: str | None) -> Classification:
         if not cw:
             continue
         chit = _keyword(cw)
-        if chit and chit[0] is Intent.OPTOUT and chit[2] in _STRONG:
+        if (
+            chit
+            and chit[0] is Intent.OPTOUT
+            and (chit[2] in _STRONG or (len(tokens) <= 10 and " " in chit[2]))
+        ):
             return Classification(
                 Intent.OPTOUT, 0.9, _lang(chit[1], tokens, hint), f"clause-keyword:{chit[2]}",
                 brand_wide=chit[2] in _BRAND_WIDE,
@@ -349,6 +401,8 @@ def _classify(text: str, hint: str | None) -> Classification:
     # 5. Free-text phrases, refused when the match sits in another sense of the word.
     for rule in _PHRASES:
         if rule.anchors.isdisjoint(token_set) or len(tokens) > rule.max_tokens:
+            continue
+        if rule.also and rule.also.isdisjoint(token_set):
             continue
         m = rule.pattern.search(words)
         if not m:

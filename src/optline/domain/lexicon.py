@@ -27,24 +27,30 @@ OPTOUT_KEYWORDS: dict[str, str] = {
     "wrong #": "en", "do not text": "en", "dont text": "en", "do not contact": "en", "dont contact": "en",
     "do not message": "en", "dont message": "en", "do not call": "en", "dont call": "en", "dnc": "en",
     "delete": "en", "delete me": "en", "take me off": "en", "opt me out": "en", "i opt out": "en",
-    "fuck off": "en", "f off": "en", "piss off": "en", "stfu": "en", "enough": "en",
+    "fuck off": "en", "f off": "en", "piss off": "en", "stfu": "en", "enough": "en", "get lost": "en",
+    "i am not interested": "en", "not interested thanks": "en", "no longer interested": "en",
+    "unsubscribe from this list": "en", "remove this number": "en", "remove number": "en", "stop everything": "en",
+    "cancel subscription": "en", "cancel my subscription": "en", "stop 2": "en", "stop2": "en",
     # Spanish
     "alto": "es", "parar": "", "para": "es", "baja": "es", "darme de baja": "es", "dar de baja": "es",
     "de baja": "es", "cancelar": "", "detener": "es", "detente": "es", "no mas": "es", "salir": "es",
     "basta": "es", "basta ya": "es", "ya basta": "es", "terminar": "es", "fin": "", "desuscribir": "es",
     "desuscribirme": "es", "eliminar": "es", "borrar": "es", "no mas mensajes": "es",
     "no me interesa": "es", "numero equivocado": "es", "detener marketing": "es", "salir marketing": "es",
-    "cancelar suscripcion": "es", "ya no": "es", "alto marketing": "es", "baja marketing": "es",
+    "cancelar suscripcion": "es", "ya no": "es", "anular": "es", "retirar": "", "quitar": "es",
+    "no estoy interesado": "es", "no estoy interesada": "es", "no me interesa gracias": "es", "alto marketing": "es", "baja marketing": "es",
     # French
     "arret": "fr", "arrete": "fr", "arreter": "fr", "arretez": "fr", "stopsms": "fr",
     "desabonner": "fr", "desabonnement": "fr", "desabonnez moi": "fr", "desinscrire": "fr",
     "desinscription": "fr", "desinscrivez moi": "fr", "annuler": "fr", "stoppez": "fr",
     "plus de messages": "fr", "plus de sms": "fr", "mauvais numero": "fr", "pas interesse": "fr",
-    "ca suffit": "fr", "laissez moi tranquille": "fr",
+    "ca suffit": "fr", "laissez moi tranquille": "fr", "quitter": "fr", "supprimer": "fr", "resilier": "fr",
+    "pas interessee": "fr", "ne plus recevoir": "fr", "plus de pub": "fr",
     # Portuguese
     "sair": "pt", "remover": "pt", "pare": "pt", "parem": "pt", "chega": "pt", "descadastrar": "pt",
     "descadastre": "pt", "cancelar inscricao": "pt", "numero errado": "pt", "nao quero": "pt",
-    "nao quero mais": "pt", "nao obrigado mais": "pt",
+    "nao quero mais": "pt", "excluir": "pt", "nao tenho interesse": "pt", "descadastre me": "pt",
+    "nao quero receber": "pt",
 }  # fmt: skip
 
 # Ambiguous short replies: a person should look (review) before anything changes. Intent is optout because
@@ -61,6 +67,8 @@ OPTIN_KEYWORDS: dict[str, str] = {
     "subscribe marketing": "en", "start ads": "en", "resubscribe": "en", "restart": "en",
     "si": "es", "volver": "es", "recibir": "es", "alta": "es", "suscribir": "es", "comenzar": "es",
     "iniciar": "", "reanudar": "es", "oui": "fr", "reprendre": "fr", "abonner": "fr", "commencer": "fr",
+    "empezar": "es", "activar": "es", "inscrire": "fr", "demarrer": "fr", "reactiver": "fr",
+    "inscrever": "pt", "ativar": "pt", "subscribe me": "en", "start again": "en", "opt me in": "en",
     "sim": "pt", "voltar": "pt", "receber": "pt", "assinar": "pt", "comecar": "pt", "retomar": "",
 }  # fmt: skip
 
@@ -111,6 +119,13 @@ FILLER = frozenset(
         "messages",
     ]
 )
+
+# Shouting and swearing around an opt-out keyword ("wtf STOP", "omg stop already") changes nothing.
+_EMPHASIS_WORDS = (
+    "wtf omg ugh dude man bro seriously god jesus fuck fucking fuckin fck damn hell shit bloody freaking "
+    "srsly yo hey oh ffs i said again"
+)
+EMPHASIS = frozenset(_EMPHASIS_WORDS.split())
 
 # Common misspellings of whole-message keywords, beyond what repeated-letter squeezing and transposition fix.
 MISSPELLINGS: dict[str, str] = {
