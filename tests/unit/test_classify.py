@@ -105,6 +105,8 @@ def test_language(text: str, language: str) -> None:
 def test_language_hint_decides_shared_words() -> None:
     assert classify("CANCELAR", language_hint="pt").language == "pt"
     assert classify("CANCELAR", language_hint="es-MX").language == "es"
+    assert classify("STOP", language_hint="fr").language == "fr"  # the same word everywhere
+    assert classify("ALTO", language_hint="fr").language == "es"  # a Spanish word stays Spanish
 
 
 @pytest.mark.parametrize("text", ["STOPALL", "stop all", "unsubscribe me from everything", "UNSUBSCRIBE ALL"])

@@ -150,6 +150,7 @@ _VOCABULARY = frozenset(t for w in _KEYWORDS for t in w.split()) | lx.FILLER | l
 _OPTOUT_TOKENS = frozenset(
     t for w, (intent, _, _) in _KEYWORDS.items() if intent is Intent.OPTOUT for t in w.split()
 )
+_INTERNATIONAL = frozenset({"stop", "stopall", "stop all", "stop sms", "info", "ok"})
 _STOP_EMOJI = ("🛑", "⛔", "🚫", "✋", "🤚")
 _BRAND_WIDE = frozenset({"stopall", "stop all", "unsubscribe all", "cancel all"})
 
@@ -164,11 +165,12 @@ def _keyword(words: str, tokens: list[str] | None = None) -> tuple[Intent, str, 
     if not tokens or len(tokens) > 8:
         return None
     if not _VOCABULARY.issuperset(tokens):
-        # A word that is no keyword, filler or emphasis (even with doubled letters squeezed): not a keyword.
-        squeezed = [_squeeze(t) for t in tokens]
-        if not _VOCABULARY.issuperset(squeezed):
+        # Words that are no keyword, filler or emphasis: at most two misspelled ones ("STOPP", "ARRETT")
+        # may still become keywords once doubled letters are squeezed; anything else is not a keyword reply.
+        unknown = [t for t in tokens if t not in _VOCABULARY]
+        if len(unknown) > 2 or any(_squeeze(t) not in _VOCABULARY for t in unknown):
             return None
-        tokens = squeezed
+        tokens = [_squeeze(t) if t in unknown else t for t in tokens]
     core = [t for t in tokens if t not in lx.FILLER]
     if not core:
         return None
@@ -195,6 +197,10 @@ _AD = re.compile(
     rf"(?: with| the word| back)? {_KW}\b(?: (?:to|2|para|au|pour|a|al)\b(?: [a-z0-9#]+){{0,3}})?"
     rf"|\b{_KW} (?:to|2|para|pour|au) (?:opt out|optout|unsubscribe|unsub|end|cancel|stop|quit|[0-9]+|"
     r"cancelar|salir|desabonner|sair|cancel\w*)\b"
+)
+
+_AD_ANCHORS = frozenset(
+    "reply text txt send sms msg respond responda responde envie envoyez repondez envia manda".split()
 )
 
 # --- free-text phrases ------------------------------------------------------------------------------------
@@ -307,6 +313,13 @@ _PHRASES: list[_Rule] = [
     _rule("pt", "chega", r"\b(?:me deixe em paz|me deixem em paz|deixa me em paz|chega de (?:mensagens|sms|spam|propaganda)|para de encher)\b", "paz chega encher"),
 ]  # fmt: skip
 
+# anchor word -> the rules (by position, which is their priority) that need it: a message only runs the
+# rules its own words can start.
+_RULES_BY_ANCHOR: dict[str, tuple[int, ...]] = {}
+for _i, _r in enumerate(_PHRASES):
+    for _w in _r.anchors:
+        _RULES_BY_ANCHOR[_w] = (*_RULES_BY_ANCHOR.get(_w, ()), _i)
+
 # Another sense of "stop" or "end" in the same clause: "stop by", "bus stop", "stop and shop", "end of".
 _OTHER_SENSE = re.compile(
     r"\b(?:stop (?:by|in|over|at|on|off|somewhere|for|and shop|sign|light|watch|motion|loss)|"
@@ -353,6 +366,8 @@ def _classify(text: str, hint: str | None) -> Classification:
     hit = _keyword(words, tokens)
     if hit:
         intent, lang, word = hit
+        if hint and word in _INTERNATIONAL:
+            lang = hint  # "STOP" is written the same in every language: the contact's language is the better guess
         exact = words == word or words == _squeeze(word)
         return Classification(
             intent, 0.99 if exact else 0.95, _lang(lang, tokens, hint), f"keyword:{word}",
@@ -373,12 +388,12 @@ def _classify(text: str, hint: str | None) -> Classification:
         return Classification(Intent.OTHER, 0.9, _language_vote(tokens, hint), "no-rule-matched")
 
     # 3. Forwarded ads: cut "Reply STOP to 80000" out, then judge what is left.
-    ad = _AD.search(words)
+    token_set = frozenset(tokens)
+    ad = _AD.search(words) if not _AD_ANCHORS.isdisjoint(token_set) else None
     if ad:
         words = _SPACES.sub(" ", _AD.sub(" ", words)).strip()
 
     # 4. A clause that is a strong keyword on its own: "I never signed up for this, STOP".
-    token_set = frozenset(tokens)
     short = len(tokens) <= 10 and not _OPTOUT_TOKENS.isdisjoint(token_set)
     clauses = _CLAUSES.split(folded) if short or not _STRONG_TOKENS.isdisjoint(token_set) else ()
     for clause in clauses:
@@ -399,10 +414,10 @@ def _classify(text: str, hint: str | None) -> Classification:
             )  # fmt: skip
 
     # 5. Free-text phrases, refused when the match sits in another sense of the word.
-    for rule in _PHRASES:
-        if rule.anchors.isdisjoint(token_set) or len(tokens) > rule.max_tokens:
-            continue
-        if rule.also and rule.also.isdisjoint(token_set):
+    candidates = sorted({i for t in token_set for i in _RULES_BY_ANCHOR.get(t, ())})
+    for i in candidates:
+        rule = _PHRASES[i]
+        if len(tokens) > rule.max_tokens or (rule.also and rule.also.isdisjoint(token_set)):
             continue
         m = rule.pattern.search(words)
         if not m:
