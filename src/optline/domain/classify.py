@@ -85,6 +85,10 @@ def normalise(text: str) -> str:
 _DOUBLES = re.compile(r"([a-z])\1+")
 
 
+def _anchors(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
 def _squeeze(word: str) -> str:
     """All doubled letters to one: 'arrett' -> 'aret', so 'ARRETT' finds 'arret'."""
     return _DOUBLES.sub(r"\1", word)
@@ -199,8 +203,8 @@ _AD = re.compile(
     r"cancelar|salir|desabonner|sair|cancel\w*)\b"
 )
 
-_AD_ANCHORS = frozenset(
-    "reply text txt send sms msg respond responda responde envie envoyez repondez envia manda".split()
+_AD_ANCHORS = _anchors(
+    "reply text txt send sms msg respond responda responde envie envoyez repondez envia manda"
 )
 
 # --- free-text phrases ------------------------------------------------------------------------------------
@@ -216,10 +220,6 @@ _OBJ = (
 )
 _INTENS = r"(?:ing|fucking|fuckin|fking|fkn|freaking|frickin|effing|bloody|damn|goddamn|god damn|f|the|all|your|ur|these|those|this|with the|with)"
 _PROFANITY = r"(?:fuck\w*|fck\w*|fk|shit\w*|damn|stfu|wtf|asshole|bitch\w*|bastard\w*|crap)"
-
-
-def _anchors(words: str) -> frozenset[str]:
-    return frozenset(words.split())
 
 
 _STOPS = "stop stopp stp sotp quit cease"
