@@ -320,6 +320,41 @@ for _i, _r in enumerate(_PHRASES):
     for _w in _r.anchors:
         _RULES_BY_ANCHOR[_w] = (*_RULES_BY_ANCHOR.get(_w, ()), _i)
 
+# The words without which no rule below can match: the gate in front of them. Function words that opt-out
+# phrases share with everyday talk ("me", "not", "do") are left out; a phrase always has a content word too.
+_COMMON = frozenset(
+    [
+        "me",
+        "i",
+        "am",
+        "im",
+        "not",
+        "do",
+        "no",
+        "my",
+        "this",
+        "the",
+        "you",
+        "it",
+        "that",
+        "all",
+        "to",
+        "of",
+        "de",
+        "la",
+        "le",
+        "a",
+        "o",
+        "e",
+        "me",
+        "mi",
+        "ya",
+        "u",
+        "ur",
+    ]
+)
+_GATE = lx.TRIGGERS | frozenset(_RULES_BY_ANCHOR) | _AD_ANCHORS | _STRONG_TOKENS | (_OPTOUT_TOKENS - _COMMON)
+
 # Another sense of "stop" or "end" in the same clause: "stop by", "bus stop", "stop and shop", "end of".
 _OTHER_SENSE = re.compile(
     r"\b(?:stop (?:by|in|over|at|on|off|somewhere|for|and shop|sign|light|watch|motion|loss)|"
@@ -384,7 +419,7 @@ def _classify(text: str, hint: str | None) -> Classification:
         return Classification(Intent.OPTOUT, 0.5, _lang(amb, tokens, hint), f"ambiguous:{words}", review=True)
 
     # Cheap gate: most ordinary messages contain none of the words any rule needs.
-    if lx.TRIGGERS.isdisjoint(tokens):
+    if _GATE.isdisjoint(tokens):
         return Classification(Intent.OTHER, 0.9, _language_vote(tokens, hint), "no-rule-matched")
 
     # 3. Forwarded ads: cut "Reply STOP to 80000" out, then judge what is left.
