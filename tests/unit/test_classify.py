@@ -38,7 +38,10 @@ OPTOUT = [
     "Ya no me envíen mensajes", "Quiero darme de baja", "Merci de ne plus m'envoyer de messages", "Arrête stp",
     "Veuillez arrêter de m'envoyer des SMS", "Retirez-moi de votre liste", "Não tenho interesse",
     "Me remova da lista", "Para de mandar mensagem", "Stop!! who the hell is this", "cease and desist",
-    "Canel", "quti", "Unsubscibe me please", "Stop texting this number",
+    "Canel", "quti", "Unsubscibe me please", "Stop texting this number", "remove from list",
+    "Please take me off your text list", "Me tira dessa lista", "Je ne suis pas intéressé, merci",
+    "Not interested anymore", "END ALL", "Paren", "go to hell", "Merci de me retirer de votre liste",
+    "Quiten mi número", "Thanks. Go away", "hi. remove me",
 ]  # fmt: skip
 
 NOT_OPTOUT = [
@@ -55,6 +58,7 @@ NOT_OPTOUT = [
     "See you at the end of the week", "I can't stop laughing lol", "Send me the info please",
     "Text me when you get home", "No more excuses, let's go to the gym", "I don't want to go to the party",
     "please remove the pickles from my order", "How do I get to your store?", "👍", "cancer",
+    "Can you get me the list from the database", "who is this?", "ok",
 ]  # fmt: skip
 
 OPTIN = ["START", "Start", "UNSTOP", "YES", "yes!", "Yes please", "SUBSCRIBE", "JOIN", "RESUME", "CONTINUE",

@@ -31,13 +31,17 @@ OPTOUT_KEYWORDS: dict[str, str] = {
     "i am not interested": "en", "not interested thanks": "en", "no longer interested": "en",
     "unsubscribe from this list": "en", "remove this number": "en", "remove number": "en", "stop everything": "en",
     "cancel subscription": "en", "cancel my subscription": "en", "stop 2": "en", "stop2": "en",
+    "end all": "en", "quit all": "en", "revoke all": "en", "opt out all": "en", "unsub all": "en",
+    "remove from list": "en", "remove from the list": "en", "remove me from list": "en", "go to hell": "en",
+    "not interested anymore": "en", "stahp": "en", "stopit": "en", "unsubscribe from all": "en",
     # Spanish
     "alto": "es", "parar": "", "para": "es", "baja": "es", "darme de baja": "es", "dar de baja": "es",
     "de baja": "es", "cancelar": "", "detener": "es", "detente": "es", "no mas": "es", "salir": "es",
     "basta": "es", "basta ya": "es", "ya basta": "es", "terminar": "es", "fin": "", "desuscribir": "es",
     "desuscribirme": "es", "eliminar": "es", "borrar": "es", "no mas mensajes": "es",
     "no me interesa": "es", "numero equivocado": "es", "detener marketing": "es", "salir marketing": "es",
-    "cancelar suscripcion": "es", "ya no": "es", "anular": "es", "retirar": "", "quitar": "es",
+    "cancelar suscripcion": "es", "ya no": "es", "paren": "es", "detengan": "es", "desactivar": "",
+    "darse de baja": "es", "baja total": "es", "basta de mensajes": "es", "no molestar": "es", "anular": "es", "retirar": "", "quitar": "es",
     "no estoy interesado": "es", "no estoy interesada": "es", "no me interesa gracias": "es", "alto marketing": "es", "baja marketing": "es",
     # French
     "arret": "fr", "arrete": "fr", "arreter": "fr", "arretez": "fr", "stopsms": "fr",
@@ -45,11 +49,12 @@ OPTOUT_KEYWORDS: dict[str, str] = {
     "desinscription": "fr", "desinscrivez moi": "fr", "annuler": "fr", "stoppez": "fr",
     "plus de messages": "fr", "plus de sms": "fr", "mauvais numero": "fr", "pas interesse": "fr",
     "ca suffit": "fr", "laissez moi tranquille": "fr", "quitter": "fr", "supprimer": "fr", "resilier": "fr",
-    "pas interessee": "fr", "ne plus recevoir": "fr", "plus de pub": "fr",
+    "pas interessee": "fr", "je ne suis pas interesse": "fr", "je ne suis pas interessee": "fr", "ne plus recevoir": "fr", "plus de pub": "fr",
     # Portuguese
-    "sair": "pt", "remover": "pt", "pare": "pt", "parem": "pt", "chega": "pt", "descadastrar": "pt",
+    "sair": "pt", "remover": "pt", "pare": "", "parem": "pt", "chega": "pt", "descadastrar": "pt",
     "descadastre": "pt", "cancelar inscricao": "pt", "numero errado": "pt", "nao quero": "pt",
-    "nao quero mais": "pt", "excluir": "pt", "nao tenho interesse": "pt", "descadastre me": "pt",
+    "nao quero mais": "pt", "excluir": "pt", "desinscrever": "pt", "fim": "pt", "bloquear": "pt",
+    "descadastro": "pt", "sair da lista": "pt", "me tira da lista": "pt", "nao tenho interesse": "pt", "descadastre me": "pt",
     "nao quero receber": "pt",
 }  # fmt: skip
 
@@ -58,7 +63,7 @@ OPTOUT_KEYWORDS: dict[str, str] = {
 AMBIGUOUS_OPTOUT: dict[str, str] = {
     "no": "", "nope": "en", "nah": "en", "n": "", "x": "", "s": "", "nao": "pt", "non": "fr",
     "no thanks": "en", "no thank you": "en", "no thx": "en", "no gracias": "es", "non merci": "fr",
-    "nao obrigado": "pt", "nao obrigada": "pt", "unknown": "en", "who is this": "en", "q": "",
+    "nao obrigado": "pt", "nao obrigada": "pt", "q": "",
 }  # fmt: skip
 
 OPTIN_KEYWORDS: dict[str, str] = {
@@ -67,13 +72,13 @@ OPTIN_KEYWORDS: dict[str, str] = {
     "subscribe marketing": "en", "start ads": "en", "resubscribe": "en", "restart": "en",
     "si": "es", "volver": "es", "recibir": "es", "alta": "es", "suscribir": "es", "comenzar": "es",
     "iniciar": "", "reanudar": "es", "oui": "fr", "reprendre": "fr", "abonner": "fr", "commencer": "fr",
-    "empezar": "es", "activar": "es", "inscrire": "fr", "demarrer": "fr", "reactiver": "fr",
+    "continuar": "", "continuer": "fr", "reiniciar": "", "empezar": "es", "activar": "es", "inscrire": "fr", "demarrer": "fr", "reactiver": "fr",
     "inscrever": "pt", "ativar": "pt", "subscribe me": "en", "start again": "en", "opt me in": "en",
     "sim": "pt", "voltar": "pt", "receber": "pt", "assinar": "pt", "comecar": "pt", "retomar": "",
 }  # fmt: skip
 
 HELP_KEYWORDS: dict[str, str] = {
-    "help": "en", "info": "", "information": "en", "help me": "en", "ayuda": "es", "informacion": "es",
+    "help": "en", "info": "", "infos": "fr", "information": "en", "soporte": "es", "suporte": "pt", "help me": "en", "ayuda": "es", "informacion": "es",
     "aide": "fr", "ajuda": "pt", "informacao": "pt", "socorro": "",
 }  # fmt: skip
 
@@ -126,6 +131,8 @@ _EMPHASIS_WORDS = (
     "srsly yo hey oh ffs i said again"
 )
 EMPHASIS = frozenset(_EMPHASIS_WORDS.split())
+
+FILLER = FILLER | {"anymore", "veuillez", "ever"}
 
 # Common misspellings of whole-message keywords, beyond what repeated-letter squeezing and transposition fix.
 MISSPELLINGS: dict[str, str] = {
