@@ -363,14 +363,17 @@ _OTHER_SENSE = re.compile(
 )
 
 
-def _language_vote(tokens: list[str], hint: str | None) -> str:
-    present = set(tokens)
+def _language_vote(tokens: list[str] | frozenset[str], hint: str | None) -> str:
+    present = tokens if isinstance(tokens, frozenset) else frozenset(tokens)
     best, best_score = "", 0
-    for lang, words in lx.LANGUAGE_HINTS.items():
-        score = len(words.intersection(present))
+    for lang, words in _HINT_SETS:
+        score = len(words & present)
         if score > best_score or (score == best_score and score and lang == hint):
             best, best_score = lang, score
     return best or (hint or "und")
+
+
+_HINT_SETS = tuple(lx.LANGUAGE_HINTS.items())
 
 
 def _lang(lang: str, tokens: list[str], hint: str | None) -> str:
@@ -475,5 +478,7 @@ def _classify(text: str, hint: str | None) -> Classification:
         )  # fmt: skip
 
     if ad:
-        return Classification(Intent.OTHER, 0.9, _language_vote(tokens, hint), "forwarded-ad:" + ad.group(0))
-    return Classification(Intent.OTHER, 0.8, _language_vote(tokens, hint), "no-rule-matched")
+        return Classification(
+            Intent.OTHER, 0.9, _language_vote(token_set, hint), "forwarded-ad:" + ad.group(0)
+        )
+    return Classification(Intent.OTHER, 0.8, _language_vote(token_set, hint), "no-rule-matched")
