@@ -41,7 +41,8 @@ OPTOUT = [
     "Canel", "quti", "Unsubscibe me please", "Stop texting this number", "remove from list",
     "Please take me off your text list", "Me tira dessa lista", "Je ne suis pas intéressé, merci",
     "Not interested anymore", "END ALL", "Paren", "go to hell", "Merci de me retirer de votre liste",
-    "Quiten mi número", "Thanks. Go away", "hi. remove me",
+    "Quiten mi número", "Thanks. Go away", "hi. remove me", "do not disturb", "Why do you keep texting me",
+    "Arrête de m'écrire", "Pare de me ligar", "NO MORE PLEASE", "how did u get this number",
 ]  # fmt: skip
 
 NOT_OPTOUT = [
@@ -58,7 +59,10 @@ NOT_OPTOUT = [
     "See you at the end of the week", "I can't stop laughing lol", "Send me the info please",
     "Text me when you get home", "No more excuses, let's go to the gym", "I don't want to go to the party",
     "please remove the pickles from my order", "How do I get to your store?", "👍", "cancer",
-    "Can you get me the list from the database", "who is this?", "ok",
+    "Can you get me the list from the database", "who is this?", "ok", "Can I cancel my order?",
+    "Can you text me the address?", "no more than 2 a week please", "quit playing lol", "Remove the olives please",
+    "I'll end up coming tomorrow", "Thanks, I'll quit smoking soon", "please send me more deals",
+    "Can I get help with my order", "I'm driving, text later", "yes I want in",
 ]  # fmt: skip
 
 OPTIN = ["START", "Start", "UNSTOP", "YES", "yes!", "Yes please", "SUBSCRIBE", "JOIN", "RESUME", "CONTINUE",

@@ -31,7 +31,7 @@ OPTOUT_KEYWORDS: dict[str, str] = {
     "i am not interested": "en", "not interested thanks": "en", "no longer interested": "en",
     "unsubscribe from this list": "en", "remove this number": "en", "remove number": "en", "stop everything": "en",
     "cancel subscription": "en", "cancel my subscription": "en", "stop 2": "en", "stop2": "en",
-    "end all": "en", "quit all": "en", "revoke all": "en", "opt out all": "en", "unsub all": "en",
+    "do not disturb": "en", "dnd": "en", "end all": "en", "quit all": "en", "revoke all": "en", "opt out all": "en", "unsub all": "en",
     "remove from list": "en", "remove from the list": "en", "remove me from list": "en", "go to hell": "en",
     "not interested anymore": "en", "stahp": "en", "stopit": "en", "unsubscribe from all": "en",
     # Spanish
@@ -73,7 +73,7 @@ OPTIN_KEYWORDS: dict[str, str] = {
     "si": "es", "volver": "es", "recibir": "es", "alta": "es", "suscribir": "es", "comenzar": "es",
     "iniciar": "", "reanudar": "es", "oui": "fr", "reprendre": "fr", "abonner": "fr", "commencer": "fr",
     "continuar": "", "continuer": "fr", "reiniciar": "", "empezar": "es", "activar": "es", "inscrire": "fr", "demarrer": "fr", "reactiver": "fr",
-    "inscrever": "pt", "ativar": "pt", "subscribe me": "en", "start again": "en", "opt me in": "en",
+    "inscrever": "pt", "ativar": "pt", "subscribe me": "en", "sign me up": "en", "start again": "en", "opt me in": "en",
     "sim": "pt", "voltar": "pt", "receber": "pt", "assinar": "pt", "comecar": "pt", "retomar": "",
 }  # fmt: skip
 
