@@ -287,3 +287,24 @@ def test_failure_to_commit_answers_500_and_records_nothing(container: Container,
     monkeypatch.undo()
     assert reply(client, clock, "STOP", "SMfail").status_code == 200
     assert status(container, world)[0] is Status.UNSUBSCRIBED
+
+
+def test_double_opt_in_programs_hand_keyword_opt_ins_to_the_signup_seam(container: Container, client: TestClient,
+                                                                       clock: FrozenClock) -> None:  # fmt: skip
+    from optline.entrypoints.api.webhooks import SIGNUP_HOOK
+
+    with container.db.transaction() as conn:
+        vip = create_program(conn, clock, name="vip", brand="Acme", sender_numbers=[SENDER], double_opt_in=True,
+                             join_keywords=["vip"])  # fmt: skip
+    calls: list[dict[str, Any]] = []
+    container.extras[SIGNUP_HOOK] = lambda conn, clock, **kw: calls.append(kw)
+    assert reply(client, clock, "VIP", "SMvip").status_code == 200  # the program's own join keyword
+    assert [(c["program"]["id"], c["text"]) for c in calls] == [(vip["id"], "VIP")]
+    assert (
+        events(container) == [] and rows(container, messages) == []
+    )  # the sign-up flow decides what follows
+    del container.extras[SIGNUP_HOOK]
+    reply(client, clock, "START", "SMvip2")  # without the sign-up flow: the ledger rule alone (pending)
+    with container.db.read() as conn:
+        person = contact_repo.get_by_phone(conn, PERSON)
+        assert person and consent.current(conn, person["id"], vip)[0] is Status.PENDING
