@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -308,3 +310,26 @@ def test_double_opt_in_programs_hand_keyword_opt_ins_to_the_signup_seam(containe
     with container.db.read() as conn:
         person = contact_repo.get_by_phone(conn, PERSON)
         assert person and consent.current(conn, person["id"], vip)[0] is Status.PENDING
+
+
+INBOUND_FIXTURES = [
+    (provider, fx)
+    for provider in PROVIDERS
+    for fx in json.loads(
+        (Path(__file__).parents[1] / "providers" / "fixtures" / f"{provider}.json").read_text()
+    )
+    if fx["kind"] == "inbound"
+]
+
+
+@pytest.mark.parametrize(
+    ("provider", "fx"), INBOUND_FIXTURES, ids=[f"{p}:{f['name']}" for p, f in INBOUND_FIXTURES]
+)
+def test_every_inbound_fixture_over_http(container: Container, world: dict, client: TestClient, clock: FrozenClock,
+                                         provider: str, fx: dict[str, Any]) -> None:  # fmt: skip
+    if provider == "vonage":  # the signature method is an account setting at Vonage, and so here
+        container.settings.vonage_signature_method = fx.get("mode", "md5hash")
+    assert post(client, clock, provider, fx).status_code == 200
+    (inbound,) = rows(container, inbound_messages)
+    assert inbound["provider_message_id"] == fx["expect"]["provider_message_id"]
+    assert inbound["body"] == fx["expect"]["body"] and inbound["program_id"] == world["deals"]["id"]
