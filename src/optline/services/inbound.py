@@ -269,7 +269,7 @@ def _last_campaign(conn: Connection, contact_id: int, program_id: int) -> int | 
             & messages.c.campaign_id.is_not(None)
             & messages.c.status.in_(("sent", "delivered"))
         )
-        .order_by(messages.c.sent_at.desc(), messages.c.created_at.desc(), messages.c.id.desc())
+        .order_by(messages.c.sent_at.desc().nulls_last(), messages.c.created_at.desc(), messages.c.id.desc())
         .limit(1)
     ).scalar()
 
