@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 from optline.entrypoints import worker as worker_entry
 from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server
 from optline.entrypoints.cli import campaigns as campaigns_cli
+from optline.entrypoints.cli import inbound as inbound_cli
 from optline.entrypoints.cli.common import CliError, err_console
 
 app = typer.Typer(
@@ -23,11 +24,15 @@ app.add_typer(ledger.app, name="ledger")
 app.add_typer(apikeys.app, name="apikey")
 app.add_typer(campaigns_cli.app, name="campaigns")
 app.registered_commands += worker_entry.app.registered_commands
+app.registered_commands += inbound_cli.classify_app.registered_commands
+app.add_typer(inbound_cli.app, name="inbound")
 
 
 def main() -> None:
+    # Standalone mode: Typer/Click print usage errors themselves (exit 2). Our own expected failures
+    # propagate out of it and are printed here as one line, never as a traceback.
     try:
-        app(standalone_mode=False)
+        app()
     except CliError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         sys.exit(1)
@@ -38,15 +43,3 @@ def main() -> None:
     except OperationalError as exc:
         err_console.print(f"[red]database error:[/red] {exc.orig}")
         sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click's usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

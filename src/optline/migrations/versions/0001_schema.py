@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 11:29:22.916109
+Create Date: 2026-11-26 12:06:28.096546
 """
 
 from __future__ import annotations
