@@ -163,20 +163,28 @@ def test_report_matches_a_direct_count(container: Container, world: dict[str, An
         report = analytics.report(conn, container.clock)
         attribution = _naive_attribution(conn, timedelta(days=7))
         raw = conn.execute(select(messages)).all()
-        events = {e.id: e for e in conn.execute(select(consent_events).where(consent_events.c.action == "opt_out"))}
-    sent = Counter(m.campaign_id for m in raw if m.campaign_id and (m.sent_at or m.status in counters.SENT_STATUSES))
+        events = {
+            e.id: e for e in conn.execute(select(consent_events).where(consent_events.c.action == "opt_out"))
+        }
+    sent = Counter(
+        m.campaign_id for m in raw if m.campaign_id and (m.sent_at or m.status in counters.SENT_STATUSES)
+    )
     delivered = Counter(m.campaign_id for m in raw if m.campaign_id and m.status == "delivered")
     optouts = Counter(c for c in attribution.values() if c)
     for row in report.campaigns:
         assert (row.sent, row.delivered, row.optouts) == (
-            sent[row.campaign_id], delivered[row.campaign_id], optouts[row.campaign_id]
+            sent[row.campaign_id],
+            delivered[row.campaign_id],
+            optouts[row.campaign_id],
         ), row.key
         assert row.rate_delivered == pytest.approx(optouts[row.campaign_id] / delivered[row.campaign_id])
     assert {r.campaign_id for r in report.campaigns} == set(sent)
     assert report.totals.optouts == len(events)
     assert report.unattributed == sum(1 for c in attribution.values() if c is None)
     assert report.totals.sent == sum(
-        1 for m in raw if m.kind in counters.FATIGUE_KINDS and (m.sent_at or m.status in counters.SENT_STATUSES)
+        1
+        for m in raw
+        if m.kind in counters.FATIGUE_KINDS and (m.sent_at or m.status in counters.SENT_STATUSES)
     )
     by_channel = Counter(analytics.CHANNEL_NAMES[e.channel] for e in events.values())
     assert {r.key: r.optouts for r in report.by_channel if r.optouts} == dict(by_channel)

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from optline.adapters.db import contacts, ledger
-from optline.adapters.db.tables import consent_events, contacts as contacts_table, dnc_numbers, messages
-from optline.adapters.db.tables import reassigned_numbers
+from optline.adapters.db.tables import consent_events, dnc_numbers, messages, reassigned_numbers
+from optline.adapters.db.tables import contacts as contacts_table
 from optline.bootstrap import Container
 from optline.domain.consent import Action, Channel
 from optline.domain.phones import parse_phone
@@ -56,18 +56,24 @@ def seeded(container: Container) -> dict[str, Any]:
             consent.record(conn, clock, contact_id=c["id"], program=program, action=Action.OPT_IN,
                            channel=Channel.WEB, evidence=WEB, occurred_at=d(at))  # fmt: skip
 
-        def import_opt_in(c: dict[str, Any], program: dict[str, Any], at: str, evidence: dict[str, Any]) -> None:
+        def import_opt_in(
+            c: dict[str, Any], program: dict[str, Any], at: str, evidence: dict[str, Any]
+        ) -> None:
             consent.record_opt_ins(conn, clock, program, Channel.IMPORT,
                                    [consent.BatchOptIn(c["id"], evidence, d(at))])  # fmt: skip
 
         # ---- clean: none of these may show up
         web_opt_in(person("good_web", "+14155550101"), deals, "2026-06-01")
-        rows.message(conn, program=deals, contact=s["good_web"], at=clock.now(), campaign=campaign, status="queued")
+        rows.message(
+            conn, program=deals, contact=s["good_web"], at=clock.now(), campaign=campaign, status="queued"
+        )
         consent.record(conn, clock, contact_id=person("good_keyword_dnc", "+14155550102")["id"], program=news,
                        action=Action.OPT_IN, channel=Channel.SMS_KEYWORD, evidence={"message_text": "JOIN"},
                        occurred_at=d("2026-05-01"))  # fmt: skip
         import_opt_in(person("good_old_but_engaged", "+14155550103"), deals, "2024-01-01", {"source": "crm"})
-        rows.inbound(conn, contact=s["good_old_but_engaged"], program=deals, body="thanks!", at=d("2026-11-01"))
+        rows.inbound(
+            conn, contact=s["good_old_but_engaged"], program=deals, body="thanks!", at=d("2026-11-01")
+        )
         web_opt_in(person("good_opted_out", "+14155550104"), deals, "2026-06-01")
         consent.record(conn, clock, contact_id=s["good_opted_out"]["id"], program=deals, action=Action.OPT_OUT,
                        channel=Channel.SMS_KEYWORD, evidence={"message_text": "STOP"})  # fmt: skip
@@ -109,7 +115,9 @@ def seeded(container: Container) -> dict[str, Any]:
                      at=clock.now() - timedelta(days=2))  # fmt: skip
 
         for phone in ("+14155550206", "+14155550102"):
-            conn.execute(insert(dnc_numbers).values(phone=phone, source="national DNC", imported_at=clock.now()))
+            conn.execute(
+                insert(dnc_numbers).values(phone=phone, source="national DNC", imported_at=clock.now())
+            )
         for phone, when in (("+14155550207", "2026-05-01"), ("+14155550105", "2026-01-01")):
             conn.execute(insert(reassigned_numbers).values(phone=phone, disconnected_at=d(when), source="RND",
                                                            imported_at=clock.now()))  # fmt: skip
@@ -137,7 +145,9 @@ def _cfg() -> audit.AuditConfig:
     return audit.AuditConfig(consent_max_age=timedelta(days=540))
 
 
-def test_audit_finds_every_planted_problem_and_nothing_else(container: Container, seeded: dict[str, Any]) -> None:
+def test_audit_finds_every_planted_problem_and_nothing_else(
+    container: Container, seeded: dict[str, Any]
+) -> None:
     result = audit.run(container.db, container.clock, _cfg())
     found = [(f.reason, f.contact_id) for f in result.findings]
     assert len(found) == len(set(found))
@@ -165,7 +175,9 @@ def test_program_filter(container: Container, seeded: dict[str, Any]) -> None:
     }
 
 
-def test_fix_holds_and_cancels_as_ledger_events_never_deleting(container: Container, seeded: dict[str, Any]) -> None:
+def test_fix_holds_and_cancels_as_ledger_events_never_deleting(
+    container: Container, seeded: dict[str, Any]
+) -> None:
     with container.db.read() as conn:
         events_before = conn.execute(select(func.count()).select_from(consent_events)).scalar_one()
     fixed = audit.run(container.db, container.clock, _cfg(), fix=True)
@@ -181,13 +193,17 @@ def test_fix_holds_and_cancels_as_ledger_events_never_deleting(container: Contai
         assert by_contact[(reason, seeded[name]["id"])].fixed is None  # advice only: needs a person
     with container.db.read() as conn:
         holds = conn.execute(
-            select(consent_events).where(consent_events.c.action == "review_hold", consent_events.c.channel == "admin")
+            select(consent_events).where(
+                consent_events.c.action == "review_hold", consent_events.c.channel == "admin"
+            )
         ).all()
         events_after = conn.execute(select(func.count()).select_from(consent_events)).scalar_one()
         statuses = dict(conn.execute(select(messages.c.contact_id, messages.c.status)).all())
         assert ledger.verify(conn).ok
     assert len(holds) == 6 and events_after == events_before + 6
-    assert all(h.evidence["operator"] == "optline audit" and h.evidence["audit_run_id"] == fixed.id for h in holds)
+    assert all(
+        h.evidence["operator"] == "optline audit" and h.evidence["audit_run_id"] == fixed.id for h in holds
+    )
     assert statuses[seeded["opted_out_queued"]["id"]] == "cancelled"
     assert statuses[seeded["good_web"]["id"]] == "queued"  # a sendable contact's message is untouched
 

@@ -18,7 +18,9 @@ from optline.adapters.db.tables import campaigns, inbound_messages, messages
 _seq = count(1)
 
 
-def campaign(conn: Connection, program: dict[str, Any], name: str, at: datetime, **extra: Any) -> dict[str, Any]:
+def campaign(
+    conn: Connection, program: dict[str, Any], name: str, at: datetime, **extra: Any
+) -> dict[str, Any]:
     values = {
         "program_id": program["id"], "name": name, "template": f"{name}: hello. Reply STOP to opt out",
         "message_type": "marketing", "audience_filter": {}, "status": "done", "created_at": at, **extra,

@@ -26,7 +26,6 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     and_,
-    case,
     cast,
     func,
     literal,
@@ -88,7 +87,7 @@ def frequency_bucket(n: int) -> str:
 
 def _minus_days(conn: Connection, column: Any, days: int) -> ColumnElement[Any]:
     if conn.dialect.name == "postgresql":
-        return column - literal(timedelta(days=days))  # type: ignore[no-any-return]
+        return column - literal(timedelta(days=days))
     return func.datetime(column, f"-{days} days")
 
 
@@ -201,7 +200,9 @@ def _watermark(conn: Connection) -> int:
 
 def _set_watermark(conn: Connection, value: int, now: datetime) -> None:
     updated = conn.execute(
-        analytics_state.update().where(analytics_state.c.name == WATERMARK).values(value=value, updated_at=now)
+        analytics_state.update()
+        .where(analytics_state.c.name == WATERMARK)
+        .values(value=value, updated_at=now)
     )
     if updated.rowcount == 0:
         conn.execute(analytics_state.insert().values(name=WATERMARK, value=value, updated_at=now))
@@ -374,7 +375,9 @@ def report(
         .where(*([fe.c.program_id == pid] if pid is not None else []))
         .group_by(fe.c.messages_30d)
     ).all()
-    campaign_ids = {r.campaign_id for r in counts if r.campaign_id} | {r.campaign_id for r in optouts if r.campaign_id}
+    campaign_ids = {r.campaign_id for r in counts if r.campaign_id} | {
+        r.campaign_id for r in optouts if r.campaign_id
+    }
     camp = {
         r.id: r
         for r in conn.execute(
@@ -394,7 +397,8 @@ def report(
     def row(table: dict[Any, Any], key: Any, label: str | None = None) -> RateRow:
         if key not in table:
             table[key] = RateRow(label if label is not None else str(key))
-        return table[key]  # type: ignore[no-any-return]
+        found: RateRow = table[key]
+        return found
 
     def campaign_row(cid: int) -> CampaignRow:
         if cid not in by_campaign:
@@ -428,25 +432,25 @@ def report(
     by_channel = {name: RateRow(name) for name in REPORT_CHANNELS}
     by_frequency = {label: RateRow(label) for label, _, _ in FREQUENCY_BUCKETS}
     attributed = unattributed = 0
-    for r in optouts:
-        n = int(r.n)
+    for o in optouts:
+        n = int(o.n)
         totals.optouts += n
-        if r.campaign_id:
+        if o.campaign_id:
             attributed += n
-            campaign_row(r.campaign_id).optouts += n
-            c = camp.get(r.campaign_id)
+            campaign_row(o.campaign_id).optouts += n
+            c = camp.get(o.campaign_id)
             if c is not None:
                 row(by_type, c.message_type).optouts += n
                 row(by_tag, c.tag or "(no tag)").optouts += n
         else:
             unattributed += n
-        pname = program_names.get(r.program_id) if r.program_id else f"{r.brand} (brand-wide, unattributed)"
-        row(by_program, pname or str(r.program_id)).optouts += n
-        row(by_day, _as_date(r.day)).optouts += n
-        by_channel[r.channel if r.channel in by_channel else OTHER_CHANNEL].optouts += n
-        by_frequency[frequency_bucket(int(r.messages_30d))].optouts += n
-    for r in exposures:
-        by_frequency[frequency_bucket(int(r.messages_30d))].sent += int(r.sent or 0)
+        pname = program_names.get(o.program_id) if o.program_id else f"{o.brand} (brand-wide, unattributed)"
+        row(by_program, pname or str(o.program_id)).optouts += n
+        row(by_day, _as_date(o.day)).optouts += n
+        by_channel[o.channel if o.channel in by_channel else OTHER_CHANNEL].optouts += n
+        by_frequency[frequency_bucket(int(o.messages_30d))].optouts += n
+    for x in exposures:
+        by_frequency[frequency_bucket(int(x.messages_30d))].sent += int(x.sent or 0)
     for t in by_channel.values():
         t.sent, t.delivered = totals.sent, totals.delivered  # share of all sending, per channel
 
@@ -515,4 +519,3 @@ def _flag(rows: list[CampaignRow]) -> list[CampaignRow]:
             )
         r.flagged = bool(r.why)
     return sorted(rows, key=lambda r: (not r.flagged, -(r.rate or 0.0), r.key))
-

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -44,7 +44,7 @@ from optline.adapters.db.tables import (
     subscriptions,
 )
 from optline.domain.consent import REQUIRED_OPT_IN_EVIDENCE, Action, Channel, Status
-from optline.domain.phones import SMS_CAPABLE, InvalidPhoneNumber, parse_phone
+from optline.domain.phones import InvalidPhoneNumber, parse_phone
 
 CONTACT_BATCH = 2000
 QUEUED = ("queued", "deferred")  # waiting in the outbox, not yet claimed by a dispatcher
@@ -140,7 +140,9 @@ def _evidence_incomplete() -> ColumnElement[bool]:
     """The consent event lacks a field its channel requires (domain.consent.REQUIRED_OPT_IN_EVIDENCE)."""
     clauses = []
     for channel, names in REQUIRED_OPT_IN_EVIDENCE.items():
-        missing = [func.coalesce(func.trim(consent_events.c.evidence[n].as_string()), "") == "" for n in names]
+        missing = [
+            func.coalesce(func.trim(consent_events.c.evidence[n].as_string()), "") == "" for n in names
+        ]
         clauses.append(and_(consent_events.c.channel == channel.value, or_(*missing)))
     return or_(
         consent_events.c.id.is_(None),
@@ -200,10 +202,13 @@ def _no_consent_evidence(conn: Connection, program_id: int | None) -> Iterator[F
         )  # fmt: skip
 
 
-def _stale_consent(conn: Connection, program_id: int | None, now: datetime, cfg: AuditConfig) -> Iterator[Finding]:
+def _stale_consent(
+    conn: Connection, program_id: int | None, now: datetime, cfg: AuditConfig
+) -> Iterator[Finding]:
     cutoff = now - cfg.consent_max_age
     engaged = exists().where(
-        (inbound_messages.c.contact_id == subscriptions.c.contact_id) & (inbound_messages.c.received_at >= cutoff)
+        (inbound_messages.c.contact_id == subscriptions.c.contact_id)
+        & (inbound_messages.c.received_at >= cutoff)
     )
     rows = conn.execute(
         select(*_SUB_COLUMNS)
@@ -306,7 +311,9 @@ def _reassigned_after_consent(conn: Connection, program_id: int | None) -> Itera
         )  # fmt: skip
 
 
-def _review_overdue(conn: Connection, program_id: int | None, now: datetime, cfg: AuditConfig) -> Iterator[Finding]:
+def _review_overdue(
+    conn: Connection, program_id: int | None, now: datetime, cfg: AuditConfig
+) -> Iterator[Finding]:
     q = (
         select(inbound_messages, subscriptions.c.status, subscriptions.c.held)
         .outerjoin(
@@ -340,7 +347,7 @@ _PHONE_KEY = re.compile(r"phone|mobile|cell|tel|msisdn|number", re.IGNORECASE)
 _PHONE_LIKE = re.compile(r"^\+?[\d\s().\-]{7,20}$")
 
 
-def _contact_batches(conn: Connection, program_id: int | None) -> Iterator[list[Any]]:
+def _contact_batches(conn: Connection, program_id: int | None) -> Iterator[Sequence[Any]]:
     last = 0
     while True:
         q = select(contacts.c.id, contacts.c.phone, contacts.c.number_type, contacts.c.attributes)
@@ -378,7 +385,10 @@ def _numbers(conn: Connection, program_id: int | None, cfg: AuditConfig) -> Iter
                     spellings.setdefault(phone.e164, []).append((c, f"its phone is stored as {c.phone!r}"))
                     problem = (Reason.INVALID_NUMBER, f"stored as {c.phone!r}, not E.164 ({phone.e164})")
                 elif not phone.sms_capable:
-                    problem = (Reason.NOT_MOBILE, f"a {phone.number_type.replace('_', ' ')} number: cannot receive SMS")
+                    problem = (
+                        Reason.NOT_MOBILE,
+                        f"a {phone.number_type.replace('_', ' ')} number: cannot receive SMS",
+                    )
             except InvalidPhoneNumber as exc:
                 problem = (Reason.INVALID_NUMBER, str(exc))
             for key, value in (c.attributes or {}).items():
@@ -443,7 +453,9 @@ def _apply_fixes(conn: Connection, clock: Clock, run_id: int, findings: list[Fin
             done = conn.execute(
                 update(messages)
                 .where((messages.c.id == f.message_id) & messages.c.status.in_(QUEUED))
-                .values(status="cancelled", reason=f"audit run {run_id}: {f.reason.value}", updated_at=clock.now())
+                .values(
+                    status="cancelled", reason=f"audit run {run_id}: {f.reason.value}", updated_at=clock.now()
+                )
             ).rowcount
             f.fixed = f"cancelled message {f.message_id}" if done else None
         elif f.fix is Fix.HOLD and f.contact_id is not None and f.program_id is not None:
@@ -491,7 +503,9 @@ def run(
         ).scalar_one()  # fmt: skip
         fixed = _apply_fixes(conn, clock, run_id, findings) if fix else 0
         finished = clock.now()
-        conn.execute(update(audit_runs).where(audit_runs.c.id == run_id).values(finished_at=finished, fixed=fixed))
+        conn.execute(
+            update(audit_runs).where(audit_runs.c.id == run_id).values(finished_at=finished, fixed=fixed)
+        )
         if findings:
             conn.execute(
                 insert(audit_findings),
@@ -502,7 +516,9 @@ def run(
                     for f in findings
                 ],
             )  # fmt: skip
-    return AuditRun(run_id, trigger, program["name"] if program else None, fix, started, finished, findings, fixed)
+    return AuditRun(
+        run_id, trigger, program["name"] if program else None, fix, started, finished, findings, fixed
+    )
 
 
 def config_from(settings: Any) -> AuditConfig:
@@ -521,8 +537,14 @@ def latest_run(conn: Connection, trigger: str | None = None) -> AuditRun | None:
     r = conn.execute(q).first()
     if r is None:
         return None
-    program = conn.execute(select(programs.c.name).where(programs.c.id == r.program_id)).scalar() if r.program_id else None
-    rows = conn.execute(select(audit_findings).where(audit_findings.c.run_id == r.id).order_by(audit_findings.c.id))
+    program = (
+        conn.execute(select(programs.c.name).where(programs.c.id == r.program_id)).scalar()
+        if r.program_id
+        else None
+    )
+    rows = conn.execute(
+        select(audit_findings).where(audit_findings.c.run_id == r.id).order_by(audit_findings.c.id)
+    )
     findings = [
         Finding(Reason(f.reason), f.contact_id, f.phone, f.program_id, f.detail, f.action, f.proof or {},
                 message_id=(f.proof or {}).get("message_id"), fixed=f.fixed)

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 import optline
 from optline.bootstrap import Container
-from optline.entrypoints.api import contacts, programs
+from optline.entrypoints.api import contacts, programs, reports
 
 
 def create_app(container: Container) -> FastAPI:
@@ -29,4 +29,5 @@ def create_app(container: Container) -> FastAPI:
 
     app.include_router(programs.router)
     app.include_router(contacts.router)
+    app.include_router(reports.router)
     return app

@@ -8,7 +8,7 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server
+from optline.entrypoints.cli import apikeys, audit, contacts, ledger, lists, programs, report, server
 from optline.entrypoints.cli.common import CliError, err_console
 
 app = typer.Typer(
@@ -19,6 +19,10 @@ app.add_typer(programs.app, name="programs")
 app.add_typer(contacts.app, name="contacts")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(apikeys.app, name="apikey")
+app.registered_commands += report.app.registered_commands
+app.registered_commands += audit.app.registered_commands
+app.add_typer(lists.dnc_app, name="dnc")
+app.add_typer(lists.reassigned_app, name="reassigned")
 
 
 def main() -> None:
