@@ -13,7 +13,9 @@ What counts:
 - the *day* is the UTC date of ``sent_at`` (else ``delivered_at``, else ``created_at``).
 
 Each change subtracts the old row's contribution from its key and adds the new row's to its key, so any
-update (even one moving a message to another campaign or day) keeps the sums exact. The fatigue curve's
+update (even one moving a message to another campaign or day) keeps the sums exact. On PostgreSQL the
+triggers are statement-level with transition tables (one grouped upsert per key per statement); SQLite has
+only row triggers, and one writer at a time. The fatigue curve's
 denominator (``frequency_exposures``) is counted once, when a marketing or transactional message first
 counts as sent: its bucket is how many such messages the contact was sent in the 30 days up to it.
 
@@ -108,52 +110,67 @@ SQLITE_DROP = [
 
 # ------------------------------------------------------------------------------------------ PostgreSQL
 
+
+def _pg_day(r: str) -> str:
+    return f"(COALESCE({r}.sent_at, {r}.delivered_at, {r}.created_at) AT TIME ZONE 'UTC')::date"
+
+
+def _pg_contributions(table: str, sign: str) -> str:
+    return f"""
+        SELECT r.program_id, COALESCE(r.campaign_id, 0) AS campaign_id, r.kind, {_pg_day("r")} AS day,
+               {sign}{_sent("r")}::int AS sent, {sign}{_delivered("r")}::int AS delivered
+        FROM {table} r WHERE {_sent("r")} OR {_delivered("r")}"""
+
+
+def _pg_apply(contributions: str) -> str:
+    return f"""
+        INSERT INTO message_counts AS c (program_id, campaign_id, kind, day, shard, sent, delivered)
+        SELECT program_id, campaign_id, kind, day, s, sum(sent), sum(delivered)
+        FROM ({contributions}) d
+        GROUP BY program_id, campaign_id, kind, day
+        HAVING sum(sent) <> 0 OR sum(delivered) <> 0
+        ORDER BY program_id, campaign_id, kind, day
+        ON CONFLICT (program_id, campaign_id, kind, day, shard)
+        DO UPDATE SET sent = c.sent + EXCLUDED.sent, delivered = c.delivered + EXCLUDED.delivered;"""
+
+
+def _pg_exposures(first_sent_rows: str) -> str:
+    t = "COALESCE(n.sent_at, n.updated_at)"
+    return f"""
+        INSERT INTO frequency_exposures AS f (program_id, messages_30d, shard, sent)
+        SELECT program_id, messages_30d, s, count(*) FROM (
+            SELECT n.program_id, LEAST({FREQUENCY_CAP}, 1 + (
+                SELECT count(*) FROM messages m
+                WHERE m.contact_id = n.contact_id AND m.id <> n.id AND m.kind IN ({_KINDS})
+                  AND {_sent("m")}
+                  AND COALESCE(m.sent_at, m.updated_at) <= {t}
+                  AND COALESCE(m.sent_at, m.updated_at) >= {t} - interval '{FREQUENCY_WINDOW_DAYS} days'
+                  AND m.created_at >= {t} - interval '{3 * FREQUENCY_WINDOW_DAYS} days')) AS messages_30d
+            FROM {first_sent_rows}
+        ) x
+        GROUP BY program_id, messages_30d
+        ORDER BY program_id, messages_30d
+        ON CONFLICT (program_id, messages_30d, shard) DO UPDATE SET sent = f.sent + EXCLUDED.sent;"""
+
+
+# Statement-level triggers with transition tables: one aggregate upsert per key per statement, so a bulk
+# statement (materialising a campaign, a dispatcher's batch) costs one small GROUP BY, and no counter row
+# is updated thousands of times inside one transaction (PostgreSQL keeps every version of a row updated
+# repeatedly in one transaction, which would make a bulk statement quadratic).
 _PG_FUNCTION = f"""
 CREATE FUNCTION optline_message_counts() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    o_sent int := 0; o_del int := 0; n_sent int := 0; n_del int := 0;
-    o_day date; n_day date; t timestamptz; n int;
     -- The writing backend's own counter rows: concurrent dispatchers never wait on each other here.
     s int := pg_backend_pid();
 BEGIN
-    IF TG_OP <> 'INSERT' THEN
-        o_sent := {_sent("OLD")}::int;
-        o_del := {_delivered("OLD")}::int;
-        o_day := (COALESCE(OLD.sent_at, OLD.delivered_at, OLD.created_at) AT TIME ZONE 'UTC')::date;
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        n_sent := {_sent("NEW")}::int;
-        n_del := {_delivered("NEW")}::int;
-        n_day := (COALESCE(NEW.sent_at, NEW.delivered_at, NEW.created_at) AT TIME ZONE 'UTC')::date;
-    END IF;
-    IF TG_OP = 'UPDATE' AND o_sent = n_sent AND o_del = n_del AND o_day = n_day
-       AND OLD.campaign_id IS NOT DISTINCT FROM NEW.campaign_id AND OLD.program_id = NEW.program_id
-       AND OLD.kind = NEW.kind THEN
-        RETURN NULL;
-    END IF;
-    IF o_sent + o_del > 0 THEN
-        INSERT INTO message_counts AS c (program_id, campaign_id, kind, day, shard, sent, delivered)
-        VALUES (OLD.program_id, COALESCE(OLD.campaign_id, 0), OLD.kind, o_day, s, -o_sent, -o_del)
-        ON CONFLICT (program_id, campaign_id, kind, day, shard)
-        DO UPDATE SET sent = c.sent + EXCLUDED.sent, delivered = c.delivered + EXCLUDED.delivered;
-    END IF;
-    IF n_sent + n_del > 0 THEN
-        INSERT INTO message_counts AS c (program_id, campaign_id, kind, day, shard, sent, delivered)
-        VALUES (NEW.program_id, COALESCE(NEW.campaign_id, 0), NEW.kind, n_day, s, n_sent, n_del)
-        ON CONFLICT (program_id, campaign_id, kind, day, shard)
-        DO UPDATE SET sent = c.sent + EXCLUDED.sent, delivered = c.delivered + EXCLUDED.delivered;
-    END IF;
-    IF n_sent = 1 AND o_sent = 0 AND NEW.kind IN ({_KINDS}) THEN
-        t := COALESCE(NEW.sent_at, NEW.updated_at);
-        SELECT 1 + count(*) INTO n FROM messages m
-        WHERE m.contact_id = NEW.contact_id AND m.id <> NEW.id AND m.kind IN ({_KINDS})
-          AND {_sent("m")}
-          AND COALESCE(m.sent_at, m.updated_at) <= t
-          AND COALESCE(m.sent_at, m.updated_at) >= t - interval '{FREQUENCY_WINDOW_DAYS} days'
-          AND m.created_at >= t - interval '{3 * FREQUENCY_WINDOW_DAYS} days';
-        INSERT INTO frequency_exposures AS f (program_id, messages_30d, shard, sent)
-        VALUES (NEW.program_id, LEAST(n, {FREQUENCY_CAP}), s, 1)
-        ON CONFLICT (program_id, messages_30d, shard) DO UPDATE SET sent = f.sent + 1;
+    IF TG_OP = 'INSERT' THEN
+        {_pg_apply(_pg_contributions("new_rows", ""))}
+        {_pg_exposures(f"new_rows n WHERE n.kind IN ({_KINDS}) AND {_sent('n')}")}
+    ELSIF TG_OP = 'UPDATE' THEN
+        {_pg_apply(_pg_contributions("new_rows", "") + " UNION ALL " + _pg_contributions("old_rows", "-"))}
+        {_pg_exposures(f"new_rows n JOIN old_rows o ON o.id = n.id WHERE n.kind IN ({_KINDS}) AND {_sent('n')} AND NOT {_sent('o')}")}
+    ELSE
+        {_pg_apply(_pg_contributions("old_rows", "-"))}
     END IF;
     RETURN NULL;
 END $$;
@@ -161,11 +178,17 @@ END $$;
 
 POSTGRES_TRIGGERS = [
     _PG_FUNCTION,
-    "CREATE TRIGGER messages_counts AFTER INSERT OR UPDATE OR DELETE ON messages "
-    "FOR EACH ROW EXECUTE FUNCTION optline_message_counts()",
+    "CREATE TRIGGER messages_counts_insert AFTER INSERT ON messages REFERENCING NEW TABLE AS new_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION optline_message_counts()",
+    "CREATE TRIGGER messages_counts_update AFTER UPDATE ON messages "
+    "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION optline_message_counts()",
+    "CREATE TRIGGER messages_counts_delete AFTER DELETE ON messages REFERENCING OLD TABLE AS old_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION optline_message_counts()",
 ]
 POSTGRES_DROP = [
-    "DROP TRIGGER IF EXISTS messages_counts ON messages",
+    "DROP TRIGGER IF EXISTS messages_counts_insert ON messages",
+    "DROP TRIGGER IF EXISTS messages_counts_update ON messages",
+    "DROP TRIGGER IF EXISTS messages_counts_delete ON messages",
     "DROP FUNCTION IF EXISTS optline_message_counts()",
 ]
 
@@ -190,7 +213,7 @@ def rebuild(conn: Connection) -> None:
     the same definition the trigger applies one message at a time.
     """
     pg = conn.dialect.name == "postgresql"
-    day = "(COALESCE(sent_at, delivered_at, created_at) AT TIME ZONE 'UTC')::date" if pg else _sqlite_day("m")
+    day = _pg_day("m") if pg else _sqlite_day("m")
     sent, delivered = _sent("m"), _delivered("m")
     conn.execute(text("DELETE FROM message_counts"))
     conn.execute(text("DELETE FROM frequency_exposures"))
