@@ -1,6 +1,6 @@
 """The opt-out report over 10,000,000 messages on PostgreSQL, beside a naive GROUP BY over the raw messages.
 
-Run: ``python bench/report_10m.py`` (``OPTLINE_BENCH_POSTGRES_URL``, default
+Run: ``python -m bench report_10m`` or ``python bench/report_10m.py`` (``OPTLINE_BENCH_POSTGRES_URL``, default
 ``postgresql+psycopg://root@127.0.0.1:5432/postgres``, names the server; a dedicated database is created
 and dropped). ``--messages N`` for a smaller run.
 
@@ -165,7 +165,7 @@ NAIVE = (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000_000)
-    args = parser.parse_args()
+    args, _ = parser.parse_known_args()  # ``python -m bench report_10m`` passes benchmark names
     server = make_url(os.environ.get("OPTLINE_BENCH_POSTGRES_URL", DEFAULT_URL))
     name = f"optline_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")

@@ -489,33 +489,65 @@ def run(
     fix: bool = False,
     trigger: str = "cli",
 ) -> AuditRun:
-    """Run the review, store it (and apply the safe fixes when ``fix``); returns the stored run."""
+    """Run the review, store it (and apply the safe fixes when ``fix``); returns the stored run.
+
+    The checks run in a read transaction (on SQLite they do not hold the write lock the dispatcher needs);
+    the run, its findings and the fixes are written in one short write transaction.
+    """
     started = clock.now()
-    program_id = program["id"] if program else None
     with db.read() as conn:
-        findings = find(conn, started, cfg, program_id)
+        findings = find(conn, started, cfg, program["id"] if program else None)
     with db.transaction() as conn:
-        run_id = conn.execute(
-            insert(audit_runs)
-            .values(trigger=trigger, program_id=program_id, fix=fix, started_at=started, findings=len(findings),
-                    fixed=0, summary=dict(Counter(f.reason.value for f in findings)))
-            .returning(audit_runs.c.id)
-        ).scalar_one()  # fmt: skip
-        fixed = _apply_fixes(conn, clock, run_id, findings) if fix else 0
-        finished = clock.now()
+        return _store(conn, clock, started, findings, program=program, fix=fix, trigger=trigger)
+
+
+def run_on(
+    conn: Connection,
+    clock: Clock,
+    cfg: AuditConfig,
+    *,
+    program: Mapping[str, Any] | None = None,
+    fix: bool = False,
+    trigger: str = "api",
+) -> AuditRun:
+    """``run`` inside a transaction the caller already holds (an API request's)."""
+    started = clock.now()
+    findings = find(conn, started, cfg, program["id"] if program else None)
+    return _store(conn, clock, started, findings, program=program, fix=fix, trigger=trigger)
+
+
+def _store(
+    conn: Connection,
+    clock: Clock,
+    started: datetime,
+    findings: list[Finding],
+    *,
+    program: Mapping[str, Any] | None,
+    fix: bool,
+    trigger: str,
+) -> AuditRun:
+    program_id = program["id"] if program else None
+    run_id = conn.execute(
+        insert(audit_runs)
+        .values(trigger=trigger, program_id=program_id, fix=fix, started_at=started, findings=len(findings),
+                fixed=0, summary=dict(Counter(f.reason.value for f in findings)))
+        .returning(audit_runs.c.id)
+    ).scalar_one()  # fmt: skip
+    fixed = _apply_fixes(conn, clock, run_id, findings) if fix else 0
+    finished = clock.now()
+    conn.execute(
+        update(audit_runs).where(audit_runs.c.id == run_id).values(finished_at=finished, fixed=fixed)
+    )
+    if findings:
         conn.execute(
-            update(audit_runs).where(audit_runs.c.id == run_id).values(finished_at=finished, fixed=fixed)
-        )
-        if findings:
-            conn.execute(
-                insert(audit_findings),
-                [
-                    {"run_id": run_id, "reason": f.reason.value, "contact_id": f.contact_id, "phone": f.phone,
-                     "program_id": f.program_id, "detail": f.detail, "action": f.action, "proof": f.proof,
-                     "fixed": f.fixed}
-                    for f in findings
-                ],
-            )  # fmt: skip
+            insert(audit_findings),
+            [
+                {"run_id": run_id, "reason": f.reason.value, "contact_id": f.contact_id, "phone": f.phone,
+                 "program_id": f.program_id, "detail": f.detail, "action": f.action, "proof": f.proof,
+                 "fixed": f.fixed}
+                for f in findings
+            ],
+        )  # fmt: skip
     return AuditRun(
         run_id, trigger, program["name"] if program else None, fix, started, finished, findings, fixed
     )

@@ -25,7 +25,7 @@ def _program(conn: Any, name: str | None) -> dict[str, Any] | None:
 
 @router.get("/optouts")
 def optouts(
-    _key: ApiKeyDep,  # first: on SQLite the key check's write transaction must finish before ConnDep's begins
+    _key: ApiKeyDep,
     conn: ConnDep,
     container: ContainerDep,
     program: str | None = None,
@@ -51,10 +51,9 @@ def latest_audit(_key: ApiKeyDep, conn: ConnDep, trigger: str | None = None) -> 
 
 @router.post("/audit", status_code=status.HTTP_201_CREATED)
 def run_audit(
-    _key: ApiKeyDep, container: ContainerDep, program: str | None = None, fix: bool = False
+    _key: ApiKeyDep, conn: ConnDep, container: ContainerDep, program: str | None = None, fix: bool = False
 ) -> dict[str, Any]:
     """Run the list review now (``fix=true`` applies the safe fixes) and store it."""
-    with container.db.read() as conn:
-        prog = _program(conn, program)
     cfg = audit.config_from(container.settings)
-    return audit.run(container.db, container.clock, cfg, program=prog, fix=fix, trigger="api").as_dict()
+    prog = _program(conn, program)
+    return audit.run_on(conn, container.clock, cfg, program=prog, fix=fix, trigger="api").as_dict()
