@@ -372,7 +372,9 @@ def report(
     ).all()  # fmt: skip
     exposures = conn.execute(
         select(fe.c.messages_30d, func.sum(fe.c.sent).label("sent"))
-        .where(*([fe.c.program_id == pid] if pid is not None else []))
+        .where(
+            *([fe.c.program_id == pid] if pid is not None else []), *([fe.c.day >= since] if since else [])
+        )
         .group_by(fe.c.messages_30d)
     ).all()
     campaign_ids = {r.campaign_id for r in counts if r.campaign_id} | {

@@ -64,8 +64,8 @@ def _sqlite_upsert(r: str, sign: str) -> str:
 def _sqlite_exposure(first_sent: str) -> str:
     t = "COALESCE(NEW.sent_at, NEW.updated_at)"
     return f"""
-        INSERT INTO frequency_exposures (program_id, messages_30d, shard, sent)
-        SELECT NEW.program_id, min({FREQUENCY_CAP}, 1 + (
+        INSERT INTO frequency_exposures (program_id, day, messages_30d, shard, sent)
+        SELECT NEW.program_id, {_sqlite_day("NEW")}, min({FREQUENCY_CAP}, 1 + (
             SELECT count(*) FROM messages m
             WHERE m.contact_id = NEW.contact_id AND m.id <> NEW.id AND m.kind IN ({_KINDS})
               AND {_sent("m")}
@@ -73,7 +73,7 @@ def _sqlite_exposure(first_sent: str) -> str:
               AND COALESCE(m.sent_at, m.updated_at) >= datetime({t}, '-{FREQUENCY_WINDOW_DAYS} days')
               AND m.created_at >= datetime({t}, '-{3 * FREQUENCY_WINDOW_DAYS} days'))), 0, 1
         WHERE NEW.kind IN ({_KINDS}) AND {first_sent}
-        ON CONFLICT (program_id, messages_30d, shard) DO UPDATE SET sent = sent + 1;"""
+        ON CONFLICT (program_id, day, messages_30d, shard) DO UPDATE SET sent = sent + 1;"""
 
 
 def _changed(a: str, b: str) -> str:
@@ -137,9 +137,9 @@ def _pg_apply(contributions: str) -> str:
 def _pg_exposures(first_sent_rows: str) -> str:
     t = "COALESCE(n.sent_at, n.updated_at)"
     return f"""
-        INSERT INTO frequency_exposures AS f (program_id, messages_30d, shard, sent)
-        SELECT program_id, messages_30d, s, count(*) FROM (
-            SELECT n.program_id, LEAST({FREQUENCY_CAP}, 1 + (
+        INSERT INTO frequency_exposures AS f (program_id, day, messages_30d, shard, sent)
+        SELECT program_id, day, messages_30d, s, count(*) FROM (
+            SELECT n.program_id, {_pg_day("n")} AS day, LEAST({FREQUENCY_CAP}, 1 + (
                 SELECT count(*) FROM messages m
                 WHERE m.contact_id = n.contact_id AND m.id <> n.id AND m.kind IN ({_KINDS})
                   AND {_sent("m")}
@@ -148,9 +148,9 @@ def _pg_exposures(first_sent_rows: str) -> str:
                   AND m.created_at >= {t} - interval '{3 * FREQUENCY_WINDOW_DAYS} days')) AS messages_30d
             FROM {first_sent_rows}
         ) x
-        GROUP BY program_id, messages_30d
-        ORDER BY program_id, messages_30d
-        ON CONFLICT (program_id, messages_30d, shard) DO UPDATE SET sent = f.sent + EXCLUDED.sent;"""
+        GROUP BY program_id, day, messages_30d
+        ORDER BY program_id, day, messages_30d
+        ON CONFLICT (program_id, day, messages_30d, shard) DO UPDATE SET sent = f.sent + EXCLUDED.sent;"""
 
 
 # Statement-level triggers with transition tables: one aggregate upsert per key per statement, so a bulk
@@ -239,20 +239,20 @@ def rebuild(conn: Connection) -> None:
     conn.execute(
         text(
             f"""
-            INSERT INTO frequency_exposures (program_id, messages_30d, shard, sent)
-            SELECT program_id, {cap}(n, {FREQUENCY_CAP}), 0, count(*)
-            FROM (SELECT program_id,
+            INSERT INTO frequency_exposures (program_id, day, messages_30d, shard, sent)
+            SELECT program_id, day, {cap}(n, {FREQUENCY_CAP}), 0, count(*)
+            FROM (SELECT program_id, {day} AS day,
                          count(*) OVER (PARTITION BY contact_id ORDER BY {order} {frame}) AS n
                   FROM messages m WHERE kind IN ({_KINDS}) AND {sent}) s
-            GROUP BY program_id, {cap}(n, {FREQUENCY_CAP})
+            GROUP BY program_id, day, {cap}(n, {FREQUENCY_CAP})
             """
         )
     )
 
 
 def compact(conn: Connection) -> int:
-    """Fold per-backend shards into shard 0 (PostgreSQL): message counts of settled days (older than two
-    days), and the exposure buckets.
+    """Fold the per-backend shards of settled days (older than two days) into shard 0 (PostgreSQL), for
+    message counts and exposure buckets alike.
 
     Keeps ``message_counts`` at campaigns × days rows as connections come and go. Rows a writer holds
     right now are skipped (SKIP LOCKED), so compaction never waits on a dispatcher nor makes one deadlock.
@@ -290,19 +290,20 @@ def compact(conn: Connection) -> int:
         text(
             """
             WITH picked AS (
-                SELECT program_id, messages_30d, shard FROM frequency_exposures WHERE shard <> 0
+                SELECT program_id, day, messages_30d, shard FROM frequency_exposures
+                WHERE shard <> 0 AND day < (now() AT TIME ZONE 'UTC')::date - 2
                 FOR UPDATE SKIP LOCKED
             ), gone AS (
                 DELETE FROM frequency_exposures f USING picked p
-                WHERE (f.program_id, f.messages_30d, f.shard) = (p.program_id, p.messages_30d, p.shard)
-                RETURNING f.program_id, f.messages_30d, f.sent
+                WHERE (f.program_id, f.day, f.messages_30d, f.shard) = (p.program_id, p.day, p.messages_30d, p.shard)
+                RETURNING f.program_id, f.day, f.messages_30d, f.sent
             ), summed AS (
-                SELECT program_id, messages_30d, sum(sent) AS sent, count(*) AS n
-                FROM gone GROUP BY program_id, messages_30d
+                SELECT program_id, day, messages_30d, sum(sent) AS sent, count(*) AS n
+                FROM gone GROUP BY program_id, day, messages_30d
             ), ins AS (
-                INSERT INTO frequency_exposures AS f (program_id, messages_30d, shard, sent)
-                SELECT program_id, messages_30d, 0, sent FROM summed
-                ON CONFLICT (program_id, messages_30d, shard) DO UPDATE SET sent = f.sent + EXCLUDED.sent
+                INSERT INTO frequency_exposures AS f (program_id, day, messages_30d, shard, sent)
+                SELECT program_id, day, messages_30d, 0, sent FROM summed
+                ON CONFLICT (program_id, day, messages_30d, shard) DO UPDATE SET sent = f.sent + EXCLUDED.sent
             )
             SELECT COALESCE(sum(n), 0) FROM summed
             """

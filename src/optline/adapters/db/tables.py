@@ -281,12 +281,13 @@ message_counts = Table(
     Column("delivered", BigInteger, nullable=False, default=0),
 )
 
-# The fatigue curve's denominator: messages sent, by how many messages (this one included) the contact had
-# been sent in the 30 days up to it. Kept by the same trigger when a message first counts as sent.
+# The fatigue curve's denominator: messages sent per UTC day, by how many messages (this one included) the
+# contact had been sent in the 30 days up to it. Kept by the same trigger when a message first counts as sent.
 frequency_exposures = Table(
     "frequency_exposures",
     metadata,
     Column("program_id", BigInteger, primary_key=True),
+    Column("day", Date, primary_key=True),
     Column("messages_30d", Integer, primary_key=True),
     Column("shard", Integer, primary_key=True),
     Column("sent", BigInteger, nullable=False, default=0),

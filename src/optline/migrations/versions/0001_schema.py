@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 11:31:57.750680
+Create Date: 2026-11-26 11:53:10.387127
 """
 
 from __future__ import annotations
@@ -63,10 +63,13 @@ def upgrade() -> None:
     op.create_table(
         "frequency_exposures",
         sa.Column("program_id", sa.BigInteger(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
         sa.Column("messages_30d", sa.Integer(), nullable=False),
         sa.Column("shard", sa.Integer(), nullable=False),
         sa.Column("sent", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("program_id", "messages_30d", "shard", name=op.f("pk_frequency_exposures")),
+        sa.PrimaryKeyConstraint(
+            "program_id", "day", "messages_30d", "shard", name=op.f("pk_frequency_exposures")
+        ),
     )
     op.create_table(
         "ledger_digests",
