@@ -12,7 +12,7 @@ from rich.table import Table
 from optline.entrypoints.cli.common import console, container, exit_code, fail
 from optline.entrypoints.cli.report import Format
 from optline.services import audit as audit_service
-from optline.services.programs import require_program
+from optline.services.programs import list_programs, require_program
 
 app = typer.Typer()
 
@@ -47,10 +47,12 @@ def audit(
         for f in result.findings:
             writer.writerow({**f.as_dict(), "proof": json.dumps(f.proof, default=str)})
     else:
+        with c.db.read() as conn:
+            names = {p["id"]: p["name"] for p in list_programs(conn)}
         table = Table("reason", "contact", "program", "finding", "what to do", "fixed",
                       title=f"audit run {result.id}: {len(result.findings)} findings", title_justify="left")  # fmt: skip
         for f in result.findings:
-            table.add_row(f.reason.value, f"{f.phone} (#{f.contact_id})", str(f.program_id or ""), f.detail,
+            table.add_row(f.reason.value, f"{f.phone} (#{f.contact_id})", names.get(f.program_id or 0, ""), f.detail,
                           f.action, f.fixed or "")  # fmt: skip
         console.print(table)
         for reason, n in sorted(result.summary.items()):
