@@ -7,7 +7,9 @@ from fastapi.responses import JSONResponse
 
 import optline
 from optline.bootstrap import Container
-from optline.entrypoints.api import contacts, programs, reports
+from optline.entrypoints.api import contacts, programs
+from optline.entrypoints.api import reports as reports_api
+from optline.entrypoints.api import webhooks as webhooks_api
 
 
 def create_app(container: Container) -> FastAPI:
@@ -29,5 +31,6 @@ def create_app(container: Container) -> FastAPI:
 
     app.include_router(programs.router)
     app.include_router(contacts.router)
-    app.include_router(reports.router)
+    app.include_router(webhooks_api.router)
+    app.include_router(reports_api.router)
     return app

@@ -8,7 +8,11 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from optline.entrypoints.cli import apikeys, audit, contacts, ledger, lists, programs, report, server
+from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server
+from optline.entrypoints.cli import audit as audit_cli
+from optline.entrypoints.cli import inbound as inbound_cli
+from optline.entrypoints.cli import lists as lists_cli
+from optline.entrypoints.cli import report as report_cli
 from optline.entrypoints.cli.common import CliError, err_console
 
 app = typer.Typer(
@@ -19,10 +23,12 @@ app.add_typer(programs.app, name="programs")
 app.add_typer(contacts.app, name="contacts")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(apikeys.app, name="apikey")
-app.registered_commands += report.app.registered_commands
-app.registered_commands += audit.app.registered_commands
-app.add_typer(lists.dnc_app, name="dnc")
-app.add_typer(lists.reassigned_app, name="reassigned")
+app.registered_commands += inbound_cli.classify_app.registered_commands
+app.add_typer(inbound_cli.app, name="inbound")
+app.registered_commands += report_cli.app.registered_commands
+app.registered_commands += audit_cli.app.registered_commands
+app.add_typer(lists_cli.dnc_app, name="dnc")
+app.add_typer(lists_cli.reassigned_app, name="reassigned")
 
 
 def main() -> None:
