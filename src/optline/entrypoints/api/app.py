@@ -9,6 +9,7 @@ import optline
 from optline.bootstrap import Container
 from optline.entrypoints.api import campaigns as campaigns_api
 from optline.entrypoints.api import contacts, programs
+from optline.entrypoints.api import reports as reports_api
 from optline.entrypoints.api import webhooks as webhooks_api
 
 
@@ -33,4 +34,5 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(contacts.router)
     app.include_router(campaigns_api.router)
     app.include_router(webhooks_api.router)
+    app.include_router(reports_api.router)
     return app
