@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 12:06:48.395090
+Create Date: 2026-11-26 11:53:10.387127
 """
 
 from __future__ import annotations
