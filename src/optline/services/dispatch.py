@@ -332,6 +332,10 @@ class Dispatcher:
         if not claimed:
             return counts
         leased_at = time.monotonic()
+        # The check runs in its own transaction after the claim committed. (Sharing one would make the
+        # 'sending' UPDATE re-check the contacts foreign key of rows this transaction already updated —
+        # a KEY SHARE lock on contacts taken after our subscriptions lock, the reverse of consent.record's
+        # order: a deadlock with concurrent opt-outs on PostgreSQL.)
         with self.db.transaction() as conn:
             to_send = self.check(conn, claimed, counts)
         # Never start a provider call that could outlive our lease: once the lease is reclaimed another
@@ -344,15 +348,13 @@ class Dispatcher:
             else:  # back to the queue; handed_over_at stays set, so the next attempt reconciles first
                 outcomes.append(_Outcome(item.row["id"], {"status": "queued", "reason": "lease budget used up",
                                                           "lease_owner": None, "lease_expires_at": None}))  # fmt: skip
-        if outcomes:
-            with self.db.transaction() as conn:
-                self.record(conn, to_send, outcomes, counts)
-        campaign_ids = {m["campaign_id"] for m in claimed if m["campaign_id"]}
-        if campaign_ids:
-            from optline.services.campaigns import finish_if_done
+        from optline.services.campaigns import finish_if_done
 
-            with self.db.transaction() as conn:
-                finish_if_done(conn, self.clock, campaign_ids)
+        campaign_ids = {m["campaign_id"] for m in claimed if m["campaign_id"]}
+        with self.db.transaction() as conn:
+            if outcomes:
+                self.record(conn, to_send, outcomes, counts)
+            finish_if_done(conn, self.clock, campaign_ids)
         return counts
 
     def next_due(self) -> datetime | None:
