@@ -19,6 +19,7 @@ from optline.services.dispatch import Counts, DispatchConfig, Dispatcher
 
 log = logging.getLogger("optline.worker")
 DIGEST_EVERY_SECONDS = 300.0
+HOUSEKEEPING_EVERY_SECONDS = 60.0
 
 app = typer.Typer()
 
@@ -41,6 +42,7 @@ def run(container: Container, stop: threading.Event, *, once: bool = False,
     dispatcher = dispatcher_for(container)
     total = Counts()
     last_digest = time.monotonic()
+    last_housekeeping = -HOUSEKEEPING_EVERY_SECONDS  # first loop
     poll = container.settings.worker_poll_seconds
     while not stop.is_set():
         try:
@@ -59,6 +61,14 @@ def run(container: Container, stop: threading.Event, *, once: bool = False,
                     ledger.record_digest(conn, container.clock.now())
             except Exception:
                 log.exception("recording the ledger digest failed")
+        if time.monotonic() - last_housekeeping >= HOUSEKEEPING_EVERY_SECONDS:
+            last_housekeeping = time.monotonic()
+            try:  # opt-out roll-up for the report, and the list review when it is due (services.audit)
+                from optline.services.audit import run_scheduled_audit
+
+                run_scheduled_audit(container)
+            except Exception:
+                log.exception("scheduled opt-out roll-up / list review failed")
         if counts.claimed == 0:
             if once:
                 break
