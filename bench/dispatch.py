@@ -46,7 +46,7 @@ def bare_loop(url: str, n: int) -> float:
 
 def pipeline(db_url: str, fake_url: str, n: int) -> float:
     c = build(Settings(env="test", database_url=db_url), clock=SystemClock(), migrate_db=True)
-    outbound.seed(c, n, time_zone="UTC", us_state=None)
+    outbound.seed(c, n, time_zone=outbound.zone_where(True), us_state=None)
     with c.db.transaction() as conn:
         camp = campaigns.create(
             conn, c.clock, program="deals", name="bench", template="Hi {{ first_name }}, 2 for 1 today"

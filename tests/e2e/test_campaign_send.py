@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
@@ -24,23 +23,11 @@ from optline.adapters.clock import SystemClock, as_utc
 from optline.adapters.db.tables import messages
 from optline.bootstrap import Container, build
 from optline.config import Settings
-from optline.domain import quiet_hours
 from tests.support import fake_providers as fp
 from tests.support import outbound
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTLINE = str(Path(sys.executable).with_name("optline"))
-
-
-def zone_where(allowed: bool) -> str:
-    """A fixed-offset zone where it is now (and for the next hour) inside / outside the sending window."""
-    now = datetime.now(UTC)
-    for offset in range(-12, 15):
-        zone = f"Etc/GMT{'+' if offset <= 0 else '-'}{abs(offset)}"  # Etc/ signs are inverted
-        local = now.astimezone(ZoneInfo(zone)).hour
-        if (allowed and 9 <= local <= 18) or (not allowed and (local >= 22 or local < 6)):
-            return zone
-    raise AssertionError("no zone found")  # pragma: no cover
 
 
 @pytest.fixture
@@ -79,7 +66,7 @@ def test_send_100k_with_opt_outs_while_running_and_quiet_hours(
 ) -> None:
     db_url = f"sqlite:///{tmp_path / 'optline.db'}"
     c = build(Settings(env="test", database_url=db_url), clock=SystemClock(), migrate_db=True)
-    day, night = zone_where(True), zone_where(False)
+    day, night = outbound.zone_where(True), outbound.zone_where(False)
     total, quiet = 100_000, 500
     program, ids = outbound.seed(c, total, batch=25_000, time_zone=lambda i: night if i % 200 == 7 else day,
                                  us_state=None)  # fmt: skip
@@ -154,15 +141,7 @@ def test_worker_killed_with_sigkill_restarts_without_duplicates_or_losses(
 ) -> None:
     total = 3000
     c = system_container(db_url)
-    outbound.seed(c, total, time_zone="UTC", us_state=None)
-    if not quiet_hours.allowed(datetime.now(UTC), ["UTC"]):
-        outbound_zone = zone_where(True)
-        from sqlalchemy import update
-
-        from optline.adapters.db.tables import contacts
-
-        with c.db.transaction() as conn:
-            conn.execute(update(contacts).values(time_zone=outbound_zone))
+    outbound.seed(c, total, time_zone=outbound.zone_where(True), us_state=None)
     env = cli_env(db_url, fake_server)
     assert (
         optline(env, "campaigns", "create", "k", "-p", "deals", "-t", "Hi {{ first_name }}").returncode == 0

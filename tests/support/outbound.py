@@ -31,6 +31,21 @@ def phone(i: int) -> str:
     return f"+1{area}{exchange:03d}{rest % 10000:04d}"
 
 
+def zone_where(allowed: bool) -> str:
+    """A fixed-offset zone where it is now (and for the next hours) inside / outside the sending window:
+    tests on the real clock must not depend on the time of day they run."""
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    now = datetime.now(UTC)
+    for offset in range(-12, 15):
+        zone = f"Etc/GMT{'+' if offset <= 0 else '-'}{abs(offset)}"  # Etc/ signs are inverted
+        local = now.astimezone(ZoneInfo(zone)).hour
+        if (allowed and 9 <= local <= 17) or (not allowed and (local >= 22 or local < 6)):
+            return zone
+    raise AssertionError("no zone found")  # pragma: no cover
+
+
 def make_program(conn: Connection, clock: Clock, name: str = "deals", **values: Any) -> dict[str, Any]:
     values.setdefault("brand", "Acme")
     values.setdefault("sender_numbers", ["+14155550100"])
