@@ -1,6 +1,8 @@
 """Dispatch throughput: the full pipeline (claim, send-time consent check, composition, hand-over marks,
 provider call, status writes) against the fake Twilio server running in another process, beside a bare
 httpx loop posting the same requests to the same server: the ceiling. Target: ≥ 70% of the ceiling.
+The dispatcher runs as ``optline worker`` configures it (one process, provider calls one after another,
+outcomes recorded in the background while the next batch is sent).
 
     python -m bench.dispatch [--messages 5000] [--engines sqlite,postgresql]
 """
@@ -53,7 +55,7 @@ def pipeline(db_url: str, fake_url: str, n: int) -> float:
         )
         campaigns.start(conn, c.clock, camp)
     dispatcher = Dispatcher(c.db, c.clock, TwilioSender(fp.TWILIO_SID, fp.TWILIO_TOKEN, fake_url),
-                            DispatchConfig(batch_size=200, public_url="https://acme.test"), worker_id="bench")  # fmt: skip
+                            DispatchConfig(batch_size=200, public_url="https://acme.test", pipeline=True), worker_id="bench")  # fmt: skip
     total = Counts()
     t0 = time.perf_counter()
     while True:
@@ -61,6 +63,7 @@ def pipeline(db_url: str, fake_url: str, n: int) -> float:
         total.add(counts)
         if counts.claimed == 0:
             break
+    dispatcher.close()
     rate = total.sent / (time.perf_counter() - t0)
     c.close()
     assert total.sent == n, total

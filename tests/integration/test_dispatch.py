@@ -95,8 +95,9 @@ def test_opt_out_after_the_audience_is_built_is_suppressed(
     assert {m["to"] for m in fake.received} == {outbound.phone(0), outbound.phone(3)}
 
 
+@pytest.mark.parametrize("pipeline", [False, True], ids=["sequential", "pipelined"])
 def test_concurrent_opt_outs_are_never_sent_after_they_commit(
-    container: Container, fake: fp.FakeProviders
+    container: Container, fake: fp.FakeProviders, pipeline: bool
 ) -> None:
     """Opt-outs committed while dispatch runs: every message to such a person was checked before the commit."""
     container.clock = SystemClock()
@@ -116,11 +117,12 @@ def test_concurrent_opt_outs_are_never_sent_after_they_commit(
             time.sleep(0.003)
 
     thread = threading.Thread(target=opt_outs)
-    dispatcher = make_dispatcher(container, fake, clock=clock, batch_size=20)
+    dispatcher = make_dispatcher(container, fake, clock=clock, batch_size=20, pipeline=pipeline)
     thread.start()
     drain(dispatcher)
     thread.join()
     drain(dispatcher)
+    dispatcher.close()
     final = {r.contact_id: r for r in rows(container)}
     suppressed = [c for c in committed if final[c].status == "suppressed"]
     assert suppressed, "some opt-outs should have landed before their message was checked"

@@ -31,7 +31,7 @@ def dispatcher_for(container: Container, worker_id: str | None = None) -> Dispat
     config = DispatchConfig(
         batch_size=s.worker_batch_size, lease=timedelta(seconds=s.worker_lease_seconds),
         backoff_base=s.retry_backoff_seconds, rate_per_second=s.send_rate_per_second or None,
-        public_url=s.public_url, status_callback_url=status_callback_url(s),
+        public_url=s.public_url, status_callback_url=status_callback_url(s), pipeline=True,
     )  # fmt: skip
     return Dispatcher(container.db, container.clock, sender(container), config, worker_id)
 
@@ -73,6 +73,10 @@ def run(container: Container, stop: threading.Event, *, once: bool = False,
             if once:
                 break
             stop.wait(poll)
+    try:
+        total.add(dispatcher.flush())
+    finally:
+        dispatcher.close()
     return total
 
 

@@ -44,6 +44,7 @@ import socket
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -81,6 +82,7 @@ class DispatchConfig:
     rate_per_second: float | None = None  # per sender number, per worker; program setting overrides
     public_url: str = "http://127.0.0.1:8000"
     status_callback_url: str | None = None
+    pipeline: bool = False  # record a batch's outcome in the background while the next one is sent
 
 
 @dataclass
@@ -126,6 +128,8 @@ class Dispatcher:
         self.config = config or DispatchConfig()
         self.worker_id = worker_id or default_worker_id()
         self.limiter = limiter or RateLimiter()
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future[Counts] | None = None
 
     # -- 1. claim ----------------------------------------------------------------------------------
     def claim(self, conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
@@ -324,12 +328,19 @@ class Dispatcher:
                 counts.failed += 1
 
     def run_once(self) -> Counts:
-        """Claim one batch and take it all the way; returns what happened (claimed == 0: queue idle)."""
+        """Claim one batch and take it all the way; returns what happened (claimed == 0: queue idle).
+
+        With ``config.pipeline`` the outcome of a batch is recorded by a background thread while the next
+        batch is claimed, checked and sent (at most one batch behind; ``flush`` waits for it). Safe because
+        every message it records is already marked ``sending`` with ``handed_over_at``: if the process dies
+        first, the lease expires and the next worker reconciles with the provider before any resend.
+        """
         counts = Counts()
         with self.db.transaction() as conn:
             claimed = self.claim(conn, self.clock.now(), self.config.batch_size)
         counts.claimed = len(claimed)
         if not claimed:
+            counts.add(self.flush())
             return counts
         leased_at = time.monotonic()
         # The check runs in its own transaction after the claim committed. (Sharing one would make the
@@ -348,14 +359,40 @@ class Dispatcher:
             else:  # back to the queue; handed_over_at stays set, so the next attempt reconciles first
                 outcomes.append(_Outcome(item.row["id"], {"status": "queued", "reason": "lease budget used up",
                                                           "lease_owner": None, "lease_expires_at": None}))  # fmt: skip
+        campaign_ids = {m["campaign_id"] for m in claimed if m["campaign_id"]}
+        if not self.config.pipeline:
+            counts.add(self._record_batch(to_send, outcomes, campaign_ids))
+            return counts
+        counts.add(self.flush())
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optline-record")
+        self._pending = self._executor.submit(self._record_batch, to_send, outcomes, campaign_ids)
+        return counts
+
+    def _record_batch(
+        self, to_send: list[_ToSend], outcomes: list[_Outcome], campaign_ids: set[int]
+    ) -> Counts:
         from optline.services.campaigns import finish_if_done
 
-        campaign_ids = {m["campaign_id"] for m in claimed if m["campaign_id"]}
+        counts = Counts()
         with self.db.transaction() as conn:
             if outcomes:
                 self.record(conn, to_send, outcomes, counts)
             finish_if_done(conn, self.clock, campaign_ids)
         return counts
+
+    def flush(self) -> Counts:
+        """Wait for the batch being recorded in the background (if any); its counts."""
+        pending, self._pending = self._pending, None
+        return pending.result() if pending is not None else Counts()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
 
     def next_due(self) -> datetime | None:
         """When the earliest waiting message becomes due (the worker sleeps until then, or its poll)."""
