@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 import optline
 from optline.bootstrap import Container
+from optline.entrypoints import web
 from optline.entrypoints.api import contacts, programs
 
 
@@ -29,4 +30,5 @@ def create_app(container: Container) -> FastAPI:
 
     app.include_router(programs.router)
     app.include_router(contacts.router)
+    web.mount(app, container)
     return app

@@ -9,6 +9,8 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server
+from optline.entrypoints.cli import demo as demo_cli
+from optline.entrypoints.cli import users as users_cli
 from optline.entrypoints.cli.common import CliError, err_console
 
 app = typer.Typer(
@@ -19,6 +21,8 @@ app.add_typer(programs.app, name="programs")
 app.add_typer(contacts.app, name="contacts")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(apikeys.app, name="apikey")
+app.add_typer(users_cli.app, name="users")
+app.registered_commands += demo_cli.app.registered_commands
 
 
 def main() -> None:

@@ -1,0 +1,205 @@
+"""The operator dashboard: overview, programs, campaigns, contacts, review queue, list review, simulator."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from starlette.responses import RedirectResponse, Response
+
+from optline.domain.consent import ConsentRefused
+from optline.domain.phones import InvalidPhoneNumber, parse_phone
+from optline.entrypoints.web import charts
+from optline.entrypoints.web.auth import CurrentUser, container_of, require_csrf
+from optline.entrypoints.web.rendering import render
+from optline.entrypoints.web.security import session_csrf_token
+from optline.services import dashboard as read
+from optline.services import programs as program_service
+from optline.services import review
+
+router = APIRouter(include_in_schema=False)
+
+NAV = [
+    ("overview", "/dashboard", "Overview"),
+    ("programs", "/dashboard/programs", "Programs"),
+    ("campaigns", "/dashboard/campaigns", "Campaigns"),
+    ("contacts", "/dashboard/contacts", "Contacts"),
+    ("review", "/dashboard/review", "Review queue"),
+    ("list-review", "/dashboard/list-review", "List review"),
+    ("simulator", "/dashboard/simulator", "Simulator"),
+]
+
+FLASHES = {
+    "password": "Your password is changed.",
+    "demo": "Demo data loaded: explore every page.",
+    "program": "Program created.",
+    "decided": "Decision recorded in the consent ledger.",
+    "replied": "Reply sent through the simulator.",
+}
+
+
+def _page(
+    request: Request, user: dict[str, Any], name: str, active: str, status_code: int = 200, **ctx: Any
+) -> Response:
+    with container_of(request).db.read() as conn:
+        pending = read.pending_review_count(conn)
+    flash = FLASHES.get(request.query_params.get("flash", ""))
+    context = {
+        "user": user, "nav": NAV, "active": active, "csrf": session_csrf_token(request), "pending": pending,
+        "flash": flash, **ctx,
+    }  # fmt: skip
+    return render(request, name, context, status_code)
+
+
+@router.get("/")
+def root() -> Response:
+    return RedirectResponse("/dashboard", status_code=303)
+
+
+@router.get("/dashboard")
+def overview(request: Request, user: CurrentUser) -> Response:
+    container = container_of(request)
+    now = container.clock.now()
+    with container.db.read() as conn:
+        if read.is_empty(conn):
+            return _page(request, user, "welcome.html", "overview")
+        stats = read.overview(conn, now)
+        camps = read.campaigns_summary(conn)[:5]
+    return _page(
+        request, user, "overview.html", "overview", stats=stats, chart=charts.trend_chart(stats["trend"]),
+        chart_compact=charts.trend_chart(stats["trend"], compact=True),
+        campaigns=camps, delivery_bar=charts.delivery_bar,
+    )  # fmt: skip
+
+
+@router.post("/dashboard/demo")
+def load_demo(request: Request, user: CurrentUser, csrf: Annotated[str, Form()] = "") -> Response:
+    require_csrf(request, csrf)
+    from optline.services import demo
+
+    try:
+        demo.load(container_of(request))
+    except demo.DemoAlreadyLoaded:
+        return RedirectResponse("/dashboard", status_code=303)
+    return RedirectResponse("/dashboard?flash=demo", status_code=303)
+
+
+@router.get("/dashboard/programs")
+def programs_page(request: Request, user: CurrentUser) -> Response:
+    container = container_of(request)
+    with container.db.read() as conn:
+        rows = read.programs_summary(conn, container.clock.now())
+    return _page(request, user, "programs.html", "programs", programs=rows, form={})
+
+
+@router.post("/dashboard/programs")
+def create_program(
+    request: Request,
+    user: CurrentUser,
+    name: Annotated[str, Form()] = "",
+    brand: Annotated[str, Form()] = "",
+    sender: Annotated[str, Form()] = "",
+    scope: Annotated[str, Form()] = "brand",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    require_csrf(request, csrf)
+    container = container_of(request)
+    form = {"name": name.strip(), "brand": brand.strip(), "sender": sender.strip(), "scope": scope}
+    error = None
+    if not form["name"] or not form["brand"]:
+        error = "A program needs a name and a brand."
+    elif scope not in ("brand", "program"):
+        error = "Choose what an opt-out stops: the whole brand or this program."
+    senders: list[str] = []
+    if not error and form["sender"]:
+        try:
+            senders = [parse_phone(form["sender"], container.settings.default_region).e164]
+        except InvalidPhoneNumber as exc:
+            error = f"Sender number: {exc}"
+    if not error:
+        try:
+            with container.db.transaction() as conn:
+                program_service.create_program(
+                    conn, container.clock, name=form["name"], brand=form["brand"], sender_numbers=senders,
+                    optout_scope=scope,
+                )  # fmt: skip
+        except ValueError as exc:
+            error = str(exc)
+    if error:
+        with container.db.read() as conn:
+            rows = read.programs_summary(conn, container.clock.now())
+        return _page(request, user, "programs.html", "programs", 400, programs=rows, form=form, error=error)
+    return RedirectResponse("/dashboard/programs?flash=program", status_code=303)
+
+
+@router.get("/dashboard/campaigns")
+def campaigns_page(request: Request, user: CurrentUser) -> Response:
+    with container_of(request).db.read() as conn:
+        rows = read.campaigns_summary(conn)
+    usual = read.usual_rate(rows)
+    return _page(
+        request, user, "campaigns.html", "campaigns", campaigns=rows, usual=usual,
+        chart=charts.campaign_rates_chart(rows, usual),
+        chart_compact=charts.campaign_rates_chart(rows, usual, compact=True), delivery_bar=charts.delivery_bar,
+    )  # fmt: skip
+
+
+@router.get("/dashboard/contacts")
+def contacts_page(request: Request, user: CurrentUser, phone: str = "") -> Response:
+    container = container_of(request)
+    ctx: dict[str, Any] = {"phone": phone, "contact": None, "error": None}
+    with container.db.read() as conn:
+        if phone.strip():
+            from optline.services import contacts as contact_service
+
+            try:
+                found = contact_service.show_contact(conn, phone, container.settings.default_region)
+            except InvalidPhoneNumber as exc:
+                found, ctx["error"] = None, f"That doesn't look like a phone number: {exc}"
+            if found is None and not ctx["error"]:
+                ctx["error"] = f"No contact with the number {phone}."
+            if found is not None:
+                ctx["contact"] = found
+                ctx["timeline"] = read.contact_timeline(conn, found["id"])
+        ctx["examples"] = read.recent_contacts(conn)
+    return _page(request, user, "contacts.html", "contacts", **ctx)
+
+
+@router.get("/dashboard/review")
+def review_page(request: Request, user: CurrentUser) -> Response:
+    with container_of(request).db.read() as conn:
+        items = read.review_queue(conn)
+    return _page(request, user, "review.html", "review", items=items)
+
+
+@router.post("/dashboard/review/{inbound_id}")
+def decide(
+    request: Request,
+    user: CurrentUser,
+    inbound_id: int,
+    decision: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    require_csrf(request, csrf)
+    container = container_of(request)
+    try:
+        choice = review.Decision(decision)
+        with container.db.transaction() as conn:
+            review.decide(conn, container.clock, inbound_id, choice, operator=str(user["username"]))
+    except (ValueError, LookupError, ConsentRefused) as exc:
+        with container.db.read() as conn:
+            items = read.review_queue(conn)
+        return _page(request, user, "review.html", "review", 409, items=items, error=str(exc))
+    return RedirectResponse("/dashboard/review?flash=decided", status_code=303)
+
+
+@router.get("/dashboard/list-review")
+def list_review_page(request: Request, user: CurrentUser) -> Response:
+    return _page(request, user, "list_review.html", "list-review", review=None)
+
+
+@router.get("/dashboard/simulator")
+def simulator_page(request: Request, user: CurrentUser) -> Response:
+    with container_of(request).db.read() as conn:
+        log = read.simulator_log(conn, limit=100)
+    return _page(request, user, "simulator.html", "simulator", log=log)
