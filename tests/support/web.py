@@ -5,16 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from optline.adapters.clock import Clock
+from optline.adapters.db import contacts as contact_repo
 from optline.bootstrap import Container
 from optline.domain.consent import Action, Channel
 from optline.domain.optout_links import new_token
 from optline.domain.phones import parse_phone
 from optline.services import consent, outbox
 from optline.services import programs as program_service
-from optline.adapters.db import contacts as contact_repo
 
 
-def program(container: Container, name: str = "deals", brand: str = "Acme Coffee", **kw: Any) -> dict[str, Any]:
+def program(
+    container: Container, name: str = "deals", brand: str = "Acme Coffee", **kw: Any
+) -> dict[str, Any]:
     with container.db.transaction() as conn:
         return program_service.create_program(
             conn, container.clock, name=name, brand=brand, sender_numbers=["+14155550100"], **kw

@@ -37,7 +37,7 @@ def _limited(request: Request) -> Response | None:
     return response
 
 
-@router.get("/u/{token}")
+@router.get("/u/{token:path}")  # any path under /u/ gets a friendly page, never a JSON 404
 def optout_page(request: Request, token: str) -> Response:
     if (limited := _limited(request)) is not None:
         return limited
@@ -48,7 +48,7 @@ def optout_page(request: Request, token: str) -> Response:
     return render(request, "optout.html", {"page": page, "csrf": _signer(request).sign(token)})
 
 
-@router.post("/u/{token}")
+@router.post("/u/{token:path}")
 def optout_submit(
     request: Request,
     token: str,
