@@ -84,7 +84,7 @@ def test_tap_unsubscribe_on_a_phone(browser: Any, tmp_path: Path) -> None:
         page.wait_for_load_state()
         assert page.locator("h1").inner_text() == "You're unsubscribed"
         assert "any more text messages from Acme Coffee" in page.inner_text("main")
-        assert "Text START to +14155550100" in page.inner_text("main")
+        assert "Text START to (415) 555-0100" in page.inner_text("main")
         _shot(page, "optout-done-phone")
         watch.check("opt-out confirmation")
 

@@ -171,7 +171,7 @@ def test_create_program_from_the_dashboard(container: Container, client: TestCli
     )  # fmt: skip
     assert ok.status_code == 303
     listing = client.get("/dashboard/programs").text
-    assert "deals" in listing and "+14155550100" in listing and "this program only" in listing
+    assert "deals" in listing and "+1 415-555-0100" in listing and "this program only" in listing
     dup = client.post("/dashboard/programs", data={"csrf": csrf, "name": "deals", "brand": "Acme"})
     assert dup.status_code == 400 and "already exists" in dup.text
 
@@ -206,3 +206,22 @@ def test_logout_ends_the_session(client: TestClient) -> None:
     page = client.get("/dashboard")
     client.post("/logout", data={"csrf": _csrf(page.text)})
     assert client.get("/dashboard", follow_redirects=False).status_code == 303
+
+
+def test_import_contacts_from_the_dashboard(container: Container, client: TestClient) -> None:
+    _login(client)
+    csrf = _csrf(client.get("/dashboard/programs").text)
+    client.post("/dashboard/programs", data={"csrf": csrf, "name": "deals", "brand": "Acme"})
+    page = client.get("/dashboard/programs").text
+    action = re.search(r'action="(/dashboard/programs/\d+/import)"', page)
+    assert action
+    csv = b"phone,consented_at,consent_source\n(415) 555-0134,2024-01-01,web form\n(415) 555-0135,2024-01-02,web form\nnope,,\n"
+    r = client.post(action.group(1), data={"csrf": csrf}, files={"file": ("list.csv", csv, "text/csv")})
+    assert r.status_code == 200, r.text
+    text = html.unescape(r.text)
+    assert "Imported list.csv into deals" in text and "Rejected" in text
+    assert re.search(r"<dt>Consent recorded</dt><dd>2</dd>", r.text) and re.search(
+        r"<dt>Rejected</dt><dd>1</dd>", r.text
+    )
+    forged = client.post(action.group(1), data={"csrf": "x"}, files={"file": ("list.csv", csv, "text/csv")})
+    assert forged.status_code == 403

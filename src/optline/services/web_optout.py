@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import phonenumbers
 from sqlalchemy import Connection, select
 
 from optline.adapters.clock import Clock
@@ -60,7 +61,7 @@ class OptoutPage:
 
     def rejoin_text(self) -> str:
         senders = list(self.program.get("sender_numbers") or [])
-        where = self.program.get("short_code") or (senders[0] if senders else None)
+        where = self.program.get("short_code") or (_display(senders[0]) if senders else None)
         return f"Text START to {where} to rejoin." if where else f"Contact {self.brand} to rejoin."
 
 
@@ -70,6 +71,15 @@ class OptoutResult:
     brand_wide: bool
     recorded: bool  # False when the person was already unsubscribed from everything asked
     event_id: int | None
+
+
+def _display(e164: str) -> str:
+    try:
+        return phonenumbers.format_number(
+            phonenumbers.parse(e164, None), phonenumbers.PhoneNumberFormat.NATIONAL
+        )
+    except phonenumbers.NumberParseException:
+        return e164
 
 
 def mask_phone(e164: str) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from starlette.responses import RedirectResponse, Response
 
+from optline.adapters.db import programs as program_repo
 from optline.domain.consent import ConsentRefused
 from optline.domain.phones import InvalidPhoneNumber, parse_phone
 from optline.entrypoints.web import charts
@@ -16,6 +19,7 @@ from optline.entrypoints.web.security import session_csrf_token
 from optline.services import dashboard as read
 from optline.services import programs as program_service
 from optline.services import review
+from optline.services.contacts_import import ImportError_, import_file
 
 router = APIRouter(include_in_schema=False)
 
@@ -130,6 +134,50 @@ def create_program(
             rows = read.programs_summary(conn, container.clock.now())
         return _page(request, user, "programs.html", "programs", 400, programs=rows, form=form, error=error)
     return RedirectResponse("/dashboard/programs?flash=program", status_code=303)
+
+
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+
+
+@router.post("/dashboard/programs/{program_id}/import")
+def import_contacts(
+    request: Request,
+    user: CurrentUser,
+    program_id: int,
+    file: Annotated[UploadFile, File()],
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """The CSV import the CLI does, from the browser: same rules, every rejected row explained."""
+    require_csrf(request, csrf)
+    container = container_of(request)
+    with container.db.read() as conn:
+        rows = read.programs_summary(conn, container.clock.now())
+        program = program_repo.get(conn, program_id)
+    if program is None:
+        return _page(request, user, "programs.html", "programs", 404, programs=rows, form={},
+                     error=f"No program with id {program_id}.")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="optline-import-") as tmp:
+        path = Path(tmp) / "contacts.csv"
+        size = 0
+        with path.open("wb") as out:
+            while chunk := file.file.read(1 << 20):
+                size += len(chunk)
+                if size > MAX_UPLOAD_BYTES:
+                    return _page(request, user, "programs.html", "programs", 413, programs=rows, form={},
+                                 error="That file is over 200 MB; import it with `optline contacts import`.")  # fmt: skip
+                out.write(chunk)
+        try:
+            summary = import_file(
+                container.db, container.clock, path, program, default_region=container.settings.default_region,
+                rejects_path=Path(tmp) / "rejects.csv",
+            )  # fmt: skip
+        except ImportError_ as exc:
+            return _page(request, user, "programs.html", "programs", 400, programs=rows, form={},
+                         error=f"{file.filename}: {exc}")  # fmt: skip
+    with container.db.read() as conn:
+        rows = read.programs_summary(conn, container.clock.now())
+    return _page(request, user, "programs.html", "programs", programs=rows, form={}, imported=summary,
+                 imported_into=program["name"], imported_file=file.filename)  # fmt: skip
 
 
 @router.get("/dashboard/campaigns")

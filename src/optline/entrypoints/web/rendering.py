@@ -6,6 +6,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import phonenumbers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
@@ -37,11 +38,22 @@ def _day(value: datetime | None) -> str:
     return "–" if value is None else as_utc(value).strftime("%b %-d")
 
 
+def _phone(value: str | None) -> str:
+    """+14155550134 -> +1 415-555-0134: E.164 is for machines; people read groups of digits."""
+    if not value:
+        return "–"
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return value
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
 def _iso(value: datetime | None) -> str:
     return "" if value is None else as_utc(value).isoformat()
 
 
-templates.env.filters.update(num=_num, pct=_pct, when=_when, day=_day, iso=_iso)
+templates.env.filters.update(num=_num, pct=_pct, when=_when, day=_day, iso=_iso, phone=_phone)
 
 
 def render(

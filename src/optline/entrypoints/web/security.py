@@ -111,7 +111,9 @@ def session_csrf_token(request: Request) -> str:
 
 def session_csrf_ok(request: Request, submitted: object) -> bool:
     expected = request.session.get("csrf")
-    return bool(expected) and isinstance(submitted, str) and secrets.compare_digest(expected, submitted)
+    if not isinstance(expected, str) or not expected or not isinstance(submitted, str):
+        return False
+    return secrets.compare_digest(expected.encode(), submitted.encode())
 
 
 class FormSigner:
