@@ -63,6 +63,7 @@ def test_get_shows_the_page_and_changes_nothing(container: Container, client: Te
     h = r.headers
     assert "default-src 'none'" in h["content-security-policy"] and h["x-frame-options"] == "DENY"
     assert h["referrer-policy"] == "same-origin" and h["cache-control"] == "no-store"
+    assert "set-cookie" not in h  # the page works without cookies and leaves none behind
     assert "<script" not in r.text and "http" not in r.text.split("<body>")[1].replace(
         "http://testserver", ""
     )
