@@ -112,7 +112,9 @@ def load(container: Container, *, contacts: int = 300, seed: int = 7) -> DemoSum
         people = _contacts(conn, clock, program, contacts, rnd)
         summary = DemoSummary(PROGRAM, len(people), 0, 0, 0, 0, 0)
         for plan in CAMPAIGNS:
-            clock = FrozenClock(end - timedelta(days=plan.days_ago))
+            # Mid-morning on the US west coast, early afternoon in the east: inside everyone's sending hours.
+            day = end - timedelta(days=plan.days_ago)
+            clock = FrozenClock(day.replace(hour=17, minute=30, second=0, microsecond=0))
             _campaign(conn, clock, program, plan, rnd, public_url, end, summary)
     return summary
 
