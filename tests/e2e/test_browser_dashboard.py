@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from optline.adapters.db.database import Database, make_engine
 from optline.adapters.db.tables import consent_events, inbound_messages
-from tests.support.server import ARTIFACTS, DESKTOP, PHONE, PageWatch, launch, serve
+from tests.support.server import ARTIFACTS, DESKTOP, PHONE, PageWatch, accessibility_problems, launch, serve
 
 pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -82,6 +82,7 @@ def test_first_run_login_demo_and_every_page(browser: Any, tmp_path: Path) -> No
         for key, path, heading in PAGES:
             page.goto(server.url + path)
             assert page.locator("h1").inner_text() == heading
+            assert accessibility_problems(page) == [], path
             _shot(page, f"dashboard-{key}-desktop")
             watch.check(path)
 

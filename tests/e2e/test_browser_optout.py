@@ -16,7 +16,7 @@ from optline.bootstrap import Container, build
 from optline.config import Settings
 from optline.domain.optout_links import optout_url
 from tests.support import web
-from tests.support.server import ARTIFACTS, PHONE, PageWatch, launch, serve
+from tests.support.server import ARTIFACTS, PHONE, PageWatch, accessibility_problems, launch, serve
 
 pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -76,15 +76,17 @@ def test_tap_unsubscribe_on_a_phone(browser: Any, tmp_path: Path) -> None:
         assert "Acme Coffee" in page.inner_text("main")
         page.reload()  # link previews and scanners fetch GETs: any number of them changes nothing
         assert _state(setup, person["id"]) == before == ({"subscribed"}, 2)
+        assert accessibility_problems(page) == []
         _shot(page, "optout-page-phone")
         watch.check("opt-out page")
 
         page.get_by_label("All messages from Acme Coffee").check()
-        page.get_by_role("button", name="Unsubscribe").click()
-        page.wait_for_load_state()
+        with page.expect_navigation():
+            page.get_by_role("button", name="Unsubscribe").click()
         assert page.locator("h1").inner_text() == "You're unsubscribed"
         assert "any more text messages from Acme Coffee" in page.inner_text("main")
         assert "Text START to (415) 555-0100" in page.inner_text("main")
+        assert accessibility_problems(page) == []
         _shot(page, "optout-done-phone")
         watch.check("opt-out confirmation")
 
@@ -131,8 +133,9 @@ def test_optout_page_on_desktop_without_javascript(browser: Any, tmp_path: Path)
         assert "Stop all text messages from Acme Coffee." in page.inner_text("main")
         _shot(page, "optout-page-desktop")
         page.keyboard.press("Tab")  # reachable by keyboard
-        page.keyboard.press("Enter")
-        page.wait_for_load_state()
+        assert page.evaluate("document.activeElement.textContent") == "Unsubscribe"
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
         assert page.locator("h1").inner_text() == "You're unsubscribed"
         _shot(page, "optout-done-desktop")
         watch.check("desktop without JavaScript")

@@ -133,3 +133,28 @@ PHONE = {
     "has_touch": True,
 }
 DESKTOP = {"viewport": {"width": 1366, "height": 900}}
+
+
+A11Y_SCRIPT = """() => {
+  const problems = [];
+  if (!document.documentElement.lang) problems.push('html has no lang');
+  const h1 = document.querySelectorAll('h1').length;
+  if (h1 !== 1) problems.push(`${h1} h1 elements`);
+  for (const el of document.querySelectorAll('input, select, textarea')) {
+    if (el.type === 'hidden' || el.hidden) continue;
+    const labelled = (el.labels && el.labels.length) || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
+    if (!labelled) problems.push(`unlabelled ${el.tagName.toLowerCase()} ${el.name}`);
+  }
+  for (const b of document.querySelectorAll('button, a')) {
+    if (!(b.innerText || '').trim() && !b.getAttribute('aria-label')) problems.push(`empty ${b.tagName.toLowerCase()}`);
+  }
+  for (const img of document.querySelectorAll('img')) {
+    if (!img.hasAttribute('alt')) problems.push(`img without alt: ${img.src}`);
+  }
+  return problems;
+}"""
+
+
+def accessibility_problems(page: Any) -> list[str]:
+    """A few checks a screen-reader or keyboard user would notice first (not a full audit)."""
+    return list(page.evaluate(A11Y_SCRIPT))
