@@ -10,6 +10,7 @@ from sqlalchemy.exc import OperationalError
 
 from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server
 from optline.entrypoints.cli import demo as demo_cli
+from optline.entrypoints.cli import inbound as inbound_cli
 from optline.entrypoints.cli import users as users_cli
 from optline.entrypoints.cli.common import CliError, err_console
 
@@ -21,6 +22,8 @@ app.add_typer(programs.app, name="programs")
 app.add_typer(contacts.app, name="contacts")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(apikeys.app, name="apikey")
+app.registered_commands += inbound_cli.classify_app.registered_commands
+app.add_typer(inbound_cli.app, name="inbound")
 app.add_typer(users_cli.app, name="users")
 app.registered_commands += demo_cli.app.registered_commands
 
