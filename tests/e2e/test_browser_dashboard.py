@@ -90,7 +90,7 @@ def test_first_run_login_demo_and_every_page(browser: Any, tmp_path: Path) -> No
         engine = make_engine(db_url)
         with Database(engine).read() as conn:
             opted_out = conn.execute(
-                select(inbound_messages.c.from_phone).where(inbound_messages.c.intent == "opt_out").limit(1)
+                select(inbound_messages.c.from_phone).where(inbound_messages.c.intent == "optout").limit(1)
             ).scalar_one()
         page.goto(server.url + "/dashboard/contacts")
         page.fill("#phone", opted_out)

@@ -31,8 +31,10 @@ def test_demo_figures_agree_with_each_other(container: Container) -> None:
     assert stats["optouts_30d"] == optout_events == summary.optouts
     assert len(stats["trend"]) == 30 and sum(p.optouts for p in stats["trend"]) == optout_events
     assert stats["optouts_7d"] <= stats["optouts_30d"] and stats["optouts_today"] <= stats["optouts_7d"]
-    # Every demo opt-out came from one campaign (a reply attributed to it, or a tap on its link).
-    assert sum(c["optouts"] for c in camps) == optout_events
+    # Every demo opt-out answers one campaign: a tap on its link, or a reply the inbound service attributed
+    # to it — except a reply after a message that never arrived (undelivered), which is attributed to none.
+    attributed = sum(c["optouts"] for c in camps)
+    assert optout_events - sum(c["failed"] for c in camps) <= attributed <= optout_events
     assert sum(c["sent"] for c in camps) == marketing == summary.sent
     assert all(c["delivered"] + c["failed"] == c["sent"] for c in camps)
     latest, first = camps

@@ -109,7 +109,7 @@ def test_contact_lookup_shows_ledger_and_messages(container: Container, client: 
     _login(client)
     with container.db.read() as conn:
         phone = conn.execute(
-            select(inbound_messages.c.from_phone).where(inbound_messages.c.intent == "opt_out").limit(1)
+            select(inbound_messages.c.from_phone).where(inbound_messages.c.intent == "optout").limit(1)
         ).scalar_one()
     national = f"({phone[2:5]}) {phone[5:8]}-{phone[8:]}"
     page = client.get("/dashboard/contacts", params={"phone": national})

@@ -1,12 +1,13 @@
 """Demo data: a brand, a few hundred consenting contacts, two campaigns through the simulator, and replies.
 
 Everything goes through the real write paths — ``consent.record``/``record_opt_ins`` for consent,
-``outbox.enqueue`` for every message, ``web_optout.unsubscribe`` for link taps — on a clock moved through
-the last five weeks, so every page and chart shows something true. Deterministic for a given seed.
+``outbox.enqueue`` for every message, ``inbound.record_inbound`` for every reply (classified and answered
+as a real one would be), ``web_optout.unsubscribe`` for link taps — on a clock moved through the last five
+weeks, so every page and chart shows something true. Deterministic for a given seed.
 
-Sending and reply handling are done here against the tables (``_hand_over`` plays the simulator provider,
-``_receive`` stores the reply the way the inbound path does) until the dispatch and inbound services exist
-to call instead.
+Sending is done here against the tables (``_hand_over`` plays the simulator provider: the row in
+``simulator_messages`` and the message marked delivered) until the campaign and dispatch services exist on
+main to call instead.
 """
 
 from __future__ import annotations
@@ -23,17 +24,19 @@ from optline.adapters.clock import FrozenClock
 from optline.adapters.db import contacts as contact_repo
 from optline.adapters.db.tables import (
     campaigns,
-    inbound_messages,
     messages,
     simulator_messages,
     subscriptions,
 )
+from optline.adapters.providers.base import InboundSms
 from optline.bootstrap import Container
-from optline.domain.consent import Action, Channel
+from optline.domain.classify import Intent
+from optline.domain.consent import Channel
 from optline.domain.optout_links import new_token, optout_url
 from optline.domain.phones import parse_phone
-from optline.services import consent, outbox, web_optout
+from optline.services import consent, inbound, outbox, web_optout
 from optline.services import programs as program_service
+from optline.services.inbound import InboundResult
 
 PROGRAM = "demo-deals"
 BRAND = "Bluebird Coffee"
@@ -49,9 +52,11 @@ FREE_TEXT_OPTOUTS = [
 HELP_WORDS = ["HELP", "help", "Info"]
 CHATTER = [
     "Thanks! See you Saturday", "what time do you open on sunday?", "Love the autumn blend ☕", "👍",
-    "Is the Mission St store open late?", "ok", "Do you ship to Canada?", "yum",
+    "Is the Mission St store open late?", "ok", "Do you ship to Canada?", "yum", "who is this?",
+    "not interested right now",
 ]  # fmt: skip
-AMBIGUOUS = ["not interested right now", "wrong number?", "too many texts", "who is this", "not now thanks"]
+# Short refusals a person should look at before anything changes (the classifier sends them to review).
+AMBIGUOUS = ["no", "No thanks", "nope", "nah", "x", "no thx"]
 
 
 class DemoAlreadyLoaded(ValueError):
@@ -210,7 +215,6 @@ def _campaign(
     reactions.sort(key=lambda r: r[0])
     for at, kind, person, msg in reactions:
         clock = FrozenClock(at)
-        summary.replies += kind != "link"
         if kind == "link":
             web_optout.unsubscribe(
                 conn, clock, msg["optout_token"], all_brand=False, ip=f"203.0.113.{rnd.randint(2, 250)}",
@@ -218,34 +222,15 @@ def _campaign(
                 url=optout_url(public_url, msg["optout_token"]),
             )  # fmt: skip
             summary.optouts += 1
-        elif kind in ("stop", "free"):
-            text = rnd.choice(STOP_WORDS if kind == "stop" else FREE_TEXT_OPTOUTS)
-            channel = Channel.SMS_KEYWORD if kind == "stop" else Channel.SMS_TEXT
-            inbound = _receive(conn, clock, person, program, text, "opt_out", campaign_id, "high")
-            change = consent.record(
-                conn, clock, contact_id=person["id"], program=program, action=Action.OPT_OUT, channel=channel,
-                evidence={"message_text": text, "inbound_message_id": inbound},
-            )  # fmt: skip
-            _link_event(conn, inbound, change.event["id"])
-            _reply(conn, clock, program, person, "confirmation", inbound,
-                   f"{BRAND}: You're unsubscribed and will get no more messages. Reply START to rejoin.")  # fmt: skip
+            continue
+        words = {"stop": STOP_WORDS, "free": FREE_TEXT_OPTOUTS, "help": HELP_WORDS, "chatter": CHATTER}
+        result = _receive(conn, clock, person, rnd.choice(words.get(kind, AMBIGUOUS)))
+        summary.replies += 1
+        c = result.classification
+        if c and c.review:
+            summary.in_review += 1  # held for a person to decide, not (yet) an opt-out
+        elif c and c.intent is Intent.OPTOUT and result.consent_event_id:
             summary.optouts += 1
-        elif kind == "help":
-            inbound = _receive(
-                conn, clock, person, program, rnd.choice(HELP_WORDS), "help", campaign_id, "high"
-            )
-            _reply(conn, clock, program, person, "help", inbound, program["help_text"])
-        elif kind == "chatter":
-            _receive(conn, clock, person, program, rnd.choice(CHATTER), "other", campaign_id, "high")
-        else:
-            text = rnd.choice(AMBIGUOUS)
-            inbound = _receive(conn, clock, person, program, text, "unclear", campaign_id, "low", review=True)
-            change = consent.record(
-                conn, clock, contact_id=person["id"], program=program, action=Action.REVIEW_HOLD,
-                channel=Channel.SMS_TEXT, evidence={"message_text": text, "inbound_message_id": inbound},
-            )  # fmt: skip
-            _link_event(conn, inbound, change.event["id"])
-            summary.in_review += 1
 
 
 def _reply_time(start: datetime, rnd: random.Random, end: datetime) -> datetime:
@@ -278,18 +263,8 @@ def _hand_over(conn: Connection, clock: FrozenClock, msg: dict[str, Any], *, del
     )  # fmt: skip
 
 
-def _receive(
-    conn: Connection,
-    clock: FrozenClock,
-    person: dict[str, Any],
-    program: dict[str, Any],
-    text: str,
-    intent: str,
-    campaign_id: int,
-    confidence: str,
-    *,
-    review: bool = False,
-) -> int:
+def _receive(conn: Connection, clock: FrozenClock, person: dict[str, Any], text: str) -> InboundResult:
+    """A reply typed on the simulated phone, through the inbound service (classified, acted on, answered)."""
     sid, now = _sid(), clock.now()
     conn.execute(
         insert(simulator_messages).values(
@@ -297,37 +272,11 @@ def _receive(
             created_at=now,
         )
     )  # fmt: skip
-    return int(
-        conn.execute(
-            insert(inbound_messages)
-            .values(
-                provider="simulator", provider_message_id=sid, from_phone=person["phone"], to_phone=SENDER,
-                body=text, contact_id=person["id"], program_id=program["id"], intent=intent,
-                confidence=confidence, review=review, attributed_campaign_id=campaign_id, received_at=now,
-            )
-            .returning(inbound_messages.c.id)
-        ).scalar_one()
-    )  # fmt: skip
-
-
-def _link_event(conn: Connection, inbound_id: int, event_id: int) -> None:
-    conn.execute(
-        update(inbound_messages).where(inbound_messages.c.id == inbound_id).values(consent_event_id=event_id)
-    )
-
-
-def _reply(
-    conn: Connection,
-    clock: FrozenClock,
-    program: dict[str, Any],
-    person: dict[str, Any],
-    kind: str,
-    inbound_id: int,
-    body: str,
-) -> None:
-    clock.advance(seconds=2)
-    msg = outbox.enqueue(
-        conn, clock, program_id=program["id"], contact_id=person["id"], to_phone=person["phone"],
-        from_phone=SENDER, kind=outbox.Kind(kind), body=body, idempotency_key=outbox.key("demo-reply", inbound_id),
-    )  # fmt: skip
-    _hand_over(conn, clock, msg, delivered=True)
+    sms = InboundSms(provider="simulator", provider_message_id=sid, from_phone=person["phone"], to_phone=SENDER,
+                     body=text, received_at=now)  # fmt: skip
+    result = inbound.record_inbound(conn, clock, sms)
+    for message_id in result.replies:  # the confirmation or HELP answer it queued
+        clock.advance(seconds=2)
+        reply = conn.execute(select(messages).where(messages.c.id == message_id)).one()
+        _hand_over(conn, clock, dict(reply._mapping), delivered=True)
+    return result

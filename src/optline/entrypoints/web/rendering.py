@@ -49,11 +49,18 @@ def _phone(value: str | None) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
+_INTENTS = {"optout": "opt-out", "optin": "opt-in", "help": "help", "other": "other"}
+
+
+def _intent(value: str | None) -> str:
+    return _INTENTS.get(value or "", value or "–")
+
+
 def _iso(value: datetime | None) -> str:
     return "" if value is None else as_utc(value).isoformat()
 
 
-templates.env.filters.update(num=_num, pct=_pct, when=_when, day=_day, iso=_iso, phone=_phone)
+templates.env.filters.update(num=_num, pct=_pct, when=_when, day=_day, iso=_iso, phone=_phone, intent=_intent)
 
 
 def render(
