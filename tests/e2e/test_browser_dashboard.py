@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from optline.adapters.db.database import Database, make_engine
-from optline.adapters.db.tables import consent_events, inbound_messages
+from optline.adapters.db.tables import consent_events, contacts, inbound_messages, subscriptions
 from tests.support.server import ARTIFACTS, DESKTOP, PHONE, PageWatch, accessibility_problems, launch, serve
 
 pytestmark = pytest.mark.browser
@@ -122,8 +122,38 @@ def test_first_run_login_demo_and_every_page(browser: Any, tmp_path: Path) -> No
                     inbound_messages.c.review.is_(True) & inbound_messages.c.review_decided_at.is_(None)
                 )
             ).all()
-        engine.dispose()
         assert [d.action for d in decided] == ["opt_out", "review_cleared"]
+
+        # Reply as a contact from the simulator page: the inbound path classifies it and opts them out.
+        with Database(engine).read() as conn:
+            subscribed = conn.execute(
+                select(contacts.c.phone)
+                .join(subscriptions, subscriptions.c.contact_id == contacts.c.id)
+                .where(subscriptions.c.status == "subscribed")
+                .limit(1)
+            ).scalar_one()
+        page.goto(server.url + "/dashboard/simulator")
+        page.fill("#sim-from", subscribed)
+        page.fill("#sim-body", "please stop texting me")
+        with page.expect_navigation():
+            page.click("text=Send reply")
+        assert "Understood as opt-out" in page.inner_text("main")
+        assert (
+            page.locator("table.sms-table tbody tr").first.inner_text().count("please stop texting me") == 1
+        )
+        page.click("nav.tabs >> text=Replies")
+        page.wait_for_url("**/dashboard/simulator?show=in")
+        assert "please stop texting me" in page.inner_text("table.sms-table")
+        _shot(page, "dashboard-simulator-reply-desktop")
+        watch.check("simulator reply")
+        with Database(engine).read() as conn:
+            status = conn.execute(
+                select(subscriptions.c.status)
+                .join(contacts, contacts.c.id == subscriptions.c.contact_id)
+                .where(contacts.c.phone == subscribed)
+            ).scalar_one()
+        engine.dispose()
+        assert status == "unsubscribed"
         assert all(d.evidence["operator"] == "admin" for d in decided)
         assert len(undecided) == before - 2
         context.close()

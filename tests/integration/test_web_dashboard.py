@@ -225,3 +225,35 @@ def test_import_contacts_from_the_dashboard(container: Container, client: TestCl
     )
     forged = client.post(action.group(1), data={"csrf": "x"}, files={"file": ("list.csv", csv, "text/csv")})
     assert forged.status_code == 403
+
+
+def test_reply_as_a_contact_through_the_simulator(container: Container, client: TestClient) -> None:
+    from tests.support import web
+
+    prog = web.program(container)
+    person = web.subscriber(container, prog)
+    _login(client)
+    page = client.get("/dashboard/simulator")
+    assert 'name="to"' in page.text and "+1 415-555-0100" in page.text
+    csrf = _csrf(page.text)
+    bad = client.post(
+        "/dashboard/simulator/reply", data={"csrf": csrf, "from": "12", "to": "+14155550100", "body": "hi"}
+    )
+    assert bad.status_code == 400 and "From:" in bad.text
+    forged = client.post(
+        "/dashboard/simulator/reply",
+        data={"csrf": "x", "from": person["phone"], "to": "+14155550100", "body": "STOP"},
+    )
+    assert forged.status_code == 403
+    r = client.post(
+        "/dashboard/simulator/reply",
+        data={"csrf": csrf, "from": "(415) 555-0134", "to": "+14155550100", "body": "STOP"},
+    )
+    assert r.status_code == 200 and "Understood as opt-out" in r.text and "STOP" in r.text
+    with container.db.read() as conn:
+        statuses = conn.execute(
+            select(consent_events.c.action, consent_events.c.channel).where(
+                consent_events.c.contact_id == person["id"]
+            )
+        ).all()
+    assert ("opt_out", "sms_keyword") in [tuple(s) for s in statuses]

@@ -333,8 +333,11 @@ def review_queue(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-def simulator_log(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:
-    rows = conn.execute(select(simulator_messages).order_by(simulator_messages.c.id.desc()).limit(limit))
+def simulator_log(conn: Connection, limit: int = 200, direction: str | None = None) -> list[dict[str, Any]]:
+    q = select(simulator_messages).order_by(simulator_messages.c.id.desc()).limit(limit)
+    if direction in ("in", "out"):
+        q = q.where(simulator_messages.c.direction == direction)
+    rows = conn.execute(q)
     return [dict(r._mapping) for r in rows]
 
 

@@ -52,7 +52,7 @@ def _phone(value: str | None) -> str:
 _INTENTS = {"optout": "opt-out", "optin": "opt-in", "help": "help", "other": "other"}
 
 
-def _intent(value: str | None) -> str:
+def intent_label(value: str | None) -> str:
     return _INTENTS.get(value or "", value or "–")
 
 
@@ -60,7 +60,9 @@ def _iso(value: datetime | None) -> str:
     return "" if value is None else as_utc(value).isoformat()
 
 
-templates.env.filters.update(num=_num, pct=_pct, when=_when, day=_day, iso=_iso, phone=_phone, intent=_intent)
+templates.env.filters.update(
+    num=_num, pct=_pct, when=_when, day=_day, iso=_iso, phone=_phone, intent=intent_label
+)
 
 
 def render(
