@@ -98,8 +98,20 @@ def overview(conn: Connection, now: datetime, days: int = 30) -> dict[str, Any]:
             ).scalar_one()
         ),
         "pending_review": pending_review_count(conn),
+        "channels": optout_channels(conn, now - timedelta(days=30)),
         "trend": daily_trend(conn, now, days),
     }
+
+
+def optout_channels(conn: Connection, since: datetime) -> list[tuple[str, int]]:
+    """How people left since ``since``: opt-out events per channel, most used first."""
+    rows = conn.execute(
+        select(consent_events.c.channel, func.count())
+        .where((consent_events.c.action == Action.OPT_OUT.value) & (consent_events.c.occurred_at >= since))
+        .group_by(consent_events.c.channel)
+        .order_by(func.count().desc(), consent_events.c.channel)
+    )
+    return [(str(c), int(n)) for c, n in rows]
 
 
 def daily_trend(conn: Connection, now: datetime, days: int = 30) -> list[DayPoint]:

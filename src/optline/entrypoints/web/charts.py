@@ -163,3 +163,27 @@ def delivery_bar(row: dict[str, Any]) -> Markup:
         x += width
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+CHANNEL_LABELS = {
+    "sms_keyword": "Replied STOP", "sms_text": "Said it in words", "web": "Tapped the link",
+    "admin": "Decided in review", "provider": "Carrier / provider", "api": "Through the API", "import": "Import",
+}  # fmt: skip
+
+
+def channel_bars(channels: Sequence[tuple[str, int]]) -> Markup:
+    """How people opted out: one labelled bar per channel, as HTML (bars are <meter>-like spans)."""
+    total = sum(n for _, n in channels)
+    if not total:
+        return Markup('<p class="empty">No opt-outs in the last 30 days.</p>')
+    rows = []
+    for channel, n in channels:
+        share = n / total
+        label = CHANNEL_LABELS.get(channel, channel)
+        rows.append(
+            f'<li><span class="ch-label">{escape(label)}</span>'
+            f'<svg class="ch-bar" viewBox="0 0 100 10" preserveAspectRatio="none" aria-hidden="true">'
+            f'<rect class="ch-{escape(channel)}" width="{max(share * 100, 1):.1f}" height="10" rx="2"/></svg>'
+            f'<span class="ch-value">{n:,} <span class="muted">({share:.0%})</span></span></li>'
+        )
+    return Markup(f'<ul class="channels">{"".join(rows)}</ul>')

@@ -72,7 +72,7 @@ def overview(request: Request, user: CurrentUser) -> Response:
         camps = read.campaigns_summary(conn)[:5]
     return _page(
         request, user, "overview.html", "overview", stats=stats, chart=charts.trend_chart(stats["trend"]),
-        chart_compact=charts.trend_chart(stats["trend"], compact=True),
+        chart_compact=charts.trend_chart(stats["trend"], compact=True), channels=charts.channel_bars(stats["channels"]),
         campaigns=camps, delivery_bar=charts.delivery_bar,
     )  # fmt: skip
 
