@@ -9,6 +9,7 @@ import optline
 from optline.bootstrap import Container
 from optline.entrypoints import web
 from optline.entrypoints.api import contacts, programs
+from optline.entrypoints.api import reports as reports_api
 from optline.entrypoints.api import webhooks as webhooks_api
 
 
@@ -32,5 +33,6 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(programs.router)
     app.include_router(contacts.router)
     app.include_router(webhooks_api.router)
+    app.include_router(reports_api.router)
     web.mount(app, container)
     return app

@@ -9,8 +9,11 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server
+from optline.entrypoints.cli import audit as audit_cli
 from optline.entrypoints.cli import demo as demo_cli
 from optline.entrypoints.cli import inbound as inbound_cli
+from optline.entrypoints.cli import lists as lists_cli
+from optline.entrypoints.cli import report as report_cli
 from optline.entrypoints.cli import users as users_cli
 from optline.entrypoints.cli.common import CliError, err_console
 
@@ -24,6 +27,10 @@ app.add_typer(ledger.app, name="ledger")
 app.add_typer(apikeys.app, name="apikey")
 app.registered_commands += inbound_cli.classify_app.registered_commands
 app.add_typer(inbound_cli.app, name="inbound")
+app.registered_commands += report_cli.app.registered_commands
+app.registered_commands += audit_cli.app.registered_commands
+app.add_typer(lists_cli.dnc_app, name="dnc")
+app.add_typer(lists_cli.reassigned_app, name="reassigned")
 app.add_typer(users_cli.app, name="users")
 app.registered_commands += demo_cli.app.registered_commands
 
