@@ -58,7 +58,7 @@ def run(engine: str, contacts: int) -> None:
         def overview() -> None:
             with c.db.read() as conn:
                 dashboard.overview(conn, now)
-                dashboard.campaigns_summary(conn)
+                dashboard.campaigns_summary(conn, c.clock)
 
         def count() -> None:
             with c.db.read() as conn:

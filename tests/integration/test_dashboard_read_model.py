@@ -14,11 +14,13 @@ from optline.services import demo, users
 
 
 def test_demo_figures_agree_with_each_other(container: Container) -> None:
-    summary = demo.load(container, contacts=80)
+    summary = demo.load(container, contacts=300)
     now = container.clock.now()
+    with container.db.transaction() as conn:
+        read.refresh(conn, container.clock)
     with container.db.read() as conn:
         stats = read.overview(conn, now)
-        camps = read.campaigns_summary(conn)
+        camps = read.campaigns_summary(conn, container.clock)
         optout_events = conn.execute(
             select(func.count(func.distinct(consent_events.c.contact_id))).where(
                 consent_events.c.action == "opt_out"
@@ -27,7 +29,7 @@ def test_demo_figures_agree_with_each_other(container: Container) -> None:
         marketing = conn.execute(select(func.count()).where(messages.c.kind == "marketing")).scalar_one()
         programs = read.programs_summary(conn, now)
         queue = read.review_queue(conn)
-    assert stats["contacts"] == 80 and stats["subscribers"] == 80 - optout_events
+    assert stats["contacts"] == 300 and stats["subscribers"] == 300 - optout_events
     assert stats["optouts_30d"] == optout_events == summary.optouts
     assert len(stats["trend"]) == 30 and sum(p.optouts for p in stats["trend"]) == optout_events
     assert stats["optouts_7d"] <= stats["optouts_30d"] and stats["optouts_today"] <= stats["optouts_7d"]
@@ -39,6 +41,7 @@ def test_demo_figures_agree_with_each_other(container: Container) -> None:
     assert all(c["delivered"] + c["failed"] == c["sent"] for c in camps)
     latest, first = camps
     assert latest["name"].startswith("Weekend") and latest["spike"] and not first["spike"]
+    assert any("above" in why for why in latest["why"])  # the analytics report says why
     assert programs[0]["subscribed"] == stats["subscribers"] and programs[0]["campaigns"] == 2
     assert len(queue) == summary.in_review and all(q["phone"] for q in queue)
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Date, and_, case, cast, func, literal, select, union
+from sqlalchemy import Connection, Date, and_, case, cast, func, literal, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from optline.adapters.clock import as_utc
+from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db.tables import (
     campaigns,
     consent_events,
@@ -24,7 +24,8 @@ from optline.adapters.db.tables import (
     simulator_messages,
     subscriptions,
 )
-from optline.domain.consent import Action, Channel
+from optline.domain.consent import Action
+from optline.services import analytics
 
 SENT_STATUSES = ("sent", "delivered", "undelivered")
 SUPPRESSED_STATUSES = ("suppressed", "skipped")
@@ -184,61 +185,25 @@ def programs_summary(conn: Connection, now: datetime) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-def _campaign_optouts(conn: Connection) -> dict[int, int]:
-    """Opt-outs per campaign: replies attributed to it (SMS) and taps on links sent in it (web)."""
-    by_reply = (
-        select(inbound_messages.c.attributed_campaign_id.label("campaign_id"), inbound_messages.c.contact_id)
-        .join(consent_events, consent_events.c.id == inbound_messages.c.consent_event_id)
-        .where(
-            inbound_messages.c.attributed_campaign_id.is_not(None)
-            & (consent_events.c.action == Action.OPT_OUT.value)
-        )
-    )
-    by_link = (
-        select(messages.c.campaign_id, consent_events.c.contact_id)
-        .join(messages, messages.c.id == consent_events.c.evidence["message_id"].as_integer())
-        .where(
-            (consent_events.c.channel == Channel.WEB.value)
-            & (consent_events.c.action == Action.OPT_OUT.value)
-            & messages.c.campaign_id.is_not(None)
-        )
-    )
-    both = union(by_reply, by_link).subquery()
-    rows = conn.execute(
-        select(both.c.campaign_id, func.count(func.distinct(both.c.contact_id))).group_by(both.c.campaign_id)
-    )
-    return {int(cid): int(n) for cid, n in rows}
-
-
-SPIKE_FLOOR = 0.01  # below 1% per send nothing is a spike: typical marketing sends lose well under that
-SPIKE_FIRST = 0.03  # with no other campaign to compare with, 3% per send is a spike on its own
-SPIKE_FACTOR = 2.0  # otherwise: at least twice the median of the program's other campaigns
-SPIKE_MIN_OPTOUTS = 3  # a handful of people is not a pattern
-
-
 def usual_rate(rows: list[dict[str, Any]]) -> float | None:
     rates = [c["optout_rate"] for c in rows if c["optout_rate"] is not None]
     return statistics.median(rates) if rates else None
 
 
-def _mark_spikes(rows: list[dict[str, Any]]) -> None:
-    """A campaign spikes when its opt-out rate is far above the sender's own usual one."""
-    for c in rows:
-        others = [
-            o["optout_rate"]
-            for o in rows
-            if o is not c and o["program_id"] == c["program_id"] and o["optout_rate"] is not None
-        ]
-        rate = c["optout_rate"]
-        if rate is None or c["optouts"] < SPIKE_MIN_OPTOUTS or rate < SPIKE_FLOOR:
-            c["spike"], c["baseline"] = False, None
-            continue
-        baseline = statistics.median(others) if others else None
-        c["baseline"] = baseline
-        c["spike"] = rate >= SPIKE_FIRST if baseline is None else rate >= SPIKE_FACTOR * baseline
+COUNT_COLUMNS = ("total", "sent", "delivered", "awaiting", "suppressed", "failed", "pending")
 
 
-def campaigns_summary(conn: Connection) -> list[dict[str, Any]]:
+def refresh(conn: Connection, clock: Clock, *, window_days: int = analytics.DEFAULT_WINDOW_DAYS) -> None:
+    """Roll the newest opt-outs into the analytics aggregates (incremental; a write, in its own transaction)
+    so the campaign figures read next include them."""
+    analytics.refresh(conn, clock, window_days=window_days)
+
+
+def campaigns_summary(
+    conn: Connection, clock: Clock, *, window_days: int = analytics.DEFAULT_WINDOW_DAYS
+) -> list[dict[str, Any]]:
+    """Campaigns, newest first, with their outbox counts and the analytics report's opt-out figures
+    (as of the last ``refresh``)."""
     counts = (
         select(
             messages.c.campaign_id,
@@ -262,30 +227,27 @@ def campaigns_summary(conn: Connection) -> list[dict[str, Any]]:
             campaigns,
             programs.c.name.label("program"),
             programs.c.brand,
-            *(
-                func.coalesce(counts.c[k], zero).label(k)
-                for k in ("total", "sent", "delivered", "awaiting", "suppressed", "failed", "pending")
-            ),
+            *(func.coalesce(counts.c[k], zero).label(k) for k in COUNT_COLUMNS),
         )
         .join(programs, programs.c.id == campaigns.c.program_id)
         .outerjoin(counts, counts.c.campaign_id == campaigns.c.id)
         .order_by(func.coalesce(campaigns.c.started_at, campaigns.c.created_at).desc(), campaigns.c.id.desc())
-    )
-    optouts = _campaign_optouts(conn)
+    ).all()
+    # Opt-outs, rates and flags come from the analytics report: the one place the attribution rule and the
+    # "significantly above the program" test live.
+    rates = {r.campaign_id: r for r in analytics.report(conn, clock, window_days=window_days).campaigns}
     result = []
     for r in rows:
         item = dict(r._mapping)
-        item = {
-            **item,
-            **{
-                k: int(item[k])
-                for k in ("total", "sent", "delivered", "awaiting", "suppressed", "failed", "pending")
-            },
-        }
-        item["optouts"] = optouts.get(item["id"], 0)
-        item["optout_rate"] = item["optouts"] / item["sent"] if item["sent"] else None
+        item.update({k: int(item[k]) for k in COUNT_COLUMNS})
+        row = rates.get(item["id"])
+        item["optouts"] = row.optouts if row else 0
+        item["optout_rate"] = row.rate if row else None
+        item["rate_basis"] = row.basis if row else "delivered"
+        item["baseline"] = row.baseline if row else None
+        item["spike"] = bool(row and row.flagged)
+        item["why"] = list(row.why) if row else []
         result.append(item)
-    _mark_spikes(result)
     return result
 
 

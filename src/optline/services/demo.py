@@ -91,7 +91,7 @@ CAMPAIGNS = (
     _Plan(
         "Autumn blend launch",
         "{brand}: Our autumn blend is here. 15% off beans all week in store and online. Opt out: {link}",
-        days_ago=24, stop=0.012, free_text=0.006, link=0.006, help=0.01, chatter=0.03, ambiguous=2,
+        days_ago=24, stop=0.006, free_text=0.003, link=0.003, help=0.01, chatter=0.03, ambiguous=2,
     ),
     _Plan(
         "Weekend 2-for-1 lattes",

@@ -10,6 +10,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from starlette.responses import RedirectResponse, Response
 
 from optline.adapters.db import programs as program_repo
+from optline.bootstrap import Container
 from optline.domain.consent import ConsentRefused
 from optline.domain.phones import InvalidPhoneNumber, parse_phone
 from optline.entrypoints.web import charts
@@ -56,6 +57,15 @@ def _page(
     return render(request, name, context, status_code)
 
 
+def _window(container: Container) -> int:
+    return int(container.settings.optout_attribution_days)
+
+
+def _refresh(container: Container) -> None:
+    with container.db.transaction() as conn:
+        read.refresh(conn, container.clock, window_days=_window(container))
+
+
 @router.get("/")
 def root() -> Response:
     return RedirectResponse("/dashboard", status_code=303)
@@ -68,8 +78,10 @@ def overview(request: Request, user: CurrentUser) -> Response:
     with container.db.read() as conn:
         if read.is_empty(conn):
             return _page(request, user, "welcome.html", "overview")
+    _refresh(container)
+    with container.db.read() as conn:
         stats = read.overview(conn, now)
-        camps = read.campaigns_summary(conn)[:5]
+        camps = read.campaigns_summary(conn, container.clock, window_days=_window(container))[:5]
     return _page(
         request, user, "overview.html", "overview", stats=stats, chart=charts.trend_chart(stats["trend"]),
         chart_compact=charts.trend_chart(stats["trend"], compact=True), channels=charts.channel_bars(stats["channels"]),
@@ -183,8 +195,10 @@ def import_contacts(
 
 @router.get("/dashboard/campaigns")
 def campaigns_page(request: Request, user: CurrentUser) -> Response:
-    with container_of(request).db.read() as conn:
-        rows = read.campaigns_summary(conn)
+    container = container_of(request)
+    _refresh(container)
+    with container.db.read() as conn:
+        rows = read.campaigns_summary(conn, container.clock, window_days=_window(container))
     usual = read.usual_rate(rows)
     return _page(
         request, user, "campaigns.html", "campaigns", campaigns=rows, usual=usual,
