@@ -86,6 +86,15 @@ def test_first_run_login_demo_and_every_page(browser: Any, tmp_path: Path) -> No
             _shot(page, f"dashboard-{key}-desktop")
             watch.check(path)
 
+        # The list review, run from the dashboard.
+        page.goto(server.url + "/dashboard/list-review")
+        with page.expect_navigation():
+            page.click("text=Run the review now")
+        assert "List review finished" in page.inner_text("main") and "Checked" in page.inner_text("main")
+        assert accessibility_problems(page) == []
+        _shot(page, "dashboard-list-review-run-desktop")
+        watch.check("list review run")
+
         # Contact lookup: someone who opted out, with their ledger timeline and messages.
         engine = make_engine(db_url)
         with Database(engine).read() as conn:

@@ -257,3 +257,15 @@ def test_reply_as_a_contact_through_the_simulator(container: Container, client: 
             )
         ).all()
     assert ("opt_out", "sms_keyword") in [tuple(s) for s in statuses]
+
+
+def test_list_review_runs_from_the_dashboard(container: Container, client: TestClient) -> None:
+    demo.load(container, contacts=40)
+    _login(client)
+    page = client.get("/dashboard/list-review")
+    assert "No list review yet" in page.text
+    assert client.post("/dashboard/list-review", data={"csrf": "x"}).status_code == 403
+    r = client.post("/dashboard/list-review", data={"csrf": _csrf(page.text)}, follow_redirects=False)
+    assert r.headers["location"] == "/dashboard/list-review?flash=audit"
+    shown = client.get("/dashboard/list-review").text
+    assert "Checked" in shown and "(dashboard)" in shown and "No list review yet" not in shown

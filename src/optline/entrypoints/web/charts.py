@@ -171,15 +171,15 @@ CHANNEL_LABELS = {
 }  # fmt: skip
 
 
-def channel_bars(channels: Sequence[tuple[str, int]]) -> Markup:
-    """How people opted out: one labelled bar per channel, as HTML (bars are <meter>-like spans)."""
+def channel_bars(channels: Sequence[tuple[str, int]], *, unit_labels: bool = True) -> Markup:
+    """Labelled horizontal bars with counts and shares (how people opted out; findings by reason)."""
     total = sum(n for _, n in channels)
     if not total:
         return Markup('<p class="empty">No opt-outs in the last 30 days.</p>')
     rows = []
     for channel, n in channels:
         share = n / total
-        label = CHANNEL_LABELS.get(channel, channel)
+        label = CHANNEL_LABELS.get(channel, channel) if unit_labels else channel
         rows.append(
             f'<li><span class="ch-label">{escape(label)}</span>'
             f'<svg class="ch-bar" viewBox="0 0 100 10" preserveAspectRatio="none" aria-hidden="true">'

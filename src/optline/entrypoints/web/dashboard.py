@@ -18,9 +18,9 @@ from optline.entrypoints.web.auth import CurrentUser, container_of, require_csrf
 from optline.entrypoints.web.rendering import intent_label, render
 from optline.entrypoints.web.security import session_csrf_token
 from optline.entrypoints.web.simulator import simulated_reply
+from optline.services import audit, review
 from optline.services import dashboard as read
 from optline.services import programs as program_service
-from optline.services import review
 from optline.services.contacts_import import ImportError_, import_file
 
 router = APIRouter(include_in_schema=False)
@@ -41,6 +41,7 @@ FLASHES = {
     "program": "Program created.",
     "decided": "Decision recorded in the consent ledger.",
     "replied": "Reply sent through the simulator.",
+    "audit": "List review finished.",
 }
 
 
@@ -256,9 +257,33 @@ def decide(
     return RedirectResponse("/dashboard/review?flash=decided", status_code=303)
 
 
+REASON_LABELS = {
+    "no_consent_evidence": "No consent evidence", "stale_consent": "Consent gone stale",
+    "suppressed_in_queue": "Opted out but still queued", "invalid_number": "Invalid number",
+    "not_mobile": "Not a mobile number", "duplicate_number": "Same number twice",
+    "dnc_without_express_consent": "On a Do-Not-Call list", "reassigned_after_consent": "Number reassigned",
+    "review_overdue": "Review waiting over a day",
+}  # fmt: skip
+
+
 @router.get("/dashboard/list-review")
 def list_review_page(request: Request, user: CurrentUser) -> Response:
-    return _page(request, user, "list_review.html", "list-review", review=None)
+    with container_of(request).db.read() as conn:
+        run = audit.latest_run(conn)
+    summary = sorted(run.summary.items(), key=lambda kv: -kv[1]) if run else []
+    return _page(
+        request, user, "list_review.html", "list-review", review=run, summary=summary, labels=REASON_LABELS,
+        chart=charts.channel_bars([(REASON_LABELS.get(k, k), n) for k, n in summary], unit_labels=False),
+    )  # fmt: skip
+
+
+@router.post("/dashboard/list-review")
+def run_list_review(request: Request, user: CurrentUser, csrf: Annotated[str, Form()] = "") -> Response:
+    """Run the list review now (checks only: fixes stay a deliberate ``optline audit --fix``)."""
+    require_csrf(request, csrf)
+    container = container_of(request)
+    audit.run(container.db, container.clock, audit.config_from(container.settings), trigger="dashboard")
+    return RedirectResponse("/dashboard/list-review?flash=audit", status_code=303)
 
 
 def _simulator_page(request: Request, user: dict[str, Any], status_code: int = 200, **ctx: Any) -> Response:
