@@ -47,7 +47,7 @@ def test_campaign_chart_marks_spikes_and_escapes_names() -> None:
         {"name": "Normal", "optout_rate": 0.01, "optouts": 1, "sent": 100, "spike": False},
         {"name": "Not sent", "optout_rate": None, "optouts": 0, "sent": 0, "spike": False},
     ]
-    markup = str(charts.campaign_rates_chart(rows, usual=0.01))
+    markup = str(charts.campaign_rates_chart(rows, critical=0.02))
     svg = _parse(markup)
     classes = [r.get("class") for r in svg.findall(f"{SVG}rect")]
     assert classes == ["hbar spike", "hbar"]

@@ -5,7 +5,6 @@ Reads only. Works on SQLite and PostgreSQL alike (days are bucketed in UTC by th
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -183,11 +182,6 @@ def programs_summary(conn: Connection, now: datetime) -> list[dict[str, Any]]:
         .order_by(programs.c.name)
     )
     return [dict(r._mapping) for r in rows]
-
-
-def usual_rate(rows: list[dict[str, Any]]) -> float | None:
-    rates = [c["optout_rate"] for c in rows if c["optout_rate"] is not None]
-    return statistics.median(rates) if rates else None
 
 
 COUNT_COLUMNS = ("total", "sent", "delivered", "awaiting", "suppressed", "failed", "pending")

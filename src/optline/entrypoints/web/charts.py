@@ -92,9 +92,9 @@ def trend_chart(points: Sequence[DayPoint], *, compact: bool = False) -> Markup:
 
 
 def campaign_rates_chart(
-    rows: Sequence[dict[str, Any]], usual: float | None, *, compact: bool = False
+    rows: Sequence[dict[str, Any]], critical: float | None, *, compact: bool = False
 ) -> Markup:
-    """One horizontal bar per sent campaign: its opt-out rate, spikes in red, the usual (median) rate dashed."""
+    """One horizontal bar per sent campaign: its opt-out rate, spikes in red, the critical level dashed."""
     rows = [r for r in rows if r["optout_rate"] is not None][:12]
     if not rows:
         return Markup("")
@@ -104,7 +104,7 @@ def campaign_rates_chart(
         left, right, w, chars = 130, 56, 420, 16
     h = top + len(rows) * (bar_h + gap) + 22
     pw = w - left - right
-    max_rate = _nice_max(max(r["optout_rate"] for r in rows), 0.01)
+    max_rate = _nice_max(max([r["optout_rate"] for r in rows] + [critical or 0.0]), 0.01)
     parts = [
         f'<svg class="chart {"compact" if compact else "wide"}" viewBox="0 0 {w} {h}" role="img" '
         f'aria-labelledby="camp-title{w}"><title id="camp-title{w}">Opt-out rate per campaign</title>',
@@ -126,11 +126,11 @@ def campaign_rates_chart(
         parts.append(
             f'<text class="value" x="{left + max(bw, 2) + 8:.1f}" y="{y + bar_h / 2 + 5}">{_fmt_pct(r["optout_rate"])}</text>'
         )
-    if usual is not None:
-        tx = left + pw * usual / max_rate
+    if critical is not None:
+        tx = left + pw * critical / max_rate
         parts.append(f'<line class="threshold" x1="{tx:.1f}" x2="{tx:.1f}" y1="{top - 4}" y2="{h - 20}"/>')
         parts.append(
-            f'<text class="axis" x="{tx:.1f}" y="{h - 6}" text-anchor="middle">usual {_fmt_pct(usual)}</text>'
+            f'<text class="axis" x="{tx:.1f}" y="{h - 6}" text-anchor="middle">critical {_fmt_pct(critical)}</text>'
         )
     parts.append("</svg>")
     return Markup("".join(parts))

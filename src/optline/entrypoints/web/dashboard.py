@@ -13,6 +13,7 @@ from optline.adapters.db import programs as program_repo
 from optline.bootstrap import Container
 from optline.domain.consent import ConsentRefused
 from optline.domain.phones import InvalidPhoneNumber, parse_phone
+from optline.domain.stats import CRITICAL_OPTOUT_RATE
 from optline.entrypoints.web import charts
 from optline.entrypoints.web.auth import CurrentUser, container_of, require_csrf
 from optline.entrypoints.web.rendering import intent_label, render
@@ -200,11 +201,11 @@ def campaigns_page(request: Request, user: CurrentUser) -> Response:
     _refresh(container)
     with container.db.read() as conn:
         rows = read.campaigns_summary(conn, container.clock, window_days=_window(container))
-    usual = read.usual_rate(rows)
+    critical = CRITICAL_OPTOUT_RATE
     return _page(
-        request, user, "campaigns.html", "campaigns", campaigns=rows, usual=usual,
-        chart=charts.campaign_rates_chart(rows, usual),
-        chart_compact=charts.campaign_rates_chart(rows, usual, compact=True), delivery_bar=charts.delivery_bar,
+        request, user, "campaigns.html", "campaigns", campaigns=rows,
+        chart=charts.campaign_rates_chart(rows, critical),
+        chart_compact=charts.campaign_rates_chart(rows, critical, compact=True), delivery_bar=charts.delivery_bar,
     )  # fmt: skip
 
 
