@@ -12,9 +12,11 @@ from optline.entrypoints import worker as worker_entry
 from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server
 from optline.entrypoints.cli import audit as audit_cli
 from optline.entrypoints.cli import campaigns as campaigns_cli
+from optline.entrypoints.cli import demo as demo_cli
 from optline.entrypoints.cli import inbound as inbound_cli
 from optline.entrypoints.cli import lists as lists_cli
 from optline.entrypoints.cli import report as report_cli
+from optline.entrypoints.cli import users as users_cli
 from optline.entrypoints.cli.common import CliError, err_console
 
 app = typer.Typer(
@@ -33,6 +35,8 @@ app.registered_commands += report_cli.app.registered_commands
 app.registered_commands += audit_cli.app.registered_commands
 app.add_typer(lists_cli.dnc_app, name="dnc")
 app.add_typer(lists_cli.reassigned_app, name="reassigned")
+app.add_typer(users_cli.app, name="users")
+app.registered_commands += demo_cli.app.registered_commands
 
 
 def main() -> None:
