@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     telnyx_public_key: str = ""
     telnyx_base_url: str = "https://api.telnyx.com"
 
+    # The public sign-up form (/join/<program>): form posts per client IP per 10 minutes (per process), and
+    # sign-ups started per client IP per hour (counted in the database, so across processes).
+    join_posts_per_ip: int = 20
+    join_signups_per_ip_per_hour: int = 5
+
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.env == "production" and self.secret_key.get_secret_value() in KNOWN_DEFAULT_SECRETS:

@@ -8,6 +8,8 @@ from fastapi.responses import JSONResponse
 import optline
 from optline.bootstrap import Container
 from optline.entrypoints.api import contacts, programs
+from optline.entrypoints.api import signups as signups_api
+from optline.entrypoints.web import join as join_web
 
 
 def create_app(container: Container) -> FastAPI:
@@ -29,4 +31,6 @@ def create_app(container: Container) -> FastAPI:
 
     app.include_router(programs.router)
     app.include_router(contacts.router)
+    app.include_router(signups_api.router)
+    app.include_router(join_web.router)
     return app
