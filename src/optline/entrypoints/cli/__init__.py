@@ -8,7 +8,7 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server
+from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server, signups
 from optline.entrypoints.cli.common import CliError, err_console
 
 app = typer.Typer(
@@ -19,6 +19,8 @@ app.add_typer(programs.app, name="programs")
 app.add_typer(contacts.app, name="contacts")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(apikeys.app, name="apikey")
+app.add_typer(signups.app, name="signups")
+programs.app.command("disclosure")(signups.disclosure)
 
 
 def main() -> None:
