@@ -240,3 +240,46 @@ def test_api_signup_needs_evidence(container: Container, world: dict[str, Any]) 
         signup.start(conn, container.clock, program=world["program"], contact=world["contact"],
                      channel=Channel.API, evidence={"source": "kiosk"})  # fmt: skip
     assert state(container, world) is Status.NEVER and outbox(container) == []
+
+
+def test_join_from_an_unknown_number_creates_the_contact(container: Container, world: dict[str, Any]) -> None:
+    evidence = {"provider": "simulator", "provider_message_id": "SM9", "from_phone": "+14155550177",
+                "to_phone": SENDER}  # fmt: skip
+    with container.db.transaction() as conn:
+        assert signup.handle_inbound(conn, container.clock, program=world["program"], contact=None, text="JOIN",
+                                     evidence=evidence)  # fmt: skip
+        assert not signup.handle_inbound(conn, container.clock, program=world["program"], contact=None,
+                                         text="hello", evidence={**evidence, "from_phone": "+14155550178"})  # fmt: skip
+        assert not signup.handle_inbound(conn, container.clock, program=None, contact=None, text="JOIN",
+                                         evidence=evidence)  # fmt: skip
+        contact = contacts.get_by_phone(conn, "+14155550177")
+        assert contact is not None and contacts.get_by_phone(conn, "+14155550178") is None
+        assert consent.current(conn, contact["id"], world["program"])[0] is Status.PENDING
+
+
+def test_concurrent_first_views_create_one_disclosure_version(
+    container: Container, world: dict[str, Any]
+) -> None:
+    import threading
+
+    barrier = threading.Barrier(4)
+    seen: list[int] = []
+    errors: list[BaseException] = []
+
+    def view() -> None:
+        try:
+            barrier.wait()
+            with container.db.transaction() as conn:
+                seen.append(signup.current_disclosure(conn, container.clock, world["program"])["id"])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=view) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(set(seen)) == 1
+    with container.db.read() as conn:
+        assert len(signup_repo.disclosures_of(conn, world["program"]["id"])) == 1

@@ -77,3 +77,8 @@ def test_pending_double_opt_in_is_not_completed_by_an_import() -> None:
 
 def test_mask_phone_shows_last_four_only() -> None:
     assert disclosure.mask_phone("+14155550134") == "•••• 0134"
+
+
+@pytest.mark.parametrize("word", ["STOP", "stop", "Help", "UNSUBSCRIBE", "YES", "Y"])
+def test_reserved_words_never_start_a_signup(word: str) -> None:
+    assert disclosure.matched_keyword(word, ["STOP", "HELP", "UNSUBSCRIBE", "YES", "Y"]) is None

@@ -119,10 +119,18 @@ def is_confirmation(text: str) -> bool:
     return _normalise(text or "") in CONFIRMATIONS
 
 
+# Words that can never start a sign-up, whatever a program lists: an opt-out or a HELP must always be one
+# (CTIA and invariant 2), and a yes is the confirmation of a sign-up, not its start.
+RESERVED = (
+    frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT", "HELP", "INFO"})
+    | CONFIRMATIONS
+)
+
+
 def matched_keyword(text: str, keywords: Iterable[str]) -> str | None:
     """The join keyword ``text`` is (whole message, any case, trailing ! or . allowed), or None."""
     reply = _normalise(text or "")
-    if not reply:
+    if not reply or reply in RESERVED:
         return None
     for keyword in keywords:
         if _normalise(keyword) == reply:

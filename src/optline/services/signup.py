@@ -291,9 +291,14 @@ def handle_inbound(
     ``evidence``: what the inbound service knows of the message (provider, provider_message_id,
     from_phone, to_phone, received_at); ``message_text`` is added here.
     """
-    if program is None or contact is None:
+    if program is None:
         return False
     keyword = words.matched_keyword(text, program.get("join_keywords") or [])
+    if contact is None and keyword is not None and evidence.get("from_phone"):
+        # A join from a number optline has never seen: it becomes a contact now.
+        contact, _ = contact_repo.get_or_create(conn, parse_phone(str(evidence["from_phone"])), clock.now())
+    if contact is None:
+        return False
     if keyword is not None:
         start(
             conn, clock, program=program, contact=contact, channel=Channel.SMS_KEYWORD,

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from optline.adapters.db.tables import contacts, disclosure_versions, programs, signups
 
@@ -37,16 +38,24 @@ def disclosures_of(conn: Connection, program_id: int) -> list[dict[str, Any]]:
 def add_disclosure(
     conn: Connection, program_id: int, text: str, *, custom: bool, now: datetime
 ) -> dict[str, Any]:
-    """Insert the next version. Two concurrent writers collide on (program_id, version): one fails."""
-    latest = conn.execute(
-        select(func.max(disclosure_versions.c.version)).where(disclosure_versions.c.program_id == program_id)
-    ).scalar()
-    row = conn.execute(
-        insert(disclosure_versions)
-        .values(program_id=program_id, version=(latest or 0) + 1, text=text, custom=custom, created_at=now)
-        .returning(*disclosure_versions.c)
-    ).one()
-    return dict(row._mapping)
+    """Insert the next version. Two concurrent writers collide on (program_id, version); the loser retries
+    inside a savepoint (its transaction stays usable) and, when the winner wrote the same text, takes it."""
+    for _ in range(5):
+        latest = latest_disclosure(conn, program_id)
+        if latest is not None and latest["text"] == text and latest["custom"] == custom:
+            return latest
+        try:
+            with conn.begin_nested():
+                row = conn.execute(
+                    insert(disclosure_versions)
+                    .values(program_id=program_id, version=(latest["version"] if latest else 0) + 1, text=text,
+                            custom=custom, created_at=now)
+                    .returning(*disclosure_versions.c)
+                ).one()  # fmt: skip
+            return dict(row._mapping)
+        except IntegrityError:
+            continue
+    raise RuntimeError(f"could not add a disclosure version for program {program_id}: too much contention")
 
 
 def create(conn: Connection, **values: Any) -> dict[str, Any]:
