@@ -283,3 +283,13 @@ def test_concurrent_first_views_create_one_disclosure_version(
     assert len(set(seen)) == 1
     with container.db.read() as conn:
         assert len(signup_repo.disclosures_of(conn, world["program"]["id"])) == 1
+
+
+def test_double_opt_in_hook_starts_a_keyword_signup(container: Container, world: dict[str, Any]) -> None:
+    with container.db.transaction() as conn:
+        event_id = signup.double_opt_in_hook(conn, container.clock, program=world["program"],
+                                             contact=world["contact"], inbound_id=7, text="START")  # fmt: skip
+    assert event_id is not None and state(container, world) is Status.PENDING
+    [event] = events(container, world)
+    assert event["id"] == event_id and event["evidence"]["inbound_id"] == 7
+    assert outbox(container)[0]["kind"] == "signup"

@@ -309,6 +309,23 @@ def handle_inbound(
     return confirm(conn, clock, program=program, contact=contact, text=text, evidence=evidence)
 
 
+def double_opt_in_hook(
+    conn: Connection,
+    clock: Clock,
+    *,
+    program: Mapping[str, Any],
+    contact: Mapping[str, Any],
+    inbound_id: int | None,
+    text: str,
+) -> int | None:
+    """The inbound service's hook for an explicit opt-in word (START, UNSTOP, YES …) on a double opt-in
+    program when no sign-up was pending: it starts one, so the person gets the disclosure and must confirm.
+    Returns the ``opt_in`` event id (None when nothing was recorded, e.g. already subscribed)."""
+    started = start(conn, clock, program=program, contact=contact, channel=Channel.SMS_KEYWORD,
+                    evidence={"message_text": text, "inbound_id": inbound_id})  # fmt: skip
+    return started.signup["opt_in_event_id"] if started.signup else None
+
+
 # --- helpers ---------------------------------------------------------------------------------------------
 
 
@@ -366,6 +383,7 @@ __all__ = [
     "Started",
     "confirm",
     "current_disclosure",
+    "double_opt_in_hook",
     "expire_due",
     "handle_inbound",
     "set_disclosure",
