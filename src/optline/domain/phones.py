@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import phonenumbers
-from phonenumbers import PhoneNumberType, geocoder
+from phonenumbers import PhoneMetadata, PhoneNumberType, geocoder
 from phonenumbers import timezone as pn_timezone
+from phonenumbers.phonenumberutil import _number_type_helper, national_significant_number
 
 US_STATES = {
     "Alabama": "AL", "Alaska": "AK", "Arizona": "AZ", "Arkansas": "AR", "California": "CA",
@@ -68,17 +70,60 @@ def parse_phone(raw: str, default_region: str = "US") -> Phone:
         raise InvalidPhoneNumber(f"cannot parse {text!r} as a phone number: {exc._msg}") from None
     if not phonenumbers.is_possible_number(number):
         raise InvalidPhoneNumber(f"{text!r} has the wrong number of digits for its country")
-    if not phonenumbers.is_valid_number(number):
+    nsn = national_significant_number(number)
+    country_code = number.country_code or 0
+    region = _region(country_code, nsn, number)
+    metadata = PhoneMetadata.metadata_for_region(region) if region else None
+    # is_valid_number() and number_type() each re-derive the region (the costly part of parsing a +1
+    # number, which tries ~25 NANP regions); derive it once and classify against its metadata directly.
+    number_type = _number_type_helper(nsn, metadata) if metadata else PhoneNumberType.UNKNOWN
+    if number_type == PhoneNumberType.UNKNOWN:
         raise InvalidPhoneNumber(f"{text!r} is not a valid number (unassigned area or prefix)")
-    zones = tuple(z for z in pn_timezone.time_zones_for_number(number) if z != "Etc/Unknown")
-    region = phonenumbers.region_code_for_number(number)
+    zones, state = _zones_and_state(country_code, nsn, region)
     return Phone(
-        e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        e164=f"+{country_code}{nsn}",
         region=region,
-        number_type=_TYPE_NAMES.get(phonenumbers.number_type(number), "unknown"),
+        number_type=_TYPE_NAMES.get(number_type, "unknown"),
         time_zones=zones,
-        us_state=_us_state(number) if region == "US" else None,
+        us_state=state,
     )
+
+
+def _region(country_code: int, nsn: str, number: phonenumbers.PhoneNumber) -> str | None:
+    if country_code == 1 and len(nsn) == 10:
+        return _nanp_region(nsn[:3], number)
+    return phonenumbers.region_code_for_number(number)
+
+
+@lru_cache(maxsize=2048)
+def _nanp_region_by_area(area: str) -> str | None:
+    return phonenumbers.region_code_for_number(phonenumbers.parse(f"+1{area}2{'0' * 6}"))
+
+
+def _nanp_region(area: str, number: phonenumbers.PhoneNumber) -> str | None:
+    # In the North American plan the area code alone decides the region (US, CA, PR, …).
+    return _nanp_region_by_area(area) or phonenumbers.region_code_for_number(number)
+
+
+@lru_cache(maxsize=65536)
+def _zones_and_state_cached(prefix: str, region: str | None) -> tuple[tuple[str, ...], str | None]:
+    number = phonenumbers.parse("+" + prefix + "0" * (11 - len(prefix)))
+    return _lookup_zones_and_state(number, region)
+
+
+def _zones_and_state(country_code: int, nsn: str, region: str | None) -> tuple[tuple[str, ...], str | None]:
+    if country_code == 1 and len(nsn) == 10:
+        # NANP time zones and states follow the area code (+ exchange for the few split areas): cacheable.
+        return _zones_and_state_cached(f"1{nsn[:6]}", region)
+    number = phonenumbers.parse(f"+{country_code}{nsn}")
+    return _lookup_zones_and_state(number, region)
+
+
+def _lookup_zones_and_state(
+    number: phonenumbers.PhoneNumber, region: str | None
+) -> tuple[tuple[str, ...], str | None]:
+    zones = tuple(z for z in pn_timezone.time_zones_for_number(number) if z != "Etc/Unknown")
+    return zones, (_us_state(number) if region == "US" else None)
 
 
 def normalize(raw: str, default_region: str = "US") -> str:

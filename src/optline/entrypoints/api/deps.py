@@ -29,7 +29,8 @@ def get_conn(container: ContainerDep) -> Iterator[Connection]:
 ConnDep = Annotated[Connection, Depends(get_conn)]
 
 
-def require_api_key(request: Request, container: ContainerDep) -> str:
+def require_api_key(request: Request, container: ContainerDep, conn: ConnDep) -> str:
+    # Uses the request's own transaction: a second write transaction here would wait on the first (SQLite).
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -37,8 +38,7 @@ def require_api_key(request: Request, container: ContainerDep) -> str:
             status.HTTP_401_UNAUTHORIZED, "missing API key: send 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )  # fmt: skip
-    with container.db.transaction() as conn:
-        name = api_keys.authenticate(conn, token.strip(), container.clock.now())
+    name = api_keys.authenticate(conn, token.strip(), container.clock.now())
     if name is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked API key",
                             headers={"WWW-Authenticate": "Bearer"})  # fmt: skip

@@ -24,8 +24,10 @@ programs.app.command("disclosure")(signups.disclosure)
 
 
 def main() -> None:
+    # Standalone mode: Typer/Click print usage errors themselves (exit 2). Our own expected failures
+    # propagate out of it and are printed here as one line, never as a traceback.
     try:
-        app(standalone_mode=False)
+        app()
     except CliError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         sys.exit(1)
@@ -36,15 +38,3 @@ def main() -> None:
     except OperationalError as exc:
         err_console.print(f"[red]database error:[/red] {exc.orig}")
         sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click's usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

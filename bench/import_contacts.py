@@ -1,0 +1,129 @@
+"""Contacts import: 1,000,000 messy CSV rows, rows/s and peak memory, on SQLite and PostgreSQL.
+
+Baseline, measured in the same run: the row-at-a-time path (get_or_create + consent.record per row, one
+transaction each), the way an import without set-based batches would work, on a sample of the same file.
+Run: ``python -m bench.import_contacts [ROWS]``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.common import fresh_database, report, timed
+
+FORMATS = ("({a}) {e}-{l}", "{a}.{e}.{l}", "+1 {a} {e} {l}", "1{a}{e}{l}", " {a} {e} {l} ")
+AREAS = ("415", "212", "305", "405", "410", "617", "713", "206", "312", "404")
+
+
+def make_csv(path: Path, rows: int, seed: int = 7) -> None:
+    """Realistic mess: BOM, semicolons, quoted fields, five spellings of numbers, ~2% bad rows, duplicates."""
+    rnd = random.Random(seed)
+    with path.open("w", encoding="utf-8-sig", newline="") as f:
+        w = csv.writer(f, delimiter=";")
+        w.writerow(["Phone", "First Name", "consented_at", "consent_source", "consent_text", "ip"])
+        for i in range(rows):
+            a, e, l = AREAS[i % len(AREAS)], 200 + (i // 10000) % 800, f"{i % 10000:04d}"  # noqa: E741
+            phone = rnd.choice(FORMATS).format(a=a, e=e, l=l)
+            r = rnd.random()
+            if r < 0.01:
+                phone = "n/a"
+            elif r < 0.015 and i > 0:
+                phone = FORMATS[0].format(
+                    a=AREAS[(i - 1) % len(AREAS)],
+                    e=200 + ((i - 1) // 10000) % 800,
+                    l=f"{(i - 1) % 10000:04d}",
+                )
+            consent = rnd.random() < 0.8
+            w.writerow([
+                phone, f"Name {i}", f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T12:00:00Z" if consent else "",
+                "checkout; web form" if consent else "", "I agree to receive texts" if consent else "",
+                f"198.51.{i % 256}.{i % 200}" if consent else "",
+            ])  # fmt: skip
+
+
+CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+from optline.adapters.clock import SystemClock
+from optline.bootstrap import build
+from optline.config import Settings
+from optline.services.contacts_import import import_file
+from optline.services.programs import create_program
+c = build(Settings(env="test", database_url=sys.argv[1]))
+with c.db.transaction() as conn:
+    program = create_program(conn, c.clock, name="bench", brand="Bench")
+started = time.perf_counter()
+s = import_file(c.db, SystemClock(), Path(sys.argv[2]), program)
+elapsed = time.perf_counter() - started
+print(json.dumps({"elapsed": elapsed, "rows": s.rows, "rejected": s.rejected, "created": s.created,
+                  "consent": s.consent_recorded, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def row_at_a_time(url: str, path: Path, limit: int) -> float:
+    from optline.adapters.db import contacts
+    from optline.bootstrap import build
+    from optline.config import Settings
+    from optline.domain.consent import Action, Channel
+    from optline.domain.dates import parse_datetime
+    from optline.domain.phones import InvalidPhoneNumber, parse_phone
+    from optline.services import consent
+    from optline.services.programs import create_program
+
+    c = build(Settings(env="test", database_url=url))
+    with c.db.transaction() as conn:
+        program = create_program(conn, c.clock, name="baseline", brand="Baseline")
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter=";")
+        next(reader)
+
+        def run() -> int:
+            done = 0
+            for row in reader:
+                if done >= limit:
+                    break
+                done += 1
+                try:
+                    phone = parse_phone(row[0])
+                except InvalidPhoneNumber:
+                    continue
+                with c.db.transaction() as conn:
+                    contact, _ = contacts.get_or_create(conn, phone, c.clock.now())
+                    if row[2]:
+                        consent.record(conn, c.clock, contact_id=contact["id"], program=program,
+                                       action=Action.OPT_IN, channel=Channel.IMPORT,
+                                       evidence={"source": row[3]}, occurred_at=parse_datetime(row[2]))  # fmt: skip
+            return done
+
+        elapsed, done = timed(run)
+    c.close()
+    return done / elapsed
+
+
+def main() -> None:
+    rows = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 1_000_000
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "contacts.csv"
+        make_csv(path, rows)
+        print(f"  file: {rows:,} rows, {path.stat().st_size / 1e6:.0f} MB")
+        for engine in ("sqlite", "postgresql"):
+            with fresh_database(engine) as url:
+                out = subprocess.run(
+                    [sys.executable, "-c", CHILD, url, str(path)], capture_output=True, text=True, check=True
+                )
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                baseline = row_at_a_time(url, path, limit=min(5000, rows))
+            rate = r["rows"] / r["elapsed"]
+            print(f"  [{engine}] {r['rows']:,} rows in {r['elapsed']:.1f}s: {r['created']:,} contacts, "
+                  f"{r['consent']:,} consent events, {r['rejected']:,} rejected; peak RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip
+            report(f"[{engine}] import rows/s", rate, "rows/s", "row-at-a-time", baseline)
+
+
+if __name__ == "__main__":
+    main()

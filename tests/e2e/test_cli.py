@@ -1,0 +1,84 @@
+"""The ``optline`` command as a user runs it (a subprocess), on both engines."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(db_url: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OPTLINE_DATABASE_URL": db_url, "COLUMNS": "200", "OPTLINE_ENV": "development"}
+    return subprocess.run(
+        [sys.executable, "-m", "optline", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_cli_walkthrough(db_url: str, tmp_path: Path) -> None:
+    assert run(db_url, "init").returncode == 0
+    created = run(db_url, "programs", "create", "deals", "--brand", "Acme Coffee", "--sender", "+14155550100")
+    assert created.returncode == 0, created.stderr
+    assert "Acme Coffee" in run(db_url, "programs", "list").stdout
+
+    csv = tmp_path / "list.csv"
+    csv.write_text(
+        "phone,name,consented_at,consent_source\n(415) 555-0134,Ann,2024-01-01,web\nnope,Bob,,\n",
+        encoding="utf-8",
+    )
+    imported = run(db_url, "contacts", "import", str(csv), "--program", "deals")
+    assert imported.returncode == 0, imported.stderr
+    assert "rejected" in imported.stdout and (tmp_path / "list.rejects.csv").exists()
+
+    shown = run(db_url, "contacts", "show", "415.555.0134")
+    assert "+14155550134" in shown.stdout and "opt_in" in shown.stdout and "import" in shown.stdout
+
+    key = run(db_url, "apikey", "create", "crm")
+    assert key.returncode == 0 and key.stdout.strip().splitlines()[-1].startswith("olk_")
+
+    assert run(db_url, "ledger", "digest").returncode == 0
+    verified = run(db_url, "ledger", "verify")
+    assert verified.returncode == 0 and "OK" in verified.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("contacts", "import", "missing.csv", "--program", "deals"), "does not exist"),
+        (("contacts", "show", "415"), "wrong number of digits"),
+        (("programs", "create", "x", "--brand", "B", "--scope", "galaxy"), "--scope"),
+    ],
+)
+def test_user_mistakes_print_one_line_and_no_traceback(
+    db_url: str, args: tuple[str, ...], message: str
+) -> None:
+    result = run(db_url, *args)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_program_lists_the_known_ones(db_url: str, tmp_path: Path) -> None:
+    run(db_url, "programs", "create", "deals", "--brand", "Acme")
+    csv = tmp_path / "a.csv"
+    csv.write_text("phone\n4155550134\n", encoding="utf-8")
+    result = run(db_url, "contacts", "import", str(csv), "--program", "dealz")
+    assert result.returncode == 1 and "no program named 'dealz'" in result.stderr and "deals" in result.stderr
+
+
+def test_production_refuses_default_secret(tmp_path: Path) -> None:
+    env = {**os.environ, "OPTLINE_ENV": "production", "OPTLINE_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    env.pop("OPTLINE_SECRET_KEY", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "optline", "init"], capture_output=True, text=True, env=env
+    )
+    assert (
+        result.returncode == 2 and "OPTLINE_SECRET_KEY" in result.stderr and "Traceback" not in result.stderr
+    )

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from optline.domain.phones import InvalidPhoneNumber, normalize, parse_phone
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "(415) 555-0134",
+        "415.555.0134",
+        "+1 415 555 0134",
+        "14155550134",
+        "  415 555 0134 ",
+        "+1-415-555-0134",
+    ],
+)
+def test_messy_us_formats_normalise_to_e164(raw: str) -> None:
+    assert normalize(raw) == "+14155550134"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [("", "empty"), ("abc", "letters"), ("12345", "digits"), ("+1 999 555 0134", "not a valid number")],
+)
+def test_invalid_numbers_say_why(raw: str, reason: str) -> None:
+    with pytest.raises(InvalidPhoneNumber, match=reason):
+        parse_phone(raw)
+
+
+def test_number_fixes_time_zone_and_state() -> None:
+    fl = parse_phone("+1 305 555 0100")
+    assert (fl.time_zone, fl.us_state, fl.sms_capable) == ("America/New_York", "FL", True)
+    assert parse_phone("(405) 555-1234").us_state == "OK"
+    assert parse_phone("+44 20 7183 8750").number_type == "fixed_line"
+    assert not parse_phone("+44 20 7183 8750").sms_capable
+    assert parse_phone("+33 6 12 34 56 78").number_type == "mobile"
+
+
+def test_default_region_applies_to_national_numbers() -> None:
+    assert normalize("06 12 34 56 78", "FR") == "+33612345678"
+
+
+us_numbers = st.builds(
+    lambda area, exch, line: f"{area}{exch}{line:04d}",
+    st.sampled_from(["415", "212", "305", "405", "410", "617", "713"]),
+    st.integers(200, 999).map(str),
+    st.integers(0, 9999),
+)
+formats = st.sampled_from(
+    [
+        lambda d: f"({d[:3]}) {d[3:6]}-{d[6:]}",
+        lambda d: f"{d[:3]}.{d[3:6]}.{d[6:]}",
+        lambda d: f"+1 {d[:3]} {d[3:6]} {d[6:]}",
+        lambda d: f"1{d}",
+        lambda d: f"  {d}  ",
+    ]
+)
+
+
+@given(us_numbers, formats, formats)
+def test_every_spelling_of_a_number_gives_the_same_e164(digits: str, f1, g1) -> None:  # type: ignore[no-untyped-def]
+    try:
+        expected = normalize(digits)
+    except InvalidPhoneNumber:
+        return  # an unassigned exchange: every spelling is invalid, which the next assertion checks
+    assert normalize(f1(digits)) == expected == normalize(g1(digits))
+    assert expected.startswith("+1") and len(expected) == 12
+
+
+@given(st.text(max_size=30))
+def test_parse_never_raises_anything_but_invalid_phone_number(text: str) -> None:
+    try:
+        phone = parse_phone(text)
+    except InvalidPhoneNumber:
+        return
+    assert phone.e164.startswith("+")
+
+
+@given(
+    st.integers(min_value=2_000_000_000, max_value=9_999_999_999), st.sampled_from(["US", "GB", "FR", "BR"])
+)
+def test_fast_path_agrees_with_phonenumbers(national: int, region: str) -> None:
+    """The single-region-lookup parse gives the same verdict, E.164 and type as phonenumbers' public API."""
+    import phonenumbers
+
+    raw = str(national) if region == "US" else f"+{phonenumbers.country_code_for_region(region)}{national}"
+    number = phonenumbers.parse(raw, "US")
+    expected_valid = phonenumbers.is_possible_number(number) and phonenumbers.is_valid_number(number)
+    try:
+        phone = parse_phone(raw)
+    except InvalidPhoneNumber:
+        assert not expected_valid
+        return
+    assert expected_valid
+    assert phone.e164 == phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    assert phone.region == phonenumbers.region_code_for_number(number)
+    assert (
+        phone.number_type == phonenumbers.PhoneNumberType.to_string(phonenumbers.number_type(number)).lower()
+    )
