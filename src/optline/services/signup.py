@@ -30,7 +30,7 @@ from optline.adapters.db import signups as repo
 from optline.adapters.db.tables import messages, programs
 from optline.domain import disclosure as words
 from optline.domain.consent import Action, Channel, ConsentRefused, Status
-from optline.domain.phones import parse_phone
+from optline.domain.phones import InvalidPhoneNumber, parse_phone
 from optline.services import consent, outbox
 from optline.services.outbox import Kind
 
@@ -229,7 +229,7 @@ def confirm(
             return False
         body = words.expired_notice(program, program.get("join_keywords") or [])
         _reply(conn, clock, program, contact, Kind.SIGNUP, body, ("expired", signup["id"]),
-               evidence.get("to_phone") or _default_sender(program))  # fmt: skip
+               _reply_from(program, evidence.get("to_phone")))  # fmt: skip
         return True
     status, _ = consent.current(conn, contact["id"], program)
     if status is not Status.PENDING:  # e.g. they replied STOP in between: the sign-up is over
@@ -263,7 +263,7 @@ def confirm(
         conn, signup["id"], status="confirmed", confirmed_at=now, confirm_event_id=change.event["id"]
     )
     _reply(conn, clock, program, contact, Kind.CONFIRMATION, words.welcome(program), ("welcome", signup["id"]),
-           evidence.get("to_phone") or _default_sender(program))  # fmt: skip
+           _reply_from(program, evidence.get("to_phone")))  # fmt: skip
     return True
 
 
@@ -303,7 +303,7 @@ def handle_inbound(
         start(
             conn, clock, program=program, contact=contact, channel=Channel.SMS_KEYWORD,
             evidence={**evidence, "message_text": text, "keyword": keyword},
-            from_phone=evidence.get("to_phone") or None,
+            from_phone=_reply_from(program, evidence.get("to_phone")),
         )  # fmt: skip
         return True
     return confirm(conn, clock, program=program, contact=contact, text=text, evidence=evidence)
@@ -327,6 +327,20 @@ def double_opt_in_hook(
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
+
+
+def _reply_from(program: Mapping[str, Any], to_phone: Any) -> str | None:
+    """Answer from the number the person texted, written as E.164 when it is a phone number (some providers
+    drop the '+'); a short code stays as it is."""
+    if not to_phone:
+        return _default_sender(program)
+    raw = str(to_phone)
+    if raw == program.get("short_code") or raw in (program.get("sender_numbers") or []):
+        return raw
+    try:
+        return parse_phone(raw if raw.startswith("+") else f"+{raw}").e164
+    except InvalidPhoneNumber:
+        return raw
 
 
 def _default_sender(program: Mapping[str, Any]) -> str | None:
