@@ -53,7 +53,7 @@ def start_signup(
     body: SignupCreate,
     request: Request,
     response: Response,
-    key: ApiKeyDep,  # before ConnDep: on SQLite the key check must not wait behind this request's writer
+    key: ApiKeyDep,
     conn: ConnDep,
     container: ContainerDep,
 ) -> dict[str, Any]:
