@@ -125,7 +125,7 @@ def test_join_form_refuses_unchecked_box_and_bad_token(client: TestClient, conta
 
 
 def test_join_form_signup_keeps_web_evidence(client: TestClient, container: Container) -> None:
-    page = client.get("/join/deals")
+    page = client.get("/join/deals", headers={"referer": "https://shop.example/checkout"})
     token = form_token(page.text)
     r = client.post("/join/deals", data={"phone": "(415) 555-0134", "consent": "yes", "token": token},
                     headers={"user-agent": "Browser/1.0", "referer": "https://shop.example/checkout"})  # fmt: skip
@@ -141,7 +141,7 @@ def test_join_form_signup_keeps_web_evidence(client: TestClient, container: Cont
         ev["source_url"] == "http://testserver/join/deals"
         and ev["referer"] == "https://shop.example/checkout"
     )
-    assert ev["form_shown_at"] and ev["submitted_at"]
+    assert ev["form_shown_at"] and ev["submitted_at"] and ev["shown_in"] == "https://shop.example/checkout"
     label = re.search(r'<label for="consent" id="disclosure">(.*?)</label>', page.text, re.S)
     assert label and re.sub(r"<[^>]+>", "", label.group(1)).replace("&amp;", "&") == ev["disclosure_text"]
     [prompt] = outbox(container)
@@ -165,3 +165,19 @@ def test_join_form_honeypot_and_ip_limit(client: TestClient, container: Containe
     assert r.status_code == 429 and "Too many sign-ups" in r.text
     with container.db.read() as conn:
         assert len(conn.execute(select(signups)).all()) == limit
+
+
+def test_join_form_refuses_cross_site_posts(client: TestClient, container: Container) -> None:
+    token = form_token(client.get("/join/deals").text)
+    data = {"phone": "(415) 555-0134", "consent": "yes", "token": token}
+    r = client.post("/join/deals", data=data, headers={"origin": "https://evil.example"})
+    assert r.status_code == 403
+    r = client.post("/join/deals", data=data, headers={"sec-fetch-site": "cross-site"})
+    assert r.status_code == 403
+    client.cookies.clear()  # an embedded frame whose cookie the browser withheld …
+    assert client.post("/join/deals", data=data).status_code == 403  # … and no word from the browser
+    assert outbox(container) == []
+    client.cookies.clear()  # (the refusal above offered a fresh cookie; the frame withholds it again)
+    r = client.post("/join/deals", data=data, headers={"sec-fetch-site": "same-origin"})
+    assert r.status_code == 200 and "Check your phone" in r.text  # the browser vouches it is our page
+    assert len(outbox(container)) == 1

@@ -7,7 +7,8 @@ agent and the referring page (the site that embeds the form). Then the SMS doubl
 
 Defences, none of which needs a third party: a signed double-submit token (itsdangerous, keyed with
 OPTLINE_SECRET_KEY; the cookie is ``Partitioned`` and ``SameSite=None`` over HTTPS so the form also works
-inside an iframe), a honeypot field, a per-IP limit on posts (in this process) and on sign-ups started
+inside an iframe, and a browser that still withholds it must say the post is same-origin), an origin
+check, a honeypot field, a per-IP limit on posts (in this process) and on sign-ups started
 (in the database, across processes), and one SMS prompt per number and window however often it is typed.
 """
 
@@ -20,6 +21,7 @@ from collections import defaultdict, deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
@@ -137,11 +139,16 @@ def _form(
     phone: str = "",
     checked: bool = False,
     status_code: int = 200,
+    embedded_in: str | None = None,
 ) -> HTMLResponse:
     nonce = request.cookies.get(COOKIE) or ""
     if not re.fullmatch(r"[A-Za-z0-9_-]{20,64}", nonce):
         nonce = secrets.token_urlsafe(24)
-    token = _serializer(container).dumps({"p": program["id"], "v": version["id"], "n": nonce})
+    claims: dict[str, Any] = {"p": program["id"], "v": version["id"], "n": nonce}
+    shown_in = embedded_in or request.headers.get("referer")
+    if shown_in and _origin_of(shown_in) not in _own_origins(request, container):
+        claims["e"] = shown_in[:500]  # the page that embeds or links to the form: part of the evidence
+    token = _serializer(container).dumps(claims)
     hours = signup_service.window(program).total_seconds() / 3600
     context = {
         "program": program, "disclosure": version["text"], "disclosure_html": linkify(version["text"]),
@@ -187,7 +194,7 @@ def join_submit(
                        "text": "Too many sign-up attempts from your network. Please try again in 10 minutes."},
                        status_code=429, program=program)  # fmt: skip
 
-    claims, shown_at, problem = _check_token(container, program, token, request.cookies.get(COOKIE))
+    claims, shown_at, problem = _check_token(request, container, program, token)
     if problem:
         return _form(request, container, program, current, errors={"form": problem}, phone=phone,
                      status_code=403)  # fmt: skip
@@ -214,6 +221,7 @@ def join_submit(
             "user_agent": request.headers.get("user-agent", ""),
             "source_url": _page_url(container, program["name"]),
             "referer": request.headers.get("referer"),
+            "shown_in": claims.get("e"),  # the embedding (or linking) page, when the browser told us
             "form_shown_at": shown_at.astimezone(UTC).isoformat() if shown_at else None,
             "submitted_at": container.clock.now().isoformat(),
             "consent_checkbox": "checked by the person (unchecked when shown)",
@@ -231,26 +239,56 @@ def join_submit(
         else:
             return _sent(request, container, program, started.contact["phone"])
     return _form(request, container, program, version, errors=errors, phone=phone, checked=consent == "yes",
-                 status_code=400)  # fmt: skip
+                 status_code=400, embedded_in=claims.get("e"))  # fmt: skip
 
 
 def _check_token(
-    container: Container, program: dict[str, Any], token: str, cookie: str | None
+    request: Request, container: Container, program: dict[str, Any], token: str
 ) -> tuple[dict[str, Any], datetime | None, str | None]:
-    """(claims, when the form was shown, problem): the double-submit check of the signed form token."""
+    """(claims, when the form was shown, problem). The form must come back from this page: a valid signed
+    token for this program, posted from our own origin (Sec-Fetch-Site / Origin), and the double-submit
+    cookie matching the token's nonce. When the cookie is missing — a browser that blocks cookies in an
+    embedded frame — the browser's own ``Sec-Fetch-Site: same-origin`` stands in for it."""
+    expired = "This form was open too long. Please check the box and submit it again."
+    refused = "Your browser did not send the form back as we sent it. Please reload the page and try again."
     try:
         claims, shown_at = _serializer(container).loads(token, max_age=TOKEN_MAX_AGE, return_timestamp=True)
     except SignatureExpired:
-        return {}, None, "This form was open too long. Please check the box and submit it again."
+        return {}, None, expired
     except BadSignature:
-        claims, shown_at = {}, None
-    if not isinstance(claims, dict) or claims.get("p") != program["id"] or claims.get("n") != cookie:
-        return (
-            {},
-            None,
-            "Your browser did not send the form back as we sent it (are cookies blocked?). Please try again.",
-        )
+        return {}, None, refused
+    if (
+        not isinstance(claims, dict)
+        or claims.get("p") != program["id"]
+        or not _same_origin(request, container)
+    ):
+        return {}, None, refused
+    cookie = request.cookies.get(COOKIE)
+    if cookie is not None and not secrets.compare_digest(cookie, str(claims.get("n", ""))):
+        return {}, None, refused
+    if cookie is None and request.headers.get("sec-fetch-site") != "same-origin":
+        return {}, None, refused
     return claims, shown_at, None
+
+
+def _same_origin(request: Request, container: Container) -> bool:
+    """False when the browser says the post came from another site."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None or site == "same-origin"
+    return _origin_of(origin) in _own_origins(request, container)
+
+
+def _own_origins(request: Request, container: Container) -> set[str]:
+    return {_origin_of(str(request.base_url)), _origin_of(container.settings.public_url)}
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def _sent(request: Request, container: Container, program: dict[str, Any], phone: str) -> HTMLResponse:
