@@ -269,7 +269,7 @@ def confirm(
 
 def expire_due(conn: Connection, clock: Clock, *, limit: int = 1000) -> int:
     """Close pending sign-ups whose window has passed. Nothing is sent and no consent is recorded: their
-    subscription stays ``pending``, which is never sendable. The worker calls this periodically."""
+    subscription stays ``pending``, which is never sendable. Meant to run periodically (worker, cron)."""
     return len(repo.expire_due(conn, clock.now(), limit))
 
 
