@@ -74,6 +74,10 @@ class PostLimiter:
         if len(hits) >= self.limit:
             return False
         hits.append(now)
+        if len(self.hits) > 100_000:  # bounded memory under a flood of distinct addresses
+            self.hits = defaultdict(
+                deque, {k: v for k, v in self.hits.items() if v and v[-1] > now - self.window}
+            )
         return True
 
 
