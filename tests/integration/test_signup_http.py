@@ -66,6 +66,9 @@ def test_api_signup_requires_key_and_evidence(client: TestClient, container: Con
         "/v1/programs/deals/signups", json={**API_BODY, "occurred_at": None}, headers=auth(client)
     )
     assert r.status_code == 422 and "occurred_at" in r.text
+    future = {**API_BODY, "occurred_at": "2030-01-01T00:00:00Z"}
+    r = client.post("/v1/programs/deals/signups", json=future, headers=auth(client))
+    assert r.status_code == 422 and "future" in r.text
     r = client.post("/v1/programs/deals/signups", json={**API_BODY, "phone": "12"}, headers=auth(client))
     assert r.status_code == 422 and "phone" in r.json()["detail"]
     assert client.post("/v1/programs/nope/signups", json=API_BODY, headers=auth(client)).status_code == 404

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -63,8 +63,10 @@ def start_signup(
     except LookupError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     if body.occurred_at.tzinfo is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "occurred_at: give a time zone (e.g. …Z)")
+    if body.occurred_at > container.clock.now() + timedelta(minutes=5):
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "occurred_at: give a time zone (e.g. ...Z)"
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "occurred_at: consent cannot be in the future"
         )
     client_ip = request.client.host if request.client else None
     evidence = {
