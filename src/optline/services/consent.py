@@ -15,6 +15,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from optline.adapters.clock import Clock
 from optline.adapters.db import ledger
 from optline.adapters.db import programs as program_repo
+from optline.adapters.db.database import one_of
 from optline.adapters.db.tables import consent_events, subscriptions
 from optline.domain.consent import (
     Action,
@@ -182,13 +183,13 @@ def record_opt_ins(
         from optline.adapters.db.tables import contacts
 
         conn.execute(
-            select(contacts.c.id).where(contacts.c.id.in_(ids)).order_by(contacts.c.id).with_for_update()
+            select(contacts.c.id).where(one_of(conn, contacts.c.id, ids)).order_by(contacts.c.id).with_for_update()
         )
     state = {
         r.contact_id: (Status(r.status), bool(r.held))
         for r in conn.execute(
             select(subscriptions.c.contact_id, subscriptions.c.status, subscriptions.c.held).where(
-                (subscriptions.c.program_id == program["id"]) & subscriptions.c.contact_id.in_(ids)
+                (subscriptions.c.program_id == program["id"]) & one_of(conn, subscriptions.c.contact_id, ids)
             )
         )
     }
@@ -196,7 +197,7 @@ def record_opt_ins(
         r.contact_id
         for r in conn.execute(
             select(consent_events.c.contact_id).where(
-                consent_events.c.contact_id.in_(ids)
+                one_of(conn, consent_events.c.contact_id, ids)
                 & consent_events.c.program_id.is_(None)
                 & (consent_events.c.brand == program["brand"])
                 & (consent_events.c.action == Action.OPT_OUT.value)

@@ -18,7 +18,7 @@ from typing import IO, Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from optline.adapters.clock import Clock
-from optline.adapters.db.database import Database
+from optline.adapters.db.database import Database, one_of
 from optline.adapters.db.tables import contacts
 from optline.domain.consent import Channel
 from optline.domain.dates import parse_datetime
@@ -228,7 +228,7 @@ def _upsert_contacts(
                 contacts.c.attributes,
                 contacts.c.locale,
                 contacts.c.time_zone,
-            ).where(contacts.c.phone.in_([row.phone for row in batch]))
+            ).where(one_of(conn, contacts.c.phone, [row.phone for row in batch]))
         )
     }
     new_rows, changed = [], []

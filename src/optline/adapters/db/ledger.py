@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, select
 
+from optline.adapters.db.database import one_of
 from optline.adapters.db.tables import consent_events, contacts, ledger_digest_heads, ledger_digests
 from optline.domain import ledger as chain
 from optline.domain.consent import Action, Channel
@@ -91,7 +92,7 @@ def heads(conn: Connection, contact_ids: list[int]) -> dict[int, tuple[int, str]
         return {}
     latest = (
         select(consent_events.c.contact_id, func.max(consent_events.c.seq).label("seq"))
-        .where(consent_events.c.contact_id.in_(contact_ids))
+        .where(one_of(conn, consent_events.c.contact_id, contact_ids))
         .group_by(consent_events.c.contact_id)
         .subquery()
     )
