@@ -183,7 +183,10 @@ def record_opt_ins(
         from optline.adapters.db.tables import contacts
 
         conn.execute(
-            select(contacts.c.id).where(one_of(conn, contacts.c.id, ids)).order_by(contacts.c.id).with_for_update()
+            select(contacts.c.id)
+            .where(one_of(conn, contacts.c.id, ids))
+            .order_by(contacts.c.id)
+            .with_for_update()
         )
     state = {
         r.contact_id: (Status(r.status), bool(r.held))

@@ -222,7 +222,7 @@ def join_submit(
                            status_code=429, program=program)  # fmt: skip
         evidence = {
             "ip": ip,
-            "user_agent": request.headers.get("user-agent", ""),
+            "user_agent": request.headers.get("user-agent") or "(none sent by the browser)",
             "source_url": _page_url(container, program["name"]),
             "referer": request.headers.get("referer"),
             "shown_in": claims.get("e"),  # the embedding (or linking) page, when the browser told us
