@@ -9,6 +9,7 @@ import optline
 from optline.bootstrap import Container
 from optline.entrypoints.api import contacts, programs
 from optline.entrypoints.api import signups as signups_api
+from optline.entrypoints.api import webhooks as webhooks_api
 from optline.entrypoints.web import join as join_web
 
 
@@ -33,4 +34,5 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(contacts.router)
     app.include_router(signups_api.router)
     app.include_router(join_web.router)
+    app.include_router(webhooks_api.router)
     return app

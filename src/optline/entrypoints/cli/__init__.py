@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server, signups
+from optline.entrypoints.cli import inbound as inbound_cli
 from optline.entrypoints.cli.common import CliError, err_console
 
 app = typer.Typer(
@@ -21,6 +22,8 @@ app.add_typer(ledger.app, name="ledger")
 app.add_typer(apikeys.app, name="apikey")
 app.add_typer(signups.app, name="signups")
 programs.app.command("disclosure")(signups.disclosure)
+app.registered_commands += inbound_cli.classify_app.registered_commands
+app.add_typer(inbound_cli.app, name="inbound")
 
 
 def main() -> None:

@@ -1,0 +1,93 @@
+"""Plivo webhooks: ``X-Plivo-Signature-V3`` (+ ``X-Plivo-Signature-V3-Nonce``), inbound SMS, status callbacks.
+
+V3 signs ``<url>?<sorted query>.<sorted name+value POST params>.<nonce>`` with HMAC-SHA256 of the auth
+token, base64; the header may list several signatures separated by commas (token rotation).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from optline.adapters.providers.base import OPTED_OUT_CODES, InboundSms, StatusUpdate
+from optline.adapters.providers.webhook_request import SignatureError, WebhookRequest, require
+
+NAME = "plivo"
+_STATUSES = {
+    "queued": "sent", "sent": "sent", "delivered": "delivered", "undelivered": "undelivered",
+    "failed": "failed", "rejected": "failed",
+}  # fmt: skip
+
+
+def _base(url: str, query: dict[str, list[str]], has_post_params: bool) -> str:
+    parts = urlsplit(url)
+    base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    pairs: list[str] = []
+    for name in sorted(query):
+        pairs.extend(f"{name}={v}" for v in sorted(query[name]))
+    qs = "&".join(pairs)
+    if qs or has_post_params:
+        base += "?" + qs
+    if qs and has_post_params:
+        base += "."
+    return base
+
+
+def signed_string(method: str, url: str, post: dict[str, str]) -> str:
+    query: dict[str, list[str]] = {}
+    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        query.setdefault(name, []).append(value)
+    if method.upper() == "GET":
+        for name, value in post.items():
+            query.setdefault(name, []).append(value)
+        return _base(url, query, False)
+    return _base(url, query, bool(post)) + "".join(f"{k}{post[k]}" for k in sorted(post))
+
+
+def signature(auth_token: str, method: str, url: str, post: dict[str, str], nonce: str) -> str:
+    data = f"{signed_string(method, url, post)}.{nonce}".encode()
+    return base64.b64encode(hmac.new(auth_token.encode(), data, hashlib.sha256).digest()).decode()
+
+
+def verify(request: WebhookRequest, auth_token: str) -> None:
+    if not auth_token:
+        raise SignatureError("plivo: OPTLINE_PLIVO_AUTH_TOKEN is not set, cannot verify webhooks")
+    sent = request.headers.get("x-plivo-signature-v3", "")
+    nonce = request.headers.get("x-plivo-signature-v3-nonce", "")
+    if not sent or not nonce:
+        raise SignatureError("plivo: missing X-Plivo-Signature-V3 or X-Plivo-Signature-V3-Nonce header")
+    post = dict(request.form()) if request.method.upper() == "POST" else {}
+    expected = signature(auth_token, request.method, request.url, post, nonce)
+    if not any(hmac.compare_digest(expected, s.strip()) for s in sent.split(",")):
+        raise SignatureError("plivo: X-Plivo-Signature-V3 does not match (check OPTLINE_PUBLIC_URL)")
+
+
+def parse_inbound(request: WebhookRequest) -> InboundSms:
+    p = request.params()
+    return InboundSms(
+        provider=NAME,
+        provider_message_id=require(p, "MessageUUID", provider=NAME),
+        from_phone=require(p, "From", provider=NAME),
+        to_phone=require(p, "To", provider=NAME),
+        body=p.get("Text", ""),
+        received_at=request.received_at,
+        raw=p,
+    )
+
+
+def parse_status(request: WebhookRequest) -> StatusUpdate:
+    p = request.params()
+    code = p.get("ErrorCode") or None
+    if code == "000":
+        code = None
+    raw_status = require(p, "Status", provider=NAME).lower()
+    return StatusUpdate(
+        provider=NAME,
+        provider_message_id=require(p, "MessageUUID", provider=NAME),
+        status=_STATUSES.get(raw_status, raw_status),
+        error_code=code,
+        opted_out=code in OPTED_OUT_CODES[NAME],
+        raw=p,
+    )

@@ -1,0 +1,54 @@
+"""The local simulator's webhooks: the same shape as a real provider, so demos exercise the real path.
+
+JSON bodies ``{"sid", "from", "to", "body"}`` (inbound) and ``{"sid", "status", "error_code"}`` (status),
+signed with ``X-Simulator-Signature: hex HMAC-SHA256(OPTLINE_SECRET_KEY, body)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+from optline.adapters.providers.base import InboundSms, StatusUpdate
+from optline.adapters.providers.webhook_request import SignatureError, WebhookRequest, require
+
+NAME = "simulator"
+HEADER = "x-simulator-signature"
+OPTED_OUT_CODE = "opted_out"
+
+
+def sign(body: bytes, secret: str) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def encode(payload: dict[str, str | None], secret: str) -> tuple[bytes, dict[str, str]]:
+    """A signed request body and headers (for the simulator's web page, the CLI and tests)."""
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return body, {"content-type": "application/json", HEADER: sign(body, secret)}
+
+
+def verify(request: WebhookRequest, secret: str) -> None:
+    sent = request.headers.get(HEADER, "")
+    if not sent:
+        raise SignatureError("simulator: missing X-Simulator-Signature header")
+    if not hmac.compare_digest(sign(request.body, secret), sent):
+        raise SignatureError("simulator: X-Simulator-Signature does not match")
+
+
+def parse_inbound(request: WebhookRequest) -> InboundSms:
+    p = request.params()
+    return InboundSms(
+        provider=NAME, provider_message_id=require(p, "sid", provider=NAME),
+        from_phone=require(p, "from", provider=NAME), to_phone=require(p, "to", provider=NAME),
+        body=p.get("body", ""), received_at=request.received_at, raw=p,
+    )  # fmt: skip
+
+
+def parse_status(request: WebhookRequest) -> StatusUpdate:
+    p = request.params()
+    code = p.get("error_code") or None
+    return StatusUpdate(
+        provider=NAME, provider_message_id=require(p, "sid", provider=NAME),
+        status=require(p, "status", provider=NAME), error_code=code, opted_out=code == OPTED_OUT_CODE, raw=p,
+    )  # fmt: skip

@@ -1,0 +1,97 @@
+"""Twilio webhooks: ``X-Twilio-Signature`` (HMAC-SHA1 of the full URL + sorted params, base64), inbound SMS
+and status callbacks.
+
+JSON-bodied webhooks carry ``bodySHA256`` (hex SHA-256 of the raw body) in the query string; the signature
+then covers the URL alone. Twilio signs sometimes with and sometimes without the default port, so both are
+accepted (as Twilio's own ``RequestValidator`` does).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from optline.adapters.providers.base import OPTED_OUT_CODES, InboundSms, StatusUpdate
+from optline.adapters.providers.webhook_request import SignatureError, WebhookRequest, require
+
+NAME = "twilio"
+_STATUSES = {
+    "accepted": "sent", "queued": "sent", "sending": "sent", "sent": "sent", "scheduled": "sent",
+    "delivered": "delivered", "read": "delivered", "undelivered": "undelivered", "failed": "failed",
+    "canceled": "failed",
+}  # fmt: skip
+
+
+def _signature(token: bytes, url: str, params: list[tuple[str, str]]) -> str:
+    data = url
+    for name in sorted({n for n, _ in params}):
+        for value in sorted({v for n, v in params if n == name}):
+            data += name + value
+    return base64.b64encode(hmac.new(token, data.encode("utf-8"), hashlib.sha1).digest()).decode()
+
+
+def _url_variants(url: str) -> set[str]:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    with_port = parts._replace(netloc=f"{userinfo}{host}:{port}")
+    without_port = parts._replace(netloc=f"{userinfo}{host}")
+    return {url, urlunsplit(with_port), urlunsplit(without_port)}
+
+
+def verify(request: WebhookRequest, auth_token: str) -> None:
+    """Raise SignatureError unless the request was signed with ``auth_token``."""
+    signature = request.headers.get("x-twilio-signature", "")
+    if not auth_token:
+        raise SignatureError("twilio: OPTLINE_TWILIO_AUTH_TOKEN is not set, cannot verify webhooks")
+    if not signature:
+        raise SignatureError("twilio: missing X-Twilio-Signature header")
+    token = auth_token.encode("utf-8")
+    params: list[tuple[str, str]] = request.form()
+    body_hash = parse_qs(urlsplit(request.url).query).get("bodySHA256")
+    if request.is_json or body_hash:
+        expected = hashlib.sha256(request.body).hexdigest()
+        if not body_hash or not hmac.compare_digest(expected, body_hash[0]):
+            raise SignatureError("twilio: bodySHA256 does not match the request body")
+        params = []
+    for url in _url_variants(request.url):
+        if hmac.compare_digest(_signature(token, url, params), signature):
+            return
+    raise SignatureError("twilio: X-Twilio-Signature does not match (check OPTLINE_PUBLIC_URL)")
+
+
+def parse_inbound(request: WebhookRequest) -> InboundSms:
+    p = request.params()
+    return InboundSms(
+        provider=NAME,
+        provider_message_id=require(p, "MessageSid", "SmsSid", provider=NAME),
+        from_phone=require(p, "From", provider=NAME),
+        to_phone=require(p, "To", provider=NAME),
+        body=p.get("Body", ""),
+        received_at=request.received_at,
+        raw=p,
+    )
+
+
+def provider_opt_out(sms: InboundSms) -> str | None:
+    """Twilio Advanced Opt-Out tells us what it did with the message: STOP, START or HELP."""
+    value = str(sms.raw.get("OptOutType", "")).strip().upper()
+    return value or None
+
+
+def parse_status(request: WebhookRequest) -> StatusUpdate:
+    p = request.params()
+    raw_status = require(p, "MessageStatus", "SmsStatus", provider=NAME).lower()
+    code = p.get("ErrorCode") or None
+    return StatusUpdate(
+        provider=NAME,
+        provider_message_id=require(p, "MessageSid", "SmsSid", provider=NAME),
+        status=_STATUSES.get(raw_status, raw_status),
+        error_code=code,
+        error_message=p.get("ErrorMessage") or None,
+        opted_out=code in OPTED_OUT_CODES[NAME],
+        raw=p,
+    )

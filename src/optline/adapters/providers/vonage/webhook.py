@@ -1,0 +1,86 @@
+"""Vonage (Nexmo) SMS API webhooks: inbound messages and delivery receipts, by GET or POST (form or JSON).
+
+Signed webhooks carry ``sig`` and ``timestamp``. The signed string is ``&name=value`` for every parameter
+but ``sig``, sorted by name, with ``&`` and ``=`` in values replaced by ``_``. ``md5hash`` mode: MD5 of that
+string followed by the signature secret; ``md5``/``sha1``/``sha256``/``sha512``: HMAC with the secret.
+Timestamps more than 5 minutes away are refused, so a captured request cannot be replayed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime
+
+from optline.adapters.providers.base import OPTED_OUT_CODES, InboundSms, StatusUpdate
+from optline.adapters.providers.webhook_request import SignatureError, WebhookRequest, require
+
+NAME = "vonage"
+MAX_SKEW_SECONDS = 300
+_STATUSES = {
+    "accepted": "sent", "buffered": "sent", "delivered": "delivered", "expired": "undelivered",
+    "failed": "failed", "rejected": "failed", "unknown": "undelivered",
+}  # fmt: skip
+
+
+def signed_string(params: dict[str, str]) -> str:
+    parts = []
+    for name in sorted(params):
+        if name == "sig":
+            continue
+        value = str(params[name]).replace("&", "_").replace("=", "_")
+        parts.append(f"&{name}={value}")
+    return "".join(parts)
+
+
+def signature(params: dict[str, str], secret: str, method: str) -> str:
+    data = signed_string(params)
+    if method == "md5hash":
+        return hashlib.md5((data + secret).encode("utf-8")).hexdigest()
+    return hmac.new(secret.encode("utf-8"), data.encode("utf-8"), getattr(hashlib, method)).hexdigest()
+
+
+def verify(request: WebhookRequest, secret: str, method: str, now: datetime) -> None:
+    if not secret:
+        raise SignatureError("vonage: OPTLINE_VONAGE_SIGNATURE_SECRET is not set, cannot verify webhooks")
+    params = request.params()
+    sig = params.get("sig", "").lower()
+    if not sig:
+        raise SignatureError("vonage: missing sig parameter")
+    try:
+        stamp = int(params.get("timestamp", ""))
+    except ValueError:
+        raise SignatureError("vonage: missing or invalid timestamp parameter") from None
+    if abs(now.timestamp() - stamp) > MAX_SKEW_SECONDS:
+        raise SignatureError("vonage: timestamp is more than 5 minutes away (replayed request?)")
+    if not hmac.compare_digest(signature(params, secret, method), sig):
+        raise SignatureError("vonage: sig does not match")
+
+
+def parse_inbound(request: WebhookRequest) -> InboundSms:
+    p = request.params()
+    return InboundSms(
+        provider=NAME,
+        provider_message_id=require(p, "messageId", "message_uuid", provider=NAME),
+        from_phone=require(p, "msisdn", provider=NAME),
+        to_phone=require(p, "to", provider=NAME),
+        body=p.get("text", ""),
+        received_at=request.received_at,
+        raw=p,
+    )
+
+
+def parse_status(request: WebhookRequest) -> StatusUpdate:
+    p = request.params()
+    code = p.get("err-code") or None
+    if code == "0":
+        code = None
+    raw_status = require(p, "status", provider=NAME).lower()
+    return StatusUpdate(
+        provider=NAME,
+        provider_message_id=require(p, "messageId", provider=NAME),
+        status=_STATUSES.get(raw_status, raw_status),
+        error_code=code,
+        opted_out=code in OPTED_OUT_CODES[NAME],
+        raw=p,
+    )

@@ -1,0 +1,182 @@
+"""/webhooks/<provider>/sms and /webhooks/<provider>/status: authenticated, idempotent, commit-then-answer.
+
+- A missing or wrong signature: 403, nothing recorded (invariant 6).
+- A request we cannot read: 400 naming the field (the provider will not fix it by retrying).
+- The change could not be committed: 500, so the provider retries (invariant 3). 2xx only after commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from optline.adapters.providers.plivo import webhook as plivo
+from optline.adapters.providers.simulator import webhook as simulator
+from optline.adapters.providers.telnyx import webhook as telnyx
+from optline.adapters.providers.twilio import webhook as twilio
+from optline.adapters.providers.vonage import webhook as vonage
+from optline.adapters.providers.webhook_request import (
+    PayloadError,
+    SignatureError,
+    WebhookRequest,
+    public_url,
+)
+from optline.bootstrap import Container
+from optline.services import inbound as inbound_service
+
+log = logging.getLogger("optline.webhooks")
+router = APIRouter(prefix="/webhooks", tags=["webhooks"], include_in_schema=True)
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+SIGNUP_HOOK = "signup.double_opt_in"  # Container.extras key: services/signup.py's keyword opt-in handler
+
+
+def verifier(provider: str, container: Container) -> Callable[[WebhookRequest], None]:
+    s = container.settings
+    now = container.clock.now
+    verifiers: dict[str, Callable[[WebhookRequest], None]] = {
+        "twilio": lambda r: twilio.verify(r, s.twilio_auth_token.get_secret_value()),
+        "vonage": lambda r: vonage.verify(
+            r, s.vonage_signature_secret.get_secret_value(), s.vonage_signature_method, now()
+        ),
+        "plivo": lambda r: plivo.verify(r, s.plivo_auth_token.get_secret_value()),
+        "telnyx": lambda r: telnyx.verify(r, s.telnyx_public_key, now()),
+        "simulator": lambda r: simulator.verify(r, s.secret_key.get_secret_value()),
+    }
+    return verifiers[provider]
+
+
+MODULES: dict[str, ModuleType] = {
+    "twilio": twilio, "vonage": vonage, "plivo": plivo, "telnyx": telnyx, "simulator": simulator,
+}  # fmt: skip
+
+
+async def _read(request: Request, container: Container) -> WebhookRequest:
+    return WebhookRequest(
+        method=request.method,
+        url=public_url(container.settings.public_url, request.url.path, request.url.query),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=await request.body(),
+        query=list(request.query_params.multi_items()),
+        received_at=container.clock.now(),
+    )
+
+
+def _ok(provider: str, payload: dict[str, Any]) -> Response:
+    if provider == "twilio":
+        return Response(EMPTY_TWIML, media_type="application/xml")
+    return JSONResponse(payload)
+
+
+def handle_inbound(container: Container, provider: str, req: WebhookRequest) -> dict[str, Any]:
+    """Verify, parse and record one inbound message in its own transaction (also used by the CLI)."""
+    verifier(provider, container)(req)
+    module = MODULES[provider]
+    sms = module.parse_inbound(req)
+    opt_out_type = twilio.provider_opt_out(sms) if provider == "twilio" else None
+    with container.db.transaction() as conn:
+        result = inbound_service.record_inbound(
+            conn, container.clock, sms, default_region=container.settings.default_region,
+            provider_opt_out=opt_out_type, double_opt_in=container.extras.get(SIGNUP_HOOK),
+        )  # fmt: skip
+    c = result.classification
+    return {
+        "status": "duplicate" if result.duplicate else "recorded",
+        "inbound_id": result.inbound_id,
+        "intent": c.intent.value if c else None,
+        "review": c.review if c else None,
+        "consent_event_id": result.consent_event_id,
+        "replies": result.replies,
+    }
+
+
+def handle_status(container: Container, provider: str, req: WebhookRequest) -> dict[str, Any]:
+    verifier(provider, container)(req)
+    update = MODULES[provider].parse_status(req)
+    with container.db.transaction() as conn:
+        result = inbound_service.record_status(conn, container.clock, update)
+    return {
+        "message_id": result.message_id,
+        "changed": result.changed,
+        "consent_event_id": result.consent_event_id,
+    }
+
+
+async def _dispatch(request: Request, provider: str, kind: str) -> Response:
+    container: Container = request.app.state.container
+    req = await _read(request, container)
+    if provider == "telnyx" and kind == "sms" and req.body:
+        # One Telnyx URL may receive every messaging event: delivery reports posted here are status updates.
+        try:
+            if not telnyx.is_inbound(req):
+                kind = "status"
+        except PayloadError:
+            pass
+    handler = handle_inbound if kind == "sms" else handle_status
+    try:
+        payload = await run_in_threadpool(handler, container, provider, req)
+    except SignatureError as exc:
+        log.warning("refused %s %s webhook: %s", provider, kind, exc)
+        return PlainTextResponse("forbidden: invalid signature", status_code=403)
+    except PayloadError as exc:
+        return PlainTextResponse(f"bad request: {exc}", status_code=400)
+    except Exception:  # not committed: ask the provider to retry (invariant 3)
+        log.exception("%s %s webhook failed; answering 500 so the provider retries", provider, kind)
+        return PlainTextResponse("error: not recorded, please retry", status_code=500)
+    return _ok(provider, payload)
+
+
+@router.post("/twilio/sms", include_in_schema=False)
+async def twilio_sms(request: Request) -> Response:
+    return await _dispatch(request, "twilio", "sms")
+
+
+@router.post("/twilio/status", include_in_schema=False)
+async def twilio_status(request: Request) -> Response:
+    return await _dispatch(request, "twilio", "status")
+
+
+@router.api_route("/vonage/sms", methods=["GET", "POST"], include_in_schema=False)
+async def vonage_sms(request: Request) -> Response:
+    return await _dispatch(request, "vonage", "sms")
+
+
+@router.api_route("/vonage/status", methods=["GET", "POST"], include_in_schema=False)
+async def vonage_status(request: Request) -> Response:
+    return await _dispatch(request, "vonage", "status")
+
+
+@router.post("/plivo/sms", include_in_schema=False)
+async def plivo_sms(request: Request) -> Response:
+    return await _dispatch(request, "plivo", "sms")
+
+
+@router.post("/plivo/status", include_in_schema=False)
+async def plivo_status(request: Request) -> Response:
+    return await _dispatch(request, "plivo", "status")
+
+
+@router.post("/telnyx/sms", include_in_schema=False)
+async def telnyx_sms(request: Request) -> Response:
+    return await _dispatch(request, "telnyx", "sms")
+
+
+@router.post("/telnyx/status", include_in_schema=False)
+async def telnyx_status(request: Request) -> Response:
+    return await _dispatch(request, "telnyx", "status")
+
+
+@router.post("/simulator/sms", include_in_schema=False)
+async def simulator_sms(request: Request) -> Response:
+    return await _dispatch(request, "simulator", "sms")
+
+
+@router.post("/simulator/status", include_in_schema=False)
+async def simulator_status(request: Request) -> Response:
+    return await _dispatch(request, "simulator", "status")

@@ -1,0 +1,356 @@
+"""Recording an inbound reply and a delivery status: the use cases behind every provider's webhooks.
+
+Both run inside the caller's transaction (the webhook's unit of work): the webhook answers 2xx only after
+it commits, so an opt-out is never lost (invariant 3). Providers deliver at least once, so both are
+idempotent: the inbound row is claimed first with INSERT … ON CONFLICT DO NOTHING on (provider, provider
+message id), and a repeated status callback finds the message already in that state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from optline.adapters.clock import Clock, as_utc
+from optline.adapters.db import contacts as contact_repo
+from optline.adapters.db import programs as program_repo
+from optline.adapters.db.tables import inbound_messages, messages
+from optline.adapters.providers.base import InboundSms, StatusUpdate
+from optline.domain.classify import Classification, Intent, classify, normalise
+from optline.domain.consent import Action, Channel, Status
+from optline.domain.phones import InvalidPhoneNumber, parse_phone
+from optline.services import consent, outbox
+from optline.services.outbox import Kind
+
+# FCC 47 CFR 64.1200(a)(10): one confirmation of an opt-out, sent within five minutes; never a loop.
+CONFIRMATION_QUIET = timedelta(minutes=5)
+
+# The seam for double opt-in (services/signup.py, another issue): called when an explicit opt-in keyword
+# arrives for a program with ``double_opt_in``. It receives the connection, clock, program, contact, the
+# inbound row id and the reply text, and returns the consent event id it recorded (or None). Without it,
+# the opt-in is recorded as the ledger rule says (pending) and no prompt is sent.
+DoubleOptInHook = Callable[..., "int | None"]
+
+
+@dataclass
+class InboundResult:
+    inbound_id: int | None
+    duplicate: bool
+    classification: Classification | None = None
+    contact_id: int | None = None
+    program_id: int | None = None
+    consent_event_id: int | None = None
+    replies: list[int] = field(default_factory=list)  # outbox message ids enqueued in answer
+    note: str = ""
+
+
+def record_inbound(
+    conn: Connection,
+    clock: Clock,
+    sms: InboundSms,
+    *,
+    default_region: str = "US",
+    provider_opt_out: str | None = None,
+    double_opt_in: DoubleOptInHook | None = None,
+) -> InboundResult:
+    """Store, classify and act on one inbound SMS. ``provider_opt_out``: what the provider itself did with
+    it (Twilio Advanced Opt-Out ``OptOutType``: STOP, START, HELP)."""
+    now = clock.now()
+    contact = _contact(conn, sms.from_phone, default_region, now)
+    program = _program(conn, sms.to_phone, contact, default_region)
+    locale = (contact or {}).get("locale")
+    result = classify(sms.body, language_hint=locale)
+    if result.intent is Intent.OTHER and program and _is_join_keyword(sms.body, program):
+        result = Classification(Intent.OPTIN, 0.95, result.language, f"join-keyword:{normalise(sms.body)}")
+
+    inbound_id = _claim(conn, sms, contact, program, result, now)
+    if inbound_id is None:
+        return InboundResult(None, duplicate=True, note="already recorded (provider retried)")
+    outcome = InboundResult(
+        inbound_id, False, result, contact["id"] if contact else None, program["id"] if program else None
+    )
+    if contact is None or program is None:
+        outcome.note = "no contact (sender is not a phone number)" if contact is None else "no program"
+        return outcome
+
+    attributed = _last_campaign(conn, contact["id"], program["id"])
+    evidence = {
+        "message_text": sms.body, "provider": sms.provider, "provider_message_id": sms.provider_message_id,
+        "inbound_id": inbound_id, "classifier": result.reason,
+    }  # fmt: skip
+    event_id = _act(conn, clock, sms, contact, program, result, evidence, provider_opt_out, double_opt_in,
+                    outcome)  # fmt: skip
+    outcome.consent_event_id = event_id
+    conn.execute(
+        update(inbound_messages)
+        .where(inbound_messages.c.id == inbound_id)
+        .values(consent_event_id=event_id, attributed_campaign_id=attributed)
+    )
+    return outcome
+
+
+def _act(
+    conn: Connection,
+    clock: Clock,
+    sms: InboundSms,
+    contact: dict[str, Any],
+    program: dict[str, Any],
+    result: Classification,
+    evidence: dict[str, Any],
+    provider_opt_out: str | None,
+    double_opt_in: DoubleOptInHook | None,
+    outcome: InboundResult,
+) -> int | None:
+    """Apply the intent to the ledger and queue the reply; returns the consent event id (if any)."""
+    cid = contact["id"]
+    if result.intent is Intent.OPTOUT and not result.review:
+        channel = Channel.SMS_KEYWORD if result.reason.startswith("keyword:") else Channel.SMS_TEXT
+        change = consent.record(
+            conn, clock, contact_id=cid, program=program, action=Action.OPT_OUT, channel=channel,
+            evidence=evidence, brand_wide=True if result.brand_wide else None,
+        )  # fmt: skip
+        # When the provider itself stopped the number (Twilio Advanced Opt-Out), it has already answered.
+        if provider_opt_out != "STOP" and (change.was_subscribed or _confirmation_due(conn, clock, cid)):
+            brand_wide = change.event["program_id"] is None
+            body = optout_confirmation(program, brand_wide=brand_wide)
+            outcome.replies.append(
+                _reply(conn, clock, sms, contact, program, Kind.CONFIRMATION, body, "optout")
+            )
+        return int(change.event["id"])
+
+    if provider_opt_out == "STOP":  # the provider blocked the number: agree with it in the ledger
+        change = consent.record(
+            conn, clock, contact_id=cid, program=program, action=Action.OPT_OUT, channel=Channel.PROVIDER,
+            evidence={**evidence, "provider_opt_out_type": "STOP"},
+        )  # fmt: skip
+        return int(change.event["id"])
+
+    status, held = consent.current(conn, cid, program)
+    if result.intent is Intent.OPTOUT:  # review: hold marketing until an operator decides
+        if status in (Status.SUBSCRIBED, Status.PENDING) and not held:
+            change = consent.record(
+                conn, clock, contact_id=cid, program=program, action=Action.REVIEW_HOLD,
+                channel=Channel.SMS_TEXT, evidence=evidence,
+            )  # fmt: skip
+            return int(change.event["id"])
+        return None
+
+    if result.intent is Intent.OPTIN:
+        if status is Status.SUBSCRIBED:
+            return None  # nothing changes; no second welcome
+        if program.get("double_opt_in") and double_opt_in is not None:
+            return double_opt_in(
+                conn, clock, program=program, contact=contact, inbound_id=outcome.inbound_id, text=sms.body
+            )
+        change = consent.record(
+            conn, clock, contact_id=cid, program=program, action=Action.OPT_IN, channel=Channel.SMS_KEYWORD,
+            evidence=evidence,
+        )  # fmt: skip
+        if change.statuses.get(program["id"], (None, None))[1] is Status.SUBSCRIBED:
+            body = optin_confirmation(program)
+            outcome.replies.append(
+                _reply(conn, clock, sms, contact, program, Kind.CONFIRMATION, body, "optin")
+            )
+        return int(change.event["id"])
+
+    if result.intent is Intent.HELP:
+        outcome.replies.append(
+            _reply(conn, clock, sms, contact, program, Kind.HELP, help_text(program), "help")
+        )
+    return None  # anything else from anyone (opted out or not) changes nothing (invariant 4)
+
+
+# --- reply texts ------------------------------------------------------------------------------------------
+
+
+def optout_confirmation(program: Mapping[str, Any], *, brand_wide: bool) -> str:
+    scope = f"all {program['brand']} messages" if brand_wide else f"{program['brand']} {program['name']}"
+    return (
+        f"{program['brand']}: you are unsubscribed from {scope} and will receive no more messages. "
+        "Reply START to rejoin."
+    )
+
+
+def optin_confirmation(program: Mapping[str, Any]) -> str:
+    return (
+        f"{program['brand']}: you are subscribed to {program['name']}. {program['frequency_text']}. "
+        "Msg & data rates may apply. Reply HELP for help, STOP to opt out."
+    )
+
+
+def help_text(program: Mapping[str, Any]) -> str:
+    return str(program["help_text"])
+
+
+def _reply(
+    conn: Connection,
+    clock: Clock,
+    sms: InboundSms,
+    contact: Mapping[str, Any],
+    program: Mapping[str, Any],
+    kind: Kind,
+    body: str,
+    purpose: str,
+) -> int:
+    row = outbox.enqueue(
+        conn, clock, program_id=program["id"], contact_id=contact["id"], to_phone=contact["phone"],
+        from_phone=sms.to_phone, kind=kind, body=body,
+        idempotency_key=outbox.key("reply", purpose, sms.provider, sms.provider_message_id),
+    )  # fmt: skip
+    return int(row["id"])
+
+
+def _confirmation_due(conn: Connection, clock: Clock, contact_id: int) -> bool:
+    """True unless a confirmation went to this person within the last five minutes."""
+    last = conn.execute(
+        select(messages.c.created_at)
+        .where((messages.c.contact_id == contact_id) & (messages.c.kind == Kind.CONFIRMATION.value))
+        .order_by(messages.c.created_at.desc())
+        .limit(1)
+    ).scalar()
+    return last is None or clock.now() - as_utc(last) >= CONFIRMATION_QUIET
+
+
+# --- resolution -------------------------------------------------------------------------------------------
+
+
+def _contact(conn: Connection, phone: str, region: str, now: Any) -> dict[str, Any] | None:
+    try:
+        parsed = parse_phone(phone, region)
+    except InvalidPhoneNumber:
+        return None  # alphanumeric sender or a short code: stored, but nobody to change consent for
+    contact, _ = contact_repo.get_or_create(conn, parsed, now)
+    return contact
+
+
+def _program(
+    conn: Connection, to_phone: str, contact: Mapping[str, Any] | None, region: str
+) -> dict[str, Any] | None:
+    """The program that owns the number the reply was sent to. Fallbacks, in order: the program whose
+    messages reached this contact last (the reply answers it), then the only program there is."""
+    candidates = [to_phone]
+    with contextlib.suppress(InvalidPhoneNumber):  # a short code is matched as written
+        candidates.append(parse_phone(to_phone, region).e164)
+    for number in candidates:
+        program = program_repo.for_sender(conn, number)
+        if program:
+            return program
+    if contact is not None:
+        last = conn.execute(
+            select(messages.c.program_id)
+            .where(messages.c.contact_id == contact["id"])
+            .order_by(messages.c.created_at.desc(), messages.c.id.desc())
+            .limit(1)
+        ).scalar()
+        if last is not None:
+            return program_repo.get(conn, last)
+    programs = program_repo.list_all(conn)
+    return programs[0] if len(programs) == 1 else None
+
+
+def _is_join_keyword(body: str, program: Mapping[str, Any]) -> bool:
+    words = normalise(body).upper()
+    return bool(words) and words in {str(k).upper() for k in program.get("join_keywords") or []}
+
+
+def _last_campaign(conn: Connection, contact_id: int, program_id: int) -> int | None:
+    """The campaign this contact last received from the program (attribution for analytics)."""
+    return conn.execute(
+        select(messages.c.campaign_id)
+        .where(
+            (messages.c.contact_id == contact_id)
+            & (messages.c.program_id == program_id)
+            & messages.c.campaign_id.is_not(None)
+            & messages.c.status.in_(("sent", "delivered"))
+        )
+        .order_by(messages.c.sent_at.desc().nulls_last(), messages.c.created_at.desc(), messages.c.id.desc())
+        .limit(1)
+    ).scalar()
+
+
+def _claim(
+    conn: Connection,
+    sms: InboundSms,
+    contact: Mapping[str, Any] | None,
+    program: Mapping[str, Any] | None,
+    result: Classification,
+    now: Any,
+) -> int | None:
+    """Insert the inbound row unless the provider already delivered this message; its id, or None."""
+    values = {
+        "provider": sms.provider, "provider_message_id": sms.provider_message_id,
+        "from_phone": (contact or {}).get("phone") or sms.from_phone[:20], "to_phone": sms.to_phone[:20],
+        "body": sms.body, "contact_id": contact and contact["id"], "program_id": program and program["id"],
+        "intent": result.intent.value, "confidence": f"{result.confidence:.2f}", "language": result.language[:5],
+        "reason": result.reason[:200], "review": result.review, "received_at": sms.received_at or now,
+    }  # fmt: skip
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(inbound_messages)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["provider", "provider_message_id"])
+        .returning(inbound_messages.c.id)
+    )
+    return conn.execute(stmt).scalar()
+
+
+# --- status callbacks -------------------------------------------------------------------------------------
+
+# How far along a message is; a callback never moves it backwards (they arrive out of order and twice).
+_RANK = {"queued": 0, "claimed": 1, "sending": 2, "sent": 3, "delivered": 4, "undelivered": 4, "failed": 4}
+
+
+@dataclass
+class StatusResult:
+    message_id: int | None
+    changed: bool
+    consent_event_id: int | None = None
+    note: str = ""
+
+
+def record_status(conn: Connection, clock: Clock, update_: StatusUpdate) -> StatusResult:
+    now = clock.now()
+    row = conn.execute(
+        select(messages)
+        .where(
+            (messages.c.provider == update_.provider)
+            & (messages.c.provider_message_id == update_.provider_message_id)
+        )
+        .with_for_update()
+    ).first()
+    if row is None:
+        return StatusResult(
+            None, False, note="no message with this provider id (not ours, or not yet stored)"
+        )
+    msg = dict(row._mapping)
+    result = StatusResult(msg["id"], False)
+    new, old = update_.status, msg["status"]
+    if new in _RANK and (_RANK[new] > _RANK.get(old, 0) or (_RANK[new] == 4 and new != old)):
+        values: dict[str, Any] = {"status": new, "updated_at": now}
+        if new == "delivered":
+            values["delivered_at"] = now
+        if update_.error_code:
+            values["error_code"] = update_.error_code[:50]
+        if update_.error_message:
+            values["error_message"] = update_.error_message
+        conn.execute(update(messages).where(messages.c.id == msg["id"]).values(**values))
+        result.changed = True
+    if update_.opted_out:
+        program = program_repo.get(conn, msg["program_id"])
+        if program is not None:
+            status, _ = consent.current(conn, msg["contact_id"], program)
+            if status is not Status.UNSUBSCRIBED:
+                change = consent.record(
+                    conn, clock, contact_id=msg["contact_id"], program=program, action=Action.OPT_OUT,
+                    channel=Channel.PROVIDER,
+                    evidence={"provider": update_.provider, "provider_message_id": update_.provider_message_id,
+                              "error_code": update_.error_code, "message_id": msg["id"]},
+                )  # fmt: skip
+                result.consent_event_id = int(change.event["id"])
+    return result
