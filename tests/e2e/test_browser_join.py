@@ -110,24 +110,12 @@ def db_state(url: str) -> dict[str, Any]:
 
 
 def confirm_by_sms(server: dict[str, Any], text: str) -> None:
-    """The person's reply. Until `optline inbound simulate` lands (issue 3), this runs the sign-up service's
-    inbound seam in a separate process against the same database, as the inbound service will."""
-    code = (
-        "import sys\n"
-        "from optline.bootstrap import build\n"
-        "from optline.adapters.db import contacts\n"
-        "from optline.services import signup\n"
-        "from optline.services.programs import require_program\n"
-        "c = build()\n"
-        "with c.db.transaction() as conn:\n"
-        "    program = require_program(conn, 'deals')\n"
-        f"    contact = contacts.get_by_phone(conn, {PHONE!r})\n"
-        f"    ok = signup.handle_inbound(conn, c.clock, program=program, contact=contact, text={text!r},\n"
-        f"        evidence={{'provider': 'simulator', 'provider_message_id': 'SIM1', 'from_phone': {PHONE!r},\n"
-        "                  'to_phone': '+14155550100'})\n"
-        "sys.exit(0 if ok else 3)\n"
-    )
-    subprocess.run([sys.executable, "-c", code], env=server["env"], check=True)
+    """The person's reply, through the simulator provider's signed webhook path (`optline inbound simulate`)."""
+    done = subprocess.run(
+        [OPTLINE, "inbound", "simulate", "--from", PHONE, "--to", "+14155550100", "--body", text],
+        env=server["env"], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
 
 
 def test_web_form_double_opt_in_in_the_browser(server: dict[str, Any], browser: Any) -> None:
