@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     join_posts_per_ip: int = 20
     join_signups_per_ip_per_hour: int = 5
 
+    # Opt-out analytics and list review (issue 6).
+    optout_attribution_days: int = 7  # an opt-out is attributed to the last campaign received within this
+    audit_consent_max_age_days: int = 540  # consent older than this, with no engagement since, is stale
+    audit_interval_hours: float = 24.0  # how often the worker runs the list review
+    review_overdue_hours: float = 24.0  # a review-queue item waiting longer than this is a finding
+
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.env == "production" and self.secret_key.get_secret_value() in KNOWN_DEFAULT_SECRETS:

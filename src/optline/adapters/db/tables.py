@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -250,6 +251,134 @@ simulator_messages = Table(
     Column("created_at", UtcDateTime, nullable=False),
     CheckConstraint("direction in ('out', 'in')", name="direction"),
 )
+
+# Imported Do-Not-Call numbers (national or internal list). Marketing skips them unless the contact's
+# consent is express written consent (services.audience.express_written_consent).
+dnc_numbers = Table(
+    "dnc_numbers",
+    metadata,
+    Column("phone", String(20), primary_key=True),
+    Column("source", String(100), nullable=False),
+    Column("imported_at", UtcDateTime, nullable=False),
+)
+
+# --- Opt-out analytics (issue 6). Small aggregate tables: the report reads only these, never `messages`.
+
+# Sent / delivered messages per (program, campaign, kind, UTC day). Maintained by database triggers on
+# `messages` (migration 0003), so every code path that writes a message keeps them right. `campaign_id` 0
+# means "no campaign" (a NULL cannot take part in the upsert's conflict key). `shard` is the writing
+# backend's pid on PostgreSQL (0 on SQLite): concurrent workers never touch the same counter row, so the
+# triggers add no lock contention and no deadlocks between dispatchers. Readers sum over shards.
+message_counts = Table(
+    "message_counts",
+    metadata,
+    Column("program_id", BigInteger, primary_key=True),
+    Column("campaign_id", BigInteger, primary_key=True),
+    Column("kind", String(20), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("shard", Integer, primary_key=True),
+    Column("sent", BigInteger, nullable=False, default=0),
+    Column("delivered", BigInteger, nullable=False, default=0),
+)
+
+# The fatigue curve's denominator: messages sent per UTC day, by how many messages (this one included) the
+# contact had been sent in the 30 days up to it. Kept by the same trigger when a message first counts as sent.
+frequency_exposures = Table(
+    "frequency_exposures",
+    metadata,
+    Column("program_id", BigInteger, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("messages_30d", Integer, primary_key=True),
+    Column("shard", Integer, primary_key=True),
+    Column("sent", BigInteger, nullable=False, default=0),
+)
+
+# One row per opt-out event, rolled up incrementally from the append-only ledger (services.analytics).
+# Derived data, not evidence: it can be rebuilt from the ledger and the outbox at any time.
+optout_attributions = Table(
+    "optout_attributions",
+    metadata,
+    Column("event_id", BigInteger, primary_key=True),  # consent_events.id
+    Column("contact_id", BigInteger, nullable=False),
+    Column("program_id", BigInteger),  # the attributed campaign's program, else the event's (NULL: brand)
+    Column("brand", String(100), nullable=False),
+    Column("campaign_id", BigInteger),  # NULL: unattributed
+    Column("message_id", BigInteger),
+    Column("channel", String(20), nullable=False),  # keyword, free_text, web_link, provider, other
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("messages_30d", Integer, nullable=False),
+    Index("ix_optout_attributions_day", "day"),
+    Index("ix_optout_attributions_campaign", "campaign_id"),
+)
+
+# Opt-outs per (program, campaign, channel, UTC day, messages in the 30 days before): the rollup adds to it
+# as it attributes new events, so the report never scans opt-out events either. 0 stands for NULL in
+# program_id (a brand-wide opt-out nobody can be attributed to) and campaign_id (unattributed).
+optout_counts = Table(
+    "optout_counts",
+    metadata,
+    Column("program_id", BigInteger, primary_key=True),
+    Column("brand", String(100), primary_key=True),
+    Column("campaign_id", BigInteger, primary_key=True),
+    Column("channel", String(20), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("messages_30d", Integer, primary_key=True),
+    Column("optouts", BigInteger, nullable=False, default=0),
+)
+
+# Small named values for incremental jobs (the opt-out rollup's ledger watermark).
+analytics_state = Table(
+    "analytics_state",
+    metadata,
+    Column("name", String(50), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# --- List review (issue 6)
+
+# Numbers the FCC Reassigned Numbers Database reports as permanently disconnected (then reassignable).
+reassigned_numbers = Table(
+    "reassigned_numbers",
+    metadata,
+    Column("phone", String(20), primary_key=True),
+    Column("disconnected_at", UtcDateTime, primary_key=True),
+    Column("source", String(200), nullable=False),
+    Column("imported_at", UtcDateTime, nullable=False),
+)
+
+audit_runs = Table(
+    "audit_runs",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("trigger", String(20), nullable=False),  # cli, schedule, api
+    Column("program_id", BigId, ForeignKey("programs.id")),  # NULL: every program
+    Column("fix", Boolean, nullable=False, default=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+    Column("findings", Integer, nullable=False, default=0),
+    Column("fixed", Integer, nullable=False, default=0),
+    Column("summary", JSON, nullable=False, default=dict),  # reason -> count
+    Index("ix_audit_runs_started", "started_at"),
+)
+
+audit_findings = Table(
+    "audit_findings",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("run_id", BigId, ForeignKey("audit_runs.id"), nullable=False),
+    Column("reason", String(40), nullable=False),
+    Column("contact_id", BigId, ForeignKey("contacts.id")),
+    Column("phone", String(40)),
+    Column("program_id", BigId, ForeignKey("programs.id")),
+    Column("detail", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("proof", JSON, nullable=False, default=dict),
+    Column("fixed", String(200)),  # what --fix did (the ledger event id, the cancelled message), or NULL
+    Index("ix_audit_findings_run", "run_id", "reason"),
+)
+
 
 # --- consent capture (sign-ups) ---------------------------------------------------------------------------
 

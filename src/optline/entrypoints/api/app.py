@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 import optline
 from optline.bootstrap import Container
 from optline.entrypoints.api import contacts, programs
+from optline.entrypoints.api import reports as reports_api
 from optline.entrypoints.api import signups as signups_api
 from optline.entrypoints.api import webhooks as webhooks_api
 from optline.entrypoints.web import join as join_web
@@ -35,4 +36,5 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(signups_api.router)
     app.include_router(join_web.router)
     app.include_router(webhooks_api.router)
+    app.include_router(reports_api.router)
     return app

@@ -9,7 +9,10 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server, signups
+from optline.entrypoints.cli import audit as audit_cli
 from optline.entrypoints.cli import inbound as inbound_cli
+from optline.entrypoints.cli import lists as lists_cli
+from optline.entrypoints.cli import report as report_cli
 from optline.entrypoints.cli.common import CliError, err_console
 
 app = typer.Typer(
@@ -24,6 +27,10 @@ app.add_typer(signups.app, name="signups")
 programs.app.command("disclosure")(signups.disclosure)
 app.registered_commands += inbound_cli.classify_app.registered_commands
 app.add_typer(inbound_cli.app, name="inbound")
+app.registered_commands += report_cli.app.registered_commands
+app.registered_commands += audit_cli.app.registered_commands
+app.add_typer(lists_cli.dnc_app, name="dnc")
+app.add_typer(lists_cli.reassigned_app, name="reassigned")
 
 
 def main() -> None:

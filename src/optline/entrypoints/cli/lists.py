@@ -1,0 +1,60 @@
+"""``optline dnc import`` and ``optline reassigned import``: outside number lists the audit checks against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from optline.entrypoints.cli.common import console, container, fail
+from optline.services import number_lists
+
+dnc_app = typer.Typer(help="The National Do-Not-Call list.", no_args_is_help=True)
+reassigned_app = typer.Typer(help="FCC Reassigned Numbers Database results.", no_args_is_help=True)
+
+FILE = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="text or CSV file")
+
+
+def _show(title: str, s: number_lists.ListImportSummary) -> None:
+    table = Table("outcome", "rows", title=title)
+    for label, value in (("rows read", s.rows), ("added", s.added), ("already known", s.already_known),
+                         ("rejected", s.rejected)):  # fmt: skip
+        table.add_row(label, f"{value:,}")
+    console.print(table)
+    for reason, count in s.reject_reasons.most_common():
+        console.print(f"  rejected {count:,} × {reason}")
+    if s.rejected:
+        console.print(f"rejected rows, with line numbers and reasons: [bold]{s.rejects_path}[/bold]")
+
+
+@dnc_app.command("import")
+def dnc_import(
+    file: Path = FILE,
+    source: str = typer.Option(None, help="where the list comes from (default: the file name)"),
+    rejects: Path = typer.Option(None, help="where to write rejected rows (default FILE.rejects.csv)"),
+) -> None:
+    """Import Do-Not-Call numbers: one per line, 'area code,number' pairs, or a CSV with a phone column."""
+    c = container()
+    try:
+        s = number_lists.import_dnc(c.db, c.clock, file, source=source, default_region=c.settings.default_region,
+                                    rejects_path=rejects)  # fmt: skip
+    except number_lists.ListImportError as exc:
+        fail(str(exc))
+    _show(f"{file.name} → Do-Not-Call list", s)
+
+
+@reassigned_app.command("import")
+def reassigned_import(
+    file: Path = FILE,
+    source: str = typer.Option(None, help="where the results come from (default: the file name)"),
+    rejects: Path = typer.Option(None, help="where to write rejected rows (default FILE.rejects.csv)"),
+) -> None:
+    """Import FCC Reassigned Numbers Database results: 'number, disconnect date' per line."""
+    c = container()
+    try:
+        s = number_lists.import_reassigned(c.db, c.clock, file, source=source,
+                                           default_region=c.settings.default_region, rejects_path=rejects)  # fmt: skip
+    except number_lists.ListImportError as exc:
+        fail(str(exc))
+    _show(f"{file.name} → reassigned numbers", s)
