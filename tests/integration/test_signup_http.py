@@ -184,3 +184,17 @@ def test_join_form_refuses_cross_site_posts(client: TestClient, container: Conta
     r = client.post("/join/deals", data=data, headers={"sec-fetch-site": "same-origin"})
     assert r.status_code == 200 and "Check your phone" in r.text  # the browser vouches it is our page
     assert len(outbox(container)) == 1
+
+
+def test_join_form_for_a_program_name_that_needs_escaping(client: TestClient, container: Container) -> None:
+    with container.db.transaction() as conn:
+        create_program(conn, container.clock, name="vip & friends?", brand="Acme Coffee")
+    page = client.get("/join/vip%20%26%20friends%3F")
+    assert page.status_code == 200 and 'action="/join/vip%20%26%20friends%3F"' in page.text
+    r = client.post("/join/vip%20%26%20friends%3F",
+                    data={"phone": "4155550134", "consent": "yes", "token": form_token(page.text)})  # fmt: skip
+    assert r.status_code == 200 and "Check your phone" in r.text
+    with container.db.read() as conn:
+        contact = contact_repo.get_by_phone(conn, "+14155550134")
+        [event] = ledger.history(conn, contact["id"])
+    assert event["evidence"]["source_url"] == "http://testserver/join/vip%20%26%20friends%3F"

@@ -21,7 +21,7 @@ from collections import defaultdict, deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse
@@ -99,7 +99,7 @@ def _secure(container: Container) -> bool:
 
 
 def _page_url(container: Container, name: str) -> str:
-    return f"{container.settings.public_url.rstrip('/')}/join/{name}"
+    return f"{container.settings.public_url.rstrip('/')}/join/{quote(name, safe='')}"
 
 
 def _render(
