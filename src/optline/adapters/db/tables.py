@@ -379,6 +379,19 @@ audit_findings = Table(
     Index("ix_audit_findings_run", "run_id", "reason"),
 )
 
+# Dashboard operators (issue 5). Passwords are argon2id hashes; ``must_change_password`` marks the one-time
+# password printed on first run, which has to be replaced at first login.
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("username", String(100), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("must_change_password", Boolean, nullable=False, default=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_login_at", UtcDateTime),
+)
+
 
 # --- consent capture (sign-ups) ---------------------------------------------------------------------------
 

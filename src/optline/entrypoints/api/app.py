@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 import optline
 from optline.bootstrap import Container
+from optline.entrypoints import web
 from optline.entrypoints.api import contacts, programs
 from optline.entrypoints.api import reports as reports_api
 from optline.entrypoints.api import signups as signups_api
@@ -37,4 +38,5 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(join_web.router)
     app.include_router(webhooks_api.router)
     app.include_router(reports_api.router)
+    web.mount(app, container)
     return app

@@ -10,9 +10,11 @@ from sqlalchemy.exc import OperationalError
 
 from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server, signups
 from optline.entrypoints.cli import audit as audit_cli
+from optline.entrypoints.cli import demo as demo_cli
 from optline.entrypoints.cli import inbound as inbound_cli
 from optline.entrypoints.cli import lists as lists_cli
 from optline.entrypoints.cli import report as report_cli
+from optline.entrypoints.cli import users as users_cli
 from optline.entrypoints.cli.common import CliError, err_console
 
 app = typer.Typer(
@@ -31,6 +33,8 @@ app.registered_commands += report_cli.app.registered_commands
 app.registered_commands += audit_cli.app.registered_commands
 app.add_typer(lists_cli.dnc_app, name="dnc")
 app.add_typer(lists_cli.reassigned_app, name="reassigned")
+app.add_typer(users_cli.app, name="users")
+app.registered_commands += demo_cli.app.registered_commands
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from optline.bootstrap import Container
 from optline.entrypoints.cli.common import console, container
 
 app = typer.Typer()
@@ -33,5 +34,23 @@ def serve(
     console.print(f"[bold]optline[/bold] on {base}  (provider: {c.settings.provider})")
     console.print(f"  API docs   {base}/docs")
     console.print(f"  health     {base}/healthz")
+    _first_run_admin(c, base)
     app_ = create_app(c)
     uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False)
+
+
+def _first_run_admin(c: Container, base: str) -> None:
+    """First start with no users: create ``admin`` and print its one-time password (shown once)."""
+    from optline.services import users
+
+    with c.db.transaction() as conn:
+        created = users.create_first_admin(conn, c.clock)
+    if created is None:
+        console.print(f"  dashboard  {base}/dashboard")
+        return
+    name, password = created
+    console.print(f"  dashboard  {base}/dashboard")
+    console.print(
+        f"[bold yellow]first run:[/bold yellow] created user [bold]{name}[/bold] with one-time password "
+        f"[bold]{password}[/bold] (you choose your own at first sign-in)"
+    )

@@ -1,0 +1,52 @@
+"""The pages: the public one-tap opt-out link and the operator dashboard (server-rendered, no JavaScript)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.responses import RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from optline.bootstrap import Container
+from optline.entrypoints.web import auth, dashboard, optout
+from optline.entrypoints.web.rendering import STATIC_DIR, render
+from optline.entrypoints.web.security import FormSigner, RateLimiter, security_headers
+
+SESSION_MAX_AGE = 12 * 3600
+
+
+def mount(app: FastAPI, container: Container) -> None:
+    settings = container.settings
+    secret = settings.secret_key.get_secret_value()
+    app.state.optout_signer = FormSigner(
+        secret, salt="optline.optout-form", max_age_seconds=optout.FORM_MAX_AGE
+    )
+    # Generous for a person tapping around, far too slow for anyone walking the token space.
+    app.state.optout_limiter = RateLimiter(limit=30, window_seconds=60)
+    app.state.login_limiter = RateLimiter(limit=10, window_seconds=300)
+
+    app.add_middleware(
+        SessionMiddleware, secret_key=secret, session_cookie="optline_session", max_age=SESSION_MAX_AGE,
+        same_site="lax", https_only=settings.public_url.startswith("https://"),
+    )  # fmt: skip
+    app.middleware("http")(security_headers)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(optout.router)
+    app.include_router(auth.router)
+    app.include_router(dashboard.router)
+
+    async def to_login(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, auth.LoginRequired)
+        from urllib.parse import quote
+
+        return RedirectResponse(f"/login?next={quote(exc.next_path, safe='/')}", status_code=303)
+
+    async def to_password(request: Request, exc: Exception) -> Response:
+        return RedirectResponse(auth.PASSWORD_PATH, status_code=303)
+
+    async def csrf_failed(request: Request, exc: Exception) -> Response:
+        return render(request, "csrf_failed.html", status_code=403)
+
+    app.add_exception_handler(auth.LoginRequired, to_login)
+    app.add_exception_handler(auth.PasswordChangeRequired, to_password)
+    app.add_exception_handler(auth.CsrfFailed, csrf_failed)

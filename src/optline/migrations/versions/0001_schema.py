@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 12:09:45.886339
+Create Date: 2026-11-26 12:48:22.899419
 """
 
 from __future__ import annotations
@@ -171,6 +171,17 @@ def upgrade() -> None:
         sa.CheckConstraint("direction in ('out', 'in')", name=op.f("ck_simulator_messages_direction")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_simulator_messages")),
         sa.UniqueConstraint("sid", name=op.f("uq_simulator_messages_sid")),
+    )
+    op.create_table(
+        "users",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("username", sa.String(length=100), nullable=False),
+        sa.Column("password_hash", sa.String(length=200), nullable=False),
+        sa.Column("must_change_password", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_login_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
+        sa.UniqueConstraint("username", name=op.f("uq_users_username")),
     )
     op.create_table(
         "audit_runs",
@@ -530,6 +541,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_audit_runs_started")
 
     op.drop_table("audit_runs")
+    op.drop_table("users")
     op.drop_table("simulator_messages")
     op.drop_table("reassigned_numbers")
     op.drop_table("programs")

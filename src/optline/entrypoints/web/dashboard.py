@@ -1,0 +1,329 @@
+"""The operator dashboard: overview, programs, campaigns, contacts, review queue, list review, simulator."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from starlette.responses import RedirectResponse, Response
+
+from optline.adapters.db import programs as program_repo
+from optline.bootstrap import Container
+from optline.domain.consent import ConsentRefused
+from optline.domain.phones import InvalidPhoneNumber, parse_phone
+from optline.domain.stats import CRITICAL_OPTOUT_RATE
+from optline.entrypoints.web import charts
+from optline.entrypoints.web.auth import CurrentUser, container_of, require_csrf
+from optline.entrypoints.web.rendering import intent_label, render
+from optline.entrypoints.web.security import session_csrf_token
+from optline.entrypoints.web.simulator import simulated_reply
+from optline.services import audit, review
+from optline.services import dashboard as read
+from optline.services import programs as program_service
+from optline.services.contacts_import import ImportError_, import_file
+
+router = APIRouter(include_in_schema=False)
+
+NAV = [
+    ("overview", "/dashboard", "Overview"),
+    ("programs", "/dashboard/programs", "Programs"),
+    ("campaigns", "/dashboard/campaigns", "Campaigns"),
+    ("contacts", "/dashboard/contacts", "Contacts"),
+    ("review", "/dashboard/review", "Review queue"),
+    ("list-review", "/dashboard/list-review", "List review"),
+    ("simulator", "/dashboard/simulator", "Simulator"),
+]
+
+FLASHES = {
+    "password": "Your password is changed.",
+    "demo": "Demo data loaded: explore every page.",
+    "program": "Program created.",
+    "decided": "Decision recorded in the consent ledger.",
+    "replied": "Reply sent through the simulator.",
+    "audit": "List review finished.",
+}
+
+
+def _page(
+    request: Request, user: dict[str, Any], name: str, active: str, status_code: int = 200, **ctx: Any
+) -> Response:
+    with container_of(request).db.read() as conn:
+        pending = read.pending_review_count(conn)
+    flash = ctx.pop("flash_text", None) or FLASHES.get(request.query_params.get("flash", ""))
+    context = {
+        "user": user, "nav": NAV, "active": active, "csrf": session_csrf_token(request), "pending": pending,
+        "flash": flash, **ctx,
+    }  # fmt: skip
+    return render(request, name, context, status_code)
+
+
+def _window(container: Container) -> int:
+    return int(container.settings.optout_attribution_days)
+
+
+def _refresh(container: Container) -> None:
+    with container.db.transaction() as conn:
+        read.refresh(conn, container.clock, window_days=_window(container))
+
+
+@router.get("/")
+def root() -> Response:
+    return RedirectResponse("/dashboard", status_code=303)
+
+
+@router.get("/dashboard")
+def overview(request: Request, user: CurrentUser) -> Response:
+    container = container_of(request)
+    now = container.clock.now()
+    with container.db.read() as conn:
+        if read.is_empty(conn):
+            return _page(request, user, "welcome.html", "overview")
+    _refresh(container)
+    with container.db.read() as conn:
+        stats = read.overview(conn, now)
+        camps = read.campaigns_summary(conn, container.clock, window_days=_window(container))[:5]
+    return _page(
+        request, user, "overview.html", "overview", stats=stats, chart=charts.trend_chart(stats["trend"]),
+        chart_compact=charts.trend_chart(stats["trend"], compact=True), channels=charts.channel_bars(stats["channels"]),
+        campaigns=camps, delivery_bar=charts.delivery_bar,
+    )  # fmt: skip
+
+
+@router.post("/dashboard/demo")
+def load_demo(request: Request, user: CurrentUser, csrf: Annotated[str, Form()] = "") -> Response:
+    require_csrf(request, csrf)
+    from optline.services import demo
+
+    try:
+        demo.load(container_of(request))
+    except demo.DemoAlreadyLoaded:
+        return RedirectResponse("/dashboard", status_code=303)
+    return RedirectResponse("/dashboard?flash=demo", status_code=303)
+
+
+@router.get("/dashboard/programs")
+def programs_page(request: Request, user: CurrentUser) -> Response:
+    container = container_of(request)
+    with container.db.read() as conn:
+        rows = read.programs_summary(conn, container.clock.now())
+    return _page(request, user, "programs.html", "programs", programs=rows, form={})
+
+
+@router.post("/dashboard/programs")
+def create_program(
+    request: Request,
+    user: CurrentUser,
+    name: Annotated[str, Form()] = "",
+    brand: Annotated[str, Form()] = "",
+    sender: Annotated[str, Form()] = "",
+    scope: Annotated[str, Form()] = "brand",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    require_csrf(request, csrf)
+    container = container_of(request)
+    form = {"name": name.strip(), "brand": brand.strip(), "sender": sender.strip(), "scope": scope}
+    error = None
+    if not form["name"] or not form["brand"]:
+        error = "A program needs a name and a brand."
+    elif scope not in ("brand", "program"):
+        error = "Choose what an opt-out stops: the whole brand or this program."
+    senders: list[str] = []
+    if not error and form["sender"]:
+        try:
+            senders = [parse_phone(form["sender"], container.settings.default_region).e164]
+        except InvalidPhoneNumber as exc:
+            error = f"Sender number: {exc}"
+    if not error:
+        try:
+            with container.db.transaction() as conn:
+                program_service.create_program(
+                    conn, container.clock, name=form["name"], brand=form["brand"], sender_numbers=senders,
+                    optout_scope=scope,
+                )  # fmt: skip
+        except ValueError as exc:
+            error = str(exc)
+    if error:
+        with container.db.read() as conn:
+            rows = read.programs_summary(conn, container.clock.now())
+        return _page(request, user, "programs.html", "programs", 400, programs=rows, form=form, error=error)
+    return RedirectResponse("/dashboard/programs?flash=program", status_code=303)
+
+
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+
+
+@router.post("/dashboard/programs/{program_id}/import")
+def import_contacts(
+    request: Request,
+    user: CurrentUser,
+    program_id: int,
+    file: Annotated[UploadFile, File()],
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """The CSV import the CLI does, from the browser: same rules, every rejected row explained."""
+    require_csrf(request, csrf)
+    container = container_of(request)
+    with container.db.read() as conn:
+        rows = read.programs_summary(conn, container.clock.now())
+        program = program_repo.get(conn, program_id)
+    if program is None:
+        return _page(request, user, "programs.html", "programs", 404, programs=rows, form={},
+                     error=f"No program with id {program_id}.")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="optline-import-") as tmp:
+        path = Path(tmp) / "contacts.csv"
+        size = 0
+        with path.open("wb") as out:
+            while chunk := file.file.read(1 << 20):
+                size += len(chunk)
+                if size > MAX_UPLOAD_BYTES:
+                    return _page(request, user, "programs.html", "programs", 413, programs=rows, form={},
+                                 error="That file is over 200 MB; import it with `optline contacts import`.")  # fmt: skip
+                out.write(chunk)
+        try:
+            summary = import_file(
+                container.db, container.clock, path, program, default_region=container.settings.default_region,
+                rejects_path=Path(tmp) / "rejects.csv",
+            )  # fmt: skip
+        except ImportError_ as exc:
+            return _page(request, user, "programs.html", "programs", 400, programs=rows, form={},
+                         error=f"{file.filename}: {exc}")  # fmt: skip
+    with container.db.read() as conn:
+        rows = read.programs_summary(conn, container.clock.now())
+    return _page(request, user, "programs.html", "programs", programs=rows, form={}, imported=summary,
+                 imported_into=program["name"], imported_file=file.filename)  # fmt: skip
+
+
+@router.get("/dashboard/campaigns")
+def campaigns_page(request: Request, user: CurrentUser) -> Response:
+    container = container_of(request)
+    _refresh(container)
+    with container.db.read() as conn:
+        rows = read.campaigns_summary(conn, container.clock, window_days=_window(container))
+    critical = CRITICAL_OPTOUT_RATE
+    return _page(
+        request, user, "campaigns.html", "campaigns", campaigns=rows,
+        chart=charts.campaign_rates_chart(rows, critical),
+        chart_compact=charts.campaign_rates_chart(rows, critical, compact=True), delivery_bar=charts.delivery_bar,
+    )  # fmt: skip
+
+
+@router.get("/dashboard/contacts")
+def contacts_page(request: Request, user: CurrentUser, phone: str = "") -> Response:
+    container = container_of(request)
+    ctx: dict[str, Any] = {"phone": phone, "contact": None, "error": None}
+    with container.db.read() as conn:
+        if phone.strip():
+            from optline.services import contacts as contact_service
+
+            try:
+                found = contact_service.show_contact(conn, phone, container.settings.default_region)
+            except InvalidPhoneNumber as exc:
+                found, ctx["error"] = None, f"That doesn't look like a phone number: {exc}"
+            if found is None and not ctx["error"]:
+                ctx["error"] = f"No contact with the number {phone}."
+            if found is not None:
+                ctx["contact"] = found
+                ctx["timeline"] = read.contact_timeline(conn, found["id"])
+        ctx["examples"] = read.recent_contacts(conn)
+    return _page(request, user, "contacts.html", "contacts", **ctx)
+
+
+@router.get("/dashboard/review")
+def review_page(request: Request, user: CurrentUser) -> Response:
+    with container_of(request).db.read() as conn:
+        items = read.review_queue(conn)
+    return _page(request, user, "review.html", "review", items=items)
+
+
+@router.post("/dashboard/review/{inbound_id}")
+def decide(
+    request: Request,
+    user: CurrentUser,
+    inbound_id: int,
+    decision: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    require_csrf(request, csrf)
+    container = container_of(request)
+    try:
+        choice = review.Decision(decision)
+        with container.db.transaction() as conn:
+            review.decide(conn, container.clock, inbound_id, choice, operator=str(user["username"]))
+    except (ValueError, LookupError, ConsentRefused) as exc:
+        with container.db.read() as conn:
+            items = read.review_queue(conn)
+        return _page(request, user, "review.html", "review", 409, items=items, error=str(exc))
+    return RedirectResponse("/dashboard/review?flash=decided", status_code=303)
+
+
+REASON_LABELS = {
+    "no_consent_evidence": "No consent evidence", "stale_consent": "Consent gone stale",
+    "suppressed_in_queue": "Opted out but still queued", "invalid_number": "Invalid number",
+    "not_mobile": "Not a mobile number", "duplicate_number": "Same number twice",
+    "dnc_without_express_consent": "On a Do-Not-Call list", "reassigned_after_consent": "Number reassigned",
+    "review_overdue": "Review waiting over a day",
+}  # fmt: skip
+
+
+@router.get("/dashboard/list-review")
+def list_review_page(request: Request, user: CurrentUser) -> Response:
+    with container_of(request).db.read() as conn:
+        run = audit.latest_run(conn)
+    summary = sorted(run.summary.items(), key=lambda kv: -kv[1]) if run else []
+    return _page(
+        request, user, "list_review.html", "list-review", review=run, summary=summary, labels=REASON_LABELS,
+        chart=charts.channel_bars([(REASON_LABELS.get(k, k), n) for k, n in summary], unit_labels=False),
+    )  # fmt: skip
+
+
+@router.post("/dashboard/list-review")
+def run_list_review(request: Request, user: CurrentUser, csrf: Annotated[str, Form()] = "") -> Response:
+    """Run the list review now (checks only: fixes stay a deliberate ``optline audit --fix``)."""
+    require_csrf(request, csrf)
+    container = container_of(request)
+    audit.run(container.db, container.clock, audit.config_from(container.settings), trigger="dashboard")
+    return RedirectResponse("/dashboard/list-review?flash=audit", status_code=303)
+
+
+def _simulator_page(request: Request, user: dict[str, Any], status_code: int = 200, **ctx: Any) -> Response:
+    show = request.query_params.get("show", "")
+    with container_of(request).db.read() as conn:
+        log = read.simulator_log(conn, limit=50, direction=show or None)
+        senders = sorted({n for p in read.programs_summary(conn, container_of(request).clock.now())
+                          for n in (p["sender_numbers"] or [])})  # fmt: skip
+    ctx.setdefault("form", {"to": senders[0] if senders else ""})
+    return _page(request, user, "simulator.html", "simulator", status_code, log=log, senders=senders, show=show,
+                 **ctx)  # fmt: skip
+
+
+@router.get("/dashboard/simulator")
+def simulator_page(request: Request, user: CurrentUser) -> Response:
+    return _simulator_page(request, user)
+
+
+@router.post("/dashboard/simulator/reply")
+def simulator_reply(
+    request: Request,
+    user: CurrentUser,
+    from_phone: Annotated[str, Form(alias="from")] = "",
+    to: Annotated[str, Form()] = "",
+    body: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Reply as a contact would: through the simulator's signed webhook, the path a real provider takes."""
+    require_csrf(request, csrf)
+    container = container_of(request)
+    form = {"from": from_phone.strip(), "to": to.strip(), "body": body}
+    try:
+        sender = parse_phone(form["from"], container.settings.default_region).e164
+    except InvalidPhoneNumber as exc:
+        return _simulator_page(request, user, 400, form=form, error=f"From: {exc}")
+    if not body.strip():
+        return _simulator_page(request, user, 400, form=form, error="Type the reply to send.")
+    result = simulated_reply(container, sender, form["to"], body)
+    note = f"Understood as {intent_label(result.get('intent'))}"
+    if result.get("review"):
+        note += " — waiting in the review queue"
+    return _simulator_page(request, user, form={"from": sender, "to": form["to"]}, flash_text=note + ".")

@@ -1,0 +1,105 @@
+"""Dashboard operators: create, authenticate, change password. Passwords are stored as argon2id hashes."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import Connection, func, insert, select, update
+
+from optline.adapters.clock import Clock
+from optline.adapters.db.tables import users
+
+MIN_PASSWORD_LENGTH = 10
+_hasher = PasswordHasher()
+# Verifying against this when the user does not exist costs the same time as a real check, so response
+# times do not tell an attacker which usernames exist.
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+class UserError(ValueError):
+    """A refused user operation; the message says why."""
+
+
+def count(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(users)).scalar_one())
+
+
+def get(conn: Connection, user_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(users).where(users.c.id == user_id)).first()
+    return dict(row._mapping) if row else None
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def create(
+    conn: Connection, clock: Clock, username: str, password: str, *, must_change_password: bool = False
+) -> dict[str, Any]:
+    username = username.strip()
+    if not username or len(username) > 100:
+        raise UserError("username must be 1 to 100 characters")
+    _check_password(password)
+    if conn.execute(select(users.c.id).where(users.c.username == username)).first():
+        raise UserError(f"a user named {username!r} already exists")
+    row = conn.execute(
+        insert(users)
+        .values(
+            username=username, password_hash=_hasher.hash(password),
+            must_change_password=must_change_password, created_at=clock.now(),
+        )
+        .returning(*users.c)
+    ).one()  # fmt: skip
+    return dict(row._mapping)
+
+
+def generate_password() -> str:
+    """A one-time password that is easy to type from a terminal (no look-alike characters)."""
+    alphabet = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    return "-".join("".join(secrets.choice(alphabet) for _ in range(5)) for _ in range(4))
+
+
+def create_first_admin(conn: Connection, clock: Clock) -> tuple[str, str] | None:
+    """On first run (no users at all): an ``admin`` with a one-time password, returned once; else None."""
+    if count(conn):
+        return None
+    password = generate_password()
+    create(conn, clock, "admin", password, must_change_password=True)
+    return "admin", password
+
+
+def authenticate(conn: Connection, clock: Clock, username: str, password: str) -> dict[str, Any] | None:
+    row = conn.execute(select(users).where(users.c.username == username.strip())).first()
+    try:
+        _hasher.verify(row.password_hash if row else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if row is None:
+        return None
+    values: dict[str, Any] = {"last_login_at": clock.now()}
+    if _hasher.check_needs_rehash(row.password_hash):
+        values["password_hash"] = _hasher.hash(password)
+    conn.execute(update(users).where(users.c.id == row.id).values(**values))
+    return {**dict(row._mapping), **values}
+
+
+def change_password(conn: Connection, user_id: int, current: str, new: str) -> None:
+    row = conn.execute(select(users).where(users.c.id == user_id)).first()
+    if row is None:
+        raise UserError("no such user")
+    try:
+        _hasher.verify(row.password_hash, current)
+    except (VerificationError, InvalidHashError):
+        raise UserError("the current password is not correct") from None
+    if new == current:
+        raise UserError("choose a new password that differs from the current one")
+    _check_password(new)
+    conn.execute(
+        update(users)
+        .where(users.c.id == user_id)
+        .values(password_hash=_hasher.hash(new), must_change_password=False)
+    )

@@ -1,0 +1,44 @@
+"""Helpers for page tests: a subscribed contact with a message that carries an opt-out link."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optline.adapters.clock import Clock
+from optline.adapters.db import contacts as contact_repo
+from optline.bootstrap import Container
+from optline.domain.consent import Action, Channel
+from optline.domain.optout_links import new_token
+from optline.domain.phones import parse_phone
+from optline.services import consent, outbox
+from optline.services import programs as program_service
+
+
+def program(
+    container: Container, name: str = "deals", brand: str = "Acme Coffee", **kw: Any
+) -> dict[str, Any]:
+    with container.db.transaction() as conn:
+        return program_service.create_program(
+            conn, container.clock, name=name, brand=brand, sender_numbers=["+14155550100"], **kw
+        )
+
+
+def subscriber(container: Container, prog: dict[str, Any], phone: str = "+14155550134") -> dict[str, Any]:
+    clock: Clock = container.clock
+    with container.db.transaction() as conn:
+        contact, _ = contact_repo.get_or_create(conn, parse_phone(phone, "US"), clock.now())
+        consent.record(
+            conn, clock, contact_id=contact["id"], program=prog, action=Action.OPT_IN, channel=Channel.API,
+            evidence={"source": "test", "disclosure_text": "Reply STOP to opt out"},
+        )  # fmt: skip
+    return contact
+
+
+def message_with_link(container: Container, prog: dict[str, Any], contact: dict[str, Any]) -> dict[str, Any]:
+    token = new_token()
+    with container.db.transaction() as conn:
+        return outbox.enqueue(
+            conn, container.clock, program_id=prog["id"], contact_id=contact["id"], to_phone=contact["phone"],
+            kind=outbox.Kind.MARKETING, body=f"{prog['brand']}: 20% off today. Stop: http://testserver/u/{token}",
+            idempotency_key=outbox.key("test", token), optout_token=token,
+        )  # fmt: skip
