@@ -8,7 +8,7 @@ agent and the referring page (the site that embeds the form). Then the SMS doubl
 Defences, none of which needs a third party: a signed double-submit token (itsdangerous, keyed with
 OPTLINE_SECRET_KEY; the cookie is ``Partitioned`` and ``SameSite=None`` over HTTPS so the form also works
 inside an iframe, and a browser that still withholds it must say the post is same-origin), an origin
-check, a honeypot field, a per-IP limit on posts (in this process) and on sign-ups started
+check (``security.same_origin``, shared with the opt-out page), a honeypot field, a per-IP limit on posts (in this process) and on sign-ups started
 (in the database, across processes), and one SMS prompt per number and window however often it is typed.
 """
 
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
-from collections import defaultdict, deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,6 +33,7 @@ from optline.domain.consent import Channel, ConsentRefused
 from optline.domain.disclosure import mask_phone
 from optline.domain.phones import InvalidPhoneNumber
 from optline.entrypoints.api.deps import ConnDep, ContainerDep
+from optline.entrypoints.web.security import RateLimiter, same_origin
 from optline.services import signup as signup_service
 from optline.services.programs import get_program
 
@@ -59,32 +58,10 @@ def linkify(text: str) -> Markup:
     return Markup("").join(out)
 
 
-class PostLimiter:
-    """Sliding-window count of form posts per client IP (this process)."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit, self.window = limit, window
-        self.hits: dict[str, deque[float]] = defaultdict(deque)
-
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        hits = self.hits[key]
-        while hits and hits[0] <= now - self.window:
-            hits.popleft()
-        if len(hits) >= self.limit:
-            return False
-        hits.append(now)
-        if len(self.hits) > 100_000:  # bounded memory under a flood of distinct addresses
-            self.hits = defaultdict(
-                deque, {k: v for k, v in self.hits.items() if v and v[-1] > now - self.window}
-            )
-        return True
-
-
-def _limiter(container: Container) -> PostLimiter:
+def _limiter(container: Container) -> RateLimiter:
     limiter = container.extras.get("join_post_limiter")
     if limiter is None:
-        limiter = container.extras["join_post_limiter"] = PostLimiter(
+        limiter = container.extras["join_post_limiter"] = RateLimiter(
             container.settings.join_posts_per_ip, POST_WINDOW_SECONDS
         )
     return limiter
@@ -193,7 +170,7 @@ def join_submit(
         return _not_found(request, container, name)
     ip = request.client.host if request.client else "unknown"
     current = signup_service.current_disclosure(conn, container.clock, program)
-    if not _limiter(container).allow(ip):
+    if _limiter(container).hit(ip) is not None:
         return _render(request, container, "message.html", {"title": "Too many attempts",
                        "text": "Too many sign-up attempts from your network. Please try again in 10 minutes."},
                        status_code=429, program=program)  # fmt: skip
@@ -264,7 +241,7 @@ def _check_token(
     if (
         not isinstance(claims, dict)
         or claims.get("p") != program["id"]
-        or not _same_origin(request, container)
+        or not same_origin(request, container.settings.public_url)
     ):
         return {}, None, refused
     cookie = request.cookies.get(COOKIE)
@@ -273,17 +250,6 @@ def _check_token(
     if cookie is None and request.headers.get("sec-fetch-site") != "same-origin":
         return {}, None, refused
     return claims, shown_at, None
-
-
-def _same_origin(request: Request, container: Container) -> bool:
-    """False when the browser says the post came from another site."""
-    site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        return False
-    origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None or site == "same-origin"
-    return _origin_of(origin) in _own_origins(request, container)
 
 
 def _own_origins(request: Request, container: Container) -> set[str]:
