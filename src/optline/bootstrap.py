@@ -30,3 +30,12 @@ def build(
     if migrate_db:
         migrate(db.engine)
     return Container(settings=settings, db=db, clock=clock or SystemClock())
+
+
+def sender(container: Container) -> Any:
+    """The configured provider's Sender, built once per container (tests put their own in extras)."""
+    if "sender" not in container.extras:
+        from optline.adapters.providers.registry import build_sender
+
+        container.extras["sender"] = build_sender(container.settings, container.db, container.clock)
+    return container.extras["sender"]

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     telnyx_api_key: SecretStr = SecretStr("")
     telnyx_public_key: str = ""
     telnyx_base_url: str = "https://api.telnyx.com"
+    # Dispatch (services/dispatch.py): per-sender messages/second per worker (0: unlimited), batch, lease.
+    send_rate_per_second: float = 0.0
+    worker_batch_size: int = 100
+    worker_lease_seconds: float = 120.0
+    worker_poll_seconds: float = 1.0
+    retry_backoff_seconds: float = 2.0
 
     # The public sign-up form (/join/<program>): form posts per client IP per 10 minutes (per process), and
     # sign-ups started per client IP per hour (counted in the database, so across processes).

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 import optline
 from optline.bootstrap import Container
 from optline.entrypoints import web
+from optline.entrypoints.api import campaigns as campaigns_api
 from optline.entrypoints.api import contacts, programs
 from optline.entrypoints.api import reports as reports_api
 from optline.entrypoints.api import signups as signups_api
@@ -36,6 +37,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(contacts.router)
     app.include_router(signups_api.router)
     app.include_router(join_web.router)
+    app.include_router(campaigns_api.router)
     app.include_router(webhooks_api.router)
     app.include_router(reports_api.router)
     web.mount(app, container)

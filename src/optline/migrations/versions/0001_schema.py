@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 12:48:22.899419
+Create Date: 2026-11-26 13:00:41.446651
 """
 
 from __future__ import annotations

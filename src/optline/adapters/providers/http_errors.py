@@ -1,0 +1,59 @@
+"""Mapping HTTP answers and transport failures of provider send APIs onto the shared ``ErrorKind``s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from optline.adapters.providers.base import OPTED_OUT_CODES, ErrorKind, ProviderError, redact
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            from datetime import UTC, datetime
+
+            return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+        except (TypeError, ValueError):
+            return None
+
+
+def from_response(
+    provider: str, response: httpx.Response, code: str | None, message: str, secrets: list[str]
+) -> ProviderError:
+    """The ProviderError for a non-success answer. ``code``: the provider's own error code, if any."""
+    text = redact(f"{provider} HTTP {response.status_code}: {message}", secrets)
+    if code is not None and code in OPTED_OUT_CODES.get(provider, frozenset()):
+        return ProviderError(ErrorKind.OPTED_OUT, text, code=code)
+    if response.status_code == 429:
+        return ProviderError(ErrorKind.RETRY, text, code=code or "429", retry_after=retry_after(response))
+    if response.status_code >= 500:
+        return ProviderError(ErrorKind.RETRY, text, code=code or str(response.status_code),
+                             retry_after=retry_after(response))  # fmt: skip
+    if response.status_code in (401, 403):
+        return ProviderError(ErrorKind.BAD_CONFIG, text, code=code or str(response.status_code))
+    return ProviderError(ErrorKind.BAD_REQUEST, text, code=code or str(response.status_code))
+
+
+def from_transport(provider: str, exc: httpx.TransportError, secrets: list[str]) -> ProviderError:
+    """Timeouts and connection failures: transient. The message may have been accepted (reconcile first)."""
+    code = "timeout" if isinstance(exc, httpx.TimeoutException) else "transport"
+    return ProviderError(ErrorKind.RETRY, redact(f"{provider} {code}: {exc}", secrets), code=code)
+
+
+def json_or_empty(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,60 @@
+"""Plivo: ``POST /v1/Account/{auth_id}/Message/`` (basic auth, JSON).
+
+Plivo's message list does not return the text, so reconciliation matches recipient, sender and time
+(``message_time__gte`` the hand-over): any outbound message to that number since then counts as sent.
+That errs towards "already sent" — a missed message, never a duplicate.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import httpx
+
+from optline.adapters.providers import http_errors
+from optline.adapters.providers.base import OutboundSms, SendResult
+
+
+class PlivoSender:
+    name = "plivo"
+
+    def __init__(
+        self, auth_id: str, auth_token: str, base_url: str, client: httpx.Client | None = None
+    ) -> None:
+        if not auth_id or not auth_token:
+            raise ValueError("plivo needs OPTLINE_PLIVO_AUTH_ID and OPTLINE_PLIVO_AUTH_TOKEN")
+        self._secrets = [auth_token]
+        self._url = f"{base_url.rstrip('/')}/v1/Account/{auth_id}/Message/"
+        self._client = client or httpx.Client(auth=(auth_id, auth_token), timeout=http_errors.DEFAULT_TIMEOUT)
+
+    def send(self, sms: OutboundSms) -> SendResult:
+        payload = {"src": (sms.from_ or "").lstrip("+"), "dst": sms.to.lstrip("+"), "text": sms.body}
+        if sms.status_callback_url:
+            payload.update(url=sms.status_callback_url, method="POST")
+        try:
+            response = self._client.post(self._url, json=payload)
+        except httpx.TransportError as exc:
+            raise http_errors.from_transport(self.name, exc, self._secrets) from None
+        data = http_errors.json_or_empty(response)
+        uuids = data.get("message_uuid")
+        if response.status_code in (200, 202) and isinstance(uuids, list) and uuids:
+            return SendResult(str(uuids[0]), "queued")
+        code = str(data["error_code"]) if data.get("error_code") is not None else None
+        raise http_errors.from_response(self.name, response, code, str(data.get("error") or response.text[:200]),
+                                        self._secrets)  # fmt: skip
+
+    def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
+        params = {"message_direction": "outbound", "limit": "20",
+                  "message_time__gte": (since - timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+        try:
+            response = self._client.get(self._url, params=params)
+        except httpx.TransportError as exc:
+            raise http_errors.from_transport(self.name, exc, self._secrets) from None
+        if response.status_code != 200:
+            raise http_errors.from_response(self.name, response, None, response.text[:200], self._secrets)
+        for item in http_errors.json_or_empty(response).get("objects", []) or []:
+            if item.get("to_number") == sms.to.lstrip("+") and (
+                not sms.from_ or item.get("from_number") == sms.from_.lstrip("+")
+            ):
+                return str(item["message_uuid"])
+        return None

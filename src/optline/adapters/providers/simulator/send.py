@@ -1,0 +1,51 @@
+"""The embedded simulator: "sending" writes the message to ``simulator_messages`` (direction ``out``).
+
+The sid is derived from the idempotency key, so a resend of the same message cannot store a second copy
+and ``find_sent`` is an exact lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+
+from optline.adapters.clock import Clock
+from optline.adapters.db.database import Database
+from optline.adapters.db.tables import simulator_messages
+from optline.adapters.providers.base import OutboundSms, SendResult
+
+SIMULATOR_NUMBER = "+15005550006"
+
+
+def sid_for(idempotency_key: str) -> str:
+    return "SM" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+
+
+class SimulatorSender:
+    name = "simulator"
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db, self._clock = db, clock
+
+    def send(self, sms: OutboundSms) -> SendResult:
+        sid = sid_for(sms.idempotency_key)
+        try:
+            with self._db.transaction() as conn:
+                conn.execute(insert(simulator_messages).values(
+                    direction="out", sid=sid, from_phone=sms.from_ or SIMULATOR_NUMBER, to_phone=sms.to,
+                    body=sms.body, status="delivered", created_at=self._clock.now(),
+                ))  # fmt: skip
+        except IntegrityError:
+            pass  # already "sent": the same message, the same sid
+        return SendResult(sid, "sent")
+
+    def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
+        sid = sid_for(sms.idempotency_key)
+        with self._db.read() as conn:
+            found = conn.execute(
+                select(simulator_messages.c.sid).where(simulator_messages.c.sid == sid)
+            ).first()
+        return sid if found else None

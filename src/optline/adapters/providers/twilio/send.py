@@ -1,0 +1,72 @@
+"""Twilio Programmable Messaging: ``POST /2010-04-01/Accounts/{Sid}/Messages.json`` (basic auth, form).
+
+Twilio has no idempotency key: reconciliation lists the account's messages to the recipient sent since the
+hand-over and matches the body (``find_sent``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import httpx
+
+from optline.adapters.providers import http_errors
+from optline.adapters.providers.base import OutboundSms, SendResult
+
+
+class TwilioSender:
+    name = "twilio"
+
+    def __init__(self, account_sid: str, auth_token: str, base_url: str, messaging_service_sid: str = "",
+                 client: httpx.Client | None = None) -> None:  # fmt: skip
+        if not account_sid or not auth_token:
+            raise ValueError("twilio needs OPTLINE_TWILIO_ACCOUNT_SID and OPTLINE_TWILIO_AUTH_TOKEN")
+        self._secrets = [auth_token]
+        self._url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
+        self._service = messaging_service_sid
+        self._client = client or httpx.Client(
+            auth=(account_sid, auth_token), timeout=http_errors.DEFAULT_TIMEOUT
+        )
+
+    def send(self, sms: OutboundSms) -> SendResult:
+        form = {"To": sms.to, "Body": sms.body}
+        if sms.from_:
+            form["From"] = sms.from_
+        elif self._service:
+            form["MessagingServiceSid"] = self._service
+        if sms.status_callback_url:
+            form["StatusCallback"] = sms.status_callback_url
+        try:
+            response = self._client.post(self._url, data=form)
+        except httpx.TransportError as exc:
+            raise http_errors.from_transport(self.name, exc, self._secrets) from None
+        data = http_errors.json_or_empty(response)
+        if response.status_code in (200, 201) and data.get("sid"):
+            return SendResult(str(data["sid"]), str(data.get("status") or "queued"))
+        code = str(data["code"]) if data.get("code") is not None else None
+        raise http_errors.from_response(self.name, response, code, str(data.get("message") or response.text[:200]),
+                                        self._secrets)  # fmt: skip
+
+    def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
+        params = {"To": sms.to, "DateSent>": (since - timedelta(days=1)).date().isoformat(), "PageSize": "50"}
+        if sms.from_:
+            params["From"] = sms.from_
+        url: str | None = self._url
+        for _ in range(5):  # a handful of pages: the window is minutes, not months
+            if url is None:
+                break
+            try:
+                response = self._client.get(url, params=params if url == self._url else None)
+            except httpx.TransportError as exc:
+                raise http_errors.from_transport(self.name, exc, self._secrets) from None
+            if response.status_code != 200:
+                data = http_errors.json_or_empty(response)
+                raise http_errors.from_response(self.name, response, None, str(data.get("message") or ""),
+                                                self._secrets)  # fmt: skip
+            data = response.json()
+            for item in data.get("messages", []):
+                if item.get("to") == sms.to and item.get("body") == sms.body:
+                    return str(item["sid"])
+            nxt = data.get("next_page_uri")
+            url = str(httpx.URL(self._url).join(nxt)) if nxt else None
+        return None

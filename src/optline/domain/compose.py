@@ -1,0 +1,120 @@
+"""Composing a message from a campaign template: personal fields, brand name, opt-out instructions.
+
+Templates are Jinja2 in a sandbox (a template author cannot reach Python internals) with StrictUndefined:
+a field the contact lacks is an error, never a blank in a customer's phone. ``template_fields`` lets lint
+name unknown fields before anything is queued.
+
+Program settings read here (``programs.settings`` JSON):
+- ``optout_instruction``: ``"every"`` (default) adds the opt-out instruction to every marketing message;
+  ``"monthly"`` only to the first marketing message a contact gets from the program in a calendar month.
+- ``language``: the program's default language for the instruction when the contact has no locale.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from optline.domain.optout_links import optout_url as build_optout_url
+
+OPTOUT_INSTRUCTIONS: dict[str, str] = {
+    "en": "Reply STOP to opt out.",
+    "es": "Responde STOP para darte de baja.",
+    "fr": "Répondez STOP pour vous désabonner.",
+    "pt": "Responda STOP para cancelar.",
+}
+# What counts as an opt-out instruction already present in a template (any language, any keyword).
+_HAS_OPTOUT = re.compile(r"\b(STOP|SAIR|PARAR|ARRET|ARRÊT|BAJA|UNSUBSCRIBE|optout_url)\b", re.IGNORECASE)
+
+# Fields every template may use besides the contact's attributes.
+BUILTIN_FIELDS = frozenset({"optout_url", "brand", "phone", "program"})
+
+_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+class TemplateError(ValueError):
+    """A template that cannot be rendered; the message names the field or the syntax problem."""
+
+
+@dataclass(frozen=True)
+class Composed:
+    body: str
+    added_brand: bool
+    added_optout: bool
+
+
+def language_of(locale: str | None, default: str = "en") -> str:
+    lang = (locale or default or "en").split("-")[0].split("_")[0].lower()
+    return lang if lang in OPTOUT_INSTRUCTIONS else "en"
+
+
+def template_fields(template: str) -> set[str]:
+    """Top-level names a template reads. Raises TemplateError on a syntax error."""
+    try:
+        return set(meta.find_undeclared_variables(_env.parse(template)))
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"template syntax error on line {exc.lineno}: {exc.message}") from None
+
+
+def has_optout_instruction(text: str) -> bool:
+    return bool(_HAS_OPTOUT.search(text))
+
+
+def has_brand(text: str, brand: str) -> bool:
+    return brand.strip().lower() in text.lower()
+
+
+_compiled: dict[str, Any] = {}
+
+
+def render(template: str, fields: Mapping[str, Any]) -> str:
+    compiled = _compiled.get(template)
+    if compiled is None:
+        try:
+            compiled = _env.from_string(template)
+        except TemplateSyntaxError as exc:
+            raise TemplateError(f"template syntax error on line {exc.lineno}: {exc.message}") from None
+        if len(_compiled) > 256:
+            _compiled.clear()
+        _compiled[template] = compiled
+    try:
+        return str(compiled.render(**fields)).strip()
+    except UndefinedError as exc:
+        raise TemplateError(f"template field missing: {exc.message}") from None
+
+
+def compose(
+    template: str,
+    *,
+    brand: str,
+    program_name: str,
+    phone: str,
+    attributes: Mapping[str, Any],
+    locale: str | None,
+    settings: Mapping[str, Any],
+    marketing: bool,
+    first_this_month: bool,
+    public_url: str,
+    optout_token: str | None,
+) -> Composed:
+    """The text a contact receives. ``first_this_month``: no marketing from this program yet this month."""
+    fields: dict[str, Any] = {**attributes, "brand": brand, "program": program_name, "phone": phone}
+    if optout_token:
+        fields["optout_url"] = build_optout_url(public_url, optout_token)
+    body = render(template, fields)
+    added_brand = not has_brand(body, brand)
+    if added_brand:
+        body = f"{brand}: {body}"
+    added_optout = False
+    if marketing and not has_optout_instruction(template):
+        policy = settings.get("optout_instruction", "every")
+        if policy == "every" or first_this_month:
+            lang = language_of(locale, str(settings.get("language") or "en"))
+            body = f"{body} {OPTOUT_INSTRUCTIONS[lang]}"
+            added_optout = True
+    return Composed(body, added_brand, added_optout)

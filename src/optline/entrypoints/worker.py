@@ -1,0 +1,108 @@
+"""The dispatch worker: ``optline worker`` (any number, on PostgreSQL) or a thread inside ``optline serve``
+(SQLite: one in-process worker). Also records the ledger digest periodically.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import typer
+
+from optline.adapters.db import ledger
+from optline.bootstrap import Container, sender
+from optline.services.dispatch import Counts, DispatchConfig, Dispatcher
+
+log = logging.getLogger("optline.worker")
+DIGEST_EVERY_SECONDS = 300.0
+HOUSEKEEPING_EVERY_SECONDS = 60.0
+
+app = typer.Typer()
+
+
+def dispatcher_for(container: Container, worker_id: str | None = None) -> Dispatcher:
+    from optline.adapters.providers.registry import status_callback_url
+
+    s = container.settings
+    config = DispatchConfig(
+        batch_size=s.worker_batch_size, lease=timedelta(seconds=s.worker_lease_seconds),
+        backoff_base=s.retry_backoff_seconds, rate_per_second=s.send_rate_per_second or None,
+        public_url=s.public_url, status_callback_url=status_callback_url(s), pipeline=True,
+    )  # fmt: skip
+    return Dispatcher(container.db, container.clock, sender(container), config, worker_id)
+
+
+def run(container: Container, stop: threading.Event, *, once: bool = False,
+        on_batch: Callable[[Counts], None] | None = None, digest_every: float = DIGEST_EVERY_SECONDS) -> Counts:  # fmt: skip
+    """Dispatch until ``stop`` is set (``once``: until the queue has nothing due). Returns the totals."""
+    dispatcher = dispatcher_for(container)
+    total = Counts()
+    last_digest = time.monotonic()
+    last_housekeeping = -HOUSEKEEPING_EVERY_SECONDS  # first loop
+    poll = container.settings.worker_poll_seconds
+    while not stop.is_set():
+        try:
+            counts = dispatcher.run_once()
+        except Exception:  # a database or provider hiccup must not end the worker; it is logged, not hidden
+            log.exception("dispatch batch failed; retrying in %.1fs", poll)
+            stop.wait(poll)
+            continue
+        total.add(counts)
+        if on_batch:
+            on_batch(counts)
+        if time.monotonic() - last_digest >= digest_every:
+            last_digest = time.monotonic()
+            try:
+                with container.db.transaction() as conn:
+                    ledger.record_digest(conn, container.clock.now())
+            except Exception:
+                log.exception("recording the ledger digest failed")
+        if time.monotonic() - last_housekeeping >= HOUSEKEEPING_EVERY_SECONDS:
+            last_housekeeping = time.monotonic()
+            try:  # opt-out roll-up for the report, and the list review when it is due (services.audit)
+                from optline.services.audit import run_scheduled_audit
+
+                run_scheduled_audit(container)
+            except Exception:
+                log.exception("scheduled opt-out roll-up / list review failed")
+        if counts.claimed == 0:
+            if once:
+                break
+            stop.wait(poll)
+    try:
+        total.add(dispatcher.flush())
+    finally:
+        dispatcher.close()
+    return total
+
+
+def start_thread(container: Container) -> tuple[threading.Thread, threading.Event]:
+    """The in-process worker of ``optline serve`` on SQLite."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run, args=(container, stop), name="optline-worker", daemon=True)
+    thread.start()
+    return thread, stop
+
+
+@app.command()
+def worker(
+    once: bool = typer.Option(False, help="stop when nothing is due instead of waiting for more"),
+) -> None:
+    """Send queued messages (run as many as the provider allows on PostgreSQL; one on SQLite)."""
+    from optline.entrypoints.cli.common import console, container
+
+    c = container(migrate=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise (and URLs leak ids)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print(f"[bold]optline worker[/bold] (provider: {c.settings.provider})")
+    total = run(c, stop, once=once)
+    console.print(f"sent {total.sent}, suppressed {total.suppressed}, deferred {total.deferred}, "
+                  f"skipped {total.skipped}, retried {total.retried}, failed {total.failed}")  # fmt: skip
+    c.close()

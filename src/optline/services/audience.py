@@ -1,0 +1,212 @@
+"""A campaign's audience, built set-based in SQL: no Python loop over contacts.
+
+Who is in: the program's subscribers with consent evidence (``subscriptions.status = 'subscribed'``,
+``consent_event_id`` set, not held for review), matching the campaign's attribute filter, with an
+SMS-capable number, and not on the imported Do-Not-Call list — unless their consent is express written
+consent (``express_written_consent``, the one place that rule lives).
+
+``dry_run`` counts the program's subscription rows by the first reason that excludes them; ``materialise``
+writes the outbox in one ``INSERT … SELECT``. The send-time check in dispatch still re-reads consent for
+every message: the audience is a snapshot, the check is the guarantee.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    String,
+    and_,
+    case,
+    cast,
+    false,
+    func,
+    insert,
+    literal,
+    literal_column,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import ColumnElement, Select
+
+from optline.adapters.db.tables import consent_events, contacts, dnc_numbers, messages, subscriptions
+from optline.domain.consent import Channel, Status
+from optline.domain.optout_links import _ALPHABET, TOKEN_LENGTH
+from optline.domain.phones import SMS_CAPABLE
+
+# Contact columns a filter may name directly; any other key is looked up in ``contacts.attributes``.
+COLUMN_FILTERS = ("region", "us_state", "locale", "time_zone", "number_type")
+EWC_CHANNELS = (Channel.WEB.value, Channel.SMS_KEYWORD.value)
+REASONS = ("opted_out", "not_confirmed", "no_consent_evidence", "held", "filtered_out", "invalid_number",
+           "not_sms_capable", "dnc_without_express_consent")  # fmt: skip
+
+
+class FilterError(ValueError):
+    """An audience filter that cannot be applied; the message names the key."""
+
+
+def express_written_consent(conn: Connection) -> ColumnElement[bool]:
+    """THE rule (one place): the consent event is express written consent when the person opted in
+    themselves through a signed web form or an SMS keyword, or the evidence says
+    ``"express_written_consent": true`` (e.g. an imported signed paper form).
+
+    Over ``consent_events`` joined as the subscription's consent event.
+    """
+    flag = consent_events.c.evidence["express_written_consent"]
+    flag_true = flag.as_boolean() if conn.dialect.name == "sqlite" else flag.as_string() == "true"
+    return or_(consent_events.c.channel.in_(EWC_CHANNELS), func.coalesce(flag_true, false()))
+
+
+def _filter_clause(conn: Connection, audience_filter: Mapping[str, Any]) -> ColumnElement[bool]:
+    clauses: list[ColumnElement[bool]] = []
+    for key, value in (audience_filter or {}).items():
+        values = value if isinstance(value, list) else [value]
+        if not values or any(isinstance(v, dict | list) or v is None for v in values):
+            raise FilterError(f"audience filter {key!r}: use a value or a list of values, not {value!r}")
+        if key in COLUMN_FILTERS:
+            clauses.append(contacts.c[key].in_([str(v) for v in values]))
+            continue
+        field = contacts.c.attributes[key]
+        options: list[ColumnElement[bool]] = []
+        for v in values:
+            if isinstance(v, bool):
+                options.append(field.as_boolean() == v if conn.dialect.name == "sqlite"
+                               else field.as_string() == ("true" if v else "false"))  # fmt: skip
+            elif isinstance(v, int | float):
+                options.append(field.as_float() == float(v) if conn.dialect.name == "sqlite"
+                               else field.as_string() == str(v))  # fmt: skip
+            else:
+                options.append(field.as_string() == str(v))
+        clauses.append(or_(*options))
+    return and_(true(), *clauses)
+
+
+def _joined(program_id: int) -> Any:
+    return (
+        subscriptions.join(contacts, contacts.c.id == subscriptions.c.contact_id)
+        .outerjoin(consent_events, consent_events.c.id == subscriptions.c.consent_event_id)
+        .outerjoin(dnc_numbers, dnc_numbers.c.phone == contacts.c.phone)
+    )
+
+
+def _reason(conn: Connection, audience_filter: Mapping[str, Any]) -> ColumnElement[Any]:
+    return case(
+        (subscriptions.c.status == Status.UNSUBSCRIBED.value, "opted_out"),
+        (subscriptions.c.status != Status.SUBSCRIBED.value, "not_confirmed"),
+        (subscriptions.c.consent_event_id.is_(None), "no_consent_evidence"),
+        (subscriptions.c.held == true(), "held"),
+        (not_(_filter_clause(conn, audience_filter)), "filtered_out"),
+        (contacts.c.number_type == "unknown", "invalid_number"),
+        (contacts.c.number_type.not_in(sorted(SMS_CAPABLE)), "not_sms_capable"),
+        (and_(dnc_numbers.c.phone.is_not(None), not_(express_written_consent(conn))),
+         "dnc_without_express_consent"),
+        else_=None,
+    )  # fmt: skip
+
+
+def eligible(conn: Connection, program_id: int, audience_filter: Mapping[str, Any]) -> ColumnElement[bool]:
+    """The WHERE clause of the audience (over the joins of ``_joined``)."""
+    return and_(
+        subscriptions.c.program_id == program_id,
+        subscriptions.c.status == Status.SUBSCRIBED.value,
+        subscriptions.c.consent_event_id.is_not(None),
+        subscriptions.c.held == false(),
+        _filter_clause(conn, audience_filter),
+        contacts.c.number_type.in_(sorted(SMS_CAPABLE)),
+        or_(dnc_numbers.c.phone.is_(None), express_written_consent(conn)),
+    )
+
+
+@dataclass
+class DryRun:
+    recipients: int
+    excluded: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return self.recipients + sum(self.excluded.values())
+
+
+def dry_run(conn: Connection, program_id: int, audience_filter: Mapping[str, Any] | None = None) -> DryRun:
+    reason = _reason(conn, audience_filter or {}).label("reason")
+    inner = select(reason).select_from(_joined(program_id)).where(subscriptions.c.program_id == program_id)
+    sub = inner.subquery()
+    rows = conn.execute(select(sub.c.reason, func.count()).group_by(sub.c.reason)).all()
+    excluded = dict.fromkeys(REASONS, 0)
+    recipients = 0
+    for r, n in rows:
+        if r is None:
+            recipients = n
+        else:
+            excluded[r] = n
+    return DryRun(recipients, excluded)
+
+
+def _token_sql(conn: Connection) -> ColumnElement[str]:
+    """A random opt-out token per row, in SQL, from the same alphabet as ``optout_links.new_token``."""
+    n = len(_ALPHABET)
+    if conn.dialect.name == "sqlite":
+        pick = f"substr('{_ALPHABET}', ((random() & 9223372036854775807) % {n}) + 1, 1)"
+    else:
+        pick = f"substr('{_ALPHABET}', floor(random() * {n})::int + 1, 1)"
+    return literal_column(" || ".join([pick] * TOKEN_LENGTH), String)
+
+
+def idempotency_key_sql(campaign_id: int) -> ColumnElement[str]:
+    """``c<campaign>:<contact>``: one message per contact per campaign, whoever materialises it."""
+    return literal(f"c{campaign_id}:", String) + cast(contacts.c.id, String)
+
+
+def recipients_select(
+    conn: Connection, campaign: Mapping[str, Any], program: Mapping[str, Any]
+) -> Select[Any]:
+    senders = list(program.get("sender_numbers") or [])
+    if len(senders) > 1:  # spread the audience over the program's numbers
+        from_phone: ColumnElement[Any] = case(
+            *[(contacts.c.id % len(senders) == i, s) for i, s in enumerate(senders)], else_=senders[0]
+        )
+    else:
+        from_phone = literal(senders[0] if senders else program.get("short_code"), String)
+    now = campaign["_now"]
+    return (
+        select(
+            literal(campaign["id"]), literal(program["id"]), contacts.c.id, literal(campaign["message_type"]),
+            contacts.c.phone, from_phone, literal(campaign["template"]), literal(0), literal("queued"),
+            idempotency_key_sql(campaign["id"]), _token_sql(conn), subscriptions.c.consent_event_id,
+            literal(0), literal(campaign.get("scheduled_at"), messages.c.not_before.type),
+            literal(now, messages.c.created_at.type), literal(now, messages.c.updated_at.type),
+        )
+        .select_from(_joined(program["id"]))
+        .where(eligible(conn, program["id"], campaign.get("audience_filter") or {}))
+    )  # fmt: skip
+
+
+INSERT_COLUMNS = ("campaign_id", "program_id", "contact_id", "kind", "to_phone", "from_phone", "body",
+                  "segments", "status", "idempotency_key", "optout_token", "consent_event_id", "attempts",
+                  "not_before", "created_at", "updated_at")  # fmt: skip
+
+
+def materialise(conn: Connection, campaign: Mapping[str, Any], program: Mapping[str, Any], now: Any) -> int:
+    """Insert the campaign's outbox rows in one ``INSERT … SELECT``; returns how many.
+
+    Rows carry the campaign template as ``body`` with ``segments = 0`` ("not composed yet"): personal
+    fields and the opt-out instruction are rendered by dispatch after the send-time check, per message.
+    A random token collision (unique ``optout_token``) is astronomically rare; the insert is retried.
+    """
+    stmt = insert(messages).from_select(
+        [messages.c[c] for c in INSERT_COLUMNS], recipients_select(conn, {**campaign, "_now": now}, program)
+    )
+    for attempt in range(3):
+        try:
+            with conn.begin_nested():
+                return int(conn.execute(stmt, execution_options={"preserve_rowcount": True}).rowcount or 0)
+        except IntegrityError as exc:
+            if "optout_token" not in str(exc.orig) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover

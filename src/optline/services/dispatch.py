@@ -1,0 +1,525 @@
+"""Dispatch: claim queued messages, run the send-time check, hand them to the provider, record the outcome.
+
+One batch goes through three short transactions and the provider calls between them:
+
+1. **claim** — ``UPDATE messages SET status='claimed', lease… WHERE id IN (SELECT … LIMIT n)``; on
+   PostgreSQL the inner SELECT is ``FOR UPDATE SKIP LOCKED`` so any number of workers on any number of
+   machines take disjoint batches; on SQLite the write lock (``BEGIN IMMEDIATE``) serialises claimers.
+   Leases expire: a claimed or sending message whose worker died is reclaimed by another worker.
+2. **check** — THE SEND-TIME CHECK (DESIGN.md invariant 2), quiet hours, caps, composition, and marking
+   the message ``sending`` with ``handed_over_at`` — all in one transaction that starts after the claim
+   committed. Only messages marked ``sending`` by this transaction are handed to the provider.
+3. **record** — provider answers become ``sent`` / retry later / ``failed`` / opted out at the provider.
+
+Why an opt-out committed before the check can never be missed:
+- ``services.consent.record`` writes the ledger event and the ``subscriptions`` projection in ONE
+  transaction, so once an opt-out is committed the projection says ``unsubscribed`` (no lag, no cache).
+- The check re-reads that projection in a transaction that begins after the claim committed: nothing read
+  before the claim (audience snapshot, queue contents) is trusted. On SQLite the check transaction holds
+  the database write lock from its first statement (BEGIN IMMEDIATE), so it sees every committed
+  transaction and none can commit between the read and the ``sending`` mark. On PostgreSQL (READ
+  COMMITTED) each statement sees every transaction committed before it started, and the rows are read
+  ``FOR SHARE``: an opt-out that already updated the row but has not committed yet makes the check wait
+  and then read the committed opt-out; an opt-out that starts after the check waits for the check to
+  commit, i.e. it is later than the check.
+- The provider is called only after the check transaction committed, and only for the rows it marked.
+  Retries, lease reclaims and resumes all re-enter through claim → check: no path reaches the provider
+  without passing a check made after its own claim.
+
+Message kinds (``services.outbox``): confirmation/help/signup are replies to the person and bypass consent,
+quiet hours and caps; transactional needs consent not revoked and respects quiet hours; marketing needs
+subscribed-with-evidence, not held, quiet hours, state limits and the program's frequency cap.
+
+Exactly once: ``handed_over_at`` is written before the provider call. A message found with it set (a retry
+after a timeout/5xx, or a reclaim after a crash) is first reconciled with the provider
+(``Sender.find_sent``); only when the provider has no record of it is it sent again — after passing the
+check again. Telnyx also receives the message's idempotency key as ``Idempotency-Key``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, tuple_, update
+
+from optline.adapters.clock import Clock, as_utc
+from optline.adapters.db import programs as program_repo
+from optline.adapters.db.database import Database
+from optline.adapters.db.tables import campaigns, contacts, messages, subscriptions
+from optline.adapters.providers.base import ErrorKind, OutboundSms, ProviderError, Sender
+from optline.domain import caps, compose, quiet_hours, segments
+from optline.domain.consent import Action, Channel, Status
+from optline.domain.phones import InvalidPhoneNumber, parse_phone
+from optline.services import consent
+from optline.services.outbox import REPLY_KINDS, Kind
+from optline.services.rate_limit import RateLimiter
+
+log = logging.getLogger("optline.dispatch")
+
+ACTIVE = ("queued", "claimed", "sending", "deferred")  # not finished yet
+HANDED_OVER = ("sending", "sent", "delivered", "undelivered")  # counted for caps and state limits
+# The longest a provider call can take (http_errors.DEFAULT_TIMEOUT) plus slack: no call starts later
+# than this before the lease ends.
+SEND_MARGIN = 12.0
+
+
+@dataclass
+class DispatchConfig:
+    batch_size: int = 100
+    lease: timedelta = timedelta(seconds=120)
+    max_attempts: int = 8
+    backoff_base: float = 2.0  # seconds; attempt n waits base * 2**(n-1), capped
+    backoff_max: float = 3600.0
+    rate_per_second: float | None = None  # per sender number, per worker; program setting overrides
+    public_url: str = "http://127.0.0.1:8000"
+    status_callback_url: str | None = None
+    pipeline: bool = False  # record a batch's outcome in the background while the next one is sent
+
+
+@dataclass
+class Counts:
+    claimed: int = 0
+    sent: int = 0
+    suppressed: int = 0
+    deferred: int = 0
+    skipped: int = 0
+    retried: int = 0
+    failed: int = 0
+    released: int = 0
+
+    def add(self, other: Counts) -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class _Outcome:
+    id: int
+    values: dict[str, Any]
+
+
+@dataclass
+class _ToSend:
+    row: Mapping[str, Any]
+    sms: OutboundSms
+    reconcile_since: datetime | None  # set when a previous hand-over may have reached the provider
+    rate: float | None
+    attempts: int
+    opted_out_program: Mapping[str, Any] | None = field(default=None)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Dispatcher:
+    def __init__(self, db: Database, clock: Clock, sender: Sender, config: DispatchConfig | None = None,
+                 worker_id: str | None = None, limiter: RateLimiter | None = None) -> None:  # fmt: skip
+        self.db, self.clock, self.sender = db, clock, sender
+        self.config = config or DispatchConfig()
+        self.worker_id = worker_id or default_worker_id()
+        self.limiter = limiter or RateLimiter()
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future[Counts] | None = None
+
+    # -- 1. claim ----------------------------------------------------------------------------------
+    def claim(self, conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
+        sending_campaigns = select(campaigns.c.id).where(campaigns.c.status == "sending")
+        ready = and_(messages.c.status.in_(("queued", "deferred")),
+                     or_(messages.c.not_before.is_(None), messages.c.not_before <= now))  # fmt: skip
+        stale = and_(messages.c.status.in_(("claimed", "sending")), messages.c.lease_expires_at < now)
+        pick = (
+            select(messages.c.id)
+            .where(or_(ready, stale))
+            .where(or_(messages.c.campaign_id.is_(None), messages.c.campaign_id.in_(sending_campaigns)))
+            .limit(limit)
+        )
+        if conn.dialect.name == "postgresql":
+            pick = pick.with_for_update(skip_locked=True, of=messages)
+        rows = conn.execute(
+            update(messages)
+            .where(messages.c.id.in_(pick.scalar_subquery()))
+            .values(status="claimed", lease_owner=self.worker_id, lease_expires_at=now + self._lease(),
+                    updated_at=now)
+            .returning(*messages.c)
+        ).all()  # fmt: skip
+        return sorted((dict(r._mapping) for r in rows), key=lambda r: r["id"])
+
+    def _lease(self) -> timedelta:
+        # Long enough for a whole batch at the configured rate, plus one provider call's worst case.
+        rate = self.config.rate_per_second
+        needed = timedelta(seconds=(self.config.batch_size / rate if rate else 0) * 2 + 2 * SEND_MARGIN)
+        return max(self.config.lease, needed)
+
+    # -- 2. the send-time check --------------------------------------------------------------------
+    def check(self, conn: Connection, claimed: list[dict[str, Any]], counts: Counts) -> list[_ToSend]:
+        ids = [m["id"] for m in claimed]
+        # Re-read our rows: only those still claimed by us go on (a slow worker may have lost its lease).
+        current = {r.id: r for r in conn.execute(
+            select(messages.c.id, messages.c.status, messages.c.lease_owner).where(messages.c.id.in_(ids)))}  # fmt: skip
+        claimed = [m for m in claimed if current[m["id"]].status == "claimed"
+                   and current[m["id"]].lease_owner == self.worker_id]  # fmt: skip
+        if not claimed:
+            return []
+        campaign_status = {r.id: r.status for r in conn.execute(
+            select(campaigns.c.id, campaigns.c.status).where(
+                campaigns.c.id.in_({m["campaign_id"] for m in claimed if m["campaign_id"]})))}  # fmt: skip
+        programs = {pid: program_repo.get(conn, pid) for pid in {m["program_id"] for m in claimed}}
+        people = {r.id: dict(r._mapping) for r in conn.execute(
+            select(contacts).where(contacts.c.id.in_({m["contact_id"] for m in claimed})))}  # fmt: skip
+
+        # THE CHECK: the consent projection, read now, after the claim (see the module docstring).
+        pairs = sorted({(m["contact_id"], m["program_id"]) for m in claimed if m["kind"] not in REPLY_KINDS})
+        consent_rows: dict[tuple[int, int], Any] = {}
+        if pairs:
+            stmt = select(subscriptions.c.contact_id, subscriptions.c.program_id, subscriptions.c.status,
+                          subscriptions.c.held, subscriptions.c.consent_event_id).where(
+                tuple_(subscriptions.c.contact_id, subscriptions.c.program_id).in_(pairs))  # fmt: skip
+            if conn.dialect.name == "postgresql":
+                stmt = stmt.order_by(subscriptions.c.contact_id, subscriptions.c.program_id).with_for_update(
+                    read=True
+                )
+            consent_rows = {(r.contact_id, r.program_id): r for r in conn.execute(stmt)}
+        # Taken after the read: handed_over_at is later than every opt-out the check could see.
+        now = self.clock.now()
+
+        history = _History(conn, now, claimed, programs, people)
+        outcomes: list[_Outcome] = []
+        to_send: list[_ToSend] = []
+        for m in claimed:
+            program, person = programs[m["program_id"]], people[m["contact_id"]]
+            assert program is not None
+            settings: Mapping[str, Any] = program.get("settings") or {}
+            kind = Kind(m["kind"])
+            base = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+            if m["campaign_id"] and campaign_status.get(m["campaign_id"]) != "sending":
+                state = campaign_status.get(m["campaign_id"])
+                status = "cancelled" if state == "cancelled" else "queued"
+                outcomes.append(_Outcome(m["id"], {**base, "status": status}))
+                counts.released += 1
+                continue
+            if kind not in REPLY_KINDS:
+                refusal = _consent_refusal(
+                    conn, kind, m, program, consent_rows.get((m["contact_id"], m["program_id"]))
+                )
+                if refusal:
+                    outcomes.append(_Outcome(m["id"], {**base, "status": "suppressed", "reason": refusal}))
+                    counts.suppressed += 1
+                    continue
+                later = history.quiet_or_capped(m, person, settings, kind)
+                if later is not None:
+                    status, when, reason = later
+                    outcomes.append(
+                        _Outcome(m["id"], {**base, "status": status, "not_before": when, "reason": reason})
+                    )
+                    if status == "skipped":
+                        counts.skipped += 1
+                    else:
+                        counts.deferred += 1
+                    continue
+            body, segs = m["body"], m["segments"]
+            if segs == 0:  # a campaign row still holding the template: compose it for this contact now
+                try:
+                    composed = compose.compose(
+                        m["body"], brand=program["brand"], program_name=program["name"], phone=person["phone"],
+                        attributes=person.get("attributes") or {}, locale=person.get("locale"),
+                        settings=settings, marketing=kind is Kind.MARKETING,
+                        first_this_month=history.first_this_month(m), public_url=self.config.public_url,
+                        optout_token=m["optout_token"],
+                    )  # fmt: skip
+                except compose.TemplateError as exc:
+                    outcomes.append(_Outcome(m["id"], {**base, "status": "failed", "reason": str(exc)[:200],
+                                                       "error_code": "template"}))  # fmt: skip
+                    counts.failed += 1
+                    continue
+                body, segs = composed.body, segments.count(composed.body).segments
+            history.note_handover(m, now)
+            outcomes.append(_Outcome(m["id"], {
+                "status": "sending", "handed_over_at": now, "attempts": m["attempts"] + 1, "body": body,
+                "segments": segs, "provider": self.sender.name, "reason": None, "updated_at": now,
+                "lease_expires_at": now + self._lease(),
+            }))  # fmt: skip
+            reconcile = as_utc(m["handed_over_at"]) if m["handed_over_at"] else None
+            rate = settings.get("rate_per_second", self.config.rate_per_second)
+            sender_number = (
+                m["from_phone"]
+                or next(iter(program.get("sender_numbers") or []), None)
+                or program.get("short_code")
+            )
+            sms = OutboundSms(to=m["to_phone"], from_=sender_number, body=body,
+                              idempotency_key=m["idempotency_key"], status_callback_url=self.config.status_callback_url)  # fmt: skip
+            to_send.append(_ToSend({**m, "body": body}, sms, reconcile, float(rate) if rate else None,
+                                   m["attempts"] + 1, program))  # fmt: skip
+        _write(conn, outcomes)
+        return to_send
+
+    # -- 3. hand over and record --------------------------------------------------------------------
+    def deliver(self, item: _ToSend) -> _Outcome:
+        m = item.row
+        try:
+            if item.reconcile_since is not None:
+                found = self.sender.find_sent(item.sms, item.reconcile_since - timedelta(minutes=5))
+                if found:
+                    return self._sent(m["id"], found)
+            self.limiter.wait(m["from_phone"] or "-", item.rate)
+            result = self.sender.send(item.sms)
+        except ProviderError as exc:
+            return self._failure(item, exc)
+        return self._sent(m["id"], result.provider_message_id)
+
+    def _sent(self, message_id: int, provider_id: str) -> _Outcome:
+        now = self.clock.now()
+        return _Outcome(message_id, {"status": "sent", "provider_message_id": provider_id, "sent_at": now,
+                                     "error_code": None, "error_message": None, "lease_owner": None,
+                                     "lease_expires_at": None, "updated_at": now})  # fmt: skip
+
+    def _failure(self, item: _ToSend, exc: ProviderError) -> _Outcome:
+        now = self.clock.now()
+        base = {"error_code": exc.code, "error_message": exc.message[:500], "lease_owner": None,
+                "lease_expires_at": None, "updated_at": now}  # fmt: skip
+        if exc.kind is ErrorKind.RETRY and item.attempts < self.config.max_attempts:
+            delay = min(self.config.backoff_max, self.config.backoff_base * 2 ** (item.attempts - 1))
+            if exc.retry_after is not None:
+                delay = max(delay, exc.retry_after)
+            return _Outcome(item.row["id"], {**base, "status": "queued", "not_before": now + timedelta(seconds=delay),
+                                             "reason": f"retry: {exc.code}"})  # fmt: skip
+        if exc.kind is ErrorKind.BAD_CONFIG:
+            # Our credentials or sender are wrong: nothing about this message; retry later, loudly.
+            log.error("provider configuration error (message %s): %s", item.row["id"], exc.message)
+            if item.attempts < self.config.max_attempts:
+                return _Outcome(item.row["id"], {**base, "status": "queued", "reason": "provider configuration error",
+                                                 "not_before": now + timedelta(seconds=self.config.backoff_max / 6)})  # fmt: skip
+        if exc.kind is ErrorKind.OPTED_OUT:
+            return _Outcome(item.row["id"], {**base, "status": "suppressed",
+                                             "reason": "recipient opted out at the provider"})  # fmt: skip
+        reason = "gave up after retries" if exc.kind is ErrorKind.RETRY else "permanent provider error"
+        return _Outcome(item.row["id"], {**base, "status": "failed", "reason": reason})
+
+    def record(
+        self, conn: Connection, items: list[_ToSend], outcomes: list[_Outcome], counts: Counts
+    ) -> None:
+        # Only rows still 'sending' (ours) are updated; a reclaimer reconciles anything we lost.
+        _write(conn, outcomes, only_status="sending")
+        by_id = {i.row["id"]: i for i in items}
+        for o in outcomes:
+            status = o.values["status"]
+            if status == "sent":
+                counts.sent += 1
+            elif status == "queued":
+                counts.retried += 1
+            elif status == "suppressed":
+                counts.suppressed += 1
+                item = by_id[o.id]
+                # The provider says this person opted out: that is a consent event (ledger), never ignored.
+                consent.record(conn, self.clock, contact_id=item.row["contact_id"], program=item.opted_out_program or {},
+                               action=Action.OPT_OUT, channel=Channel.PROVIDER,
+                               evidence={"provider": self.sender.name, "error_code": o.values["error_code"],
+                                         "message_id": item.row["id"], "error_message": o.values["error_message"]})  # fmt: skip
+            else:
+                counts.failed += 1
+
+    def run_once(self) -> Counts:
+        """Claim one batch and take it all the way; returns what happened (claimed == 0: queue idle).
+
+        With ``config.pipeline`` the outcome of a batch is recorded by a background thread while the next
+        batch is claimed, checked and sent (at most one batch behind; ``flush`` waits for it). Safe because
+        every message it records is already marked ``sending`` with ``handed_over_at``: if the process dies
+        first, the lease expires and the next worker reconciles with the provider before any resend.
+        """
+        counts = Counts()
+        with self.db.transaction() as conn:
+            claimed = self.claim(conn, self.clock.now(), self.config.batch_size)
+        counts.claimed = len(claimed)
+        if not claimed:
+            counts.add(self.flush())
+            return counts
+        leased_at = time.monotonic()
+        # The check runs in its own transaction after the claim committed. (Sharing one would make the
+        # 'sending' UPDATE re-check the contacts foreign key of rows this transaction already updated —
+        # a KEY SHARE lock on contacts taken after our subscriptions lock, the reverse of consent.record's
+        # order: a deadlock with concurrent opt-outs on PostgreSQL.)
+        with self.db.transaction() as conn:
+            to_send = self.check(conn, claimed, counts)
+        # Never start a provider call that could outlive our lease: once the lease is reclaimed another
+        # worker reconciles and may resend, so a call still in flight then could become a duplicate.
+        budget = self._lease().total_seconds() - SEND_MARGIN
+        outcomes: list[_Outcome] = []
+        for item in to_send:
+            if time.monotonic() - leased_at < budget:
+                outcomes.append(self.deliver(item))
+            else:  # back to the queue; handed_over_at stays set, so the next attempt reconciles first
+                outcomes.append(_Outcome(item.row["id"], {"status": "queued", "reason": "lease budget used up",
+                                                          "lease_owner": None, "lease_expires_at": None}))  # fmt: skip
+        campaign_ids = {m["campaign_id"] for m in claimed if m["campaign_id"]}
+        if not self.config.pipeline:
+            counts.add(self._record_batch(to_send, outcomes, campaign_ids))
+            return counts
+        counts.add(self.flush())
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optline-record")
+        self._pending = self._executor.submit(self._record_batch, to_send, outcomes, campaign_ids)
+        return counts
+
+    def _record_batch(
+        self, to_send: list[_ToSend], outcomes: list[_Outcome], campaign_ids: set[int]
+    ) -> Counts:
+        from optline.services.campaigns import finish_if_done
+
+        counts = Counts()
+        with self.db.transaction() as conn:
+            if outcomes:
+                self.record(conn, to_send, outcomes, counts)
+            finish_if_done(conn, self.clock, campaign_ids)
+        return counts
+
+    def flush(self) -> Counts:
+        """Wait for the batch being recorded in the background (if any); its counts."""
+        pending, self._pending = self._pending, None
+        return pending.result() if pending is not None else Counts()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+
+    def next_due(self) -> datetime | None:
+        """When the earliest waiting message becomes due (the worker sleeps until then, or its poll)."""
+        with self.db.read() as conn:
+            value = conn.execute(select(func.min(messages.c.not_before)).where(
+                messages.c.status.in_(("queued", "deferred")))).scalar()  # fmt: skip
+        return as_utc(value) if value else None
+
+
+def _consent_refusal(
+    conn: Connection, kind: Kind, m: Mapping[str, Any], program: Mapping[str, Any], row: Any
+) -> str | None:
+    """Why this message may not go out under the consent state just read (None: it may)."""
+    if row is None:
+        status, held = consent.current(
+            conn, m["contact_id"], program
+        )  # no row: brand-wide opt-out still counts
+        evidence = None
+    else:
+        status, held, evidence = Status(row.status), bool(row.held), row.consent_event_id
+    if status is Status.UNSUBSCRIBED:
+        return "opted out"
+    if kind is Kind.TRANSACTIONAL:
+        return None
+    if status is not Status.SUBSCRIBED:
+        return f"not subscribed ({status.value})"
+    if evidence is None:
+        return "no consent evidence"
+    if held:
+        return "held for review"
+    return None
+
+
+class _History:
+    """What the batch's recipients already received: for caps, state daily limits and monthly opt-out text.
+
+    Read set-based for the whole batch, then updated in memory as the batch approves messages.
+    """
+
+    def __init__(self, conn: Connection, now: datetime, batch: list[dict[str, Any]],
+                 programs: Mapping[int, Any], people: Mapping[int, Any]) -> None:  # fmt: skip
+        self.now = now
+        self.conn = conn
+        self.people = people
+        contact_ids = sorted({m["contact_id"] for m in batch})
+        longest = timedelta(days=1)
+        for p in programs.values():
+            cap = caps.from_settings((p or {}).get("settings") or {})
+            if cap:
+                longest = max(longest, cap.window)
+        month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        since = min(now - longest, month_start)
+        self.sent: dict[int, list[tuple[int, str, datetime]]] = defaultdict(
+            list
+        )  # contact -> (program, kind, at)
+        rows = conn.execute(
+            select(messages.c.contact_id, messages.c.program_id, messages.c.kind, messages.c.handed_over_at).where(
+                messages.c.contact_id.in_(contact_ids), messages.c.status.in_(HANDED_OVER),
+                messages.c.handed_over_at >= since, messages.c.kind.in_((Kind.MARKETING.value, Kind.TRANSACTIONAL.value)))
+        )  # fmt: skip
+        for r in rows:
+            self.sent[r.contact_id].append((r.program_id, r.kind, as_utc(r.handed_over_at)))
+        self.month_start = month_start
+        self.programs = programs
+
+    def note_handover(self, m: Mapping[str, Any], at: datetime) -> None:
+        if m["kind"] in (Kind.MARKETING.value, Kind.TRANSACTIONAL.value):
+            self.sent[m["contact_id"]].append((m["program_id"], m["kind"], at))
+
+    def first_this_month(self, m: Mapping[str, Any]) -> bool:
+        return not any(p == m["program_id"] and k == Kind.MARKETING.value and at >= self.month_start
+                       for p, k, at in self.sent[m["contact_id"]])  # fmt: skip
+
+    def quiet_or_capped(self, m: Mapping[str, Any], person: Mapping[str, Any], settings: Mapping[str, Any],
+                        kind: Kind) -> tuple[str, datetime | None, str] | None:  # fmt: skip
+        """(status, not_before, reason) when the message must wait or be skipped; None when it may go."""
+        zones = _zones(person)
+        window = quiet_hours.window_for(person.get("us_state"))
+        if not quiet_hours.allowed(self.now, zones, window):
+            return (
+                "deferred",
+                quiet_hours.next_allowed(self.now, zones, window),
+                f"quiet hours ({window.start:%H:%M}-{window.end:%H:%M} {', '.join(zones[:2])})",
+            )
+        limit = quiet_hours.daily_limit(person.get("us_state"))
+        history = self.sent[m["contact_id"]]
+        if limit is not None:
+            decision = caps.check(limit, timedelta(days=1), [at for _, _, at in history], self.now, "defer")
+            if not decision.ok:
+                return (
+                    "deferred",
+                    decision.not_before,
+                    f"{person.get('us_state')} law: {limit} messages per 24 hours",
+                )
+        if kind is Kind.MARKETING:
+            cap = caps.from_settings(settings)
+            if cap:
+                times = [at for p, k, at in history if p == m["program_id"] and k == Kind.MARKETING.value]
+                decision = caps.check(cap.max, cap.window, times, self.now, cap.action)
+                if decision.skip:
+                    return "skipped", None, cap.reason
+                if not decision.ok:
+                    return "deferred", decision.not_before, cap.reason
+        return None
+
+
+def _zones(person: Mapping[str, Any]) -> tuple[str, ...]:
+    number_zones: tuple[str, ...] = ()
+    if not person.get("time_zone"):
+        try:
+            number_zones = parse_phone(person["phone"], person.get("region") or "US").time_zones
+        except InvalidPhoneNumber:
+            number_zones = ()
+    return quiet_hours.zones_for(person.get("time_zone"), number_zones, person.get("region"))
+
+
+def _write(conn: Connection, outcomes: list[_Outcome], only_status: str | None = None) -> None:
+    """Group outcomes by the columns they set and write each group with one executemany UPDATE."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for o in outcomes:
+        groups[tuple(sorted(o.values))].append({"b_id": o.id, **o.values})
+    for columns, rows in groups.items():
+        where = messages.c.id == bindparam("b_id")
+        if only_status is not None:
+            where = and_(where, messages.c.status == only_status)
+        conn.execute(update(messages).where(where).values({c: bindparam(c) for c in columns}), rows)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

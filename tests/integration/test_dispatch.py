@@ -1,0 +1,321 @@
+"""Dispatch on both engines against the fake Twilio server: the send-time check, quiet hours, caps, retries,
+permanent failures, provider opt-outs, leases and reconciliation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from optline.adapters.clock import SystemClock, as_utc
+from optline.adapters.db.tables import consent_events, contacts, messages, programs, subscriptions
+from optline.adapters.providers.twilio.send import TwilioSender
+from optline.bootstrap import Container
+from optline.services import campaigns, outbox
+from optline.services.dispatch import Counts, DispatchConfig, Dispatcher
+from tests.support import fake_providers as fp
+from tests.support import outbound
+
+
+@pytest.fixture
+def fake() -> Iterator[fp.FakeProviders]:
+    with fp.FakeProviders() as server:
+        yield server
+
+
+def make_dispatcher(
+    container: Container, fake: fp.FakeProviders, clock: Any = None, **config: Any
+) -> Dispatcher:
+    sender = TwilioSender(fp.TWILIO_SID, fp.TWILIO_TOKEN, fake.url)
+    return Dispatcher(container.db, clock or container.clock, sender,
+                      DispatchConfig(public_url="https://acme.test", **config), worker_id="w1")  # fmt: skip
+
+
+def drain(dispatcher: Dispatcher) -> Counts:
+    total = Counts()
+    while True:
+        counts = dispatcher.run_once()
+        total.add(counts)
+        if counts.claimed == 0:
+            return total
+
+
+def start_campaign(
+    container: Container, template: str = "Hi {{ first_name }}, 20% off", name: str = "c1"
+) -> dict[str, Any]:
+    with container.db.transaction() as conn:
+        campaign = campaigns.create(conn, container.clock, program="deals", name=name, template=template)
+        campaign, _ = campaigns.start(conn, container.clock, campaign)
+    return campaign
+
+
+def rows(container: Container) -> list[Any]:
+    with container.db.read() as conn:
+        return list(conn.execute(select(messages).order_by(messages.c.id)))
+
+
+def test_send_composes_and_records(container: Container, fake: fp.FakeProviders) -> None:
+    _program, _ids = outbound.seed(container, 3)
+    campaign = start_campaign(container)
+    counts = drain(make_dispatcher(container, fake))
+    assert counts.sent == 3
+    got = sorted(m["body"] for m in fake.received)
+    assert got[0].startswith("Acme: Hi P0, 20% off Reply STOP to opt out.")
+    sent = rows(container)
+    assert all(
+        r.status == "sent" and r.provider == "twilio" and r.provider_message_id and r.handed_over_at
+        for r in sent
+    )
+    with container.db.read() as conn:
+        assert campaigns.status(conn, campaign).campaign["status"] == "done"
+
+
+def test_opt_out_after_the_audience_is_built_is_suppressed(
+    container: Container, fake: fp.FakeProviders
+) -> None:
+    program, ids = outbound.seed(container, 4)
+    start_campaign(container)
+    with container.db.transaction() as conn:
+        outbound.opt_out(conn, container.clock, program, ids[1])
+        from optline.domain.consent import Action, Channel
+        from optline.services import consent
+
+        consent.record(conn, container.clock, contact_id=ids[2], program=program, action=Action.REVIEW_HOLD,
+                       channel=Channel.ADMIN, evidence={"reason": "check"})  # fmt: skip
+    counts = drain(make_dispatcher(container, fake))
+    assert (counts.sent, counts.suppressed) == (2, 2)
+    by_contact = {r.contact_id: r for r in rows(container)}
+    assert by_contact[ids[1]].status == "suppressed" and by_contact[ids[1]].reason == "opted out"
+    assert by_contact[ids[2]].reason == "held for review"
+    assert {m["to"] for m in fake.received} == {outbound.phone(0), outbound.phone(3)}
+
+
+@pytest.mark.parametrize("pipeline", [False, True], ids=["sequential", "pipelined"])
+def test_concurrent_opt_outs_are_never_sent_after_they_commit(
+    container: Container, fake: fp.FakeProviders, pipeline: bool
+) -> None:
+    """Opt-outs committed while dispatch runs: every message to such a person was checked before the commit."""
+    container.clock = SystemClock()
+    clock = container.clock
+    program, ids = outbound.seed(container, 400, time_zone=outbound.zone_where(True), us_state=None)
+    with container.db.transaction() as conn:
+        conn.execute(update(programs).values(settings={"optout_instruction": "every"}))
+    fake.state.latency = 0.002
+    start_campaign(container)
+    committed: dict[int, datetime] = {}
+
+    def opt_outs() -> None:
+        for cid in ids[::7]:
+            with container.db.transaction() as conn:
+                outbound.opt_out(conn, clock, program, cid)
+            committed[cid] = datetime.now(UTC)  # after the commit returned
+            time.sleep(0.003)
+
+    thread = threading.Thread(target=opt_outs)
+    dispatcher = make_dispatcher(container, fake, clock=clock, batch_size=20, pipeline=pipeline)
+    thread.start()
+    drain(dispatcher)
+    thread.join()
+    drain(dispatcher)
+    dispatcher.close()
+    final = {r.contact_id: r for r in rows(container)}
+    suppressed = [c for c in committed if final[c].status == "suppressed"]
+    assert suppressed, "some opt-outs should have landed before their message was checked"
+    for cid, at in committed.items():
+        r = final[cid]
+        if r.status == "sent":  # allowed only if its check came before the opt-out committed
+            assert as_utc(r.handed_over_at) < at, f"contact {cid} was texted after opting out"
+    assert len(fake.received) == sum(1 for r in final.values() if r.status == "sent")
+
+
+def test_quiet_hours_defer_not_drop(container: Container, fake: fp.FakeProviders) -> None:
+    container.clock.advance(hours=-5, minutes=-30)  # 13:30 UTC: 8:30 New York, 5:30 Los Angeles
+    outbound.seed(container, 4, time_zone=lambda i: "America/Los_Angeles" if i % 2 else "America/New_York")
+    start_campaign(container)
+    dispatcher = make_dispatcher(container, fake)
+    counts = drain(dispatcher)
+    assert (counts.sent, counts.deferred) == (2, 2)
+    deferred = [r for r in rows(container) if r.status == "deferred"]
+    assert {as_utc(r.not_before) for r in deferred} == {datetime(2026, 11, 26, 16, 0, tzinfo=UTC)}
+    assert "quiet hours" in deferred[0].reason
+    container.clock.advance(hours=2, minutes=30)
+    assert drain(dispatcher).sent == 2
+    assert len(fake.received) == 4
+
+
+def test_florida_three_per_day_and_eight_pm(container: Container, fake: fp.FakeProviders) -> None:
+    program, ids = outbound.seed(container, 1, us_state="FL")
+    dispatcher = make_dispatcher(container, fake)
+    for n in range(4):
+        with container.db.transaction() as conn:
+            outbox.enqueue(conn, container.clock, program_id=program["id"], contact_id=ids[0], kind=outbox.Kind.MARKETING,
+                           to_phone=outbound.phone(0), body=f"Acme deal {n} STOP", idempotency_key=f"fl{n}")  # fmt: skip
+        drain(dispatcher)
+        container.clock.advance(minutes=10)
+    statuses = [r.status for r in rows(container)]
+    assert statuses == ["sent", "sent", "sent", "deferred"]
+    assert as_utc(rows(container)[3].not_before) == datetime(2026, 11, 27, 19, 0, tzinfo=UTC)
+    container.clock.advance(hours=1)  # 20:40 UTC = 15:40 Miami; still within 24h of the first
+    assert drain(dispatcher).sent == 0
+
+
+@pytest.mark.parametrize("action", ["defer", "skip"])
+def test_frequency_cap(container: Container, fake: fp.FakeProviders, action: str) -> None:
+    _program, _ids = outbound.seed(container, 2)
+    with container.db.transaction() as conn:
+        conn.execute(
+            update(programs).values(settings={"frequency_cap": {"max": 1, "days": 7, "action": action}})
+        )
+    dispatcher = make_dispatcher(container, fake)
+    start_campaign(container, name="first")
+    assert drain(dispatcher).sent == 2
+    container.clock.advance(days=2)
+    start_campaign(container, name="second")
+    counts = drain(dispatcher)
+    assert counts.sent == 0
+    second = [r for r in rows(container) if r.status != "sent"]
+    assert {r.status for r in second} == ({"deferred"} if action == "defer" else {"skipped"})
+    assert "frequency cap" in second[0].reason
+    if action == "defer":
+        assert as_utc(second[0].not_before) == datetime(2026, 12, 3, 19, 0, tzinfo=UTC)
+
+
+def test_retries_with_backoff_and_retry_after_pass_the_check_again(
+    container: Container, fake: fp.FakeProviders
+) -> None:
+    program, ids = outbound.seed(container, 2)
+    start_campaign(container)
+    fake.fail(status=503, body={"code": 20500, "message": "busy"}, to=outbound.phone(0))
+    fake.fail(status=429, body={"code": 20429, "message": "slow down"}, retry_after=30, to=outbound.phone(1))
+    dispatcher = make_dispatcher(container, fake)
+    counts = drain(dispatcher)
+    assert counts.retried == 2 and fake.received == []
+    r0, r1 = rows(container)
+    now = container.clock.now()
+    assert (
+        r0.status == "queued"
+        and as_utc(r0.not_before) == now + timedelta(seconds=2)
+        and r0.error_code == "20500"
+    )
+    assert as_utc(r1.not_before) == now + timedelta(seconds=30)
+    with container.db.transaction() as conn:  # opting out while waiting for the retry
+        outbound.opt_out(conn, container.clock, program, ids[1])
+    container.clock.advance(seconds=31)
+    counts = drain(dispatcher)
+    assert (counts.sent, counts.suppressed) == (1, 1)
+    assert [m["to"] for m in fake.received] == [outbound.phone(0)]
+    assert rows(container)[0].attempts == 2
+
+
+def test_timeout_after_acceptance_is_reconciled_not_resent(
+    container: Container, fake: fp.FakeProviders
+) -> None:
+    outbound.seed(container, 1)
+    start_campaign(container)
+    fake.fail(accept=True, drop=True)  # accepted, then the connection dies before the answer
+    dispatcher = make_dispatcher(container, fake)
+    assert drain(dispatcher).retried == 1
+    container.clock.advance(seconds=5)
+    assert drain(dispatcher).sent == 1
+    assert len(fake.received) == 1
+    assert rows(container)[0].provider_message_id == fake.received[0]["sid"]
+
+
+def test_permanent_failure_and_giving_up(container: Container, fake: fp.FakeProviders) -> None:
+    outbound.seed(container, 2)
+    start_campaign(container)
+    fake.fail(status=400, body={"code": 21211, "message": "Invalid 'To' Phone Number"}, to=outbound.phone(0))
+    fake.fail(status=500, body={"message": "down"}, to=outbound.phone(1), times=10)
+    dispatcher = make_dispatcher(container, fake, max_attempts=2, backoff_base=1)
+    drain(dispatcher)
+    container.clock.advance(seconds=2)
+    drain(dispatcher)
+    r0, r1 = rows(container)
+    assert (r0.status, r0.error_code, r0.reason) == ("failed", "21211", "permanent provider error")
+    assert "Invalid 'To'" in r0.error_message and fp.TWILIO_TOKEN not in r0.error_message
+    assert (r1.status, r1.reason, r1.attempts) == ("failed", "gave up after retries", 2)
+
+
+def test_provider_opted_out_error_becomes_a_ledger_event(
+    container: Container, fake: fp.FakeProviders
+) -> None:
+    _program, ids = outbound.seed(container, 2)
+    fake.state.opted_out.add(outbound.phone(0))
+    start_campaign(container)
+    counts = drain(make_dispatcher(container, fake))
+    assert (counts.sent, counts.suppressed) == (1, 1)
+    with container.db.read() as conn:
+        event = conn.execute(select(consent_events).where(consent_events.c.contact_id == ids[0])
+                             .order_by(consent_events.c.seq.desc())).first()  # fmt: skip
+        sub = conn.execute(
+            select(subscriptions.c.status).where(subscriptions.c.contact_id == ids[0])
+        ).scalar()
+    assert event is not None and (event.action, event.channel) == ("opt_out", "provider")
+    assert event.evidence["error_code"] == "21610" and sub == "unsubscribed"
+
+
+def test_replies_bypass_consent_and_quiet_hours(container: Container, fake: fp.FakeProviders) -> None:
+    program, ids = outbound.seed(container, 1)
+    container.clock.advance(hours=8)  # 3:00 New York
+    with container.db.transaction() as conn:
+        outbound.opt_out(conn, container.clock, program, ids[0])
+        for kind in (outbox.Kind.CONFIRMATION, outbox.Kind.MARKETING, outbox.Kind.TRANSACTIONAL):
+            outbox.enqueue(conn, container.clock, program_id=program["id"], contact_id=ids[0], kind=kind,
+                           to_phone=outbound.phone(0), body=f"Acme {kind}", idempotency_key=f"k-{kind}")  # fmt: skip
+    drain(make_dispatcher(container, fake))
+    assert [r.status for r in rows(container)] == ["sent", "suppressed", "suppressed"]
+    assert [m["body"] for m in fake.received] == ["Acme confirmation"]
+
+
+def test_expired_leases_are_reclaimed_and_reconciled(container: Container, fake: fp.FakeProviders) -> None:
+    outbound.seed(container, 2)
+    start_campaign(container)
+    crashed = make_dispatcher(container, fake, lease=timedelta(seconds=60))
+    crashed.worker_id = "crashed"
+    with container.db.transaction() as conn:
+        claimed = crashed.claim(conn, container.clock.now(), 10)
+    with container.db.transaction() as conn:
+        to_send = crashed.check(conn, claimed, Counts())
+    crashed.deliver(to_send[0])  # the provider got the first one, then the worker died before recording
+    other = make_dispatcher(container, fake)
+    assert drain(other).claimed == 0  # leases still valid: nobody else takes them
+    container.clock.advance(seconds=200)
+    counts = drain(other)
+    assert counts.sent == 2
+    assert sorted(m["to"] for m in fake.received) == sorted([outbound.phone(0), outbound.phone(1)])
+
+
+def test_pause_resume_cancel(container: Container, fake: fp.FakeProviders) -> None:
+    outbound.seed(container, 3)
+    campaign = start_campaign(container)
+    dispatcher = make_dispatcher(container, fake, batch_size=1)
+    with container.db.transaction() as conn:
+        campaigns.pause(conn, campaign)
+    assert drain(dispatcher).claimed == 0
+    with container.db.transaction() as conn:
+        campaigns.resume(conn, campaign)
+    dispatcher.run_once()
+    with container.db.transaction() as conn:
+        _, n = campaigns.cancel(conn, container.clock, campaign)
+        assert n == 2
+        st = campaigns.status(conn, campaign)
+    assert st.counts == {"sent": 1, "cancelled": 2} and st.campaign["status"] == "cancelled"
+    assert len(fake.received) == 1
+
+
+def test_template_field_missing_for_one_contact_fails_that_message_only(
+    container: Container, fake: fp.FakeProviders
+) -> None:
+    _program, ids = outbound.seed(container, 2)
+    with container.db.transaction() as conn:
+        conn.execute(update(contacts).where(contacts.c.id == ids[1]).values(attributes={}))
+    start_campaign(container)
+    counts = drain(make_dispatcher(container, fake))
+    assert (counts.sent, counts.failed) == (1, 1)
+    failed = next(r for r in rows(container) if r.status == "failed")
+    assert "first_name" in failed.reason
