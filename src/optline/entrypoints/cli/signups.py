@@ -47,7 +47,7 @@ def list_(
 
 @app.command("expire")
 def expire() -> None:
-    """Expire pending sign-ups whose confirmation window has passed (run it periodically)."""
+    """Expire pending sign-ups whose confirmation window has passed (the worker also does this)."""
     c = container()
     total = 0
     while True:  # in batches, each its own transaction
