@@ -49,14 +49,27 @@ def test_program_contact_consent_flow(client: TestClient, auth: dict[str, str]) 
     assert bad.status_code == 422 and "phone" in bad.json()["detail"]
 
     refused = client.post(
-        "/v1/contacts/+14155550134/consent", json={"program": "deals", "action": "opt_in"}, headers=auth
+        "/v1/contacts/+14155550134/consent",
+        json={"program": "deals", "action": "opt_in", "occurred_at": "2026-11-20T10:00:00Z"},
+        headers=auth,
     )
     assert refused.status_code == 422 and "source" in refused.json()["detail"]
 
     evidence = {"source": "checkout page", "disclosure_text": "Acme deals, 4 msgs/mo. Reply STOP to opt out."}
-    ok = client.post(
+    untimed = client.post(
         "/v1/contacts/4155550134/consent",
         json={"program": "deals", "action": "opt_in", "evidence": evidence},
+        headers=auth,
+    )
+    assert untimed.status_code == 422 and "occurred_at" in untimed.json()["detail"]
+    ok = client.post(
+        "/v1/contacts/4155550134/consent",
+        json={
+            "program": "deals",
+            "action": "opt_in",
+            "evidence": evidence,
+            "occurred_at": "2026-11-20T10:00:00Z",
+        },
         headers=auth,
     )
     assert ok.status_code == 201, ok.text

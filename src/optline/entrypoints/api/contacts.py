@@ -45,9 +45,15 @@ def get_contact(phone: str, conn: ConnDep, container: ContainerDep, _key: ApiKey
 def change_consent(
     phone: str, body: ConsentRequest, request: Request, conn: ConnDep, container: ContainerDep, key: ApiKeyDep
 ) -> dict[str, Any]:
+    if body.action == "opt_in" and body.occurred_at is None:
+        # The time is part of the evidence: when the person consented, not when a system reported it.
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "occurred_at: an opt-in needs the time the person consented",
+        )
     evidence = {**body.evidence, "api_key": key}
-    if request.client:
-        evidence.setdefault("ip", request.client.host)
+    if request.client:  # the caller of the API, not the person: kept apart from any "ip" evidence
+        evidence["api_client_ip"] = request.client.host
     try:
         return contact_service.change_consent(
             conn, container.clock, phone, container.settings.default_region, program_name=body.program,
