@@ -45,6 +45,7 @@ from optline.adapters.db.tables import (
 )
 from optline.domain.consent import REQUIRED_OPT_IN_EVIDENCE, Action, Channel, Status
 from optline.domain.phones import InvalidPhoneNumber, parse_phone
+from optline.services.audience import express_written_consent
 
 CONTACT_BATCH = 2000
 QUEUED = ("queued", "deferred")  # waiting in the outbox, not yet claimed by a dispatcher
@@ -119,21 +120,6 @@ class AuditRun:
 
 
 # ------------------------------------------------------------------------------------------- the rules
-
-
-def express_written_consent(conn: Connection) -> ColumnElement[bool]:
-    """Whether the consent event (``consent_events`` joined as the subscription's) is express written
-    consent: the person opted in themselves through a signed web form or an SMS keyword, or the evidence
-    says ``"express_written_consent": true`` (an imported signed paper form).
-
-    The same rule the outbound audience applies to DNC numbers (services.audience).
-    """
-    flag = consent_events.c.evidence["express_written_consent"]
-    flag_true = flag.as_boolean() if conn.dialect.name == "sqlite" else flag.as_string() == "true"
-    return or_(
-        consent_events.c.channel.in_((Channel.WEB.value, Channel.SMS_KEYWORD.value)),
-        func.coalesce(flag_true, false()),
-    )
 
 
 def _evidence_incomplete() -> ColumnElement[bool]:
