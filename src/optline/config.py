@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = 1.0
     retry_backoff_seconds: float = 2.0
 
+    # The public sign-up form (/join/<program>): form posts per client IP per 10 minutes (per process), and
+    # sign-ups started per client IP per hour (counted in the database, so across processes).
+    join_posts_per_ip: int = 20
+    join_signups_per_ip_per_hour: int = 5
+
     # Opt-out analytics and list review (issue 6).
     optout_attribution_days: int = 7  # an opt-out is attributed to the last campaign received within this
     audit_consent_max_age_days: int = 540  # consent older than this, with no engagement since, is stale

@@ -300,16 +300,19 @@ def test_double_opt_in_programs_hand_keyword_opt_ins_to_the_signup_seam(containe
                              join_keywords=["vip"])  # fmt: skip
     calls: list[dict[str, Any]] = []
     container.extras[SIGNUP_HOOK] = lambda conn, clock, **kw: calls.append(kw)
-    assert reply(client, clock, "VIP", "SMvip").status_code == 200  # the program's own join keyword
-    assert [(c["program"]["id"], c["text"]) for c in calls] == [(vip["id"], "VIP")]
+    assert reply(client, clock, "START", "SMvip").status_code == 200  # an explicit opt-in word
+    assert [(c["program"]["id"], c["text"]) for c in calls] == [(vip["id"], "START")]
     assert (
         events(container) == [] and rows(container, messages) == []
     )  # the sign-up flow decides what follows
     del container.extras[SIGNUP_HOOK]
-    reply(client, clock, "START", "SMvip2")  # without the sign-up flow: the ledger rule alone (pending)
+    # The program's own join keyword goes to the sign-up flow (services/signup.py) before classification:
+    # pending, and the double opt-in prompt is queued.
+    reply(client, clock, "VIP", "SMvip2")
     with container.db.read() as conn:
         person = contact_repo.get_by_phone(conn, PERSON)
         assert person and consent.current(conn, person["id"], vip)[0] is Status.PENDING
+    assert [m["kind"] for m in rows(container, messages)] == ["signup"]
 
 
 INBOUND_FIXTURES = [

@@ -59,6 +59,10 @@ def next_status(current: Status, action: Action, channel: Channel, *, double_opt
     if action is Action.OPT_IN:
         if current is Status.SUBSCRIBED:
             return Status.SUBSCRIBED
+        if current is Status.PENDING and channel not in EXPLICIT_OPT_IN_CHANNELS:
+            # A pending double opt-in ends only in the person's own yes (or another explicit act): an import
+            # must not complete it, since the sign-up may have started over an earlier opt-out.
+            return Status.PENDING
         return Status.PENDING if double_opt_in else Status.SUBSCRIBED
     if action is Action.OPT_IN_CONFIRMED:
         return Status.SUBSCRIBED

@@ -69,6 +69,13 @@ def run(container: Container, stop: threading.Event, *, once: bool = False,
                 run_scheduled_audit(container)
             except Exception:
                 log.exception("scheduled opt-out roll-up / list review failed")
+            try:  # close double opt-ins whose confirmation window has passed (nothing is sent to them)
+                from optline.services.signup import expire_due
+
+                with container.db.transaction() as conn:
+                    expire_due(conn, container.clock)
+            except Exception:
+                log.exception("expiring unconfirmed sign-ups failed")
         if counts.claimed == 0:
             if once:
                 break

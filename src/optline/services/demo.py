@@ -1,41 +1,52 @@
 """Demo data: a brand, a few hundred consenting contacts, two campaigns through the simulator, and replies.
 
-Everything goes through the real write paths — ``consent.record``/``record_opt_ins`` for consent,
-``outbox.enqueue`` for every message, ``inbound.record_inbound`` for every reply (classified and answered
-as a real one would be), ``web_optout.unsubscribe`` for link taps — on a clock moved through the last five
-weeks, so every page and chart shows something true. Deterministic for a given seed.
+Everything goes through the real paths, on a clock moved through the last five weeks so every page and
+chart shows something true: ``consent.record_opt_ins`` for consent; ``services.campaigns`` (create, then
+start: lint, audience, outbox) and the dispatcher (``services.dispatch``: the send-time check, quiet hours,
+caps, composition) with the simulator sender for every message — the same stages ``optline serve``'s
+in-process worker and ``optline campaigns send`` run; ``inbound.record_status`` (the use case behind
+``/webhooks/simulator/status``) for delivery receipts; ``inbound.record_inbound`` for every reply
+(classified, acted on and answered — the answers dispatched like any message); ``web_optout.unsubscribe``
+for link taps. The same seed gives the same people, replies and figures (link tokens and sids are
+random, as in any campaign).
 
-Sending is done here against the tables (``_hand_over`` plays the simulator provider: the row in
-``simulator_messages`` and the message marked delivered) until the campaign and dispatch services exist on
-main to call instead.
+Delivery: the simulator sender answers ``sent`` (it only stores the message). The simulated handsets then
+report delivery the way a carrier does, as status callbacks: 98% delivered, 2% undelivered (error 30003,
+"unreachable handset"; the simulator's own copy is marked the same), so the delivered and failed counts
+come from the status path, not from this module writing them.
+
+Why the demo claims its messages itself, in the transaction that queued them: its clock is in the past,
+while ``optline serve`` may run a worker on the wall clock against the same database (the dashboard's
+"Load demo data"). Claimed at once, under a lease that outlasts the demo, no other worker can pick one up
+and send it "today"; the demo then checks, sends and records them with its own clock.
 """
 
 from __future__ import annotations
 
 import random
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from optline.adapters.clock import FrozenClock
 from optline.adapters.db import contacts as contact_repo
-from optline.adapters.db.tables import (
-    campaigns,
-    messages,
-    simulator_messages,
-    subscriptions,
-)
-from optline.adapters.providers.base import InboundSms
+from optline.adapters.db.database import Database
+from optline.adapters.db.tables import messages, simulator_messages
+from optline.adapters.providers.base import InboundSms, StatusUpdate
+from optline.adapters.providers.simulator.send import SimulatorSender
 from optline.bootstrap import Container
 from optline.domain.classify import Intent
 from optline.domain.consent import Channel
-from optline.domain.optout_links import new_token, optout_url
+from optline.domain.optout_links import optout_url
 from optline.domain.phones import parse_phone
-from optline.services import consent, inbound, outbox, web_optout
+from optline.services import campaigns as campaign_service
+from optline.services import consent, inbound, web_optout
 from optline.services import programs as program_service
+from optline.services.dispatch import ACTIVE, Counts, DispatchConfig, Dispatcher
 from optline.services.inbound import InboundResult
 
 PROGRAM = "demo-deals"
@@ -90,38 +101,62 @@ class _Plan:
 CAMPAIGNS = (
     _Plan(
         "Autumn blend launch",
-        "{brand}: Our autumn blend is here. 15% off beans all week in store and online. Opt out: {link}",
+        "{{ brand }}: Our autumn blend is here. 15% off beans all week in store and online. Opt out: {{ optout_url }}",
         days_ago=24, stop=0.006, free_text=0.003, link=0.003, help=0.01, chatter=0.03, ambiguous=2,
     ),
     _Plan(
         "Weekend 2-for-1 lattes",
-        "{brand}: LAST CHANCE!!! 2-for-1 lattes this weekend only. Don't miss out! Opt out: {link}",
+        "{{ brand }}: LAST CHANCE!!! 2-for-1 lattes this weekend only. Don't miss out! Opt out: {{ optout_url }}",
         days_ago=6, stop=0.035, free_text=0.02, link=0.015, help=0.006, chatter=0.02, ambiguous=3,
     ),
 )  # fmt: skip
+UNDELIVERED = 0.02  # share of handsets the simulated carrier cannot reach
+BATCH = 100  # messages per dispatch batch, as a worker takes them
+
+
+class DemoRefused(ValueError):
+    """The database is not one the demo can be loaded into; the message says why."""
 
 
 def load(container: Container, *, contacts: int = 300, seed: int = 7) -> DemoSummary:
-    """Load the demo into the database; refuses when it is already there."""
+    """Load the demo into the database; refuses when it is already there (or messages are waiting)."""
     rnd = random.Random(seed)
     end = container.clock.now()
     clock = FrozenClock(end - timedelta(days=40))
-    public_url = container.settings.public_url
-    with container.db.transaction() as conn:
+    db = container.db
+    with db.transaction() as conn:
         if program_service.get_program(conn, PROGRAM) is not None:
             raise DemoAlreadyLoaded(f"the demo program {PROGRAM!r} already exists")
+        waiting = conn.execute(select(func.count()).where(messages.c.status.in_(ACTIVE))).scalar_one()
+        if waiting:  # the demo's dispatcher would take them too, with its clock in the past
+            raise DemoRefused(
+                f"{waiting} messages are waiting to be sent; load the demo into a fresh database"
+            )
         program = program_service.create_program(
             conn, clock, name=PROGRAM, brand=BRAND, sender_numbers=[SENDER], optout_scope="brand",
             frequency_text="Up to 4 msgs/month", terms_url="https://example.com/terms",
         )  # fmt: skip
         people = _contacts(conn, clock, program, contacts, rnd)
-        summary = DemoSummary(PROGRAM, len(people), 0, 0, 0, 0, 0)
-        for plan in CAMPAIGNS:
-            # Mid-morning on the US west coast, early afternoon in the east: inside everyone's sending hours.
-            day = end - timedelta(days=plan.days_ago)
-            clock = FrozenClock(day.replace(hour=17, minute=30, second=0, microsecond=0))
-            _campaign(conn, clock, program, plan, rnd, public_url, end, summary)
+    summary = DemoSummary(PROGRAM, len(people), 0, 0, 0, 0, 0)
+    # The lease outlasts the demo by an hour (see the module docstring): measured from its oldest clock.
+    config = DispatchConfig(batch_size=BATCH, lease=end - clock.now() + timedelta(hours=1),
+                            public_url=container.settings.public_url)  # fmt: skip
+    dispatcher = Dispatcher(db, clock, SimulatorSender(db, clock), config, worker_id="optline-demo")
+    for plan in CAMPAIGNS:
+        # Quiet hours: each campaign goes out at 17:30 UTC of its (past) day on the demo's clock, not the
+        # wall clock: 9:30-10:30 on the US west coast, 12:30-13:30 in the east — inside the sending hours
+        # of every demo contact (US numbers, each with its area code's time zone, the strictest state
+        # window included), so the dispatcher's quiet-hours check lets them through whenever the demo is
+        # loaded. The rule itself is the dispatcher's, unchanged.
+        day = end - timedelta(days=plan.days_ago)
+        _move(clock, day.replace(hour=17, minute=30, second=0, microsecond=0))
+        _campaign(db, clock, dispatcher, plan, rnd, container.settings.public_url, end, summary)
+    dispatcher.close()
     return summary
+
+
+def _move(clock: FrozenClock, at: datetime) -> None:
+    clock.advance(seconds=(at - clock.now()).total_seconds())
 
 
 def _contacts(
@@ -145,26 +180,66 @@ def _contacts(
     return people
 
 
-def _audience(conn: Connection, program: dict[str, Any]) -> list[dict[str, Any]]:
-    from optline.adapters.db.tables import contacts
+def _claim_all(conn: Connection, clock: FrozenClock, dispatcher: Dispatcher) -> list[dict[str, Any]]:
+    """Claim everything due, in the caller's transaction (the one that queued it): see the docstring."""
+    claimed: list[dict[str, Any]] = []
+    while batch := dispatcher.claim(conn, clock.now(), BATCH):
+        claimed.extend(batch)
+    return claimed
 
-    rows = conn.execute(
-        select(contacts.c.id, contacts.c.phone)
-        .join(subscriptions, subscriptions.c.contact_id == contacts.c.id)
-        .where(
-            (subscriptions.c.program_id == program["id"])
-            & (subscriptions.c.status == "subscribed")
-            & subscriptions.c.held.is_(False)
-        )
-        .order_by(contacts.c.id)
-    )
-    return [dict(r._mapping) for r in rows]
+
+def _send(db: Database, clock: FrozenClock, dispatcher: Dispatcher, claimed: list[dict[str, Any]],
+          rnd: random.Random) -> Counts:  # fmt: skip
+    """The dispatcher's stages for claimed messages, batch by batch (check, hand over, record), then the
+    simulated handsets' delivery receipts through the inbound status path."""
+    total = Counts(claimed=len(claimed))
+    campaign_ids = {m["campaign_id"] for m in claimed if m["campaign_id"]}
+    sent_ids: list[int] = []
+    for i in range(0, len(claimed), BATCH):
+        counts = Counts()
+        with db.transaction() as conn:
+            to_send = dispatcher.check(conn, claimed[i : i + BATCH], counts)
+        outcomes = []
+        for item in to_send:
+            clock.advance(seconds=0.4)
+            outcomes.append(dispatcher.deliver(item))
+        with db.transaction() as conn:
+            dispatcher.record(conn, to_send, outcomes, counts)
+            campaign_service.finish_if_done(conn, clock, campaign_ids)
+        sent_ids += [o.id for o in outcomes if o.values["status"] == "sent"]
+        total.add(counts)
+    clock.advance(seconds=3)
+    _delivery_receipts(db, clock, sent_ids, rnd)
+    return total
+
+
+def _delivery_receipts(
+    db: Database, clock: FrozenClock, message_ids: Iterable[int], rnd: random.Random
+) -> None:
+    ids = list(message_ids)
+    if not ids:
+        return
+    with db.transaction() as conn:
+        rows = conn.execute(
+            select(messages.c.id, messages.c.provider_message_id).where(messages.c.id.in_(ids))
+            .order_by(messages.c.id)
+        ).all()  # fmt: skip
+        for row in rows:
+            delivered = rnd.random() >= UNDELIVERED
+            if not delivered:  # the simulated phone never got it: its copy says so too
+                conn.execute(update(simulator_messages).where(simulator_messages.c.sid == row.provider_message_id)
+                             .values(status="undelivered"))  # fmt: skip
+            inbound.record_status(conn, clock, StatusUpdate(
+                provider="simulator", provider_message_id=row.provider_message_id,
+                status="delivered" if delivered else "undelivered",
+                error_code=None if delivered else "30003", error_message=None if delivered else "unreachable handset",
+            ))  # fmt: skip
 
 
 def _campaign(
-    conn: Connection,
+    db: Database,
     clock: FrozenClock,
-    program: dict[str, Any],
+    dispatcher: Dispatcher,
     plan: _Plan,
     rnd: random.Random,
     public_url: str,
@@ -172,59 +247,53 @@ def _campaign(
     summary: DemoSummary,
 ) -> None:
     start = clock.now()
-    campaign_id = conn.execute(
-        insert(campaigns)
-        .values(
-            program_id=program["id"], name=plan.name, template=plan.template, message_type="marketing",
-            audience_filter={}, status="sending", created_at=start - timedelta(hours=2), started_at=start,
-        )
-        .returning(campaigns.c.id)
-    ).scalar_one()  # fmt: skip
-    sent: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    for person in _audience(conn, program):
-        token = new_token()
-        body = plan.template.format(brand=BRAND, link=optout_url(public_url, token))
-        msg = outbox.enqueue(
-            conn, clock, program_id=program["id"], contact_id=person["id"], to_phone=person["phone"],
-            from_phone=SENDER, kind=outbox.Kind.MARKETING, body=body, campaign_id=campaign_id,
-            idempotency_key=outbox.key("demo", campaign_id, person["id"]), optout_token=token,
-            segments=1 if len(body) <= 160 else 2,
-        )  # fmt: skip
-        clock.advance(seconds=0.4)
-        _hand_over(conn, clock, msg, delivered=rnd.random() > 0.02)
-        sent.append((person, msg))
-    conn.execute(
-        update(campaigns).where(campaigns.c.id == campaign_id).values(status="done", finished_at=clock.now())
-    )
+    clock.advance(hours=-2)  # written a couple of hours before it went out
+    with db.transaction() as conn:
+        draft = campaign_service.create(conn, clock, program=PROGRAM, name=plan.name, template=plan.template)
+    _move(clock, start)
+    with db.transaction() as conn:
+        campaign, _ = campaign_service.start(conn, clock, draft)
+        claimed = _claim_all(conn, clock, dispatcher)
+    counts = _send(db, clock, dispatcher, claimed, rnd)
+    with db.read() as conn:
+        sent = [
+            dict(r._mapping)
+            for r in conn.execute(
+                select(messages.c.id, messages.c.contact_id, messages.c.to_phone, messages.c.optout_token)
+                .where(messages.c.campaign_id == campaign["id"], messages.c.status.in_(("delivered", "undelivered")))
+                .order_by(messages.c.id)
+            )
+        ]  # fmt: skip
     summary.campaigns += 1
-    summary.sent += len(sent)
+    summary.sent += counts.sent
 
     # Who answers, how, and when (most within hours, a tail over days), replayed in time order.
-    reactions: list[tuple[datetime, str, dict[str, Any], dict[str, Any]]] = []
+    reactions: list[tuple[datetime, str, dict[str, Any]]] = []
     pool = list(sent)
     rnd.shuffle(pool)
     cursor = 0
     for kind, share in (("stop", plan.stop), ("free", plan.free_text), ("link", plan.link),
                         ("help", plan.help), ("chatter", plan.chatter)):  # fmt: skip
         n = max(1, round(share * len(sent)))
-        for person, msg in pool[cursor : cursor + n]:
-            reactions.append((_reply_time(start, rnd, end), kind, person, msg))
+        for msg in pool[cursor : cursor + n]:
+            reactions.append((_reply_time(start, rnd, end), kind, msg))
         cursor += n
-    for person, msg in pool[cursor : cursor + plan.ambiguous]:
-        reactions.append((_reply_time(start, rnd, end), "ambiguous", person, msg))
+    for msg in pool[cursor : cursor + plan.ambiguous]:
+        reactions.append((_reply_time(start, rnd, end), "ambiguous", msg))
     reactions.sort(key=lambda r: r[0])
-    for at, kind, person, msg in reactions:
-        clock = FrozenClock(at)
+    for at, kind, msg in reactions:
+        _move(clock, at)
         if kind == "link":
-            web_optout.unsubscribe(
-                conn, clock, msg["optout_token"], all_brand=False, ip=f"203.0.113.{rnd.randint(2, 250)}",
-                user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
-                url=optout_url(public_url, msg["optout_token"]),
-            )  # fmt: skip
+            with db.transaction() as conn:
+                web_optout.unsubscribe(
+                    conn, clock, msg["optout_token"], all_brand=False, ip=f"203.0.113.{rnd.randint(2, 250)}",
+                    user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+                    url=optout_url(public_url, msg["optout_token"]),
+                )  # fmt: skip
             summary.optouts += 1
             continue
         words = {"stop": STOP_WORDS, "free": FREE_TEXT_OPTOUTS, "help": HELP_WORDS, "chatter": CHATTER}
-        result = _receive(conn, clock, person, rnd.choice(words.get(kind, AMBIGUOUS)))
+        result = _receive(db, clock, dispatcher, msg["to_phone"], rnd.choice(words.get(kind, AMBIGUOUS)), rnd)
         summary.replies += 1
         c = result.classification
         if c and c.review:
@@ -238,45 +307,23 @@ def _reply_time(start: datetime, rnd: random.Random, end: datetime) -> datetime:
     return min(at, end - timedelta(minutes=5))
 
 
-def _sid() -> str:
-    return "SM" + secrets.token_hex(16)
-
-
-def _hand_over(conn: Connection, clock: FrozenClock, msg: dict[str, Any], *, delivered: bool) -> None:
-    """What the simulator provider does with a message: it lands in the simulated phone's inbox."""
-    sid, now = _sid(), clock.now()
-    conn.execute(
-        insert(simulator_messages).values(
-            direction="out", sid=sid, from_phone=msg["from_phone"] or SENDER, to_phone=msg["to_phone"],
-            body=msg["body"], status="delivered" if delivered else "undelivered", created_at=now,
-        )
-    )  # fmt: skip
-    conn.execute(
-        update(messages)
-        .where(messages.c.id == msg["id"])
-        .values(
-            status="delivered" if delivered else "undelivered", provider="simulator", provider_message_id=sid,
-            attempts=1, handed_over_at=now, sent_at=now, delivered_at=now + timedelta(seconds=3) if delivered else None,
-            error_code=None if delivered else "30003", error_message=None if delivered else "unreachable handset",
-            updated_at=now,
-        )
-    )  # fmt: skip
-
-
-def _receive(conn: Connection, clock: FrozenClock, person: dict[str, Any], text: str) -> InboundResult:
-    """A reply typed on the simulated phone, through the inbound service (classified, acted on, answered)."""
-    sid, now = _sid(), clock.now()
-    conn.execute(
-        insert(simulator_messages).values(
-            direction="in", sid=sid, from_phone=person["phone"], to_phone=SENDER, body=text, status="received",
-            created_at=now,
-        )
-    )  # fmt: skip
-    sms = InboundSms(provider="simulator", provider_message_id=sid, from_phone=person["phone"], to_phone=SENDER,
-                     body=text, received_at=now)  # fmt: skip
-    result = inbound.record_inbound(conn, clock, sms)
-    for message_id in result.replies:  # the confirmation or HELP answer it queued
+def _receive(db: Database, clock: FrozenClock, dispatcher: Dispatcher, phone: str, text: str,
+             rnd: random.Random) -> InboundResult:  # fmt: skip
+    """A reply typed on the simulated phone, through the inbound service (classified, acted on, answered);
+    the answer it queues (opt-out confirmation, HELP text) is dispatched like any message."""
+    sid, now = "SM" + secrets.token_hex(16), clock.now()
+    with db.transaction() as conn:
+        conn.execute(
+            insert(simulator_messages).values(
+                direction="in", sid=sid, from_phone=phone, to_phone=SENDER, body=text, status="received",
+                created_at=now,
+            )
+        )  # fmt: skip
+        sms = InboundSms(provider="simulator", provider_message_id=sid, from_phone=phone, to_phone=SENDER,
+                         body=text, received_at=now)  # fmt: skip
+        result = inbound.record_inbound(conn, clock, sms)
+        claimed = _claim_all(conn, clock, dispatcher) if result.replies else []
+    if claimed:
         clock.advance(seconds=2)
-        reply = conn.execute(select(messages).where(messages.c.id == message_id)).one()
-        _hand_over(conn, clock, dict(reply._mapping), delivered=True)
+        _send(db, clock, dispatcher, claimed, rnd)
     return result

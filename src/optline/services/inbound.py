@@ -25,7 +25,7 @@ from optline.adapters.providers.base import InboundSms, StatusUpdate
 from optline.domain.classify import Classification, Intent, classify, normalise
 from optline.domain.consent import Action, Channel, Status
 from optline.domain.phones import InvalidPhoneNumber, parse_phone
-from optline.services import consent, outbox
+from optline.services import consent, outbox, signup
 from optline.services.outbox import Kind
 
 # FCC 47 CFR 64.1200(a)(10): one confirmation of an opt-out, sent within five minutes; never a loop.
@@ -84,8 +84,18 @@ def record_inbound(
         "message_text": sms.body, "provider": sms.provider, "provider_message_id": sms.provider_message_id,
         "inbound_id": inbound_id, "classifier": result.reason,
     }  # fmt: skip
-    event_id = _act(conn, clock, sms, contact, program, result, evidence, provider_opt_out, double_opt_in,
-                    outcome)  # fmt: skip
+    # A join keyword, or the yes to a pending double opt-in, belongs to the sign-up flow (services/signup.py);
+    # STOP and HELP never do (signup reserves them), so they still reach _act.
+    if signup.handle_inbound(
+        conn, clock, program=program, contact=contact, text=sms.body,
+        evidence={**evidence, "from_phone": contact["phone"], "to_phone": sms.to_phone,
+                  "received_at": (sms.received_at or now).isoformat()},
+    ):  # fmt: skip
+        outcome.note = "sign-up: join keyword or confirmation"
+        event_id = None
+    else:
+        event_id = _act(conn, clock, sms, contact, program, result, evidence, provider_opt_out,
+                        double_opt_in or signup.double_opt_in_hook, outcome)  # fmt: skip
     outcome.consent_event_id = event_id
     conn.execute(
         update(inbound_messages)

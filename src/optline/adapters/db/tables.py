@@ -409,3 +409,51 @@ users = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("last_login_at", UtcDateTime),
 )
+
+
+# --- consent capture (sign-ups) ---------------------------------------------------------------------------
+
+# What a program's sign-up disclosure said, version by version. Never edited: a change is a new version, so
+# every opt-in's evidence can name the exact text the person saw.
+disclosure_versions = Table(
+    "disclosure_versions",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("program_id", BigId, ForeignKey("programs.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    # False: composed from the program's settings (a new version follows when they change); True: written
+    # by an operator (`optline programs disclosure NAME --text …`).
+    Column("custom", Boolean, nullable=False, default=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("program_id", "version", name="uq_disclosure_versions_program_version"),
+)
+
+# Double opt-ins in flight: the first step was recorded (an opt_in event, status pending) and a prompt
+# sent; the person's explicit yes within the window confirms, otherwise the sign-up expires. The ledger
+# holds the evidence; this table is the workflow that links the two steps.
+signups = Table(
+    "signups",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("contact_id", BigId, ForeignKey("contacts.id"), nullable=False),
+    Column("program_id", BigId, ForeignKey("programs.id"), nullable=False),
+    Column("channel", String(20), nullable=False),  # sms_keyword, web, api
+    Column("status", String(20), nullable=False),
+    Column("disclosure_version_id", BigId, ForeignKey("disclosure_versions.id"), nullable=False),
+    Column("evidence", JSON, nullable=False, default=dict),  # the first step, as recorded in the ledger
+    Column("client_ip", String(45)),  # web/API sign-ups: for the per-IP limit across processes
+    Column("prompt_message_id", BigId, ForeignKey("messages.id")),
+    Column("opt_in_event_id", BigId, ForeignKey("consent_events.id")),
+    Column("confirm_event_id", BigId, ForeignKey("consent_events.id")),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("confirmed_at", UtcDateTime),
+    Column("expired_at", UtcDateTime),
+    Column("cancelled_at", UtcDateTime),
+    Column("cancel_reason", String(200)),
+    CheckConstraint("status in ('pending', 'confirmed', 'expired', 'cancelled')", name="status"),
+    Index("ix_signups_contact_program_status", "contact_id", "program_id", "status"),
+    Index("ix_signups_status_expires", "status", "expires_at"),
+    Index("ix_signups_client_ip_time", "client_ip", "started_at"),
+)

@@ -11,7 +11,9 @@ from optline.entrypoints import web
 from optline.entrypoints.api import campaigns as campaigns_api
 from optline.entrypoints.api import contacts, programs
 from optline.entrypoints.api import reports as reports_api
+from optline.entrypoints.api import signups as signups_api
 from optline.entrypoints.api import webhooks as webhooks_api
+from optline.entrypoints.web import join as join_web
 
 
 def create_app(container: Container) -> FastAPI:
@@ -33,6 +35,8 @@ def create_app(container: Container) -> FastAPI:
 
     app.include_router(programs.router)
     app.include_router(contacts.router)
+    app.include_router(signups_api.router)
+    app.include_router(join_web.router)
     app.include_router(campaigns_api.router)
     app.include_router(webhooks_api.router)
     app.include_router(reports_api.router)

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from optline.entrypoints import worker as worker_entry
-from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server
+from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server, signups
 from optline.entrypoints.cli import audit as audit_cli
 from optline.entrypoints.cli import campaigns as campaigns_cli
 from optline.entrypoints.cli import demo as demo_cli
@@ -27,6 +27,8 @@ app.add_typer(programs.app, name="programs")
 app.add_typer(contacts.app, name="contacts")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(apikeys.app, name="apikey")
+app.add_typer(signups.app, name="signups")
+programs.app.command("disclosure")(signups.disclosure)
 app.add_typer(campaigns_cli.app, name="campaigns")
 app.registered_commands += worker_entry.app.registered_commands
 app.registered_commands += inbound_cli.classify_app.registered_commands

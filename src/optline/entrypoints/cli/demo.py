@@ -21,6 +21,8 @@ def demo(
         s = demo_service.load(c, contacts=contacts, seed=seed)
     except demo_service.DemoAlreadyLoaded as exc:
         fail(f"{exc}; use a fresh database (OPTLINE_DATABASE_URL) to load it again")
+    except demo_service.DemoRefused as exc:
+        fail(str(exc))
     console.print(
         f"[green]demo loaded[/green]: program [bold]{s.program}[/bold], {s.contacts:,} contacts, "
         f"{s.campaigns} campaigns ({s.sent:,} messages sent through the simulator), {s.replies:,} replies, "

@@ -98,7 +98,7 @@ def load_demo(request: Request, user: CurrentUser, csrf: Annotated[str, Form()] 
 
     try:
         demo.load(container_of(request))
-    except demo.DemoAlreadyLoaded:
+    except (demo.DemoAlreadyLoaded, demo.DemoRefused):  # offered on an empty database only: a double click
         return RedirectResponse("/dashboard", status_code=303)
     return RedirectResponse("/dashboard?flash=demo", status_code=303)
 

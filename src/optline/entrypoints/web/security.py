@@ -33,7 +33,8 @@ async def security_headers(request: Request, call_next: Callable[[Request], Awai
     response = await call_next(request)
     h = response.headers
     h.setdefault("X-Content-Type-Options", "nosniff")
-    h.setdefault("X-Frame-Options", "DENY")
+    if "frame-ancestors" not in h.get("Content-Security-Policy", ""):  # a page with its own framing rule
+        h.setdefault("X-Frame-Options", "DENY")  # (the embeddable /join form) keeps it; others are unframable
     # The opt-out token is in the URL: never leak it to another site through Referer.
     h.setdefault("Referrer-Policy", "same-origin")
     h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), interest-cohort=()")
