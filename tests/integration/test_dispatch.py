@@ -16,6 +16,7 @@ from optline.adapters.clock import SystemClock, as_utc
 from optline.adapters.db.tables import consent_events, contacts, messages, programs, subscriptions
 from optline.adapters.providers.twilio.send import TwilioSender
 from optline.bootstrap import Container
+from optline.domain.optout_links import is_well_formed
 from optline.services import campaigns, outbox
 from optline.services.dispatch import Counts, DispatchConfig, Dispatcher
 from tests.support import fake_providers as fp
@@ -73,6 +74,18 @@ def test_send_composes_and_records(container: Container, fake: fp.FakeProviders)
     )
     with container.db.read() as conn:
         assert campaigns.status(conn, campaign).campaign["status"] == "done"
+
+
+def test_opt_out_link_token_is_made_at_hand_over(container: Container, fake: fp.FakeProviders) -> None:
+    outbound.seed(container, 3)
+    start_campaign(container, template="Hi {{ first_name }}, 20% off. Leave: {{ optout_url }}")
+    assert all(r.optout_token is None for r in rows(container))  # the audience carries no tokens
+    assert drain(make_dispatcher(container, fake)).sent == 3
+    sent = rows(container)
+    assert all(is_well_formed(r.optout_token) for r in sent) and len({r.optout_token for r in sent}) == 3
+    bodies = {m["body"] for m in fake.received}
+    assert bodies == {r.body for r in sent}
+    assert all(f"https://acme.test/u/{r.optout_token}" in r.body for r in sent)
 
 
 def test_opt_out_after_the_audience_is_built_is_suppressed(

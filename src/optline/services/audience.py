@@ -26,18 +26,15 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    literal_column,
     not_,
     or_,
     select,
     true,
 )
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement, Select
 
 from optline.adapters.db.tables import consent_events, contacts, dnc_numbers, messages, subscriptions
 from optline.domain.consent import Channel, Status
-from optline.domain.optout_links import _ALPHABET, TOKEN_LENGTH
 from optline.domain.phones import SMS_CAPABLE
 
 # Contact columns a filter may name directly; any other key is looked up in ``contacts.attributes``.
@@ -148,16 +145,6 @@ def dry_run(conn: Connection, program_id: int, audience_filter: Mapping[str, Any
     return DryRun(recipients, excluded)
 
 
-def _token_sql(conn: Connection) -> ColumnElement[str]:
-    """A random opt-out token per row, in SQL, from the same alphabet as ``optout_links.new_token``."""
-    n = len(_ALPHABET)
-    if conn.dialect.name == "sqlite":
-        pick = f"substr('{_ALPHABET}', ((random() & 9223372036854775807) % {n}) + 1, 1)"
-    else:
-        pick = f"substr('{_ALPHABET}', floor(random() * {n})::int + 1, 1)"
-    return literal_column(" || ".join([pick] * TOKEN_LENGTH), String)
-
-
 def idempotency_key_sql(campaign_id: int) -> ColumnElement[str]:
     """``c<campaign>:<contact>``: one message per contact per campaign, whoever materialises it."""
     return literal(f"c{campaign_id}:", String) + cast(contacts.c.id, String)
@@ -178,7 +165,7 @@ def recipients_select(
         select(
             literal(campaign["id"]), literal(program["id"]), contacts.c.id, literal(campaign["message_type"]),
             contacts.c.phone, from_phone, literal(campaign["template"]), literal(0), literal("queued"),
-            idempotency_key_sql(campaign["id"]), _token_sql(conn), subscriptions.c.consent_event_id,
+            idempotency_key_sql(campaign["id"]), subscriptions.c.consent_event_id,
             literal(0), literal(campaign.get("scheduled_at"), messages.c.not_before.type),
             literal(now, messages.c.created_at.type), literal(now, messages.c.updated_at.type),
         )
@@ -188,25 +175,19 @@ def recipients_select(
 
 
 INSERT_COLUMNS = ("campaign_id", "program_id", "contact_id", "kind", "to_phone", "from_phone", "body",
-                  "segments", "status", "idempotency_key", "optout_token", "consent_event_id", "attempts",
+                  "segments", "status", "idempotency_key", "consent_event_id", "attempts",
                   "not_before", "created_at", "updated_at")  # fmt: skip
 
 
 def materialise(conn: Connection, campaign: Mapping[str, Any], program: Mapping[str, Any], now: Any) -> int:
     """Insert the campaign's outbox rows in one ``INSERT … SELECT``; returns how many.
 
-    Rows carry the campaign template as ``body`` with ``segments = 0`` ("not composed yet"): personal
-    fields and the opt-out instruction are rendered by dispatch after the send-time check, per message.
-    A random token collision (unique ``optout_token``) is astronomically rare; the insert is retried.
+    Rows carry the campaign template as ``body`` with ``segments = 0`` ("not composed yet") and no opt-out
+    token: personal fields, the opt-out instruction and the personal opt-out link are made by dispatch
+    after the send-time check, per message. Only messages handed over need a token, and a token made
+    here would cost a random key in a unique index for every row of the audience.
     """
     stmt = insert(messages).from_select(
         [messages.c[c] for c in INSERT_COLUMNS], recipients_select(conn, {**campaign, "_now": now}, program)
     )
-    for attempt in range(3):
-        try:
-            with conn.begin_nested():
-                return int(conn.execute(stmt, execution_options={"preserve_rowcount": True}).rowcount or 0)
-        except IntegrityError as exc:
-            if "optout_token" not in str(exc.orig) or attempt == 2:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
+    return int(conn.execute(stmt, execution_options={"preserve_rowcount": True}).rowcount or 0)

@@ -89,7 +89,10 @@ def _changed(a: str, b: str) -> str:
 
 
 SQLITE_TRIGGERS = [
-    f"""CREATE TRIGGER messages_counts_insert AFTER INSERT ON messages BEGIN
+    # Only rows that count fire it: a queued row (an audience materialised, a reply enqueued) contributes
+    # nothing, and its two statements would each run once per row for nothing.
+    f"""CREATE TRIGGER messages_counts_insert AFTER INSERT ON messages
+    WHEN {_sent("NEW")} OR {_delivered("NEW")} BEGIN
         {_sqlite_upsert("NEW", "")}
         {_sqlite_exposure(_sent("NEW"))}
     END""",

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -186,7 +187,7 @@ messages = Table(
     Column("status", String(20), nullable=False, default="queued"),
     Column("reason", String(200)),
     Column("idempotency_key", String(64), nullable=False, unique=True),
-    Column("optout_token", String(16), unique=True),
+    Column("optout_token", String(16)),  # given at hand-over (dispatch), unique among those given
     Column("consent_event_id", BigId, ForeignKey("consent_events.id")),  # the consent that allowed it
     Column("provider", String(20)),
     Column("provider_message_id", String(100)),
@@ -206,10 +207,27 @@ messages = Table(
         "'suppressed', 'deferred', 'cancelled', 'skipped')",
         name="status",
     ),
+    # Partial indexes: a materialised audience inserts up to millions of queued rows in one statement, and
+    # every index entry is a cost paid there. Rows without a token or a provider id are not indexed by
+    # the two lookups that need them (queries compare with ``=``, which implies IS NOT NULL on both
+    # engines, so the planners use them).
     Index("ix_messages_claim", "status", "not_before"),
     Index("ix_messages_campaign_status", "campaign_id", "status"),
     Index("ix_messages_contact_time", "contact_id", "created_at"),
-    Index("ix_messages_provider_id", "provider", "provider_message_id"),
+    Index(
+        "ix_messages_provider_id",
+        "provider",
+        "provider_message_id",
+        sqlite_where=text("provider_message_id IS NOT NULL"),
+        postgresql_where=text("provider_message_id IS NOT NULL"),
+    ),
+    Index(
+        "uq_messages_optout_token",
+        "optout_token",
+        unique=True,
+        sqlite_where=text("optout_token IS NOT NULL"),
+        postgresql_where=text("optout_token IS NOT NULL"),
+    ),
 )
 
 inbound_messages = Table(

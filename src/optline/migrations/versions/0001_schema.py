@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 13:00:41.446651
+Create Date: 2026-11-26 13:28:58.432334
 """
 
 from __future__ import annotations
@@ -405,13 +405,25 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_messages")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_messages_idempotency_key")),
-        sa.UniqueConstraint("optout_token", name=op.f("uq_messages_optout_token")),
     )
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.create_index("ix_messages_campaign_status", ["campaign_id", "status"], unique=False)
         batch_op.create_index("ix_messages_claim", ["status", "not_before"], unique=False)
         batch_op.create_index("ix_messages_contact_time", ["contact_id", "created_at"], unique=False)
-        batch_op.create_index("ix_messages_provider_id", ["provider", "provider_message_id"], unique=False)
+        batch_op.create_index(
+            "ix_messages_provider_id",
+            ["provider", "provider_message_id"],
+            unique=False,
+            sqlite_where=sa.text("provider_message_id IS NOT NULL"),
+            postgresql_where=sa.text("provider_message_id IS NOT NULL"),
+        )
+        batch_op.create_index(
+            "uq_messages_optout_token",
+            ["optout_token"],
+            unique=True,
+            sqlite_where=sa.text("optout_token IS NOT NULL"),
+            postgresql_where=sa.text("optout_token IS NOT NULL"),
+        )
 
     op.create_table(
         "subscriptions",
@@ -514,7 +526,16 @@ def downgrade() -> None:
 
     op.drop_table("subscriptions")
     with op.batch_alter_table("messages", schema=None) as batch_op:
-        batch_op.drop_index("ix_messages_provider_id")
+        batch_op.drop_index(
+            "uq_messages_optout_token",
+            sqlite_where=sa.text("optout_token IS NOT NULL"),
+            postgresql_where=sa.text("optout_token IS NOT NULL"),
+        )
+        batch_op.drop_index(
+            "ix_messages_provider_id",
+            sqlite_where=sa.text("provider_message_id IS NOT NULL"),
+            postgresql_where=sa.text("provider_message_id IS NOT NULL"),
+        )
         batch_op.drop_index("ix_messages_contact_time")
         batch_op.drop_index("ix_messages_claim")
         batch_op.drop_index("ix_messages_campaign_status")
