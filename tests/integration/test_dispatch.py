@@ -146,6 +146,40 @@ def test_concurrent_opt_outs_are_never_sent_after_they_commit(
     assert len(fake.received) == sum(1 for r in final.values() if r.status == "sent")
 
 
+def test_pipelined_worker_checks_the_next_batch_after_its_claim_and_hands_it_over_on_close(
+    container: Container, fake: fp.FakeProviders
+) -> None:
+    """The next batch is claimed and checked while the current one is sent; close() hands it over, so a
+    stopping worker leaves nothing 'sending' for a lease expiry, and every count is reported."""
+    container.clock = SystemClock()
+    program, _ids = outbound.seed(container, 100, time_zone=outbound.zone_where(True), us_state=None)
+    start_campaign(container)
+    dispatcher = make_dispatcher(container, fake, clock=container.clock, batch_size=20, pipeline=True)
+    total = Counts()
+    total.add(dispatcher.run_once())  # batch 1 sent; batch 2 claimed and checked alongside its last call
+    # Opt-outs committed now protect everyone not claimed yet: batch 3 is claimed and checked after this.
+    # (Batch 2's claim runs in the background: wait for it to commit, so exactly 60 remain queued.)
+    deadline = time.monotonic() + 30
+    while True:
+        with container.db.read() as conn:
+            stmt = select(messages.c.contact_id).where(messages.c.status == "queued")
+            queued = [r.contact_id for r in conn.execute(stmt)]
+        if len(queued) == 60 or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert len(queued) == 60
+    with container.db.transaction() as conn:
+        for cid in queued:
+            outbound.opt_out(conn, container.clock, program, cid)
+    total.add(dispatcher.run_once())  # batch 2 sent; batch 3 prepared
+    total.add(dispatcher.close())  # batch 3 handed over, everything recorded
+    final = rows(container)
+    assert not [r for r in final if r.status in ("claimed", "sending")]
+    assert (total.claimed, total.sent, total.suppressed) == (60, 40, 20)
+    assert sum(r.status == "sent" for r in final) == 40 == len(fake.received)
+    assert sum(r.status == "queued" for r in final) == 40  # batches 4 and 5: never claimed, never checked
+
+
 def test_quiet_hours_defer_not_drop(container: Container, fake: fp.FakeProviders) -> None:
     container.clock.advance(hours=-5, minutes=-30)  # 13:30 UTC: 8:30 New York, 5:30 Los Angeles
     outbound.seed(container, 4, time_zone=lambda i: "America/Los_Angeles" if i % 2 else "America/New_York")

@@ -80,10 +80,7 @@ def run(container: Container, stop: threading.Event, *, once: bool = False,
             if once:
                 break
             stop.wait(poll)
-    try:
-        total.add(dispatcher.flush())
-    finally:
-        dispatcher.close()
+    total.add(dispatcher.close())
     return total
 
 

@@ -80,6 +80,11 @@ HANDED_OVER = ("sending", "sent", "delivered", "undelivered")  # counted for cap
 # The longest a provider call can take (http_errors.DEFAULT_TIMEOUT) plus slack: no call starts later
 # than this before the lease ends.
 SEND_MARGIN = 12.0
+# Pipelined workers claim and check the next batch when the current one's remaining provider calls should
+# take PREFETCH_LEAD times as long as the last claim + check (estimated after PREFETCH_MIN_SAMPLE calls), and
+# at the latest alongside the last call.
+PREFETCH_LEAD = 1.25
+PREFETCH_MIN_SAMPLE = 5
 
 
 @dataclass
@@ -127,6 +132,14 @@ class _ToSend:
     opted_out_program: Mapping[str, Any] | None = field(default=None)
 
 
+@dataclass
+class _Batch:
+    claimed: list[dict[str, Any]]
+    to_send: list[_ToSend]
+    leased_at: float  # time.monotonic() when the claim committed
+    counts: Counts
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -140,6 +153,8 @@ class Dispatcher:
         self.limiter = limiter or RateLimiter()
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[Counts] | None = None
+        self._prefetched: Future[_Batch] | None = None
+        self._prepare_seconds = 0.0  # how long the last claim + check took (when to start the next one)
 
     # -- 1. claim ----------------------------------------------------------------------------------
     def claim(self, conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
@@ -343,46 +358,81 @@ class Dispatcher:
                 counts.failed += 1
 
     def run_once(self) -> Counts:
-        """Claim one batch and take it all the way; returns what happened (claimed == 0: queue idle).
+        """Take one batch all the way: claim, check, hand over, record (claimed == 0: queue idle).
 
-        With ``config.pipeline`` the outcome of a batch is recorded by a background thread while the next
-        batch is claimed, checked and sent (at most one batch behind; ``flush`` waits for it). Safe because
-        every message it records is already marked ``sending`` with ``handed_over_at``: if the process dies
-        first, the lease expires and the next worker reconciles with the provider before any resend.
+        With ``config.pipeline`` (what ``optline worker`` runs) two things overlap the provider calls:
+        - the outcome of a batch is recorded by a background thread while the next batch is sent (at most
+          one batch behind; ``flush`` waits for it). Safe because every message it records is already
+          marked ``sending`` with ``handed_over_at``: if the process dies first, the lease expires and the
+          next worker reconciles with the provider before any resend.
+        - the NEXT batch is claimed and checked in the background, but only once the current batch is
+          about to run out: when its remaining provider calls are expected to take about as long as a claim
+          and check take. So a message's check still happens about one batch's send time before its
+          hand-over, as without overlapping, and never before its claim (invariant 2 is unchanged: the
+          check runs in a transaction that starts after the claim committed).
         """
+        counts = Counts()
+        batch = self._take_prefetched() or self._prepare()
+        counts.add(batch.counts)
+        if not batch.claimed:
+            counts.add(self.flush())
+            return counts
+        outcomes = self._deliver_batch(batch, prefetch=self.config.pipeline)
+        campaign_ids = {m["campaign_id"] for m in batch.claimed if m["campaign_id"]}
+        if not self.config.pipeline:
+            counts.add(self._record_batch(batch.to_send, outcomes, campaign_ids))
+            return counts
+        counts.add(self.flush())
+        self._pending = self._pool().submit(self._record_batch, batch.to_send, outcomes, campaign_ids)
+        return counts
+
+    def _prepare(self) -> _Batch:
+        """Claim a batch, then (in a second transaction) run the send-time check on it."""
+        started = time.monotonic()
         counts = Counts()
         with self.db.transaction() as conn:
             claimed = self.claim(conn, self.clock.now(), self.config.batch_size)
         counts.claimed = len(claimed)
-        if not claimed:
-            counts.add(self.flush())
-            return counts
         leased_at = time.monotonic()
-        # The check runs in its own transaction after the claim committed. (Sharing one would make the
-        # 'sending' UPDATE re-check the contacts foreign key of rows this transaction already updated —
-        # a KEY SHARE lock on contacts taken after our subscriptions lock, the reverse of consent.record's
-        # order: a deadlock with concurrent opt-outs on PostgreSQL.)
-        with self.db.transaction() as conn:
-            to_send = self.check(conn, claimed, counts)
+        to_send: list[_ToSend] = []
+        if claimed:
+            # The check runs in its own transaction after the claim committed. (Sharing one would make the
+            # 'sending' UPDATE re-check the contacts foreign key of rows this transaction already updated —
+            # a KEY SHARE lock on contacts taken after our subscriptions lock, the reverse of
+            # consent.record's order: a deadlock with concurrent opt-outs on PostgreSQL.)
+            with self.db.transaction() as conn:
+                to_send = self.check(conn, claimed, counts)
+        self._prepare_seconds = time.monotonic() - started
+        return _Batch(claimed, to_send, leased_at, counts)
+
+    def _deliver_batch(self, batch: _Batch, *, prefetch: bool) -> list[_Outcome]:
         # Never start a provider call that could outlive our lease: once the lease is reclaimed another
         # worker reconciles and may resend, so a call still in flight then could become a duplicate.
         budget = self._lease().total_seconds() - SEND_MARGIN
         outcomes: list[_Outcome] = []
-        for item in to_send:
-            if time.monotonic() - leased_at < budget:
+        started = time.monotonic()
+        total = len(batch.to_send)
+        for done, item in enumerate(batch.to_send):
+            now = time.monotonic()
+            if prefetch and self._prefetched is None and done >= PREFETCH_MIN_SAMPLE:
+                remaining = (total - done) * (now - started) / done
+                if remaining <= self._prepare_seconds * PREFETCH_LEAD or done == total - 1:
+                    self._prefetched = self._pool().submit(self._prepare)
+            if now - batch.leased_at < budget:
                 outcomes.append(self.deliver(item))
             else:  # back to the queue; handed_over_at stays set, so the next attempt reconciles first
                 outcomes.append(_Outcome(item.row["id"], {"status": "queued", "reason": "lease budget used up",
                                                           "lease_owner": None, "lease_expires_at": None}))  # fmt: skip
-        campaign_ids = {m["campaign_id"] for m in claimed if m["campaign_id"]}
-        if not self.config.pipeline:
-            counts.add(self._record_batch(to_send, outcomes, campaign_ids))
-            return counts
-        counts.add(self.flush())
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optline-record")
-        self._pending = self._executor.submit(self._record_batch, to_send, outcomes, campaign_ids)
-        return counts
+        return outcomes
+
+    def _take_prefetched(self) -> _Batch | None:
+        future, self._prefetched = self._prefetched, None
+        return future.result() if future is not None else None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:  # one thread records, one prepares the next batch
+            self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="optline-dispatch")
+        return self._executor
 
     def _record_batch(
         self, to_send: list[_ToSend], outcomes: list[_Outcome], campaign_ids: set[int]
@@ -401,13 +451,26 @@ class Dispatcher:
         pending, self._pending = self._pending, None
         return pending.result() if pending is not None else Counts()
 
-    def close(self) -> None:
+    def close(self) -> Counts:
+        """Finish what was started and stop; returns the counts of that work.
+
+        A batch prepared in the background is already checked and marked ``sending``: it is handed over
+        now (leaving it would cost a lease expiry and a reconciliation with the provider)."""
+        counts = Counts()
         try:
-            self.flush()
+            batch = self._take_prefetched()
+            if batch is not None and batch.claimed:
+                counts.add(batch.counts)
+                outcomes = self._deliver_batch(batch, prefetch=False)
+                counts.add(self.flush())
+                campaign_ids = {m["campaign_id"] for m in batch.claimed if m["campaign_id"]}
+                counts.add(self._record_batch(batch.to_send, outcomes, campaign_ids))
+            counts.add(self.flush())
         finally:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None
+        return counts
 
     def next_due(self) -> datetime | None:
         """When the earliest waiting message becomes due (the worker sleeps until then, or its poll)."""
