@@ -53,7 +53,8 @@ def is_gsm7(text: str) -> bool:
 
 
 def gsm7_units(text: str) -> int:
-    return sum(2 if ch in GSM7_EXTENSION else 1 for ch in text)
+    """Septets: extension-table characters take two (escape + character)."""
+    return len(text) + sum(text.count(ch) for ch in set(text) & GSM7_EXTENSION)
 
 
 def ucs2_units(text: str) -> int:
@@ -73,12 +74,17 @@ def _segments(units: int, single: int, multi: int) -> tuple[int, int]:
     return -(-units // multi), multi
 
 
+_GSM7_ALL = GSM7_BASIC | GSM7_EXTENSION
+
+
 def count(text: str) -> SegmentInfo:
-    offending = tuple(dict.fromkeys(ch for ch in text if ch not in GSM7_BASIC and ch not in GSM7_EXTENSION))
-    if not offending:
+    # Set operations first: dispatch counts every message it hands over, and nearly all are plain GSM-7.
+    chars = set(text)
+    if chars <= _GSM7_ALL:
         units = gsm7_units(text)
         segs, per = _segments(units, GSM7_SINGLE, GSM7_MULTI)
         return SegmentInfo("GSM-7", units, segs, per, (), None)
+    offending = tuple(dict.fromkeys(ch for ch in text if ch not in _GSM7_ALL))
     units = ucs2_units(text)
     segs, per = _segments(units, UCS2_SINGLE, UCS2_MULTI)
     return SegmentInfo("UCS-2", units, segs, per, offending, gsm7_rewrite(text))
