@@ -8,7 +8,7 @@ Shared machines are noisy (the ceiling itself moves by +-30% from minute to minu
 interleaved: ceiling, dispatch, ceiling, dispatch, …, ceiling; each dispatch round is compared with the mean
 of the ceilings measured just before and just after it, and the median round is reported.
 
-    python -m bench.dispatch [--messages 2000] [--rounds 5] [--engines sqlite,postgresql]
+    python -m bench.dispatch [--messages 2000] [--rounds 5] [--batch-size N] [--engines sqlite,postgresql]
 """
 
 from __future__ import annotations
@@ -58,10 +58,11 @@ def prepare(db_url: str, n: int) -> Container:
     return c
 
 
-def dispatch_round(c: Container, fake_url: str, n: int) -> float:
+def dispatch_round(c: Container, fake_url: str, n: int, batch_size: int) -> float:
     """Send at least ``n`` of the campaign's messages the way a worker does; messages/s."""
-    dispatcher = Dispatcher(c.db, c.clock, TwilioSender(fp.TWILIO_SID, fp.TWILIO_TOKEN, fake_url),
-                            DispatchConfig(batch_size=200, public_url="https://acme.test", pipeline=True), worker_id="bench")  # fmt: skip
+    config = DispatchConfig(batch_size=batch_size, public_url="https://acme.test", pipeline=True)
+    sender = TwilioSender(fp.TWILIO_SID, fp.TWILIO_TOKEN, fake_url)
+    dispatcher = Dispatcher(c.db, c.clock, sender, config, worker_id="bench")
     total = Counts()
     t0 = time.perf_counter()
     while total.sent < n:
@@ -86,6 +87,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000, help="messages per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--engines", default="sqlite,postgresql")
+    parser.add_argument("--batch-size", type=int, default=Settings().worker_batch_size,
+                        help="messages per claim (default: the worker's, OPTLINE_WORKER_BATCH_SIZE)")  # fmt: skip
     args, _ = parser.parse_known_args()
     results = []
     for engine in args.engines.split(","):
@@ -93,12 +96,12 @@ def main() -> None:
         try:
             with fresh_database(engine) as db_url:
                 # per round: the counts lag one batch (recorded in the background), plus the batch prefetched last
-                c = prepare(db_url, (args.messages + 600) * args.rounds)
+                c = prepare(db_url, (args.messages + 3 * args.batch_size) * args.rounds)
                 bare_loop(url, 300)  # warm-up
                 ceilings = [bare_loop(url, args.messages)]
                 rounds = []
                 for _ in range(args.rounds):
-                    rate = dispatch_round(c, url, args.messages)
+                    rate = dispatch_round(c, url, args.messages, args.batch_size)
                     ceilings.append(bare_loop(url, args.messages))
                     ceiling = (ceilings[-2] + ceilings[-1]) / 2
                     rounds.append((rate / ceiling, rate, ceiling))
