@@ -19,6 +19,7 @@ from optline.bootstrap import Container
 from optline.domain.optout_links import is_well_formed
 from optline.services import campaigns, outbox
 from optline.services.dispatch import Counts, DispatchConfig, Dispatcher
+from optline.services.rate_limit import RateLimiter
 from tests.support import fake_providers as fp
 from tests.support import outbound
 
@@ -178,6 +179,29 @@ def test_pipelined_worker_checks_the_next_batch_after_its_claim_and_hands_it_ove
     assert (total.claimed, total.sent, total.suppressed) == (60, 40, 20)
     assert sum(r.status == "sent" for r in final) == 40 == len(fake.received)
     assert sum(r.status == "queued" for r in final) == 40  # batches 4 and 5: never claimed, never checked
+
+
+def test_rate_limited_batches_are_checked_close_to_their_hand_over(
+    container: Container, fake: fp.FakeProviders
+) -> None:
+    """At 4 messages/s and a 1-second window, a batch hands over 4 messages; the rest go back to the queue
+    unchecked (not 'sending', no hand-over time) instead of waiting up to 2.5 s after their check."""
+    outbound.seed(container, 10)
+    with container.db.transaction() as conn:
+        conn.execute(update(programs).values(settings={"rate_per_second": 4}))
+    start_campaign(container)
+    waits: list[float] = []
+    sender = TwilioSender(fp.TWILIO_SID, fp.TWILIO_TOKEN, fake.url)
+    config = DispatchConfig(public_url="https://acme.test", send_window=1.0)
+    dispatcher = Dispatcher(container.db, container.clock, sender, config, worker_id="w1",
+                            limiter=RateLimiter(sleep=waits.append))  # fmt: skip
+    first = dispatcher.run_once()
+    assert (first.claimed, first.sent, first.released) == (10, 4, 6)
+    back = [r for r in rows(container) if r.status == "queued"]
+    assert len(back) == 6 and all(r.handed_over_at is None and r.lease_owner is None for r in back)
+    assert max(waits) <= 1.0  # no checked message waited longer than the window for the rate limit
+    total = drain(dispatcher)
+    assert first.sent + total.sent == 10 == len(fake.received)
 
 
 def test_quiet_hours_defer_not_drop(container: Container, fake: fp.FakeProviders) -> None:

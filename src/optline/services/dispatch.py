@@ -99,6 +99,9 @@ class DispatchConfig:
     backoff_base: float = 2.0  # seconds; attempt n waits base * 2**(n-1), capped
     backoff_max: float = 3600.0
     rate_per_second: float | None = None  # per sender number, per worker; program setting overrides
+    # The longest a checked message may then wait for its sender's rate limit: at 1 message/s a batch of
+    # 100 would otherwise be checked up to 100 s before its last hand-over. Beyond it, back to the queue.
+    send_window: float = 5.0
     public_url: str = "http://127.0.0.1:8000"
     status_callback_url: str | None = None
     pipeline: bool = False  # record a batch's outcome in the background while the next one is sent
@@ -230,6 +233,7 @@ class Dispatcher:
         history = _History(conn, now, claimed, programs, people)
         outcomes: list[_Outcome] = []
         to_send: list[_ToSend] = []
+        per_sender: dict[str, int] = defaultdict(int)
         for m in claimed:
             program, person = programs[m["program_id"]], people[m["contact_id"]]
             assert program is not None
@@ -242,6 +246,16 @@ class Dispatcher:
                 outcomes.append(_Outcome(m["id"], {**base, "status": status}))
                 counts.released += 1
                 continue
+            rate = settings.get("rate_per_second", self.config.rate_per_second)
+            if rate:
+                key = m["from_phone"] or "-"  # the rate limiter's key (deliver)
+                per_sender[key] += 1
+                if per_sender[key] > 1 and per_sender[key] / float(rate) > self.config.send_window:
+                    # Checked now, this message would wait for its sender's rate limit longer than the
+                    # window: back to the queue unchecked, so that its check stays close to its hand-over.
+                    outcomes.append(_Outcome(m["id"], {**base, "status": "queued"}))
+                    counts.released += 1
+                    continue
             if kind not in REPLY_KINDS:
                 refusal = _consent_refusal(
                     conn, kind, m, program, consent_rows.get((m["contact_id"], m["program_id"]))
@@ -289,7 +303,6 @@ class Dispatcher:
                 "lease_expires_at": now + self._lease(),
             }))  # fmt: skip
             reconcile = as_utc(m["handed_over_at"]) if m["handed_over_at"] else None
-            rate = settings.get("rate_per_second", self.config.rate_per_second)
             sender_number = (
                 m["from_phone"]
                 or next(iter(program.get("sender_numbers") or []), None)
