@@ -7,70 +7,38 @@ from __future__ import annotations
 
 import http.server
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, select
 
 from optline.adapters.db.tables import consent_events, contacts, messages, subscriptions
+from tests.support.server import ARTIFACTS, launch, serve
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
 OPTLINE = str(Path(sys.executable).parent / "optline")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--no-first-run",
-]  # fmt: skip
+SECRET = "browser-test-secret-key-0123456789abcdef"
 PHONE = "+14155550134"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ, "OPTLINE_DATABASE_URL": f"sqlite:///{tmp_path / 'optline.db'}", "OPTLINE_PUBLIC_URL": base,
-        "OPTLINE_ENV": "test", "OPTLINE_SECRET_KEY": "browser-test-secret-key-0123456789abcdef",
-    }  # fmt: skip
+    db = f"sqlite:///{tmp_path / 'optline.db'}"
+    env = {**os.environ, "OPTLINE_DATABASE_URL": db, "OPTLINE_ENV": "test", "OPTLINE_SECRET_KEY": SECRET}
     subprocess.run(
         [OPTLINE, "programs", "create", "deals", "--brand", "Acme Coffee", "--sender", "+14155550100",
          "--double-opt-in", "--join-keyword", "JOIN", "--frequency", "Up to 4 msgs/month",
          "--terms-url", "https://acme.example/terms", "--privacy-url", "https://acme.example/privacy"],
         env=env, check=True, capture_output=True,
     )  # fmt: skip
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen([OPTLINE, "serve", "--port", str(port)], env=env, stdout=log, stderr=log)
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"optline serve exited: {(tmp_path / 'serve.log').read_text()}")
-            time.sleep(0.1)
-        yield {"base": base, "env": env, "db": env["OPTLINE_DATABASE_URL"]}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+    with serve(db, OPTLINE_SECRET_KEY=SECRET) as running:
+        yield {"base": running.url, "env": {**env, "OPTLINE_PUBLIC_URL": running.url}, "db": db}
 
 
 @pytest.fixture
@@ -78,7 +46,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        b = launch(p)
         yield b
         b.close()
 

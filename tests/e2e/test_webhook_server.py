@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -16,14 +14,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
+from tests.support.server import serve
+
 TOKEN = "e2e-twilio-auth-token-0123456789abcdef"
 PERSON, SENDER = "+14155550134", "+14155550100"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -35,31 +29,15 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ, "OPTLINE_DATABASE_URL": f"sqlite:///{tmp_path / 'optline.db'}", "OPTLINE_PUBLIC_URL": base,
-        "OPTLINE_TWILIO_AUTH_TOKEN": TOKEN, "OPTLINE_ENV": "development", "COLUMNS": "200",
-    }  # fmt: skip
+    db = f"sqlite:///{tmp_path / 'optline.db'}"
+    settings = {"OPTLINE_TWILIO_AUTH_TOKEN": TOKEN, "OPTLINE_ENV": "development", "COLUMNS": "200"}
+    env = {**os.environ, "OPTLINE_DATABASE_URL": db, **settings}
     cli(env, "programs", "create", "deals", "--brand", "Acme Coffee", "--sender", SENDER)
     csv = tmp_path / "list.csv"
     csv.write_text(f"phone,consented_at,consent_source\n{PERSON},2026-01-01,web form\n", encoding="utf-8")
     cli(env, "contacts", "import", str(csv), "--program", "deals")
-    proc = subprocess.Popen([sys.executable, "-m", "optline", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("optline serve did not start")
-        yield base, env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with serve(db, **settings) as running:
+        yield running.url, {**env, "OPTLINE_PUBLIC_URL": running.url}
 
 
 def status_of(env: dict[str, str]) -> str:

@@ -247,15 +247,6 @@ class Dispatcher:
                 counts.released += 1
                 continue
             rate = settings.get("rate_per_second", self.config.rate_per_second)
-            if rate:
-                key = m["from_phone"] or "-"  # the rate limiter's key (deliver)
-                per_sender[key] += 1
-                if per_sender[key] > 1 and per_sender[key] / float(rate) > self.config.send_window:
-                    # Checked now, this message would wait for its sender's rate limit longer than the
-                    # window: back to the queue unchecked, so that its check stays close to its hand-over.
-                    outcomes.append(_Outcome(m["id"], {**base, "status": "queued"}))
-                    counts.released += 1
-                    continue
             if kind not in REPLY_KINDS:
                 refusal = _consent_refusal(
                     conn, kind, m, program, consent_rows.get((m["contact_id"], m["program_id"]))
@@ -274,6 +265,16 @@ class Dispatcher:
                         counts.skipped += 1
                     else:
                         counts.deferred += 1
+                    continue
+            if rate:  # counted over the messages about to be handed over, suppressed ones take no turn
+                key = m["from_phone"] or "-"  # the rate limiter's key (deliver)
+                per_sender[key] += 1
+                if per_sender[key] > 1 and per_sender[key] / float(rate) > self.config.send_window:
+                    # Handed over now, this message would wait for its sender's rate limit longer than the
+                    # window: back to the queue, to be checked again when it is next claimed, so that its
+                    # check stays close to its hand-over.
+                    outcomes.append(_Outcome(m["id"], {**base, "status": "queued"}))
+                    counts.released += 1
                     continue
             body, segs, token = m["body"], m["segments"], m["optout_token"]
             if segs == 0:  # a campaign row still holding the template: compose it for this contact now

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
 from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from optline.bootstrap import Container, build
 
@@ -28,3 +32,16 @@ def container(*, migrate: bool = True) -> Container:
 
 def exit_code(code: int) -> NoReturn:
     raise typer.Exit(code)
+
+
+def show_import(title: str, outcomes: Iterable[tuple[str, int]], reject_reasons: Counter[str],
+                rejected: int, rejects_path: Path | None) -> None:  # fmt: skip
+    """An import's outcome table, the reasons rows were rejected, and where the rejected rows went."""
+    table = Table("outcome", "rows", title=title)
+    for label, value in outcomes:
+        table.add_row(label, f"{value:,}")
+    console.print(table)
+    for reason, count in reject_reasons.most_common():
+        console.print(f"  rejected {count:,} × {reason}")
+    if rejected:
+        console.print(f"rejected rows, with line numbers and reasons: [bold]{rejects_path}[/bold]")

@@ -16,7 +16,7 @@ from rich.progress import (
 from rich.table import Table
 
 from optline.domain.phones import InvalidPhoneNumber
-from optline.entrypoints.cli.common import console, container, fail
+from optline.entrypoints.cli.common import console, container, fail, show_import
 from optline.services import contacts as contact_service
 from optline.services.contacts_import import ImportError_, import_file
 from optline.services.programs import require_program
@@ -52,19 +52,13 @@ def import_(
             )  # fmt: skip
         except ImportError_ as exc:
             fail(str(exc))
-    table = Table("outcome", "rows", title=f"{file.name} → {prog['name']}")
-    for label, value in (
+    outcomes = (
         ("rows read", s.rows), ("contacts created", s.created), ("contacts updated", s.updated),
         ("contacts unchanged", s.unchanged), ("consent recorded (opt-in events)", s.consent_recorded),
         ("already subscribed", s.already_subscribed), ("kept opted out (import never re-subscribes)", s.kept_opted_out),
         ("no consent evidence (no marketing)", s.without_consent), ("rejected", s.rejected),
-    ):  # fmt: skip
-        table.add_row(label, f"{value:,}")
-    console.print(table)
-    for reason, count in s.reject_reasons.most_common():
-        console.print(f"  rejected {count:,} × {reason}")
-    if s.rejected:
-        console.print(f"rejected rows, with line numbers and reasons: [bold]{s.rejects_path}[/bold]")
+    )  # fmt: skip
+    show_import(f"{file.name} → {prog['name']}", outcomes, s.reject_reasons, s.rejected, s.rejects_path)
 
 
 @app.command("show")

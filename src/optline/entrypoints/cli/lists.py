@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from optline.entrypoints.cli.common import console, container, fail
+from optline.entrypoints.cli.common import container, fail, show_import
 from optline.services import number_lists
 
 dnc_app = typer.Typer(help="The National Do-Not-Call list.", no_args_is_help=True)
@@ -17,15 +16,13 @@ FILE = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="tex
 
 
 def _show(title: str, s: number_lists.ListImportSummary) -> None:
-    table = Table("outcome", "rows", title=title)
-    for label, value in (("rows read", s.rows), ("added", s.added), ("already known", s.already_known),
-                         ("rejected", s.rejected)):  # fmt: skip
-        table.add_row(label, f"{value:,}")
-    console.print(table)
-    for reason, count in s.reject_reasons.most_common():
-        console.print(f"  rejected {count:,} × {reason}")
-    if s.rejected:
-        console.print(f"rejected rows, with line numbers and reasons: [bold]{s.rejects_path}[/bold]")
+    outcomes = (
+        ("rows read", s.rows),
+        ("added", s.added),
+        ("already known", s.already_known),
+        ("rejected", s.rejected),
+    )
+    show_import(title, outcomes, s.reject_reasons, s.rejected, s.rejects_path)
 
 
 @dnc_app.command("import")
