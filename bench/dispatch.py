@@ -1,19 +1,23 @@
 """Dispatch throughput: the full pipeline (claim, send-time consent check, composition, hand-over marks,
 provider call, status writes) against the fake Twilio server running in another process, beside a bare
 httpx loop posting the same requests to the same server: the ceiling. Target: >= 70% of the ceiling.
-The dispatcher runs as ``optline worker`` configures it (one process, provider calls one after another,
-the next batch checked and the last one recorded in the background).
+The dispatcher runs as ``optline worker`` configures it: provider calls one after another in its courier
+process, while the worker process checks the next batch and records the last one (``--no-courier``: the
+calls in the worker process, overlapped with threads). The courier is started before the clock starts: a
+worker starts it once, not per message.
 
 Shared machines are noisy (the ceiling itself moves by +-30% from minute to minute), so the two are
 interleaved: ceiling, dispatch, ceiling, dispatch, …, ceiling; each dispatch round is compared with the mean
 of the ceilings measured just before and just after it, and the median round is reported.
 
     python -m bench.dispatch [--messages 2000] [--rounds 5] [--batch-size N] [--engines sqlite,postgresql]
+                             [--no-courier]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import subprocess
 import sys
 import time
@@ -58,11 +62,15 @@ def prepare(db_url: str, n: int) -> Container:
     return c
 
 
-def dispatch_round(c: Container, fake_url: str, n: int, batch_size: int) -> float:
+def dispatch_round(c: Container, fake_url: str, n: int, batch_size: int, courier: bool = True) -> float:
     """Send at least ``n`` of the campaign's messages the way a worker does; messages/s."""
-    config = DispatchConfig(batch_size=batch_size, public_url="https://acme.test", pipeline=True)
+    factory = functools.partial(TwilioSender, fp.TWILIO_SID, fp.TWILIO_TOKEN, fake_url) if courier else None
+    config = DispatchConfig(
+        batch_size=batch_size, public_url="https://acme.test", pipeline=True, courier=factory
+    )
     sender = TwilioSender(fp.TWILIO_SID, fp.TWILIO_TOKEN, fake_url)
     dispatcher = Dispatcher(c.db, c.clock, sender, config, worker_id="bench")
+    dispatcher.start()
     total = Counts()
     t0 = time.perf_counter()
     while total.sent < n:
@@ -89,6 +97,7 @@ def main() -> None:
     parser.add_argument("--engines", default="sqlite,postgresql")
     parser.add_argument("--batch-size", type=int, default=Settings().worker_batch_size,
                         help="messages per claim (default: the worker's, OPTLINE_WORKER_BATCH_SIZE)")  # fmt: skip
+    parser.add_argument("--no-courier", action="store_true", help="provider calls in the worker process")
     args, _ = parser.parse_known_args()
     results = []
     for engine in args.engines.split(","):
@@ -101,7 +110,7 @@ def main() -> None:
                 ceilings = [bare_loop(url, args.messages)]
                 rounds = []
                 for _ in range(args.rounds):
-                    rate = dispatch_round(c, url, args.messages, args.batch_size)
+                    rate = dispatch_round(c, url, args.messages, args.batch_size, courier=not args.no_courier)
                     ceilings.append(bare_loop(url, args.messages))
                     ceiling = (ceilings[-2] + ceilings[-1]) / 2
                     rounds.append((rate / ceiling, rate, ceiling))

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     worker_batch_size: int = 100
     worker_lease_seconds: float = 120.0
     worker_poll_seconds: float = 1.0
+    # Provider calls in a courier process of their own (services/courier.py), so the worker's database
+    # work runs on another core. HTTP providers only; the simulator writes to the database in-process.
+    worker_courier: bool = True
     retry_backoff_seconds: float = 2.0
 
     # The public sign-up form (/join/<program>): form posts per client IP per 10 minutes (per process), and

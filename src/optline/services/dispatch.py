@@ -30,6 +30,10 @@ Message kinds (``services.outbox``): confirmation/help/signup are replies to the
 quiet hours and caps; transactional needs consent not revoked and respects quiet hours; marketing needs
 subscribed-with-evidence, not held, quiet hours, state limits and the program's frequency cap.
 
+Where the calls run: ``optline worker`` makes them in a courier process (``services/courier.py``) so that
+claim, check and record run on another core meanwhile; the courier only ever receives messages the check
+transaction marked ``sending`` and committed, so everything above holds unchanged.
+
 Exactly once: ``handed_over_at`` is written before the provider call. A message found with it set (a retry
 after a timeout/5xx, or a reclaim after a crash) is first reconciled with the provider
 (``Sender.find_sent``); only when the provider has no record of it is it sent again — after passing the
@@ -43,7 +47,7 @@ import os
 import re
 import socket
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -72,6 +76,16 @@ from optline.domain.consent import Action, Channel, Status
 from optline.domain.optout_links import new_token
 from optline.domain.phones import InvalidPhoneNumber, parse_phone
 from optline.services import consent
+from optline.services.courier import (
+    Courier,
+    CourierGone,
+    Delivery,
+    Handover,
+    SenderFactory,
+    deliver_all,
+    deliver_one,
+    prefetch_due,
+)
 from optline.services.outbox import REPLY_KINDS, Kind
 from optline.services.rate_limit import RateLimiter
 
@@ -84,11 +98,6 @@ PERSON_COLUMNS = ("id", "phone", "region", "time_zone", "us_state", "locale", "a
 # The longest a provider call can take (http_errors.DEFAULT_TIMEOUT) plus slack: no call starts later
 # than this before the lease ends.
 SEND_MARGIN = 12.0
-# Pipelined workers claim and check the next batch when the current one's remaining provider calls should
-# take PREFETCH_LEAD times as long as the last claim + check (estimated after PREFETCH_MIN_SAMPLE calls), and
-# at the latest alongside the last call.
-PREFETCH_LEAD = 1.25
-PREFETCH_MIN_SAMPLE = 5
 
 
 @dataclass
@@ -105,6 +114,9 @@ class DispatchConfig:
     public_url: str = "http://127.0.0.1:8000"
     status_callback_url: str | None = None
     pipeline: bool = False  # record a batch's outcome in the background while the next one is sent
+    # Make the provider calls in a courier process whose Sender this builds (services/courier.py), while
+    # this process claims, checks and records; its times come from the system clock. None: calls here.
+    courier: SenderFactory | None = None
 
 
 @dataclass
@@ -132,9 +144,7 @@ class _Outcome:
 @dataclass
 class _ToSend:
     row: Mapping[str, Any]
-    sms: OutboundSms
-    reconcile_since: datetime | None  # set when a previous hand-over may have reached the provider
-    rate: float | None
+    handover: Handover
     attempts: int
     opted_out_program: Mapping[str, Any] | None = field(default=None)
 
@@ -143,8 +153,12 @@ class _ToSend:
 class _Batch:
     claimed: list[dict[str, Any]]
     to_send: list[_ToSend]
-    leased_at: float  # time.monotonic() when the claim committed
+    deadline: float  # time.monotonic() after which none of its provider calls may start (lease budget)
     counts: Counts
+
+    @property
+    def campaign_ids(self) -> set[int]:
+        return {m["campaign_id"] for m in self.claimed if m["campaign_id"]}
 
 
 def default_worker_id() -> str:
@@ -162,6 +176,9 @@ class Dispatcher:
         self._pending: Future[Counts] | None = None
         self._prefetched: Future[_Batch] | None = None
         self._prepare_seconds = 0.0  # how long the last claim + check took (when to start the next one)
+        self._courier = Courier(self.config.courier) if self.config.courier else None
+        self._at_courier: deque[tuple[int, _Batch]] = deque()  # submitted, not done yet (at most two)
+        self._batch_ids = 0
 
     # -- 1. claim ----------------------------------------------------------------------------------
     def claim(self, conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
@@ -311,33 +328,32 @@ class Dispatcher:
             )
             sms = OutboundSms(to=m["to_phone"], from_=sender_number, body=body,
                               idempotency_key=m["idempotency_key"], status_callback_url=self.config.status_callback_url)  # fmt: skip
-            to_send.append(_ToSend({**m, "body": body}, sms, reconcile, float(rate) if rate else None,
-                                   m["attempts"] + 1, program))  # fmt: skip
+            handover = Handover(
+                m["id"], sms, reconcile, m["from_phone"] or "-", float(rate) if rate else None
+            )
+            to_send.append(_ToSend({**m, "body": body}, handover, m["attempts"] + 1, program))
         _write(conn, outcomes)
         return to_send
 
     # -- 3. hand over and record --------------------------------------------------------------------
     def deliver(self, item: _ToSend) -> _Outcome:
-        m = item.row
-        try:
-            if item.reconcile_since is not None:
-                found = self.sender.find_sent(item.sms, item.reconcile_since - timedelta(minutes=5))
-                if found:
-                    return self._sent(m["id"], found)
-            self.limiter.wait(m["from_phone"] or "-", item.rate)
-            result = self.sender.send(item.sms)
-        except ProviderError as exc:
-            return self._failure(item, exc)
-        return self._sent(m["id"], result.provider_message_id)
+        return self._outcome(item, deliver_one(self.sender, self.limiter, item.handover, self.clock.now))
 
-    def _sent(self, message_id: int, provider_id: str) -> _Outcome:
-        now = self.clock.now()
-        return _Outcome(message_id, {"status": "sent", "provider_message_id": provider_id, "sent_at": now,
-                                     "error_code": None, "error_message": None, "lease_owner": None,
-                                     "lease_expires_at": None, "updated_at": now})  # fmt: skip
+    def _outcome(self, item: _ToSend, delivery: Delivery) -> _Outcome:
+        now = delivery.at or self.clock.now()
+        # Not attempted (lease budget): back to the queue; handed_over_at stays set, so the next attempt
+        # reconciles first.
+        if delivery.expired:
+            return _Outcome(item.row["id"], {"status": "queued", "reason": "lease budget used up",
+                                             "lease_owner": None, "lease_expires_at": None})  # fmt: skip
+        if delivery.error is not None:
+            return self._failure(item, delivery.error, now)
+        assert delivery.provider_id is not None
+        return _Outcome(item.row["id"], {"status": "sent", "provider_message_id": delivery.provider_id,
+                                         "sent_at": now, "error_code": None, "error_message": None,
+                                         "lease_owner": None, "lease_expires_at": None, "updated_at": now})  # fmt: skip
 
-    def _failure(self, item: _ToSend, exc: ProviderError) -> _Outcome:
-        now = self.clock.now()
+    def _failure(self, item: _ToSend, exc: ProviderError, now: datetime) -> _Outcome:
         base = {"error_code": exc.code, "error_message": exc.message[:500], "lease_owner": None,
                 "lease_expires_at": None, "updated_at": now}  # fmt: skip
         if exc.kind is ErrorKind.RETRY and item.attempts < self.config.max_attempts:
@@ -381,6 +397,11 @@ class Dispatcher:
             else:
                 counts.failed += 1
 
+    def start(self) -> None:
+        """Start the courier process now, if one is configured (else it starts with the first batch)."""
+        if self._courier is not None:
+            self._courier.start()
+
     def run_once(self) -> Counts:
         """Take one batch all the way: claim, check, hand over, record (claimed == 0: queue idle).
 
@@ -394,7 +415,11 @@ class Dispatcher:
           and check take. So a message's check still happens about one batch's send time before its
           hand-over, as without overlapping, and never before its claim (invariant 2 is unchanged: the
           check runs in a transaction that starts after the claim committed).
+        With ``config.courier`` the same happens with the provider calls in a courier process
+        (``services/courier.py``) and the claim, check and record in this one.
         """
+        if self._courier is not None:
+            return self._run_once_with_courier(self._courier)
         counts = Counts()
         batch = self._take_prefetched() or self._prepare()
         counts.add(batch.counts)
@@ -402,13 +427,56 @@ class Dispatcher:
             counts.add(self.flush())
             return counts
         outcomes = self._deliver_batch(batch, prefetch=self.config.pipeline)
-        campaign_ids = {m["campaign_id"] for m in batch.claimed if m["campaign_id"]}
         if not self.config.pipeline:
-            counts.add(self._record_batch(batch.to_send, outcomes, campaign_ids))
+            counts.add(self._record_batch(batch.to_send, outcomes, batch.campaign_ids))
             return counts
         counts.add(self.flush())
-        self._pending = self._pool().submit(self._record_batch, batch.to_send, outcomes, campaign_ids)
+        self._pending = self._pool().submit(self._record_batch, batch.to_send, outcomes, batch.campaign_ids)
         return counts
+
+    def _run_once_with_courier(self, courier: Courier, *, prefetch: bool = True) -> Counts:
+        """The courier hands batch N over while this process claims and checks batch N+1 (when the courier
+        asks for it, see ``prefetch_due``; not when closing) and then records batch N."""
+        counts = Counts()
+        courier.start()
+        if not self._at_courier:
+            batch = self._prepare()
+            if not batch.to_send:  # nothing claimed, or nothing in it may go (suppressed, deferred…)
+                counts.add(batch.counts)
+                if batch.claimed:
+                    counts.add(self._record_batch([], [], batch.campaign_ids))
+                return counts
+            self._submit(courier, batch)
+        head_id, head = self._at_courier[0]
+        try:
+            while True:
+                event = courier.receive()
+                if prefetch and event[0] == "prefetch" and event[1] == head_id and len(self._at_courier) == 1:
+                    batch = self._prepare()
+                    if batch.to_send:
+                        self._submit(courier, batch)  # the courier starts on it as soon as it finishes N
+                    elif batch.claimed:
+                        counts.add(batch.counts)
+                        counts.add(self._record_batch([], [], batch.campaign_ids))
+                elif event[0] == "done" and event[1] == head_id:
+                    self._at_courier.popleft()
+                    outcomes = [
+                        self._outcome(item, d) for item, d in zip(head.to_send, event[2], strict=True)
+                    ]
+                    counts.add(head.counts)
+                    counts.add(self._record_batch(head.to_send, outcomes, head.campaign_ids))
+                    return counts
+        except CourierGone:
+            # What it held stays 'sending' with handed_over_at: the lease expires and the next claim
+            # reconciles with the provider. The next run_once starts a new courier.
+            self._at_courier.clear()
+            raise
+
+    def _submit(self, courier: Courier, batch: _Batch) -> None:
+        self._batch_ids += 1
+        self._at_courier.append((self._batch_ids, batch))
+        courier.submit(self._batch_ids, [i.handover for i in batch.to_send], batch.deadline,
+                       self._prepare_seconds)  # fmt: skip
 
     def _prepare(self) -> _Batch:
         """Claim a batch, then (in a second transaction) run the send-time check on it."""
@@ -417,7 +485,9 @@ class Dispatcher:
         with self.db.transaction() as conn:
             claimed = self.claim(conn, self.clock.now(), self.config.batch_size)
         counts.claimed = len(claimed)
-        leased_at = time.monotonic()
+        # Never start a provider call that could outlive our lease: once the lease is reclaimed another
+        # worker reconciles and may resend, so a call still in flight then could become a duplicate.
+        deadline = time.monotonic() + self._lease().total_seconds() - SEND_MARGIN
         to_send: list[_ToSend] = []
         if claimed:
             # The check runs in its own transaction after the claim committed. (Sharing one would make the
@@ -427,27 +497,23 @@ class Dispatcher:
             with self.db.transaction() as conn:
                 to_send = self.check(conn, claimed, counts)
         self._prepare_seconds = time.monotonic() - started
-        return _Batch(claimed, to_send, leased_at, counts)
+        return _Batch(claimed, to_send, deadline, counts)
 
     def _deliver_batch(self, batch: _Batch, *, prefetch: bool) -> list[_Outcome]:
-        # Never start a provider call that could outlive our lease: once the lease is reclaimed another
-        # worker reconciles and may resend, so a call still in flight then could become a duplicate.
-        budget = self._lease().total_seconds() - SEND_MARGIN
-        outcomes: list[_Outcome] = []
-        started = time.monotonic()
         total = len(batch.to_send)
-        for done, item in enumerate(batch.to_send):
-            now = time.monotonic()
-            if prefetch and self._prefetched is None and done >= PREFETCH_MIN_SAMPLE:
-                remaining = (total - done) * (now - started) / done
-                if remaining <= self._prepare_seconds * PREFETCH_LEAD or done == total - 1:
-                    self._prefetched = self._pool().submit(self._prepare)
-            if now - batch.leased_at < budget:
-                outcomes.append(self.deliver(item))
-            else:  # back to the queue; handed_over_at stays set, so the next attempt reconciles first
-                outcomes.append(_Outcome(item.row["id"], {"status": "queued", "reason": "lease budget used up",
-                                                          "lease_owner": None, "lease_expires_at": None}))  # fmt: skip
-        return outcomes
+
+        def progress(done: int, elapsed: float) -> bool:
+            if (
+                prefetch
+                and self._prefetched is None
+                and prefetch_due(done, total, elapsed, self._prepare_seconds)
+            ):
+                self._prefetched = self._pool().submit(self._prepare)
+            return True
+
+        deliveries = deliver_all(self.sender, self.limiter, [i.handover for i in batch.to_send],
+                                 deadline=batch.deadline, now=self.clock.now, progress=progress)  # fmt: skip
+        return [self._outcome(item, d) for item, d in zip(batch.to_send, deliveries, strict=True)]
 
     def _take_prefetched(self) -> _Batch | None:
         future, self._prefetched = self._prefetched, None
@@ -478,19 +544,27 @@ class Dispatcher:
     def close(self) -> Counts:
         """Finish what was started and stop; returns the counts of that work.
 
-        A batch prepared in the background is already checked and marked ``sending``: it is handed over
-        now (leaving it would cost a lease expiry and a reconciliation with the provider)."""
+        A batch prepared in the background (or already at the courier) is already checked and marked
+        ``sending``: it is handed over now (leaving it would cost a lease expiry and a reconciliation with
+        the provider)."""
         counts = Counts()
         try:
+            if self._courier is not None:
+                try:
+                    while self._at_courier and self._courier.running:
+                        counts.add(self._run_once_with_courier(self._courier, prefetch=False))
+                except CourierGone as exc:  # what it held waits for its lease and a reconciliation
+                    log.error("stopping: %s", exc)
             batch = self._take_prefetched()
             if batch is not None and batch.claimed:
                 counts.add(batch.counts)
                 outcomes = self._deliver_batch(batch, prefetch=False)
                 counts.add(self.flush())
-                campaign_ids = {m["campaign_id"] for m in batch.claimed if m["campaign_id"]}
-                counts.add(self._record_batch(batch.to_send, outcomes, campaign_ids))
+                counts.add(self._record_batch(batch.to_send, outcomes, batch.campaign_ids))
             counts.add(self.flush())
         finally:
+            if self._courier is not None:
+                self._courier.stop()
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None

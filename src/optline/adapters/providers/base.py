@@ -37,6 +37,16 @@ class ProviderError(Exception):
         super().__init__(message)
         self.kind, self.code, self.message, self.retry_after = kind, code, message, retry_after
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable (it crosses from the courier process to the worker): rebuilt with its keyword fields.
+        return _provider_error, (self.kind, self.message, self.code, self.retry_after)
+
+
+def _provider_error(
+    kind: ErrorKind, message: str, code: str | None, retry_after: float | None
+) -> ProviderError:
+    return ProviderError(kind, message, code=code, retry_after=retry_after)
+
 
 @dataclass(frozen=True)
 class OutboundSms:

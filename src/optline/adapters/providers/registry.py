@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from optline.adapters.clock import Clock, SystemClock
 from optline.adapters.db.database import Database
 from optline.adapters.providers.base import Sender
@@ -9,11 +12,16 @@ from optline.config import Settings
 
 
 def build_sender(settings: Settings, db: Database, clock: Clock | None = None) -> Sender:
-    name = settings.provider
-    if name == "simulator":
+    if settings.provider == "simulator":
         from optline.adapters.providers.simulator.send import SimulatorSender
 
         return SimulatorSender(db, clock or SystemClock())
+    return http_sender(settings)
+
+
+def http_sender(settings: Settings) -> Sender:
+    """The Sender of an HTTP provider: needs nothing but its settings (so a courier process can build it)."""
+    name = settings.provider
     if name == "twilio":
         from optline.adapters.providers.twilio.send import TwilioSender
 
@@ -36,6 +44,14 @@ def build_sender(settings: Settings, db: Database, clock: Clock | None = None) -
     raise ValueError(
         f"unknown provider {name!r} (OPTLINE_PROVIDER: simulator, twilio, vonage, plivo, telnyx)"
     )
+
+
+def courier_factory(settings: Settings) -> Callable[[], Sender] | None:
+    """How a courier process builds the provider's Sender; None where calls stay in the worker's process
+    (the simulator stores messages in the database; or OPTLINE_WORKER_COURIER=false)."""
+    if settings.provider == "simulator" or not settings.worker_courier:
+        return None
+    return partial(http_sender, settings)
 
 
 def status_callback_url(settings: Settings) -> str | None:
