@@ -442,10 +442,7 @@ class Dispatcher:
         if not self._at_courier:
             batch = self._prepare()
             if not batch.to_send:  # nothing claimed, or nothing in it may go (suppressed, deferred…)
-                counts.add(batch.counts)
-                if batch.claimed:
-                    counts.add(self._record_batch([], [], batch.campaign_ids))
-                return counts
+                return self._settle_unsendable(batch)
             self._submit(courier, batch)
         head_id, head = self._at_courier[0]
         try:
@@ -455,9 +452,8 @@ class Dispatcher:
                     batch = self._prepare()
                     if batch.to_send:
                         self._submit(courier, batch)  # the courier starts on it as soon as it finishes N
-                    elif batch.claimed:
-                        counts.add(batch.counts)
-                        counts.add(self._record_batch([], [], batch.campaign_ids))
+                    else:
+                        counts.add(self._settle_unsendable(batch))
                 elif event[0] == "done" and event[1] == head_id:
                     self._at_courier.popleft()
                     outcomes = [
@@ -471,6 +467,14 @@ class Dispatcher:
             # reconciles with the provider. The next run_once starts a new courier.
             self._at_courier.clear()
             raise
+
+    def _settle_unsendable(self, batch: _Batch) -> Counts:
+        """A batch with nothing to hand over: its counts, and its campaigns finished if that was the last."""
+        counts = Counts()
+        counts.add(batch.counts)
+        if batch.claimed:
+            counts.add(self._record_batch([], [], batch.campaign_ids))
+        return counts
 
     def _submit(self, courier: Courier, batch: _Batch) -> None:
         self._batch_ids += 1
