@@ -26,7 +26,11 @@ def get_conn(container: ContainerDep) -> Iterator[Connection]:
         yield conn
 
 
-ConnDep = Annotated[Connection, Depends(get_conn)]
+# scope="function": FastAPI closes this dependency when the route function returns, *before* the response
+# starts (fastapi/routing.py closes its function exit stack, then awaits the response). With the default
+# scope the commit ran after the client already had its 201, and a failed commit went unnoticed (invariant 3).
+# A commit that fails here raises before anything is sent: the client gets a 500, never a 2xx.
+ConnDep = Annotated[Connection, Depends(get_conn, scope="function")]
 
 
 def require_api_key(request: Request, container: ContainerDep, conn: ConnDep) -> str:
