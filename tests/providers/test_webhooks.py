@@ -111,3 +111,15 @@ def test_missing_secret_refuses_everything() -> None:
     fx = next(f for p, f in CASES if p == "twilio")
     with pytest.raises(SignatureError, match="not set"):
         twilio.verify(request("twilio", fx), "")
+
+
+def test_simulator_query_string_is_not_read() -> None:
+    """The simulator signs its JSON body only: a query parameter added to a captured request is ignored."""
+    body, headers = simulator.encode({"sid": "s-1", "status": "delivered"}, signing.SECRET_KEY)
+    req = WebhookRequest(
+        method="POST", url="http://testserver/webhooks/simulator/status?error_code=opted_out", headers=headers,
+        body=body, query=[("error_code", "opted_out")],
+    )  # fmt: skip
+    simulator.verify(req, signing.SECRET_KEY)
+    update = simulator.parse_status(req)
+    assert update.error_code is None and not update.opted_out

@@ -21,6 +21,15 @@ class PayloadError(ValueError):
     """The request is authentic but not a message we understand; the text names the missing field."""
 
 
+class UnsupportedMediaType(PayloadError):
+    """The body is not in the format the provider sends (answer 415): it is refused before anything in it is
+    read, because a signature computed over one reading of the bytes says nothing about another."""
+
+
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+
+
 @dataclass(frozen=True)
 class WebhookRequest:
     method: str
@@ -36,30 +45,42 @@ class WebhookRequest:
 
     @property
     def is_json(self) -> bool:
-        return self.content_type == "application/json"
+        return self.content_type == JSON
+
+    def require_media_type(self, provider: str, *allowed: str) -> None:
+        """A header check, made before the signature and before the body is parsed."""
+        if self.content_type not in allowed:
+            raise UnsupportedMediaType(
+                f"{provider} webhook: Content-Type {self.content_type or '(none)'!r} is not "
+                f"{' or '.join(allowed)}, the format {provider} sends"
+            )
 
     def form(self) -> list[tuple[str, str]]:
-        """Form-encoded POST body as ordered pairs (repeated names kept)."""
-        if self.is_json or not self.body:
-            return []
-        return parse_qsl(self.body.decode("utf-8"), keep_blank_values=True)
+        """The form-encoded body as ordered pairs (repeated names kept); any other body is refused."""
+        self.require_media_type("webhook", FORM)
+        try:
+            return parse_qsl(self.body.decode("utf-8"), keep_blank_values=True)
+        except UnicodeDecodeError as exc:
+            raise PayloadError(f"request body is not UTF-8: {exc}") from None
 
     def json(self) -> Any:
+        """The JSON body; any other body is refused."""
+        self.require_media_type("webhook", JSON)
         try:
             return json.loads(self.body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise PayloadError(f"request body is not valid JSON: {exc}") from None
 
-    def params(self) -> dict[str, str]:
-        """Query and form (or flat JSON object) parameters in one dict; the body wins over the query."""
-        values = dict(self.query)
-        if self.is_json:
-            data = self.json()
-            if isinstance(data, dict):
-                values.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()})
-        else:
-            values.update(dict(self.form()))
-        return values
+    def json_params(self) -> dict[str, str]:
+        """A flat JSON object's members as strings (nested values as their JSON text)."""
+        data = self.json()
+        if not isinstance(data, dict):
+            raise PayloadError("request body is not a JSON object")
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
+
+    def query_and_form(self) -> dict[str, str]:
+        """For providers whose signature covers the URL and the form: both, the body winning over the query."""
+        return {**dict(self.query), **dict(self.form())}
 
 
 def public_url(base: str, path: str, query: str = "") -> str:

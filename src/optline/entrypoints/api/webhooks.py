@@ -1,6 +1,8 @@
 """/webhooks/<provider>/sms and /webhooks/<provider>/status: authenticated, idempotent, commit-then-answer.
 
-- A missing or wrong signature: 403, nothing recorded (invariant 6).
+- A missing or wrong signature: 403, nothing recorded (invariant 6). The signature is checked before the
+  body is parsed, over exactly the bytes that are then parsed.
+- A body in a format the provider does not send: 415 naming the expected one, nothing read.
 - A request we cannot read: 400 naming the field (the provider will not fix it by retrying).
 - The change could not be committed: 500, so the provider retries (invariant 3). 2xx only after commit.
 """
@@ -24,6 +26,7 @@ from optline.adapters.providers.vonage import webhook as vonage
 from optline.adapters.providers.webhook_request import (
     PayloadError,
     SignatureError,
+    UnsupportedMediaType,
     WebhookRequest,
     public_url,
 )
@@ -74,9 +77,22 @@ def _ok(provider: str, payload: dict[str, Any]) -> Response:
     return JSONResponse(payload)
 
 
+def handle(container: Container, provider: str, kind: str, req: WebhookRequest) -> dict[str, Any]:
+    """Verify, then parse and record: nothing in the body is read before its signature is checked."""
+    verifier(provider, container)(req)
+    if provider == "telnyx" and kind == "sms" and not telnyx.is_inbound(req):
+        # One Telnyx URL may receive every messaging event: delivery reports posted here are status updates.
+        kind = "status"
+    record = _record_inbound if kind == "sms" else _record_status
+    return record(container, provider, req)
+
+
 def handle_inbound(container: Container, provider: str, req: WebhookRequest) -> dict[str, Any]:
     """Verify, parse and record one inbound message in its own transaction (also used by the CLI)."""
-    verifier(provider, container)(req)
+    return handle(container, provider, "sms", req)
+
+
+def _record_inbound(container: Container, provider: str, req: WebhookRequest) -> dict[str, Any]:
     module = MODULES[provider]
     sms = module.parse_inbound(req)
     opt_out_type = twilio.provider_opt_out(sms) if provider == "twilio" else None
@@ -96,8 +112,7 @@ def handle_inbound(container: Container, provider: str, req: WebhookRequest) -> 
     }
 
 
-def handle_status(container: Container, provider: str, req: WebhookRequest) -> dict[str, Any]:
-    verifier(provider, container)(req)
+def _record_status(container: Container, provider: str, req: WebhookRequest) -> dict[str, Any]:
     update = MODULES[provider].parse_status(req)
     with container.db.transaction() as conn:
         result = inbound_service.record_status(conn, container.clock, update)
@@ -111,16 +126,11 @@ def handle_status(container: Container, provider: str, req: WebhookRequest) -> d
 async def _dispatch(request: Request, provider: str, kind: str) -> Response:
     container: Container = request.app.state.container
     req = await _read(request, container)
-    if provider == "telnyx" and kind == "sms" and req.body:
-        # One Telnyx URL may receive every messaging event: delivery reports posted here are status updates.
-        try:
-            if not telnyx.is_inbound(req):
-                kind = "status"
-        except PayloadError:
-            pass
-    handler = handle_inbound if kind == "sms" else handle_status
     try:
-        payload = await run_in_threadpool(handler, container, provider, req)
+        payload = await run_in_threadpool(handle, container, provider, kind, req)
+    except UnsupportedMediaType as exc:
+        log.warning("refused %s %s webhook: %s", provider, kind, exc)
+        return PlainTextResponse(f"unsupported media type: {exc}", status_code=415)
     except SignatureError as exc:
         log.warning("refused %s %s webhook: %s", provider, kind, exc)
         return PlainTextResponse("forbidden: invalid signature", status_code=403)

@@ -2,6 +2,10 @@
 
 V3 signs ``<url>?<sorted query>.<sorted name+value POST params>.<nonce>`` with HMAC-SHA256 of the auth
 token, base64; the header may list several signatures separated by commas (token rotation).
+
+Plivo posts its message webhooks as application/x-www-form-urlencoded parameters (From, To, Type, Text,
+MessageUUID: https://www.plivo.com/docs/messaging/xml/request). Nothing else is accepted: a JSON body has no
+form fields, so a signature over the URL alone (a captured GET-style callback) would "cover" any JSON.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import hmac
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from optline.adapters.providers.base import OPTED_OUT_CODES, InboundSms, StatusUpdate
-from optline.adapters.providers.webhook_request import SignatureError, WebhookRequest, require
+from optline.adapters.providers.webhook_request import FORM, SignatureError, WebhookRequest, require
 
 NAME = "plivo"
 _STATUSES = {
@@ -52,20 +56,22 @@ def signature(auth_token: str, method: str, url: str, post: dict[str, str], nonc
 
 
 def verify(request: WebhookRequest, auth_token: str) -> None:
+    request.require_media_type(NAME, FORM)  # before anything else: the signature covers form fields only
     if not auth_token:
         raise SignatureError("plivo: OPTLINE_PLIVO_AUTH_TOKEN is not set, cannot verify webhooks")
     sent = request.headers.get("x-plivo-signature-v3", "")
     nonce = request.headers.get("x-plivo-signature-v3-nonce", "")
     if not sent or not nonce:
         raise SignatureError("plivo: missing X-Plivo-Signature-V3 or X-Plivo-Signature-V3-Nonce header")
-    post = dict(request.form()) if request.method.upper() == "POST" else {}
-    expected = signature(auth_token, request.method, request.url, post, nonce)
+    if request.method.upper() != "POST":
+        raise SignatureError("plivo: webhooks are POSTed; refusing a " + request.method)
+    expected = signature(auth_token, "POST", request.url, dict(request.form()), nonce)
     if not any(hmac.compare_digest(expected, s.strip()) for s in sent.split(",")):
         raise SignatureError("plivo: X-Plivo-Signature-V3 does not match (check OPTLINE_PUBLIC_URL)")
 
 
 def parse_inbound(request: WebhookRequest) -> InboundSms:
-    p = request.params()
+    p = request.query_and_form()  # exactly what verify() signed: the URL's query and the form
     return InboundSms(
         provider=NAME,
         provider_message_id=require(p, "MessageUUID", provider=NAME),
@@ -78,7 +84,7 @@ def parse_inbound(request: WebhookRequest) -> InboundSms:
 
 
 def parse_status(request: WebhookRequest) -> StatusUpdate:
-    p = request.params()
+    p = request.query_and_form()
     code = p.get("ErrorCode") or None
     if code == "000":
         code = None

@@ -1,7 +1,8 @@
 """The local simulator's webhooks: the same shape as a real provider, so demos exercise the real path.
 
 JSON bodies ``{"sid", "from", "to", "body"}`` (inbound) and ``{"sid", "status", "error_code"}`` (status),
-signed with ``X-Simulator-Signature: hex HMAC-SHA256(OPTLINE_SECRET_KEY, body)``.
+signed with ``X-Simulator-Signature: hex HMAC-SHA256(OPTLINE_SECRET_KEY, body)``. Only the signed body is
+read: never the query string, which the signature does not cover.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import hmac
 import json
 
 from optline.adapters.providers.base import InboundSms, StatusUpdate
-from optline.adapters.providers.webhook_request import SignatureError, WebhookRequest, require
+from optline.adapters.providers.webhook_request import JSON, SignatureError, WebhookRequest, require
 
 NAME = "simulator"
 HEADER = "x-simulator-signature"
@@ -29,6 +30,7 @@ def encode(payload: dict[str, str | None], secret: str) -> tuple[bytes, dict[str
 
 
 def verify(request: WebhookRequest, secret: str) -> None:
+    request.require_media_type(NAME, JSON)
     sent = request.headers.get(HEADER, "")
     if not sent:
         raise SignatureError("simulator: missing X-Simulator-Signature header")
@@ -37,7 +39,7 @@ def verify(request: WebhookRequest, secret: str) -> None:
 
 
 def parse_inbound(request: WebhookRequest) -> InboundSms:
-    p = request.params()
+    p = request.json_params()
     return InboundSms(
         provider=NAME, provider_message_id=require(p, "sid", provider=NAME),
         from_phone=require(p, "from", provider=NAME), to_phone=require(p, "to", provider=NAME),
@@ -46,7 +48,7 @@ def parse_inbound(request: WebhookRequest) -> InboundSms:
 
 
 def parse_status(request: WebhookRequest) -> StatusUpdate:
-    p = request.params()
+    p = request.json_params()
     code = p.get("error_code") or None
     return StatusUpdate(
         provider=NAME, provider_message_id=require(p, "sid", provider=NAME),

@@ -15,7 +15,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from optline.adapters.providers.base import OPTED_OUT_CODES, InboundSms, StatusUpdate
-from optline.adapters.providers.webhook_request import PayloadError, SignatureError, WebhookRequest
+from optline.adapters.providers.webhook_request import JSON, PayloadError, SignatureError, WebhookRequest
 
 NAME = "telnyx"
 MAX_AGE_SECONDS = 300
@@ -27,6 +27,7 @@ _STATUSES = {
 
 
 def verify(request: WebhookRequest, public_key: str, now: datetime) -> None:
+    request.require_media_type(NAME, JSON)  # Telnyx posts JSON events; the signature covers the raw body
     if not public_key:
         raise SignatureError("telnyx: OPTLINE_TELNYX_PUBLIC_KEY is not set, cannot verify webhooks")
     sig_header = request.headers.get("telnyx-signature-ed25519", "")

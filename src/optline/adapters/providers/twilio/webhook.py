@@ -3,7 +3,8 @@ and status callbacks.
 
 JSON-bodied webhooks carry ``bodySHA256`` (hex SHA-256 of the raw body) in the query string; the signature
 then covers the URL alone. Twilio signs sometimes with and sometimes without the default port, so both are
-accepted (as Twilio's own ``RequestValidator`` does).
+accepted (as Twilio's own ``RequestValidator`` does). Messaging webhooks are form posts
+(https://www.twilio.com/docs/messaging/guides/webhook-request); any other body type is refused unread.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import hmac
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from optline.adapters.providers.base import OPTED_OUT_CODES, InboundSms, StatusUpdate
-from optline.adapters.providers.webhook_request import SignatureError, WebhookRequest, require
+from optline.adapters.providers.webhook_request import FORM, JSON, SignatureError, WebhookRequest, require
 
 NAME = "twilio"
 _STATUSES = {
@@ -44,27 +45,35 @@ def _url_variants(url: str) -> set[str]:
 
 def verify(request: WebhookRequest, auth_token: str) -> None:
     """Raise SignatureError unless the request was signed with ``auth_token``."""
+    request.require_media_type(NAME, FORM, JSON)
     signature = request.headers.get("x-twilio-signature", "")
     if not auth_token:
         raise SignatureError("twilio: OPTLINE_TWILIO_AUTH_TOKEN is not set, cannot verify webhooks")
     if not signature:
         raise SignatureError("twilio: missing X-Twilio-Signature header")
     token = auth_token.encode("utf-8")
-    params: list[tuple[str, str]] = request.form()
     body_hash = parse_qs(urlsplit(request.url).query).get("bodySHA256")
+    params: list[tuple[str, str]] = []
     if request.is_json or body_hash:
+        # The raw body is covered by its hash, which is in the signed URL.
         expected = hashlib.sha256(request.body).hexdigest()
         if not body_hash or not hmac.compare_digest(expected, body_hash[0]):
             raise SignatureError("twilio: bodySHA256 does not match the request body")
-        params = []
+    else:
+        params = request.form()
     for url in _url_variants(request.url):
         if hmac.compare_digest(_signature(token, url, params), signature):
             return
     raise SignatureError("twilio: X-Twilio-Signature does not match (check OPTLINE_PUBLIC_URL)")
 
 
+def _params(request: WebhookRequest) -> dict[str, str]:
+    """The query (in the signed URL) and the body, read the way verify() covered it."""
+    return {**dict(request.query), **request.json_params()} if request.is_json else request.query_and_form()
+
+
 def parse_inbound(request: WebhookRequest) -> InboundSms:
-    p = request.params()
+    p = _params(request)
     return InboundSms(
         provider=NAME,
         provider_message_id=require(p, "MessageSid", "SmsSid", provider=NAME),
@@ -83,7 +92,7 @@ def provider_opt_out(sms: InboundSms) -> str | None:
 
 
 def parse_status(request: WebhookRequest) -> StatusUpdate:
-    p = request.params()
+    p = _params(request)
     raw_status = require(p, "MessageStatus", "SmsStatus", provider=NAME).lower()
     code = p.get("ErrorCode") or None
     return StatusUpdate(

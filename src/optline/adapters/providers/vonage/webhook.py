@@ -4,6 +4,10 @@ Signed webhooks carry ``sig`` and ``timestamp``. The signed string is ``&name=va
 but ``sig``, sorted by name, with ``&`` and ``=`` in values replaced by ``_``. ``md5hash`` mode: MD5 of that
 string followed by the signature secret; ``md5``/``sha1``/``sha256``/``sha512``: HMAC with the secret.
 Timestamps more than 5 minutes away are refused, so a captured request cannot be replayed.
+
+Vonage sends the parameters in the query string of a GET, or in the body of a POST (form or JSON), per the
+HTTP method set for the webhook (https://developer.vonage.com/en/messaging/sms/guides/inbound-sms). The
+signed parameters are exactly the ones parsed: the query of a GET (with no body), the body of a POST.
 """
 
 from __future__ import annotations
@@ -13,7 +17,14 @@ import hmac
 from datetime import datetime
 
 from optline.adapters.providers.base import OPTED_OUT_CODES, InboundSms, StatusUpdate
-from optline.adapters.providers.webhook_request import SignatureError, WebhookRequest, require
+from optline.adapters.providers.webhook_request import (
+    FORM,
+    JSON,
+    PayloadError,
+    SignatureError,
+    WebhookRequest,
+    require,
+)
 
 NAME = "vonage"
 MAX_SKEW_SECONDS = 300
@@ -40,10 +51,21 @@ def signature(params: dict[str, str], secret: str, method: str) -> str:
     return hmac.new(secret.encode("utf-8"), data.encode("utf-8"), getattr(hashlib, method)).hexdigest()
 
 
+def _params(request: WebhookRequest) -> dict[str, str]:
+    if request.method.upper() == "GET":
+        if request.body:
+            raise PayloadError("vonage webhook: a GET carries its parameters in the query, not a body")
+        return dict(request.query)
+    request.require_media_type(NAME, FORM, JSON)
+    return request.json_params() if request.is_json else dict(request.form())
+
+
 def verify(request: WebhookRequest, secret: str, method: str, now: datetime) -> None:
+    if request.method.upper() != "GET":
+        request.require_media_type(NAME, FORM, JSON)  # a header check before any parsing
     if not secret:
         raise SignatureError("vonage: OPTLINE_VONAGE_SIGNATURE_SECRET is not set, cannot verify webhooks")
-    params = request.params()
+    params = _params(request)
     sig = params.get("sig", "").lower()
     if not sig:
         raise SignatureError("vonage: missing sig parameter")
@@ -58,7 +80,7 @@ def verify(request: WebhookRequest, secret: str, method: str, now: datetime) -> 
 
 
 def parse_inbound(request: WebhookRequest) -> InboundSms:
-    p = request.params()
+    p = _params(request)
     return InboundSms(
         provider=NAME,
         provider_message_id=require(p, "messageId", "message_uuid", provider=NAME),
@@ -71,7 +93,7 @@ def parse_inbound(request: WebhookRequest) -> InboundSms:
 
 
 def parse_status(request: WebhookRequest) -> StatusUpdate:
-    p = request.params()
+    p = _params(request)
     code = p.get("err-code") or None
     if code == "0":
         code = None
