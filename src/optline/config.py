@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def uses_simulator(self) -> bool:
+        """The simulator's webhooks and the dashboard's "reply as a contact" exist only then: with a real
+        provider they would let anyone holding the secret key (or any operator) record a reply "from" a
+        person, which only the person may send (invariants 4 and 6)."""
+        return self.provider == "simulator"
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 

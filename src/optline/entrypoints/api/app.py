@@ -39,6 +39,8 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(join_web.router)
     app.include_router(campaigns_api.router)
     app.include_router(webhooks_api.router)
+    if container.settings.uses_simulator:
+        app.include_router(webhooks_api.simulator_router)
     app.include_router(reports_api.router)
     web.mount(app, container)
     return app

@@ -35,6 +35,8 @@ from optline.services import inbound as inbound_service
 
 log = logging.getLogger("optline.webhooks")
 router = APIRouter(prefix="/webhooks", tags=["webhooks"], include_in_schema=True)
+# Mounted only when OPTLINE_PROVIDER=simulator (entrypoints/api/app.py): see Settings.uses_simulator.
+simulator_router = APIRouter(prefix="/webhooks", tags=["webhooks"], include_in_schema=False)
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 SIGNUP_HOOK = "signup.double_opt_in"  # Container.extras key: services/signup.py's keyword opt-in handler
@@ -79,6 +81,12 @@ def _ok(provider: str, payload: dict[str, Any]) -> Response:
 
 def handle(container: Container, provider: str, kind: str, req: WebhookRequest) -> dict[str, Any]:
     """Verify, then parse and record: nothing in the body is read before its signature is checked."""
+    if provider == "simulator" and not container.settings.uses_simulator:
+        # The routes are not mounted then; this also covers every other caller (the CLI, the dashboard).
+        raise SignatureError(
+            f"simulator: refused, OPTLINE_PROVIDER is {container.settings.provider!r} (the simulator is for "
+            "development only)"
+        )
     verifier(provider, container)(req)
     if provider == "telnyx" and kind == "sms" and not telnyx.is_inbound(req):
         # One Telnyx URL may receive every messaging event: delivery reports posted here are status updates.
@@ -182,11 +190,11 @@ async def telnyx_status(request: Request) -> Response:
     return await _dispatch(request, "telnyx", "status")
 
 
-@router.post("/simulator/sms", include_in_schema=False)
+@simulator_router.post("/simulator/sms")
 async def simulator_sms(request: Request) -> Response:
     return await _dispatch(request, "simulator", "sms")
 
 
-@router.post("/simulator/status", include_in_schema=False)
+@simulator_router.post("/simulator/status")
 async def simulator_status(request: Request) -> Response:
     return await _dispatch(request, "simulator", "status")

@@ -12,7 +12,12 @@ from sqlalchemy import insert
 
 from optline.adapters.db.tables import simulator_messages
 from optline.adapters.providers.simulator import webhook as simulator
-from optline.adapters.providers.webhook_request import PayloadError, WebhookRequest, public_url
+from optline.adapters.providers.webhook_request import (
+    PayloadError,
+    SignatureError,
+    WebhookRequest,
+    public_url,
+)
 from optline.domain.classify import classify as classify_text
 from optline.entrypoints.cli.common import console, container, fail
 
@@ -75,6 +80,6 @@ def simulate(
         ))  # fmt: skip
     try:
         result = handle_inbound(c, "simulator", req)
-    except PayloadError as exc:
+    except (PayloadError, SignatureError) as exc:
         fail(str(exc))
     console.print_json(json.dumps(result))

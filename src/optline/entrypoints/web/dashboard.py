@@ -16,9 +16,8 @@ from optline.domain.phones import InvalidPhoneNumber, parse_phone
 from optline.domain.stats import CRITICAL_OPTOUT_RATE
 from optline.entrypoints.web import charts
 from optline.entrypoints.web.auth import CurrentUser, container_of, require_csrf
-from optline.entrypoints.web.rendering import intent_label, render
+from optline.entrypoints.web.rendering import render
 from optline.entrypoints.web.security import session_csrf_token
-from optline.entrypoints.web.simulator import simulated_reply
 from optline.services import audit, review
 from optline.services import dashboard as read
 from optline.services import programs as program_service
@@ -52,8 +51,10 @@ def _page(
     with container_of(request).db.read() as conn:
         pending = read.pending_review_count(conn)
     flash = ctx.pop("flash_text", None) or FLASHES.get(request.query_params.get("flash", ""))
+    simulator = container_of(request).settings.uses_simulator  # no menu entry to a page that is not mounted
+    nav = [item for item in NAV if item[0] != "simulator" or simulator]
     context = {
-        "user": user, "nav": NAV, "active": active, "csrf": session_csrf_token(request), "pending": pending,
+        "user": user, "nav": nav, "active": active, "csrf": session_csrf_token(request), "pending": pending,
         "flash": flash, **ctx,
     }  # fmt: skip
     return render(request, name, context, status_code)
@@ -285,45 +286,3 @@ def run_list_review(request: Request, user: CurrentUser, csrf: Annotated[str, Fo
     container = container_of(request)
     audit.run(container.db, container.clock, audit.config_from(container.settings), trigger="dashboard")
     return RedirectResponse("/dashboard/list-review?flash=audit", status_code=303)
-
-
-def _simulator_page(request: Request, user: dict[str, Any], status_code: int = 200, **ctx: Any) -> Response:
-    show = request.query_params.get("show", "")
-    with container_of(request).db.read() as conn:
-        log = read.simulator_log(conn, limit=50, direction=show or None)
-        senders = sorted({n for p in read.programs_summary(conn, container_of(request).clock.now())
-                          for n in (p["sender_numbers"] or [])})  # fmt: skip
-    ctx.setdefault("form", {"to": senders[0] if senders else ""})
-    return _page(request, user, "simulator.html", "simulator", status_code, log=log, senders=senders, show=show,
-                 **ctx)  # fmt: skip
-
-
-@router.get("/dashboard/simulator")
-def simulator_page(request: Request, user: CurrentUser) -> Response:
-    return _simulator_page(request, user)
-
-
-@router.post("/dashboard/simulator/reply")
-def simulator_reply(
-    request: Request,
-    user: CurrentUser,
-    from_phone: Annotated[str, Form(alias="from")] = "",
-    to: Annotated[str, Form()] = "",
-    body: Annotated[str, Form()] = "",
-    csrf: Annotated[str, Form()] = "",
-) -> Response:
-    """Reply as a contact would: through the simulator's signed webhook, the path a real provider takes."""
-    require_csrf(request, csrf)
-    container = container_of(request)
-    form = {"from": from_phone.strip(), "to": to.strip(), "body": body}
-    try:
-        sender = parse_phone(form["from"], container.settings.default_region).e164
-    except InvalidPhoneNumber as exc:
-        return _simulator_page(request, user, 400, form=form, error=f"From: {exc}")
-    if not body.strip():
-        return _simulator_page(request, user, 400, form=form, error="Type the reply to send.")
-    result = simulated_reply(container, sender, form["to"], body)
-    note = f"Understood as {intent_label(result.get('intent'))}"
-    if result.get("review"):
-        note += " — waiting in the review queue"
-    return _simulator_page(request, user, form={"from": sender, "to": form["to"]}, flash_text=note + ".")
