@@ -1,16 +1,23 @@
-"""Dashboard operators: create, authenticate, change password. Passwords are stored as argon2id hashes."""
+"""Dashboard operators: create, authenticate, change password, and their sign-in sessions.
+
+Passwords are stored as argon2id hashes. Sessions are rows (``user_sessions``), not just a signed cookie, so
+that signing out and changing the password end them on the server: a copied cookie is refused afterwards.
+(A per-user generation number would do that too, but signing out of one browser would then sign out every
+other one; a row per session ends exactly the sessions that should end.)"""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+from datetime import timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from optline.adapters.clock import Clock
-from optline.adapters.db.tables import users
+from optline.adapters.db.tables import user_sessions, users
 
 MIN_PASSWORD_LENGTH = 10
 _hasher = PasswordHasher()
@@ -88,6 +95,9 @@ def authenticate(conn: Connection, clock: Clock, username: str, password: str) -
 
 
 def change_password(conn: Connection, user_id: int, current: str, new: str) -> None:
+    """Replace the password and end every session of the user (in the same transaction): whoever signed in
+    with the old password, or holds a copy of a cookie, is signed out. The caller starts a new session for
+    the browser that made the change."""
     row = conn.execute(select(users).where(users.c.id == user_id)).first()
     if row is None:
         raise UserError("no such user")
@@ -103,3 +113,35 @@ def change_password(conn: Connection, user_id: int, current: str, new: str) -> N
         .where(users.c.id == user_id)
         .values(password_hash=_hasher.hash(new), must_change_password=False)
     )
+    conn.execute(delete(user_sessions).where(user_sessions.c.user_id == user_id))
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def start_session(conn: Connection, clock: Clock, user_id: int, max_age: timedelta) -> str:
+    """A new session for ``user_id``; returns the token the cookie carries (only its hash is stored)."""
+    now = clock.now()
+    conn.execute(delete(user_sessions).where(user_sessions.c.expires_at <= now))  # keeps the table small
+    token = secrets.token_urlsafe(32)
+    conn.execute(
+        insert(user_sessions).values(
+            token_hash=_token_hash(token), user_id=user_id, created_at=now, expires_at=now + max_age
+        )
+    )
+    return token
+
+
+def session_user(conn: Connection, clock: Clock, token: str) -> dict[str, Any] | None:
+    """The user whose live session ``token`` is, or None (ended, expired or never existed)."""
+    row = conn.execute(
+        select(users)
+        .join(user_sessions, user_sessions.c.user_id == users.c.id)
+        .where(user_sessions.c.token_hash == _token_hash(token), user_sessions.c.expires_at > clock.now())
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+def end_session(conn: Connection, token: str) -> None:
+    conn.execute(delete(user_sessions).where(user_sessions.c.token_hash == _token_hash(token)))

@@ -410,6 +410,32 @@ users = Table(
     Column("last_login_at", UtcDateTime),
 )
 
+# Dashboard sign-ins (issue 12). The session cookie carries a random token; this row is what makes it valid.
+# Signing out deletes the row and a password change deletes every row of the user, so a copied cookie stops
+# working at once (a signed cookie alone would stay valid until it expired). Only a hash of the token is
+# stored: a copy of the database opens no session.
+user_sessions = Table(
+    "user_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", BigId, ForeignKey("users.id"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Index("ix_user_sessions_user", "user_id"),
+)
+
+# Secrets the installation generates for itself (issue 12): ``secret_key`` signs sessions, CSRF tokens and
+# simulator webhooks when OPTLINE_SECRET_KEY is unset (outside production). A row rather than a file beside
+# the database: every process and machine sharing a PostgreSQL database must sign with the same key, and for
+# SQLite the database file already is the installation.
+installation_secrets = Table(
+    "installation_secrets",
+    metadata,
+    Column("name", String(50), primary_key=True),
+    Column("value", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
 
 # --- consent capture (sign-ups) ---------------------------------------------------------------------------
 

@@ -12,8 +12,6 @@ from optline.entrypoints.web import auth, dashboard, optout, simulator
 from optline.entrypoints.web.rendering import STATIC_DIR, render
 from optline.entrypoints.web.security import FormSigner, RateLimiter, security_headers
 
-SESSION_MAX_AGE = 12 * 3600
-
 
 def mount(app: FastAPI, container: Container) -> None:
     settings = container.settings
@@ -26,7 +24,7 @@ def mount(app: FastAPI, container: Container) -> None:
     app.state.login_limiter = RateLimiter(limit=10, window_seconds=300)
 
     app.add_middleware(
-        SessionMiddleware, secret_key=secret, session_cookie="optline_session", max_age=SESSION_MAX_AGE,
+        SessionMiddleware, secret_key=secret, session_cookie="optline_session", max_age=auth.SESSION_MAX_AGE,
         same_site="lax", https_only=settings.public_url.startswith("https://"),
     )  # fmt: skip
     app.middleware("http")(security_headers)

@@ -1,15 +1,20 @@
 """Dashboard login, logout and password change; ``CurrentUser`` guards every dashboard page.
 
-Sessions are Starlette's signed cookie (itsdangerous, OPTLINE_SECRET_KEY): it holds the user id and the
-CSRF token, nothing else. Logging in replaces the whole session, so a token planted before login is useless.
+The cookie is Starlette's signed session (itsdangerous, the installation's secret key): it holds a session
+token and the CSRF token, nothing else. The token is valid only while its ``user_sessions`` row exists
+(services/users.py): signing out deletes the row, a password change deletes all of the user's rows, so a copy
+of the cookie is refused from then on. Logging in replaces the whole session, so a token planted before
+login is useless.
 """
 
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
+from sqlalchemy import Connection
 from starlette.responses import RedirectResponse, Response
 
 from optline.bootstrap import Container
@@ -25,6 +30,7 @@ from optline.services import users
 
 router = APIRouter(include_in_schema=False)
 PASSWORD_PATH = "/account/password"
+SESSION_MAX_AGE = 12 * 3600  # seconds: the cookie's lifetime and its session row's
 
 
 class LoginRequired(Exception):
@@ -46,11 +52,21 @@ def container_of(request: Request) -> Container:
 
 
 def _load_user(request: Request) -> dict[str, Any] | None:
-    uid = request.session.get("uid")
-    if not isinstance(uid, int):
+    token = request.session.get("sid")
+    if not isinstance(token, str) or not token:
         return None
-    with container_of(request).db.read() as conn:
-        return users.get(conn, uid)
+    container = container_of(request)
+    with container.db.read() as conn:
+        return users.session_user(conn, container.clock, token)
+
+
+def _start_session(request: Request, conn: Connection, user_id: int) -> None:
+    """A fresh session (and CSRF token) for this browser, recorded in the caller's transaction."""
+    token = users.start_session(
+        conn, container_of(request).clock, user_id, timedelta(seconds=SESSION_MAX_AGE)
+    )
+    request.session.clear()
+    request.session.update(sid=token, csrf=secrets.token_urlsafe(24))
 
 
 def current_user(request: Request) -> dict[str, Any]:
@@ -105,11 +121,11 @@ def login(
     container = container_of(request)
     with container.db.transaction() as conn:
         user = users.authenticate(conn, container.clock, username, password)
+        if user is not None:
+            _start_session(request, conn, int(user["id"]))
     if user is None:
         context["error"] = "That username and password don't match."
         return render(request, "login.html", {**context, "csrf": session_csrf_token(request)}, 401)
-    request.session.clear()
-    request.session.update(uid=int(user["id"]), csrf=secrets.token_urlsafe(24))
     target = PASSWORD_PATH if user["must_change_password"] else _safe_next(next)
     return RedirectResponse(target, status_code=303)
 
@@ -117,6 +133,10 @@ def login(
 @router.post("/logout")
 def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
     require_csrf(request, csrf)
+    token = request.session.get("sid")
+    if isinstance(token, str) and token:  # ended on the server: a copy of this cookie is refused from now on
+        with container_of(request).db.transaction() as conn:
+            users.end_session(conn, token)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
@@ -142,7 +162,8 @@ def change_password(
     else:
         try:
             with container_of(request).db.transaction() as conn:
-                users.change_password(conn, int(user["id"]), current, new)
+                users.change_password(conn, int(user["id"]), current, new)  # ends every session of the user
+                _start_session(request, conn, int(user["id"]))  # except the one of whoever changed it
         except users.UserError as exc:
             error = str(exc).capitalize() + "."
     if error:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 13:28:58.432334
+Create Date: 2026-11-30 05:36:43.211073
 """
 
 from __future__ import annotations
@@ -70,6 +70,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "program_id", "day", "messages_30d", "shard", name=op.f("pk_frequency_exposures")
         ),
+    )
+    op.create_table(
+        "installation_secrets",
+        sa.Column("name", sa.String(length=50), nullable=False),
+        sa.Column("value", sa.String(length=200), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_installation_secrets")),
     )
     op.create_table(
         "ledger_digests",
@@ -286,6 +293,18 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("digest_id", "contact_id", name=op.f("pk_ledger_digest_heads")),
     )
+    op.create_table(
+        "user_sessions",
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_user_sessions_user_id_users")),
+        sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_user_sessions")),
+    )
+    with op.batch_alter_table("user_sessions", schema=None) as batch_op:
+        batch_op.create_index("ix_user_sessions_user", ["user_id"], unique=False)
+
     op.create_table(
         "audit_findings",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -550,6 +569,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_audit_findings_run")
 
     op.drop_table("audit_findings")
+    with op.batch_alter_table("user_sessions", schema=None) as batch_op:
+        batch_op.drop_index("ix_user_sessions_user")
+
+    op.drop_table("user_sessions")
     op.drop_table("ledger_digest_heads")
     op.drop_table("disclosure_versions")
     with op.batch_alter_table("consent_events", schema=None) as batch_op:
@@ -574,6 +597,7 @@ def downgrade() -> None:
     op.drop_table("optout_attributions")
     op.drop_table("message_counts")
     op.drop_table("ledger_digests")
+    op.drop_table("installation_secrets")
     op.drop_table("frequency_exposures")
     op.drop_table("dnc_numbers")
     op.drop_table("contacts")
