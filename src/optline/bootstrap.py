@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,27 @@ class Container:
     clock: Clock
     # Filled by later wiring (providers, signer …); keyed by name so tests can swap one part.
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def secret_key(self) -> str:
+        """The key that signs sessions, CSRF tokens and simulator webhooks: OPTLINE_SECRET_KEY when set (always
+        in production), else one generated on first use and kept in the installation's database, so that no
+        two installations share a key and every process of one installation uses the same."""
+        explicit = self.settings.secret_key.get_secret_value() if self.settings.secret_key else ""
+        if explicit:  # (an empty OPTLINE_SECRET_KEY= counts as unset, never as a key)
+            return explicit
+        if "secret_key" not in self.extras:
+            from optline.adapters.db import installation
+
+            # A read first: the write transaction (SQLite's write lock) is taken only on the very first start.
+            with self.db.read() as conn:
+                key = installation.get(conn, "secret_key")
+            if key is None:
+                with self.db.transaction() as conn:
+                    key = installation.get_or_create(
+                        conn, "secret_key", lambda: secrets.token_urlsafe(48), self.clock.now()
+                    )
+            self.extras["secret_key"] = key
+        return str(self.extras["secret_key"])
 
     def close(self) -> None:
         self.db.dispose()

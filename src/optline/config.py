@@ -8,9 +8,13 @@ from typing import Literal
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Secrets that ship in the code or docs: fine on a laptop, refused in production.
-DEV_SECRET_KEY = "dev-insecure-change-me"
-KNOWN_DEFAULT_SECRETS = frozenset({DEV_SECRET_KEY, "changeme", "secret", ""})
+# Secrets that were published in the code or docs (an older release defaulted to the first): refused in
+# production whatever their length.
+KNOWN_DEFAULT_SECRETS = frozenset({"dev-insecure-change-me", "changeme", "secret", ""})
+MIN_SECRET_LENGTH = 32
+# 32 × "a" or "abab…" is long and guessable. Any key from a random generator (hex, base64, a password
+# manager) has far more than this many distinct characters; a simple pattern has fewer.
+MIN_SECRET_DISTINCT_CHARACTERS = 10
 
 
 class Settings(BaseSettings):
@@ -18,7 +22,9 @@ class Settings(BaseSettings):
 
     env: Literal["development", "test", "production"] = "development"
     database_url: str = "sqlite:///./optline.db"
-    secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+    # Signs sessions, CSRF tokens and simulator webhooks. Unset outside production: the installation generates
+    # a random key on first start and keeps it in its database (bootstrap.Container.secret_key).
+    secret_key: SecretStr | None = None
     default_region: str = "US"
     public_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
@@ -63,13 +69,24 @@ class Settings(BaseSettings):
     review_overdue_hours: float = 24.0  # a review-queue item waiting longer than this is a finding
 
     @model_validator(mode="after")
-    def _refuse_default_secrets(self) -> Settings:
-        if self.env == "production" and self.secret_key.get_secret_value() in KNOWN_DEFAULT_SECRETS:
+    def _refuse_weak_secrets(self) -> Settings:
+        if self.env != "production":
+            return self
+        key = self.secret_key.get_secret_value() if self.secret_key is not None else ""
+        if key in KNOWN_DEFAULT_SECRETS:
             raise ValueError(
-                "OPTLINE_SECRET_KEY is unset or a development default; set a long random value in production"
+                "OPTLINE_SECRET_KEY is unset or a published default; production needs an explicit random value "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
-        if self.env == "production" and len(self.secret_key.get_secret_value()) < 32:
-            raise ValueError("OPTLINE_SECRET_KEY must be at least 32 characters in production")
+        if len(key) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"OPTLINE_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters in production"
+            )
+        if len(set(key)) < MIN_SECRET_DISTINCT_CHARACTERS:
+            raise ValueError(
+                f"OPTLINE_SECRET_KEY has only {len(set(key))} distinct characters: too easy to guess, use a "
+                f"random value (at least {MIN_SECRET_DISTINCT_CHARACTERS} distinct characters)"
+            )
         return self
 
     @property

@@ -3,21 +3,39 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from optline.config import DEV_SECRET_KEY, Settings
+from optline.config import Settings
 
 
-def test_development_accepts_the_default_secret() -> None:
-    assert Settings(env="development").secret_key.get_secret_value() == DEV_SECRET_KEY
+def test_development_has_no_key_in_the_code() -> None:
+    # Unset: the installation generates its own on first start (tests/integration/test_installation_secret.py).
+    assert Settings(env="development").secret_key is None
 
 
-@pytest.mark.parametrize("secret", [DEV_SECRET_KEY, "changeme", "", "short-but-not-default"])
-def test_production_refuses_default_or_short_secrets(secret: str) -> None:
-    with pytest.raises(ValidationError, match="OPTLINE_SECRET_KEY"):
+def test_production_demands_an_explicit_key() -> None:
+    with pytest.raises(ValidationError, match="OPTLINE_SECRET_KEY is unset"):
+        Settings(env="production")
+
+
+@pytest.mark.parametrize(
+    ("secret", "why"),
+    [
+        ("dev-insecure-change-me", "published default"), ("changeme", "published default"),
+        ("", "unset"), ("short-but-not-default", "at least 32 characters"),
+        ("a" * 32, "1 distinct characters"), ("ab" * 24, "2 distinct characters"),
+        ("0123456789" * 2 + "abcdefgh", "at least 32 characters"),
+    ],
+)  # fmt: skip
+def test_production_refuses_default_short_or_low_entropy_keys(secret: str, why: str) -> None:
+    with pytest.raises(ValidationError, match="OPTLINE_SECRET_KEY") as refused:
         Settings(env="production", secret_key=secret)
+    assert why in str(refused.value)
 
 
-def test_production_accepts_a_real_secret() -> None:
-    Settings(env="production", secret_key="x" * 48)
+@pytest.mark.parametrize(
+    "secret", ["kT3v9QmZ2xLr8WpN4bYc6HdJ1sFgA7eU0oXi5", "3f9a0c7e12b4d6a8e0f1c3b5d7a9e2f4"]
+)
+def test_production_accepts_a_random_key(secret: str) -> None:
+    Settings(env="production", secret_key=secret)
 
 
 def test_settings_come_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

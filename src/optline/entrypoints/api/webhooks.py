@@ -52,7 +52,7 @@ def verifier(provider: str, container: Container) -> Callable[[WebhookRequest], 
         ),
         "plivo": lambda r: plivo.verify(r, s.plivo_auth_token.get_secret_value()),
         "telnyx": lambda r: telnyx.verify(r, s.telnyx_public_key, now()),
-        "simulator": lambda r: simulator.verify(r, s.secret_key.get_secret_value()),
+        "simulator": lambda r: simulator.verify(r, container.secret_key()),
     }
     return verifiers[provider]
 

@@ -65,9 +65,7 @@ def simulate(
 
     c = container()
     sid = "SM" + uuid.uuid4().hex
-    payload, headers = simulator.encode(
-        {"sid": sid, "from": from_, "to": to, "body": body}, c.settings.secret_key.get_secret_value()
-    )
+    payload, headers = simulator.encode({"sid": sid, "from": from_, "to": to, "body": body}, c.secret_key())
     now = c.clock.now()
     req = WebhookRequest(
         method="POST", url=public_url(c.settings.public_url, "/webhooks/simulator/sms"), headers=headers,

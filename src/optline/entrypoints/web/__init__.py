@@ -15,7 +15,7 @@ from optline.entrypoints.web.security import FormSigner, RateLimiter, security_h
 
 def mount(app: FastAPI, container: Container) -> None:
     settings = container.settings
-    secret = settings.secret_key.get_secret_value()
+    secret = container.secret_key()
     app.state.optout_signer = FormSigner(
         secret, salt="optline.optout-form", max_age_seconds=optout.FORM_MAX_AGE
     )

@@ -68,7 +68,7 @@ def _limiter(container: Container) -> RateLimiter:
 
 
 def _serializer(container: Container) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(container.settings.secret_key.get_secret_value(), salt="optline.join-form")
+    return URLSafeTimedSerializer(container.secret_key(), salt="optline.join-form")
 
 
 def _secure(container: Container) -> bool:

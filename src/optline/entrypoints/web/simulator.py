@@ -32,7 +32,7 @@ def simulated_reply(container: Container, from_phone: str, to_phone: str, body: 
     sid = "SM" + uuid.uuid4().hex
     payload, headers = simulator.encode(
         {"sid": sid, "from": from_phone, "to": to_phone, "body": body},
-        container.settings.secret_key.get_secret_value(),
+        container.secret_key(),
     )
     now = container.clock.now()
     request = WebhookRequest(
