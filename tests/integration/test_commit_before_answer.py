@@ -115,6 +115,8 @@ def failing_commit(container: Container, auth: dict[str, str], contact: dict[str
     """Every write transaction's commit fails from here on, as when the database goes away between the work
     and the commit (reads, such as the probe's, still commit)."""
 
+    container.secret_key()  # generated (and committed) on first start, before the failure begins
+
     def refuse(conn: Connection) -> None:
         if conn.get_execution_options().get("optline_write"):
             raise RuntimeError("commit failed (test)")
