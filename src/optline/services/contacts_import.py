@@ -15,9 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from optline.adapters.clock import Clock
+from optline.adapters.db import contacts as contact_repo
 from optline.adapters.db.database import Database, one_of
 from optline.adapters.db.tables import contacts
 from optline.domain.consent import Channel
@@ -219,18 +220,7 @@ def _write_batch(
 def _upsert_contacts(
     conn: Connection, batch: list[_Row], now: datetime, summary: ImportSummary
 ) -> dict[str, int]:
-    existing = {
-        r.phone: r
-        for r in conn.execute(
-            select(
-                contacts.c.id,
-                contacts.c.phone,
-                contacts.c.attributes,
-                contacts.c.locale,
-                contacts.c.time_zone,
-            ).where(one_of(conn, contacts.c.phone, [row.phone for row in batch]))
-        )
-    }
+    existing = _existing(conn, [row.phone for row in batch])
     new_rows, changed = [], []
     for row in batch:
         old = existing.get(row.phone)
@@ -245,23 +235,22 @@ def _upsert_contacts(
                 }
             )  # fmt: skip
             continue
-        merged = {**(old.attributes or {}), **row.attributes}
-        locale = row.locale or old.locale
-        tz = row.time_zone or old.time_zone
-        if merged != (old.attributes or {}) or locale != old.locale or tz != old.time_zone:
-            changed.append(
-                {"b_id": old.id, "attributes": merged, "locale": locale, "time_zone": tz, "updated_at": now}
-            )
-        else:
-            summary.unchanged += 1
+        _merge_into(old, row, now, changed, summary)
     ids = {phone: r.id for phone, r in existing.items()}
     if new_rows:
+        # ON CONFLICT DO NOTHING: a first text or a sign-up from one of these numbers may create its contact
+        # between our read and this insert; that row is then updated below instead of failing the batch.
         result = conn.execute(
-            insert(contacts).returning(contacts.c.id, contacts.c.phone, sort_by_parameter_order=True),
-            new_rows,
+            contact_repo.insert_ignoring_duplicates(conn).returning(contacts.c.id, contacts.c.phone), new_rows
         )
-        ids.update({r.phone: r.id for r in result})
-        summary.created += len(new_rows)
+        inserted = {r.phone: r.id for r in result}
+        ids.update(inserted)
+        summary.created += len(inserted)
+        by_phone = {row.phone: row for row in batch}
+        raced = _existing(conn, [r["phone"] for r in new_rows if r["phone"] not in inserted])
+        for phone, old in raced.items():
+            ids[phone] = old.id
+            _merge_into(old, by_phone[phone], now, changed, summary)
     if changed:
         conn.execute(
             update(contacts)
@@ -274,3 +263,29 @@ def _upsert_contacts(
         )  # fmt: skip
         summary.updated += len(changed)
     return ids
+
+
+def _existing(conn: Connection, phones: list[str]) -> dict[str, Any]:
+    if not phones:
+        return {}
+    rows = conn.execute(
+        select(
+            contacts.c.id, contacts.c.phone, contacts.c.attributes, contacts.c.locale, contacts.c.time_zone
+        ).where(one_of(conn, contacts.c.phone, phones))
+    )
+    return {r.phone: r for r in rows}
+
+
+def _merge_into(
+    old: Any, row: _Row, now: datetime, changed: list[dict[str, Any]], summary: ImportSummary
+) -> None:
+    """Queue the update that merges ``row`` into the stored contact ``old`` (or count it unchanged)."""
+    merged = {**(old.attributes or {}), **row.attributes}
+    locale = row.locale or old.locale
+    tz = row.time_zone or old.time_zone
+    if merged != (old.attributes or {}) or locale != old.locale or tz != old.time_zone:
+        changed.append(
+            {"b_id": old.id, "attributes": merged, "locale": locale, "time_zone": tz, "updated_at": now}
+        )
+    else:
+        summary.unchanged += 1
