@@ -115,6 +115,36 @@ def record(
     return change
 
 
+def revoke_all(
+    conn: Connection, clock: Clock, *, contact_id: int, channel: Channel, evidence: Mapping[str, Any]
+) -> list[ConsentChange]:
+    """An opt-out whose program cannot be determined (invariant 3; the FCC's revoke-all direction, 47 CFR
+    64.1200(a)(10)): a brand-wide opt-out for every brand in which the person is subscribed to, or pending
+    for, any program. ``evidence`` should say why it was not routed. Returns one change per brand."""
+    from optline.adapters.db.tables import programs
+
+    ledger.lock_contact(conn, contact_id)  # the subscriptions read below are the state the opt-outs extend
+    rows = conn.execute(
+        select(programs)
+        .join(subscriptions, subscriptions.c.program_id == programs.c.id)
+        .where(
+            (subscriptions.c.contact_id == contact_id)
+            & subscriptions.c.status.in_((Status.SUBSCRIBED.value, Status.PENDING.value))
+        )
+        .order_by(programs.c.brand, programs.c.id)
+    )
+    by_brand: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        by_brand.setdefault(row.brand, dict(row._mapping))
+    opt_out: dict[str, Any] = {
+        "action": Action.OPT_OUT,
+        "channel": channel,
+        "evidence": evidence,
+        "brand_wide": True,
+    }
+    return [record(conn, clock, contact_id=contact_id, program=p, **opt_out) for p in by_brand.values()]
+
+
 def _subscription_values(
     old: Status, new: Status, held: bool, event: Mapping[str, Any], action: Action
 ) -> dict[str, Any]:

@@ -221,7 +221,8 @@ def _upsert_contacts(
     conn: Connection, batch: list[_Row], now: datetime, summary: ImportSummary
 ) -> dict[str, int]:
     existing = _existing(conn, [row.phone for row in batch])
-    new_rows, changed = [], []
+    new_rows: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
     for row in batch:
         old = existing.get(row.phone)
         if old is None:
