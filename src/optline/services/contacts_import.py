@@ -21,7 +21,7 @@ from optline.adapters.clock import Clock
 from optline.adapters.db import contacts as contact_repo
 from optline.adapters.db.database import Database, one_of
 from optline.adapters.db.tables import contacts
-from optline.domain.consent import Channel
+from optline.domain.consent import Channel, ConsentRefused, check_opt_in_time
 from optline.domain.dates import parse_datetime
 from optline.domain.phones import InvalidPhoneNumber, parse_phone
 from optline.services import consent
@@ -30,6 +30,7 @@ PHONE_COLUMNS = ("phone", "phone_number", "mobile", "mobile_number", "cell", "nu
 CONSENT_COLUMNS = {"consented_at", "consent_source", "consent_text", "ip", "user_agent", "consent_url"}
 CONTACT_COLUMNS = {"locale", "language", "time_zone", "timezone"}
 BATCH = 2000
+HELD = "contact imported, consent not recorded"
 
 
 @dataclass
@@ -44,6 +45,7 @@ class ImportSummary:
     without_consent: int = 0
     rejected: int = 0
     reject_reasons: Counter[str] = field(default_factory=Counter)
+    held_reasons: Counter[str] = field(default_factory=Counter)  # imported, consent not recorded: why
     rejects_path: Path | None = None
 
     @property
@@ -61,6 +63,7 @@ class _Row:
     consent: dict[str, Any] | None
     consented_at: datetime | None
     parsed: Any
+    raw: list[str] = field(default_factory=list)
 
 
 class ImportError_(ValueError):
@@ -143,9 +146,9 @@ def import_file(
             parsed.line = line
             batch.append(parsed)
             if len(batch) >= BATCH:
-                _write_batch(db, clock, program, batch, summary)
+                _write_batch(db, clock, program, batch, summary, rejects)
                 batch = []
-        _write_batch(db, clock, program, batch, summary)
+        _write_batch(db, clock, program, batch, summary, rejects)
     return summary
 
 
@@ -173,8 +176,10 @@ def _parse_row(row: list[str], header: list[str], phone_col: str, region: str, n
             consented_at = parse_datetime(values["consented_at"])
         except ValueError as exc:
             raise ValueError(f"bad consented_at date: {exc}") from None
-        if consented_at > now:
-            raise ValueError(f"bad consented_at date: {values['consented_at']!r} is in the future")
+        try:  # the time of consent is checked again against their last opt-out when it is recorded
+            check_opt_in_time(consented_at, now=now, last_opt_out=None)
+        except ConsentRefused as exc:
+            raise ValueError(f"bad consented_at date: {values['consented_at']!r}: {exc}") from None
     evidence = None
     source = values.get("consent_source") or values.get("consent_url")
     if consented_at and (source or values.get("consent_text")):
@@ -192,18 +197,24 @@ def _parse_row(row: list[str], header: list[str], phone_col: str, region: str, n
         consent=evidence,
         consented_at=consented_at,
         parsed=phone,
+        raw=row,
     )
 
 
 def _write_batch(
-    db: Database, clock: Clock, program: dict[str, Any], batch: list[_Row], summary: ImportSummary
+    db: Database,
+    clock: Clock,
+    program: dict[str, Any],
+    batch: list[_Row],
+    summary: ImportSummary,
+    rejects: Any,
 ) -> None:
     if not batch:
         return
     now = clock.now()
     with db.transaction() as conn:
         ids = _upsert_contacts(conn, batch, now, summary)
-        items = []
+        items, lines = [], {}
         for row in batch:
             if row.consent is None:
                 summary.without_consent += 1
@@ -211,10 +222,17 @@ def _write_batch(
             assert row.consented_at is not None
             evidence = {**row.consent, "file_line": row.line}
             items.append(consent.BatchOptIn(ids[row.phone], evidence, row.consented_at))
-        counts = consent.record_opt_ins(conn, clock, program, Channel.IMPORT, items)
-    summary.consent_recorded += counts["recorded"]
-    summary.already_subscribed += counts["already_subscribed"]
-    summary.kept_opted_out += counts["kept_opted_out"]
+            lines[ids[row.phone]] = row
+        outcome = consent.record_opt_ins(conn, clock, program, Channel.IMPORT, items)
+    summary.consent_recorded += outcome.recorded
+    summary.already_subscribed += outcome.already_subscribed
+    summary.kept_opted_out += outcome.kept_opted_out
+    # The contact row was imported; its consent was not (an opted-out person, a consent time their opt-out
+    # revoked): listed beside the rejected rows, with the reason, so nobody believes they are subscribed.
+    for contact_id, reason in outcome.held.items():
+        row = lines[contact_id]
+        rejects.writerow([row.line, f"{HELD}: {reason}", *row.raw])
+        summary.held_reasons[reason.split(":")[0]] += 1
 
 
 def _upsert_contacts(
