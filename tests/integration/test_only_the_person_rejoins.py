@@ -182,3 +182,16 @@ def test_the_dashboard_import_shows_why_consent_was_not_recorded(
     )
     assert re.search(r"<dt>Consent recorded</dt><dd>0</dd>", r.text)
     assert status(container, program) is Status.UNSUBSCRIBED
+
+
+def test_the_join_form_right_after_a_stop_texts_nobody(
+    container: Container, client: TestClient, clock: FrozenClock, program: dict[str, Any]
+) -> None:
+    subscribed_then_stopped(container, client, clock)
+    sent_before = count(container, messages)
+    web = TestClient(create_app(container))
+    token = re.search(r'name="token" value="([^"]+)"', web.get("/join/deals").text).group(1)  # type: ignore[union-attr]
+    r = web.post("/join/deals", data={"phone": "(415) 555-0134", "consent": "yes", "token": token})
+    assert r.status_code == 400 and "a sign-up started now would text them" in html.unescape(r.text)
+    assert count(container, messages) == sent_before and count(container, signups) == 0
+    assert status(container, program) is Status.UNSUBSCRIBED

@@ -6,6 +6,8 @@ uses, so a STOP sent to ``+14155550100`` finds the program created with ``--send
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 import pytest
@@ -20,7 +22,7 @@ from optline.bootstrap import Container
 from optline.domain.consent import Action, Channel, Status
 from optline.domain.phones import InvalidPhoneNumber, parse_phone
 from optline.entrypoints.api.app import create_app
-from optline.services import consent
+from optline.services import consent, users
 from optline.services.inbound import record_inbound
 from optline.services.programs import create_program
 
@@ -125,3 +127,19 @@ def test_the_api_normalises_senders_and_refuses_bad_ones(container: Container) -
     )
     assert short.status_code == 422 and "'ABCDE'" in short.json()["detail"]
     assert [p["name"] for p in client.get("/v1/programs", headers=auth).json()] == ["deals"]
+
+
+def test_the_dashboard_form_uses_the_same_rule(container: Container) -> None:
+    with container.db.transaction() as conn:
+        users.create(conn, container.clock, "maria", "correct-horse-battery")
+    web = TestClient(create_app(container))
+    csrf = re.search(r'name="csrf" value="([^"]+)"', web.get("/login").text).group(1)  # type: ignore[union-attr]
+    web.post("/login", data={"username": "maria", "password": "correct-horse-battery", "csrf": csrf})
+    csrf = re.search(r'name="csrf" value="([^"]+)"', web.get("/dashboard/programs").text).group(1)  # type: ignore[union-attr]
+    form = {"csrf": csrf, "brand": "Acme", "scope": "program"}
+    bad = web.post("/dashboard/programs", data={**form, "name": "x", "sender": "hello"})
+    assert bad.status_code == 400 and "sender 'hello' is neither a phone number" in html.unescape(bad.text)
+    ok = web.post("/dashboard/programs", data={**form, "name": "deals", "sender": "(415) 555-0100"},
+                  follow_redirects=False)  # fmt: skip
+    assert ok.status_code == 303
+    assert stored_senders(container, "deals") == (["+14155550100"], None)
