@@ -162,13 +162,11 @@ def revoke_all(
     by_brand: dict[str, dict[str, Any]] = {}
     for row in rows:
         by_brand.setdefault(row.brand, dict(row._mapping))
-    opt_out: dict[str, Any] = {
-        "action": Action.OPT_OUT,
-        "channel": channel,
-        "evidence": evidence,
-        "brand_wide": True,
-    }
-    return [record(conn, clock, contact_id=contact_id, program=p, **opt_out) for p in by_brand.values()]
+    changes = []
+    for program in by_brand.values():
+        changes.append(record(conn, clock, contact_id=contact_id, program=program, action=Action.OPT_OUT,
+                              channel=channel, evidence=evidence, brand_wide=True))  # fmt: skip
+    return changes
 
 
 def _subscription_values(
@@ -293,9 +291,8 @@ def record_opt_ins(
             outcome.already_subscribed += 1
             continue
         try:
-            new = next_status(
-                status, Action.OPT_IN, channel
-            )  # "they opted out" first: the reason that matters
+            # "They opted out" is the reason that matters when both rules refuse, so it is checked first.
+            new = next_status(status, Action.OPT_IN, channel)
             check_opt_in_time(as_utc(item.occurred_at), now=now, last_opt_out=last_out.get(item.contact_id))
         except ConsentRefused as exc:
             outcome.held[item.contact_id] = str(exc)
