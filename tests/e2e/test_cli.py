@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -82,3 +83,35 @@ def test_production_refuses_default_secret(tmp_path: Path) -> None:
     assert (
         result.returncode == 2 and "OPTLINE_SECRET_KEY" in result.stderr and "Traceback" not in result.stderr
     )
+
+
+def test_a_sender_typed_in_a_common_format_still_receives_stop(db_url: str) -> None:
+    """Issue 12, item 2: ``--sender "(415) 555-0100"`` is stored as E.164, so replies to +14155550100 land."""
+    for name, sender in (("deals", "(415) 555-0100"), ("news", "415.555.0101")):
+        made = run(
+            db_url, "programs", "create", name, "--brand", "Acme", "--sender", sender, "--scope", "program"
+        )
+        assert made.returncode == 0, made.stderr
+    listed = run(db_url, "programs", "list").stdout
+    assert "+14155550100" in listed and "+14155550101" in listed and "(415)" not in listed
+    person = ("--from", "+14155550134")
+    for to in ("+14155550100", "+14155550101"):
+        joined = run(db_url, "inbound", "simulate", *person, "--to", to, "--body", "START")
+        assert json.loads(joined.stdout)["consent_event_id"], joined.stdout + joined.stderr
+    stopped = run(db_url, "inbound", "simulate", *person, "--to", "+14155550100", "--body", "STOP")
+    assert json.loads(stopped.stdout)["intent"] == "optout", stopped.stderr
+    shown = run(db_url, "contacts", "show", "+14155550134").stdout
+    subscriptions = {
+        line.split()[1]: line.split()[3]
+        for line in shown.splitlines()
+        if line.split()[1:2] in (["deals"], ["news"])
+    }
+    assert subscriptions == {"deals": "unsubscribed", "news": "subscribed"}
+
+
+@pytest.mark.parametrize("sender", ["hello", "123"])
+def test_a_sender_that_is_not_a_number_is_refused_naming_it(db_url: str, sender: str) -> None:
+    result = run(db_url, "programs", "create", "deals", "--brand", "Acme", "--sender", sender)
+    assert result.returncode == 1 and f"sender '{sender}' is neither a phone number" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "deals" not in run(db_url, "programs", "list").stdout

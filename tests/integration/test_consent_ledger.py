@@ -77,10 +77,10 @@ def test_import_never_resubscribes_and_brand_optout_covers_new_programs(
         with container.db.transaction() as conn, pytest.raises(ConsentRefused):
             consent.record(conn, container.clock, contact_id=cid, program=program, action=Action.OPT_IN,
                            channel=Channel.IMPORT, evidence={"source": "crm"})  # fmt: skip
-    # An explicit opt-in through the web form does bring them back.
+    # Their own keyword (START) does bring them back.
     with container.db.transaction() as conn:
         consent.record(conn, container.clock, contact_id=cid, program=world["deals"], action=Action.OPT_IN,
-                       channel=Channel.WEB, evidence=WEB)  # fmt: skip
+                       channel=Channel.SMS_KEYWORD, evidence={"message_text": "START"})  # fmt: skip
     assert _status(container, cid, world["deals"])[0] is Status.SUBSCRIBED
 
 
@@ -111,9 +111,9 @@ def test_review_hold_is_a_flag_that_clears(container: Container, world: dict) ->
 def test_ledger_verifies_and_detects_tampering(container: Container, world: dict) -> None:
     cid = world["contact"]["id"]
     with container.db.transaction() as conn:
-        for action in (Action.OPT_IN, Action.OPT_OUT, Action.OPT_IN):
+        for action in (Action.OPT_IN, Action.OPT_OUT, Action.OPT_IN):  # back by their own START
             consent.record(conn, container.clock, contact_id=cid, program=world["deals"], action=action,
-                           channel=Channel.WEB, evidence=WEB)  # fmt: skip
+                           channel=Channel.SMS_KEYWORD, evidence={**WEB, "message_text": "START"})  # fmt: skip
         ledger.record_digest(conn, container.clock.now())
     with container.db.read() as conn:
         result = ledger.verify(conn)

@@ -1,10 +1,19 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from optline.domain.phones import InvalidPhoneNumber, normalize, parse_phone
+from optline.domain.phones import (
+    InvalidPhoneNumber,
+    normalize,
+    normalize_sender,
+    normalize_short_code,
+    parse_phone,
+    read_sender,
+)
 
 
 @pytest.mark.parametrize(
@@ -101,3 +110,38 @@ def test_fast_path_agrees_with_phonenumbers(national: int, region: str) -> None:
     assert (
         phone.number_type == phonenumbers.PhoneNumberType.to_string(phonenumbers.number_type(number)).lower()
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [("(415) 555-0100", "+14155550100"), ("415.555.0100", "+14155550100"), ("+1 415 555 0100", "+14155550100"),
+     ("+44 7911 123456", "+447911123456"), ("12345", "12345"), (" 123456 ", "123456")],
+)  # fmt: skip
+def test_a_sender_is_stored_as_e164_or_as_a_short_codes_digits(raw: str, stored: str) -> None:
+    assert normalize_sender(raw) == stored
+
+
+@pytest.mark.parametrize("raw", ["hello", "123", "1234567", "", "+1 999 555 0100"])
+def test_a_sender_that_is_neither_is_refused_naming_it(raw: str) -> None:
+    with pytest.raises(
+        InvalidPhoneNumber, match=re.escape(f"sender {raw.strip()!r} is neither a phone number")
+    ):
+        normalize_sender(raw)
+
+
+def test_short_code_field_takes_five_or_six_digits_only() -> None:
+    assert normalize_short_code("87654") == "87654"
+    with pytest.raises(InvalidPhoneNumber, match="short code '8765' must be 5 or 6 digits"):
+        normalize_short_code("8765")
+
+
+@pytest.mark.parametrize(
+    ("to", "stored"),
+    [("+14155550100", "+14155550100"), ("14155550100", "+14155550100"), ("447911123456", "+447911123456"),
+     ("12345", "12345"), ("AcmeCoffee", None)],
+)  # fmt: skip
+def test_the_number_an_inbound_message_was_sent_to_reads_as_a_stored_sender(
+    to: str, stored: str | None
+) -> None:
+    # Vonage and Plivo post international numbers without a '+' (see domain/phones.read_sender).
+    assert read_sender(to) == stored

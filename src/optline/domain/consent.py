@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 
@@ -35,38 +36,87 @@ class OptOutScope(StrEnum):
     BRAND = "brand"  # every program of the brand (FCC "revoke-all", required from 2027-01-31)
 
 
-# Channels that may (re-)subscribe someone who opted out: an explicit act by the person (invariant 4).
-# An import is not one of them: it can add consent for someone new, never override an opt-out.
-EXPLICIT_OPT_IN_CHANNELS = frozenset({Channel.SMS_KEYWORD, Channel.WEB, Channel.API})
+# After an opt-out, only the person brings themselves back (invariant 4): a text from their own phone (START,
+# UNSTOP, a join keyword) or their YES to a sign-up's prompt, which also arrives by text. A web form or an API
+# call proves that someone typed the number, so from them an opt-in for an opted-out person can only be the
+# first step of a sign-up (pending until that YES); an import or an operator cannot even do that.
+PERSONS_OWN_CHANNELS = frozenset({Channel.SMS_KEYWORD})
+SIGNUP_CHANNELS = frozenset({Channel.WEB, Channel.API})
+
+# How far in the future a stated time of consent may be (clocks of other systems drift).
+CLOCK_SKEW = timedelta(minutes=5)
+# A web or API sign-up does not text someone who opted out this recently: its prompt would be the next text
+# after their STOP (a form filled in, or a CRM re-syncing, minutes after they left).
+RECENT_OPT_OUT = timedelta(minutes=15)
 
 
 class ConsentRefused(ValueError):
     """A consent change that the rules do not allow; the message says which rule."""
 
 
-def next_status(current: Status, action: Action, channel: Channel, *, double_opt_in: bool = False) -> Status:
+class OptedOut(ConsentRefused):
+    """An opt-in for a person who opted out, through a channel that cannot bring them back."""
+
+
+def next_status(
+    current: Status, action: Action, channel: Channel, *, double_opt_in: bool = False, signup: bool = False
+) -> Status:
     """The subscription status after ``action`` arrives through ``channel`` — the only place this rule lives.
 
-    ``review_hold`` / ``review_cleared`` do not change the status: a hold is a separate flag, so clearing it
-    restores exactly what was there before.
+    ``signup``: the opt-in is the first step of a sign-up whose prompt asks the person to reply YES
+    (services/signup.py); it ends pending. ``review_hold`` / ``review_cleared`` do not change the status: a
+    hold is a separate flag, so clearing it restores exactly what was there before.
     """
     if action is Action.OPT_OUT:
         return Status.UNSUBSCRIBED
     if action in (Action.REVIEW_HOLD, Action.REVIEW_CLEARED):
         return current
-    if current is Status.UNSUBSCRIBED and channel not in EXPLICIT_OPT_IN_CHANNELS:
-        raise ConsentRefused(f"an opted-out contact can only rejoin explicitly, not through {channel.value}")
-    if action is Action.OPT_IN:
-        if current is Status.SUBSCRIBED:
-            return Status.SUBSCRIBED
-        if current is Status.PENDING and channel not in EXPLICIT_OPT_IN_CHANNELS:
-            # A pending double opt-in ends only in the person's own yes (or another explicit act): an import
-            # must not complete it, since the sign-up may have started over an earlier opt-out.
-            return Status.PENDING
-        return Status.PENDING if double_opt_in else Status.SUBSCRIBED
     if action is Action.OPT_IN_CONFIRMED:
+        if channel not in PERSONS_OWN_CHANNELS:
+            raise ConsentRefused(f"only the person's own YES by text confirms a sign-up, not {channel.value}")
         return Status.SUBSCRIBED
-    raise AssertionError(f"unhandled action {action}")  # pragma: no cover
+    if action is not Action.OPT_IN:  # pragma: no cover
+        raise AssertionError(f"unhandled action {action}")
+    if current is Status.SUBSCRIBED:
+        return Status.SUBSCRIBED
+    if channel in PERSONS_OWN_CHANNELS:
+        return Status.PENDING if double_opt_in else Status.SUBSCRIBED
+    if signup and channel in SIGNUP_CHANNELS:
+        return Status.PENDING
+    if current is Status.UNSUBSCRIBED:
+        raise OptedOut(
+            f"the person opted out; an opt-in through {channel.value} cannot bring them back: only their own "
+            "text (START) or their YES to a new sign-up's prompt can"
+        )
+    if current is Status.PENDING:
+        # A pending sign-up ends only in the person's own YES: it may have started over an earlier opt-out.
+        return Status.PENDING
+    return Status.PENDING if double_opt_in else Status.SUBSCRIBED
+
+
+def check_opt_in_time(occurred_at: datetime, *, now: datetime, last_opt_out: datetime | None) -> None:
+    """Refuse a stated time of consent in the future, or before the person's last opt-out (which revoked it)."""
+    if occurred_at > now + CLOCK_SKEW:
+        raise ConsentRefused(
+            f"the time of consent is in the future: {occurred_at.isoformat()} (now {now.isoformat()}); "
+            "give the time the person consented"
+        )
+    if last_opt_out is not None and occurred_at < last_opt_out:
+        raise ConsentRefused(
+            "the time of consent is before the person's last opt-out, which revoked any consent given before "
+            f"it: {occurred_at.isoformat()} (opted out {last_opt_out.isoformat()})"
+        )
+
+
+def check_signup_prompt(*, now: datetime, last_opt_out: datetime | None) -> None:
+    """Refuse a web or API sign-up whose prompt would text someone who opted out minutes ago."""
+    if last_opt_out is not None and now - last_opt_out < RECENT_OPT_OUT:
+        minutes = max(1, int((now - last_opt_out).total_seconds() // 60))
+        raise OptedOut(
+            f"this number opted out {minutes} minute(s) ago ({last_opt_out.isoformat()}); a sign-up started "
+            f"now would text them right after they said stop: not sent. The person can text START to rejoin, "
+            f"or a sign-up can start after {int(RECENT_OPT_OUT.total_seconds() // 60)} minutes"
+        )
 
 
 def held_after(currently_held: bool, action: Action) -> bool:

@@ -131,6 +131,49 @@ def normalize(raw: str, default_region: str = "US") -> str:
     return parse_phone(raw, default_region).e164
 
 
+# US common short codes are 5 or 6 digits (CTIA Short Code Monitoring Handbook; usshortcodes.com).
+_SHORT_CODE = re.compile(r"\d{5,6}")
+
+
+def normalize_sender(raw: str, default_region: str = "US") -> str:
+    """A sender as programs store it: E.164 for a phone number, the bare digits of a US short code.
+
+    One form per sender, so an inbound message to ``+14155550100`` finds the program whose sender was typed
+    as ``(415) 555-0100``. Raises InvalidPhoneNumber naming the value when it is neither.
+    """
+    text = (raw or "").strip()
+    if _SHORT_CODE.fullmatch(text):
+        return text
+    try:
+        return normalize(text, default_region)
+    except InvalidPhoneNumber as exc:
+        raise InvalidPhoneNumber(
+            f"sender {text!r} is neither a phone number nor a 5–6 digit short code ({exc})"
+        ) from None
+
+
+def normalize_short_code(raw: str) -> str:
+    text = (raw or "").strip()
+    if not _SHORT_CODE.fullmatch(text):
+        raise InvalidPhoneNumber(f"short code {text!r} must be 5 or 6 digits (a US short code)")
+    return text
+
+
+def read_sender(raw: str, default_region: str = "US") -> str | None:
+    """The stored form of the number an inbound message was sent to, or None when it is neither a phone
+    number nor a short code (an alphanumeric sender ID). Tries it as written in the default region, then
+    with a '+': Vonage's ``to`` and Plivo's ``To`` carry international numbers without one
+    (developer.vonage.com/en/messaging/sms/guides/inbound-sms, plivo.com/docs/messaging/api/message)."""
+    text = (raw or "").strip()
+    candidates = [text, f"+{text}"] if text.isdigit() and not _SHORT_CODE.fullmatch(text) else [text]
+    for candidate in candidates:
+        try:
+            return normalize_sender(candidate, default_region)
+        except InvalidPhoneNumber:
+            continue
+    return None
+
+
 def _us_state(number: phonenumbers.PhoneNumber) -> str | None:
     description = geocoder.description_for_number(number, "en")
     if description in US_STATES:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
-from optline.adapters.clock import Clock
+from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db import ledger
 from optline.adapters.db import programs as program_repo
 from optline.adapters.db.database import one_of
@@ -23,6 +23,7 @@ from optline.domain.consent import (
     ConsentRefused,
     OptOutScope,
     Status,
+    check_opt_in_time,
     held_after,
     missing_evidence,
     next_status,
@@ -63,6 +64,24 @@ def current(conn: Connection, contact_id: int, program: Mapping[str, Any]) -> tu
     return (Status.UNSUBSCRIBED if brand_optout else Status.NEVER), False
 
 
+def _opt_outs_applying_to(program: Mapping[str, Any]) -> Any:
+    """Opt-out events that apply to ``program``: its own, and its brand's brand-wide ones."""
+    return (consent_events.c.action == Action.OPT_OUT.value) & (
+        (consent_events.c.program_id == program["id"])
+        | (consent_events.c.program_id.is_(None) & (consent_events.c.brand == program["brand"]))
+    )
+
+
+def last_opt_out(conn: Connection, contact_id: int, program: Mapping[str, Any]) -> datetime | None:
+    """When the person last opted out of ``program`` (or of its whole brand); None if never."""
+    last = conn.execute(
+        select(func.max(consent_events.c.occurred_at)).where(
+            (consent_events.c.contact_id == contact_id) & _opt_outs_applying_to(program)
+        )
+    ).scalar()
+    return as_utc(last) if last is not None else None
+
+
 def record(
     conn: Connection,
     clock: Clock,
@@ -74,11 +93,14 @@ def record(
     evidence: Mapping[str, Any],
     occurred_at: datetime | None = None,
     brand_wide: bool | None = None,
+    signup: bool = False,
 ) -> ConsentChange:
-    """Append the event and update the projection. Raises ConsentRefused when a rule forbids the change.
+    """Append the event and update the projection. Raises ConsentRefused when a rule forbids the change
+    (OptedOut when an opt-in cannot bring back a person who opted out).
 
     ``brand_wide``: None follows the program's opt-out scope policy for opt-outs (and is program-only for
-    everything else); True forces brand-wide (STOPALL, "all messages from <brand>").
+    everything else); True forces brand-wide (STOPALL, "all messages from <brand>"). ``signup``: the opt-in
+    is the first step of a sign-up whose prompt asks for the person's YES (services/signup.py).
     """
     missing = missing_evidence(action, channel, dict(evidence))
     if missing:
@@ -91,10 +113,14 @@ def record(
     now = clock.now()
     ledger.lock_contact(conn, contact_id)  # before reading state, so the read is the state we extend
     targets = program_repo.of_brand(conn, program["brand"]) if brand_wide else [program]
+    if action in (Action.OPT_IN, Action.OPT_IN_CONFIRMED):
+        last = last_opt_out(conn, contact_id, program)
+        check_opt_in_time(as_utc(occurred_at or now), now=now, last_opt_out=last)
     before = {p["id"]: current(conn, contact_id, p) for p in targets}
     double = bool(program.get("double_opt_in")) and channel is not Channel.IMPORT
     after = {
-        pid: next_status(status, action, channel, double_opt_in=double) for pid, (status, _) in before.items()
+        pid: next_status(status, action, channel, double_opt_in=double, signup=signup)
+        for pid, (status, _) in before.items()
     }
     event = ledger.append(
         conn,
@@ -113,6 +139,34 @@ def record(
         _project(conn, contact_id, pid, status, new_status, held_after(held, action), event, action)
         change.statuses[pid] = (status, new_status)
     return change
+
+
+def revoke_all(
+    conn: Connection, clock: Clock, *, contact_id: int, channel: Channel, evidence: Mapping[str, Any]
+) -> list[ConsentChange]:
+    """An opt-out whose program cannot be determined (invariant 3; the FCC's revoke-all direction, 47 CFR
+    64.1200(a)(10)): a brand-wide opt-out for every brand in which the person is subscribed to, or pending
+    for, any program. ``evidence`` should say why it was not routed. Returns one change per brand."""
+    from optline.adapters.db.tables import programs
+
+    ledger.lock_contact(conn, contact_id)  # the subscriptions read below are the state the opt-outs extend
+    rows = conn.execute(
+        select(programs)
+        .join(subscriptions, subscriptions.c.program_id == programs.c.id)
+        .where(
+            (subscriptions.c.contact_id == contact_id)
+            & subscriptions.c.status.in_((Status.SUBSCRIBED.value, Status.PENDING.value))
+        )
+        .order_by(programs.c.brand, programs.c.id)
+    )
+    by_brand: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        by_brand.setdefault(row.brand, dict(row._mapping))
+    changes = []
+    for program in by_brand.values():
+        changes.append(record(conn, clock, contact_id=contact_id, program=program, action=Action.OPT_OUT,
+                              channel=channel, evidence=evidence, brand_wide=True))  # fmt: skip
+    return changes
 
 
 def _subscription_values(
@@ -167,16 +221,28 @@ class BatchOptIn:
     occurred_at: datetime
 
 
+@dataclass
+class BatchOutcome:
+    recorded: int = 0
+    already_subscribed: int = 0
+    held: dict[int, str] = field(default_factory=dict)  # contact id -> why no consent was recorded
+
+    @property
+    def kept_opted_out(self) -> int:
+        return len(self.held)
+
+
 def record_opt_ins(
     conn: Connection, clock: Clock, program: Mapping[str, Any], channel: Channel, items: list[BatchOptIn]
-) -> dict[str, int]:
+) -> BatchOutcome:
     """Set-based opt-ins for one program (contacts import): the same rules as ``record``, in few queries.
 
-    Returns counts: recorded, already_subscribed, kept_opted_out. Contacts must be distinct.
+    Contacts must be distinct. An opt-in the rules refuse (an opted-out person; a time of consent in the
+    future or before their last opt-out) is held: nothing is recorded, and ``held`` says why.
     """
-    counts = {"recorded": 0, "already_subscribed": 0, "kept_opted_out": 0}
+    outcome = BatchOutcome()
     if not items:
-        return counts
+        return outcome
     now = clock.now()
     ids = sorted(i.contact_id for i in items)
     if conn.dialect.name == "postgresql":  # lock in id order: concurrent batches cannot deadlock
@@ -207,6 +273,14 @@ def record_opt_ins(
             )
         )
     }
+    last_out = {
+        r.contact_id: as_utc(r.last)
+        for r in conn.execute(
+            select(consent_events.c.contact_id, func.max(consent_events.c.occurred_at).label("last"))
+            .where(one_of(conn, consent_events.c.contact_id, ids) & _opt_outs_applying_to(program))
+            .group_by(consent_events.c.contact_id)
+        )
+    }
     heads = ledger.heads(conn, ids)
     events: list[dict[str, Any]] = []
     transitions: dict[int, tuple[Status, bool, Status]] = {}
@@ -214,12 +288,14 @@ def record_opt_ins(
         default = Status.UNSUBSCRIBED if item.contact_id in brand_out else Status.NEVER
         status, held = state.get(item.contact_id, (default, False))
         if status is Status.SUBSCRIBED:
-            counts["already_subscribed"] += 1
+            outcome.already_subscribed += 1
             continue
         try:
+            # "They opted out" is the reason that matters when both rules refuse, so it is checked first.
             new = next_status(status, Action.OPT_IN, channel)
-        except ConsentRefused:
-            counts["kept_opted_out"] += 1
+            check_opt_in_time(as_utc(item.occurred_at), now=now, last_opt_out=last_out.get(item.contact_id))
+        except ConsentRefused as exc:
+            outcome.held[item.contact_id] = str(exc)
             continue
         seq, prev = heads.get(item.contact_id, (0, ledger.chain.GENESIS))
         events.append(
@@ -251,5 +327,5 @@ def record_opt_ins(
             .values({k: bindparam(k) for k in updates[0] if k != "b_contact_id"}),
             updates,
         )
-    counts["recorded"] = len(events)
-    return counts
+    outcome.recorded = len(events)
+    return outcome

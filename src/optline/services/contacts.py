@@ -35,12 +35,13 @@ def create_contact(
             raise ValueError(
                 f"unknown time zone {time_zone!r} (use an IANA name like America/Chicago)"
             ) from None
-    if repo.get_by_phone(conn, parsed.e164):
-        raise ValueError(f"a contact with phone {parsed.e164} already exists")
     extra: dict[str, Any] = {"attributes": attributes or {}, "locale": locale}
     if time_zone:
         extra.update(time_zone=time_zone, time_zone_overridden=True)
-    contact, _ = repo.get_or_create(conn, parsed, clock.now(), **extra)
+    # Created here or not at all: two requests for one new number at once get one 201 and one "exists".
+    contact, created = repo.get_or_create(conn, parsed, clock.now(), **extra)
+    if not created:
+        raise ValueError(f"a contact with phone {parsed.e164} already exists")
     return show_contact(conn, parsed.e164, region) or contact
 
 

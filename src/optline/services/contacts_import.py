@@ -15,12 +15,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from optline.adapters.clock import Clock
+from optline.adapters.db import contacts as contact_repo
 from optline.adapters.db.database import Database, one_of
 from optline.adapters.db.tables import contacts
-from optline.domain.consent import Channel
+from optline.domain.consent import Channel, ConsentRefused, check_opt_in_time
 from optline.domain.dates import parse_datetime
 from optline.domain.phones import InvalidPhoneNumber, parse_phone
 from optline.services import consent
@@ -29,6 +30,7 @@ PHONE_COLUMNS = ("phone", "phone_number", "mobile", "mobile_number", "cell", "nu
 CONSENT_COLUMNS = {"consented_at", "consent_source", "consent_text", "ip", "user_agent", "consent_url"}
 CONTACT_COLUMNS = {"locale", "language", "time_zone", "timezone"}
 BATCH = 2000
+HELD = "contact imported, consent not recorded"
 
 
 @dataclass
@@ -43,6 +45,7 @@ class ImportSummary:
     without_consent: int = 0
     rejected: int = 0
     reject_reasons: Counter[str] = field(default_factory=Counter)
+    held_reasons: Counter[str] = field(default_factory=Counter)  # imported, consent not recorded: why
     rejects_path: Path | None = None
 
     @property
@@ -60,6 +63,7 @@ class _Row:
     consent: dict[str, Any] | None
     consented_at: datetime | None
     parsed: Any
+    raw: list[str] = field(default_factory=list)
 
 
 class ImportError_(ValueError):
@@ -142,9 +146,9 @@ def import_file(
             parsed.line = line
             batch.append(parsed)
             if len(batch) >= BATCH:
-                _write_batch(db, clock, program, batch, summary)
+                _write_batch(db, clock, program, batch, summary, rejects)
                 batch = []
-        _write_batch(db, clock, program, batch, summary)
+        _write_batch(db, clock, program, batch, summary, rejects)
     return summary
 
 
@@ -172,8 +176,10 @@ def _parse_row(row: list[str], header: list[str], phone_col: str, region: str, n
             consented_at = parse_datetime(values["consented_at"])
         except ValueError as exc:
             raise ValueError(f"bad consented_at date: {exc}") from None
-        if consented_at > now:
-            raise ValueError(f"bad consented_at date: {values['consented_at']!r} is in the future")
+        try:  # the time of consent is checked again against their last opt-out when it is recorded
+            check_opt_in_time(consented_at, now=now, last_opt_out=None)
+        except ConsentRefused as exc:
+            raise ValueError(f"bad consented_at date: {values['consented_at']!r}: {exc}") from None
     evidence = None
     source = values.get("consent_source") or values.get("consent_url")
     if consented_at and (source or values.get("consent_text")):
@@ -191,18 +197,24 @@ def _parse_row(row: list[str], header: list[str], phone_col: str, region: str, n
         consent=evidence,
         consented_at=consented_at,
         parsed=phone,
+        raw=row,
     )
 
 
 def _write_batch(
-    db: Database, clock: Clock, program: dict[str, Any], batch: list[_Row], summary: ImportSummary
+    db: Database,
+    clock: Clock,
+    program: dict[str, Any],
+    batch: list[_Row],
+    summary: ImportSummary,
+    rejects: Any,
 ) -> None:
     if not batch:
         return
     now = clock.now()
     with db.transaction() as conn:
         ids = _upsert_contacts(conn, batch, now, summary)
-        items = []
+        items, lines = [], {}
         for row in batch:
             if row.consent is None:
                 summary.without_consent += 1
@@ -210,28 +222,25 @@ def _write_batch(
             assert row.consented_at is not None
             evidence = {**row.consent, "file_line": row.line}
             items.append(consent.BatchOptIn(ids[row.phone], evidence, row.consented_at))
-        counts = consent.record_opt_ins(conn, clock, program, Channel.IMPORT, items)
-    summary.consent_recorded += counts["recorded"]
-    summary.already_subscribed += counts["already_subscribed"]
-    summary.kept_opted_out += counts["kept_opted_out"]
+            lines[ids[row.phone]] = row
+        outcome = consent.record_opt_ins(conn, clock, program, Channel.IMPORT, items)
+    summary.consent_recorded += outcome.recorded
+    summary.already_subscribed += outcome.already_subscribed
+    summary.kept_opted_out += outcome.kept_opted_out
+    # The contact row was imported; its consent was not (an opted-out person, a consent time their opt-out
+    # revoked): listed beside the rejected rows, with the reason, so nobody believes they are subscribed.
+    for contact_id, reason in outcome.held.items():
+        row = lines[contact_id]
+        rejects.writerow([row.line, f"{HELD}: {reason}", *row.raw])
+        summary.held_reasons[reason.split(":")[0]] += 1
 
 
 def _upsert_contacts(
     conn: Connection, batch: list[_Row], now: datetime, summary: ImportSummary
 ) -> dict[str, int]:
-    existing = {
-        r.phone: r
-        for r in conn.execute(
-            select(
-                contacts.c.id,
-                contacts.c.phone,
-                contacts.c.attributes,
-                contacts.c.locale,
-                contacts.c.time_zone,
-            ).where(one_of(conn, contacts.c.phone, [row.phone for row in batch]))
-        )
-    }
-    new_rows, changed = [], []
+    existing = _existing(conn, [row.phone for row in batch])
+    new_rows: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
     for row in batch:
         old = existing.get(row.phone)
         if old is None:
@@ -245,23 +254,22 @@ def _upsert_contacts(
                 }
             )  # fmt: skip
             continue
-        merged = {**(old.attributes or {}), **row.attributes}
-        locale = row.locale or old.locale
-        tz = row.time_zone or old.time_zone
-        if merged != (old.attributes or {}) or locale != old.locale or tz != old.time_zone:
-            changed.append(
-                {"b_id": old.id, "attributes": merged, "locale": locale, "time_zone": tz, "updated_at": now}
-            )
-        else:
-            summary.unchanged += 1
+        _merge_into(old, row, now, changed, summary)
     ids = {phone: r.id for phone, r in existing.items()}
     if new_rows:
+        # ON CONFLICT DO NOTHING: a first text or a sign-up from one of these numbers may create its contact
+        # between our read and this insert; that row is then updated below instead of failing the batch.
         result = conn.execute(
-            insert(contacts).returning(contacts.c.id, contacts.c.phone, sort_by_parameter_order=True),
-            new_rows,
+            contact_repo.insert_ignoring_duplicates(conn).returning(contacts.c.id, contacts.c.phone), new_rows
         )
-        ids.update({r.phone: r.id for r in result})
-        summary.created += len(new_rows)
+        inserted = {r.phone: r.id for r in result}
+        ids.update(inserted)
+        summary.created += len(inserted)
+        by_phone = {row.phone: row for row in batch}
+        raced = _existing(conn, [r["phone"] for r in new_rows if r["phone"] not in inserted])
+        for phone, old in raced.items():
+            ids[phone] = old.id
+            _merge_into(old, by_phone[phone], now, changed, summary)
     if changed:
         conn.execute(
             update(contacts)
@@ -274,3 +282,29 @@ def _upsert_contacts(
         )  # fmt: skip
         summary.updated += len(changed)
     return ids
+
+
+def _existing(conn: Connection, phones: list[str]) -> dict[str, Any]:
+    if not phones:
+        return {}
+    rows = conn.execute(
+        select(
+            contacts.c.id, contacts.c.phone, contacts.c.attributes, contacts.c.locale, contacts.c.time_zone
+        ).where(one_of(conn, contacts.c.phone, phones))
+    )
+    return {r.phone: r for r in rows}
+
+
+def _merge_into(
+    old: Any, row: _Row, now: datetime, changed: list[dict[str, Any]], summary: ImportSummary
+) -> None:
+    """Queue the update that merges ``row`` into the stored contact ``old`` (or count it unchanged)."""
+    merged = {**(old.attributes or {}), **row.attributes}
+    locale = row.locale or old.locale
+    tz = row.time_zone or old.time_zone
+    if merged != (old.attributes or {}) or locale != old.locale or tz != old.time_zone:
+        changed.append(
+            {"b_id": old.id, "attributes": merged, "locale": locale, "time_zone": tz, "updated_at": now}
+        )
+    else:
+        summary.unchanged += 1

@@ -24,7 +24,7 @@ from optline.adapters.db.tables import (
     subscriptions,
 )
 from optline.domain.consent import Action
-from optline.services import analytics
+from optline.services import analytics, review
 
 SENT_STATUSES = ("sent", "delivered", "undelivered")
 SUPPRESSED_STATUSES = ("suppressed", "skipped")
@@ -298,7 +298,8 @@ def review_queue(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:
         .order_by(inbound_messages.c.received_at, inbound_messages.c.id)
         .limit(limit)
     )
-    return [dict(r._mapping) for r in rows]
+    items = [dict(r._mapping) for r in rows]
+    return [{**item, "stopped_everything": review.stopped_everything(item)} for item in items]
 
 
 def simulator_log(conn: Connection, limit: int = 200, direction: str | None = None) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ message id), and a repeated status callback finds the message already in that st
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,9 +23,10 @@ from optline.adapters.db.tables import inbound_messages, messages
 from optline.adapters.providers.base import InboundSms, StatusUpdate
 from optline.domain.classify import Classification, Intent, classify, normalise
 from optline.domain.consent import Action, Channel, Status
-from optline.domain.phones import InvalidPhoneNumber, parse_phone
+from optline.domain.phones import InvalidPhoneNumber, parse_phone, read_sender
 from optline.services import consent, outbox, signup
 from optline.services.outbox import Kind
+from optline.services.programs import program_for_sender
 
 # FCC 47 CFR 64.1200(a)(10): one confirmation of an opt-out, sent within five minutes; never a loop.
 CONFIRMATION_QUIET = timedelta(minutes=5)
@@ -63,27 +63,44 @@ def record_inbound(
     it (Twilio Advanced Opt-Out ``OptOutType``: STOP, START, HELP)."""
     now = clock.now()
     contact = _contact(conn, sms.from_phone, default_region, now)
-    program = _program(conn, sms.to_phone, contact, default_region)
+    owner = program_for_sender(conn, sms.to_phone, default_region)
+    program = owner or _fallback_program(conn, contact)
     locale = (contact or {}).get("locale")
     result = classify(sms.body, language_hint=locale)
     if result.intent is Intent.OTHER and program and _is_join_keyword(sms.body, program):
         result = Classification(Intent.OPTIN, 0.95, result.language, f"join-keyword:{normalise(sms.body)}")
+    # A clear opt-out to a number of no program is not guessed onto one (the last program that texted them,
+    # the only program): it stops everything the person is subscribed to, and waits in the review queue.
+    unrouted = owner is None and contact is not None and result.intent is Intent.OPTOUT and not result.review
+    if unrouted:
+        program = None
 
-    inbound_id = _claim(conn, sms, contact, program, result, now)
+    inbound_id = _claim(conn, sms, contact, program, result, now, review=result.review or unrouted)
     if inbound_id is None:
         return InboundResult(None, duplicate=True, note="already recorded (provider retried)")
     outcome = InboundResult(
         inbound_id, False, result, contact["id"] if contact else None, program["id"] if program else None
     )
+    evidence = {
+        "message_text": sms.body, "provider": sms.provider, "provider_message_id": sms.provider_message_id,
+        "inbound_id": inbound_id, "classifier": result.reason,
+    }  # fmt: skip
+    if unrouted:
+        assert contact is not None
+        event_id = _revoke_all(conn, clock, sms, contact, result, evidence, provider_opt_out, default_region,
+                               outcome)  # fmt: skip
+        conn.execute(
+            update(inbound_messages)
+            .where(inbound_messages.c.id == inbound_id)
+            .values(consent_event_id=event_id)
+        )
+        outcome.consent_event_id = event_id
+        return outcome
     if contact is None or program is None:
         outcome.note = "no contact (sender is not a phone number)" if contact is None else "no program"
         return outcome
 
     attributed = _last_campaign(conn, contact["id"], program["id"])
-    evidence = {
-        "message_text": sms.body, "provider": sms.provider, "provider_message_id": sms.provider_message_id,
-        "inbound_id": inbound_id, "classifier": result.reason,
-    }  # fmt: skip
     # A join keyword, or the yes to a pending double opt-in, belongs to the sign-up flow (services/signup.py);
     # STOP and HELP never do (signup reserves them), so they still reach _act.
     if signup.handle_inbound(
@@ -176,6 +193,44 @@ def _act(
     return None  # anything else from anyone (opted out or not) changes nothing (invariant 4)
 
 
+def _revoke_all(
+    conn: Connection,
+    clock: Clock,
+    sms: InboundSms,
+    contact: dict[str, Any],
+    result: Classification,
+    evidence: dict[str, Any],
+    provider_opt_out: str | None,
+    region: str,
+    outcome: InboundResult,
+) -> int | None:
+    """A clear opt-out sent to a number that belongs to no program: stop every program the person is
+    subscribed to (consent.revoke_all), with the reason in the evidence. Returns the first event's id."""
+    channel = Channel.SMS_KEYWORD if result.reason.startswith("keyword:") else Channel.SMS_TEXT
+    reason = f"sent to {sms.to_phone}, which is no program's sender number or short code"
+    changes = consent.revoke_all(
+        conn, clock, contact_id=contact["id"], channel=channel,
+        evidence={**evidence, "to_phone": sms.to_phone, "unrouted": reason},
+    )  # fmt: skip
+    outcome.note = f"unrouted opt-out ({reason}): stopped {len(changes)} brand(s); in the review queue"
+    if not changes:
+        return None
+    # One confirmation, from the number they texted: the provider delivered the message to it through our
+    # signed webhook, so it is a number of our account, and the answer lands in the thread they typed in.
+    # When it is not a phone number or short code (an alphanumeric ID cannot be answered), none is sent.
+    sender = read_sender(sms.to_phone, region)
+    due = any(c.was_subscribed for c in changes) or _confirmation_due(conn, clock, contact["id"])
+    if sender is not None and provider_opt_out != "STOP" and due:
+        row = outbox.enqueue(  # filed under a program of the first brand stopped (a message needs one)
+            conn, clock, program_id=min(changes[0].statuses), contact_id=contact["id"],
+            to_phone=contact["phone"], from_phone=sender, kind=Kind.CONFIRMATION,
+            body=revoke_all_confirmation([str(c.event["brand"]) for c in changes]),
+            idempotency_key=outbox.key("reply", "optout", sms.provider, sms.provider_message_id),
+        )  # fmt: skip
+        outcome.replies.append(int(row["id"]))
+    return int(changes[0].event["id"])
+
+
 # --- reply texts ------------------------------------------------------------------------------------------
 
 
@@ -183,6 +238,14 @@ def optout_confirmation(program: Mapping[str, Any], *, brand_wide: bool) -> str:
     scope = f"all {program['brand']} messages" if brand_wide else f"{program['brand']} {program['name']}"
     return (
         f"{program['brand']}: you are unsubscribed from {scope} and will receive no more messages. "
+        "Reply START to rejoin."
+    )
+
+
+def revoke_all_confirmation(brands: list[str]) -> str:
+    names = " and ".join(brands) if len(brands) <= 2 else ", ".join(brands[:-1]) + f" and {brands[-1]}"
+    return (
+        f"{names}: you are unsubscribed from all {names} messages and will receive no more messages. "
         "Reply START to rejoin."
     )
 
@@ -239,18 +302,9 @@ def _contact(conn: Connection, phone: str, region: str, now: Any) -> dict[str, A
     return contact
 
 
-def _program(
-    conn: Connection, to_phone: str, contact: Mapping[str, Any] | None, region: str
-) -> dict[str, Any] | None:
-    """The program that owns the number the reply was sent to. Fallbacks, in order: the program whose
-    messages reached this contact last (the reply answers it), then the only program there is."""
-    candidates = [to_phone]
-    with contextlib.suppress(InvalidPhoneNumber):  # a short code is matched as written
-        candidates.append(parse_phone(to_phone, region).e164)
-    for number in candidates:
-        program = program_repo.for_sender(conn, number)
-        if program:
-            return program
+def _fallback_program(conn: Connection, contact: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """When the number texted belongs to no program: the program whose messages reached this contact last
+    (the reply answers it), then the only program there is."""
     if contact is not None:
         last = conn.execute(
             select(messages.c.program_id)
@@ -291,6 +345,8 @@ def _claim(
     program: Mapping[str, Any] | None,
     result: Classification,
     now: Any,
+    *,
+    review: bool,
 ) -> int | None:
     """Insert the inbound row unless the provider already delivered this message; its id, or None."""
     values = {
@@ -298,7 +354,7 @@ def _claim(
         "from_phone": (contact or {}).get("phone") or sms.from_phone[:20], "to_phone": sms.to_phone[:20],
         "body": sms.body, "contact_id": contact and contact["id"], "program_id": program and program["id"],
         "intent": result.intent.value, "confidence": f"{result.confidence:.2f}", "language": result.language[:5],
-        "reason": result.reason[:200], "review": result.review, "received_at": sms.received_at or now,
+        "reason": result.reason[:200], "review": review, "received_at": sms.received_at or now,
     }  # fmt: skip
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = (

@@ -8,6 +8,7 @@ from sqlalchemy import Connection
 
 from optline.adapters.clock import Clock
 from optline.adapters.db import programs as repo
+from optline.domain.phones import InvalidPhoneNumber, normalize_sender, normalize_short_code, read_sender
 
 
 def default_help_text(brand: str, frequency: str) -> str:
@@ -17,8 +18,17 @@ def default_help_text(brand: str, frequency: str) -> str:
     )
 
 
-def create_program(conn: Connection, clock: Clock, **values: Any) -> dict[str, Any]:
+def create_program(
+    conn: Connection, clock: Clock, *, default_region: str = "US", **values: Any
+) -> dict[str, Any]:
+    """Create a program (CLI, API and dashboard all come here). Sender numbers are stored in one form
+    (E.164, or a short code's digits) so that inbound replies find their program; a sender that is neither
+    raises InvalidPhoneNumber naming it."""
     values = {k: v for k, v in values.items() if v is not None}
+    senders = [normalize_sender(n, default_region) for n in values.get("sender_numbers") or []]
+    values["sender_numbers"] = list(dict.fromkeys(senders))  # "(415) 555-0100" and "+14155550100" are one
+    if values.get("short_code") is not None:
+        values["short_code"] = normalize_short_code(values["short_code"])
     values["join_keywords"] = [k.strip().upper() for k in values.get("join_keywords", []) if k.strip()]
     values.setdefault("frequency_text", "Msg frequency varies")
     if not values.get("help_text"):
@@ -40,3 +50,24 @@ def require_program(conn: Connection, name: str) -> dict[str, Any]:
         known = ", ".join(p["name"] for p in repo.list_all(conn)) or "none yet"
         raise LookupError(f"no program named {name!r} (programs: {known})")
     return program
+
+
+def program_for_sender(conn: Connection, to_phone: str, default_region: str = "US") -> dict[str, Any] | None:
+    """The program that owns the number (or short code) an inbound message was sent to, compared in
+    normalised form on both sides (a sender stored before normalisation still matches)."""
+    wanted = {to_phone.strip(), read_sender(to_phone, default_region)} - {None}
+    for program in repo.list_all(conn):
+        owned = [
+            *(program["sender_numbers"] or []),
+            *([program["short_code"]] if program["short_code"] else []),
+        ]
+        if any(_stored_form(number, default_region) in wanted for number in owned):
+            return program
+    return None
+
+
+def _stored_form(number: str, region: str) -> str:
+    try:
+        return normalize_sender(number, region)
+    except InvalidPhoneNumber:
+        return number

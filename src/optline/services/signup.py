@@ -29,7 +29,15 @@ from optline.adapters.db import ledger
 from optline.adapters.db import signups as repo
 from optline.adapters.db.tables import messages, programs
 from optline.domain import disclosure as words
-from optline.domain.consent import Action, Channel, ConsentRefused, Status
+from optline.domain.consent import (
+    SIGNUP_CHANNELS,
+    Action,
+    Channel,
+    ConsentRefused,
+    Status,
+    check_opt_in_time,
+    check_signup_prompt,
+)
 from optline.domain.phones import InvalidPhoneNumber, parse_phone
 from optline.services import consent, outbox
 from optline.services.outbox import Kind
@@ -123,7 +131,10 @@ def start(
     occurred_at: datetime | None = None,
 ) -> Started:
     """Step 1 of a sign-up through ``channel`` (sms_keyword, web or api). Raises ConsentRefused when the
-    evidence is incomplete, SignupError when the disclosure version shown is not the program's."""
+    evidence is incomplete or the time of consent is in the future or before the person's last opt-out,
+    OptedOut when a web or API sign-up would text someone who opted out minutes ago, SignupError when the
+    disclosure version shown is not the program's. For a person who opted out, a web or API sign-up is the
+    only opt-in those channels can make: pending, until the person's own YES."""
     if channel not in (Channel.SMS_KEYWORD, Channel.WEB, Channel.API):
         raise SignupError(f"sign-ups start by keyword, web form or API, not through {channel.value}")
     now = clock.now()
@@ -138,6 +149,12 @@ def start(
                            ("already", evidence.get("provider_message_id") or now.isoformat()), sender)  # fmt: skip
             return Started("already_subscribed", contact, message=reply)
         return Started("already_subscribed", contact)
+
+    last_out = consent.last_opt_out(conn, contact["id"], program)
+    # Checked before anything is written (a web form that catches the refusal still commits its transaction).
+    check_opt_in_time(as_utc(occurred_at or now), now=now, last_opt_out=last_out)
+    if channel in SIGNUP_CHANNELS:  # not a text from their own phone: never right after their STOP
+        check_signup_prompt(now=now, last_opt_out=last_out)
 
     pending = repo.latest_for(conn, contact["id"], program["id"], status="pending")
     if pending is not None and as_utc(pending["expires_at"]) <= now:
@@ -178,7 +195,7 @@ def start(
     # record() decides pending vs subscribed from the program's double_opt_in; web/API force it on.
     change = consent.record(
         conn, clock, contact_id=contact["id"], program={**program, "double_opt_in": double},
-        action=Action.OPT_IN, channel=channel, evidence=first_step, occurred_at=occurred_at,
+        action=Action.OPT_IN, channel=channel, evidence=first_step, occurred_at=occurred_at, signup=double,
     )  # fmt: skip
     kind = Kind.SIGNUP if double else Kind.CONFIRMATION
     message = _reply(conn, clock, program, contact, kind, prompt, ("signup", signup["id"]), sender)

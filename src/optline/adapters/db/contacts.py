@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from optline.adapters.db.tables import contacts
 from optline.domain.phones import Phone
@@ -28,13 +29,31 @@ def values_for(phone: Phone, now: datetime, **extra: Any) -> dict[str, Any]:
 
 
 def get_or_create(conn: Connection, phone: Phone, now: datetime, **extra: Any) -> tuple[dict[str, Any], bool]:
-    existing = get_by_phone(conn, phone.e164)
+    """The contact for ``phone`` and whether this call created it; race-free on both engines.
+
+    Two first messages from a new number can arrive at once: a plain INSERT after a SELECT that found nothing
+    would fail on the unique phone for one of them. INSERT … ON CONFLICT DO NOTHING waits for the other
+    writer and then inserts nothing; the second SELECT (a new statement, so it sees the committed row under
+    READ COMMITTED, and SQLite writers are serialised) finds the winner's row.
+    """
+    existing = get_by_phone(conn, phone.e164)  # the common case, without spending a sequence value
     if existing:
         return existing, False
     row = conn.execute(
-        insert(contacts).values(**values_for(phone, now, **extra)).returning(*contacts.c)
-    ).one()
-    return dict(row._mapping), True
+        insert_ignoring_duplicates(conn).values(**values_for(phone, now, **extra)).returning(*contacts.c)
+    ).first()
+    if row is not None:
+        return dict(row._mapping), True
+    created_elsewhere = get_by_phone(conn, phone.e164)
+    if created_elsewhere is None:  # pragma: no cover - the conflict means the row exists
+        raise RuntimeError(f"contact {phone.e164} conflicted on insert but cannot be read")
+    return created_elsewhere, False
+
+
+def insert_ignoring_duplicates(conn: Connection) -> Any:
+    """INSERT INTO contacts … ON CONFLICT (phone) DO NOTHING, in the connection's dialect."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(contacts).on_conflict_do_nothing(index_elements=["phone"])
 
 
 def get_by_phone(conn: Connection, e164: str) -> dict[str, Any] | None:

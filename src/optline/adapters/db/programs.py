@@ -38,11 +38,3 @@ def list_all(conn: Connection) -> list[dict[str, Any]]:
 
 def of_brand(conn: Connection, brand: str) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in conn.execute(select(programs).where(programs.c.brand == brand))]
-
-
-def for_sender(conn: Connection, number: str) -> dict[str, Any] | None:
-    """The program that owns a sender number or short code (inbound replies arrive on it)."""
-    for program in list_all(conn):
-        if number in (program["sender_numbers"] or []) or number == program["short_code"]:
-            return program
-    return None

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 
-from optline.domain.consent import ConsentRefused
+from optline.domain.consent import ConsentRefused, OptedOut
 from optline.domain.phones import InvalidPhoneNumber
 from optline.entrypoints.api.deps import ApiKeyDep, ConnDep, ContainerDep
 from optline.entrypoints.api.schemas import ConsentRequest, ConsentResult, ContactCreate, ContactPublic
@@ -62,6 +62,14 @@ def change_consent(
         )  # fmt: skip
     except InvalidPhoneNumber as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"phone: {exc}") from None
+    except OptedOut as exc:
+        # Refused, not turned into a sign-up: this call vouches for a consent, it does not say what the person
+        # was shown; a sign-up (its own endpoint) texts them the disclosure and waits for their YES.
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"not subscribed: {exc}. POST /v1/programs/{body.program}/signups starts a sign-up they confirm by "
+            "replying YES",
+        ) from None
     except ConsentRefused as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except LookupError as exc:

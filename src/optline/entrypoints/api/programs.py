@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
+from optline.domain.phones import InvalidPhoneNumber
 from optline.entrypoints.api.deps import ApiKeyDep, ConnDep, ContainerDep
 from optline.entrypoints.api.schemas import ProgramCreate, ProgramPublic
 from optline.services import programs as program_service
@@ -21,7 +22,14 @@ def create_program(
     body: ProgramCreate, conn: ConnDep, container: ContainerDep, _key: ApiKeyDep
 ) -> dict[str, object]:
     try:
-        return program_service.create_program(conn, container.clock, **body.model_dump(mode="json"))
+        return program_service.create_program(
+            conn,
+            container.clock,
+            default_region=container.settings.default_region,
+            **body.model_dump(mode="json"),
+        )
+    except InvalidPhoneNumber as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None  # names the value
     except ValueError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
 

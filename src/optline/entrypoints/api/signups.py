@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from optline.adapters.db import signups as signup_repo
-from optline.domain.consent import Channel, ConsentRefused
+from optline.domain.consent import Channel, ConsentRefused, OptedOut
 from optline.domain.phones import InvalidPhoneNumber
 from optline.entrypoints.api.deps import ApiKeyDep, ConnDep, ContainerDep
 from optline.services import signup as signup_service
@@ -64,10 +64,6 @@ def start_signup(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     if body.occurred_at.tzinfo is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "occurred_at: give a time zone (e.g. …Z)")
-    if body.occurred_at > container.clock.now() + timedelta(minutes=5):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "occurred_at: consent cannot be in the future"
-        )
     client_ip = request.client.host if request.client else None
     evidence = {
         **body.evidence,
@@ -84,7 +80,9 @@ def start_signup(
         )  # fmt: skip
     except InvalidPhoneNumber as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"phone: {exc}") from None
-    except (ConsentRefused, signup_service.SignupError) as exc:
+    except OptedOut as exc:  # the number said STOP minutes ago: nothing is sent
+        raise HTTPException(status.HTTP_409_CONFLICT, f"not started: {exc}") from None
+    except (ConsentRefused, signup_service.SignupError) as exc:  # evidence, time of consent, disclosure
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     if started.outcome != "pending":
         response.status_code = status.HTTP_200_OK

@@ -55,10 +55,16 @@ def import_(
     outcomes = (
         ("rows read", s.rows), ("contacts created", s.created), ("contacts updated", s.updated),
         ("contacts unchanged", s.unchanged), ("consent recorded (opt-in events)", s.consent_recorded),
-        ("already subscribed", s.already_subscribed), ("kept opted out (import never re-subscribes)", s.kept_opted_out),
+        ("already subscribed", s.already_subscribed), ("held: opted out, consent not recorded", s.kept_opted_out),
         ("no consent evidence (no marketing)", s.without_consent), ("rejected", s.rejected),
     )  # fmt: skip
     show_import(f"{file.name} → {prog['name']}", outcomes, s.reject_reasons, s.rejected, s.rejects_path)
+    for reason, count in s.held_reasons.most_common():
+        console.print(f"  held {count:,} × {reason}")
+    if s.kept_opted_out:
+        console.print(
+            f"held rows (contact imported, consent not recorded), with reasons: [bold]{s.rejects_path}[/bold]"
+        )
 
 
 @app.command("show")

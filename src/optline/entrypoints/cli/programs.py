@@ -15,7 +15,9 @@ app = typer.Typer(help="Messaging programs (one brand's campaign program).", no_
 def create(
     name: str = typer.Argument(..., help="unique program name"),
     brand: str = typer.Option(..., help="brand name shown in every message"),
-    sender: list[str] = typer.Option([], help="sender number (E.164) or short code; repeatable"),
+    sender: list[str] = typer.Option(
+        [], help="sender number in any common format (stored as E.164) or 5–6 digit short code; repeatable"
+    ),
     help_text: str = typer.Option(None, help="the reply to HELP (default: built from brand and frequency)"),
     frequency: str = typer.Option("Msg frequency varies", help="message-frequency disclosure"),
     terms_url: str = typer.Option(None),
@@ -33,7 +35,7 @@ def create(
     with c.db.transaction() as conn:
         try:
             program = service.create_program(
-                conn, c.clock, name=name, brand=brand, sender_numbers=list(sender), help_text=help_text,
+                conn, c.clock, default_region=c.settings.default_region, name=name, brand=brand, sender_numbers=list(sender), help_text=help_text,
                 frequency_text=frequency, terms_url=terms_url, privacy_url=privacy_url, optout_scope=scope,
                 double_opt_in=double_opt_in, join_keywords=list(join_keyword),
             )  # fmt: skip

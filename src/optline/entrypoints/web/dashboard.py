@@ -130,19 +130,16 @@ def create_program(
         error = "A program needs a name and a brand."
     elif scope not in ("brand", "program"):
         error = "Choose what an opt-out stops: the whole brand or this program."
-    senders: list[str] = []
-    if not error and form["sender"]:
-        try:
-            senders = [parse_phone(form["sender"], container.settings.default_region).e164]
-        except InvalidPhoneNumber as exc:
-            error = f"Sender number: {exc}"
     if not error:
-        try:
+        try:  # the service normalises and validates the sender (one rule for CLI, API and dashboard)
             with container.db.transaction() as conn:
                 program_service.create_program(
-                    conn, container.clock, name=form["name"], brand=form["brand"], sender_numbers=senders,
+                    conn, container.clock, default_region=container.settings.default_region, name=form["name"],
+                    brand=form["brand"], sender_numbers=[form["sender"]] if form["sender"] else [],
                     optout_scope=scope,
                 )  # fmt: skip
+        except InvalidPhoneNumber as exc:
+            error = f"Sender number: {exc}"
         except ValueError as exc:
             error = str(exc)
     if error:
