@@ -27,6 +27,8 @@ from optline.domain.consent import Action, Channel
 
 # A transaction that began before a digest but committed after it is caught by the next digest's overlap.
 DIGEST_OVERLAP = timedelta(minutes=5)
+# pg_advisory_xact_lock key of the digest writer ("optlineD"); no other lock in optline uses it.
+DIGEST_LOCK = 0x6F70746C696E6544
 
 
 def lock_contact(conn: Connection, contact_id: int) -> None:
@@ -183,11 +185,24 @@ def verify(conn: Connection) -> VerifyResult:
     return VerifyResult(verifier.checked, len(verifier.heads), len(digests), breaks)
 
 
+def _serialise_digests(conn: Connection) -> None:
+    """One digest writer at a time, until its transaction ends: it must read the newest digest and
+    chain onto it before anyone else reads it. PostgreSQL: a transaction-scoped advisory lock (only
+    digest writers wait on it; appends never take it). SQLite: a write transaction (BEGIN IMMEDIATE)
+    already holds the database's single write lock from its first statement."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(DIGEST_LOCK)))
+    elif not conn.get_execution_options().get("optline_write", False):
+        raise RuntimeError("record a ledger digest inside db.transaction(), which takes the write lock first")
+
+
 def record_digest(conn: Connection, now: datetime) -> str | None:
     """Hash the chain heads that moved since the last digest into a new, chained digest.
 
-    Run periodically (the worker does). Returns the new digest, or None when nothing moved.
+    Any process may call it at any time (workers, CLI commands, ``ledger verify``): writers are serialised,
+    and the unique ``prev_digest`` refuses a fork. Returns the new digest, or None when nothing moved.
     """
+    _serialise_digests(conn)
     last = conn.execute(select(ledger_digests).order_by(ledger_digests.c.id.desc()).limit(1)).first()
     prev = last.digest if last else chain.GENESIS
     moved = select(consent_events.c.contact_id, func.max(consent_events.c.seq).label("seq")).group_by(
