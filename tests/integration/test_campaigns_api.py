@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from optline.adapters.db import api_keys
+from optline.adapters.db.tables import campaigns
 from optline.bootstrap import Container
 from optline.entrypoints.api.app import create_app
 from tests.support import outbound
@@ -37,3 +39,32 @@ def test_campaigns_api(container: Container) -> None:
     assert client.get(f"/v1/campaigns/{cid}/status", headers=auth).json()["counts"] == {"cancelled": 3}
     assert client.get("/v1/campaigns/999", headers=auth).status_code == 404
     assert len(client.get("/v1/campaigns?program=deals", headers=auth).json()) == 2
+
+
+def test_unknown_filter_key_is_a_422_naming_the_known_keys(container: Container) -> None:
+    outbound.seed(container, 2, attributes=lambda i: {"first_name": f"P{i}", "color": "red"})
+    with container.db.transaction() as conn:
+        key = api_keys.create(conn, "test", container.clock.now())
+    client = TestClient(create_app(container))
+    auth = {"Authorization": f"Bearer {key}"}
+    body = {
+        "program": "deals",
+        "name": "reds",
+        "template": "Hi {{ first_name }}",
+        "audience_filter": {"colour": "red"},
+    }
+    refused = client.post("/v1/campaigns", json=body, headers=auth)
+    assert refused.status_code == 422
+    assert "'colour'" in refused.json()["detail"] and "color" in refused.json()["detail"]
+
+    cid = client.post(
+        "/v1/campaigns", json={**body, "audience_filter": {"color": "red"}}, headers=auth
+    ).json()["id"]
+    assert client.get(f"/v1/campaigns/{cid}/audience", headers=auth).json()["recipients"] == 2
+    with container.db.transaction() as conn:  # a stored filter whose key no contact has any more
+        conn.execute(update(campaigns).where(campaigns.c.id == cid).values(audience_filter={"colour": "red"}))
+    for response in (client.get(f"/v1/campaigns/{cid}/audience", headers=auth),
+                     client.post(f"/v1/campaigns/{cid}/send", headers=auth)):  # fmt: skip
+        assert response.status_code == 422, response.text
+        assert "'colour'" in response.json()["detail"] and "first_name" in response.json()["detail"]
+    assert client.get(f"/v1/campaigns/{cid}", headers=auth).json()["status"] == "draft"

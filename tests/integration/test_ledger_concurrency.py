@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from optline.adapters.db import contacts, ledger
-from optline.adapters.db.tables import consent_events
+from optline.adapters.db.tables import consent_events, ledger_digests
 from optline.bootstrap import Container
 from optline.domain.consent import Action, Channel
 from optline.domain.phones import parse_phone
@@ -77,3 +78,59 @@ def test_a_held_contact_lock_does_not_block_other_contacts(container: Container,
         t.start()
         t.join(timeout=30)
         assert done.is_set(), "an append for contact b waited on contact a's lock"
+
+
+DIGESTERS = 6
+
+
+def test_concurrent_digests_extend_one_digest_chain(container: Container) -> None:
+    """Several workers recording a digest at the same moment: each one extends the previous, no fork."""
+    with container.db.transaction() as conn:
+        program = create_program(conn, container.clock, name="deals", brand="Acme", optout_scope="program")
+        for i in range(3):
+            cid = contacts.get_or_create(conn, parse_phone(f"+1415555{i:04d}"), container.clock.now())[0][
+                "id"
+            ]
+            consent.record(conn, container.clock, contact_id=cid, program=program, action=Action.OPT_OUT,
+                           channel=Channel.ADMIN, evidence={"operator": "ann", "note": "asked by phone"})  # fmt: skip
+    errors: list[BaseException] = []
+    recorded: list[str | None] = []
+    start = threading.Barrier(DIGESTERS)
+
+    def digester() -> None:
+        try:
+            if container.db.is_sqlite:  # BEGIN IMMEDIATE already queues writers: meet before it
+                start.wait(timeout=30)
+            with container.db.transaction() as conn:
+                if not container.db.is_sqlite:
+                    conn.execute(select(func.count()).select_from(ledger_digests))  # the snapshot is taken
+                    start.wait(timeout=30)  # every transaction is open before any of them records
+                recorded.append(ledger.record_digest(conn, container.clock.now()))
+        except BaseException as exc:  # collected, re-raised in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=digester) for _ in range(DIGESTERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    with container.db.read() as conn:
+        result = ledger.verify(conn)
+        prevs = conn.execute(select(ledger_digests.c.prev_digest)).scalars().all()
+    assert result.ok, result.breaks[:3]
+    assert result.digests == DIGESTERS and len(set(prevs)) == DIGESTERS
+
+
+def test_a_forking_digest_is_refused_by_the_database(container: Container) -> None:
+    with container.db.transaction() as conn:
+        program = create_program(conn, container.clock, name="deals", brand="Acme")
+        cid = contacts.get_or_create(conn, parse_phone("+14155550100"), container.clock.now())[0]["id"]
+        consent.record(conn, container.clock, contact_id=cid, program=program, action=Action.OPT_OUT,
+                       channel=Channel.ADMIN, evidence={"operator": "ann", "note": "asked by phone"})  # fmt: skip
+        first = ledger.record_digest(conn, container.clock.now())
+        ledger.record_digest(conn, container.clock.now())
+    # A second digest claiming the same predecessor as an existing one would fork the digest chain.
+    with pytest.raises(IntegrityError), container.db.transaction() as conn:
+        conn.execute(insert(ledger_digests).values(created_at=container.clock.now(), chains=1,
+                                                   prev_digest=first, digest="f" * 64))  # fmt: skip

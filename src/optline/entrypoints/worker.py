@@ -42,7 +42,7 @@ def run(container: Container, stop: threading.Event, *, once: bool = False,
     """Dispatch until ``stop`` is set (``once``: until the queue has nothing due). Returns the totals."""
     dispatcher = dispatcher_for(container)
     total = Counts()
-    last_digest = time.monotonic()
+    last_digest = -digest_every  # the first loop seals what happened while no worker ran
     last_housekeeping = -HOUSEKEEPING_EVERY_SECONDS  # first loop
     poll = container.settings.worker_poll_seconds
     while not stop.is_set():
@@ -56,12 +56,8 @@ def run(container: Container, stop: threading.Event, *, once: bool = False,
         if on_batch:
             on_batch(counts)
         if time.monotonic() - last_digest >= digest_every:
-            last_digest = time.monotonic()
-            try:
-                with container.db.transaction() as conn:
-                    ledger.record_digest(conn, container.clock.now())
-            except Exception:
-                log.exception("recording the ledger digest failed")
+            last_digest = -digest_every  # the first loop seals what happened while no worker ran
+            _record_digest(container)
         if time.monotonic() - last_housekeeping >= HOUSEKEEPING_EVERY_SECONDS:
             last_housekeeping = time.monotonic()
             try:  # opt-out roll-up for the report, and the list review when it is due (services.audit)
@@ -82,7 +78,17 @@ def run(container: Container, stop: threading.Event, *, once: bool = False,
                 break
             stop.wait(poll)
     total.add(dispatcher.close())
+    _record_digest(container)  # what this worker (and, in `serve`, the API beside it) changed since the last
     return total
+
+
+def _record_digest(container: Container) -> None:
+    """Digest the chain heads that moved (every few minutes, not per event: appends never wait on it)."""
+    try:
+        with container.db.transaction() as conn:
+            ledger.record_digest(conn, container.clock.now())
+    except Exception:  # the next tick retries; dispatch must not stop for it
+        log.exception("recording the ledger digest failed")
 
 
 def start_thread(container: Container) -> tuple[threading.Thread, threading.Event]:

@@ -5,8 +5,9 @@ Who is in: the program's subscribers with consent evidence (``subscriptions.stat
 SMS-capable number, and not on the imported Do-Not-Call list — unless their consent is express written
 consent (``express_written_consent``, the one place that rule lives).
 
-``dry_run`` counts the program's subscription rows by the first reason that excludes them; ``materialise``
-writes the outbox in one ``INSERT … SELECT``. The send-time check in dispatch still re-reads consent for
+``audience`` is the one query: every subscription row of the program with the first reason that excludes
+it (NULL: in). ``dry_run`` counts its rows by reason; ``materialise`` inserts the rows whose reason is
+NULL in one ``INSERT … SELECT``, so the preview counts exactly what the send queues. The send-time check in dispatch still re-reads consent for
 every message: the audience is a snapshot, the check is the guarantee.
 """
 
@@ -60,31 +61,81 @@ def express_written_consent(conn: Connection) -> ColumnElement[bool]:
     return or_(consent_events.c.channel.in_(EWC_CHANNELS), func.coalesce(flag_true, false()))
 
 
-def _filter_clause(conn: Connection, audience_filter: Mapping[str, Any]) -> ColumnElement[bool]:
-    clauses: list[ColumnElement[bool]] = []
+def attribute_keys(conn: Connection, program_id: int) -> list[str]:
+    """Every attribute key found on the program's contacts (set-based: one scan, no Python loop)."""
+    base = subscriptions.join(contacts, contacts.c.id == subscriptions.c.contact_id)
+    if conn.dialect.name == "sqlite":
+        each = func.json_each(contacts.c.attributes).table_valued("key")
+        stmt = select(each.c.key).distinct().select_from(base).join(each, true())
+    else:  # a set-returning function in the select list runs after WHERE, so only objects reach it
+        key = func.json_object_keys(contacts.c.attributes)
+        stmt = (
+            select(key)
+            .distinct()
+            .select_from(base)
+            .where(func.json_typeof(contacts.c.attributes) == "object")
+        )
+    rows = conn.execute(stmt.where(subscriptions.c.program_id == program_id)).scalars()
+    return sorted(str(k) for k in rows)
+
+
+def _has_attribute(conn: Connection, program_id: int, key: str) -> bool:
+    """Whether any of the program's contacts carries ``key`` (stops at the first one)."""
+    base = subscriptions.join(contacts, contacts.c.id == subscriptions.c.contact_id)
+    if conn.dialect.name == "sqlite":
+        each = func.json_each(contacts.c.attributes).table_valued("key")
+        stmt = select(literal(1)).select_from(base).join(each, each.c.key == key)
+    else:
+        stmt = select(literal(1)).select_from(base).where(contacts.c.attributes[key].is_not(None))
+    return conn.execute(stmt.where(subscriptions.c.program_id == program_id).limit(1)).first() is not None
+
+
+def check_filter(conn: Connection, program_id: int, audience_filter: Mapping[str, Any]) -> None:
+    """Refuse a filter that cannot mean what it says: a value that is not a value (or list of values), or
+    a key that is neither a contact column nor an attribute any of the program's contacts has (a typo
+    would otherwise quietly select nobody). The error names the key and the keys that exist."""
     for key, value in (audience_filter or {}).items():
         values = value if isinstance(value, list) else [value]
         if not values or any(isinstance(v, dict | list) or v is None for v in values):
             raise FilterError(f"audience filter {key!r}: use a value or a list of values, not {value!r}")
-        if key in COLUMN_FILTERS:
-            clauses.append(contacts.c[key].in_([str(v) for v in values]))
-            continue
-        field = contacts.c.attributes[key]
-        options: list[ColumnElement[bool]] = []
-        for v in values:
-            if isinstance(v, bool):
-                options.append(field.as_boolean() == v if conn.dialect.name == "sqlite"
-                               else field.as_string() == ("true" if v else "false"))  # fmt: skip
-            elif isinstance(v, int | float):
-                options.append(field.as_float() == float(v) if conn.dialect.name == "sqlite"
-                               else field.as_string() == str(v))  # fmt: skip
-            else:
-                options.append(field.as_string() == str(v))
-        clauses.append(or_(*options))
-    return and_(true(), *clauses)
+    unknown = [
+        k
+        for k in (audience_filter or {})
+        if k not in COLUMN_FILTERS and not _has_attribute(conn, program_id, k)
+    ]
+    if unknown:
+        known = [*COLUMN_FILTERS, *(k for k in attribute_keys(conn, program_id) if k not in COLUMN_FILTERS)]
+        raise FilterError(
+            f"unknown audience filter key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"known keys: {', '.join(known)}"
+        )
 
 
-def _joined(program_id: int) -> Any:
+def _matches(conn: Connection, key: str, value: Any) -> ColumnElement[bool]:
+    """One key's condition, TRUE or FALSE but never NULL: a contact without the field (or with a JSON
+    null) does not match. A NULL here would fall through the exclusion CASE as "no reason to exclude"."""
+    values = value if isinstance(value, list) else [value]
+    if key in COLUMN_FILTERS:
+        return func.coalesce(contacts.c[key].in_([str(v) for v in values]), false())
+    field = contacts.c.attributes[key]
+    options: list[ColumnElement[bool]] = []
+    for v in values:
+        if isinstance(v, bool):
+            options.append(field.as_boolean() == v if conn.dialect.name == "sqlite"
+                           else field.as_string() == ("true" if v else "false"))  # fmt: skip
+        elif isinstance(v, int | float):
+            options.append(field.as_float() == float(v) if conn.dialect.name == "sqlite"
+                           else field.as_string() == str(v))  # fmt: skip
+        else:
+            options.append(field.as_string() == str(v))
+    return func.coalesce(or_(*options), false())
+
+
+def _filter_clause(conn: Connection, audience_filter: Mapping[str, Any]) -> ColumnElement[bool]:
+    return and_(true(), *(_matches(conn, k, v) for k, v in (audience_filter or {}).items()))
+
+
+def _joined() -> Any:
     return (
         subscriptions.join(contacts, contacts.c.id == subscriptions.c.contact_id)
         .outerjoin(consent_events, consent_events.c.id == subscriptions.c.consent_event_id)
@@ -93,6 +144,7 @@ def _joined(program_id: int) -> Any:
 
 
 def _reason(conn: Connection, audience_filter: Mapping[str, Any]) -> ColumnElement[Any]:
+    """Why a subscription is excluded, the first reason that applies; NULL: it is in the audience."""
     return case(
         (subscriptions.c.status == Status.UNSUBSCRIBED.value, "opted_out"),
         (subscriptions.c.status != Status.SUBSCRIBED.value, "not_confirmed"),
@@ -107,17 +159,20 @@ def _reason(conn: Connection, audience_filter: Mapping[str, Any]) -> ColumnEleme
     )  # fmt: skip
 
 
-def eligible(conn: Connection, program_id: int, audience_filter: Mapping[str, Any]) -> ColumnElement[bool]:
-    """The WHERE clause of the audience (over the joins of ``_joined``)."""
-    return and_(
-        subscriptions.c.program_id == program_id,
-        subscriptions.c.status == Status.SUBSCRIBED.value,
-        subscriptions.c.consent_event_id.is_not(None),
-        subscriptions.c.held == false(),
-        _filter_clause(conn, audience_filter),
-        contacts.c.number_type.in_(sorted(SMS_CAPABLE)),
-        or_(dnc_numbers.c.phone.is_(None), express_written_consent(conn)),
-    )
+def audience_rows(conn: Connection, program_id: int, audience_filter: Mapping[str, Any] | None) -> Any:
+    """THE audience query: one row per subscription of the program with ``reason``, why it is excluded
+    (NULL: it receives the campaign). The dry run counts its rows by reason; the send inserts the rows
+    whose reason is NULL. One query for both, so the preview counts exactly what the send queues."""
+    check_filter(conn, program_id, audience_filter or {})
+    return (
+        select(
+            subscriptions.c.contact_id, contacts.c.phone, subscriptions.c.consent_event_id,
+            _reason(conn, audience_filter or {}).label("reason"),
+        )
+        .select_from(_joined())
+        .where(subscriptions.c.program_id == program_id)
+        .subquery("audience")
+    )  # fmt: skip
 
 
 @dataclass
@@ -131,13 +186,11 @@ class DryRun:
 
 
 def dry_run(conn: Connection, program_id: int, audience_filter: Mapping[str, Any] | None = None) -> DryRun:
-    reason = _reason(conn, audience_filter or {}).label("reason")
-    inner = select(reason).select_from(_joined(program_id)).where(subscriptions.c.program_id == program_id)
-    sub = inner.subquery()
-    rows = conn.execute(select(sub.c.reason, func.count()).group_by(sub.c.reason)).all()
+    rows = audience_rows(conn, program_id, audience_filter)
+    counts = conn.execute(select(rows.c.reason, func.count()).group_by(rows.c.reason)).all()
     excluded = dict.fromkeys(REASONS, 0)
     recipients = 0
-    for r, n in rows:
+    for r, n in counts:
         if r is None:
             recipients = n
         else:
@@ -145,33 +198,30 @@ def dry_run(conn: Connection, program_id: int, audience_filter: Mapping[str, Any
     return DryRun(recipients, excluded)
 
 
-def idempotency_key_sql(campaign_id: int) -> ColumnElement[str]:
+def idempotency_key_sql(campaign_id: int, contact_id: Any) -> ColumnElement[str]:
     """``c<campaign>:<contact>``: one message per contact per campaign, whoever materialises it."""
-    return literal(f"c{campaign_id}:", String) + cast(contacts.c.id, String)
+    return literal(f"c{campaign_id}:", String) + cast(contact_id, String)
 
 
 def recipients_select(
     conn: Connection, campaign: Mapping[str, Any], program: Mapping[str, Any]
 ) -> Select[Any]:
+    rows = audience_rows(conn, program["id"], campaign.get("audience_filter") or {})
     senders = list(program.get("sender_numbers") or [])
     if len(senders) > 1:  # spread the audience over the program's numbers
         from_phone: ColumnElement[Any] = case(
-            *[(contacts.c.id % len(senders) == i, s) for i, s in enumerate(senders)], else_=senders[0]
+            *[(rows.c.contact_id % len(senders) == i, s) for i, s in enumerate(senders)], else_=senders[0]
         )
     else:
         from_phone = literal(senders[0] if senders else program.get("short_code"), String)
     now = campaign["_now"]
-    return (
-        select(
-            literal(campaign["id"]), literal(program["id"]), contacts.c.id, literal(campaign["message_type"]),
-            contacts.c.phone, from_phone, literal(campaign["template"]), literal(0), literal("queued"),
-            idempotency_key_sql(campaign["id"]), subscriptions.c.consent_event_id,
-            literal(0), literal(campaign.get("scheduled_at"), messages.c.not_before.type),
-            literal(now, messages.c.created_at.type), literal(now, messages.c.updated_at.type),
-        )
-        .select_from(_joined(program["id"]))
-        .where(eligible(conn, program["id"], campaign.get("audience_filter") or {}))
-    )  # fmt: skip
+    return select(
+        literal(campaign["id"]), literal(program["id"]), rows.c.contact_id, literal(campaign["message_type"]),
+        rows.c.phone, from_phone, literal(campaign["template"]), literal(0), literal("queued"),
+        idempotency_key_sql(campaign["id"], rows.c.contact_id), rows.c.consent_event_id,
+        literal(0), literal(campaign.get("scheduled_at"), messages.c.not_before.type),
+        literal(now, messages.c.created_at.type), literal(now, messages.c.updated_at.type),
+    ).where(rows.c.reason.is_(None))  # fmt: skip
 
 
 INSERT_COLUMNS = ("campaign_id", "program_id", "contact_id", "kind", "to_phone", "from_phone", "body",

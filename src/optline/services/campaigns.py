@@ -57,7 +57,7 @@ def create(conn: Connection, clock: Clock, *, program: str, name: str, template:
         select(campaigns.c.id).where(campaigns.c.program_id == prog["id"], campaigns.c.name == name)
     ).first():
         raise CampaignError(f"program {program!r} already has a campaign named {name!r}")
-    audience._filter_clause(conn, audience_filter or {})  # raises FilterError naming a bad key
+    audience.check_filter(conn, prog["id"], audience_filter or {})  # FilterError naming the bad key
     row = conn.execute(insert(campaigns).values(
         program_id=prog["id"], name=name, template=template, message_type=message_type, tag=tag,
         audience_filter=dict(audience_filter or {}), status="draft", created_at=clock.now(),

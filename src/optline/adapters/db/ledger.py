@@ -6,9 +6,13 @@ the same contact queue on that row lock; writers for different contacts never wa
 there is no global ledger lock to become the ceiling of the service. The unique (contact_id, seq)
 constraint is the backstop: a fork cannot be stored even if a lock were skipped.
 
-Per-contact chains alone would not notice a whole chain (or its newest events) being deleted, so
-``record_digest`` periodically hashes the chain heads that moved into a digest chained to the previous
-one; ``verify`` checks that every head a digest ever recorded still exists with the same hash.
+Per-contact chains alone would not notice a whole chain (or its newest events) being deleted. Two
+things do: ``verify`` cross-checks the subscription projection (written with each event) against the
+chains, and ``record_digest`` hashes the chain heads that moved into a digest chained to the previous one,
+so ``verify`` can check that every head a digest ever recorded still exists with the same hash (this also
+catches an attacker who edits the projection to match). Digests are recorded after every CLI command that
+changed the ledger, by workers every few minutes and when they stop, and after a clean ``ledger verify``:
+never per append, which would make every writer wait for one lock.
 """
 
 from __future__ import annotations
@@ -21,12 +25,20 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, select
 
 from optline.adapters.db.database import one_of
-from optline.adapters.db.tables import consent_events, contacts, ledger_digest_heads, ledger_digests
+from optline.adapters.db.tables import (
+    consent_events,
+    contacts,
+    ledger_digest_heads,
+    ledger_digests,
+    subscriptions,
+)
 from optline.domain import ledger as chain
 from optline.domain.consent import Action, Channel
 
 # A transaction that began before a digest but committed after it is caught by the next digest's overlap.
 DIGEST_OVERLAP = timedelta(minutes=5)
+# pg_advisory_xact_lock key of the digest writer ("optlineD"); no other lock in optline uses it.
+DIGEST_LOCK = 0x6F70746C696E6544
 
 
 def lock_contact(conn: Connection, contact_id: int) -> None:
@@ -180,14 +192,58 @@ def verify(conn: Connection) -> VerifyResult:
     for m in missing:
         reason = f"event seq {m.seq} recorded in digest {m.digest_id} is missing or changed"
         breaks.append(chain.Break(0, m.contact_id, m.seq, reason))
+    breaks.extend(projection_breaks(conn, verifier.heads))
     return VerifyResult(verifier.checked, len(verifier.heads), len(digests), breaks)
+
+
+def projection_breaks(conn: Connection, heads: Mapping[int, tuple[int, str]]) -> list[chain.Break]:
+    """Cross-check the subscription projection against the chains: every event a subscription names (its
+    last event, its consent evidence) must be in that contact's chain. The projection is written in the
+    same transaction as each event, so an event it names that the chain lacks was deleted afterwards
+    (the chain's head is then older than the projection). This catches a deleted newest event (an
+    opt-out) before any digest was recorded; a digest catches it when the projection was edited too."""
+    found: list[chain.Break] = []
+    for column, role in ((subscriptions.c.last_event_id, "last event"),
+                         (subscriptions.c.consent_event_id, "consent evidence")):  # fmt: skip
+        event = consent_events.alias("named")
+        rows = conn.execute(
+            select(subscriptions.c.contact_id, subscriptions.c.program_id, subscriptions.c.status,
+                   column.label("event_id"))
+            .outerjoin(event, and_(event.c.id == column, event.c.contact_id == subscriptions.c.contact_id))
+            .where(column.is_not(None), event.c.id.is_(None))
+        )  # fmt: skip
+        for r in rows:
+            seq = heads.get(r.contact_id, (0, ""))[0]
+            head = f"its head is seq {seq}" if seq else "it has no events"
+            reason = (f"the projection says {r.status} for program {r.program_id} with event {r.event_id} as its "
+                      f"{role}, but that event is not in the contact's chain ({head}): deleted or moved")  # fmt: skip
+            found.append(chain.Break(r.event_id, r.contact_id, 0, reason))  # seq 0: the event is gone
+    return sorted(found, key=lambda b: (b.contact_id, b.event_id))
+
+
+def newest_event_id(conn: Connection) -> int | None:
+    """The highest event id (an index lookup): a cheap way to tell whether the ledger changed."""
+    return conn.execute(select(func.max(consent_events.c.id))).scalar()
+
+
+def _serialise_digests(conn: Connection) -> None:
+    """One digest writer at a time, until its transaction ends: it must read the newest digest and
+    chain onto it before anyone else reads it. PostgreSQL: a transaction-scoped advisory lock (only
+    digest writers wait on it; appends never take it). SQLite: a write transaction (BEGIN IMMEDIATE)
+    already holds the database's single write lock from its first statement."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(DIGEST_LOCK)))
+    elif not conn.get_execution_options().get("optline_write", False):
+        raise RuntimeError("record a ledger digest inside db.transaction(), which takes the write lock first")
 
 
 def record_digest(conn: Connection, now: datetime) -> str | None:
     """Hash the chain heads that moved since the last digest into a new, chained digest.
 
-    Run periodically (the worker does). Returns the new digest, or None when nothing moved.
+    Any process may call it at any time (workers, CLI commands, ``ledger verify``): writers are serialised,
+    and the unique ``prev_digest`` refuses a fork. Returns the new digest, or None when nothing moved.
     """
+    _serialise_digests(conn)
     last = conn.execute(select(ledger_digests).order_by(ledger_digests.c.id.desc()).limit(1)).first()
     prev = last.digest if last else chain.GENESIS
     moved = select(consent_events.c.contact_id, func.max(consent_events.c.seq).label("seq")).group_by(

@@ -123,7 +123,9 @@ ledger_digests = Table(
     Column("id", BigId, primary_key=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("chains", Integer, nullable=False),
-    Column("prev_digest", String(64), nullable=False),
+    # Unique: each digest has one successor, so two writers extending the same digest (a fork that
+    # verification would call tampering) cannot both be stored, whatever the locking.
+    Column("prev_digest", String(64), nullable=False, unique=True),
     Column("digest", String(64), nullable=False),
 )
 

@@ -95,7 +95,10 @@ def lint_campaign(
 @router.get("/{campaign_id}/audience")
 def audience_dry_run(_key: ApiKeyDep, campaign_id: int, conn: ConnDep) -> dict[str, Any]:
     campaign = _get(conn, campaign_id)
-    dry = audience.dry_run(conn, campaign["program_id"], campaign["audience_filter"])
+    try:
+        dry = audience.dry_run(conn, campaign["program_id"], campaign["audience_filter"])
+    except audience.FilterError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
     return {"recipients": dry.recipients, "excluded": dry.excluded}
 
 
@@ -103,6 +106,10 @@ def audience_dry_run(_key: ApiKeyDep, campaign_id: int, conn: ConnDep) -> dict[s
 def send_campaign(_key: ApiKeyDep, campaign_id: int, conn: ConnDep, container: ContainerDep, body: SendRequest | None = None) -> dict[str, Any]:  # fmt: skip
     try:
         row, _ = service.start(conn, container.clock, _get(conn, campaign_id), at=body.at if body else None)
+    except (
+        audience.FilterError
+    ) as exc:  # the campaign's filter, not its state: a request to fix, not a conflict
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
     except ValueError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     return row

@@ -17,7 +17,7 @@ from optline.entrypoints.cli import inbound as inbound_cli
 from optline.entrypoints.cli import lists as lists_cli
 from optline.entrypoints.cli import report as report_cli
 from optline.entrypoints.cli import users as users_cli
-from optline.entrypoints.cli.common import CliError, err_console
+from optline.entrypoints.cli.common import CliError, err_console, seal_ledger
 
 app = typer.Typer(
     help="optline: SMS campaigns built around consent.", no_args_is_help=True, add_completion=False
@@ -42,6 +42,13 @@ app.registered_commands += demo_cli.app.registered_commands
 
 
 def main() -> None:
+    try:
+        _run()
+    finally:  # also after a failed command: what it committed before failing is sealed too
+        seal_ledger()
+
+
+def _run() -> None:
     # Standalone mode: Typer/Click print usage errors themselves (exit 2). Our own expected failures
     # propagate out of it and are printed here as one line, never as a traceback.
     try:

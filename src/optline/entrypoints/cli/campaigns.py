@@ -99,8 +99,15 @@ def audience_(name: str, program: str = ProgramOpt) -> None:
     c = container()
     with c.db.read() as conn:
         campaign = _campaign(conn, program, name)
-        dry = audience.dry_run(conn, campaign["program_id"], campaign["audience_filter"])
+        dry = _dry_run(conn, campaign)
     _print_dry_run(dry)
+
+
+def _dry_run(conn: Any, campaign: dict[str, Any]) -> audience.DryRun:
+    try:
+        return audience.dry_run(conn, campaign["program_id"], campaign["audience_filter"])
+    except audience.FilterError as exc:
+        fail(f"campaign {campaign['name']!r}: {exc}")
 
 
 def _print_dry_run(dry: audience.DryRun) -> None:
@@ -140,7 +147,7 @@ def send(
         campaign = _campaign(conn, program, name)
         if dry_run:
             _print_lint(service.lint(conn, c.clock, campaign))
-            _print_dry_run(audience.dry_run(conn, campaign["program_id"], campaign["audience_filter"]))
+            _print_dry_run(_dry_run(conn, campaign))
             return
         if campaign["status"] in ("draft", "scheduled"):
             try:

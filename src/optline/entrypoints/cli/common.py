@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from optline.adapters.db import ledger
 from optline.bootstrap import Container, build
 
 console = Console()
@@ -25,9 +26,35 @@ def fail(message: str) -> NoReturn:
     raise CliError(message)
 
 
+# Containers this command opened, each with the ledger's newest event id when it was opened.
+_opened: list[tuple[Container, int | None]] = []
+
+
 def container(*, migrate: bool = True) -> Container:
     """The CLI always runs against a migrated database, so every command works on a fresh machine."""
-    return build(migrate_db=migrate)
+    c = build(migrate_db=migrate)
+    with c.db.read() as conn:
+        _opened.append((c, ledger.newest_event_id(conn)))
+    return c
+
+
+def seal_ledger() -> None:
+    """After a command, record a ledger digest if the command changed the ledger.
+
+    A CLI-only installation runs no worker, so without this no digest would ever be recorded and a
+    deleted chain head edited into the projection too would go unnoticed. One digest per command that
+    changed consent (not per event: that would serialise every writer on the digest lock).
+    """
+    while _opened:
+        c, mark = _opened.pop()
+        try:
+            with c.db.transaction() as conn:
+                if ledger.newest_event_id(conn) != mark:
+                    ledger.record_digest(conn, c.clock.now())
+        except Exception as exc:  # the command's own outcome stands; the next command or worker retries
+            err_console.print(f"[yellow]warning:[/yellow] could not record a ledger digest: {exc}")
+        finally:
+            c.close()
 
 
 def exit_code(code: int) -> NoReturn:

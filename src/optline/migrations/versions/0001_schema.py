@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 05:36:43.211073
+Create Date: 2026-11-30 06:13:06.709330
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ def upgrade() -> None:
         sa.Column("prev_digest", sa.String(length=64), nullable=False),
         sa.Column("digest", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_digests")),
+        sa.UniqueConstraint("prev_digest", name=op.f("uq_ledger_digests_prev_digest")),
     )
     op.create_table(
         "message_counts",
