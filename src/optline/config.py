@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Secrets that ship in the code or docs: fine on a laptop, refused in production.
@@ -71,6 +71,13 @@ class Settings(BaseSettings):
         if self.env == "production" and len(self.secret_key.get_secret_value()) < 32:
             raise ValueError("OPTLINE_SECRET_KEY must be at least 32 characters in production")
         return self
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str) -> str:
+        from optline.adapters.db.database import normalise_url
+
+        return normalise_url(url)
 
     @property
     def is_sqlite(self) -> bool:

@@ -103,3 +103,20 @@ def change_password(conn: Connection, user_id: int, current: str, new: str) -> N
         .where(users.c.id == user_id)
         .values(password_hash=_hasher.hash(new), must_change_password=False)
     )
+
+
+def reset_password(conn: Connection, username: str) -> str:
+    """An operator locked out (or whose one-time password was lost): a new one-time password, returned once."""
+    row = conn.execute(select(users.c.id).where(users.c.username == username.strip())).first()
+    if row is None:
+        known = ", ".join(
+            r.username for r in conn.execute(select(users.c.username).order_by(users.c.username))
+        )
+        raise UserError(f"no user named {username!r} (users: {known or 'none'})")
+    password = generate_password()
+    conn.execute(
+        update(users)
+        .where(users.c.id == row.id)
+        .values(password_hash=_hasher.hash(password), must_change_password=True)
+    )
+    return password
