@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -256,3 +257,25 @@ def test_signups_list_keeps_whole_numbers_at_80_columns(db_url: str) -> None:
     listed = run(db_url, "signups", "list", columns=80)
     assert listed.returncode == 0, listed.stderr
     assert "+14155550134" in listed.stdout
+
+
+def test_contacts_show_reads_as_a_person_reads_it_and_json_for_machines(deals: str) -> None:
+    stop = run(
+        deals, "inbound", "simulate", "--from", "+14155550134", "--to", "+14155550100", "--body", "STOP"
+    )
+    assert stop.returncode == 0, stop.stderr
+    shown = run(deals, "contacts", "show", "(415) 555-0134", columns=250)
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert "first_name=Ann" in out and "{'" not in out  # no Python dict
+    assert "deals" in out and "program 1" not in out  # program names, not ids
+    assert "opt in via import" in out and "opt out via sms keyword" in out
+    assert "← reply read as optout" in out and "→ confirmation message" in out  # messages in and out
+    times = re.findall(r"\d{4}-\d{2}-\d{2}[ T][\d:.+]+(?: UTC)?", out)
+    assert times and all(t.endswith(" UTC") for t in times), times  # one time format, with its zone
+    data = json.loads(run(deals, "contacts", "show", "+14155550134", "--format", "json").stdout)
+    assert data["contact"]["phone"] == "+14155550134"
+    assert [s["status"] for s in data["subscriptions"]] == ["unsubscribed"]
+    kinds = [t["kind"] for t in data["timeline"]]
+    assert kinds.index("consent") < kinds.index("in") < kinds.index("out")
+    assert all(t["at"].endswith("+00:00") for t in data["timeline"])

@@ -40,11 +40,31 @@ def test_inbound_simulate_goes_through_the_webhook_path(tmp_path: Path) -> None:
     assert (
         run(env, "programs", "create", "deals", "--brand", "Acme", "--sender", "+14155550100").returncode == 0
     )
-    out = run(env, "inbound", "simulate", "--from", "+14155550134", "--to", "+14155550100", "--body", "START", "--json")
+    out = run(
+        env,
+        "inbound",
+        "simulate",
+        "--from",
+        "+14155550134",
+        "--to",
+        "+14155550100",
+        "--body",
+        "START",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["intent"] == "optin"
     out = run(
-        env, "inbound", "simulate", "--from", "+14155550134", "--to", "+14155550100", "--body", "stop pls", "--json"
+        env,
+        "inbound",
+        "simulate",
+        "--from",
+        "+14155550134",
+        "--to",
+        "+14155550100",
+        "--body",
+        "stop pls",
+        "--json",
     )
     assert json.loads(out.stdout)["intent"] == "optout"
     engine = create_engine(db)

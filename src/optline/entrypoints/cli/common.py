@@ -16,7 +16,7 @@ from optline.bootstrap import Container, build
 from optline.config import get_settings
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one error = one line, whatever the width
 
 
 class CliError(Exception):
