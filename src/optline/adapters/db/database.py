@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,22 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+@lru_cache(maxsize=1)
+def head_revision() -> str | None:
+    """The newest migration this code ships (what ``optline init`` brings a database to)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The migration a database is at (None: never initialised). Reads only; raises if unreachable."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
 def one_of(conn: Connection, column: Any, values: list[Any]) -> Any:
