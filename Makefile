@@ -3,17 +3,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: run test check lint typecheck bench migration clean
 
+# The development install (tests, linters, provider SDKs, the browser driver) …
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
+
+# … and what serving needs, nothing more (make run on a fresh machine does not install mypy or playwright).
+$(RUN_STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
 
 ## make run: install, initialise ./optline.db and serve on http://127.0.0.1:8000 with the SMS simulator
-run: $(STAMP)
+run: $(RUN_STAMP)
+	$(BIN)/optline init
 	$(BIN)/optline serve
 
 ## make test: install with dev extras and run the whole suite (SQLite, and PostgreSQL when configured)
@@ -35,4 +45,4 @@ migration: $(STAMP)
 	$(BIN)/python -m optline.adapters.db.regen_migration
 
 clean:
-	rm -rf $(VENV) optline.db optline.db-wal optline.db-shm test-artifacts
+	rm -rf $(VENV) optline.db optline.db-wal optline.db-shm test-artifacts build dist

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Secrets that were published in the code or docs (an older release defaulted to the first): refused in
@@ -88,6 +88,13 @@ class Settings(BaseSettings):
                 f"random value (at least {MIN_SECRET_DISTINCT_CHARACTERS} distinct characters)"
             )
         return self
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str) -> str:
+        from optline.adapters.db.database import normalise_url
+
+        return normalise_url(url)
 
     @property
     def uses_simulator(self) -> bool:

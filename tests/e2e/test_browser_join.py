@@ -122,7 +122,7 @@ def test_web_form_double_opt_in_in_the_browser(server: dict[str, Any], browser: 
     assert opt_in.evidence["source_url"] == f"{server['base']}/join/deals"
     assert opt_in.evidence["ip"] == "127.0.0.1"
     [prompt] = state["messages"]
-    assert prompt.kind == "signup" and "Reply Y to confirm, STOP to cancel" in prompt.body
+    assert prompt.kind == "signup" and "Reply Y to confirm" in prompt.body and "STOP to cancel" in prompt.body
     assert label in prompt.body
 
     # The person replies YES: subscribed, with both messages in the evidence.

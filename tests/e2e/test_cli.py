@@ -39,7 +39,7 @@ def test_cli_walkthrough(db_url: str, tmp_path: Path) -> None:
     assert "rejected" in imported.stdout and (tmp_path / "list.rejects.csv").exists()
 
     shown = run(db_url, "contacts", "show", "415.555.0134")
-    assert "+14155550134" in shown.stdout and "opt_in" in shown.stdout and "import" in shown.stdout
+    assert "+14155550134" in shown.stdout and "opt in via import" in shown.stdout
 
     key = run(db_url, "apikey", "create", "crm")
     assert key.returncode == 0 and key.stdout.strip().splitlines()[-1].startswith("olk_")

@@ -36,14 +36,35 @@ def test_classify_reads_file_or_stdin(tmp_path: Path) -> None:
 def test_inbound_simulate_goes_through_the_webhook_path(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'optline.db'}"
     env = {**os.environ, "OPTLINE_DATABASE_URL": db, "COLUMNS": "200"}
+    assert run(env, "init").returncode == 0
     assert (
         run(env, "programs", "create", "deals", "--brand", "Acme", "--sender", "+14155550100").returncode == 0
     )
-    out = run(env, "inbound", "simulate", "--from", "+14155550134", "--to", "+14155550100", "--body", "START")
+    out = run(
+        env,
+        "inbound",
+        "simulate",
+        "--from",
+        "+14155550134",
+        "--to",
+        "+14155550100",
+        "--body",
+        "START",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["intent"] == "optin"
     out = run(
-        env, "inbound", "simulate", "--from", "+14155550134", "--to", "+14155550100", "--body", "stop pls"
+        env,
+        "inbound",
+        "simulate",
+        "--from",
+        "+14155550134",
+        "--to",
+        "+14155550100",
+        "--body",
+        "stop pls",
+        "--json",
     )
     assert json.loads(out.stdout)["intent"] == "optout"
     engine = create_engine(db)

@@ -67,7 +67,7 @@ def test_send_composes_and_records(container: Container, fake: fp.FakeProviders)
     counts = drain(make_dispatcher(container, fake))
     assert counts.sent == 3
     got = sorted(m["body"] for m in fake.received)
-    assert got[0].startswith("Acme: Hi P0, 20% off Reply STOP to opt out.")
+    assert got[0].startswith("Acme: Hi P0, 20% off. Reply STOP to opt out.")
     sent = rows(container)
     assert all(
         r.status == "sent" and r.provider == "twilio" and r.provider_message_id and r.handed_over_at

@@ -67,7 +67,7 @@ def test_keyword_join_and_yes_through_signed_webhooks(
     status, history, sent = state(container, program)
     assert status is Status.PENDING
     [prompt] = sent
-    assert prompt.kind == "signup" and "Reply Y to confirm, STOP to cancel" in prompt.body
+    assert prompt.kind == "signup" and "Reply Y to confirm" in prompt.body and "STOP to cancel" in prompt.body
     assert prompt.from_phone == SENDER
     assert history[0]["evidence"]["provider"] == provider
 

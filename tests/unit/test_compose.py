@@ -8,7 +8,7 @@ BASE = dict(brand="Acme", program_name="deals", phone="+14155550100", locale=Non
 
 def test_fields_brand_prefix_and_optout_instruction() -> None:
     out = compose.compose("Hi {{ first_name }}, 20% off today", attributes={"first_name": "Ana"}, **BASE)
-    assert out.body == "Acme: Hi Ana, 20% off today Reply STOP to opt out."
+    assert out.body == "Acme: Hi Ana, 20% off today. Reply STOP to opt out."
     assert out.added_brand and out.added_optout
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pytest
 
-from optline.domain import disclosure
+from optline.domain import disclosure, segments
 from optline.domain.consent import Action, Channel, Status, next_status
 
 PROGRAM = {
@@ -49,8 +52,30 @@ def test_default_disclosure_has_every_ctia_element() -> None:
                     "recurring automated marketing text messages"):  # fmt: skip
         assert element in text
     assert disclosure.missing_elements(text, PROGRAM) == []
-    prompt = disclosure.double_opt_in_prompt("Acme Coffee", text)
-    assert prompt.startswith("Acme Coffee: Reply Y to confirm, STOP to cancel.") and text in prompt
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        PROGRAM,
+        {**PROGRAM, "terms_url": None, "privacy_url": None},
+        {
+            **PROGRAM,
+            "brand": "The Extremely Long Brand Name Coffee Roasters of the Pacific Northwest",
+            "settings": {
+                "signup_description": "weekly deals on single-origin beans, brewing gear and tasting events"
+            },
+            "terms_url": "https://acme.example/legal/sms-program/terms-and-conditions-2026",
+        },
+    ],
+)
+def test_double_opt_in_prompt_fits_two_segments_with_every_element_once(program: dict[str, Any]) -> None:
+    prompt = disclosure.double_opt_in_prompt(program)
+    assert segments.count(prompt).segments <= 2, prompt
+    assert prompt.startswith(f"{program['brand']}: Reply Y to confirm")
+    for element in (program["frequency_text"], "Msg & data rates may apply", "HELP"):
+        assert prompt.count(element) == 1, prompt
+    assert len(re.findall(r"\bSTOP\b", prompt)) == 1, prompt
 
 
 def test_missing_elements_are_named() -> None:

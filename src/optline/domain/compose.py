@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from optline.domain.optout_links import optout_url as build_optout_url
@@ -61,12 +61,46 @@ def template_fields(template: str) -> set[str]:
         raise TemplateError(f"template syntax error on line {exc.lineno}: {exc.message}") from None
 
 
+def required_fields(template: str) -> set[str]:
+    """The fields a template reads without a fallback: ``{{ first_name | default("there") }}`` needs no
+    ``first_name``, ``{{ first_name }}`` does (StrictUndefined fails the message without it)."""
+    try:
+        tree = _env.parse(template)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"template syntax error on line {exc.lineno}: {exc.message}") from None
+    defaulted: set[int] = set()
+    for f in tree.find_all(nodes.Filter):
+        if f.name in ("default", "d") and isinstance(f.node, nodes.Name):
+            defaulted.add(id(f.node))
+    read = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load" and id(n) not in defaulted}
+    return read & set(meta.find_undeclared_variables(tree))
+
+
 def has_optout_instruction(text: str) -> bool:
     return bool(_HAS_OPTOUT.search(text))
 
 
 def has_brand(text: str, brand: str) -> bool:
     return brand.strip().lower() in text.lower()
+
+
+_ENDS_WITH_URL = re.compile(r"(?:https?://|www\.)\S+$", re.IGNORECASE)
+
+
+def join_sentence(body: str, sentence: str) -> str:
+    """Append a sentence the way a person would write it: "…today. Reply STOP to opt out.", not "…today Reply".
+
+    After a link a full stop could be read as part of the URL by some phones, so the sentence starts a new
+    line there (one character either way, like the space).
+    """
+    text = body.rstrip()
+    if not text:
+        return sentence
+    if _ENDS_WITH_URL.search(text):
+        return f"{text}\n{sentence}"
+    if text[-1].isalnum() or text[-1] in ")%":
+        return f"{text}. {sentence}"
+    return f"{text} {sentence}"
 
 
 _compiled: dict[str, Any] = {}
@@ -115,6 +149,6 @@ def compose(
         policy = settings.get("optout_instruction", "every")
         if policy == "every" or first_this_month:
             lang = language_of(locale, str(settings.get("language") or "en"))
-            body = f"{body} {OPTOUT_INSTRUCTIONS[lang]}"
+            body = join_sentence(body, OPTOUT_INSTRUCTIONS[lang])
             added_optout = True
     return Composed(body, added_brand, added_optout)

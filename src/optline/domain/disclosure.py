@@ -12,10 +12,11 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from optline.domain import segments
+
 DEFAULT_WHAT = "recurring automated marketing text messages"
 RATES = "Msg & data rates may apply."
 NOT_A_CONDITION = "Consent is not a condition of purchase."
-CONFIRM_CALL = "Reply Y to confirm, STOP to cancel."
 
 
 def call_to_action(program: Mapping[str, Any]) -> str:
@@ -42,9 +43,37 @@ def call_to_action(program: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def double_opt_in_prompt(brand: str, disclosure_text: str) -> str:
-    """The SMS that asks for the explicit yes: the brand, the call to confirm, then the disclosure shown."""
-    return f"{brand}: {CONFIRM_CALL} {disclosure_text}"
+PROMPT_MAX_SEGMENTS = 2
+
+
+def double_opt_in_prompt(program: Mapping[str, Any]) -> str:
+    """The SMS that asks for the explicit yes, within two segments, with every CTIA element once: the brand,
+    what is sent and how often, the rates, HELP and STOP (each once), and the terms link when it fits.
+
+    The full disclosure the person saw stays in the sign-up's evidence (its version); pasting it after the
+    call to confirm said "STOP to cancel" twice and ran to three segments. Optional parts go first when the
+    text would not fit: the terms link, "not a condition of purchase", then the description of what is sent.
+    """
+    settings = program.get("settings") or {}
+    brand = str(program["brand"])
+    what = str(settings.get("signup_description") or "marketing texts")
+    frequency = str(program.get("frequency_text") or "Msg frequency varies").rstrip(".")
+    terms = f" Terms: {program['terms_url']}" if program.get("terms_url") else ""
+    candidates = (
+        (what, " Consent not a condition of purchase.", terms),
+        (what, " Consent not a condition of purchase.", ""),
+        (what, "", ""),
+        ("texts", "", ""),
+    )
+    text = ""
+    for described, condition, link in candidates:
+        text = (
+            f"{brand}: Reply Y to confirm you want {described} from us. {frequency}. {RATES}"
+            f"{condition} Reply HELP for help, STOP to cancel.{link}"
+        )
+        if segments.count(text).segments <= PROMPT_MAX_SEGMENTS:
+            break
+    return text
 
 
 def welcome(program: Mapping[str, Any]) -> str:

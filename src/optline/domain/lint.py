@@ -49,6 +49,10 @@ class LintResult:
         return not self.errors
 
 
+def plural_people(n: int) -> str:
+    return f"{n:,} recipient{'' if n == 1 else 's'}"
+
+
 def lint(
     template: str,
     *,
@@ -59,17 +63,30 @@ def lint(
     send_at: datetime | None = None,
     audience_zones: Iterable[str] = (),
     sample: Mapping[str, Any] | None = None,
+    missing: Mapping[str, int] | None = None,
+    recipients: int | None = None,
 ) -> LintResult:
+    """``missing``: per field the template needs, how many of the ``recipients`` have no value for it."""
     findings: list[Finding] = []
     try:
         used = compose.template_fields(template)
+        required = compose.required_fields(template)
     except compose.TemplateError as exc:
         return LintResult([Finding("error", "syntax", str(exc))], None)
     known = set(known_fields) | compose.BUILTIN_FIELDS
-    unknown = sorted(used - known)
+    unknown = sorted(required - known)
     if unknown:
         findings.append(Finding("error", "unknown_field",
                                 f"unknown template field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"))  # fmt: skip
+    for field, count in sorted((missing or {}).items()):
+        if count and field not in unknown:
+            who = (
+                f"{count:,} of {recipients:,} recipients" if recipients is not None else plural_people(count)
+            )
+            findings.append(Finding("warning", "missing_field", (
+                f"{who} {'has' if count == 1 else 'have'} no {field}: their messages would fail; "
+                f"give a fallback, e.g. {{{{ {field} | default(\"there\") }}}}"
+            )))  # fmt: skip
     if not compose.has_brand(template, brand) and "brand" not in used:
         findings.append(Finding("warning", "missing_brand",
                                 f"the text does not name the brand {brand!r}; it will be prefixed with '{brand}: '"))  # fmt: skip

@@ -106,7 +106,7 @@ def worker(
     """Send queued messages (run as many as the provider allows on PostgreSQL; one on SQLite)."""
     from optline.entrypoints.cli.common import console, container
 
-    c = container(migrate=True)
+    c = container()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise (and URLs leak ids)
     stop = threading.Event()

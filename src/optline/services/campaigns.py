@@ -18,6 +18,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db.tables import campaigns, contacts, messages, subscriptions
+from optline.domain import compose
 from optline.domain import lint as lint_rules
 from optline.services import audience
 from optline.services.outbox import Kind
@@ -122,10 +123,20 @@ def lint(
     program = program_repo.get(conn, campaign["program_id"])
     assert program is not None
     send_at = at or (as_utc(campaign["scheduled_at"]) if campaign.get("scheduled_at") else clock.now())
+    known = known_fields(conn, program["id"])
+    try:
+        needed = compose.required_fields(campaign["template"]) & known
+    except compose.TemplateError:
+        needed = set()  # lint reports the syntax error itself
+    recipients, missing = (
+        audience.missing_fields(conn, program["id"], campaign.get("audience_filter") or {}, needed)
+        if needed else (None, {})
+    )  # fmt: skip
     return lint_rules.lint(
         campaign["template"], brand=program["brand"], settings=program.get("settings") or {},
-        known_fields=known_fields(conn, program["id"]), marketing=campaign["message_type"] == Kind.MARKETING.value,
-        send_at=send_at, audience_zones=audience_zones(conn, program["id"]),
+        known_fields=known, marketing=campaign["message_type"] == Kind.MARKETING.value,
+        send_at=send_at, audience_zones=audience_zones(conn, program["id"]), missing=missing,
+        recipients=recipients,
     )  # fmt: skip
 
 
@@ -162,6 +173,8 @@ def start(
     now = clock.now()
     scheduled = at if at and at > now else None
     queued = audience.materialise(conn, {**current, "scheduled_at": scheduled}, program or {}, now)
+    if queued == 0:  # nothing will ever be sent: done now, not "sending" forever
+        return _set(conn, current["id"], status="done", started_at=now, finished_at=now), 0
     # Scheduled campaigns are 'sending' too: their messages simply are not due before not_before.
     updated = _set(conn, current["id"], status="sending", started_at=now, scheduled_at=scheduled)
     return updated, queued
@@ -201,6 +214,18 @@ def status(conn: Connection, campaign: Mapping[str, Any]) -> Status:
     rows = conn.execute(select(messages.c.status, func.count()).where(messages.c.campaign_id == campaign["id"])
                         .group_by(messages.c.status))  # fmt: skip
     return Status(get_by_id(conn, campaign["id"]), {s: n for s, n in rows})
+
+
+def deferred_window(
+    conn: Connection, campaign: Mapping[str, Any]
+) -> tuple[int, datetime | None, datetime | None]:
+    """Deferred messages (quiet hours, frequency cap): how many, and the earliest and latest time they may go."""
+    row = conn.execute(
+        select(func.count(), func.min(messages.c.not_before), func.max(messages.c.not_before))
+        .where(messages.c.campaign_id == campaign["id"], messages.c.status == "deferred")
+    ).one()  # fmt: skip
+    first, last = (as_utc(row[1]) if row[1] else None), (as_utc(row[2]) if row[2] else None)
+    return int(row[0]), first, last
 
 
 def finish_if_done(conn: Connection, clock: Clock, campaign_ids: Iterable[int]) -> None:

@@ -172,7 +172,7 @@ def start(
 
     double = channel is not Channel.SMS_KEYWORD or bool(program.get("double_opt_in"))
     prompt = (
-        words.double_opt_in_prompt(program["brand"], version["text"])
+        words.double_opt_in_prompt(program)
         if double
         else f"{program['brand']}: you're subscribed. {version['text']}"
     )

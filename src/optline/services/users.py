@@ -145,3 +145,21 @@ def session_user(conn: Connection, clock: Clock, token: str) -> dict[str, Any] |
 
 def end_session(conn: Connection, token: str) -> None:
     conn.execute(delete(user_sessions).where(user_sessions.c.token_hash == _token_hash(token)))
+
+
+def reset_password(conn: Connection, username: str) -> str:
+    """An operator locked out (or whose one-time password was lost): a new one-time password, returned once."""
+    row = conn.execute(select(users.c.id).where(users.c.username == username.strip())).first()
+    if row is None:
+        known = ", ".join(
+            r.username for r in conn.execute(select(users.c.username).order_by(users.c.username))
+        )
+        raise UserError(f"no user named {username!r} (users: {known or 'none'})")
+    password = generate_password()
+    conn.execute(
+        update(users)
+        .where(users.c.id == row.id)
+        .values(password_hash=_hasher.hash(password), must_change_password=True)
+    )
+    conn.execute(delete(user_sessions).where(user_sessions.c.user_id == row.id))  # like a password change
+    return password

@@ -4,12 +4,58 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+URL_FORMATS = "sqlite:///path/to/optline.db or postgresql+psycopg://user:password@host:5432/dbname"
+# Spellings other tools print (Heroku, libpq, docker images) that mean the driver optline ships.
+_POSTGRES_ALIASES = ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2")
+
+
+class DatabaseUrlError(ValueError):
+    """OPTLINE_DATABASE_URL names nothing optline can open; the message says what to write instead."""
+
+
+def normalise_url(url: str) -> str:
+    """The URL optline will open, or DatabaseUrlError naming what is wrong (never echoing a password)."""
+    scheme = url.split("://", 1)[0] if "://" in url else url.split(":", 1)[0]
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseUrlError(
+            f"OPTLINE_DATABASE_URL starting {scheme + ':'!r} is not a database URL; use {URL_FORMATS}"
+        ) from None
+    if parsed.drivername in _POSTGRES_ALIASES:
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
+        if not parsed.database or parsed.database == ":memory:":
+            raise DatabaseUrlError(
+                "OPTLINE_DATABASE_URL names no SQLite file (in-memory databases are per connection); "
+                f"use {URL_FORMATS}"
+            )
+        return url
+    raise DatabaseUrlError(
+        f"OPTLINE_DATABASE_URL: unsupported database {parsed.drivername!r}; use {URL_FORMATS}"
+    )
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL (None for other engines)."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or not parsed.database:
+        return None
+    return Path(parsed.database).expanduser().resolve()
+
+
+def is_initialised(engine: Engine) -> bool:
+    """Has ``optline init`` (a migration) ever run here? Never creates anything."""
+    return inspect(engine).has_table("alembic_version")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -92,6 +138,22 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+@lru_cache(maxsize=1)
+def head_revision() -> str | None:
+    """The newest migration this code ships (what ``optline init`` brings a database to)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The migration a database is at (None: never initialised). Reads only; raises if unreachable."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
 def one_of(conn: Connection, column: Any, values: list[Any]) -> Any:

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 import optline
+from optline.adapters.db.database import head_revision, schema_revision
 from optline.bootstrap import Container
 from optline.entrypoints import web
 from optline.entrypoints.api import campaigns as campaigns_api
@@ -32,6 +33,21 @@ def create_app(container: Container) -> FastAPI:
         except Exception as exc:  # report, don't crash: this is what a load balancer polls
             return JSONResponse({"status": "error", "database": type(exc).__name__}, status_code=503)
         return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        """Ready to take traffic: the database answers *and* its schema is the one this code expects
+        (a new release started before `optline init` ran is alive but not ready)."""
+        try:
+            current = schema_revision(container.db.engine)
+        except Exception as exc:
+            return JSONResponse({"status": "error", "database": type(exc).__name__}, status_code=503)
+        expected = head_revision()
+        if current != expected:
+            return JSONResponse(
+                {"status": "not migrated", "schema": current, "expected": expected}, status_code=503
+            )
+        return JSONResponse({"status": "ready", "schema": current})
 
     app.include_router(programs.router)
     app.include_router(contacts.router)

@@ -58,7 +58,8 @@ def _run() -> None:
         sys.exit(1)
     except ValidationError as exc:  # settings from the environment
         first = exc.errors()[0]
-        err_console.print(f"[red]configuration error:[/red] {first['msg']}")
+        message = str(first["msg"]).removeprefix("Value error, ")
+        err_console.print(f"[red]configuration error:[/red] {message}", markup=True, highlight=False)
         sys.exit(2)
     except OperationalError as exc:
         err_console.print(f"[red]database error:[/red] {exc.orig}")

@@ -12,14 +12,30 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from optline.domain.dates import parse_datetime
-from optline.entrypoints.cli.common import console, container, fail
+from optline.domain.dates import WHEN_FORMATS, local_zone, parse_when
+from optline.entrypoints.cli.common import console, container, fail, plural
 from optline.services import audience
 from optline.services import campaigns as service
 
 app = typer.Typer(help="Campaigns: compose, lint, send and watch.", no_args_is_help=True)
 
 ProgramOpt = typer.Option(..., "--program", "-p", help="the program the campaign belongs to")
+TzOpt = typer.Option(None, "--tz", help="your time zone for times without one (IANA, e.g. America/New_York; "
+                     "default: this machine's)")  # fmt: skip
+
+
+def _when(text: str, tz: str | None, now: Any) -> Any:
+    try:
+        return parse_when(text, now, local_zone(tz))
+    except ValueError as exc:
+        fail(f"--at: {exc}")
+
+
+def _both_zones(when: Any, tz: str | None) -> str:
+    zone = local_zone(tz)
+    local = when.astimezone(zone)
+    utc = f"{when:%Y-%m-%d %H:%M} UTC"
+    return utc if local.utcoffset() == when.utcoffset() else f"{local:%Y-%m-%d %H:%M %Z} ({utc})"
 
 
 def _filters(items: list[str]) -> dict[str, Any]:
@@ -82,12 +98,14 @@ def _print_lint(result: Any) -> None:
 
 @app.command("lint")
 def lint(name: str, program: str = ProgramOpt,
-         at: str = typer.Option(None, help="planned send time (ISO 8601); default: the schedule or now")) -> None:  # fmt: skip
+         at: str = typer.Option(None, help="planned send time; default: the schedule or now"),
+         tz: str = TzOpt) -> None:  # fmt: skip
     """Check a campaign: errors block sending, warnings are shown. Exit 1 on errors."""
     c = container()
+    when = _when(at, tz, c.clock.now()) if at else None
     with c.db.read() as conn:
         campaign = _campaign(conn, program, name)
-        result = service.lint(conn, c.clock, campaign, parse_datetime(at) if at else None)
+        result = service.lint(conn, c.clock, campaign, when)
     _print_lint(result)
     if result.errors:
         raise typer.Exit(1)
@@ -100,7 +118,11 @@ def audience_(name: str, program: str = ProgramOpt) -> None:
     with c.db.read() as conn:
         campaign = _campaign(conn, program, name)
         dry = _dry_run(conn, campaign)
+        result = service.lint(conn, c.clock, campaign)
     _print_dry_run(dry)
+    for f in result.findings:
+        if f.code == "missing_field":
+            console.print(f"[yellow]warning[/yellow] {f.message}")
 
 
 def _dry_run(conn: Any, campaign: dict[str, Any]) -> audience.DryRun:
@@ -120,17 +142,26 @@ def _print_dry_run(dry: audience.DryRun) -> None:
 
 @app.command("schedule")
 def schedule(name: str, program: str = ProgramOpt,
-             at: str = typer.Option(..., help="when to start (ISO 8601, e.g. 2026-12-01T15:00:00Z)")) -> None:  # fmt: skip
+             at: str = typer.Option(..., help=f"when to start: {WHEN_FORMATS}"), tz: str = TzOpt) -> None:  # fmt: skip
     """Queue the audience now, to be sent from ``--at`` by the workers."""
-    when = parse_datetime(at)
     c = container()
+    when = _when(at, tz, c.clock.now())
+    if when < c.clock.now():
+        fail(f"--at {at!r} is {_both_zones(when, tz)}, which has passed; use `campaigns send` to send now")
     with c.db.transaction() as conn:
         campaign = _campaign(conn, program, name)
         try:
             row, queued = service.start(conn, c.clock, campaign, at=when)
         except ValueError as exc:
             fail(str(exc))
-    console.print(f"scheduled [bold]{row['name']}[/bold]: {queued:,} messages from {when:%Y-%m-%d %H:%M} UTC")
+    if queued == 0:
+        console.print(f"[yellow]{row['name']}: no recipients[/yellow] — nothing to schedule; the campaign is done "
+                      "(see `optline campaigns audience` for who was excluded and why)")  # fmt: skip
+        return
+    console.print(
+        f"scheduled [bold]{row['name']}[/bold]: {plural(queued, 'message')} from {_both_zones(when, tz)}"
+    )
+    console.print("a worker sends them then: `optline worker` (or `optline serve` on SQLite) must be running")
 
 
 @app.command("send")
@@ -154,9 +185,16 @@ def send(
                 campaign, queued = service.start(conn, c.clock, campaign)
             except ValueError as exc:
                 fail(str(exc))
-            console.print(f"queued {queued:,} messages")
+            if queued == 0:
+                console.print(f"[yellow]{campaign['name']}: no recipients[/yellow] — nothing was queued and the "
+                              "campaign is done (see `optline campaigns audience` for who was excluded and why)")  # fmt: skip
+                return
+            console.print(f"queued {plural(queued, 'message')}")
         elif campaign["status"] not in ("sending",):
             fail(f"campaign {name!r} is {campaign['status']}")
+    if not dispatch:
+        console.print("not dispatching here (--no-dispatch): a worker must be running to send them — "
+                      "`optline worker`, or `optline serve` on SQLite")  # fmt: skip
     if not wait:
         return
     stop = threading.Event()
@@ -177,6 +215,24 @@ def send(
         f"[bold]{campaign['name']}[/bold]: sent {counts.get('sent', 0) + counts.get('delivered', 0):,}, "
         f"suppressed {counts.get('suppressed', 0):,}, deferred {counts.get('deferred', 0):,}, "
         f"skipped {counts.get('skipped', 0):,}, failed {counts.get('failed', 0):,}"
+    )
+    _explain_deferred(c, campaign)
+
+
+def _explain_deferred(c: Any, campaign: dict[str, Any]) -> None:
+    """Deferred is not dropped: say until when, and who sends them then."""
+    with c.db.read() as conn:
+        n, first, last = service.deferred_window(conn, campaign)
+    if not n or first is None or last is None:
+        return
+    span = (
+        f"{first:%Y-%m-%d %H:%M} UTC"
+        if first == last
+        else f"{first:%Y-%m-%d %H:%M} – {last:%Y-%m-%d %H:%M} UTC"
+    )
+    console.print(
+        f"{plural(n, 'message')} deferred (quiet hours in the recipient's time zone, or the frequency cap) "
+        f"until {span}; a running worker sends them then (`optline worker`, or `optline serve` on SQLite)"
     )
 
 
@@ -206,7 +262,9 @@ def _simple(action: str) -> Any:
             try:
                 if action == "cancel":
                     row, n = service.cancel(conn, c.clock, campaign)
-                    console.print(f"cancelled [bold]{row['name']}[/bold]: {n:,} messages will not be sent")
+                    console.print(
+                        f"cancelled [bold]{row['name']}[/bold]: {plural(n, 'message')} will not be sent"
+                    )
                     return
                 row = service.pause(conn, campaign) if action == "pause" else service.resume(conn, campaign)
             except ValueError as exc:

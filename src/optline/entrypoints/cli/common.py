@@ -12,10 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from optline.adapters.db import ledger
+from optline.adapters.db.database import is_initialised, make_engine, sqlite_path
 from optline.bootstrap import Container, build
+from optline.config import get_settings
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one error = one line, whatever the width
 
 
 class CliError(Exception):
@@ -30,12 +32,36 @@ def fail(message: str) -> NoReturn:
 _opened: list[tuple[Container, int | None]] = []
 
 
-def container(*, migrate: bool = True) -> Container:
-    """The CLI always runs against a migrated database, so every command works on a fresh machine."""
-    c = build(migrate_db=migrate)
+def container(*, create: bool = False) -> Container:
+    """The container over a migrated database. Only ``init`` and ``serve`` (``create=True``) may create one:
+    any other command on a missing database would leave an empty ``optline.db`` wherever it was typed."""
+    url = get_settings().database_url
+    path = sqlite_path(url)
+    if create:
+        if path is not None and not path.parent.is_dir():
+            fail(f"cannot create the SQLite database {path}: the folder {path.parent} does not exist")
+    elif path is not None and not path.exists():
+        fail(f"no database at {path} — run `optline init` first (or set OPTLINE_DATABASE_URL)")
+    elif not _initialised(url):
+        where = path or "OPTLINE_DATABASE_URL"
+        fail(f"the database at {where} has no optline schema — run `optline init` first")
+    c = build(migrate_db=True)
     with c.db.read() as conn:
         _opened.append((c, ledger.newest_event_id(conn)))
     return c
+
+
+def _initialised(url: str) -> bool:
+    engine = make_engine(url)
+    try:
+        return is_initialised(engine)
+    finally:
+        engine.dispose()
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 message``, ``2 messages``, ``1,000 digests`` — one place for counted nouns."""
+    return f"{n:,} {noun if n == 1 else (nouns or noun + 's')}"
 
 
 def seal_ledger() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import (
@@ -15,10 +18,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from optline.adapters.clock import as_utc
 from optline.domain.phones import InvalidPhoneNumber
 from optline.entrypoints.cli.common import console, container, fail, show_import
 from optline.services import contacts as contact_service
 from optline.services.contacts_import import ImportError_, import_file
+from optline.services.dashboard import contact_timeline
 from optline.services.programs import require_program
 
 app = typer.Typer(help="Contacts: import lists, look people up.", no_args_is_help=True)
@@ -68,26 +73,92 @@ def import_(
 
 
 @app.command("show")
-def show(phone: str = typer.Argument(..., help="phone number in any common format")) -> None:
-    """A contact with its subscriptions and the consent ledger history."""
+def show(
+    phone: str = typer.Argument(..., help="phone number in any common format"),
+    fmt: str = typer.Option("table", "--format", help="table (to read) or json (for machines)"),
+    limit: int = typer.Option(100, min=1, max=10000, help="at most this many timeline entries, newest kept"),
+) -> None:
+    """A contact: subscriptions by program, and the consent ledger and every message in and out, in order."""
+    if fmt not in ("table", "json"):
+        fail(f"--format must be table or json, not {fmt!r}")
     c = container()
     with c.db.read() as conn:
         try:
             found = contact_service.show_contact(conn, phone, c.settings.default_region)
         except InvalidPhoneNumber as exc:
             fail(str(exc))
-    if found is None:
-        fail(f"no contact with phone {phone}")
-    console.print(f"[bold]{found['phone']}[/bold]  type {found['number_type']}  tz {found['time_zone'] or '?'}"
-                  f"  state {found['us_state'] or '-'}  attributes {found['attributes']}")  # fmt: skip
-    subs = Table("program", "status", "held", "since", title="subscriptions")
+        if found is None:
+            fail(f"no contact with phone {phone}")
+        timeline = list(reversed(contact_timeline(conn, found["id"], limit=limit)))  # oldest first
+    if fmt == "json":
+        print(json.dumps(_as_json(found, timeline), ensure_ascii=False, indent=2, default=_json_value))
+        return
+    attributes = ", ".join(f"{k}={v}" for k, v in sorted((found["attributes"] or {}).items())) or "none"
+    console.print(f"[bold]{found['phone']}[/bold]  {found['number_type'].replace('_', ' ')}, "
+                  f"time zone {found['time_zone'] or 'unknown'}, state {found['us_state'] or '-'}")  # fmt: skip
+    console.print(f"attributes: {attributes}", highlight=False)
+    subs = Table("program", "status", "held for review", "since", title="subscriptions")
     for s in found["subscriptions"]:
-        subs.add_row(s["program"], s["status"], "yes" if s["held"] else "", str(s["since"]))
+        subs.add_row(s["program"], s["status"], "yes" if s["held"] else "", when(s["since"]))
     console.print(subs)
-    hist = Table("seq", "when", "action", "channel", "scope", "evidence", title="consent ledger")
-    for e in found["history"]:
-        scope = "brand-wide" if e["program_id"] is None else f"program {e['program_id']}"
-        hist.add_row(
-            str(e["seq"]), str(e["occurred_at"]), e["action"], e["channel"], scope, str(e["evidence"])
-        )
-    console.print(hist)
+    table = Table("when", "what", "program", "details", title="consent and messages, oldest first")
+    for item in timeline:
+        table.add_row(when(item["at"]), *_describe(item))
+    console.print(table)
+
+
+def when(value: datetime | None) -> str:
+    """One time format everywhere in this view, with its zone."""
+    return f"{as_utc(value):%Y-%m-%d %H:%M} UTC" if value else "-"
+
+
+def _describe(item: dict[str, Any]) -> tuple[str, str, str]:
+    row, program = item["row"], item["program"] or ""
+    if item["kind"] == "consent":
+        scope = "all programs of the brand" if row["program_id"] is None else program
+        evidence = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in (row["evidence"] or {}).items())
+        return f"{row['action'].replace('_', ' ')} via {row['channel'].replace('_', ' ')}", scope, evidence
+    if item["kind"] == "out":
+        what = f"→ {row['kind']} message {row['status']}"
+        detail = row["body"] if not row.get("reason") else f"{row['body']}  ({row['reason']})"
+        campaign = row.get("campaign")
+        return what, f"{program} · {campaign}" if campaign else program, detail
+    review = ", held for review" if row["review"] else ""
+    return f"← reply read as {row['intent']}{review}", program, row["body"]
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return as_utc(value).isoformat()
+    return str(value)
+
+
+def _as_json(found: dict[str, Any], timeline: list[dict[str, Any]]) -> dict[str, Any]:
+    contact = {
+        k: found[k] for k in ("id", "phone", "number_type", "time_zone", "us_state", "region", "attributes")
+    }
+    return {
+        "contact": contact,
+        "subscriptions": [
+            {"program": s["program"], "status": s["status"], "held": bool(s["held"]), "since": s["since"]}
+            for s in found["subscriptions"]
+        ],
+        "timeline": [
+            {"at": item["at"], "kind": item["kind"], "program": item["program"], **_public(item)}
+            for item in timeline
+        ],
+    }
+
+
+def _public(item: dict[str, Any]) -> dict[str, Any]:
+    row = item["row"]
+    keys: tuple[str, ...]
+    if item["kind"] == "consent":
+        keys = ("id", "seq", "action", "channel", "evidence", "hash")
+    elif item["kind"] == "out":
+        keys = ("id", "message_kind", "status", "reason", "body", "from_phone", "campaign", "consent_event_id",
+                "provider", "provider_message_id", "handed_over_at", "delivered_at")  # fmt: skip
+    else:
+        keys = ("id", "body", "intent", "confidence", "language", "review", "consent_event_id", "to_phone")
+    row = {**row, "message_kind": row.get("kind")}  # "kind" names the timeline entry (consent, in, out)
+    return {k: row.get(k) for k in keys}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import uuid
 from pathlib import Path
+from typing import Any, TextIO
 
 import typer
 from sqlalchemy import insert
@@ -19,6 +21,7 @@ from optline.adapters.providers.webhook_request import (
     public_url,
 )
 from optline.domain.classify import classify as classify_text
+from optline.domain.phones import InvalidPhoneNumber, normalize
 from optline.entrypoints.cli.common import console, container, fail
 
 app = typer.Typer(help="Inbound replies: simulate one through the webhook path.", no_args_is_help=True)
@@ -27,19 +30,20 @@ classify_app = typer.Typer()
 
 @classify_app.command("classify")
 def classify(
-    file: Path = typer.Argument(
-        None,
-        exists=True,
-        dir_okay=False,
-        readable=True,
-        help="one message per line (default: standard input)",
-    ),
+    file: str = typer.Argument(None, help="one message per line; '-' or nothing: standard input"),
     language: str = typer.Option(
         None, help="language hint (en, es, fr, pt) for words several languages share"
     ),
 ) -> None:
     """Classify replies: one JSON object per input line (text, intent, confidence, language, reason, review)."""
-    stream = file.open(encoding="utf-8", errors="replace") if file else sys.stdin
+    if file in (None, "-"):
+        # Bytes that are not UTF-8 become U+FFFD rather than a traceback halfway through a file.
+        stream: TextIO = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+    else:
+        path = Path(file)
+        if not path.is_file():
+            fail(f"{file}: no such file (give a file of replies, one per line, or '-' for standard input)")
+        stream = path.open(encoding="utf-8", errors="replace")
     out = sys.stdout
     try:
         for line in stream:
@@ -50,20 +54,34 @@ def classify(
                 "reason": c.reason, "review": c.review,
             }, ensure_ascii=False) + "\n")  # fmt: skip
     finally:
-        if file:
+        if stream is not sys.stdin:
             stream.close()
+
+
+def _number(option: str, raw: str, region: str, *, short_code: bool = False) -> str:
+    if short_code and raw.strip().isdigit() and 5 <= len(raw.strip()) <= 6:
+        return raw.strip()
+    try:
+        return normalize(raw, region)
+    except InvalidPhoneNumber as exc:
+        fail(f"{option}: {exc}")
 
 
 @app.command("simulate")
 def simulate(
     from_: str = typer.Option(..., "--from", help="the person's phone number"),
-    to: str = typer.Option(..., "--to", help="the program's sender number"),
+    to: str = typer.Option(..., "--to", help="the program's sender number (or short code)"),
     body: str = typer.Option(..., "--body", help="the text of the reply"),
+    as_json: bool = typer.Option(False, "--json", help="print the webhook's JSON answer instead"),
 ) -> None:
     """Receive a reply through the simulator provider: the same path as a provider's webhook."""
     from optline.entrypoints.api.webhooks import handle_inbound
 
     c = container()
+    region = c.settings.default_region
+    from_, to = _number("--from", from_, region), _number("--to", to, region, short_code=True)
+    if not body.strip():
+        fail("--body: the reply is empty")
     sid = "SM" + uuid.uuid4().hex
     payload, headers = simulator.encode({"sid": sid, "from": from_, "to": to, "body": body}, c.secret_key())
     now = c.clock.now()
@@ -73,11 +91,41 @@ def simulate(
     )  # fmt: skip
     with c.db.transaction() as conn:
         conn.execute(insert(simulator_messages).values(
-            direction="in", sid=sid, from_phone=from_[:20], to_phone=to[:20], body=body, status="received",
+            direction="in", sid=sid, from_phone=from_, to_phone=to, body=body, status="received",
             created_at=now,
         ))  # fmt: skip
     try:
         result = handle_inbound(c, "simulator", req)
     except (PayloadError, SignatureError) as exc:
         fail(str(exc))
-    console.print_json(json.dumps(result))
+    if as_json:
+        console.print_json(json.dumps(result))
+        return
+    _print_outcome(c, from_, to, result)
+
+
+def _print_outcome(c: Any, from_: str, to: str, result: dict[str, Any]) -> None:
+    """What happened to the reply, as a person reads it."""
+    from sqlalchemy import select
+
+    from optline.adapters.db.tables import messages
+
+    intent = result.get("intent") or "unclassified"
+    console.print(f"{from_} → {to}: read as [bold]{intent.replace('_', ' ')}[/bold]"
+                  + (" (held for review)" if result.get("review") else ""))  # fmt: skip
+    if result.get("status") == "duplicate":
+        console.print("already received (same message id): nothing changed")
+    if result.get("consent_event_id"):
+        console.print(f"consent changed: ledger event #{result['consent_event_id']}")
+    elif result.get("status") != "duplicate":
+        console.print("consent unchanged")
+    ids = list(result.get("replies") or [])
+    if ids:
+        with c.db.read() as conn:
+            bodies = conn.execute(
+                select(messages.c.body).where(messages.c.id.in_(ids)).order_by(messages.c.id)
+            )
+            for (text,) in bodies:
+                console.print(f"reply queued: [italic]{text}[/italic]")
+    else:
+        console.print("no reply queued")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import typer
 
 from optline.bootstrap import Container
-from optline.entrypoints.cli.common import console, container
+from optline.entrypoints.cli.common import console, container, fail
 
 app = typer.Typer()
 
@@ -13,7 +16,7 @@ app = typer.Typer()
 @app.command()
 def init() -> None:
     """Create or migrate the database named by OPTLINE_DATABASE_URL (./optline.db by default)."""
-    c = container(migrate=True)
+    c = container(create=True)
     console.print(f"[green]database ready[/green]: {c.db.engine.url.render_as_string(hide_password=True)}")
 
 
@@ -27,9 +30,12 @@ def serve(
 
     from optline.entrypoints.api.app import create_app
 
-    c = container(migrate=True)
+    c = container(create=True)
     host = host or c.settings.host
     port = port or c.settings.port
+    # Before anything is created or printed: a first start on a taken port used to create the admin, print
+    # its one-time password and then fail, so the password was lost with the process.
+    _require_free_port(host, port)
     base = f"http://{host}:{port}"
     console.print(f"[bold]optline[/bold] on {base}  (provider: {c.settings.provider})")
     console.print(f"  API docs   {base}/docs")
@@ -42,6 +48,18 @@ def serve(
         start_thread(c)
         console.print("  worker     in-process (SQLite)")
     uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False)
+
+
+def _require_free_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                fail(f"port {port} on {host} is already in use (another optline serve?) — use --port")
+            fail(f"cannot listen on {host}:{port}: {exc.strerror}")
 
 
 def _first_run_admin(c: Container, base: str) -> None:

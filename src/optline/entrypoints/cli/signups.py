@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from optline.adapters.db import signups as signup_repo
-from optline.entrypoints.cli.common import console, container, fail
+from optline.entrypoints.cli.common import console, container, fail, plural
 from optline.services import signup as service
 from optline.services.programs import require_program
 
@@ -35,7 +35,10 @@ def list_(
             except LookupError as exc:
                 fail(str(exc))
         rows = signup_repo.listing(conn, program_id=program_id, status=status, limit=limit)
-    table = Table("id", "phone", "program", "channel", "status", "started", "expires", "confirmed/closed")
+    table = Table("id", "program", "channel", "status", "started", "expires", "confirmed/closed")
+    # A phone number cut or wrapped at 80 columns is a wrong number: it never folds, other columns do.
+    table.add_column("phone", no_wrap=True, min_width=16)
+    table.columns.insert(1, table.columns.pop())
     for r in rows:
         closed = r["confirmed_at"] or r["expired_at"] or r["cancelled_at"]
         table.add_row(
@@ -56,7 +59,7 @@ def expire() -> None:
         total += n
         if n < 1000:
             break
-    console.print(f"expired {total:,} unconfirmed sign-up(s); nothing was sent to them")
+    console.print(f"expired {plural(total, 'unconfirmed sign-up')}; nothing was sent to them")
 
 
 def disclosure(

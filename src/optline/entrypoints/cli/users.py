@@ -1,4 +1,4 @@
-"""``optline users create|list``: dashboard operators."""
+"""``optline users create|list|reset-password``: dashboard operators."""
 
 from __future__ import annotations
 
@@ -50,3 +50,16 @@ def list_() -> None:
         table.add_row(r.username, str(r.created_at), str(r.last_login_at or "-"),
                       "yes" if r.must_change_password else "")  # fmt: skip
     console.print(table)
+
+
+@app.command("reset-password")
+def reset_password(username: str = typer.Argument(..., help="login name")) -> None:
+    """Give a user a new one-time password (printed once; they choose their own at the next sign-in)."""
+    c = container()
+    with c.db.transaction() as conn:
+        try:
+            password = users.reset_password(conn, username)
+        except users.UserError as exc:
+            fail(str(exc))
+    console.print(f"new one-time password for [bold]{username}[/bold] (to be changed at sign-in):")
+    print(password)
