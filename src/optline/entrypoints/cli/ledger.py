@@ -8,7 +8,7 @@ from sqlalchemy import Connection, select
 from optline.adapters.db import ledger
 from optline.adapters.db.tables import contacts
 from optline.domain.ledger import Break
-from optline.entrypoints.cli.common import console, container, err_console
+from optline.entrypoints.cli.common import console, container, err_console, plural
 
 app = typer.Typer(help="The consent ledger.", no_args_is_help=True)
 
@@ -25,8 +25,8 @@ def verify() -> None:
         with c.db.transaction() as conn:  # seal what was just verified: a later deletion is then caught
             ledger.record_digest(conn, c.clock.now())
         console.print(
-            f"[green]OK[/green]: {result.events:,} events in {result.chains:,} chains, "
-            f"{result.digests:,} digests verified"
+            f"[green]OK[/green]: {plural(result.events, 'event')} in {plural(result.chains, 'chain')}, "
+            f"{plural(result.digests, 'digest')} verified"
         )
         return
     by_contact: dict[int, list[Break]] = {}
@@ -45,7 +45,7 @@ def verify() -> None:
             )
             err_console.print(f"  {where + ': ' if where else ''}{b.reason}", highlight=False)
     chains = len([k for k in by_contact if k])
-    err_console.print(f"{len(result.breaks)} break(s) in {chains} contact chain(s)")
+    err_console.print(f"{plural(len(result.breaks), 'break')} in {plural(chains, 'contact chain')}")
     raise typer.Exit(1)
 
 
