@@ -59,11 +59,13 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
+    literal_column,
     or_,
     select,
     text,
     update,
 )
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import TextClause
 
 from optline.adapters.clock import Clock, as_utc
@@ -86,7 +88,7 @@ from optline.services.courier import (
     deliver_one,
     prefetch_due,
 )
-from optline.services.outbox import REPLY_KINDS, Kind
+from optline.services.outbox import REPLY_KINDS, REPLY_LANE, Kind
 from optline.services.rate_limit import RateLimiter
 
 log = logging.getLogger("optline.dispatch")
@@ -129,6 +131,7 @@ class Counts:
     retried: int = 0
     failed: int = 0
     released: int = 0
+    lost: int = 0  # writes whose guard failed: the row was no longer ours (cancelled, reclaimed): not sent
 
     def add(self, other: Counts) -> None:
         for name in vars(self):
@@ -139,6 +142,7 @@ class Counts:
 class _Outcome:
     id: int
     values: dict[str, Any]
+    tally: str | None = None  # the Counts field this outcome adds one to, once its guarded write landed
 
 
 @dataclass
@@ -182,26 +186,44 @@ class Dispatcher:
 
     # -- 1. claim ----------------------------------------------------------------------------------
     def claim(self, conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
+        """Claim up to ``limit`` messages: the reply lane first (outbox.REPLY_LANE: confirmations, HELP,
+        sign-up prompts), then the rest. A reply enqueued behind a 100k campaign is in the next batch."""
+        rows = self._claim_lane(conn, now, limit, reply=True)
+        if len(rows) < limit:
+            rows += self._claim_lane(conn, now, limit - len(rows), reply=False)
+        return sorted(rows, key=lambda r: r["id"])
+
+    def _claim_lane(
+        self, conn: Connection, now: datetime, limit: int, *, reply: bool
+    ) -> list[dict[str, Any]]:
+        rows = conn.execute(
+            update(messages)
+            .where(messages.c.id.in_(self.pick(conn, now, limit, reply=reply).scalar_subquery()))
+            .values(status="claimed", lease_owner=self.worker_id, lease_expires_at=now + self._lease(),
+                    updated_at=now)
+            .returning(*messages.c)
+        ).all()  # fmt: skip
+        return [r._asdict() for r in rows]
+
+    def pick(self, conn: Connection, now: datetime, limit: int, *, reply: bool) -> Select[tuple[int]]:
+        """The ids one lane's claim takes (its own statement, so a test can EXPLAIN it)."""
         sending_campaigns = select(campaigns.c.id).where(campaigns.c.status == "sending")
         ready = and_(messages.c.status.in_(("queued", "deferred")),
                      or_(messages.c.not_before.is_(None), messages.c.not_before <= now))  # fmt: skip
         stale = and_(messages.c.status.in_(("claimed", "sending")), messages.c.lease_expires_at < now)
+        # A literal, not a parameter: only then can the planner prove the reply lane's partial index
+        # (ix_messages_reply_lane, WHERE priority = 0) applies, in every plan it caches.
+        lane: Any = literal_column(str(REPLY_LANE))
         pick = (
             select(messages.c.id)
+            .where(messages.c.priority == lane if reply else messages.c.priority != lane)
             .where(or_(ready, stale))
             .where(or_(messages.c.campaign_id.is_(None), messages.c.campaign_id.in_(sending_campaigns)))
             .limit(limit)
         )
         if conn.dialect.name == "postgresql":
             pick = pick.with_for_update(skip_locked=True, of=messages)
-        rows = conn.execute(
-            update(messages)
-            .where(messages.c.id.in_(pick.scalar_subquery()))
-            .values(status="claimed", lease_owner=self.worker_id, lease_expires_at=now + self._lease(),
-                    updated_at=now)
-            .returning(*messages.c)
-        ).all()  # fmt: skip
-        return sorted((r._asdict() for r in rows), key=lambda r: r["id"])
+        return pick
 
     def _lease(self) -> timedelta:
         # Long enough for a whole batch at the configured rate, plus one provider call's worst case.
@@ -215,8 +237,10 @@ class Dispatcher:
         # Re-read our rows: only those still claimed by us go on (a slow worker may have lost its lease).
         current = {r.id: r for r in conn.execute(
             select(messages.c.id, messages.c.status, messages.c.lease_owner).where(one_of(conn, messages.c.id, ids)))}  # fmt: skip
-        claimed = [m for m in claimed if current[m["id"]].status == "claimed"
-                   and current[m["id"]].lease_owner == self.worker_id]  # fmt: skip
+        ours = [m for m in claimed if current[m["id"]].status == "claimed"
+                and current[m["id"]].lease_owner == self.worker_id]  # fmt: skip
+        counts.lost += len(claimed) - len(ours)
+        claimed = ours
         if not claimed:
             return []
         campaign_status = {r.id: r.status for r in conn.execute(
@@ -260,8 +284,7 @@ class Dispatcher:
             if m["campaign_id"] and campaign_status.get(m["campaign_id"]) != "sending":
                 state = campaign_status.get(m["campaign_id"])
                 status = "cancelled" if state == "cancelled" else "queued"
-                outcomes.append(_Outcome(m["id"], {**base, "status": status}))
-                counts.released += 1
+                outcomes.append(_Outcome(m["id"], {**base, "status": status}, "released"))
                 continue
             rate = settings.get("rate_per_second", self.config.rate_per_second)
             if kind not in REPLY_KINDS:
@@ -269,19 +292,17 @@ class Dispatcher:
                     conn, kind, m, program, consent_rows.get((m["contact_id"], m["program_id"]))
                 )
                 if refusal:
-                    outcomes.append(_Outcome(m["id"], {**base, "status": "suppressed", "reason": refusal}))
-                    counts.suppressed += 1
+                    outcomes.append(
+                        _Outcome(m["id"], {**base, "status": "suppressed", "reason": refusal}, "suppressed")
+                    )
                     continue
                 later = history.quiet_or_capped(m, person, settings, kind)
                 if later is not None:
                     status, when, reason = later
+                    values = {**base, "status": status, "not_before": when, "reason": reason}
                     outcomes.append(
-                        _Outcome(m["id"], {**base, "status": status, "not_before": when, "reason": reason})
+                        _Outcome(m["id"], values, "skipped" if status == "skipped" else "deferred")
                     )
-                    if status == "skipped":
-                        counts.skipped += 1
-                    else:
-                        counts.deferred += 1
                     continue
             if rate:  # counted over the messages about to be handed over, suppressed ones take no turn
                 key = m["from_phone"] or "-"  # the rate limiter's key (deliver)
@@ -290,8 +311,7 @@ class Dispatcher:
                     # Handed over now, this message would wait for its sender's rate limit longer than the
                     # window: back to the queue, to be checked again when it is next claimed, so that its
                     # check stays close to its hand-over.
-                    outcomes.append(_Outcome(m["id"], {**base, "status": "queued"}))
-                    counts.released += 1
+                    outcomes.append(_Outcome(m["id"], {**base, "status": "queued"}, "released"))
                     continue
             body, segs, token = m["body"], m["segments"], m["optout_token"]
             if segs == 0:  # a campaign row still holding the template: compose it for this contact now
@@ -310,8 +330,7 @@ class Dispatcher:
                     )  # fmt: skip
                 except compose.TemplateError as exc:
                     outcomes.append(_Outcome(m["id"], {**base, "status": "failed", "reason": str(exc)[:200],
-                                                       "error_code": "template"}))  # fmt: skip
-                    counts.failed += 1
+                                                       "error_code": "template"}, "failed"))  # fmt: skip
                     continue
                 body, segs = composed.body, segments.count(composed.body).segments
             history.note_handover(m, now)
@@ -332,8 +351,57 @@ class Dispatcher:
                 m["id"], sms, reconcile, m["from_phone"] or "-", float(rate) if rate else None
             )
             to_send.append(_ToSend({**m, "body": body}, handover, m["attempts"] + 1, program))
-        _write(conn, outcomes)
-        return to_send
+        to_send = self._hold_for_campaigns(conn, to_send, outcomes, now)
+        # Every write is guarded (still 'claimed', still ours): a cancel or a reclaim that committed since
+        # our claim wins, and a row whose guard failed is neither handed over nor counted as ours.
+        written = _write(conn, outcomes, expect=("claimed", self.worker_id))
+        self._tally(outcomes, written, counts, "check")
+        return [item for item in to_send if item.row["id"] in written]
+
+    def _hold_for_campaigns(
+        self, conn: Connection, to_send: list[_ToSend], outcomes: list[_Outcome], now: datetime
+    ) -> list[_ToSend]:
+        """Re-read the campaigns of the messages about to be marked 'sending', at the last moment.
+
+        A pause or cancel (services/campaigns.py, which locks the campaign row FOR UPDATE) that committed
+        while the check ran wins: its messages go back to the queue or are cancelled. On PostgreSQL the
+        rows are read FOR SHARE, so a pause or cancel still in progress is waited for and then read; one
+        that starts after this read waits for the check to commit (it is later than the check). On SQLite
+        the check holds the write lock throughout, so nothing commits during it."""
+        ids = sorted({i.row["campaign_id"] for i in to_send if i.row["campaign_id"]})
+        if not ids:
+            return to_send
+        stmt = (
+            select(campaigns.c.id, campaigns.c.status).where(campaigns.c.id.in_(ids)).order_by(campaigns.c.id)
+        )
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(read=True)
+        state = {r.id: r.status for r in conn.execute(stmt)}
+        stopped = {cid for cid in ids if state.get(cid) != "sending"}
+        if not stopped:
+            return to_send
+        base = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+        by_id = {o.id: n for n, o in enumerate(outcomes)}
+        kept: list[_ToSend] = []
+        for item in to_send:
+            cid = item.row["campaign_id"]
+            if cid not in stopped:
+                kept.append(item)
+                continue
+            status = "cancelled" if state.get(cid) == "cancelled" else "queued"
+            outcomes[by_id[item.row["id"]]] = _Outcome(item.row["id"], {**base, "status": status}, "released")
+        return kept
+
+    def _tally(self, outcomes: list[_Outcome], written: set[int], counts: Counts, step: str) -> None:
+        for o in outcomes:
+            if o.id not in written:
+                counts.lost += 1
+            elif o.tally is not None:
+                setattr(counts, o.tally, getattr(counts, o.tally) + 1)
+        lost = [o.id for o in outcomes if o.id not in written]
+        if lost:
+            log.warning("%s: %d message(s) no longer ours, left alone (cancelled or reclaimed): %s",
+                        step, len(lost), lost[:20])  # fmt: skip
 
     # -- 3. hand over and record --------------------------------------------------------------------
     def deliver(self, item: _ToSend) -> _Outcome:
@@ -377,25 +445,21 @@ class Dispatcher:
     def record(
         self, conn: Connection, items: list[_ToSend], outcomes: list[_Outcome], counts: Counts
     ) -> None:
-        # Only rows still 'sending' (ours) are updated; a reclaimer reconciles anything we lost.
-        _write(conn, outcomes, only_status="sending")
+        # Only rows still 'sending' and ours are updated; a reclaimer reconciles anything we lost.
+        tallies = {"sent": "sent", "queued": "retried", "suppressed": "suppressed"}
+        for o in outcomes:
+            o.tally = tallies.get(o.values["status"], "failed")
+        written = _write(conn, outcomes, expect=("sending", self.worker_id))
+        self._tally(outcomes, written, counts, "record")
         by_id = {i.row["id"]: i for i in items}
         for o in outcomes:
-            status = o.values["status"]
-            if status == "sent":
-                counts.sent += 1
-            elif status == "queued":
-                counts.retried += 1
-            elif status == "suppressed":
-                counts.suppressed += 1
+            if o.values["status"] == "suppressed":
                 item = by_id[o.id]
                 # The provider says this person opted out: that is a consent event (ledger), never ignored.
                 consent.record(conn, self.clock, contact_id=item.row["contact_id"], program=item.opted_out_program or {},
                                action=Action.OPT_OUT, channel=Channel.PROVIDER,
                                evidence={"provider": self.sender.name, "error_code": o.values["error_code"],
                                          "message_id": item.row["id"], "error_message": o.values["error_message"]})  # fmt: skip
-            else:
-                counts.failed += 1
 
     def start(self) -> None:
         """Start the courier process now, if one is configured (else it starts with the first batch)."""
@@ -689,38 +753,47 @@ def _zones(person: Mapping[str, Any]) -> tuple[str, ...]:
     return quiet_hours.zones_for(person.get("time_zone"), number_zones, person.get("region"))
 
 
-def _write(conn: Connection, outcomes: list[_Outcome], only_status: str | None = None) -> None:
-    """Group outcomes by the columns they set; write each group with one statement.
+def _write(conn: Connection, outcomes: list[_Outcome], *, expect: tuple[str, str]) -> set[int]:
+    """Write the outcomes, each guarded by ``expect`` = (status, lease owner) the row must still have;
+    returns the ids whose write landed. Every status write of dispatch goes through here, so a cancel, a
+    pause's release or another worker's reclaim that committed meanwhile is never overwritten.
 
-    On PostgreSQL a group is one ``UPDATE … FROM unnest(<one array per column>)``: the statement-level
-    analytics trigger on ``messages`` (adapters/db/counters.py) then runs once per group instead of once
-    per message — it was most of the database's work per message — and the SQL text depends only on the
-    column set, so it is compiled and prepared once. (A ``FROM (VALUES …)`` with one parameter per cell
-    was measured slower than executemany: compiling 2,000 parameters per batch cost more than it saved.)
-    SQLite has no statement-level triggers to save: one executemany UPDATE per group.
+    Outcomes are grouped by the columns they set. On PostgreSQL a group is one ``UPDATE … FROM
+    unnest(<one array per column>) … RETURNING``: the statement-level analytics trigger on ``messages``
+    (adapters/db/counters.py) then runs once per group instead of once per message — it was most of the
+    database's work per message — and the SQL text depends only on the column set, so it is compiled and
+    prepared once. (A ``FROM (VALUES …)`` with one parameter per cell was measured slower than
+    executemany: compiling 2,000 parameters per batch cost more than it saved.) SQLite has no
+    statement-level triggers to save, and its executemany cannot say which rows matched: one UPDATE …
+    RETURNING per row (in-process, microseconds each).
     """
+    written: set[int] = set()
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for o in outcomes:
         groups[tuple(sorted(o.values))].append({"b_id": o.id, **o.values})
+    status, owner = expect
     for columns, rows in groups.items():
         if conn.dialect.name == "postgresql":
             # A value shared by the whole group (status, hand-over time, provider…) is sent once.
             same = tuple(c for c in columns if all(r[c] == rows[0][c] for r in rows))
             params: dict[str, Any] = {n: [r[n] for r in rows] for n in ("b_id", *columns) if n not in same}
             params.update({c: rows[0][c] for c in same})
-            if only_status is not None:
-                params["only_status"] = only_status
-            conn.execute(_update_from_arrays(conn, columns, same, only_status), params)
+            params.update(expect_status=status, expect_owner=owner)
+            written.update(conn.execute(_update_from_arrays(conn, columns, same), params).scalars())
             continue
-        where = messages.c.id == bindparam("b_id")
-        if only_status is not None:
-            where = and_(where, messages.c.status == only_status)
-        conn.execute(update(messages).where(where).values({c: bindparam(c) for c in columns}), rows)
+        stmt = (
+            update(messages)
+            .where(messages.c.id == bindparam("b_id"), messages.c.status == status,
+                   messages.c.lease_owner == owner)
+            .values({c: bindparam(c) for c in columns})
+            .returning(messages.c.id)
+        )  # fmt: skip
+        for row in rows:
+            written.update(conn.execute(stmt, row).scalars())
+    return written
 
 
-def _update_from_arrays(
-    conn: Connection, columns: tuple[str, ...], same: tuple[str, ...], only_status: str | None
-) -> TextClause:
+def _update_from_arrays(conn: Connection, columns: tuple[str, ...], same: tuple[str, ...]) -> TextClause:
     def sql_type(column: str) -> str:
         # VARCHAR(n)[] would silently truncate; the unbounded type lets the column's own limit refuse.
         return re.sub(r"\(\d+\)", "", messages.c[column].type.compile(dialect=conn.dialect))
@@ -728,10 +801,10 @@ def _update_from_arrays(
     varying = [c for c in columns if c not in same]
     arrays = ", ".join(["CAST(:b_id AS BIGINT[])", *(f"CAST(:{c} AS {sql_type(c)}[])" for c in varying)])
     values = [f"{c} = CAST(:{c} AS {sql_type(c)})" if c in same else f"{c} = v.{c}" for c in columns]
-    status = " AND m.status = :only_status" if only_status is not None else ""
     return text(
         f"UPDATE messages AS m SET {', '.join(values)} "
-        f"FROM unnest({arrays}) AS v({', '.join(['b_id', *varying])}) WHERE m.id = v.b_id{status}"
+        f"FROM unnest({arrays}) AS v({', '.join(['b_id', *varying])}) "
+        "WHERE m.id = v.b_id AND m.status = :expect_status AND m.lease_owner = :expect_owner RETURNING m.id"
     )
 
 
