@@ -21,7 +21,9 @@ What the courier does not change (``services/dispatch.py``'s docstring has the w
 The courier is ``python -m optline.services.courier`` with one end of a socket pair, speaking
 multiprocessing's Connection (pickled messages): worker → courier the SenderFactory first, then
 ``(batch_id, [Handover], deadline, prepare_seconds)`` per batch, ``None`` to stop; courier → worker
-``("ready",)``, ``("prefetch", batch_id)``, ``("done", batch_id, [Delivery])``, ``("failed", reason)``.
+``("ready",)``, ``("prefetch", batch_id)``, ``("delivered", batch_id, Delivery)`` as each call returns (the
+worker stores the provider id at once), ``("done", batch_id, [Delivery])`` (all of the batch, the expired
+ones included), ``("failed", reason)``.
 (Not ``multiprocessing.Process``: its spawn mode re-imports the parent's ``__main__``, which a service's
 entry point — or a script embedding the worker — need not be written for; fork copies threads mid-way.)
 """
@@ -105,11 +107,13 @@ def deliver_one(
 
 
 def deliver_all(sender: Sender, limiter: RateLimiter, items: Sequence[Handover], *, deadline: float,
-                now: Callable[[], datetime], progress: Callable[[int, float], bool] | None = None) -> list[Delivery]:  # fmt: skip
+                now: Callable[[], datetime], progress: Callable[[int, float], bool] | None = None,
+                on_delivery: Callable[[Delivery], None] | None = None) -> list[Delivery]:  # fmt: skip
     """Hand ``items`` over in order. No call starts at or after ``deadline`` (``time.monotonic()``): once
     the lease can be reclaimed another worker reconciles and may resend, so a call still in flight then
     could become a duplicate. ``progress(done, seconds so far)`` runs before each call; False stops the
-    batch (the rest expire)."""
+    batch (the rest expire). ``on_delivery`` gets each call's result as soon as the call returns, so the
+    provider id can be stored at once (a receipt may already be on its way)."""
     deliveries: list[Delivery] = []
     started = time.monotonic()
     going = True
@@ -119,6 +123,8 @@ def deliver_all(sender: Sender, limiter: RateLimiter, items: Sequence[Handover],
             going = progress(done, moment - started)
         if going and moment < deadline:
             deliveries.append(deliver_one(sender, limiter, item, now))
+            if on_delivery is not None:
+                on_delivery(deliveries[-1])
         else:
             deliveries.append(Delivery(item.message_id, expired=True))
     return deliveries
@@ -168,6 +174,10 @@ class Courier:
         except OSError as exc:
             self._reap()
             raise CourierGone(f"the courier process is gone ({exc})") from None
+
+    def has_more(self) -> bool:
+        """Whether an event is already waiting (the worker then reads it before writing what it has)."""
+        return self._conn is not None and self._conn.poll(0)
 
     def receive(self, timeout: float | None = None) -> tuple[Any, ...]:
         conn = self._conn
@@ -250,7 +260,11 @@ def _deliver(conn: Connection, sender: Sender, limiter: RateLimiter, clock: Syst
             conn.send(("prefetch", batch_id))
         return True
 
-    return deliver_all(sender, limiter, items, deadline=deadline, now=clock.now, progress=progress)
+    def delivered(delivery: Delivery) -> None:
+        conn.send(("delivered", batch_id, delivery))
+
+    return deliver_all(sender, limiter, items, deadline=deadline, now=clock.now, progress=progress,
+                       on_delivery=delivered)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ from optline.domain import caps, compose, quiet_hours, segments
 from optline.domain.consent import Action, Channel, Status
 from optline.domain.optout_links import new_token
 from optline.domain.phones import InvalidPhoneNumber, parse_phone
-from optline.services import consent
+from optline.services import consent, receipts
 from optline.services.courier import (
     Courier,
     CourierGone,
@@ -100,6 +100,9 @@ PERSON_COLUMNS = ("id", "phone", "region", "time_zone", "us_state", "locale", "a
 # The longest a provider call can take (http_errors.DEFAULT_TIMEOUT) plus slack: no call starts later
 # than this before the lease ends.
 SEND_MARGIN = 12.0
+# Provider ids are stored as their calls return, in writes at most this far apart (a receipt may arrive
+# before the batch ends; one that still arrives first is kept and applied when the id is stored).
+STREAM_INTERVAL = 0.1
 
 
 @dataclass
@@ -159,6 +162,7 @@ class _Batch:
     to_send: list[_ToSend]
     deadline: float  # time.monotonic() after which none of its provider calls may start (lease budget)
     counts: Counts
+    recorded: set[int] = field(default_factory=set)  # message ids whose outcome is already stored
 
     @property
     def campaign_ids(self) -> set[int]:
@@ -449,8 +453,16 @@ class Dispatcher:
         tallies = {"sent": "sent", "queued": "retried", "suppressed": "suppressed"}
         for o in outcomes:
             o.tally = tallies.get(o.values["status"], "failed")
+        provider_ids = {
+            o.values["provider_message_id"]: o.id for o in outcomes if o.values["status"] == "sent"
+        }
+        # Before the write: a receipt for these ids arriving now waits, then finds its message (receipts.py).
+        receipts.lock_keys(conn, self.sender.name, sorted(provider_ids))
         written = _write(conn, outcomes, expect=("sending", self.worker_id))
         self._tally(outcomes, written, counts, "record")
+        # Receipts that arrived before their message's provider id was stored: applied now, in this write.
+        receipts.apply_pending(conn, self.clock, self.sender.name,
+                               {pid: mid for pid, mid in provider_ids.items() if mid in written})  # fmt: skip
         by_id = {i.row["id"]: i for i in items}
         for o in outcomes:
             if o.values["status"] == "suppressed":
@@ -490,12 +502,13 @@ class Dispatcher:
         if not batch.claimed:
             counts.add(self.flush())
             return counts
-        outcomes = self._deliver_batch(batch, prefetch=self.config.pipeline)
+        items, outcomes, streamed = self._deliver_batch(batch, prefetch=self.config.pipeline)
+        counts.add(streamed)
         if not self.config.pipeline:
-            counts.add(self._record_batch(batch.to_send, outcomes, batch.campaign_ids))
+            counts.add(self._record_batch(items, outcomes, batch.campaign_ids))
             return counts
         counts.add(self.flush())
-        self._pending = self._pool().submit(self._record_batch, batch.to_send, outcomes, batch.campaign_ids)
+        self._pending = self._pool().submit(self._record_batch, items, outcomes, batch.campaign_ids)
         return counts
 
     def _run_once_with_courier(self, courier: Courier, *, prefetch: bool = True) -> Counts:
@@ -509,10 +522,21 @@ class Dispatcher:
                 return self._settle_unsendable(batch)
             self._submit(courier, batch)
         head_id, head = self._at_courier[0]
+        fresh: list[Delivery] = []  # results received, not stored yet
+        since = time.monotonic()  # when the oldest of them arrived
         try:
             while True:
                 event = courier.receive()
-                if prefetch and event[0] == "prefetch" and event[1] == head_id and len(self._at_courier) == 1:
+                if event[0] == "delivered" and event[1] == head_id:
+                    # Store provider ids as the calls return: whatever arrived meanwhile in one write.
+                    since = since if fresh else time.monotonic()
+                    fresh.append(event[2])
+                    if not courier.has_more() or time.monotonic() - since >= STREAM_INTERVAL:
+                        counts.add(self._record_deliveries(head, fresh))
+                        fresh = []
+                elif (
+                    prefetch and event[0] == "prefetch" and event[1] == head_id and len(self._at_courier) == 1
+                ):
                     batch = self._prepare()
                     if batch.to_send:
                         self._submit(courier, batch)  # the courier starts on it as soon as it finishes N
@@ -520,11 +544,11 @@ class Dispatcher:
                         counts.add(self._settle_unsendable(batch))
                 elif event[0] == "done" and event[1] == head_id:
                     self._at_courier.popleft()
-                    outcomes = [
-                        self._outcome(item, d) for item, d in zip(head.to_send, event[2], strict=True)
-                    ]
+                    rest = [(i, d) for i, d in zip(head.to_send, event[2], strict=True)
+                            if i.row["id"] not in head.recorded]  # fmt: skip
                     counts.add(head.counts)
-                    counts.add(self._record_batch(head.to_send, outcomes, head.campaign_ids))
+                    counts.add(self._record_batch([i for i, _ in rest], [self._outcome(i, d) for i, d in rest],
+                                                  head.campaign_ids))  # fmt: skip
                     return counts
         except CourierGone:
             # What it held stays 'sending' with handed_over_at: the lease expires and the next claim
@@ -567,8 +591,36 @@ class Dispatcher:
         self._prepare_seconds = time.monotonic() - started
         return _Batch(claimed, to_send, deadline, counts)
 
-    def _deliver_batch(self, batch: _Batch, *, prefetch: bool) -> list[_Outcome]:
+    def _record_deliveries(self, batch: _Batch, deliveries: list[Delivery]) -> Counts:
+        """Store the outcomes of calls that just returned (their provider ids), before the batch ends."""
+        by_id = {i.row["id"]: i for i in batch.to_send}
+        items = [by_id[d.message_id] for d in deliveries if d.message_id not in batch.recorded]
+        outcomes = [
+            self._outcome(by_id[d.message_id], d) for d in deliveries if d.message_id not in batch.recorded
+        ]
+        counts = Counts()
+        if items:
+            with self.db.transaction() as conn:
+                self.record(conn, items, outcomes, counts)
+            batch.recorded.update(i.row["id"] for i in items)
+        return counts
+
+    def _deliver_batch(
+        self, batch: _Batch, *, prefetch: bool
+    ) -> tuple[list[_ToSend], list[_Outcome], Counts]:
+        """Hand the batch over, storing results as they come (at most ``STREAM_INTERVAL`` apart); returns
+        what is left to record (the items and their outcomes) and the counts of what was stored."""
         total = len(batch.to_send)
+        streamed = Counts()
+        fresh: list[Delivery] = []
+        last_write = time.monotonic()
+
+        def delivered(delivery: Delivery) -> None:
+            nonlocal fresh, last_write
+            fresh.append(delivery)
+            if time.monotonic() - last_write >= STREAM_INTERVAL:
+                streamed.add(self._record_deliveries(batch, fresh))
+                fresh, last_write = [], time.monotonic()
 
         def progress(done: int, elapsed: float) -> bool:
             if (
@@ -580,8 +632,14 @@ class Dispatcher:
             return True
 
         deliveries = deliver_all(self.sender, self.limiter, [i.handover for i in batch.to_send],
-                                 deadline=batch.deadline, now=self.clock.now, progress=progress)  # fmt: skip
-        return [self._outcome(item, d) for item, d in zip(batch.to_send, deliveries, strict=True)]
+                                 deadline=batch.deadline, now=self.clock.now, progress=progress,
+                                 on_delivery=delivered)  # fmt: skip
+        rest = [
+            (i, d)
+            for i, d in zip(batch.to_send, deliveries, strict=True)
+            if i.row["id"] not in batch.recorded
+        ]
+        return [i for i, _ in rest], [self._outcome(i, d) for i, d in rest], streamed
 
     def _take_prefetched(self) -> _Batch | None:
         future, self._prefetched = self._prefetched, None
@@ -626,9 +684,10 @@ class Dispatcher:
             batch = self._take_prefetched()
             if batch is not None and batch.claimed:
                 counts.add(batch.counts)
-                outcomes = self._deliver_batch(batch, prefetch=False)
+                items, outcomes, streamed = self._deliver_batch(batch, prefetch=False)
+                counts.add(streamed)
                 counts.add(self.flush())
-                counts.add(self._record_batch(batch.to_send, outcomes, batch.campaign_ids))
+                counts.add(self._record_batch(items, outcomes, batch.campaign_ids))
             counts.add(self.flush())
         finally:
             if self._courier is not None:

@@ -83,6 +83,10 @@ class StatusUpdate:
     error_message: str | None = None
     opted_out: bool = False  # the provider says the recipient opted out (error code or OptOutType)
     raw: Mapping[str, Any] = field(default_factory=dict)
+    # The numbers on the receipt (E.164 where the provider gives a number): an opt-out receipt whose message
+    # is not known is still recorded for them (services/receipts.py). None where the receipt has none.
+    recipient: str | None = None
+    sender: str | None = None
 
 
 class Sender(Protocol):
