@@ -45,7 +45,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from optline.adapters.clock import SystemClock
-from optline.adapters.providers.base import OutboundSms, ProviderError, Sender
+from optline.adapters.providers.base import ErrorKind, OutboundSms, ProviderError, Sender
 from optline.services.rate_limit import RateLimiter
 
 # Pipelined workers prepare the next batch when the current one's remaining provider calls should take
@@ -81,6 +81,9 @@ class Delivery:
     error: ProviderError | None = None
     at: datetime | None = None  # when the provider answered
     expired: bool = False  # not attempted: past the batch's deadline, or the worker is gone
+    # Not attempted either: an earlier call of the batch found the account misconfigured (bad credentials,
+    # out of credit), which every further call would hit too. The error is that call's.
+    held_back: ProviderError | None = None
 
 
 def prefetch_due(done: int, total: int, elapsed: float, prepare_seconds: float) -> bool:
@@ -112,19 +115,27 @@ def deliver_all(sender: Sender, limiter: RateLimiter, items: Sequence[Handover],
     """Hand ``items`` over in order. No call starts at or after ``deadline`` (``time.monotonic()``): once
     the lease can be reclaimed another worker reconciles and may resend, so a call still in flight then
     could become a duplicate. ``progress(done, seconds so far)`` runs before each call; False stops the
-    batch (the rest expire). ``on_delivery`` gets each call's result as soon as the call returns, so the
+    batch (the rest expire). A configuration error (ErrorKind.BAD_CONFIG: credentials, credit) stops it
+    too: the rest are held back, not sent to fail the same way. ``on_delivery`` gets each call's result as soon as the call returns, so the
     provider id can be stored at once (a receipt may already be on its way)."""
     deliveries: list[Delivery] = []
     started = time.monotonic()
     going = True
+    config_error: ProviderError | None = None
     for done, item in enumerate(items):
         moment = time.monotonic()
+        if config_error is not None:
+            deliveries.append(Delivery(item.message_id, held_back=config_error))
+            continue
         if going and progress is not None:
             going = progress(done, moment - started)
         if going and moment < deadline:
             deliveries.append(deliver_one(sender, limiter, item, now))
             if on_delivery is not None:
                 on_delivery(deliveries[-1])
+            error = deliveries[-1].error
+            if error is not None and error.kind is ErrorKind.BAD_CONFIG:
+                config_error = error
         else:
             deliveries.append(Delivery(item.message_id, expired=True))
     return deliveries

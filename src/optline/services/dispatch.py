@@ -418,6 +418,12 @@ class Dispatcher:
         if delivery.expired:
             return _Outcome(item.row["id"], {"status": "queued", "reason": "lease budget used up",
                                              "lease_owner": None, "lease_expires_at": None})  # fmt: skip
+        if delivery.held_back is not None:  # not attempted: the account is misconfigured (see _failure)
+            exc = delivery.held_back
+            return _Outcome(item.row["id"], {"status": "queued", "reason": _config_reason(exc, attempted=False),
+                                             "not_before": now + self._config_pause(), "error_code": exc.code,
+                                             "error_message": exc.message[:500], "lease_owner": None,
+                                             "lease_expires_at": None, "updated_at": now})  # fmt: skip
         if delivery.error is not None:
             return self._failure(item, delivery.error, now)
         assert delivery.provider_id is not None
@@ -435,16 +441,23 @@ class Dispatcher:
             return _Outcome(item.row["id"], {**base, "status": "queued", "not_before": now + timedelta(seconds=delay),
                                              "reason": f"retry: {exc.code}"})  # fmt: skip
         if exc.kind is ErrorKind.BAD_CONFIG:
-            # Our credentials or sender are wrong: nothing about this message; retry later, loudly.
+            # Our credentials, sender or credit are wrong: nothing about this message or its recipient (no
+            # ledger event); back to the queue for later, loudly, until the attempts run out.
             log.error("provider configuration error (message %s): %s", item.row["id"], exc.message)
             if item.attempts < self.config.max_attempts:
-                return _Outcome(item.row["id"], {**base, "status": "queued", "reason": "provider configuration error",
-                                                 "not_before": now + timedelta(seconds=self.config.backoff_max / 6)})  # fmt: skip
+                return _Outcome(item.row["id"], {**base, "status": "queued", "reason": _config_reason(exc, attempted=True),
+                                                 "not_before": now + self._config_pause()})  # fmt: skip
+            return _Outcome(
+                item.row["id"], {**base, "status": "failed", "reason": _config_reason(exc, attempted=True)}
+            )
         if exc.kind is ErrorKind.OPTED_OUT:
             return _Outcome(item.row["id"], {**base, "status": "suppressed",
                                              "reason": "recipient opted out at the provider"})  # fmt: skip
         reason = "gave up after retries" if exc.kind is ErrorKind.RETRY else "permanent provider error"
         return _Outcome(item.row["id"], {**base, "status": "failed", "reason": reason})
+
+    def _config_pause(self) -> timedelta:
+        return timedelta(seconds=self.config.backoff_max / 6)
 
     def record(
         self, conn: Connection, items: list[_ToSend], outcomes: list[_Outcome], counts: Counts
@@ -703,6 +716,11 @@ class Dispatcher:
             value = conn.execute(select(func.min(messages.c.not_before)).where(
                 messages.c.status.in_(("queued", "deferred")))).scalar()  # fmt: skip
         return as_utc(value) if value else None
+
+
+def _config_reason(exc: ProviderError, *, attempted: bool) -> str:
+    what = "provider configuration error" if attempted else "held back: provider configuration error"
+    return f"{what} ({exc.code}): {exc.message}"[:200]
 
 
 def _consent_refusal(
