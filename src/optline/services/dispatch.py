@@ -6,10 +6,22 @@ One batch goes through three short transactions and the provider calls between t
    PostgreSQL the inner SELECT is ``FOR UPDATE SKIP LOCKED`` so any number of workers on any number of
    machines take disjoint batches; on SQLite the write lock (``BEGIN IMMEDIATE``) serialises claimers.
    Leases expire: a claimed or sending message whose worker died is reclaimed by another worker.
+   Two lanes (``messages.priority``, outbox.REPLY_LANE): replies — opt-out confirmations, HELP, sign-up
+   prompts — are claimed first, through a partial index of their own, so a 100k campaign in the queue
+   never holds a confirmation back; campaign messages fill the rest of the batch.
 2. **check** — THE SEND-TIME CHECK (DESIGN.md invariant 2), quiet hours, caps, composition, and marking
    the message ``sending`` with ``handed_over_at`` — all in one transaction that starts after the claim
    committed. Only messages marked ``sending`` by this transaction are handed to the provider.
-3. **record** — provider answers become ``sent`` / retry later / ``failed`` / opted out at the provider.
+3. **record** — provider answers become ``sent`` / retry later / ``failed`` / opted out at the provider,
+   stored as each call returns (in writes at most ``STREAM_INTERVAL`` apart, or as the courier streams
+   them back), so a delivery receipt finds its message; one that still comes first is kept and applied
+   in the transaction that stores the id (``services/receipts.py``).
+
+Every status write is guarded (``_write``: ``WHERE status = <expected> AND lease_owner = <this worker>``):
+a row cancelled, paused back to the queue or reclaimed by another worker since our claim is left alone,
+not handed over, and counted as ``lost``. The campaigns of the messages about to be marked ``sending``
+are re-read (FOR SHARE on PostgreSQL) just before that write, so a pause or cancel committed during the
+check wins over it.
 
 Why an opt-out committed before the check can never be missed:
 - ``services.consent.record`` writes the ledger event and the ``subscriptions`` projection in ONE
