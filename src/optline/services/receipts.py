@@ -10,6 +10,10 @@ A receipt is never dropped (DESIGN.md invariant 3):
   21610; each provider module's table) becomes a ledger opt-out at once, from the numbers on the receipt,
   whether or not its message ever matches: the person asked to stop, whatever we know of the message.
 
+The numbers a receipt carries (``StatusUpdate.recipient`` / ``sender``): Twilio ``To``/``From``, Vonage
+``msisdn``/``to``, Plivo ``To``/``From``, Telnyx ``to[0].phone_number``/``from.phone_number``. The simulator's
+receipts carry none: an opt-out receipt from it whose message is unknown is kept and logged, not recorded.
+
 Why a receipt and dispatch cannot miss each other: both take a lock on the receipt's key (provider +
 provider message id) before reading the other's row — dispatch before writing the ids it records, the
 webhook before looking the message up. On PostgreSQL it is a transaction-level advisory lock; on SQLite
