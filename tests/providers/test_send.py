@@ -66,17 +66,46 @@ def test_telnyx_idempotency_key_prevents_a_second_send(fake: fp.FakeProviders) -
     assert first.provider_message_id == second.provider_message_id and len(fake.received) == 1
 
 
+def _twilio(status: int, code: int) -> dict[str, Any]:  # https://www.twilio.com/docs/usage/twilios-response
+    return {"status": status, "body": {"code": code, "message": f"error {code}", "status": status,
+                                       "more_info": f"https://www.twilio.com/docs/errors/{code}"}}  # fmt: skip
+
+
+def _vonage(status: str, text: str) -> dict[str, Any]:  # HTTP 200 whatever the outcome
+    return {
+        "status": 200,
+        "body": {"message-count": "1", "messages": [{"status": status, "error-text": text}]},
+    }
+
+
+def _telnyx(status: int, code: str, title: str) -> dict[str, Any]:
+    return {"status": status, "body": {"errors": [{"code": code, "title": title, "detail": title}]}}
+
+
+# What each provider answers (its documentation, cited in its send.py table) and what optline makes of it.
 FAILURES: list[tuple[str, dict[str, Any], ErrorKind, str | None]] = [
-    ("twilio", {"status": 500, "body": {"code": 20500, "message": "x"}}, ErrorKind.RETRY, "20500"),
-    ("twilio", {"status": 400, "body": {"code": 21211, "message": "invalid To"}}, ErrorKind.BAD_REQUEST, "21211"),
-    ("twilio", {"status": 400, "body": {"code": 21610, "message": "unsubscribed"}}, ErrorKind.OPTED_OUT, "21610"),
-    ("vonage", {"status": 200, "body": {"messages": [{"status": "1", "error-text": "Throttled"}]}}, ErrorKind.RETRY, "1"),
-    ("vonage", {"status": 200, "body": {"messages": [{"status": "6", "error-text": "Invalid"}]}}, ErrorKind.BAD_REQUEST, "6"),
-    ("vonage", {"status": 200, "body": {"messages": [{"status": "9", "error-text": "x"}]}}, ErrorKind.OPTED_OUT, "9"),
+    ("twilio", _twilio(500, 20500), ErrorKind.RETRY, "20500"),
+    ("twilio", _twilio(400, 21211), ErrorKind.BAD_REQUEST, "21211"),
+    ("twilio", _twilio(400, 21610), ErrorKind.OPTED_OUT, "21610"),
+    ("twilio", _twilio(401, 20003), ErrorKind.BAD_CONFIG, "20003"),
+    ("twilio", _twilio(400, 21606), ErrorKind.BAD_CONFIG, "21606"),
+    ("twilio", _twilio(400, 21408), ErrorKind.BAD_CONFIG, "21408"),
+    ("twilio", _twilio(429, 20429), ErrorKind.RETRY, "20429"),
+    ("vonage", _vonage("1", "Throttled"), ErrorKind.RETRY, "1"),
+    ("vonage", _vonage("4", "Bad Credentials"), ErrorKind.BAD_CONFIG, "4"),
+    ("vonage", _vonage("6", "Invalid Message"), ErrorKind.BAD_REQUEST, "6"),
+    ("vonage", _vonage("7", "Number Barred"), ErrorKind.BAD_REQUEST, "7"),
+    # Status 9 in a send response is the account's credit, never the recipient's opt-out.
+    ("vonage", _vonage("9", "Partner Quota Violation"), ErrorKind.BAD_CONFIG, "9"),
+    ("vonage", _vonage("29", "Non White-listed Destination"), ErrorKind.BAD_CONFIG, "29"),
     ("plivo", {"status": 503, "body": {"error": "down"}}, ErrorKind.RETRY, "503"),
     ("plivo", {"status": 400, "body": {"error": "invalid dst"}}, ErrorKind.BAD_REQUEST, "400"),
-    ("telnyx", {"status": 400, "body": {"errors": [{"code": "40300", "title": "STOP"}]}}, ErrorKind.OPTED_OUT, "40300"),
-    ("telnyx", {"status": 422, "body": {"errors": [{"code": "40310", "title": "bad"}]}}, ErrorKind.BAD_REQUEST, "40310"),
+    ("plivo", {"status": 400, "body": {"error": "Insufficient Credit"}}, ErrorKind.BAD_CONFIG, "900"),
+    ("telnyx", _telnyx(409, "40300", "Blocked due to STOP message"), ErrorKind.OPTED_OUT, "40300"),
+    ("telnyx", _telnyx(422, "40310", "bad"), ErrorKind.BAD_REQUEST, "40310"),
+    ("telnyx", _telnyx(400, "40013", "Invalid source number"), ErrorKind.BAD_CONFIG, "40013"),
+    ("telnyx", _telnyx(401, "10009", "Authentication failed"), ErrorKind.BAD_CONFIG, "10009"),
+    ("telnyx", _telnyx(429, "10011", "Too many requests"), ErrorKind.RETRY, "10011"),
 ]  # fmt: skip
 
 
@@ -114,9 +143,29 @@ def test_timeout_is_transient(fake: fp.FakeProviders, name: str) -> None:
     assert info.value.kind is ErrorKind.RETRY
 
 
-def test_opted_out_numbers_at_the_carrier(fake: fp.FakeProviders) -> None:
-    for name in PROVIDERS:
-        fake.state.opted_out.add(wire_to(name))
-        with pytest.raises(ProviderError) as info:
-            build(name, fake.url).send(SMS)
-        assert info.value.kind is ErrorKind.OPTED_OUT, name
+@pytest.mark.parametrize("name", ["twilio", "telnyx"])
+def test_providers_that_refuse_an_opted_out_number_at_send_time(fake: fp.FakeProviders, name: str) -> None:
+    fake.state.opted_out.add(wire_to(name))
+    with pytest.raises(ProviderError) as info:
+        build(name, fake.url).send(SMS)
+    assert info.value.kind is ErrorKind.OPTED_OUT
+
+
+@pytest.mark.parametrize(("name", "code"), [("vonage", "9"), ("plivo", "200")])
+def test_providers_that_report_an_opted_out_number_in_the_receipt(
+    fake: fp.FakeProviders, name: str, code: str
+) -> None:
+    fake.state.opted_out.add(wire_to(name))
+    result = build(name, fake.url).send(SMS)  # accepted: the refusal comes back as a receipt
+    [receipt] = fake.receipts
+    params = receipt["params"]
+    assert params.get("messageId", params.get("MessageUUID")) == result.provider_message_id
+    assert params.get("err-code", params.get("ErrorCode")) == code
+
+
+def test_vonage_out_of_credit_is_a_configuration_error_not_an_opt_out(fake: fp.FakeProviders) -> None:
+    fake.state.out_of_credit.add("vonage")
+    with pytest.raises(ProviderError) as info:
+        build("vonage", fake.url).send(SMS)
+    assert (info.value.kind, info.value.code) == (ErrorKind.BAD_CONFIG, "9")
+    assert "credit" in info.value.message and fake.received == []

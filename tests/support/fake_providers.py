@@ -9,7 +9,20 @@ One server answers all four providers on their real paths:
 
 Control (JSON over HTTP, so a test can drive a server in another process): ``GET /_fake/received``,
 ``POST /_fake/fail`` (inject failures), ``POST /_fake/optout`` (numbers the "carrier" reports as opted
-out), ``POST /_fake/latency``, ``POST /_fake/reset``.
+out), ``POST /_fake/credit`` (``{"provider": "vonage", "empty": true}``: the account is out of credit),
+``POST /_fake/latency``, ``POST /_fake/reset``, ``GET /_fake/receipts``.
+
+What each provider does with a recipient who opted out (its documentation, not our code's wishes):
+- Twilio refuses the send: HTTP 400, code 21610 (https://www.twilio.com/docs/api/errors/21610);
+- Telnyx refuses it: HTTP 409, code 40300 (https://developers.telnyx.com/api/errors/40300);
+- Vonage accepts it (status 0) and posts a delivery receipt with status failed/rejected and err-code 9
+  (https://developer.vonage.com/en/opt-out-assist/guides/messaging-opted-out-numbers);
+- Plivo accepts it (202) and posts a status callback with Status failed and ErrorCode 200
+  (https://www.plivo.com/docs/messaging/troubleshooting/error-codes).
+The receipts the fake "would post" are kept in ``receipts`` (signing.sign's fixture shape): a test posts
+them to optline's webhook, in any order relative to the send call's answer.
+Vonage out of credit answers HTTP 200 with the message's status "9", "Partner Quota Violation"
+(https://developer.vonage.com/en/api-errors/sms).
 
 In a thread: ``with FakeProviders() as fake: fake.url …``. As a process:
 ``python -m tests.support.fake_providers --port 0`` prints ``listening <port>`` on its first line.
@@ -36,10 +49,31 @@ TWILIO_SID, TWILIO_TOKEN = "AC" + "0" * 32, "twilio-test-token"
 VONAGE_KEY, VONAGE_SECRET = "vonagekey", "vonage-test-secret"
 PLIVO_ID, PLIVO_TOKEN = "MA" + "0" * 18, "plivo-test-token"
 TELNYX_KEY = "KEYtelnyxtest"
-OPTED_OUT = {"twilio": (400, {"code": 21610, "message": "Attempt to send to unsubscribed recipient"}),
-             "telnyx": (400, {"errors": [{"code": "40300", "title": "Blocked due to STOP message"}]}),
-             "plivo": (400, {"error": "destination number has opted out", "error_code": "200"}),
-             "vonage": (200, {"message-count": "1", "messages": [{"status": "9", "error-text": "opted out"}]})}  # fmt: skip
+# The send answers for an opted-out recipient of the providers that refuse at send time (module docstring).
+OPTED_OUT = {"twilio": (400, {"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400}),
+             "telnyx": (409, {"errors": [{"code": "40300", "title": "Blocked due to STOP message",
+                                          "detail": "Messages cannot be sent from your number to this destination "
+                                                    "because the destination has sent your number a stop message."}]})}  # fmt: skip
+VONAGE_OUT_OF_CREDIT = {
+    "message-count": "1",
+    "messages": [{"status": "9", "error-text": "Partner Quota Violation"}],
+}
+
+
+def vonage_opt_out_receipt(message_id: str, to: str, sender: str) -> dict[str, Any]:
+    """The delivery receipt Vonage posts for a message to a number that opted out (doc example's fields)."""
+    params = {"msisdn": to, "to": sender, "network-code": "310090", "messageId": message_id, "price": "0.00000000",
+              "status": "failed", "scts": datetime.now(UTC).strftime("%y%m%d%H%M"), "err-code": "9",
+              "api-key": VONAGE_KEY, "message-timestamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+    return {"provider": "vonage", "path": "/webhooks/vonage/status", "method": "POST", "mode": "md5hash",
+            "params": params}  # fmt: skip
+
+
+def plivo_opt_out_receipt(message_uuid: str, to: str, sender: str) -> dict[str, Any]:
+    """The status callback Plivo posts for a message to a number that opted out (error code 200)."""
+    params = {"MessageUUID": message_uuid, "Status": "failed", "From": sender, "To": to, "ErrorCode": "200",
+              "TotalRate": "0", "TotalAmount": "0", "Units": "1", "MessageTime": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+    return {"provider": "plivo", "path": "/webhooks/plivo/status", "params": params}
 
 
 class State:
@@ -51,6 +85,8 @@ class State:
         self.received: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
         self.opted_out: set[str] = set()
+        self.out_of_credit: set[str] = set()  # providers whose account has no credit left
+        self.receipts: list[dict[str, Any]] = []  # status callbacks the provider would post (fixture shape)
         self.latency = 0.0
         self.idempotency: dict[str, str] = {}
 
@@ -131,6 +167,9 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/_fake/received":
             with s.lock:
                 self._send(200, list(s.received))
+        elif url.path == "/_fake/receipts":
+            with s.lock:
+                self._send(200, list(s.receipts))
         elif url.path == f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json":
             with s.lock:
                 items = [m for m in s.received if m["provider"] == "twilio" and m["to"] == q.get("To")
@@ -161,6 +200,8 @@ class Handler(BaseHTTPRequestHandler):
                     s.failures.append({"times": 1, **data})
                 elif url.path == "/_fake/optout":
                     s.opted_out.update(data["numbers"])
+                elif url.path == "/_fake/credit":
+                    (s.out_of_credit.add if data.get("empty") else s.out_of_credit.discard)(data["provider"])
                 elif url.path == "/_fake/latency":
                     s.latency = float(data["seconds"])
                 elif url.path == "/_fake/reset":
@@ -211,10 +252,13 @@ class Handler(BaseHTTPRequestHandler):
         to, text, sender = form.get("to", ""), form.get("text", ""), form.get("from", "")
         if self._injected("vonage", to, lambda: self.state.record("vonage", to, sender, text)):
             return
-        if to in self.state.opted_out:
-            self._send(*OPTED_OUT["vonage"])
+        if "vonage" in self.state.out_of_credit:
+            self._send(200, VONAGE_OUT_OF_CREDIT)
             return
         m = self.state.record("vonage", to, sender, text, form.get("client-ref"))
+        if to in self.state.opted_out:  # accepted; the carrier's refusal comes back as a receipt
+            with self.state.lock:
+                self.state.receipts.append(vonage_opt_out_receipt(m["sid"], to, sender))
         self._send(
             200, {"message-count": "1", "messages": [{"status": "0", "message-id": m["sid"], "to": to}]}
         )
@@ -227,10 +271,10 @@ class Handler(BaseHTTPRequestHandler):
         to, text, sender = str(data.get("dst", "")), str(data.get("text", "")), str(data.get("src", ""))
         if self._injected("plivo", to, lambda: self.state.record("plivo", to, sender, text)):
             return
-        if to in self.state.opted_out:
-            self._send(*OPTED_OUT["plivo"])
-            return
         m = self.state.record("plivo", to, sender, text)
+        if to in self.state.opted_out:  # accepted; the opt-out comes back in the status callback
+            with self.state.lock:
+                self.state.receipts.append(plivo_opt_out_receipt(m["sid"], to, sender))
         self._send(
             202, {"api_id": str(uuid.uuid4()), "message": "message(s) queued", "message_uuid": [m["sid"]]}
         )
@@ -302,6 +346,11 @@ class FakeProviders:
     def fail(self, **rule: Any) -> None:
         with self.state.lock:
             self.state.failures.append({"times": 1, **rule})
+
+    @property
+    def receipts(self) -> list[dict[str, Any]]:
+        with self.state.lock:
+            return list(self.state.receipts)
 
 
 class RemoteFake:

@@ -254,9 +254,10 @@ def missing_fields(
     counts = [
         func.count(case((func.coalesce(contacts.c.attributes[f].as_string(), "") == "", 1))) for f in names
     ]
+    rows = audience_rows(conn, program_id, audience_filter)  # the same audience the send queues
     row = conn.execute(
         select(func.count(), *counts)
-        .select_from(_joined(program_id))
-        .where(eligible(conn, program_id, audience_filter or {}))
+        .select_from(rows.join(contacts, contacts.c.id == rows.c.contact_id))
+        .where(rows.c.reason.is_(None))
     ).one()
     return int(row[0]), {f: int(n) for f, n in zip(names, row[1:], strict=True)}

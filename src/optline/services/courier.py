@@ -21,7 +21,9 @@ What the courier does not change (``services/dispatch.py``'s docstring has the w
 The courier is ``python -m optline.services.courier`` with one end of a socket pair, speaking
 multiprocessing's Connection (pickled messages): worker → courier the SenderFactory first, then
 ``(batch_id, [Handover], deadline, prepare_seconds)`` per batch, ``None`` to stop; courier → worker
-``("ready",)``, ``("prefetch", batch_id)``, ``("done", batch_id, [Delivery])``, ``("failed", reason)``.
+``("ready",)``, ``("prefetch", batch_id)``, ``("delivered", batch_id, Delivery)`` as each call returns (the
+worker stores the provider id at once), ``("done", batch_id, [Delivery])`` (all of the batch, the expired
+ones included), ``("failed", reason)``.
 (Not ``multiprocessing.Process``: its spawn mode re-imports the parent's ``__main__``, which a service's
 entry point — or a script embedding the worker — need not be written for; fork copies threads mid-way.)
 """
@@ -43,7 +45,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from optline.adapters.clock import SystemClock
-from optline.adapters.providers.base import OutboundSms, ProviderError, Sender
+from optline.adapters.providers.base import ErrorKind, OutboundSms, ProviderError, Sender
 from optline.services.rate_limit import RateLimiter
 
 # Pipelined workers prepare the next batch when the current one's remaining provider calls should take
@@ -79,6 +81,9 @@ class Delivery:
     error: ProviderError | None = None
     at: datetime | None = None  # when the provider answered
     expired: bool = False  # not attempted: past the batch's deadline, or the worker is gone
+    # Not attempted either: an earlier call of the batch found the account misconfigured (bad credentials,
+    # out of credit), which every further call would hit too. The error is that call's.
+    held_back: ProviderError | None = None
 
 
 def prefetch_due(done: int, total: int, elapsed: float, prepare_seconds: float) -> bool:
@@ -105,20 +110,32 @@ def deliver_one(
 
 
 def deliver_all(sender: Sender, limiter: RateLimiter, items: Sequence[Handover], *, deadline: float,
-                now: Callable[[], datetime], progress: Callable[[int, float], bool] | None = None) -> list[Delivery]:  # fmt: skip
+                now: Callable[[], datetime], progress: Callable[[int, float], bool] | None = None,
+                on_delivery: Callable[[Delivery], None] | None = None) -> list[Delivery]:  # fmt: skip
     """Hand ``items`` over in order. No call starts at or after ``deadline`` (``time.monotonic()``): once
     the lease can be reclaimed another worker reconciles and may resend, so a call still in flight then
     could become a duplicate. ``progress(done, seconds so far)`` runs before each call; False stops the
-    batch (the rest expire)."""
+    batch (the rest expire). A configuration error (ErrorKind.BAD_CONFIG: credentials, credit) stops it
+    too: the rest are held back, not sent to fail the same way. ``on_delivery`` gets each call's result as soon as the call returns, so the
+    provider id can be stored at once (a receipt may already be on its way)."""
     deliveries: list[Delivery] = []
     started = time.monotonic()
     going = True
+    config_error: ProviderError | None = None
     for done, item in enumerate(items):
         moment = time.monotonic()
+        if config_error is not None:
+            deliveries.append(Delivery(item.message_id, held_back=config_error))
+            continue
         if going and progress is not None:
             going = progress(done, moment - started)
         if going and moment < deadline:
             deliveries.append(deliver_one(sender, limiter, item, now))
+            if on_delivery is not None:
+                on_delivery(deliveries[-1])
+            error = deliveries[-1].error
+            if error is not None and error.kind is ErrorKind.BAD_CONFIG:
+                config_error = error
         else:
             deliveries.append(Delivery(item.message_id, expired=True))
     return deliveries
@@ -168,6 +185,10 @@ class Courier:
         except OSError as exc:
             self._reap()
             raise CourierGone(f"the courier process is gone ({exc})") from None
+
+    def has_more(self) -> bool:
+        """Whether an event is already waiting (the worker then reads it before writing what it has)."""
+        return self._conn is not None and self._conn.poll(0)
 
     def receive(self, timeout: float | None = None) -> tuple[Any, ...]:
         conn = self._conn
@@ -250,7 +271,11 @@ def _deliver(conn: Connection, sender: Sender, limiter: RateLimiter, clock: Syst
             conn.send(("prefetch", batch_id))
         return True
 
-    return deliver_all(sender, limiter, items, deadline=deadline, now=clock.now, progress=progress)
+    def delivered(delivery: Delivery) -> None:
+        conn.send(("delivered", batch_id, delivery))
+
+    return deliver_all(sender, limiter, items, deadline=deadline, now=clock.now, progress=progress,
+                       on_delivery=delivered)  # fmt: skip
 
 
 if __name__ == "__main__":

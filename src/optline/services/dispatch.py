@@ -6,10 +6,22 @@ One batch goes through three short transactions and the provider calls between t
    PostgreSQL the inner SELECT is ``FOR UPDATE SKIP LOCKED`` so any number of workers on any number of
    machines take disjoint batches; on SQLite the write lock (``BEGIN IMMEDIATE``) serialises claimers.
    Leases expire: a claimed or sending message whose worker died is reclaimed by another worker.
+   Two lanes (``messages.priority``, outbox.REPLY_LANE): replies — opt-out confirmations, HELP, sign-up
+   prompts — are claimed first, through a partial index of their own, so a 100k campaign in the queue
+   never holds a confirmation back; campaign messages fill the rest of the batch.
 2. **check** — THE SEND-TIME CHECK (DESIGN.md invariant 2), quiet hours, caps, composition, and marking
    the message ``sending`` with ``handed_over_at`` — all in one transaction that starts after the claim
    committed. Only messages marked ``sending`` by this transaction are handed to the provider.
-3. **record** — provider answers become ``sent`` / retry later / ``failed`` / opted out at the provider.
+3. **record** — provider answers become ``sent`` / retry later / ``failed`` / opted out at the provider,
+   stored as each call returns (in writes at most ``STREAM_INTERVAL`` apart, or as the courier streams
+   them back), so a delivery receipt finds its message; one that still comes first is kept and applied
+   in the transaction that stores the id (``services/receipts.py``).
+
+Every status write is guarded (``_write``: ``WHERE status = <expected> AND lease_owner = <this worker>``):
+a row cancelled, paused back to the queue or reclaimed by another worker since our claim is left alone,
+not handed over, and counted as ``lost``. The campaigns of the messages about to be marked ``sending``
+are re-read (FOR SHARE on PostgreSQL) just before that write, so a pause or cancel committed during the
+check wins over it.
 
 Why an opt-out committed before the check can never be missed:
 - ``services.consent.record`` writes the ledger event and the ``subscriptions`` projection in ONE
@@ -59,11 +71,13 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
+    literal_column,
     or_,
     select,
     text,
     update,
 )
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import TextClause
 
 from optline.adapters.clock import Clock, as_utc
@@ -75,7 +89,7 @@ from optline.domain import caps, compose, quiet_hours, segments
 from optline.domain.consent import Action, Channel, Status
 from optline.domain.optout_links import new_token
 from optline.domain.phones import InvalidPhoneNumber, parse_phone
-from optline.services import consent
+from optline.services import consent, receipts
 from optline.services.courier import (
     Courier,
     CourierGone,
@@ -86,7 +100,7 @@ from optline.services.courier import (
     deliver_one,
     prefetch_due,
 )
-from optline.services.outbox import REPLY_KINDS, Kind
+from optline.services.outbox import REPLY_KINDS, REPLY_LANE, Kind
 from optline.services.rate_limit import RateLimiter
 
 log = logging.getLogger("optline.dispatch")
@@ -98,6 +112,9 @@ PERSON_COLUMNS = ("id", "phone", "region", "time_zone", "us_state", "locale", "a
 # The longest a provider call can take (http_errors.DEFAULT_TIMEOUT) plus slack: no call starts later
 # than this before the lease ends.
 SEND_MARGIN = 12.0
+# Provider ids are stored as their calls return, in writes at most this far apart (a receipt may arrive
+# before the batch ends; one that still arrives first is kept and applied when the id is stored).
+STREAM_INTERVAL = 0.1
 
 
 @dataclass
@@ -129,6 +146,7 @@ class Counts:
     retried: int = 0
     failed: int = 0
     released: int = 0
+    lost: int = 0  # writes whose guard failed: the row was no longer ours (cancelled, reclaimed): not sent
 
     def add(self, other: Counts) -> None:
         for name in vars(self):
@@ -139,6 +157,7 @@ class Counts:
 class _Outcome:
     id: int
     values: dict[str, Any]
+    tally: str | None = None  # the Counts field this outcome adds one to, once its guarded write landed
 
 
 @dataclass
@@ -155,6 +174,7 @@ class _Batch:
     to_send: list[_ToSend]
     deadline: float  # time.monotonic() after which none of its provider calls may start (lease budget)
     counts: Counts
+    recorded: set[int] = field(default_factory=set)  # message ids whose outcome is already stored
 
     @property
     def campaign_ids(self) -> set[int]:
@@ -182,26 +202,44 @@ class Dispatcher:
 
     # -- 1. claim ----------------------------------------------------------------------------------
     def claim(self, conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
+        """Claim up to ``limit`` messages: the reply lane first (outbox.REPLY_LANE: confirmations, HELP,
+        sign-up prompts), then the rest. A reply enqueued behind a 100k campaign is in the next batch."""
+        rows = self._claim_lane(conn, now, limit, reply=True)
+        if len(rows) < limit:
+            rows += self._claim_lane(conn, now, limit - len(rows), reply=False)
+        return sorted(rows, key=lambda r: r["id"])
+
+    def _claim_lane(
+        self, conn: Connection, now: datetime, limit: int, *, reply: bool
+    ) -> list[dict[str, Any]]:
+        rows = conn.execute(
+            update(messages)
+            .where(messages.c.id.in_(self.pick(conn, now, limit, reply=reply).scalar_subquery()))
+            .values(status="claimed", lease_owner=self.worker_id, lease_expires_at=now + self._lease(),
+                    updated_at=now)
+            .returning(*messages.c)
+        ).all()  # fmt: skip
+        return [r._asdict() for r in rows]
+
+    def pick(self, conn: Connection, now: datetime, limit: int, *, reply: bool) -> Select[tuple[int]]:
+        """The ids one lane's claim takes (its own statement, so a test can EXPLAIN it)."""
         sending_campaigns = select(campaigns.c.id).where(campaigns.c.status == "sending")
         ready = and_(messages.c.status.in_(("queued", "deferred")),
                      or_(messages.c.not_before.is_(None), messages.c.not_before <= now))  # fmt: skip
         stale = and_(messages.c.status.in_(("claimed", "sending")), messages.c.lease_expires_at < now)
+        # A literal, not a parameter: only then can the planner prove the reply lane's partial index
+        # (ix_messages_reply_lane, WHERE priority = 0) applies, in every plan it caches.
+        lane: Any = literal_column(str(REPLY_LANE))
         pick = (
             select(messages.c.id)
+            .where(messages.c.priority == lane if reply else messages.c.priority != lane)
             .where(or_(ready, stale))
             .where(or_(messages.c.campaign_id.is_(None), messages.c.campaign_id.in_(sending_campaigns)))
             .limit(limit)
         )
         if conn.dialect.name == "postgresql":
             pick = pick.with_for_update(skip_locked=True, of=messages)
-        rows = conn.execute(
-            update(messages)
-            .where(messages.c.id.in_(pick.scalar_subquery()))
-            .values(status="claimed", lease_owner=self.worker_id, lease_expires_at=now + self._lease(),
-                    updated_at=now)
-            .returning(*messages.c)
-        ).all()  # fmt: skip
-        return sorted((r._asdict() for r in rows), key=lambda r: r["id"])
+        return pick
 
     def _lease(self) -> timedelta:
         # Long enough for a whole batch at the configured rate, plus one provider call's worst case.
@@ -215,8 +253,10 @@ class Dispatcher:
         # Re-read our rows: only those still claimed by us go on (a slow worker may have lost its lease).
         current = {r.id: r for r in conn.execute(
             select(messages.c.id, messages.c.status, messages.c.lease_owner).where(one_of(conn, messages.c.id, ids)))}  # fmt: skip
-        claimed = [m for m in claimed if current[m["id"]].status == "claimed"
-                   and current[m["id"]].lease_owner == self.worker_id]  # fmt: skip
+        ours = [m for m in claimed if current[m["id"]].status == "claimed"
+                and current[m["id"]].lease_owner == self.worker_id]  # fmt: skip
+        counts.lost += len(claimed) - len(ours)
+        claimed = ours
         if not claimed:
             return []
         campaign_status = {r.id: r.status for r in conn.execute(
@@ -260,8 +300,7 @@ class Dispatcher:
             if m["campaign_id"] and campaign_status.get(m["campaign_id"]) != "sending":
                 state = campaign_status.get(m["campaign_id"])
                 status = "cancelled" if state == "cancelled" else "queued"
-                outcomes.append(_Outcome(m["id"], {**base, "status": status}))
-                counts.released += 1
+                outcomes.append(_Outcome(m["id"], {**base, "status": status}, "released"))
                 continue
             rate = settings.get("rate_per_second", self.config.rate_per_second)
             if kind not in REPLY_KINDS:
@@ -269,19 +308,17 @@ class Dispatcher:
                     conn, kind, m, program, consent_rows.get((m["contact_id"], m["program_id"]))
                 )
                 if refusal:
-                    outcomes.append(_Outcome(m["id"], {**base, "status": "suppressed", "reason": refusal}))
-                    counts.suppressed += 1
+                    outcomes.append(
+                        _Outcome(m["id"], {**base, "status": "suppressed", "reason": refusal}, "suppressed")
+                    )
                     continue
                 later = history.quiet_or_capped(m, person, settings, kind)
                 if later is not None:
                     status, when, reason = later
+                    values = {**base, "status": status, "not_before": when, "reason": reason}
                     outcomes.append(
-                        _Outcome(m["id"], {**base, "status": status, "not_before": when, "reason": reason})
+                        _Outcome(m["id"], values, "skipped" if status == "skipped" else "deferred")
                     )
-                    if status == "skipped":
-                        counts.skipped += 1
-                    else:
-                        counts.deferred += 1
                     continue
             if rate:  # counted over the messages about to be handed over, suppressed ones take no turn
                 key = m["from_phone"] or "-"  # the rate limiter's key (deliver)
@@ -290,8 +327,7 @@ class Dispatcher:
                     # Handed over now, this message would wait for its sender's rate limit longer than the
                     # window: back to the queue, to be checked again when it is next claimed, so that its
                     # check stays close to its hand-over.
-                    outcomes.append(_Outcome(m["id"], {**base, "status": "queued"}))
-                    counts.released += 1
+                    outcomes.append(_Outcome(m["id"], {**base, "status": "queued"}, "released"))
                     continue
             body, segs, token = m["body"], m["segments"], m["optout_token"]
             if segs == 0:  # a campaign row still holding the template: compose it for this contact now
@@ -310,8 +346,7 @@ class Dispatcher:
                     )  # fmt: skip
                 except compose.TemplateError as exc:
                     outcomes.append(_Outcome(m["id"], {**base, "status": "failed", "reason": str(exc)[:200],
-                                                       "error_code": "template"}))  # fmt: skip
-                    counts.failed += 1
+                                                       "error_code": "template"}, "failed"))  # fmt: skip
                     continue
                 body, segs = composed.body, segments.count(composed.body).segments
             history.note_handover(m, now)
@@ -332,8 +367,57 @@ class Dispatcher:
                 m["id"], sms, reconcile, m["from_phone"] or "-", float(rate) if rate else None
             )
             to_send.append(_ToSend({**m, "body": body}, handover, m["attempts"] + 1, program))
-        _write(conn, outcomes)
-        return to_send
+        to_send = self._hold_for_campaigns(conn, to_send, outcomes, now)
+        # Every write is guarded (still 'claimed', still ours): a cancel or a reclaim that committed since
+        # our claim wins, and a row whose guard failed is neither handed over nor counted as ours.
+        written = _write(conn, outcomes, expect=("claimed", self.worker_id))
+        self._tally(outcomes, written, counts, "check")
+        return [item for item in to_send if item.row["id"] in written]
+
+    def _hold_for_campaigns(
+        self, conn: Connection, to_send: list[_ToSend], outcomes: list[_Outcome], now: datetime
+    ) -> list[_ToSend]:
+        """Re-read the campaigns of the messages about to be marked 'sending', at the last moment.
+
+        A pause or cancel (services/campaigns.py, which locks the campaign row FOR UPDATE) that committed
+        while the check ran wins: its messages go back to the queue or are cancelled. On PostgreSQL the
+        rows are read FOR SHARE, so a pause or cancel still in progress is waited for and then read; one
+        that starts after this read waits for the check to commit (it is later than the check). On SQLite
+        the check holds the write lock throughout, so nothing commits during it."""
+        ids = sorted({i.row["campaign_id"] for i in to_send if i.row["campaign_id"]})
+        if not ids:
+            return to_send
+        stmt = (
+            select(campaigns.c.id, campaigns.c.status).where(campaigns.c.id.in_(ids)).order_by(campaigns.c.id)
+        )
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(read=True)
+        state = {r.id: r.status for r in conn.execute(stmt)}
+        stopped = {cid for cid in ids if state.get(cid) != "sending"}
+        if not stopped:
+            return to_send
+        base = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+        by_id = {o.id: n for n, o in enumerate(outcomes)}
+        kept: list[_ToSend] = []
+        for item in to_send:
+            cid = item.row["campaign_id"]
+            if cid not in stopped:
+                kept.append(item)
+                continue
+            status = "cancelled" if state.get(cid) == "cancelled" else "queued"
+            outcomes[by_id[item.row["id"]]] = _Outcome(item.row["id"], {**base, "status": status}, "released")
+        return kept
+
+    def _tally(self, outcomes: list[_Outcome], written: set[int], counts: Counts, step: str) -> None:
+        for o in outcomes:
+            if o.id not in written:
+                counts.lost += 1
+            elif o.tally is not None:
+                setattr(counts, o.tally, getattr(counts, o.tally) + 1)
+        lost = [o.id for o in outcomes if o.id not in written]
+        if lost:
+            log.warning("%s: %d message(s) no longer ours, left alone (cancelled or reclaimed): %s",
+                        step, len(lost), lost[:20])  # fmt: skip
 
     # -- 3. hand over and record --------------------------------------------------------------------
     def deliver(self, item: _ToSend) -> _Outcome:
@@ -346,6 +430,12 @@ class Dispatcher:
         if delivery.expired:
             return _Outcome(item.row["id"], {"status": "queued", "reason": "lease budget used up",
                                              "lease_owner": None, "lease_expires_at": None})  # fmt: skip
+        if delivery.held_back is not None:  # not attempted: the account is misconfigured (see _failure)
+            exc = delivery.held_back
+            return _Outcome(item.row["id"], {"status": "queued", "reason": _config_reason(exc, attempted=False),
+                                             "not_before": now + self._config_pause(), "error_code": exc.code,
+                                             "error_message": exc.message[:500], "lease_owner": None,
+                                             "lease_expires_at": None, "updated_at": now})  # fmt: skip
         if delivery.error is not None:
             return self._failure(item, delivery.error, now)
         assert delivery.provider_id is not None
@@ -363,39 +453,50 @@ class Dispatcher:
             return _Outcome(item.row["id"], {**base, "status": "queued", "not_before": now + timedelta(seconds=delay),
                                              "reason": f"retry: {exc.code}"})  # fmt: skip
         if exc.kind is ErrorKind.BAD_CONFIG:
-            # Our credentials or sender are wrong: nothing about this message; retry later, loudly.
+            # Our credentials, sender or credit are wrong: nothing about this message or its recipient (no
+            # ledger event); back to the queue for later, loudly, until the attempts run out.
             log.error("provider configuration error (message %s): %s", item.row["id"], exc.message)
             if item.attempts < self.config.max_attempts:
-                return _Outcome(item.row["id"], {**base, "status": "queued", "reason": "provider configuration error",
-                                                 "not_before": now + timedelta(seconds=self.config.backoff_max / 6)})  # fmt: skip
+                return _Outcome(item.row["id"], {**base, "status": "queued", "reason": _config_reason(exc, attempted=True),
+                                                 "not_before": now + self._config_pause()})  # fmt: skip
+            return _Outcome(
+                item.row["id"], {**base, "status": "failed", "reason": _config_reason(exc, attempted=True)}
+            )
         if exc.kind is ErrorKind.OPTED_OUT:
             return _Outcome(item.row["id"], {**base, "status": "suppressed",
                                              "reason": "recipient opted out at the provider"})  # fmt: skip
         reason = "gave up after retries" if exc.kind is ErrorKind.RETRY else "permanent provider error"
         return _Outcome(item.row["id"], {**base, "status": "failed", "reason": reason})
 
+    def _config_pause(self) -> timedelta:
+        return timedelta(seconds=self.config.backoff_max / 6)
+
     def record(
         self, conn: Connection, items: list[_ToSend], outcomes: list[_Outcome], counts: Counts
     ) -> None:
-        # Only rows still 'sending' (ours) are updated; a reclaimer reconciles anything we lost.
-        _write(conn, outcomes, only_status="sending")
+        # Only rows still 'sending' and ours are updated; a reclaimer reconciles anything we lost.
+        tallies = {"sent": "sent", "queued": "retried", "suppressed": "suppressed"}
+        for o in outcomes:
+            o.tally = tallies.get(o.values["status"], "failed")
+        provider_ids = {
+            o.values["provider_message_id"]: o.id for o in outcomes if o.values["status"] == "sent"
+        }
+        # Before the write: a receipt for these ids arriving now waits, then finds its message (receipts.py).
+        receipts.lock_keys(conn, self.sender.name, sorted(provider_ids))
+        written = _write(conn, outcomes, expect=("sending", self.worker_id))
+        self._tally(outcomes, written, counts, "record")
+        # Receipts that arrived before their message's provider id was stored: applied now, in this write.
+        receipts.apply_pending(conn, self.clock, self.sender.name,
+                               {pid: mid for pid, mid in provider_ids.items() if mid in written})  # fmt: skip
         by_id = {i.row["id"]: i for i in items}
         for o in outcomes:
-            status = o.values["status"]
-            if status == "sent":
-                counts.sent += 1
-            elif status == "queued":
-                counts.retried += 1
-            elif status == "suppressed":
-                counts.suppressed += 1
+            if o.values["status"] == "suppressed":
                 item = by_id[o.id]
                 # The provider says this person opted out: that is a consent event (ledger), never ignored.
                 consent.record(conn, self.clock, contact_id=item.row["contact_id"], program=item.opted_out_program or {},
                                action=Action.OPT_OUT, channel=Channel.PROVIDER,
                                evidence={"provider": self.sender.name, "error_code": o.values["error_code"],
                                          "message_id": item.row["id"], "error_message": o.values["error_message"]})  # fmt: skip
-            else:
-                counts.failed += 1
 
     def start(self) -> None:
         """Start the courier process now, if one is configured (else it starts with the first batch)."""
@@ -426,12 +527,13 @@ class Dispatcher:
         if not batch.claimed:
             counts.add(self.flush())
             return counts
-        outcomes = self._deliver_batch(batch, prefetch=self.config.pipeline)
+        items, outcomes, streamed = self._deliver_batch(batch, prefetch=self.config.pipeline)
+        counts.add(streamed)
         if not self.config.pipeline:
-            counts.add(self._record_batch(batch.to_send, outcomes, batch.campaign_ids))
+            counts.add(self._record_batch(items, outcomes, batch.campaign_ids))
             return counts
         counts.add(self.flush())
-        self._pending = self._pool().submit(self._record_batch, batch.to_send, outcomes, batch.campaign_ids)
+        self._pending = self._pool().submit(self._record_batch, items, outcomes, batch.campaign_ids)
         return counts
 
     def _run_once_with_courier(self, courier: Courier, *, prefetch: bool = True) -> Counts:
@@ -445,10 +547,21 @@ class Dispatcher:
                 return self._settle_unsendable(batch)
             self._submit(courier, batch)
         head_id, head = self._at_courier[0]
+        fresh: list[Delivery] = []  # results received, not stored yet
+        since = time.monotonic()  # when the oldest of them arrived
         try:
             while True:
                 event = courier.receive()
-                if prefetch and event[0] == "prefetch" and event[1] == head_id and len(self._at_courier) == 1:
+                if event[0] == "delivered" and event[1] == head_id:
+                    # Store provider ids as the calls return: whatever arrived meanwhile in one write.
+                    since = since if fresh else time.monotonic()
+                    fresh.append(event[2])
+                    if not courier.has_more() or time.monotonic() - since >= STREAM_INTERVAL:
+                        counts.add(self._record_deliveries(head, fresh))
+                        fresh = []
+                elif (
+                    prefetch and event[0] == "prefetch" and event[1] == head_id and len(self._at_courier) == 1
+                ):
                     batch = self._prepare()
                     if batch.to_send:
                         self._submit(courier, batch)  # the courier starts on it as soon as it finishes N
@@ -456,11 +569,11 @@ class Dispatcher:
                         counts.add(self._settle_unsendable(batch))
                 elif event[0] == "done" and event[1] == head_id:
                     self._at_courier.popleft()
-                    outcomes = [
-                        self._outcome(item, d) for item, d in zip(head.to_send, event[2], strict=True)
-                    ]
+                    rest = [(i, d) for i, d in zip(head.to_send, event[2], strict=True)
+                            if i.row["id"] not in head.recorded]  # fmt: skip
                     counts.add(head.counts)
-                    counts.add(self._record_batch(head.to_send, outcomes, head.campaign_ids))
+                    counts.add(self._record_batch([i for i, _ in rest], [self._outcome(i, d) for i, d in rest],
+                                                  head.campaign_ids))  # fmt: skip
                     return counts
         except CourierGone:
             # What it held stays 'sending' with handed_over_at: the lease expires and the next claim
@@ -503,8 +616,36 @@ class Dispatcher:
         self._prepare_seconds = time.monotonic() - started
         return _Batch(claimed, to_send, deadline, counts)
 
-    def _deliver_batch(self, batch: _Batch, *, prefetch: bool) -> list[_Outcome]:
+    def _record_deliveries(self, batch: _Batch, deliveries: list[Delivery]) -> Counts:
+        """Store the outcomes of calls that just returned (their provider ids), before the batch ends."""
+        by_id = {i.row["id"]: i for i in batch.to_send}
+        items = [by_id[d.message_id] for d in deliveries if d.message_id not in batch.recorded]
+        outcomes = [
+            self._outcome(by_id[d.message_id], d) for d in deliveries if d.message_id not in batch.recorded
+        ]
+        counts = Counts()
+        if items:
+            with self.db.transaction() as conn:
+                self.record(conn, items, outcomes, counts)
+            batch.recorded.update(i.row["id"] for i in items)
+        return counts
+
+    def _deliver_batch(
+        self, batch: _Batch, *, prefetch: bool
+    ) -> tuple[list[_ToSend], list[_Outcome], Counts]:
+        """Hand the batch over, storing results as they come (at most ``STREAM_INTERVAL`` apart); returns
+        what is left to record (the items and their outcomes) and the counts of what was stored."""
         total = len(batch.to_send)
+        streamed = Counts()
+        fresh: list[Delivery] = []
+        last_write = time.monotonic()
+
+        def delivered(delivery: Delivery) -> None:
+            nonlocal fresh, last_write
+            fresh.append(delivery)
+            if time.monotonic() - last_write >= STREAM_INTERVAL:
+                streamed.add(self._record_deliveries(batch, fresh))
+                fresh, last_write = [], time.monotonic()
 
         def progress(done: int, elapsed: float) -> bool:
             if (
@@ -516,8 +657,14 @@ class Dispatcher:
             return True
 
         deliveries = deliver_all(self.sender, self.limiter, [i.handover for i in batch.to_send],
-                                 deadline=batch.deadline, now=self.clock.now, progress=progress)  # fmt: skip
-        return [self._outcome(item, d) for item, d in zip(batch.to_send, deliveries, strict=True)]
+                                 deadline=batch.deadline, now=self.clock.now, progress=progress,
+                                 on_delivery=delivered)  # fmt: skip
+        rest = [
+            (i, d)
+            for i, d in zip(batch.to_send, deliveries, strict=True)
+            if i.row["id"] not in batch.recorded
+        ]
+        return [i for i, _ in rest], [self._outcome(i, d) for i, d in rest], streamed
 
     def _take_prefetched(self) -> _Batch | None:
         future, self._prefetched = self._prefetched, None
@@ -562,9 +709,10 @@ class Dispatcher:
             batch = self._take_prefetched()
             if batch is not None and batch.claimed:
                 counts.add(batch.counts)
-                outcomes = self._deliver_batch(batch, prefetch=False)
+                items, outcomes, streamed = self._deliver_batch(batch, prefetch=False)
+                counts.add(streamed)
                 counts.add(self.flush())
-                counts.add(self._record_batch(batch.to_send, outcomes, batch.campaign_ids))
+                counts.add(self._record_batch(items, outcomes, batch.campaign_ids))
             counts.add(self.flush())
         finally:
             if self._courier is not None:
@@ -580,6 +728,11 @@ class Dispatcher:
             value = conn.execute(select(func.min(messages.c.not_before)).where(
                 messages.c.status.in_(("queued", "deferred")))).scalar()  # fmt: skip
         return as_utc(value) if value else None
+
+
+def _config_reason(exc: ProviderError, *, attempted: bool) -> str:
+    what = "provider configuration error" if attempted else "held back: provider configuration error"
+    return f"{what} ({exc.code}): {exc.message}"[:200]
 
 
 def _consent_refusal(
@@ -689,38 +842,47 @@ def _zones(person: Mapping[str, Any]) -> tuple[str, ...]:
     return quiet_hours.zones_for(person.get("time_zone"), number_zones, person.get("region"))
 
 
-def _write(conn: Connection, outcomes: list[_Outcome], only_status: str | None = None) -> None:
-    """Group outcomes by the columns they set; write each group with one statement.
+def _write(conn: Connection, outcomes: list[_Outcome], *, expect: tuple[str, str]) -> set[int]:
+    """Write the outcomes, each guarded by ``expect`` = (status, lease owner) the row must still have;
+    returns the ids whose write landed. Every status write of dispatch goes through here, so a cancel, a
+    pause's release or another worker's reclaim that committed meanwhile is never overwritten.
 
-    On PostgreSQL a group is one ``UPDATE … FROM unnest(<one array per column>)``: the statement-level
-    analytics trigger on ``messages`` (adapters/db/counters.py) then runs once per group instead of once
-    per message — it was most of the database's work per message — and the SQL text depends only on the
-    column set, so it is compiled and prepared once. (A ``FROM (VALUES …)`` with one parameter per cell
-    was measured slower than executemany: compiling 2,000 parameters per batch cost more than it saved.)
-    SQLite has no statement-level triggers to save: one executemany UPDATE per group.
+    Outcomes are grouped by the columns they set. On PostgreSQL a group is one ``UPDATE … FROM
+    unnest(<one array per column>) … RETURNING``: the statement-level analytics trigger on ``messages``
+    (adapters/db/counters.py) then runs once per group instead of once per message — it was most of the
+    database's work per message — and the SQL text depends only on the column set, so it is compiled and
+    prepared once. (A ``FROM (VALUES …)`` with one parameter per cell was measured slower than
+    executemany: compiling 2,000 parameters per batch cost more than it saved.) SQLite has no
+    statement-level triggers to save, and its executemany cannot say which rows matched: one UPDATE …
+    RETURNING per row (in-process, microseconds each).
     """
+    written: set[int] = set()
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for o in outcomes:
         groups[tuple(sorted(o.values))].append({"b_id": o.id, **o.values})
+    status, owner = expect
     for columns, rows in groups.items():
         if conn.dialect.name == "postgresql":
             # A value shared by the whole group (status, hand-over time, provider…) is sent once.
             same = tuple(c for c in columns if all(r[c] == rows[0][c] for r in rows))
             params: dict[str, Any] = {n: [r[n] for r in rows] for n in ("b_id", *columns) if n not in same}
             params.update({c: rows[0][c] for c in same})
-            if only_status is not None:
-                params["only_status"] = only_status
-            conn.execute(_update_from_arrays(conn, columns, same, only_status), params)
+            params.update(expect_status=status, expect_owner=owner)
+            written.update(conn.execute(_update_from_arrays(conn, columns, same), params).scalars())
             continue
-        where = messages.c.id == bindparam("b_id")
-        if only_status is not None:
-            where = and_(where, messages.c.status == only_status)
-        conn.execute(update(messages).where(where).values({c: bindparam(c) for c in columns}), rows)
+        stmt = (
+            update(messages)
+            .where(messages.c.id == bindparam("b_id"), messages.c.status == status,
+                   messages.c.lease_owner == owner)
+            .values({c: bindparam(c) for c in columns})
+            .returning(messages.c.id)
+        )  # fmt: skip
+        for row in rows:
+            written.update(conn.execute(stmt, row).scalars())
+    return written
 
 
-def _update_from_arrays(
-    conn: Connection, columns: tuple[str, ...], same: tuple[str, ...], only_status: str | None
-) -> TextClause:
+def _update_from_arrays(conn: Connection, columns: tuple[str, ...], same: tuple[str, ...]) -> TextClause:
     def sql_type(column: str) -> str:
         # VARCHAR(n)[] would silently truncate; the unbounded type lets the column's own limit refuse.
         return re.sub(r"\(\d+\)", "", messages.c[column].type.compile(dialect=conn.dialect))
@@ -728,10 +890,10 @@ def _update_from_arrays(
     varying = [c for c in columns if c not in same]
     arrays = ", ".join(["CAST(:b_id AS BIGINT[])", *(f"CAST(:{c} AS {sql_type(c)}[])" for c in varying)])
     values = [f"{c} = CAST(:{c} AS {sql_type(c)})" if c in same else f"{c} = v.{c}" for c in columns]
-    status = " AND m.status = :only_status" if only_status is not None else ""
     return text(
         f"UPDATE messages AS m SET {', '.join(values)} "
-        f"FROM unnest({arrays}) AS v({', '.join(['b_id', *varying])}) WHERE m.id = v.b_id{status}"
+        f"FROM unnest({arrays}) AS v({', '.join(['b_id', *varying])}) "
+        "WHERE m.id = v.b_id AND m.status = :expect_status AND m.lease_owner = :expect_owner RETURNING m.id"
     )
 
 

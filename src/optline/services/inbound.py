@@ -20,11 +20,11 @@ from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db import contacts as contact_repo
 from optline.adapters.db import programs as program_repo
 from optline.adapters.db.tables import inbound_messages, messages
-from optline.adapters.providers.base import InboundSms, StatusUpdate
+from optline.adapters.providers.base import InboundSms
 from optline.domain.classify import Classification, Intent, classify, normalise
 from optline.domain.consent import Action, Channel, Status
 from optline.domain.phones import InvalidPhoneNumber, parse_phone, read_sender
-from optline.services import consent, outbox, signup
+from optline.services import consent, outbox, receipts, signup
 from optline.services.outbox import Kind
 from optline.services.programs import program_for_sender
 
@@ -367,56 +367,7 @@ def _claim(
 
 
 # --- status callbacks -------------------------------------------------------------------------------------
-
-# How far along a message is; a callback never moves it backwards (they arrive out of order and twice).
-_RANK = {"queued": 0, "claimed": 1, "sending": 2, "sent": 3, "delivered": 4, "undelivered": 4, "failed": 4}
-
-
-@dataclass
-class StatusResult:
-    message_id: int | None
-    changed: bool
-    consent_event_id: int | None = None
-    note: str = ""
-
-
-def record_status(conn: Connection, clock: Clock, update_: StatusUpdate) -> StatusResult:
-    now = clock.now()
-    row = conn.execute(
-        select(messages)
-        .where(
-            (messages.c.provider == update_.provider)
-            & (messages.c.provider_message_id == update_.provider_message_id)
-        )
-        .with_for_update()
-    ).first()
-    if row is None:
-        return StatusResult(
-            None, False, note="no message with this provider id (not ours, or not yet stored)"
-        )
-    msg = dict(row._mapping)
-    result = StatusResult(msg["id"], False)
-    new, old = update_.status, msg["status"]
-    if new in _RANK and (_RANK[new] > _RANK.get(old, 0) or (_RANK[new] == 4 and new != old)):
-        values: dict[str, Any] = {"status": new, "updated_at": now}
-        if new == "delivered":
-            values["delivered_at"] = now
-        if update_.error_code:
-            values["error_code"] = update_.error_code[:50]
-        if update_.error_message:
-            values["error_message"] = update_.error_message
-        conn.execute(update(messages).where(messages.c.id == msg["id"]).values(**values))
-        result.changed = True
-    if update_.opted_out:
-        program = program_repo.get(conn, msg["program_id"])
-        if program is not None:
-            status, _ = consent.current(conn, msg["contact_id"], program)
-            if status is not Status.UNSUBSCRIBED:
-                change = consent.record(
-                    conn, clock, contact_id=msg["contact_id"], program=program, action=Action.OPT_OUT,
-                    channel=Channel.PROVIDER,
-                    evidence={"provider": update_.provider, "provider_message_id": update_.provider_message_id,
-                              "error_code": update_.error_code, "message_id": msg["id"]},
-                )  # fmt: skip
-                result.consent_event_id = int(change.event["id"])
-    return result
+# Receipts have their own module (services/receipts.py: kept when early, applied when their message's
+# provider id is stored); the webhook and the demo call them through here.
+record_status = receipts.record_status
+StatusResult = receipts.StatusResult

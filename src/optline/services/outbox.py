@@ -6,6 +6,9 @@ Kinds and what dispatch checks at send time (the dispatcher is the one place tha
 - ``confirmation`` (the one reply to an opt-out or opt-in), ``help``, ``signup`` (double opt-in prompt):
   replies to something the person just sent; sent at once, even to an opted-out person and in quiet hours.
 
+Replies travel in their own lane (``REPLY_LANE``): claimed before campaigns, so a large campaign cannot
+hold up a confirmation.
+
 Enqueueing is idempotent on ``idempotency_key``: enqueueing the same key twice returns the first row.
 """
 
@@ -31,6 +34,15 @@ class Kind(StrEnum):
 
 
 REPLY_KINDS = frozenset({Kind.CONFIRMATION, Kind.HELP, Kind.SIGNUP})
+
+# The claim's lanes (``messages.priority``, lower first): a reply answers something the person just sent
+# and must leave within seconds (FCC: the opt-out confirmation within 5 minutes), so it is claimed before
+# any campaign message, however many are queued (services/dispatch.py ``claim``).
+REPLY_LANE, BULK_LANE = 0, 1
+
+
+def lane(kind: Kind) -> int:
+    return REPLY_LANE if kind in REPLY_KINDS else BULK_LANE
 
 
 def key(*parts: object) -> str:
@@ -62,7 +74,7 @@ def enqueue(
         insert(messages)
         .values(
             program_id=program_id, contact_id=contact_id, to_phone=to_phone, from_phone=from_phone,
-            kind=kind.value, body=body, segments=segments, status="queued", idempotency_key=idempotency_key,
+            kind=kind.value, priority=lane(kind), body=body, segments=segments, status="queued", idempotency_key=idempotency_key,
             campaign_id=campaign_id, not_before=not_before, optout_token=optout_token, attempts=0,
             created_at=now, updated_at=now,
         )

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -182,6 +183,10 @@ messages = Table(
     Column("program_id", BigId, ForeignKey("programs.id"), nullable=False),
     Column("contact_id", BigId, ForeignKey("contacts.id"), nullable=False),
     Column("kind", String(20), nullable=False),  # marketing, transactional, confirmation, help, signup
+    # The claim's lane (services/outbox.py PRIORITY): 0 = replies to the person (confirmations, HELP,
+    # sign-up prompts), claimed before anything else; 1 = campaigns and other bulk. A server default, so
+    # that a campaign's INSERT … SELECT needs no extra column.
+    Column("priority", SmallInteger, nullable=False, server_default=text("1")),
     Column("to_phone", String(20), nullable=False),
     Column("from_phone", String(20)),
     Column("body", Text, nullable=False),
@@ -214,6 +219,15 @@ messages = Table(
     # the two lookups that need them (queries compare with ``=``, which implies IS NOT NULL on both
     # engines, so the planners use them).
     Index("ix_messages_claim", "status", "not_before"),
+    # The reply lane: a partial index over the few reply rows, so that claiming them never scans or sorts
+    # a queued campaign, and a campaign's rows cost no entry in it.
+    Index(
+        "ix_messages_reply_lane",
+        "status",
+        "not_before",
+        sqlite_where=text("priority = 0"),
+        postgresql_where=text("priority = 0"),
+    ),
     Index("ix_messages_campaign_status", "campaign_id", "status"),
     Index("ix_messages_contact_time", "contact_id", "created_at"),
     Index(
@@ -230,6 +244,28 @@ messages = Table(
         sqlite_where=text("optout_token IS NOT NULL"),
         postgresql_where=text("optout_token IS NOT NULL"),
     ),
+)
+
+# Status callbacks that arrived before dispatch stored their message's provider id (a provider may answer
+# the send call and post the receipt at once). Kept until dispatch records that id and applies them in the
+# same transaction (services/receipts.py); an opt-out among them is recorded from the receipt's own
+# numbers when it arrives, whether or not the message ever matches.
+pending_receipts = Table(
+    "pending_receipts",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("provider", String(20), nullable=False),
+    Column("provider_message_id", String(100), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("error_code", String(50)),
+    Column("error_message", Text),
+    Column("opted_out", Boolean, nullable=False, default=False),
+    Column("recipient", String(20)),  # the number the message went to, as the receipt gives it
+    Column("sender", String(20)),  # the number (or short code / alphanumeric id) it came from
+    Column("consent_event_id", BigId, ForeignKey("consent_events.id")),  # the opt-out recorded on arrival
+    Column("received_at", UtcDateTime, nullable=False),
+    # Providers post a callback at least once: a repeat of the same state is the same receipt.
+    UniqueConstraint("provider", "provider_message_id", "status", name="uq_pending_receipts_receipt"),
 )
 
 inbound_messages = Table(

@@ -21,13 +21,21 @@ class ErrorKind(StrEnum):
     OPTED_OUT = "opted_out"  # the recipient opted out at the provider/carrier: becomes a ledger event
 
 
-# Provider error codes that mean "the recipient opted out" (DESIGN.md, Providers).
-OPTED_OUT_CODES: dict[str, frozenset[str]] = {
-    "twilio": frozenset({"21610"}),
-    "telnyx": frozenset({"40300"}),
-    "plivo": frozenset({"200"}),
-    "vonage": frozenset({"9"}),
-}
+# A provider's error codes: code -> (kind, what the provider's documentation says it means). Each provider
+# module tables its send errors (send.py) and receipt codes (webhook.py) with the page they come from.
+# Where a code comes from matters: Vonage's 9 is "out of credit" in a send response and "opted out" in a
+# delivery receipt (DESIGN.md, Providers).
+CodeTable = Mapping[str, tuple[ErrorKind, str]]
+
+
+def kind_of(table: CodeTable, code: str | None) -> ErrorKind | None:
+    entry = table.get(code or "")
+    return entry[0] if entry else None
+
+
+def is_opt_out(table: CodeTable, code: str | None) -> bool:
+    """Whether ``code`` means "the recipient opted out" in this table (it becomes a ledger event)."""
+    return kind_of(table, code) is ErrorKind.OPTED_OUT
 
 
 class ProviderError(Exception):
@@ -83,6 +91,10 @@ class StatusUpdate:
     error_message: str | None = None
     opted_out: bool = False  # the provider says the recipient opted out (error code or OptOutType)
     raw: Mapping[str, Any] = field(default_factory=dict)
+    # The numbers on the receipt (E.164 where the provider gives a number): an opt-out receipt whose message
+    # is not known is still recorded for them (services/receipts.py). None where the receipt has none.
+    recipient: str | None = None
+    sender: str | None = None
 
 
 class Sender(Protocol):

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from optline.adapters.providers.base import OPTED_OUT_CODES, ErrorKind, ProviderError, redact
+from optline.adapters.providers.base import CodeTable, ErrorKind, ProviderError, redact
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
@@ -29,12 +29,22 @@ def retry_after(response: httpx.Response) -> float | None:
 
 
 def from_response(
-    provider: str, response: httpx.Response, code: str | None, message: str, secrets: list[str]
+    provider: str,
+    response: httpx.Response,
+    code: str | None,
+    message: str,
+    secrets: list[str],
+    codes: CodeTable | None = None,
 ) -> ProviderError:
-    """The ProviderError for a non-success answer. ``code``: the provider's own error code, if any."""
+    """The ProviderError for a non-success answer. ``code``: the provider's own error code, if any, looked
+    up in ``codes`` (the provider's documented send errors) first; otherwise the HTTP status decides."""
     text = redact(f"{provider} HTTP {response.status_code}: {message}", secrets)
-    if code is not None and code in OPTED_OUT_CODES.get(provider, frozenset()):
-        return ProviderError(ErrorKind.OPTED_OUT, text, code=code)
+    known = (codes or {}).get(code or "")
+    if known is not None:
+        kind, meaning = known
+        text = redact(f"{provider} HTTP {response.status_code} error {code} ({meaning}): {message}", secrets)
+        after = retry_after(response) if kind is ErrorKind.RETRY else None
+        return ProviderError(kind, text, code=code, retry_after=after)
     if response.status_code == 429:
         return ProviderError(ErrorKind.RETRY, text, code=code or "429", retry_after=retry_after(response))
     if response.status_code >= 500:

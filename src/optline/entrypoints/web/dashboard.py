@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from optline.adapters.db import programs as program_repo
 from optline.bootstrap import Container
 from optline.domain.consent import ConsentRefused
-from optline.domain.phones import InvalidPhoneNumber, parse_phone
+from optline.domain.phones import InvalidPhoneNumber
 from optline.domain.stats import CRITICAL_OPTOUT_RATE
 from optline.entrypoints.web import charts
 from optline.entrypoints.web.auth import CurrentUser, container_of, require_csrf

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 06:13:06.709330
+Create Date: 2026-11-30 06:14:58.637541
 """
 
 from __future__ import annotations
@@ -383,6 +383,7 @@ def upgrade() -> None:
         sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("priority", sa.SmallInteger(), server_default=sa.text("1"), nullable=False),
         sa.Column("to_phone", sa.String(length=20), nullable=False),
         sa.Column("from_phone", sa.String(length=20), nullable=True),
         sa.Column("body", sa.Text(), nullable=False),
@@ -438,6 +439,13 @@ def upgrade() -> None:
             postgresql_where=sa.text("provider_message_id IS NOT NULL"),
         )
         batch_op.create_index(
+            "ix_messages_reply_lane",
+            ["status", "not_before"],
+            unique=False,
+            sqlite_where=sa.text("priority = 0"),
+            postgresql_where=sa.text("priority = 0"),
+        )
+        batch_op.create_index(
             "uq_messages_optout_token",
             ["optout_token"],
             unique=True,
@@ -445,6 +453,27 @@ def upgrade() -> None:
             postgresql_where=sa.text("optout_token IS NOT NULL"),
         )
 
+    op.create_table(
+        "pending_receipts",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("provider", sa.String(length=20), nullable=False),
+        sa.Column("provider_message_id", sa.String(length=100), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("error_code", sa.String(length=50), nullable=True),
+        sa.Column("error_message", sa.Text(), nullable=True),
+        sa.Column("opted_out", sa.Boolean(), nullable=False),
+        sa.Column("recipient", sa.String(length=20), nullable=True),
+        sa.Column("sender", sa.String(length=20), nullable=True),
+        sa.Column("consent_event_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["consent_event_id"],
+            ["consent_events.id"],
+            name=op.f("fk_pending_receipts_consent_event_id_consent_events"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_pending_receipts")),
+        sa.UniqueConstraint("provider", "provider_message_id", "status", name="uq_pending_receipts_receipt"),
+    )
     op.create_table(
         "subscriptions",
         sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -545,11 +574,17 @@ def downgrade() -> None:
         batch_op.drop_index("ix_subscriptions_program_status")
 
     op.drop_table("subscriptions")
+    op.drop_table("pending_receipts")
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_index(
             "uq_messages_optout_token",
             sqlite_where=sa.text("optout_token IS NOT NULL"),
             postgresql_where=sa.text("optout_token IS NOT NULL"),
+        )
+        batch_op.drop_index(
+            "ix_messages_reply_lane",
+            sqlite_where=sa.text("priority = 0"),
+            postgresql_where=sa.text("priority = 0"),
         )
         batch_op.drop_index(
             "ix_messages_provider_id",

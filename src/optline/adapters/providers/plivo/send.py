@@ -12,7 +12,15 @@ from datetime import datetime, timedelta
 import httpx
 
 from optline.adapters.providers import http_errors
-from optline.adapters.providers.base import OutboundSms, SendResult
+from optline.adapters.providers.base import ErrorKind, OutboundSms, ProviderError, SendResult
+
+# Plivo's send API answers errors by HTTP status (400 a parameter is missing or invalid, 401 authentication
+# failed, 404, 405, 429 rate limited, 500 server error: https://www.plivo.com/docs/messaging/api/overview/
+# and http_errors.from_response), with no error code of its own. An opted-out destination is accepted and
+# then reported in the status callback (error code 200, webhook.py). The one case the HTTP status does not
+# tell: once the balance runs out, "all send message API requests will fail with the error 'Insufficient
+# Credit'" (https://support.plivo.com/support/solutions/articles/17000088423) — a configuration error.
+INSUFFICIENT_CREDIT = "insufficient credit"
 
 
 class PlivoSender:
@@ -40,8 +48,12 @@ class PlivoSender:
         if response.status_code in (200, 202) and isinstance(uuids, list) and uuids:
             return SendResult(str(uuids[0]), "queued")
         code = str(data["error_code"]) if data.get("error_code") is not None else None
-        raise http_errors.from_response(self.name, response, code, str(data.get("error") or response.text[:200]),
-                                        self._secrets)  # fmt: skip
+        error = str(data.get("error") or response.text[:200])
+        if INSUFFICIENT_CREDIT in error.lower():
+            raise ProviderError(
+                ErrorKind.BAD_CONFIG, f"plivo HTTP {response.status_code}: {error}", code="900"
+            )
+        raise http_errors.from_response(self.name, response, code, error, self._secrets)
 
     def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
         params = {"message_direction": "outbound", "limit": "20",

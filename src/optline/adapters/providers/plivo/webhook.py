@@ -15,7 +15,7 @@ import hashlib
 import hmac
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from optline.adapters.providers.base import OPTED_OUT_CODES, InboundSms, StatusUpdate
+from optline.adapters.providers.base import CodeTable, ErrorKind, InboundSms, StatusUpdate, is_opt_out
 from optline.adapters.providers.webhook_request import FORM, SignatureError, WebhookRequest, require
 
 NAME = "plivo"
@@ -83,6 +83,26 @@ def parse_inbound(request: WebhookRequest) -> InboundSms:
     )
 
 
+# Status callback ``ErrorCode``s, from https://www.plivo.com/docs/messaging/troubleshooting/error-codes (and
+# 900, https://support.plivo.com/support/solutions/articles/17000088423): 200 is the destination's opt-out.
+RECEIPT_ERRORS: CodeTable = {
+    "10": (ErrorKind.BAD_REQUEST, "Invalid message"),
+    "20": (ErrorKind.RETRY, "Network error"),
+    "30": (ErrorKind.BAD_REQUEST, "Spam detected"),
+    "40": (ErrorKind.BAD_CONFIG, "Invalid source number"),
+    "50": (ErrorKind.BAD_REQUEST, "Invalid destination number"),
+    "200": (ErrorKind.OPTED_OUT, "Destination number has opted out"),
+    "900": (ErrorKind.BAD_CONFIG, "Insufficient credit"),
+}
+
+
+def _number(value: str | None) -> str | None:
+    """Plivo writes numbers in international format without the plus; a short code as is."""
+    if not value:
+        return None
+    return f"+{value}" if value.isdigit() and len(value) > 8 else value
+
+
 def parse_status(request: WebhookRequest) -> StatusUpdate:
     p = request.query_and_form()
     code = p.get("ErrorCode") or None
@@ -94,6 +114,8 @@ def parse_status(request: WebhookRequest) -> StatusUpdate:
         provider_message_id=require(p, "MessageUUID", provider=NAME),
         status=_STATUSES.get(raw_status, raw_status),
         error_code=code,
-        opted_out=code in OPTED_OUT_CODES[NAME],
+        opted_out=is_opt_out(RECEIPT_ERRORS, code),
         raw=p,
+        recipient=_number(p.get("To")),
+        sender=_number(p.get("From")),
     )

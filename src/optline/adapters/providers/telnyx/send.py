@@ -12,7 +12,46 @@ from datetime import datetime
 import httpx
 
 from optline.adapters.providers import http_errors
-from optline.adapters.providers.base import OutboundSms, SendResult
+from optline.adapters.providers.base import CodeTable, ErrorKind, OutboundSms, SendResult
+
+_OPTED_OUT, _BAD_REQUEST, _BAD_CONFIG, _RETRY = (
+    ErrorKind.OPTED_OUT, ErrorKind.BAD_REQUEST, ErrorKind.BAD_CONFIG, ErrorKind.RETRY,
+)  # fmt: skip
+
+# Messaging error codes, from https://developers.telnyx.com/docs/messaging/messages/error-codes/index
+# (delivery errors 40xxx: in message.finalized webhooks, and some answered at send time, e.g. 40300 with
+# HTTP 409: https://developers.telnyx.com/api/errors/40300) and the API request errors 10xxx
+# (https://support.telnyx.com/en/articles/6505121-telnyx-messaging-error-codes). One table for the send
+# answer and the status callback (webhook.py): Telnyx gives a code one meaning wherever it appears.
+ERRORS: CodeTable = {
+    "40300": (_OPTED_OUT, "Blocked due to STOP message: the recipient replied STOP to this number"),
+    "40001": (_BAD_REQUEST, "Not routable: landline or non-routable destination"),
+    "40002": (_RETRY, "Blocked as spam (temporary)"),
+    "40003": (_BAD_CONFIG, "Blocked as spam (permanent): the sending number is blocked by the carrier"),
+    "40004": (_RETRY, "Rejected by destination"),
+    "40005": (_RETRY, "Message expired"),
+    "40006": (_RETRY, "Recipient unavailable"),
+    "40008": (_BAD_REQUEST, "Undeliverable"),
+    "40009": (_BAD_REQUEST, "Invalid message body"),
+    "40011": (_RETRY, "Rate limit exceeded (upstream)"),
+    "40012": (_BAD_REQUEST, "Invalid destination number"),
+    "40013": (_BAD_CONFIG, "Invalid source number: the sending number is not active or messaging-enabled"),
+    "40014": (_RETRY, "Expired in queue"),
+    "40015": (_BAD_REQUEST, "Internal spam filter"),
+    "10001": (_BAD_REQUEST, "Inactive phone number"),
+    "10002": (_BAD_REQUEST, "Invalid phone number"),
+    "10003": (_BAD_CONFIG, "Invalid URL (the status callback URL)"),
+    "10004": (_BAD_REQUEST, "Missing required parameter"),
+    "10005": (_BAD_CONFIG, "Resource not found (endpoint)"),
+    "10006": (_BAD_CONFIG, "Invalid ID (messaging profile)"),
+    "10007": (_RETRY, "Unexpected error"),
+    "10008": (_RETRY, "Request timeout"),
+    "10009": (_BAD_CONFIG, "Authentication failed: check the API key"),
+    "10010": (_BAD_CONFIG, "Authorization failed"),
+    "10011": (_RETRY, "Too many requests"),
+    "10015": (_BAD_REQUEST, "Bad request"),
+    "10016": (_BAD_REQUEST, "Phone number must be in +E.164 format"),
+}
 
 
 class TelnyxSender:
@@ -51,7 +90,7 @@ class TelnyxSender:
         first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
         code = str(first["code"]) if first.get("code") is not None else None
         message = str(first.get("detail") or first.get("title") or response.text[:200])
-        raise http_errors.from_response(self.name, response, code, message, self._secrets)
+        raise http_errors.from_response(self.name, response, code, message, self._secrets, ERRORS)
 
     def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
         return None  # the Idempotency-Key makes a resend safe (module docstring)

@@ -14,7 +14,8 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from optline.adapters.providers.base import OPTED_OUT_CODES, InboundSms, StatusUpdate
+from optline.adapters.providers.base import InboundSms, StatusUpdate, is_opt_out
+from optline.adapters.providers.telnyx.send import ERRORS
 from optline.adapters.providers.webhook_request import JSON, PayloadError, SignatureError, WebhookRequest
 
 NAME = "telnyx"
@@ -95,7 +96,10 @@ def parse_status(request: WebhookRequest) -> StatusUpdate:
     errors = p.get("errors") or []
     code = str(errors[0].get("code")) if errors and errors[0].get("code") is not None else None
     message = (errors[0].get("detail") or errors[0].get("title")) if errors else None
+    first = to[0] if isinstance(to, list) and to else to
     return StatusUpdate(
         provider=NAME, provider_message_id=str(p["id"]), status=_STATUSES.get(raw_status, raw_status),
-        error_code=code, error_message=message, opted_out=code in OPTED_OUT_CODES[NAME], raw=p,
+        error_code=code, error_message=message, opted_out=is_opt_out(ERRORS, code), raw=p,  # codes: send.py
+        recipient=(first or {}).get("phone_number") if isinstance(first, dict) else None,
+        sender=(p.get("from") or {}).get("phone_number") if isinstance(p.get("from"), dict) else None,
     )  # fmt: skip

@@ -11,7 +11,28 @@ from datetime import datetime, timedelta
 import httpx
 
 from optline.adapters.providers import http_errors
-from optline.adapters.providers.base import OutboundSms, SendResult
+from optline.adapters.providers.base import CodeTable, ErrorKind, OutboundSms, SendResult
+
+_OPTED_OUT, _BAD_REQUEST, _BAD_CONFIG, _RETRY = (
+    ErrorKind.OPTED_OUT, ErrorKind.BAD_REQUEST, ErrorKind.BAD_CONFIG, ErrorKind.RETRY,
+)  # fmt: skip
+
+# Errors the Messages API answers a send with (JSON ``code``). One documentation page per code:
+# https://www.twilio.com/docs/api/errors/<code>. Codes not listed fall back on the HTTP status
+# (http_errors.from_response: 429 and 5xx retry, 401/403 configuration, other 4xx bad request).
+SEND_ERRORS: CodeTable = {
+    "21610": (_OPTED_OUT, "Attempt to send to unsubscribed recipient (the person replied STOP)"),
+    "20003": (_BAD_CONFIG, "Authentication error: check the account SID and auth token"),
+    "20429": (_RETRY, "Too many requests"),
+    "21211": (_BAD_REQUEST, "Invalid 'To' phone number"),
+    "21408": (_BAD_CONFIG, "Permission to send an SMS has not been enabled for the region"),
+    "21606": (
+        _BAD_CONFIG,
+        "The 'From' number is not a valid, message-capable Twilio number for this destination",
+    ),
+    "21612": (_BAD_REQUEST, "The 'To' number is not currently reachable via SMS"),
+    "21614": (_BAD_REQUEST, "'To' number is not a valid mobile number"),
+}
 
 
 class TwilioSender:
@@ -45,7 +66,7 @@ class TwilioSender:
             return SendResult(str(data["sid"]), str(data.get("status") or "queued"))
         code = str(data["code"]) if data.get("code") is not None else None
         raise http_errors.from_response(self.name, response, code, str(data.get("message") or response.text[:200]),
-                                        self._secrets)  # fmt: skip
+                                        self._secrets, SEND_ERRORS)  # fmt: skip
 
     def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
         params = {"To": sms.to, "DateSent>": (since - timedelta(days=1)).date().isoformat(), "PageSize": "50"}

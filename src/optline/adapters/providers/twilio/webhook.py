@@ -14,7 +14,7 @@ import hashlib
 import hmac
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from optline.adapters.providers.base import OPTED_OUT_CODES, InboundSms, StatusUpdate
+from optline.adapters.providers.base import CodeTable, ErrorKind, InboundSms, StatusUpdate, is_opt_out
 from optline.adapters.providers.webhook_request import FORM, JSON, SignatureError, WebhookRequest, require
 
 NAME = "twilio"
@@ -91,6 +91,20 @@ def provider_opt_out(sms: InboundSms) -> str | None:
     return value or None
 
 
+# ``ErrorCode`` of a status callback (https://www.twilio.com/docs/api/errors/<code>, one page per code). Only
+# 21610 says the person opted out; 30004 "Message blocked" names several causes (blocked by the carrier,
+# the handset, a block list), so it changes no consent.
+RECEIPT_ERRORS: CodeTable = {
+    "21610": (ErrorKind.OPTED_OUT, "Attempt to send to unsubscribed recipient"),
+    "30003": (ErrorKind.BAD_REQUEST, "Unreachable destination handset"),
+    "30004": (ErrorKind.BAD_REQUEST, "Message blocked"),
+    "30005": (ErrorKind.BAD_REQUEST, "Unknown destination handset"),
+    "30006": (ErrorKind.BAD_REQUEST, "Landline or unreachable carrier"),
+    "30007": (ErrorKind.BAD_REQUEST, "Message filtered (carrier violation)"),
+    "30008": (ErrorKind.RETRY, "Unknown error"),
+}
+
+
 def parse_status(request: WebhookRequest) -> StatusUpdate:
     p = _params(request)
     raw_status = require(p, "MessageStatus", "SmsStatus", provider=NAME).lower()
@@ -101,6 +115,8 @@ def parse_status(request: WebhookRequest) -> StatusUpdate:
         status=_STATUSES.get(raw_status, raw_status),
         error_code=code,
         error_message=p.get("ErrorMessage") or None,
-        opted_out=code in OPTED_OUT_CODES[NAME],
+        opted_out=is_opt_out(RECEIPT_ERRORS, code),
         raw=p,
+        recipient=p.get("To") or None,  # E.164, as sent
+        sender=p.get("From") or None,
     )

@@ -11,11 +11,36 @@ from datetime import datetime
 import httpx
 
 from optline.adapters.providers import http_errors
-from optline.adapters.providers.base import OPTED_OUT_CODES, ErrorKind, OutboundSms, ProviderError, SendResult
+from optline.adapters.providers.base import CodeTable, ErrorKind, OutboundSms, ProviderError, SendResult
 from optline.domain.segments import is_gsm7
 
-_RETRY = {"1", "5"}  # throttled, internal error
-_CONFIG = {"4", "8", "14", "29"}  # invalid credentials, account barred, signature, non-whitelisted
+_BAD_REQUEST, _BAD_CONFIG, _RETRY = ErrorKind.BAD_REQUEST, ErrorKind.BAD_CONFIG, ErrorKind.RETRY
+
+# The send response's per-message ``status`` (HTTP 200 either way), from
+# https://developer.vonage.com/en/api-errors/sms (also https://developer.vonage.com/messaging/sms/guides/troubleshooting-sms).
+# None of them means "opted out": a number that opted out is accepted (status 0) and then reported in the
+# delivery receipt with err-code 9 (webhook.py). Status 9 here is the account's credit running out.
+SEND_ERRORS: CodeTable = {
+    "1": (_RETRY, "Throttled: sending faster than the account limit"),
+    "2": (_BAD_REQUEST, "Missing parameters"),
+    "3": (_BAD_REQUEST, "Invalid parameters"),
+    "4": (_BAD_CONFIG, "Invalid credentials: API key and/or secret incorrect, invalid or disabled"),
+    "5": (_RETRY, "Internal error"),
+    "6": (_BAD_REQUEST, "Invalid message (e.g. an unrecognised number prefix)"),
+    "7": (_BAD_REQUEST, "Number barred: the destination is blacklisted and may not receive messages"),
+    "8": (_BAD_CONFIG, "Partner account barred: the Vonage account has been suspended"),
+    "9": (_BAD_CONFIG, "Partner quota violation: not enough credit to send the message (top up)"),
+    "10": (_RETRY, "Too many existing binds"),
+    "11": (_BAD_CONFIG, "Account not enabled for HTTP (the SMS API)"),
+    "12": (_BAD_REQUEST, "Message too long"),
+    "14": (_BAD_CONFIG, "Invalid signature"),
+    "15": (_BAD_CONFIG, "Invalid sender address"),
+    "22": (_BAD_REQUEST, "Invalid network code"),
+    "23": (_BAD_CONFIG, "Invalid callback URL"),
+    "29": (_BAD_CONFIG, "Non-whitelisted destination (account in trial mode)"),
+    "32": (_BAD_CONFIG, "Signature and API secret disallowed"),
+    "33": (_BAD_REQUEST, "Number de-activated"),
+}
 
 
 class VonageSender:
@@ -49,17 +74,10 @@ class VonageSender:
         status = str(first.get("status"))
         if status == "0":
             return SendResult(str(first["message-id"]), "sent")
-        text = f"vonage status {status}: {first.get('error-text', '')}"
-        if status in OPTED_OUT_CODES[self.name]:
-            raise ProviderError(ErrorKind.OPTED_OUT, text, code=status)
-        kind = (
-            ErrorKind.RETRY
-            if status in _RETRY
-            else ErrorKind.BAD_CONFIG
-            if status in _CONFIG
-            else ErrorKind.BAD_REQUEST
+        kind, meaning = SEND_ERRORS.get(status, (_BAD_REQUEST, "undocumented status"))
+        raise ProviderError(
+            kind, f"vonage status {status} ({meaning}): {first.get('error-text', '')}", code=status
         )
-        raise ProviderError(kind, text, code=status)
 
     def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
         params = {"api_key": self._key, "api_secret": self._secret, "date": since.date().isoformat(),

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 from datetime import datetime
 
-from optline.adapters.providers.base import OPTED_OUT_CODES, InboundSms, StatusUpdate
+from optline.adapters.providers.base import CodeTable, ErrorKind, InboundSms, StatusUpdate, is_opt_out
 from optline.adapters.providers.webhook_request import (
     FORM,
     JSON,
@@ -92,6 +92,35 @@ def parse_inbound(request: WebhookRequest) -> InboundSms:
     )
 
 
+# Delivery receipt ``err-code``s, from https://api.support.vonage.com/hc/en-us/articles/204014733 ; 9 is the
+# recipient's opt-out ("user has requested not to receive messages from a specific service"), as
+# https://developer.vonage.com/en/opt-out-assist/guides/messaging-opted-out-numbers confirms (status
+# failed or rejected, err-code 9). Not the send response's status 9 (out of credit, send.py).
+RECEIPT_ERRORS: CodeTable = {
+    "1": (ErrorKind.BAD_REQUEST, "Unknown"),
+    "2": (ErrorKind.RETRY, "Absent subscriber - temporary"),
+    "3": (ErrorKind.BAD_REQUEST, "Absent subscriber - permanent"),
+    "4": (ErrorKind.BAD_REQUEST, "Call barred by user"),
+    "5": (ErrorKind.BAD_REQUEST, "Portability error"),
+    "6": (ErrorKind.BAD_REQUEST, "Anti-spam rejection"),
+    "7": (ErrorKind.RETRY, "Handset busy"),
+    "8": (ErrorKind.RETRY, "Network error"),
+    "9": (ErrorKind.OPTED_OUT, "Illegal number: the user asked not to receive messages from this service"),
+    "10": (ErrorKind.BAD_REQUEST, "Illegal message"),
+    "11": (ErrorKind.BAD_REQUEST, "Unroutable"),
+    "12": (ErrorKind.BAD_REQUEST, "Destination unreachable"),
+    "13": (ErrorKind.BAD_REQUEST, "Subscriber age restriction"),
+    "14": (ErrorKind.BAD_REQUEST, "Number blocked by carrier"),
+}
+
+
+def _number(value: str | None) -> str | None:
+    """Vonage writes numbers in international format without the plus; an alphanumeric sender as is."""
+    if not value:
+        return None
+    return f"+{value}" if value.isdigit() and len(value) > 8 else value
+
+
 def parse_status(request: WebhookRequest) -> StatusUpdate:
     p = _params(request)
     code = p.get("err-code") or None
@@ -103,6 +132,8 @@ def parse_status(request: WebhookRequest) -> StatusUpdate:
         provider_message_id=require(p, "messageId", provider=NAME),
         status=_STATUSES.get(raw_status, raw_status),
         error_code=code,
-        opted_out=code in OPTED_OUT_CODES[NAME],
+        opted_out=is_opt_out(RECEIPT_ERRORS, code),
         raw=p,
+        recipient=_number(p.get("msisdn")),  # the DLR's msisdn is the recipient, its "to" our sender
+        sender=_number(p.get("to")),
     )
