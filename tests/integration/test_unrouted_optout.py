@@ -170,6 +170,10 @@ def test_an_unclear_reply_to_a_number_of_no_program_is_decided_for_every_program
     with container.db.transaction() as conn:
         event = review.decide(conn, container.clock, inbound["id"], review.Decision.OPT_OUT, operator="maria")
     assert event is not None and event["channel"] == "admin" and event["evidence"]["operator"] == "maria"
+    assert (
+        event["evidence"]["unrouted"]
+        == f"sent to {UNKNOWN}, which is no program's sender number or short code"
+    )
     assert set(statuses(container, world).values()) == {Status.UNSUBSCRIBED, Status.NEVER}
 
 

@@ -207,7 +207,7 @@ def _revoke_all(
     """A clear opt-out sent to a number that belongs to no program: stop every program the person is
     subscribed to (consent.revoke_all), with the reason in the evidence. Returns the first event's id."""
     channel = Channel.SMS_KEYWORD if result.reason.startswith("keyword:") else Channel.SMS_TEXT
-    reason = f"sent to {sms.to_phone}, which is no program's sender number or short code"
+    reason = unrouted_reason(sms.to_phone)
     changes = consent.revoke_all(
         conn, clock, contact_id=contact["id"], channel=channel,
         evidence={**evidence, "to_phone": sms.to_phone, "unrouted": reason},
@@ -229,6 +229,11 @@ def _revoke_all(
         )  # fmt: skip
         outcome.replies.append(int(row["id"]))
     return int(changes[0].event["id"])
+
+
+def unrouted_reason(to_phone: str) -> str:
+    """Why an opt-out was not routed to a program (kept in the evidence of the opt-outs it caused)."""
+    return f"sent to {to_phone}, which is no program's sender number or short code"
 
 
 # --- reply texts ------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from optline.adapters.db import programs as program_repo
 from optline.adapters.db.tables import inbound_messages
 from optline.domain.consent import Action, Channel
 from optline.services import consent
+from optline.services.inbound import unrouted_reason
 
 
 class Decision(StrEnum):
@@ -93,12 +94,8 @@ def _decide_unrouted(
         return None
     if decision is not Decision.OPT_OUT:
         return None  # nothing was held for an unclear reply without a program: nothing to lift
-    reason = f"sent to {row['to_phone']}, which is no program's sender number or short code"
     changes = consent.revoke_all(
-        conn,
-        clock,
-        contact_id=row["contact_id"],
-        channel=Channel.ADMIN,
-        evidence={**evidence, "unrouted": reason},
-    )
+        conn, clock, contact_id=row["contact_id"], channel=Channel.ADMIN,
+        evidence={**evidence, "unrouted": unrouted_reason(row["to_phone"])},
+    )  # fmt: skip
     return changes[0].event if changes else None
