@@ -57,7 +57,7 @@ from optline.services.contacts_import import import_file
 from optline.services.programs import create_program
 c = build(Settings(env="test", database_url=sys.argv[1]))
 with c.db.transaction() as conn:
-    program = create_program(conn, c.clock, name="bench", brand="Bench")
+    program = create_program(conn, c.clock, help_contact="https://acme.example/help", name="bench", brand="Bench")
 started = time.perf_counter()
 s = import_file(c.db, SystemClock(), Path(sys.argv[2]), program)
 elapsed = time.perf_counter() - started
@@ -78,7 +78,9 @@ def row_at_a_time(url: str, path: Path, limit: int) -> float:
 
     c = build(Settings(env="test", database_url=url))
     with c.db.transaction() as conn:
-        program = create_program(conn, c.clock, name="baseline", brand="Baseline")
+        program = create_program(
+            conn, c.clock, help_contact="https://acme.example/help", name="baseline", brand="Baseline"
+        )
     with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter=";")
         next(reader)

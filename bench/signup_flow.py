@@ -38,9 +38,11 @@ def run(engine: str, n: int, expiring: int) -> None:
     with fresh_database(engine) as url:
         c = build(Settings(env="test", database_url=url), clock=SystemClock())
         with c.db.transaction() as conn:
-            program = create_program(conn, c.clock, name="deals", brand="Acme", double_opt_in=True,
+            program = create_program(conn, c.clock, help_contact="https://acme.example/help", name="deals", brand="Acme", double_opt_in=True,
                                      join_keywords=["JOIN"], sender_numbers=["+14155550100"])  # fmt: skip
-            plain = create_program(conn, c.clock, name="plain", brand="Plain")
+            plain = create_program(
+                conn, c.clock, help_contact="https://acme.example/help", name="plain", brand="Plain"
+            )
             people = _contacts(conn, n, 0, c.clock.now())
             others = _contacts(conn, n, n, c.clock.now())
 

@@ -25,7 +25,18 @@ def run(db_url: str, *args: str, cwd: Path | None = None) -> subprocess.Complete
 
 def test_cli_walkthrough(db_url: str, tmp_path: Path) -> None:
     assert run(db_url, "init").returncode == 0
-    created = run(db_url, "programs", "create", "deals", "--brand", "Acme Coffee", "--sender", "+14155550100")
+    created = run(
+        db_url,
+        "programs",
+        "create",
+        "--help-contact",
+        "help@acme.example",
+        "deals",
+        "--brand",
+        "Acme Coffee",
+        "--sender",
+        "+14155550100",
+    )
     assert created.returncode == 0, created.stderr
     assert "Acme Coffee" in run(db_url, "programs", "list").stdout
 
@@ -54,7 +65,20 @@ def test_cli_walkthrough(db_url: str, tmp_path: Path) -> None:
     [
         (("contacts", "import", "missing.csv", "--program", "deals"), "does not exist"),
         (("contacts", "show", "415"), "wrong number of digits"),
-        (("programs", "create", "x", "--brand", "B", "--scope", "galaxy"), "--scope"),
+        (
+            (
+                "programs",
+                "create",
+                "--help-contact",
+                "help@acme.example",
+                "x",
+                "--brand",
+                "B",
+                "--scope",
+                "galaxy",
+            ),
+            "--scope",
+        ),
     ],
 )
 def test_user_mistakes_print_one_line_and_no_traceback(
@@ -67,7 +91,7 @@ def test_user_mistakes_print_one_line_and_no_traceback(
 
 
 def test_unknown_program_lists_the_known_ones(db_url: str, tmp_path: Path) -> None:
-    run(db_url, "programs", "create", "deals", "--brand", "Acme")
+    run(db_url, "programs", "create", "--help-contact", "help@acme.example", "deals", "--brand", "Acme")
     csv = tmp_path / "a.csv"
     csv.write_text("phone\n4155550134\n", encoding="utf-8")
     result = run(db_url, "contacts", "import", str(csv), "--program", "dealz")
@@ -89,7 +113,18 @@ def test_a_sender_typed_in_a_common_format_still_receives_stop(db_url: str) -> N
     """Issue 12, item 2: ``--sender "(415) 555-0100"`` is stored as E.164, so replies to +14155550100 land."""
     for name, sender in (("deals", "(415) 555-0100"), ("news", "415.555.0101")):
         made = run(
-            db_url, "programs", "create", name, "--brand", "Acme", "--sender", sender, "--scope", "program"
+            db_url,
+            "programs",
+            "create",
+            "--help-contact",
+            "help@acme.example",
+            name,
+            "--brand",
+            "Acme",
+            "--sender",
+            sender,
+            "--scope",
+            "program",
         )
         assert made.returncode == 0, made.stderr
     listed = run(db_url, "programs", "list").stdout
@@ -111,7 +146,18 @@ def test_a_sender_typed_in_a_common_format_still_receives_stop(db_url: str) -> N
 
 @pytest.mark.parametrize("sender", ["hello", "123"])
 def test_a_sender_that_is_not_a_number_is_refused_naming_it(db_url: str, sender: str) -> None:
-    result = run(db_url, "programs", "create", "deals", "--brand", "Acme", "--sender", sender)
+    result = run(
+        db_url,
+        "programs",
+        "create",
+        "--help-contact",
+        "help@acme.example",
+        "deals",
+        "--brand",
+        "Acme",
+        "--sender",
+        sender,
+    )
     assert result.returncode == 1 and f"sender '{sender}' is neither a phone number" in result.stderr
     assert "Traceback" not in result.stderr
     assert "deals" not in run(db_url, "programs", "list").stdout

@@ -12,7 +12,18 @@ from tests.e2e.test_cli import run
 
 def test_unknown_filter_key_fails_naming_the_known_keys(db_url: str, tmp_path: Path) -> None:
     assert (
-        run(db_url, "programs", "create", "deals", "--brand", "Acme", "--sender", "+14155550100").returncode
+        run(
+            db_url,
+            "programs",
+            "create",
+            "--help-contact",
+            "help@acme.example",
+            "deals",
+            "--brand",
+            "Acme",
+            "--sender",
+            "+14155550100",
+        ).returncode
         == 0
     )
     csv = tmp_path / "list.csv"

@@ -18,7 +18,18 @@ def test_cli_commands_record_digests_and_verify_names_every_broken_chain(
     db_url: str, container: Container, tmp_path: Path
 ) -> None:
     assert (
-        run(db_url, "programs", "create", "deals", "--brand", "Acme", "--sender", "+14155550100").returncode
+        run(
+            db_url,
+            "programs",
+            "create",
+            "--help-contact",
+            "help@acme.example",
+            "deals",
+            "--brand",
+            "Acme",
+            "--sender",
+            "+14155550100",
+        ).returncode
         == 0
     )
     csv = tmp_path / "list.csv"

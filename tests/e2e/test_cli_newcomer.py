@@ -99,7 +99,18 @@ def test_a_database_without_the_schema_asks_for_init(db_url: str) -> None:
 def deals(db_url: str, tmp_path: Path) -> str:
     """A program with three subscribers, one of them without a first name."""
     assert (
-        run(db_url, "programs", "create", "deals", "--brand", "Acme", "--sender", "+14155550100").returncode
+        run(
+            db_url,
+            "programs",
+            "create",
+            "--help-contact",
+            "help@acme.example",
+            "deals",
+            "--brand",
+            "Acme",
+            "--sender",
+            "+14155550100",
+        ).returncode
         == 0
     )
     csv = tmp_path / "list.csv"
@@ -251,7 +262,7 @@ def test_inbound_simulate_validates_numbers_and_prints_a_readable_outcome(deals:
 
 
 def test_signups_list_keeps_whole_numbers_at_80_columns(db_url: str) -> None:
-    assert run(db_url, "programs", "create", "deals", "--brand", "Acme", "--sender", "+14155550100",
+    assert run(db_url, "programs", "create", "--help-contact", "help@acme.example", "deals", "--brand", "Acme", "--sender", "+14155550100",
                "--join-keyword", "JOIN", "--double-opt-in").returncode == 0  # fmt: skip
     run(db_url, "inbound", "simulate", "--from", "+14155550134", "--to", "+14155550100", "--body", "JOIN")
     listed = run(db_url, "signups", "list", columns=80)
@@ -279,3 +290,17 @@ def test_contacts_show_reads_as_a_person_reads_it_and_json_for_machines(deals: s
     kinds = [t["kind"] for t in data["timeline"]]
     assert kinds.index("consent") < kinds.index("in") < kinds.index("out")
     assert all(t["at"].endswith("+00:00") for t in data["timeline"])
+
+
+def test_a_program_needs_a_support_contact_and_help_names_it(db_url: str) -> None:
+    missing = run(db_url, "programs", "create", "news", "--brand", "Acme", "--sender", "+14155550101")
+    one_clear_line(missing, "--help-contact", "support contact", "website", "email", "phone")
+    useless = run(db_url, "programs", "create", "news", "--brand", "Acme", "--help-contact", "contact us")
+    one_clear_line(useless, "--help-contact", "'contact us'")
+    made = run(db_url, "programs", "create", "news", "--brand", "Acme", "--sender", "+14155550101",
+               "--help-contact", "(800) 555-0199")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    helped = run(
+        db_url, "inbound", "simulate", "--from", "+14155550134", "--to", "+14155550101", "--body", "HELP"
+    )
+    assert "Acme: help at +18005550199." in helped.stdout and "reply HELP" not in helped.stdout, helped.stdout

@@ -25,7 +25,17 @@ def run(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_disclosure_versions_and_signups_commands(db_url: str) -> None:
     assert (
-        run(db_url, "programs", "create", "deals", "--brand", "Acme Coffee", "--double-opt-in").returncode
+        run(
+            db_url,
+            "programs",
+            "create",
+            "--help-contact",
+            "help@acme.example",
+            "deals",
+            "--brand",
+            "Acme Coffee",
+            "--double-opt-in",
+        ).returncode
         == 0
     )
     shown = run(db_url, "programs", "disclosure", "deals")

@@ -38,7 +38,19 @@ def test_inbound_simulate_goes_through_the_webhook_path(tmp_path: Path) -> None:
     env = {**os.environ, "OPTLINE_DATABASE_URL": db, "COLUMNS": "200"}
     assert run(env, "init").returncode == 0
     assert (
-        run(env, "programs", "create", "deals", "--brand", "Acme", "--sender", "+14155550100").returncode == 0
+        run(
+            env,
+            "programs",
+            "create",
+            "--help-contact",
+            "help@acme.example",
+            "deals",
+            "--brand",
+            "Acme",
+            "--sender",
+            "+14155550100",
+        ).returncode
+        == 0
     )
     out = run(
         env,

@@ -62,9 +62,20 @@ def world(container: Container) -> dict[str, Any]:
     clock = container.clock
     w: dict[str, Any] = {}
     with container.db.transaction() as conn:
-        w["deals"] = create_program(conn, clock, name="deals", brand="Acme", optout_scope="program")
-        w["news"] = create_program(conn, clock, name="news", brand="Acme")
-        w["other"] = create_program(conn, clock, name="other", brand="Globex")
+        w["deals"] = create_program(
+            conn,
+            clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme",
+            optout_scope="program",
+        )
+        w["news"] = create_program(
+            conn, clock, help_contact="https://acme.example/help", name="news", brand="Acme"
+        )
+        w["other"] = create_program(
+            conn, clock, help_contact="https://acme.example/help", name="other", brand="Globex"
+        )
         w["campaigns"] = [
             rows.campaign(conn, w[p], f"{p}-{i}", T0, tag=tag, message_type=mt)
             for p, i, tag, mt in [
@@ -216,7 +227,9 @@ def test_report_filters_by_program_and_since(container: Container, world: dict[s
 def test_a_campaign_above_baseline_and_critical_level_is_flagged(container: Container) -> None:
     clock = container.clock
     with container.db.transaction() as conn:
-        program = create_program(conn, clock, name="p", brand="B", optout_scope="program")
+        program = create_program(
+            conn, clock, help_contact="https://acme.example/help", name="p", brand="B", optout_scope="program"
+        )
         calm = rows.campaign(conn, program, "calm", T0)
         loud = rows.campaign(conn, program, "loud", T0)
         people = [_contact(conn, container, i) for i in range(400)]

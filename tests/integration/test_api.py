@@ -34,11 +34,20 @@ def test_v1_needs_a_valid_key(client: TestClient, header: str | None) -> None:
 
 
 def test_program_contact_consent_flow(client: TestClient, auth: dict[str, str]) -> None:
-    r = client.post("/v1/programs", json={"name": "deals", "brand": "Acme"}, headers=auth)
+    r = client.post(
+        "/v1/programs",
+        json={"help_contact": "help@acme.example", "name": "deals", "brand": "Acme"},
+        headers=auth,
+    )
     assert r.status_code == 201, r.text
     assert "Reply STOP" in r.json()["help_text"]
     assert (
-        client.post("/v1/programs", json={"name": "deals", "brand": "Acme"}, headers=auth).status_code == 409
+        client.post(
+            "/v1/programs",
+            json={"help_contact": "help@acme.example", "name": "deals", "brand": "Acme"},
+            headers=auth,
+        ).status_code
+        == 409
     )
 
     r = client.post(

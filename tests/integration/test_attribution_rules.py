@@ -30,9 +30,25 @@ def _opt_out(conn: Any, container: Container, contact: dict[str, Any], program: 
 def test_attribution_rules(container: Container) -> None:
     clock = container.clock
     with container.db.transaction() as conn:
-        deals = create_program(conn, clock, name="deals", brand="Acme", optout_scope="program")
-        news = create_program(conn, clock, name="news", brand="Acme", optout_scope="program")
-        other = create_program(conn, clock, name="other", brand="Globex")
+        deals = create_program(
+            conn,
+            clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme",
+            optout_scope="program",
+        )
+        news = create_program(
+            conn,
+            clock,
+            help_contact="https://acme.example/help",
+            name="news",
+            brand="Acme",
+            optout_scope="program",
+        )
+        other = create_program(
+            conn, clock, help_contact="https://acme.example/help", name="other", brand="Globex"
+        )
         c_deals = rows.campaign(conn, deals, "d", T)
         c_deals2 = rows.campaign(conn, deals, "d2", T)
         c_news = rows.campaign(conn, news, "n", T)
@@ -85,7 +101,9 @@ def test_attribution_rules(container: Container) -> None:
 def test_window_is_configurable_and_rebuild_applies_it(container: Container) -> None:
     clock = container.clock
     with container.db.transaction() as conn:
-        deals = create_program(conn, clock, name="deals", brand="Acme")
+        deals = create_program(
+            conn, clock, help_contact="https://acme.example/help", name="deals", brand="Acme"
+        )
         camp = rows.campaign(conn, deals, "d", T)
         p = contacts.get_or_create(conn, parse_phone("+14155550001"), T)[0]
         rows.message(conn, program=deals, contact=p, at=T - timedelta(days=10), campaign=camp)

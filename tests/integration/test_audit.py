@@ -33,8 +33,17 @@ def seeded(container: Container) -> dict[str, Any]:
     clock = container.clock  # 2026-11-26 19:00 UTC
     s: dict[str, Any] = {}
     with container.db.transaction() as conn:
-        deals = s["deals"] = create_program(conn, clock, name="deals", brand="Acme", optout_scope="program")
-        news = s["news"] = create_program(conn, clock, name="news", brand="Acme")
+        deals = s["deals"] = create_program(
+            conn,
+            clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme",
+            optout_scope="program",
+        )
+        news = s["news"] = create_program(
+            conn, clock, help_contact="https://acme.example/help", name="news", brand="Acme"
+        )
         campaign = rows.campaign(conn, deals, "black-friday", clock.now(), status="sending")
 
         def person(name: str, phone: str, **extra: Any) -> dict[str, Any]:

@@ -100,7 +100,7 @@ def test_consent_api_commits_before_the_response_starts(
 
 
 def test_program_api_commits_before_the_response_starts(container: Container, auth: dict[str, str]) -> None:
-    body = json.dumps({"name": "deals", "brand": "Acme"}).encode()
+    body = json.dumps({"name": "deals", "brand": "Acme", "help_contact": "help@acme.example"}).encode()
 
     def probe(conn: Connection) -> int:
         return int(conn.execute(select(func.count()).select_from(programs)).scalar_one())

@@ -24,9 +24,20 @@ WEB = {
 @pytest.fixture
 def world(container: Container) -> dict:
     with container.db.transaction() as conn:
-        a = create_program(conn, container.clock, name="deals", brand="Acme")
-        b = create_program(conn, container.clock, name="news", brand="Acme", optout_scope="program")
-        other = create_program(conn, container.clock, name="other", brand="Globex")
+        a = create_program(
+            conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme"
+        )
+        b = create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="news",
+            brand="Acme",
+            optout_scope="program",
+        )
+        other = create_program(
+            conn, container.clock, help_contact="https://acme.example/help", name="other", brand="Globex"
+        )
         contact, _ = contacts.get_or_create(conn, parse_phone("+14155550134"), container.clock.now())
     return {"deals": a, "news": b, "other": other, "contact": contact}
 
@@ -72,7 +83,9 @@ def test_import_never_resubscribes_and_brand_optout_covers_new_programs(
     with container.db.transaction() as conn:
         consent.record(conn, container.clock, contact_id=cid, program=world["deals"], action=Action.OPT_OUT,
                        channel=Channel.SMS_TEXT, evidence={"message_text": "stop texting me"})  # fmt: skip
-        later = create_program(conn, container.clock, name="later", brand="Acme")
+        later = create_program(
+            conn, container.clock, help_contact="https://acme.example/help", name="later", brand="Acme"
+        )
     for program in (world["deals"], later):
         with container.db.transaction() as conn, pytest.raises(ConsentRefused):
             consent.record(conn, container.clock, contact_id=cid, program=program, action=Action.OPT_IN,

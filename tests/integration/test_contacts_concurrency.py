@@ -59,7 +59,14 @@ def count(container: Container, table: Any) -> int:
 
 def test_two_first_messages_from_a_new_number_at_once(container: Container) -> None:
     with container.db.transaction() as conn:
-        create_program(conn, container.clock, name="deals", brand="Acme", sender_numbers=["+14155550100"])
+        create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme",
+            sender_numbers=["+14155550100"],
+        )
 
     def first_message(sid: str) -> Callable[[Connection], Any]:
         sms = InboundSms(provider="twilio", provider_message_id=sid, from_phone=NEW, to_phone="+14155550100",
@@ -91,7 +98,12 @@ def test_an_import_racing_a_first_message_merges_into_the_new_contact(
 ) -> None:
     with container.db.transaction() as conn:
         program = create_program(
-            conn, container.clock, name="deals", brand="Acme", sender_numbers=["+14155550100"]
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme",
+            sender_numbers=["+14155550100"],
         )
     path = tmp_path / "list.csv"
     path.write_text("phone,name\n(415) 555-0177,Ann\n4155550178,Bob\n", encoding="utf-8")

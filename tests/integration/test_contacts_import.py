@@ -33,7 +33,9 @@ MESSY = (
 @pytest.fixture
 def program(container: Container) -> dict:
     with container.db.transaction() as conn:
-        return create_program(conn, container.clock, name="deals", brand="Acme")
+        return create_program(
+            conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme"
+        )
 
 
 def write(tmp_path: Path, text: str, name: str = "contacts.csv") -> Path:

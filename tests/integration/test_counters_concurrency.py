@@ -23,7 +23,9 @@ def test_concurrent_status_updates_keep_exact_counts(container: Container) -> No
     if container.db.is_sqlite:
         pytest.skip("SQLite serialises all writers by design (one process, BEGIN IMMEDIATE)")
     with container.db.transaction() as conn:
-        program = create_program(conn, container.clock, name="p", brand="B")
+        program = create_program(
+            conn, container.clock, help_contact="https://acme.example/help", name="p", brand="B"
+        )
         camp = rows.campaign(conn, program, "c", T)
         people = [contacts.get_or_create(conn, parse_phone(f"+1415555{i:04d}"), T)[0] for i in range(400)]
         ids = [

@@ -43,10 +43,15 @@ def settings(db_url: str) -> Settings:
 @pytest.fixture
 def world(container: Container) -> dict[str, Any]:
     with container.db.transaction() as conn:
-        deals = create_program(conn, container.clock, name="deals", brand="Acme Coffee", sender_numbers=[SENDER],
+        deals = create_program(conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme Coffee", sender_numbers=[SENDER],
                                optout_scope="program")  # fmt: skip
         news = create_program(
-            conn, container.clock, name="news", brand="Acme Coffee", sender_numbers=["+14155550101"]
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="news",
+            brand="Acme Coffee",
+            sender_numbers=["+14155550101"],
         )
         person, _ = contact_repo.get_or_create(conn, parse_phone(PERSON), container.clock.now())
         for program in (deals, news):
@@ -296,7 +301,7 @@ def test_double_opt_in_programs_hand_keyword_opt_ins_to_the_signup_seam(containe
     from optline.entrypoints.api.webhooks import SIGNUP_HOOK
 
     with container.db.transaction() as conn:
-        vip = create_program(conn, clock, name="vip", brand="Acme", sender_numbers=[SENDER], double_opt_in=True,
+        vip = create_program(conn, clock, help_contact="https://acme.example/help", name="vip", brand="Acme", sender_numbers=[SENDER], double_opt_in=True,
                              join_keywords=["vip"])  # fmt: skip
     calls: list[dict[str, Any]] = []
     container.extras[SIGNUP_HOOK] = lambda conn, clock, **kw: calls.append(kw)

@@ -22,7 +22,14 @@ EVENTS_EACH = 15
 
 def test_concurrent_appends_keep_every_chain_intact(container: Container) -> None:
     with container.db.transaction() as conn:
-        program = create_program(conn, container.clock, name="deals", brand="Acme", optout_scope="program")
+        program = create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme",
+            optout_scope="program",
+        )
         ids = [
             contacts.get_or_create(conn, parse_phone(f"+1415555{i:04d}"), container.clock.now())[0]["id"]
             for i in range(100, 103)
@@ -60,7 +67,9 @@ def test_a_held_contact_lock_does_not_block_other_contacts(container: Container,
     if engine_name != "postgresql":
         pytest.skip("SQLite serialises all writers by design (one process, BEGIN IMMEDIATE)")
     with container.db.transaction() as conn:
-        program = create_program(conn, container.clock, name="deals", brand="Acme")
+        program = create_program(
+            conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme"
+        )
         a = contacts.get_or_create(conn, parse_phone("+14155550100"), container.clock.now())[0]["id"]
         b = contacts.get_or_create(conn, parse_phone("+14155550101"), container.clock.now())[0]["id"]
     with container.db.transaction() as slow:
@@ -86,7 +95,14 @@ DIGESTERS = 6
 def test_concurrent_digests_extend_one_digest_chain(container: Container) -> None:
     """Several workers recording a digest at the same moment: each one extends the previous, no fork."""
     with container.db.transaction() as conn:
-        program = create_program(conn, container.clock, name="deals", brand="Acme", optout_scope="program")
+        program = create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme",
+            optout_scope="program",
+        )
         for i in range(3):
             cid = contacts.get_or_create(conn, parse_phone(f"+1415555{i:04d}"), container.clock.now())[0][
                 "id"
@@ -124,7 +140,9 @@ def test_concurrent_digests_extend_one_digest_chain(container: Container) -> Non
 
 def test_a_forking_digest_is_refused_by_the_database(container: Container) -> None:
     with container.db.transaction() as conn:
-        program = create_program(conn, container.clock, name="deals", brand="Acme")
+        program = create_program(
+            conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme"
+        )
         cid = contacts.get_or_create(conn, parse_phone("+14155550100"), container.clock.now())[0]["id"]
         consent.record(conn, container.clock, contact_id=cid, program=program, action=Action.OPT_OUT,
                        channel=Channel.ADMIN, evidence={"operator": "ann", "note": "asked by phone"})  # fmt: skip

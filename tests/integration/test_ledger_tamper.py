@@ -22,7 +22,14 @@ def _opted_out(container: Container, count: int) -> list[int]:
     """``count`` contacts who opted in on the web and then texted STOP (two events each)."""
     ids = []
     with container.db.transaction() as conn:
-        program = create_program(conn, container.clock, name="deals", brand="Acme", optout_scope="program")
+        program = create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme",
+            optout_scope="program",
+        )
         for i in range(count):
             cid = contacts.get_or_create(conn, parse_phone(f"+1415555{i:04d}"), container.clock.now())[0][
                 "id"

@@ -39,7 +39,14 @@ SIGNUP = {
 @pytest.fixture
 def program(container: Container) -> dict[str, Any]:
     with container.db.transaction() as conn:
-        return create_program(conn, container.clock, name="deals", brand="Acme", sender_numbers=[SENDER])
+        return create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme",
+            sender_numbers=[SENDER],
+        )
 
 
 @pytest.fixture

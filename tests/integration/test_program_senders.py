@@ -53,7 +53,7 @@ def subscribe(container: Container, *names_programs: dict[str, Any]) -> dict[str
 def test_the_service_stores_senders_in_one_form(container: Container) -> None:
     with container.db.transaction() as conn:
         create_program(
-            conn, container.clock, name="deals", brand="Acme", short_code=" 87654 ",
+            conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme", short_code=" 87654 ",
             sender_numbers=["(415) 555-0100", "+1 415 555 0100", "415.555.0101", "12345"],
         )  # fmt: skip
     assert stored_senders(container, "deals") == (["+14155550100", "+14155550101", "12345"], "87654")
@@ -65,7 +65,14 @@ def test_the_service_refuses_what_is_not_a_sender_naming_it(
     container: Container, field: str, value: Any
 ) -> None:
     with container.db.transaction() as conn, pytest.raises(InvalidPhoneNumber) as raised:
-        create_program(conn, container.clock, name="deals", brand="Acme", **{field: value})
+        create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme",
+            **{field: value},
+        )
     bad = value[0] if isinstance(value, list) else value
     assert repr(bad) in str(raised.value)
     with container.db.read() as conn:
@@ -77,9 +84,9 @@ def test_stop_to_the_e164_form_opts_out_of_the_program_created_with_a_typed_numb
     container: Container, to: str
 ) -> None:
     with container.db.transaction() as conn:
-        deals = create_program(conn, container.clock, name="deals", brand="Acme", optout_scope="program",
+        deals = create_program(conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme", optout_scope="program",
                                sender_numbers=["(415) 555-0100"])  # fmt: skip
-        news = create_program(conn, container.clock, name="news", brand="Acme", optout_scope="program",
+        news = create_program(conn, container.clock, help_contact="https://acme.example/help", name="news", brand="Acme", optout_scope="program",
                               sender_numbers=["415-555-0101"])  # fmt: skip
     person = subscribe(container, deals, news)
     sms = InboundSms(
@@ -95,8 +102,22 @@ def test_stop_to_the_e164_form_opts_out_of_the_program_created_with_a_typed_numb
 
 def test_a_sender_stored_before_normalisation_still_matches(container: Container) -> None:
     with container.db.transaction() as conn:
-        deals = create_program(conn, container.clock, name="deals", brand="Acme", optout_scope="program")
-        create_program(conn, container.clock, name="news", brand="Acme", optout_scope="program")
+        deals = create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme",
+            optout_scope="program",
+        )
+        create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="news",
+            brand="Acme",
+            optout_scope="program",
+        )
         conn.execute(
             programs.update().where(programs.c.id == deals["id"]).values(sender_numbers=["(415) 555-0100"])
         )
@@ -113,17 +134,19 @@ def test_the_api_normalises_senders_and_refuses_bad_ones(container: Container) -
         key = api_keys.create(conn, "tests", container.clock.now())
     client = TestClient(create_app(container))
     auth = {"Authorization": f"Bearer {key}"}
-    ok = client.post("/v1/programs", json={"name": "deals", "brand": "Acme", "sender_numbers": ["(415) 555-0100"]},
+    ok = client.post("/v1/programs", json={"help_contact": "help@acme.example", "name": "deals", "brand": "Acme", "sender_numbers": ["(415) 555-0100"]},
                      headers=auth)  # fmt: skip
     assert ok.status_code == 201, ok.text
     assert ok.json()["sender_numbers"] == ["+14155550100"]
     for bad in ("hello", "123"):
-        refused = client.post("/v1/programs", json={"name": f"x{bad}", "brand": "Acme", "sender_numbers": [bad]},
+        refused = client.post("/v1/programs", json={"help_contact": "help@acme.example", "name": f"x{bad}", "brand": "Acme", "sender_numbers": [bad]},
                               headers=auth)  # fmt: skip
         assert refused.status_code == 422, refused.text
         assert refused.json()["detail"].startswith(f"sender {bad!r} is neither a phone number")
     short = client.post(
-        "/v1/programs", json={"name": "sc", "brand": "Acme", "short_code": "ABCDE"}, headers=auth
+        "/v1/programs",
+        json={"help_contact": "help@acme.example", "name": "sc", "brand": "Acme", "short_code": "ABCDE"},
+        headers=auth,
     )
     assert short.status_code == 422 and "'ABCDE'" in short.json()["detail"]
     assert [p["name"] for p in client.get("/v1/programs", headers=auth).json()] == ["deals"]
@@ -136,7 +159,7 @@ def test_the_dashboard_form_uses_the_same_rule(container: Container) -> None:
     csrf = re.search(r'name="csrf" value="([^"]+)"', web.get("/login").text).group(1)  # type: ignore[union-attr]
     web.post("/login", data={"username": "maria", "password": "correct-horse-battery", "csrf": csrf})
     csrf = re.search(r'name="csrf" value="([^"]+)"', web.get("/dashboard/programs").text).group(1)  # type: ignore[union-attr]
-    form = {"csrf": csrf, "brand": "Acme", "scope": "program"}
+    form = {"csrf": csrf, "brand": "Acme", "scope": "program", "help_contact": "help@acme.example"}
     bad = web.post("/dashboard/programs", data={**form, "name": "x", "sender": "hello"})
     assert bad.status_code == 400 and "sender 'hello' is neither a phone number" in html.unescape(bad.text)
     ok = web.post("/dashboard/programs", data={**form, "name": "deals", "sender": "(415) 555-0100"},

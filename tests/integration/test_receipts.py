@@ -190,7 +190,7 @@ def test_an_opt_out_receipt_from_a_sender_no_program_owns_stops_every_subscribed
 ) -> None:
     deals, ids = outbound.seed(container, 1)
     with container.db.transaction() as conn:
-        news = create_program(conn, container.clock, name="news", brand="Acme", sender_numbers=["+14155550101"],
+        news = create_program(conn, container.clock, help_contact="https://acme.example/help", name="news", brand="Acme", sender_numbers=["+14155550101"],
                               optout_scope="program")  # fmt: skip
         outbound.subscribe(conn, container.clock, news, ids)
     receipt = fp.plivo_opt_out_receipt("uuid-unknown", outbound.phone(0).lstrip("+"), "14155550199")

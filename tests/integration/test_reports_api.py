@@ -22,7 +22,9 @@ def test_reports_need_a_key_and_answer(container: Container) -> None:
     clock = container.clock
     with container.db.transaction() as conn:
         key = api_keys.create(conn, "test", clock.now())
-        deals = create_program(conn, clock, name="deals", brand="Acme")
+        deals = create_program(
+            conn, clock, help_contact="https://acme.example/help", name="deals", brand="Acme"
+        )
         camp = rows.campaign(conn, deals, "spring", T)
         for i in range(20):
             person = contacts.get_or_create(conn, parse_phone(f"+1415555{i:04d}"), T)[0]

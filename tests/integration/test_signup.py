@@ -30,7 +30,7 @@ def inbound(text: str, n: int = 1) -> dict[str, Any]:
 def world(container: Container) -> dict[str, Any]:
     with container.db.transaction() as conn:
         program = create_program(
-            conn, container.clock, name="deals", brand="Acme Coffee", sender_numbers=[SENDER],
+            conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme Coffee", sender_numbers=[SENDER],
             double_opt_in=True, join_keywords=["join", "DEALS"], frequency_text="Up to 4 msgs/month",
             terms_url="https://acme.example/terms", privacy_url="https://acme.example/privacy",
         )  # fmt: skip
@@ -203,7 +203,9 @@ def test_each_opt_in_points_at_the_version_shown_and_changes_make_versions(
     assert second["disclosure_version_id"] == v2["id"] and second["disclosure_text"] == text
     # A program whose disclosure is the composed default gets a new version when its settings change.
     with container.db.transaction() as conn:
-        news = create_program(conn, container.clock, name="news", brand="Acme Coffee")
+        news = create_program(
+            conn, container.clock, help_contact="https://acme.example/help", name="news", brand="Acme Coffee"
+        )
         d1 = signup.current_disclosure(conn, container.clock, news)
         d2 = signup.current_disclosure(conn, container.clock, {**news, "frequency_text": "2 msgs/week"})
     assert d2["version"] == d1["version"] + 1 and "2 msgs/week" in d2["text"]

@@ -23,7 +23,7 @@ from optline.services.programs import create_program, get_program
 def client(container: Container) -> TestClient:
     with container.db.transaction() as conn:
         create_program(
-            conn, container.clock, name="deals", brand="Acme Coffee", sender_numbers=["+14155550100"],
+            conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme Coffee", sender_numbers=["+14155550100"],
             terms_url="https://acme.example/terms", privacy_url="https://acme.example/privacy",
         )  # fmt: skip
         key = api_keys.create(conn, "crm", container.clock.now())
@@ -188,7 +188,13 @@ def test_join_form_refuses_cross_site_posts(client: TestClient, container: Conta
 
 def test_join_form_for_a_program_name_that_needs_escaping(client: TestClient, container: Container) -> None:
     with container.db.transaction() as conn:
-        create_program(conn, container.clock, name="vip & friends?", brand="Acme Coffee")
+        create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="vip & friends?",
+            brand="Acme Coffee",
+        )
     page = client.get("/join/vip%20%26%20friends%3F")
     assert page.status_code == 200 and 'action="/join/vip%20%26%20friends%3F"' in page.text
     r = client.post("/join/vip%20%26%20friends%3F",

@@ -30,7 +30,7 @@ def drain(container: Container, clock: FrozenClock) -> None:
 
 def test_unconfirmed_signups_get_no_marketing(container: Container, clock: FrozenClock) -> None:
     with container.db.transaction() as conn:
-        program = create_program(conn, clock, name="deals", brand="Acme Coffee", sender_numbers=[SENDER],
+        program = create_program(conn, clock, help_contact="https://acme.example/help", name="deals", brand="Acme Coffee", sender_numbers=[SENDER],
                                  double_opt_in=True, join_keywords=["JOIN"], optout_scope="program")  # fmt: skip
         people = {p: contacts.get_or_create(conn, parse_phone(p), clock.now())[0]
                   for p in (CONFIRMED, PENDING, EXPIRED)}  # fmt: skip
@@ -86,7 +86,7 @@ def test_the_worker_expires_unconfirmed_signups(container: Container, clock: Fro
     from optline.entrypoints.worker import run
 
     with container.db.transaction() as conn:
-        program = create_program(conn, clock, name="deals", brand="Acme Coffee", sender_numbers=[SENDER],
+        program = create_program(conn, clock, help_contact="https://acme.example/help", name="deals", brand="Acme Coffee", sender_numbers=[SENDER],
                                  double_opt_in=True, join_keywords=["JOIN"])  # fmt: skip
         person, _ = contacts.get_or_create(conn, parse_phone(PENDING), clock.now())
         signup.start(conn, clock, program=program, contact=person, channel=Channel.SMS_KEYWORD,

@@ -33,7 +33,7 @@ def settings(db_url: str) -> Settings:
 @pytest.fixture
 def program(container: Container) -> dict[str, Any]:
     with container.db.transaction() as conn:
-        return create_program(conn, container.clock, name="deals", brand="Acme Coffee", sender_numbers=[SENDER],
+        return create_program(conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme Coffee", sender_numbers=[SENDER],
                               double_opt_in=True, join_keywords=["JOIN", "DEALS"])  # fmt: skip
 
 

@@ -41,7 +41,7 @@ def world(container: Container) -> dict[str, Any]:
     clock = container.clock
     with container.db.transaction() as conn:
         made = {
-            name: create_program(conn, clock, name=name, brand=brand, optout_scope="program", sender_numbers=[n])
+            name: create_program(conn, clock, help_contact="https://acme.example/help", name=name, brand=brand, optout_scope="program", sender_numbers=[n])
             for name, brand, n in [("deals", "Acme Coffee", "+14155550100"), ("news", "Acme Coffee", "+14155550101"),
                                    ("books", "Beta Books", "+14155550102"), ("other", "Gamma Gym", "+14155550103")]
         }  # fmt: skip

@@ -162,17 +162,27 @@ def test_create_program_from_the_dashboard(container: Container, client: TestCli
     _login(client)
     csrf = _csrf(client.get("/dashboard/programs").text)
     bad = client.post(
-        "/dashboard/programs", data={"csrf": csrf, "name": "deals", "brand": "Acme", "sender": "12"}
+        "/dashboard/programs",
+        data={
+            "csrf": csrf,
+            "help_contact": "help@acme.example",
+            "name": "deals",
+            "brand": "Acme",
+            "sender": "12",
+        },
     )
     assert bad.status_code == 400 and "Sender number" in bad.text
     ok = client.post(
-        "/dashboard/programs", data={"csrf": csrf, "name": "deals", "brand": "Acme", "sender": "(415) 555-0100",
+        "/dashboard/programs", data={"csrf": csrf, "help_contact": "help@acme.example", "name": "deals", "brand": "Acme", "sender": "(415) 555-0100",
                                      "scope": "program"}, follow_redirects=False,
     )  # fmt: skip
     assert ok.status_code == 303
     listing = client.get("/dashboard/programs").text
     assert "deals" in listing and "+1 415-555-0100" in listing and "this program only" in listing
-    dup = client.post("/dashboard/programs", data={"csrf": csrf, "name": "deals", "brand": "Acme"})
+    dup = client.post(
+        "/dashboard/programs",
+        data={"csrf": csrf, "help_contact": "help@acme.example", "name": "deals", "brand": "Acme"},
+    )
     assert dup.status_code == 400 and "already exists" in dup.text
 
 
@@ -211,7 +221,10 @@ def test_logout_ends_the_session(client: TestClient) -> None:
 def test_import_contacts_from_the_dashboard(container: Container, client: TestClient) -> None:
     _login(client)
     csrf = _csrf(client.get("/dashboard/programs").text)
-    client.post("/dashboard/programs", data={"csrf": csrf, "name": "deals", "brand": "Acme"})
+    client.post(
+        "/dashboard/programs",
+        data={"csrf": csrf, "help_contact": "help@acme.example", "name": "deals", "brand": "Acme"},
+    )
     page = client.get("/dashboard/programs").text
     action = re.search(r'action="(/dashboard/programs/\d+/import)"', page)
     assert action

@@ -50,7 +50,7 @@ def make_program(conn: Connection, clock: Clock, name: str = "deals", **values: 
     values.setdefault("brand", "Acme")
     values.setdefault("sender_numbers", ["+14155550100"])
     values.setdefault("optout_scope", "program")
-    return create_program(conn, clock, name=name, **values)
+    return create_program(conn, clock, help_contact="https://acme.example/help", name=name, **values)
 
 
 def insert_contacts(conn: Connection, now: datetime, start: int, count: int,

@@ -19,7 +19,13 @@ def program(
 ) -> dict[str, Any]:
     with container.db.transaction() as conn:
         return program_service.create_program(
-            conn, container.clock, name=name, brand=brand, sender_numbers=["+14155550100"], **kw
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name=name,
+            brand=brand,
+            sender_numbers=["+14155550100"],
+            **kw,
         )
 
 

@@ -133,7 +133,7 @@ def load(container: Container, *, contacts: int = 300, seed: int = 7) -> DemoSum
                 f"{waiting} messages are waiting to be sent; load the demo into a fresh database"
             )
         program = program_service.create_program(
-            conn, clock, name=PROGRAM, brand=BRAND, sender_numbers=[SENDER], optout_scope="brand",
+            conn, clock, help_contact="https://acme.example/help", name=PROGRAM, brand=BRAND, sender_numbers=[SENDER], optout_scope="brand",
             frequency_text="Up to 4 msgs/month", terms_url="https://example.com/terms",
         )  # fmt: skip
         people = _contacts(conn, clock, program, contacts, rnd)

@@ -9,13 +9,12 @@ from sqlalchemy import Connection
 from optline.adapters.clock import Clock
 from optline.adapters.db import programs as repo
 from optline.domain.phones import InvalidPhoneNumber, normalize_sender, normalize_short_code, read_sender
+from optline.domain.support_contact import read_support_contact
 
 
-def default_help_text(brand: str, frequency: str) -> str:
-    return (
-        f"{brand}: for help reply HELP or contact us. {frequency}. "
-        "Msg & data rates may apply. Reply STOP to opt out."
-    )
+def default_help_text(brand: str, frequency: str, contact: str) -> str:
+    """The HELP reply unless the operator writes one: brand, where to get help, frequency, rates, STOP."""
+    return f"{brand}: help at {contact}. {frequency}. Msg & data rates may apply. Reply STOP to opt out."
 
 
 def create_program(
@@ -31,8 +30,13 @@ def create_program(
         values["short_code"] = normalize_short_code(values["short_code"])
     values["join_keywords"] = [k.strip().upper() for k in values.get("join_keywords", []) if k.strip()]
     values.setdefault("frequency_text", "Msg frequency varies")
+    # Required even with a custom help text: the contact is how the dashboard and HELP replies in other
+    # languages name customer care, and a program nobody can reach should not send.
+    values["help_contact"] = read_support_contact(values.get("help_contact"), default_region)
     if not values.get("help_text"):
-        values["help_text"] = default_help_text(values["brand"], values["frequency_text"])
+        values["help_text"] = default_help_text(
+            values["brand"], values["frequency_text"], values["help_contact"]
+        )
     return repo.create(conn, created_at=clock.now(), **values)
 
 

@@ -48,6 +48,7 @@ programs = Table(
     Column("sender_numbers", JSON, nullable=False, default=list),
     Column("short_code", String(20)),
     Column("help_text", Text, nullable=False),
+    Column("help_contact", String(200)),  # customer care (URL, email or phone) named in the HELP reply
     Column("frequency_text", String(200), nullable=False),
     Column("terms_url", String(500)),
     Column("privacy_url", String(500)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 
 from optline.domain.phones import InvalidPhoneNumber
+from optline.domain.support_contact import SupportContactError
 from optline.entrypoints.api.deps import ApiKeyDep, ConnDep, ContainerDep
 from optline.entrypoints.api.schemas import ProgramCreate, ProgramPublic
 from optline.services import programs as program_service
@@ -28,7 +29,7 @@ def create_program(
             default_region=container.settings.default_region,
             **body.model_dump(mode="json"),
         )
-    except InvalidPhoneNumber as exc:
+    except (InvalidPhoneNumber, SupportContactError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None  # names the value
     except ValueError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None

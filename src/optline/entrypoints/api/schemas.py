@@ -14,6 +14,9 @@ class ProgramCreate(BaseModel):
     sender_numbers: list[str] = []
     short_code: str | None = None
     help_text: str | None = None
+    help_contact: str = Field(
+        min_length=1, max_length=200, description="customer care for the HELP reply: a URL, email or phone"
+    )
     frequency_text: str = Field("Msg frequency varies", max_length=200)
     terms_url: HttpUrl | None = None
     privacy_url: HttpUrl | None = None
@@ -29,6 +32,7 @@ class ProgramPublic(BaseModel):
     sender_numbers: list[str]
     short_code: str | None
     help_text: str
+    help_contact: str | None
     frequency_text: str
     terms_url: str | None
     privacy_url: str | None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from optline.domain.support_contact import SupportContactError
 from optline.entrypoints.cli.common import console, container, fail
 from optline.services import programs as service
 
@@ -18,7 +19,13 @@ def create(
     sender: list[str] = typer.Option(
         [], help="sender number in any common format (stored as E.164) or 5–6 digit short code; repeatable"
     ),
-    help_text: str = typer.Option(None, help="the reply to HELP (default: built from brand and frequency)"),
+    help_contact: str = typer.Option(
+        None,
+        help="customer care named in the HELP reply: a website, email address or phone number (required)",
+    ),
+    help_text: str = typer.Option(
+        None, help="the reply to HELP (default: built from brand, contact, frequency)"
+    ),
     frequency: str = typer.Option("Msg frequency varies", help="message-frequency disclosure"),
     terms_url: str = typer.Option(None),
     privacy_url: str = typer.Option(None),
@@ -35,10 +42,12 @@ def create(
     with c.db.transaction() as conn:
         try:
             program = service.create_program(
-                conn, c.clock, default_region=c.settings.default_region, name=name, brand=brand, sender_numbers=list(sender), help_text=help_text,
+                conn, c.clock, default_region=c.settings.default_region, name=name, brand=brand, sender_numbers=list(sender), help_text=help_text, help_contact=help_contact,
                 frequency_text=frequency, terms_url=terms_url, privacy_url=privacy_url, optout_scope=scope,
                 double_opt_in=double_opt_in, join_keywords=list(join_keyword),
             )  # fmt: skip
+        except SupportContactError as exc:
+            fail(f"--help-contact: {exc}")
         except ValueError as exc:
             fail(str(exc))
     console.print(

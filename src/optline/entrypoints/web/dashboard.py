@@ -14,6 +14,7 @@ from optline.bootstrap import Container
 from optline.domain.consent import ConsentRefused
 from optline.domain.phones import InvalidPhoneNumber
 from optline.domain.stats import CRITICAL_OPTOUT_RATE
+from optline.domain.support_contact import SupportContactError
 from optline.entrypoints.web import charts
 from optline.entrypoints.web.auth import CurrentUser, container_of, require_csrf
 from optline.entrypoints.web.rendering import render
@@ -119,12 +120,14 @@ def create_program(
     name: Annotated[str, Form()] = "",
     brand: Annotated[str, Form()] = "",
     sender: Annotated[str, Form()] = "",
+    help_contact: Annotated[str, Form()] = "",
     scope: Annotated[str, Form()] = "brand",
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
     require_csrf(request, csrf)
     container = container_of(request)
-    form = {"name": name.strip(), "brand": brand.strip(), "sender": sender.strip(), "scope": scope}
+    form = {"name": name.strip(), "brand": brand.strip(), "sender": sender.strip(), "scope": scope,
+            "help_contact": help_contact.strip()}  # fmt: skip
     error = None
     if not form["name"] or not form["brand"]:
         error = "A program needs a name and a brand."
@@ -136,8 +139,10 @@ def create_program(
                 program_service.create_program(
                     conn, container.clock, default_region=container.settings.default_region, name=form["name"],
                     brand=form["brand"], sender_numbers=[form["sender"]] if form["sender"] else [],
-                    optout_scope=scope,
+                    optout_scope=scope, help_contact=form["help_contact"],
                 )  # fmt: skip
+        except SupportContactError as exc:
+            error = f"Support contact: {exc}"
         except InvalidPhoneNumber as exc:
             error = f"Sender number: {exc}"
         except ValueError as exc:
