@@ -31,6 +31,7 @@ PHONE = "+14155550134"
 def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     db = f"sqlite:///{tmp_path / 'optline.db'}"
     env = {**os.environ, "OPTLINE_DATABASE_URL": db, "OPTLINE_ENV": "test", "OPTLINE_SECRET_KEY": SECRET}
+    subprocess.run([OPTLINE, "init"], env=env, check=True, capture_output=True)
     subprocess.run(
         [OPTLINE, "programs", "create", "--help-contact", "help@acme.example", "deals", "--brand", "Acme Coffee", "--sender", "+14155550100",
          "--double-opt-in", "--join-keyword", "JOIN", "--frequency", "Up to 4 msgs/month",

@@ -32,18 +32,9 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     db = f"sqlite:///{tmp_path / 'optline.db'}"
     settings = {"OPTLINE_TWILIO_AUTH_TOKEN": TOKEN, "OPTLINE_ENV": "development", "COLUMNS": "200"}
     env = {**os.environ, "OPTLINE_DATABASE_URL": db, **settings}
-    cli(
-        env,
-        "programs",
-        "create",
-        "--help-contact",
-        "help@acme.example",
-        "deals",
-        "--brand",
-        "Acme Coffee",
-        "--sender",
-        SENDER,
-    )
+    cli(env, "init")
+    cli(env, "programs", "create", "deals", "--brand", "Acme Coffee", "--sender", SENDER,
+        "--help-contact", "help@acme.example")  # fmt: skip
     csv = tmp_path / "list.csv"
     csv.write_text(f"phone,consented_at,consent_source\n{PERSON},2026-01-01,web form\n", encoding="utf-8")
     cli(env, "contacts", "import", str(csv), "--program", "deals")
