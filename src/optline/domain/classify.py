@@ -19,6 +19,8 @@ from enum import StrEnum
 from functools import lru_cache
 
 from optline.domain import lexicon as lx
+from optline.domain import reading as reading_
+from optline.domain.reading import Verdict
 
 
 class Intent(StrEnum):
@@ -354,7 +356,14 @@ _COMMON = frozenset(
         "ur",
     ]
 )
-_GATE = lx.TRIGGERS | frozenset(_RULES_BY_ANCHOR) | _AD_ANCHORS | _STRONG_TOKENS | (_OPTOUT_TOKENS - _COMMON)
+_GATE = (
+    lx.TRIGGERS
+    | frozenset(_RULES_BY_ANCHOR)
+    | _AD_ANCHORS
+    | _STRONG_TOKENS
+    | (_OPTOUT_TOKENS - _COMMON)
+    | (reading_.ACTION_WORDS - _COMMON)
+)
 
 # Another sense of "stop" or "end" in the same clause: "stop by", "bus stop", "stop and shop", "end of".
 _OTHER_SENSE = re.compile(
@@ -362,6 +371,21 @@ _OTHER_SENSE = re.compile(
     r"(?:bus|next|last|first|pit|truck|one|non|train|tram|subway|rest|full|cup) stop|nonstop|"
     r"(?:dont|never|cant|wont|not|didnt|couldnt|wouldnt) (?:ever )?stop)\b"
 )
+
+
+_EVERYTHING = re.compile(r"\b(?:everything|all (?:of )?(?:your|ur|the|these) |todo|todos|tout|tous|tudo)")
+_ACTION_WORDS = reading_.ACTION_WORDS
+
+
+def _read(folded: str, ad: bool, size: int) -> reading_.Reading | None:
+    """The compositional reading, clause by clause (a forwarded ad's "Reply STOP" cut out first)."""
+    clauses: list[list[str]] = []
+    for clause in _CLAUSES.split(folded):
+        cw = _words(clause)
+        if ad and cw:
+            cw = _SPACES.sub(" ", _AD.sub(" ", cw)).strip()
+        clauses.append(cw.split())
+    return reading_.read(clauses, size)
 
 
 def _language_vote(tokens: list[str] | frozenset[str], hint: str | None) -> str:
@@ -452,7 +476,21 @@ def _classify(text: str, hint: str | None) -> Classification:
                 brand_wide=chit[2] in _BRAND_WIDE,
             )  # fmt: skip
 
-    # 5. Free-text phrases, refused when the match sits in another sense of the word.
+    # 5. The compositional reading (domain/reading.py): action + object, negation scope, sense guards.
+    reading = _read(folded, ad is not None, len(tokens)) if not _ACTION_WORDS.isdisjoint(token_set) else None
+    if reading is not None and reading.verdict is Verdict.OPTOUT:
+        return Classification(
+            Intent.OPTOUT, reading.confidence, _lang(reading.language, tokens, hint), reading.reason,
+            brand_wide=bool(_EVERYTHING.search(words)),
+        )  # fmt: skip
+    if reading is not None and reading.verdict is Verdict.OTHER_SENSE:
+        # The clauses about an order, an invoice or another person are not read again by the phrases below.
+        for clause in reading.sense_clauses:
+            words = words.replace(clause, " ")
+        words = _SPACES.sub(" ", words).strip()
+        token_set = frozenset(words.split())
+
+    # 6. Free-text phrases, refused when the match sits in another sense of the word.
     candidates = sorted({i for t in token_set for i in _RULES_BY_ANCHOR.get(t, ())})
     for i in candidates:
         rule = _PHRASES[i]
@@ -469,15 +507,20 @@ def _classify(text: str, hint: str | None) -> Classification:
             and not re.search(r"stop (?:\w+ )?(?:texting|messag|sending)", span)
         ):
             continue
-        everything = brand or bool(
-            re.search(r"\b(?:everything|all (?:of )?(?:your|ur|the|these) |todo|todos|tout|tous|tudo)", words)
-        )
+        everything = brand or bool(_EVERYTHING.search(words))
         conf = 0.85 if len(tokens) <= 20 else 0.75
         return Classification(
             Intent.OPTOUT, conf, lang,
             f"phrase:{lang}:{name}:{m.group(0).strip()}", brand_wide=everything,
         )  # fmt: skip
 
+    if reading is not None:
+        lang = _lang(reading.language, tokens, hint)
+        if reading.verdict is Verdict.OTHER_SENSE:
+            return Classification(Intent.OTHER, reading.confidence, lang, reading.reason)
+        # 7. The review tier: a request or negation about sending with no confident reading. Not an opt-out
+        # by itself; the inbound service holds marketing when it answers a recent marketing message.
+        return Classification(Intent.OTHER, reading.confidence, lang, "review:" + reading.reason, review=True)
     if ad:
         return Classification(
             Intent.OTHER, 0.9, _language_vote(token_set, hint), "forwarded-ad:" + ad.group(0)
