@@ -27,10 +27,12 @@ LANGUAGES = ("en", "es", "fr", "pt")
 # Roles of a lexicon file. Actions first: a word that is both an action and something else is an action.
 ACTIONS = ("refuse", "nomore", "stop", "remove", "send_negated", "send", "send_weak")
 OBJECTS = ("messaging", "service", "other", "person", "anaphor")
-OTHER_ROLES = ("frame", "negator", "skip", "guard_after", "temporal", "third")
+OTHER_ROLES = ("frame", "negator", "blocker", "skip", "guard_after", "temporal", "third")
 _WINDOW = 6  # how far after an action its object may be (in lexicon units)
 # Words that end the search for an object: what follows is another thought ("stop texting me about my order").
-_BREAKS = frozenset("about because since but and or pero porque et if cause cuz bc".split())
+_BREAKS = frozenset(
+    ["about", "because", "since", "but", "and", "or", "pero", "porque", "et", "if", "cause", "cuz", "bc"]
+)
 
 
 class Verdict(StrEnum):
@@ -44,6 +46,7 @@ class Unit:
     text: str
     roles: frozenset[str]
     langs: frozenset[str]
+    action: str | None = None  # the first of ACTIONS among roles, worked out once at load time
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +61,9 @@ class Reading:
 
     @property
     def reason(self) -> str:
-        lang = self.language or "und"
-        return f"{self.verdict.value}:{lang}:{self.action}+{self.object}"
+        """ "composed:en:stop texting+me", "other-sense:es:mandes+factura", "cue:en:cancel+it"."""
+        kind = "composed" if self.verdict is Verdict.OPTOUT else self.verdict.value
+        return f"{kind}:{self.language or 'und'}:{self.action}+{self.object}"
 
 
 def _load() -> tuple[dict[str, Unit], int]:
@@ -75,13 +79,61 @@ def _load() -> tuple[dict[str, Unit], int]:
             for phrase in phrases:
                 roles.setdefault(phrase, set()).add(role)
                 langs.setdefault(phrase, set()).add(lang)
-    table = {p: Unit(p, frozenset(r), frozenset(langs[p])) for p, r in roles.items()}
+    table = {
+        p: Unit(p, frozenset(r), frozenset(langs[p]), next((a for a in ACTIONS if a in r), None))
+        for p, r in roles.items()
+    }
     return table, max(len(p.split()) for p in table)
 
 
 TABLE, _LONGEST = _load()
-# Single words that can start an action: a message with none of them has no reading (the classifier's gate).
-ACTION_WORDS = frozenset(p.split()[0] for p, u in TABLE.items() if not u.roles.isdisjoint(ACTIONS))
+# One word per action phrase, its longest (the content word: "want" of "dont want", "receber" of "de nao
+# receber"): a message or clause with none of them has no reading, so most ordinary SMS skip the reader.
+_FUNCTION = frozenset(
+    ["not", "dont", "did", "didnt", "never", "do", "no", "ne", "nao", "de", "me", "je", "ya", "i", "to", "de"]
+)
+_SENDS = frozenset({"send", "send_weak"})
+
+
+def _anchor(phrase: str) -> str:
+    words = [w for w in phrase.split() if w not in _FUNCTION] or phrase.split()
+    return max(words, key=len)
+
+
+def _needs(roles: frozenset[str]) -> dict[str, tuple[str, ...]]:
+    """anchor word -> the action phrases it anchors, padded for a substring test ("more" -> " no more ")."""
+    needs: dict[str, set[str]] = {}
+    for phrase, unit in TABLE.items():
+        if not unit.roles.isdisjoint(roles):
+            needs.setdefault(_anchor(phrase), set()).add(f" {phrase} ")
+    return {anchor: tuple(sorted(phrases)) for anchor, phrases in needs.items()}
+
+
+_NEEDS = _needs(frozenset(a for a in ACTIONS if a not in _SENDS))
+_STRONG = frozenset(_NEEDS)
+_SEND_WORDS = frozenset(_needs(_SENDS))
+# Single-word negators only: "dont", "no", "ne", "nao" ("do not" has "not"; "please dont" has "dont").
+_NEG_WORDS = frozenset(p for p, u in TABLE.items() if "negator" in u.roles and " " not in p)
+ACTION_WORDS = _STRONG | _SEND_WORDS
+
+
+def may_read(words: str, tokens: list[str], present: frozenset[str]) -> bool:
+    """Whether a reading is possible at all (the cheap gate in front of it): a stop, remove or refusal phrase
+    as written, or a messaging verb with a negator just before it (a messaging verb alone asks for more)."""
+    if ACTION_WORDS.isdisjoint(present):
+        return False
+    strong = _STRONG.intersection(present)
+    if strong:
+        padded = f" {words} "
+        for anchor in strong:
+            if any(phrase in padded for phrase in _NEEDS[anchor]):
+                return True
+    if _NEG_WORDS.isdisjoint(present) or _SEND_WORDS.isdisjoint(present):
+        return False
+    for i, token in enumerate(tokens):
+        if token in _SEND_WORDS and not _NEG_WORDS.isdisjoint(tokens[max(0, i - 4) : i]):
+            return True
+    return False
 
 
 _SIZES: dict[str, tuple[int, ...]] = {}  # first word -> lengths of the phrases it starts, longest first
@@ -89,6 +141,7 @@ for _p in TABLE:
     _w = _p.split()
     _SIZES[_w[0]] = tuple(sorted({*_SIZES.get(_w[0], ()), len(_w)}, reverse=True))
 _NO_ROLES: frozenset[str] = frozenset()
+_UNKNOWN: dict[str, Unit] = {}  # units of words in no lexicon, made once (they are immutable)
 
 
 def segment(tokens: list[str]) -> list[Unit]:
@@ -105,25 +158,27 @@ def segment(tokens: list[str]) -> list[Unit]:
                 i += size
                 break
         else:
-            units.append(Unit(tokens[i], _NO_ROLES, _NO_ROLES))
+            unit = _UNKNOWN.get(tokens[i])
+            if unit is None:
+                if len(_UNKNOWN) > 20_000:  # a bound on memory; the common words come back at once
+                    _UNKNOWN.clear()
+                unit = _UNKNOWN[tokens[i]] = Unit(tokens[i], _NO_ROLES, _NO_ROLES)
+            units.append(unit)
             i += 1
     return units
 
 
-def _action(unit: Unit) -> str | None:
-    for role in ACTIONS:
-        if role in unit.roles:
-            return role
-    return None
-
-
-def _negated(units: list[Unit], i: int, langs: frozenset[str]) -> tuple[bool, bool]:
+def _negated(units: list[Unit], i: int, langs: frozenset[str], kind: str) -> tuple[bool, bool]:
     """(negated, to a third person): a negator of the action's language a few units before it, with only
-    clitics, fillers and frames between ("no me mandes", "would you mind not messaging", "no le escriban")."""
+    clitics, fillers and frames between ("no me mandes", "would you mind not messaging", "no le escriban").
+    A stop or remove verb is also negated by a statement ("I can't stop laughing", "it won't end")."""
     third = False
+    roles = {"negator", "blocker"} if kind in ("stop", "remove") else {"negator"}
     for k in range(i - 1, max(-1, i - 4), -1):
         u = units[k]
-        if "negator" in u.roles and not u.langs.isdisjoint(langs):  # "no" negates "mandes", not "stop"
+        if not u.roles.isdisjoint(roles) and not u.langs.isdisjoint(
+            langs
+        ):  # "no" negates "mandes", not "stop"
             return True, third
         if "third" in u.roles:  # "no le escriban", "ne lui envoyez pas": about someone else
             third = True
@@ -151,13 +206,14 @@ def _object(units: list[Unit], j: int) -> tuple[str, str, bool]:
                 if role != "other" and _to_someone_else(units, k + 1):
                     return "other", u.text + " (to someone else)", temporal
                 return role, u.text, temporal
-        if "person" in u.roles and not person and not anaphor:
+        # A pronoun after unknown words belongs to them: "stop singing it" is not "stop it".
+        if "person" in u.roles and not person and not anaphor and not unknown:
             person = u.text
             continue
-        if "anaphor" in u.roles and not anaphor:
+        if "anaphor" in u.roles and not anaphor and not unknown:
             anaphor = u.text
             continue
-        if u.roles & {"skip", "frame", "negator"} or _action(u) == "nomore":
+        if u.roles & {"skip", "frame", "negator"} or u.action == "nomore":
             continue
         if not u.roles:
             if person:  # "stop texting me about…": the person was the object
@@ -177,7 +233,7 @@ def _object(units: list[Unit], j: int) -> tuple[str, str, bool]:
     return ("unknown", "(unknown)", temporal) if unknown else ("none", "(none)", temporal)
 
 
-_TO = frozenset("to pro pra para a al au aux".split())
+_TO = frozenset(["to", "pro", "pra", "para", "a", "al", "au", "aux"])
 
 
 def _to_someone_else(units: list[Unit], k: int) -> bool:
@@ -241,13 +297,14 @@ def _verdict(kind: str, verbal: bool, role: str, size: int) -> Verdict | None:
 def read_clause(tokens: list[str], size: int) -> list[Reading]:
     """Every reading of one clause (``size`` is the length of the whole message, in words)."""
     units = segment(tokens)
-    framed = any("frame" in u.roles for u in units)
     readings: list[Reading] = []
+    framed = False
     for i, u in enumerate(units):
-        kind = _action(u)
+        kind = u.action
         if kind is None:
             continue
-        negated, third = (True, False) if kind == "send_negated" else _negated(units, i, u.langs)
+        framed = framed or any("frame" in x.roles for x in units)
+        negated, third = (True, False) if kind == "send_negated" else _negated(units, i, u.langs, kind)
         if kind in ("stop", "remove") and negated:
             continue  # "don't stop the deals", "ne pas annuler": the opposite of an opt-out
         if kind in ("send", "send_weak") and not negated:
@@ -255,12 +312,20 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
         j, verbal = i + 1, False
         # "stop texting", "dejen de mandarme", "arrêtez de m'envoyer", "pare de mandar": the messaging verb
         # becomes part of the action and its object is the object of the whole.
-        while j < len(units) and kind in ("stop", "nomore", "refuse") and units[j].roles & {"skip"} and (
-            j + 1 < len(units) and not units[j + 1].roles.isdisjoint({"send", "send_weak", "send_negated"})
+        while (
+            j < len(units)
+            and kind in ("stop", "nomore", "refuse")
+            and units[j].roles & {"skip"}
+            and (
+                j + 1 < len(units)
+                and not units[j + 1].roles.isdisjoint({"send", "send_weak", "send_negated"})
+            )
         ):
             j += 1
-        if j < len(units) and kind in ("stop", "refuse") and not units[j].roles.isdisjoint(
-            {"send", "send_weak", "send_negated"}
+        if (
+            j < len(units)
+            and kind in ("stop", "refuse")
+            and not units[j].roles.isdisjoint({"send", "send_weak", "send_negated"})
         ):
             verbal, j = True, j + 1
         first = next((x for x in units[j : j + 3] if not x.roles & {"skip"}), None)
@@ -289,14 +354,17 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
     return readings
 
 
+_ORDER = tuple(Verdict)
+
+
 def read(clauses: list[list[str]], size: int) -> Reading | None:
     """The reading of a message: an opt-out anywhere wins; else another sense (with the clauses it covers);
     else a cue; else None."""
     found: list[tuple[Reading, list[str]]] = []
     for tokens in clauses:
-        if tokens and not ACTION_WORDS.isdisjoint(tokens):
+        if tokens and (len(clauses) == 1 or may_read(" ".join(tokens), tokens, frozenset(tokens))):
             found.extend((r, tokens) for r in read_clause(tokens, size))
-    for verdict in Verdict:
+    for verdict in _ORDER:
         hits = [(r, t) for r, t in found if r.verdict is verdict]
         if hits:
             first = hits[0][0]
