@@ -486,9 +486,10 @@ def _classify(text: str, hint: str | None) -> Classification:
             _OPTOUT, reading.confidence, _lang(reading.language, tokens, hint), reading.reason,
             brand_wide=bool(_EVERYTHING.search(words)),
         )  # fmt: skip
-    if reading is not None and reading.verdict is _V_SENSE:
-        # The clauses about an order, an invoice or another person are not read again by the phrases below.
-        for clause in reading.sense_clauses:
+    if reading is not None and reading.guarded:
+        # Clauses about an order, an invoice or another person, or asking for a pause, are not read again
+        # by the phrases below.
+        for clause in reading.guarded:
             words = words.replace(clause, " ")
         words = _SPACES.sub(" ", words).strip()
         token_set = frozenset(words.split())

@@ -25,9 +25,9 @@ from importlib import resources
 LANGUAGES = ("en", "es", "fr", "pt")
 
 # Roles of a lexicon file. Actions first: a word that is both an action and something else is an action.
-ACTIONS = ("refuse", "nomore", "stop", "remove", "send_negated", "send", "send_weak")
+ACTIONS = ("refuse", "nomore", "stop", "cancel", "remove", "send_negated", "send", "send_weak")
 OBJECTS = ("messaging", "service", "other", "person", "anaphor")
-OTHER_ROLES = ("frame", "negator", "blocker", "skip", "guard_after", "temporal", "third")
+OTHER_ROLES = ("frame", "negator", "blocker", "skip", "guard_after", "temporal", "temporal_send", "third")
 _WINDOW = 6  # how far after an action its object may be (in lexicon units)
 # Words that end the search for an object: what follows is another thought ("stop texting me about my order").
 _BREAKS = frozenset(
@@ -57,7 +57,9 @@ class Reading:
     object: str  # the object words, or a marker: "(none)", "(unknown)", "(temporal)"
     confidence: float
     framed: bool  # a request frame ("could you", "je voudrais", "gostaria") came with it
-    sense_clauses: tuple[str, ...] = ()  # clauses read as another sense (phrase rules must not reuse them)
+    # Clauses read as another sense or as a pause ("don't text me till Monday"): fixed phrases must not read
+    # them again as an opt-out.
+    guarded: tuple[str, ...] = ()
 
     @property
     def reason(self) -> str:
@@ -173,7 +175,7 @@ def _negated(units: list[Unit], i: int, langs: frozenset[str], kind: str) -> tup
     clitics, fillers and frames between ("no me mandes", "would you mind not messaging", "no le escriban").
     A stop or remove verb is also negated by a statement ("I can't stop laughing", "it won't end")."""
     third = False
-    roles = {"negator", "blocker"} if kind in ("stop", "remove") else {"negator"}
+    roles = {"negator", "blocker"} if kind in ("stop", "cancel", "remove") else {"negator"}
     for k in range(i - 1, max(-1, i - 4), -1):
         u = units[k]
         if not u.roles.isdisjoint(roles) and not u.langs.isdisjoint(
@@ -189,16 +191,18 @@ def _negated(units: list[Unit], i: int, langs: frozenset[str], kind: str) -> tup
     return False, third
 
 
-def _object(units: list[Unit], j: int) -> tuple[str, str, bool]:
-    """(role, words, temporal) of what an action at j-1 is about, looking forward."""
+def _object(units: list[Unit], j: int, sending: bool = False) -> tuple[str, str, bool]:
+    """(role, words, temporal) of what an action at j-1 is about, looking forward. ``sending``: the action
+    is a negated messaging verb, for which "now" also makes a pause."""
     person = anaphor = ""
     unknown = 0
     temporal = False
+    pause = {"temporal", "temporal_send"} if sending else {"temporal"}
     for k in range(j, min(len(units), j + _WINDOW)):
         u = units[k]
         if u.text in _BREAKS:
             break
-        if "temporal" in u.roles:
+        if not u.roles.isdisjoint(pause):
             temporal = True
             break
         for role in ("messaging", "service", "other"):
@@ -224,7 +228,7 @@ def _object(units: list[Unit], j: int) -> tuple[str, str, bool]:
             continue
         break  # another action: its own reading
     for k in range(j, min(len(units), j + _WINDOW)):  # a time limit anywhere after: a pause, not a revocation
-        if "temporal" in units[k].roles:
+        if not units[k].roles.isdisjoint(pause):
             temporal = True
     if person:
         return "person", person, temporal
@@ -280,7 +284,7 @@ def _verdict(kind: str, verbal: bool, role: str, size: int) -> Verdict | None:
         if kind == "send_weak":  # "don't call me" alone, yes; "don't call me, I'm in a meeting", ask
             return Verdict.OPTOUT if size <= 5 else Verdict.CUE
         return Verdict.OPTOUT if kind in ("remove", "send", "send_negated") or verbal else Verdict.CUE
-    if role == "anaphor":
+    if role == "anaphor":  # "stop it" is the messages; "cancel it" may be an order: ask
         return Verdict.OPTOUT if kind in ("stop", "nomore", "refuse") and size <= 8 else Verdict.CUE
     if role == "none":
         if verbal:  # "stop texting", "paren de escribir"
@@ -289,7 +293,7 @@ def _verdict(kind: str, verbal: bool, role: str, size: int) -> Verdict | None:
             return Verdict.OPTOUT if size <= 6 else Verdict.CUE
         if kind in ("stop", "nomore", "send_weak"):  # "no stop", "make it stop", "don't call"
             return Verdict.OPTOUT if size <= 3 else Verdict.CUE
-        return Verdict.CUE if kind == "remove" else None
+        return Verdict.CUE if kind in ("remove", "cancel") else None
     # unknown object
     return None if kind == "refuse" else Verdict.CUE
 
@@ -305,7 +309,7 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
             continue
         framed = framed or any("frame" in x.roles for x in units)
         negated, third = (True, False) if kind == "send_negated" else _negated(units, i, u.langs, kind)
-        if kind in ("stop", "remove") and negated:
+        if kind in ("stop", "cancel", "remove") and negated:
             continue  # "don't stop the deals", "ne pas annuler": the opposite of an opt-out
         if kind in ("send", "send_weak") and not negated:
             continue  # "send me the info", "text me when you're home"
@@ -314,7 +318,7 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
         # becomes part of the action and its object is the object of the whole.
         while (
             j < len(units)
-            and kind in ("stop", "nomore", "refuse")
+            and kind in ("stop", "cancel", "nomore", "refuse")
             and units[j].roles & {"skip"}
             and (
                 j + 1 < len(units)
@@ -324,15 +328,20 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
             j += 1
         if (
             j < len(units)
-            and kind in ("stop", "refuse")
+            and kind in ("stop", "cancel", "refuse")
             and not units[j].roles.isdisjoint({"send", "send_weak", "send_negated"})
         ):
             verbal, j = True, j + 1
         first = next((x for x in units[j : j + 3] if not x.roles & {"skip"}), None)
-        if not verbal and first is not None and "guard_after" in first.roles and kind in ("stop", "remove"):
+        if (
+            not verbal
+            and first is not None
+            and "guard_after" in first.roles
+            and kind in ("stop", "cancel", "remove")
+        ):
             continue  # "stop by", "stop in", "sair às 19h", "para mim"
-        role, words, temporal = _object(units, j)
-        if role == "none" and kind in ("stop", "nomore"):
+        role, words, temporal = _object(units, j, sending=kind.startswith("send") and not verbal)
+        if role == "none" and kind in ("stop", "cancel", "nomore"):
             role, words = _subject(units, i)
             if role == "none" and any(not x.roles for x in units[:i]):
                 continue  # "next stop", "the end": a bare stop verb only counts as the whole request
@@ -364,14 +373,13 @@ def read(clauses: list[list[str]], size: int) -> Reading | None:
     for tokens in clauses:
         if tokens and (len(clauses) == 1 or may_read(" ".join(tokens), tokens, frozenset(tokens))):
             found.extend((r, tokens) for r in read_clause(tokens, size))
+    guarded = tuple(
+        " ".join(t) for r, t in found if r.verdict is Verdict.OTHER_SENSE or r.object.endswith("(temporal)")
+    )
     for verdict in _ORDER:
-        hits = [(r, t) for r, t in found if r.verdict is verdict]
-        if hits:
-            first = hits[0][0]
-            if verdict is Verdict.OTHER_SENSE:
-                clauses_ = tuple(" ".join(t) for _, t in hits)
-                return Reading(*_fields(first), sense_clauses=clauses_)
-            return first
+        hit = next((r for r, _ in found if r.verdict is verdict), None)
+        if hit is not None:
+            return hit if verdict is Verdict.OPTOUT else Reading(*_fields(hit), guarded=guarded)
     return None
 
 

@@ -8,13 +8,11 @@ from sqlalchemy import Connection
 
 from optline.adapters.clock import Clock
 from optline.adapters.db import programs as repo
+from optline.domain import replies
 
 
 def default_help_text(brand: str, frequency: str) -> str:
-    return (
-        f"{brand}: for help reply HELP or contact us. {frequency}. "
-        "Msg & data rates may apply. Reply STOP to opt out."
-    )
+    return replies.default_help(brand, frequency)  # one text, translated there when a reply asks for it
 
 
 def create_program(conn: Connection, clock: Clock, **values: Any) -> dict[str, Any]:
