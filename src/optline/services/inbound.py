@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -206,6 +206,8 @@ def _review_cue(
     conn.execute(
         update(inbound_messages).where(inbound_messages.c.id == outcome.inbound_id).values(review=False)
     )
+    if outcome.classification is not None:
+        outcome.classification = replace(outcome.classification, review=False)
     outcome.note = "request cue, but no recent marketing message: not held"
     return None
 
