@@ -27,7 +27,10 @@ LANGUAGES = ("en", "es", "fr", "pt")
 # Roles of a lexicon file. Actions first: a word that is both an action and something else is an action.
 ACTIONS = ("refuse", "nomore", "stop", "cancel", "remove", "send_negated", "send", "send_weak")
 OBJECTS = ("messaging", "service", "other", "person", "anaphor")
-OTHER_ROLES = ("frame", "negator", "blocker", "skip", "guard_after", "temporal", "temporal_send", "third")
+OTHER_ROLES = (
+    "frame", "negator", "blocker", "skip", "guard_after", "temporal", "temporal_send", "third", "article",
+    "verb_endings",
+)  # fmt: skip
 _WINDOW = 6  # how far after an action its object may be (in lexicon units)
 # Words that end the search for an object: what follows is another thought ("stop texting me about my order").
 _BREAKS = frozenset(
@@ -78,6 +81,8 @@ def _load() -> tuple[dict[str, Unit], int]:
         for role, phrases in data.items():
             if role not in ACTIONS + OBJECTS + OTHER_ROLES:
                 raise ValueError(f"lexicons/{lang}.toml: unknown role {role!r}")
+            if role == "verb_endings":
+                continue  # suffixes, see _load_endings
             for phrase in phrases:
                 roles.setdefault(phrase, set()).add(role)
                 langs.setdefault(phrase, set()).add(lang)
@@ -89,6 +94,18 @@ def _load() -> tuple[dict[str, Unit], int]:
 
 
 TABLE, _LONGEST = _load()
+
+
+def _load_endings() -> dict[str, tuple[str, ...]]:
+    folder = resources.files("optline.domain") / "lexicons"
+    out = {}
+    for lang in LANGUAGES:
+        data = tomllib.loads((folder / f"{lang}.toml").read_text(encoding="utf-8"))
+        out[lang] = tuple(data.get("verb_endings", ()))
+    return out
+
+
+_ENDINGS = _load_endings()  # verb endings are suffixes, not phrases: kept out of TABLE
 # One word per action phrase, its longest (the content word: "want" of "dont want", "receber" of "de nao
 # receber"): a message or clause with none of them has no reading, so most ordinary SMS skip the reader.
 _FUNCTION = frozenset(
@@ -294,8 +311,8 @@ def _verdict(kind: str, verbal: bool, role: str, size: int) -> Verdict | None:
         if kind in ("stop", "nomore", "send_weak"):  # "no stop", "make it stop", "don't call"
             return Verdict.OPTOUT if size <= 3 else Verdict.CUE
         return Verdict.CUE if kind in ("remove", "cancel") else None
-    # unknown object
-    return None if kind == "refuse" else Verdict.CUE
+    # unknown object: "no more my size", "enough gas" are no requests about messages
+    return None if kind in ("refuse", "nomore") else Verdict.CUE
 
 
 def read_clause(tokens: list[str], size: int) -> list[Reading]:
@@ -308,6 +325,10 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
         if kind is None:
             continue
         framed = framed or any("frame" in x.roles for x in units)
+        if i and "article" in units[i - 1].roles:
+            continue  # a noun, not a request: "the end of March", "la parada", "un arrêt"
+        if i + 1 < len(units) and units[i + 1].text in _BREAKS:
+            continue  # "don't text and drive": the verb is one of two things done, not a request
         negated, third = (True, False) if kind == "send_negated" else _negated(units, i, u.langs, kind)
         if kind in ("stop", "cancel", "remove") and negated:
             continue  # "don't stop the deals", "ne pas annuler": the opposite of an opt-out
@@ -333,6 +354,8 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
         ):
             verbal, j = True, j + 1
         first = next((x for x in units[j : j + 3] if not x.roles & {"skip"}), None)
+        if not verbal and kind in ("stop", "cancel") and first is not None and _other_activity(first, u):
+            continue  # "stop knowing me so well", "deja de trabajar", "vou parar de trabalhar": another verb
         if (
             not verbal
             and first is not None
@@ -345,8 +368,8 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
             role, words = _subject(units, i)
             if role == "none" and any(not x.roles for x in units[:i]):
                 continue  # "next stop", "the end": a bare stop verb only counts as the whole request
-        if size > 15 and role not in ("messaging", "service", "other"):
-            role = "unknown"  # in a long message, "don't contact me" may be a story: ask a person
+        if size > _LONG and role not in ("messaging", "service", "other"):
+            continue  # in a long message, "don't contact me" may be part of a story: phrases decide
         if third:
             role, words = "other", "(third person)"
         verdict = _verdict(kind, verbal, role, size)
@@ -364,6 +387,19 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
 
 
 _ORDER = tuple(Verdict)
+_LONG = 15  # words: beyond this, only a messaging or service object (or a sense guard) makes a reading
+
+
+def _other_activity(unit: Unit, action: Unit) -> bool:
+    """An unknown word with a verb ending of the action's language right after a stop verb: the person
+    stops doing something else ("stop knowing", "dejen de trabajar", "arrêter de fumer")."""
+    if unit.roles:
+        return False
+    return any(unit.text.endswith(e) and len(unit.text) > len(e) + 2 for e in _verb_endings(action.langs))
+
+
+def _verb_endings(langs: frozenset[str]) -> tuple[str, ...]:
+    return tuple(e for lang in langs for e in _ENDINGS.get(lang, ()))
 
 
 def read(clauses: list[list[str]], size: int) -> Reading | None:
