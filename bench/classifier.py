@@ -100,6 +100,13 @@ def print_eval(part: str, rows: list[dict[str, str]], errors: bool) -> None:
         ours, base = eval_figures(optline_verdict, sub), eval_figures(twilio_verdict, sub)
         cells = "".join(f"{f'{ours[h]:.2f} / {base[h]:.2f}':>24}" for h in head)
         print(f"{lang:<6}{len(sub):>5}{cells}")
+    kinds = sorted({(r["label"], r["kind"]) for r in rows})
+    cells = []
+    for label, kind in kinds:
+        sub = [r for r in rows if r["label"] == label and r["kind"] == kind]
+        right = sum(1 for r in sub if all(optline_verdict(r["text"])) == (label == "optout"))
+        cells.append(f"{label}/{kind} {right}/{len(sub)}")
+    print("right by kind (automatic decision): " + ", ".join(cells))
     if errors:
         for r in rows:
             c = classify(r["text"])
@@ -163,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     fp_ours = sum(1 for t in ham if optline_rule(t) == "optout") / len(ham)
     fp_base = sum(1 for t in ham if twilio_rule(t) == "optout") / len(ham)
     line("ham false-positive rate", fp_ours, fp_base, "{:.4f}")
+    cue = sum(1 for t in ham if (c := classify(t)).review and c.intent.value == "other") / len(ham)
+    line("ham with a review cue", cue, 0.0, "{:.4f}")  # held only right after a marketing message
     mixed = [t for t, _ in replies] + ham
     # Every message classified from scratch (classify() also caches repeats such as "STOP"; not counted).
     # Best of three rounds of one CPU-second each: the least disturbed round on a shared machine.

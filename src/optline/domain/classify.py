@@ -465,11 +465,9 @@ def _classify(text: str, hint: str | None) -> Classification:
     short = len(tokens) <= 10 and not _OPTOUT_TOKENS.isdisjoint(token_set)
     # Clauses in normal form (ad cut out), computed once for the clause keywords and the reading.
     clause_words = (
-        _clause_words(folded, ad is not None)
-        if readable or short or not _STRONG_TOKENS.isdisjoint(token_set)
-        else []
+        _clause_words(folded, ad is not None) if short or not _STRONG_TOKENS.isdisjoint(token_set) else None
     )
-    for cw in clause_words if short or not _STRONG_TOKENS.isdisjoint(token_set) else ():
+    for cw in clause_words or ():
         if not cw:
             continue
         chit = _keyword(cw)
@@ -480,7 +478,13 @@ def _classify(text: str, hint: str | None) -> Classification:
             )  # fmt: skip
 
     # 5. The compositional reading (domain/reading.py): action + object, negation scope, sense guards.
-    reading = reading_.read([cw.split() for cw in clause_words], len(tokens)) if readable else None
+    reading = reading_.read([words.split()], len(tokens)) if readable else None
+    if reading is not None and _CLAUSES.search(folded):
+        # Something was read in the whole message: read it again clause by clause, so that an object or a
+        # negation is never taken from across a full stop or a comma (most ordinary SMS stop above).
+        if clause_words is None:
+            clause_words = _clause_words(folded, ad is not None)
+        reading = reading_.read([cw.split() for cw in clause_words], len(tokens))
     if reading is not None and reading.verdict is _V_OPTOUT:
         return Classification(
             _OPTOUT, reading.confidence, _lang(reading.language, tokens, hint), reading.reason,

@@ -139,15 +139,16 @@ ACTION_WORDS = _STRONG | _SEND_WORDS
 def may_read(words: str, tokens: list[str], present: frozenset[str]) -> bool:
     """Whether a reading is possible at all (the cheap gate in front of it): a stop, remove or refusal phrase
     as written, or a messaging verb with a negator just before it (a messaging verb alone asks for more)."""
-    if ACTION_WORDS.isdisjoint(present):
+    hits = ACTION_WORDS.intersection(present)
+    if not hits:
         return False
-    strong = _STRONG.intersection(present)
+    strong = _STRONG.intersection(hits)
     if strong:
         padded = f" {words} "
         for anchor in strong:
             if any(phrase in padded for phrase in _NEEDS[anchor]):
                 return True
-    if _NEG_WORDS.isdisjoint(present) or _SEND_WORDS.isdisjoint(present):
+    if _NEG_WORDS.isdisjoint(present) or _SEND_WORDS.isdisjoint(hits):
         return False
     for i, token in enumerate(tokens):
         if token in _SEND_WORDS and not _NEG_WORDS.isdisjoint(tokens[max(0, i - 4) : i]):
@@ -319,12 +320,13 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
     """Every reading of one clause (``size`` is the length of the whole message, in words)."""
     units = segment(tokens)
     readings: list[Reading] = []
-    framed = False
+    framed: bool | None = None  # worked out once, at the first action
     for i, u in enumerate(units):
         kind = u.action
         if kind is None:
             continue
-        framed = framed or any("frame" in x.roles for x in units)
+        if framed is None:
+            framed = any("frame" in x.roles for x in units)
         if i and "article" in units[i - 1].roles:
             continue  # a noun, not a request: "the end of March", "la parada", "un arrêt"
         if i + 1 < len(units) and units[i + 1].text in _BREAKS:
@@ -382,7 +384,7 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
         if verdict is Verdict.OPTOUT and (framed or negated or role in ("messaging", "service")):
             confidence = 0.9
         lang = _language(u, units[j - 1]) if verbal else _language(u)
-        readings.append(Reading(verdict, lang, action, words, confidence, framed))
+        readings.append(Reading(verdict, lang, action, words, confidence, bool(framed)))
     return readings
 
 
@@ -407,7 +409,9 @@ def read(clauses: list[list[str]], size: int) -> Reading | None:
     else a cue; else None."""
     found: list[tuple[Reading, list[str]]] = []
     for tokens in clauses:
-        if tokens and (len(clauses) == 1 or may_read(" ".join(tokens), tokens, frozenset(tokens))):
+        if not tokens or (len(clauses) > 1 and ACTION_WORDS.isdisjoint(tokens)):
+            continue
+        if len(clauses) == 1 or may_read(" ".join(tokens), tokens, frozenset(tokens)):
             found.extend((r, tokens) for r in read_clause(tokens, size))
     guarded = tuple(
         " ".join(t) for r, t in found if r.verdict is Verdict.OTHER_SENSE or r.object.endswith("(temporal)")
