@@ -5,8 +5,14 @@ Order of the rules, each one naming itself in ``reason``:
 2. ambiguous short replies (``no``, ``x``, ``S``): optout, but ``review`` — a person decides;
 3. forwarded ads ("Reply STOP to 80000") are cut out before anything else looks at the text;
 4. a clause that is itself a strong keyword ("I never signed up for this, stop");
-5. free-text phrases per language ("please take me off this list", "dejen de mandarme mensajes"),
-   each refused when negated ("don't stop the deals") or used in another sense ("stop by", "bus stop").
+5. the compositional reading (domain/reading.py, lexicons in domain/lexicons/*.toml): a request frame, an
+   action and its object, with negation scope and sense guards — "composed:es:dejen de mandarme+mensajes" is
+   an opt-out, "other-sense:en:stop calling+mom" is not, and a clause read as another sense is closed to 6;
+6. free-text phrases per language ("please take me off this list"), each refused when negated ("don't stop
+   the deals") or used in another sense ("stop by", "bus stop");
+7. the review tier: a request or negation about sending with no confident reading ("can you cancel it?",
+   "don't text me till Monday") is ``other`` with ``review`` set; the inbound service holds marketing for
+   it only when it answers a recent marketing message.
 Opt-in and help only ever come from whole-message keywords: nobody is re-subscribed by free text.
 """
 
