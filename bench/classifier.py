@@ -100,6 +100,10 @@ def print_eval(part: str, rows: list[dict[str, str]], errors: bool) -> None:
         ours, base = eval_figures(optline_verdict, sub), eval_figures(twilio_verdict, sub)
         cells = "".join(f"{f'{ours[h]:.2f} / {base[h]:.2f}':>24}" for h in head)
         print(f"{lang:<6}{len(sub):>5}{cells}")
+    for source in sorted({r["source"] for r in rows}):
+        sub = [r for r in rows if r["source"] == source]
+        f = eval_figures(optline_verdict, sub)
+        print(f"  source {source:<22} n={len(sub):<4}" + "  ".join(f"{h} {f[h]:.2f}" for h in head))
     kinds = sorted({(r["label"], r["kind"]) for r in rows})
     cells = []
     for label, kind in kinds:

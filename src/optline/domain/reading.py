@@ -250,8 +250,10 @@ def _object(units: list[Unit], j: int, sending: bool = False) -> tuple[str, str,
             temporal = True
     if person:
         return "person", person, temporal
-    if anaphor:
+    if anaphor and not unknown:
         return "anaphor", anaphor, temporal
+    # "stop it I'm laughing so hard": the pronoun is not the messages when the clause talks on about
+    # something else; ask rather than guess.
     return ("unknown", "(unknown)", temporal) if unknown else ("none", "(none)", temporal)
 
 
@@ -357,7 +359,7 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
             verbal, j = True, j + 1
         first = next((x for x in units[j : j + 3] if not x.roles & {"skip"}), None)
         if not verbal and kind in ("stop", "cancel") and first is not None and _other_activity(first, u):
-            continue  # "stop knowing me so well", "deja de trabajar", "vou parar de trabalhar": another verb
+            continue  # "stop knowing me so well", "quit smoking": another activity, not the messages
         if (
             not verbal
             and first is not None
@@ -394,7 +396,8 @@ _LONG = 15  # words: beyond this, only a messaging or service object (or a sense
 
 def _other_activity(unit: Unit, action: Unit) -> bool:
     """An unknown word with a verb ending of the action's language right after a stop verb: the person
-    stops doing something else ("stop knowing", "dejen de trabajar", "arrêter de fumer")."""
+    stops doing something else ("stop knowing me so well"). Endings per language in the lexicons (English
+    only so far)."""
     if unit.roles:
         return False
     return any(unit.text.endswith(e) and len(unit.text) > len(e) + 2 for e in _verb_endings(action.langs))
