@@ -130,6 +130,7 @@ def _needs(roles: frozenset[str]) -> dict[str, tuple[str, ...]]:
 
 _NEEDS = _needs(frozenset(a for a in ACTIONS if a not in _SENDS))
 _STRONG = frozenset(_NEEDS)
+_SINGLE = frozenset(anchor for anchor, phrases in _NEEDS.items() if f" {anchor} " in phrases)
 _SEND_WORDS = frozenset(_needs(_SENDS))
 # Single-word negators only: "dont", "no", "ne", "nao" ("do not" has "not"; "please dont" has "dont").
 _NEG_WORDS = frozenset(p for p, u in TABLE.items() if "negator" in u.roles and " " not in p)
@@ -144,6 +145,8 @@ def may_read(words: str, tokens: list[str], present: frozenset[str]) -> bool:
         return False
     strong = _STRONG.intersection(hits)
     if strong:
+        if not _SINGLE.isdisjoint(strong):
+            return True  # a one-word action ("stop", "remove", "cancelen") is its own phrase
         padded = f" {words} "
         for anchor in strong:
             if any(phrase in padded for phrase in _NEEDS[anchor]):
