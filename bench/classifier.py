@@ -4,7 +4,12 @@ Every figure is printed beside the baseline measured in the same run: Twilio's d
 body, trimmed and case-insensitive, exactly one of STOP STOPALL UNSUBSCRIBE CANCEL END QUIT (opt-out),
 START UNSTOP (opt-in), HELP (help).
 
-    python -m bench.classifier [--data DIR] [--errors]
+Then the evaluation set in ``bench/replies`` (README there), split by source: ``tune`` (rules may be tuned on
+it) and ``report`` (the figures we quote; never a source of rules), per language: recall on opt-outs
+(automatic, and counting review), precision, and the other-sense error rate (an order, invoice, appointment or
+third person taken as an automatic opt-out).
+
+    python -m bench.classifier [--data DIR] [--errors] [--part tune|report]
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 
 from optline.domain.classify import _classify, classify
 
+EVAL = Path(__file__).resolve().parent / "replies"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not DATA.exists():  # run from /work/<worktree>: the shared data lives beside the worktrees
     DATA = Path("/work/shared/data")
@@ -49,6 +55,71 @@ def load_ham(path: Path) -> list[str]:
     return [line.rstrip("\n") for line in path.open(encoding="utf-8") if line.strip()]
 
 
+def load_eval(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def eval_figures(rule: Callable[[str], tuple[bool, bool]], rows: list[dict[str, str]]) -> dict[str, float]:
+    """rule(text) -> (opt-out, automatic). Recall counts automatic opt-outs; ``review`` also counts review."""
+    outs = [r for r in rows if r["label"] == "optout"]
+    others = [r for r in rows if r["label"] != "optout"]
+    senses = [r for r in others if r["kind"] == "other-sense"]
+    verdicts = {r["text"]: rule(r["text"]) for r in rows}
+    auto = sum(1 for r in outs if all(verdicts[r["text"]]))
+    seen = sum(1 for r in outs if verdicts[r["text"]][0])
+    fp = sum(1 for r in others if all(verdicts[r["text"]]))
+    wrong_sense = sum(1 for r in senses if all(verdicts[r["text"]]))
+    return {
+        "n": len(rows),
+        "recall": auto / len(outs) if outs else float("nan"),
+        "recall+review": seen / len(outs) if outs else float("nan"),
+        "precision": auto / (auto + fp) if auto + fp else 1.0,
+        "other-sense error": wrong_sense / len(senses) if senses else float("nan"),
+    }
+
+
+def optline_verdict(text: str) -> tuple[bool, bool]:
+    c = classify(text)
+    return c.intent.value == "optout" or c.review, c.intent.value == "optout" and not c.review
+
+
+def twilio_verdict(text: str) -> tuple[bool, bool]:
+    out = twilio_rule(text) == "optout"
+    return out, out
+
+
+def print_eval(part: str, rows: list[dict[str, str]], errors: bool) -> None:
+    print(f"\nevaluation set, {part} part ({len(rows)} rows; optline / twilio rule)")
+    head = ("recall", "recall+review", "precision", "other-sense error")
+    print(f"{'lang':<6}{'n':>5}" + "".join(f"{h:>24}" for h in head))
+    for lang in ("en", "es", "fr", "pt", "all"):
+        sub = [r for r in rows if lang in ("all", r["language"])]
+        if not sub:
+            continue
+        ours, base = eval_figures(optline_verdict, sub), eval_figures(twilio_verdict, sub)
+        cells = "".join(f"{f'{ours[h]:.2f} / {base[h]:.2f}':>24}" for h in head)
+        print(f"{lang:<6}{len(sub):>5}{cells}")
+    for source in sorted({r["source"] for r in rows}):
+        sub = [r for r in rows if r["source"] == source]
+        f = eval_figures(optline_verdict, sub)
+        print(f"  source {source:<22} n={len(sub):<4}" + "  ".join(f"{h} {f[h]:.2f}" for h in head))
+    kinds = sorted({(r["label"], r["kind"]) for r in rows})
+    cells = []
+    for label, kind in kinds:
+        sub = [r for r in rows if r["label"] == label and r["kind"] == kind]
+        right = sum(1 for r in sub if all(optline_verdict(r["text"])) == (label == "optout"))
+        cells.append(f"{label}/{kind} {right}/{len(sub)}")
+    print("right by kind (automatic decision): " + ", ".join(cells))
+    if errors:
+        for r in rows:
+            c = classify(r["text"])
+            auto = c.intent.value == "optout" and not c.review
+            if (r["label"] == "optout") != auto:
+                print(f"  {r['language']} {r['label']:>6}/{r['kind']:<11} -> {c.intent.value:<6}"
+                      f"{' review' if c.review else '':<7} {c.reason:<38} {r['text'][:80]!r}")  # fmt: skip
+
+
 def scores(rule: Callable[[str], str], rows: list[tuple[str, str]], intent: str) -> tuple[float, float]:
     tp = sum(1 for text, label in rows if label == intent and rule(text) == intent)
     fp = sum(1 for text, label in rows if label != intent and rule(text) == intent)
@@ -77,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--errors", action="store_true", help="print every message optline gets wrong")
+    parser.add_argument("--eval", type=Path, default=EVAL, help="the evaluation set (tune.tsv, report.tsv)")
+    parser.add_argument("--part", choices=("tune", "report"), help="only this part of the evaluation set")
     args = parser.parse_args(argv if argv is not None else [])  # python -m bench passes its own argv
     replies = load_replies(args.data / "replies-dev.tsv")
     ham = load_ham(args.data / "sms-ham-dev.txt")
@@ -101,12 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     fp_ours = sum(1 for t in ham if optline_rule(t) == "optout") / len(ham)
     fp_base = sum(1 for t in ham if twilio_rule(t) == "optout") / len(ham)
     line("ham false-positive rate", fp_ours, fp_base, "{:.4f}")
+    cue = sum(1 for t in ham if (c := classify(t)).review and c.intent.value == "other") / len(ham)
+    line("ham with a review cue", cue, 0.0, "{:.4f}")  # held only right after a marketing message
     mixed = [t for t, _ in replies] + ham
     # Every message classified from scratch (classify() also caches repeats such as "STOP"; not counted).
     # Best of three rounds of one CPU-second each: the least disturbed round on a shared machine.
     line(
         "msgs/s (one core, uncached)", throughput(uncached, mixed), throughput(twilio_rule, mixed), "{:,.0f}"
     )
+    for part in ("tune", "report"):
+        if args.part in (None, part) and (args.eval / f"{part}.tsv").exists():
+            print_eval(part, load_eval(args.eval / f"{part}.tsv"), args.errors)
     if args.errors:
         for text, label in replies:
             c = classify(text)

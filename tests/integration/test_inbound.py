@@ -185,8 +185,11 @@ def test_help_text_whether_subscribed_or_not(
     reply(client, clock, "STOP", "SMh2")
     reply(client, clock, "AYUDA", "SMh3")
     helps = rows(container, messages, messages.c.kind == Kind.HELP.value)
-    assert len(helps) == 2 and all(h["body"] == world["deals"]["help_text"] for h in helps)
+    assert len(helps) == 2 and helps[0]["body"] == world["deals"]["help_text"]
     assert "Msg & data rates may apply" in helps[0]["body"] and "STOP" in helps[0]["body"]
+    assert (
+        "ayuda en https://acme.example/help" in helps[1]["body"] and "STOP" in helps[1]["body"]
+    )  # in Spanish
 
 
 def test_ambiguous_reply_holds_marketing_for_review(

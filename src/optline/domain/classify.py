@@ -5,8 +5,14 @@ Order of the rules, each one naming itself in ``reason``:
 2. ambiguous short replies (``no``, ``x``, ``S``): optout, but ``review`` — a person decides;
 3. forwarded ads ("Reply STOP to 80000") are cut out before anything else looks at the text;
 4. a clause that is itself a strong keyword ("I never signed up for this, stop");
-5. free-text phrases per language ("please take me off this list", "dejen de mandarme mensajes"),
-   each refused when negated ("don't stop the deals") or used in another sense ("stop by", "bus stop").
+5. the compositional reading (domain/reading.py, lexicons in domain/lexicons/*.toml): a request frame, an
+   action and its object, with negation scope and sense guards — "composed:es:dejen de mandarme+mensajes" is
+   an opt-out, "other-sense:en:stop calling+mom" is not, and a clause read as another sense is closed to 6;
+6. free-text phrases per language ("please take me off this list"), each refused when negated ("don't stop
+   the deals") or used in another sense ("stop by", "bus stop");
+7. the review tier: a request or negation about sending with no confident reading ("can you cancel it?",
+   "don't text me till Monday") is ``other`` with ``review`` set; the inbound service holds marketing for
+   it only when it answers a recent marketing message.
 Opt-in and help only ever come from whole-message keywords: nobody is re-subscribed by free text.
 """
 
@@ -19,6 +25,8 @@ from enum import StrEnum
 from functools import lru_cache
 
 from optline.domain import lexicon as lx
+from optline.domain import reading as reading_
+from optline.domain.reading import Verdict
 
 
 class Intent(StrEnum):
@@ -356,12 +364,36 @@ _COMMON = frozenset(
 )
 _GATE = lx.TRIGGERS | frozenset(_RULES_BY_ANCHOR) | _AD_ANCHORS | _STRONG_TOKENS | (_OPTOUT_TOKENS - _COMMON)
 
+# The same, widened to every word that may start a compositional reading (domain/reading.py).
+_ANY_GATE = _GATE | reading_.ACTION_WORDS
+
 # Another sense of "stop" or "end" in the same clause: "stop by", "bus stop", "stop and shop", "end of".
 _OTHER_SENSE = re.compile(
     r"\b(?:stop (?:by|in|over|at|on|off|somewhere|for|and shop|sign|light|watch|motion|loss)|"
     r"(?:bus|next|last|first|pit|truck|one|non|train|tram|subway|rest|full|cup) stop|nonstop|"
     r"(?:dont|never|cant|wont|not|didnt|couldnt|wouldnt) (?:ever )?stop)\b"
 )
+
+
+_EVERYTHING = re.compile(r"\b(?:everything|all (?:of )?(?:your|ur|the|these) |todo|todos|tout|tous|tudo)")
+
+# Enum members looked up once: attribute access on an Enum class is slow in the hot path (Python 3.11).
+_OTHER, _OPTOUT = Intent.OTHER, Intent.OPTOUT
+_V_OPTOUT, _V_SENSE = Verdict.OPTOUT, Verdict.OTHER_SENSE
+
+
+_MARK = " qqclauseqq "  # survives _words (letters only, no triple letters) and no message holds it
+
+
+def _clause_words(folded: str, ad: bool) -> list[str]:
+    """Each clause in normal form, a forwarded ad's "Reply STOP to 12345" cut out."""
+    if not _CLAUSES.search(folded):
+        clauses = [_words(folded)]
+    else:  # one normalising pass, the clause breaks kept as a marker word
+        clauses = [c.strip() for c in _words(_CLAUSES.sub(_MARK, folded)).split(_MARK.strip())]
+    if ad:
+        clauses = [_SPACES.sub(" ", _AD.sub(" ", cw)).strip() if cw else cw for cw in clauses]
+    return clauses
 
 
 def _language_vote(tokens: list[str] | frozenset[str], hint: str | None) -> str:
@@ -398,8 +430,8 @@ def _classify(text: str, hint: str | None) -> Classification:
     if not tokens:
         # Only emoji or punctuation. A stop sign or "no entry" alone is a refusal a person should confirm.
         if any(sign in text for sign in _STOP_EMOJI):
-            return Classification(Intent.OPTOUT, 0.5, hint or "und", "ambiguous:stop-emoji", review=True)
-        return Classification(Intent.OTHER, 0.8, hint or "und", "empty-after-normalising")
+            return Classification(_OPTOUT, 0.5, hint or "und", "ambiguous:stop-emoji", review=True)
+        return Classification(_OTHER, 0.8, hint or "und", "empty-after-normalising")
 
     # 1. The whole message is a keyword.
     hit = _keyword(words, tokens)
@@ -410,7 +442,7 @@ def _classify(text: str, hint: str | None) -> Classification:
         exact = words == word or words == _squeeze(word)
         return Classification(
             intent, 0.99 if exact else 0.95, _lang(lang, tokens, hint), f"keyword:{word}",
-            brand_wide=word in _BRAND_WIDE or ("all" in tokens and intent is Intent.OPTOUT),
+            brand_wide=word in _BRAND_WIDE or ("all" in tokens and intent is _OPTOUT),
         )  # fmt: skip
 
     # 2. Ambiguous short replies.
@@ -420,39 +452,59 @@ def _classify(text: str, hint: str | None) -> Classification:
         else None
     )
     if amb is not None:
-        return Classification(Intent.OPTOUT, 0.5, _lang(amb, tokens, hint), f"ambiguous:{words}", review=True)
+        return Classification(_OPTOUT, 0.5, _lang(amb, tokens, hint), f"ambiguous:{words}", review=True)
 
     # Cheap gate: most ordinary messages contain none of the words any rule needs.
-    if _GATE.isdisjoint(tokens):
-        return Classification(Intent.OTHER, 0.9, _language_vote(tokens, hint), "no-rule-matched")
+    if _ANY_GATE.isdisjoint(tokens):
+        return Classification(_OTHER, 0.9, _language_vote(tokens, hint), "no-rule-matched")
+    token_set = frozenset(tokens)
+    readable = reading_.may_read(words, tokens, token_set)
+    if not readable and _GATE.isdisjoint(token_set):
+        return Classification(_OTHER, 0.9, _language_vote(token_set, hint), "no-rule-matched")
 
     # 3. Forwarded ads: cut "Reply STOP to 80000" out, then judge what is left.
-    token_set = frozenset(tokens)
     ad = _AD.search(words) if not _AD_ANCHORS.isdisjoint(token_set) else None
     if ad:
         words = _SPACES.sub(" ", _AD.sub(" ", words)).strip()
 
     # 4. A clause that is a strong keyword on its own: "I never signed up for this, STOP".
     short = len(tokens) <= 10 and not _OPTOUT_TOKENS.isdisjoint(token_set)
-    clauses = _CLAUSES.split(folded) if short or not _STRONG_TOKENS.isdisjoint(token_set) else ()
-    for clause in clauses:
-        cw = _words(clause)
-        if ad and cw:
-            cw = _SPACES.sub(" ", _AD.sub(" ", cw)).strip()
+    # Clauses in normal form (ad cut out), computed once for the clause keywords and the reading.
+    clause_words = (
+        _clause_words(folded, ad is not None) if short or not _STRONG_TOKENS.isdisjoint(token_set) else None
+    )
+    for cw in clause_words or ():
         if not cw:
             continue
         chit = _keyword(cw)
-        if (
-            chit
-            and chit[0] is Intent.OPTOUT
-            and (chit[2] in _STRONG or (len(tokens) <= 10 and " " in chit[2]))
-        ):
+        if chit and chit[0] is _OPTOUT and (chit[2] in _STRONG or (len(tokens) <= 10 and " " in chit[2])):
             return Classification(
-                Intent.OPTOUT, 0.9, _lang(chit[1], tokens, hint), f"clause-keyword:{chit[2]}",
+                _OPTOUT, 0.9, _lang(chit[1], tokens, hint), f"clause-keyword:{chit[2]}",
                 brand_wide=chit[2] in _BRAND_WIDE,
             )  # fmt: skip
 
-    # 5. Free-text phrases, refused when the match sits in another sense of the word.
+    # 5. The compositional reading (domain/reading.py): action + object, negation scope, sense guards.
+    reading = reading_.read([words.split()], len(tokens)) if readable else None
+    if reading is not None and _CLAUSES.search(folded):
+        # Something was read in the whole message: read it again clause by clause, so that an object or a
+        # negation is never taken from across a full stop or a comma (most ordinary SMS stop above).
+        if clause_words is None:
+            clause_words = _clause_words(folded, ad is not None)
+        reading = reading_.read([cw.split() for cw in clause_words], len(tokens))
+    if reading is not None and reading.verdict is _V_OPTOUT:
+        return Classification(
+            _OPTOUT, reading.confidence, _lang(reading.language, tokens, hint), reading.reason,
+            brand_wide=bool(_EVERYTHING.search(words)),
+        )  # fmt: skip
+    if reading is not None and reading.guarded:
+        # Clauses about an order, an invoice or another person, or asking for a pause, are not read again
+        # by the phrases below.
+        for clause in reading.guarded:
+            words = words.replace(clause, " ")
+        words = _SPACES.sub(" ", words).strip()
+        token_set = frozenset(words.split())
+
+    # 6. Free-text phrases, refused when the match sits in another sense of the word.
     candidates = sorted({i for t in token_set for i in _RULES_BY_ANCHOR.get(t, ())})
     for i in candidates:
         rule = _PHRASES[i]
@@ -469,17 +521,20 @@ def _classify(text: str, hint: str | None) -> Classification:
             and not re.search(r"stop (?:\w+ )?(?:texting|messag|sending)", span)
         ):
             continue
-        everything = brand or bool(
-            re.search(r"\b(?:everything|all (?:of )?(?:your|ur|the|these) |todo|todos|tout|tous|tudo)", words)
-        )
+        everything = brand or bool(_EVERYTHING.search(words))
         conf = 0.85 if len(tokens) <= 20 else 0.75
         return Classification(
-            Intent.OPTOUT, conf, lang,
+            _OPTOUT, conf, lang,
             f"phrase:{lang}:{name}:{m.group(0).strip()}", brand_wide=everything,
         )  # fmt: skip
 
+    if reading is not None:
+        lang = _lang(reading.language, tokens, hint)
+        if reading.verdict is _V_SENSE:
+            return Classification(_OTHER, reading.confidence, lang, reading.reason)
+        # 7. The review tier: a request or negation about sending with no confident reading. Not an opt-out
+        # by itself; the inbound service holds marketing when it answers a recent marketing message.
+        return Classification(_OTHER, reading.confidence, lang, "review:" + reading.reason, review=True)
     if ad:
-        return Classification(
-            Intent.OTHER, 0.9, _language_vote(token_set, hint), "forwarded-ad:" + ad.group(0)
-        )
-    return Classification(Intent.OTHER, 0.8, _language_vote(token_set, hint), "no-rule-matched")
+        return Classification(_OTHER, 0.9, _language_vote(token_set, hint), "forwarded-ad:" + ad.group(0))
+    return Classification(_OTHER, 0.8, _language_vote(token_set, hint), "no-rule-matched")

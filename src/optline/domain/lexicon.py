@@ -4,6 +4,8 @@ Everything here is written in the *normalised* form ``classify`` compares agains
 removed, apostrophes dropped ("don't" -> "dont", "m'envoyez" -> "menvoyez"), other punctuation and emoji
 turned into spaces. Sources: Twilio's default opt-out keywords, CTIA's handbook, FCC 47 CFR 64.1200(a)(10),
 the Telnyx / Plivo / AWS / Sinch keyword lists, and phrase lists SMS vendors published from observed replies.
+The words of the compositional reading (frames, actions, objects, sense guards) are data, per language, in
+``lexicons/*.toml`` (read by domain/reading.py).
 """
 
 from __future__ import annotations

@@ -290,8 +290,24 @@ def pending_review_count(conn: Connection) -> int:
 
 
 def review_queue(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:
+    """Replies waiting for a decision, each with ``answered``: the last message we sent that person before
+    the reply (what they were answering), beside the classifier's reading in ``reason``."""
+    answered = (
+        select(messages.c.body)
+        .where(
+            (messages.c.contact_id == inbound_messages.c.contact_id)
+            & (messages.c.created_at <= inbound_messages.c.received_at)
+        )
+        .order_by(messages.c.created_at.desc(), messages.c.id.desc())
+        .limit(1)
+        .correlate(inbound_messages)
+        .scalar_subquery()
+        .label("answered")
+    )
     rows = conn.execute(
-        select(inbound_messages, contacts.c.phone, programs.c.name.label("program"), programs.c.brand)
+        select(
+            inbound_messages, contacts.c.phone, programs.c.name.label("program"), programs.c.brand, answered
+        )
         .outerjoin(contacts, contacts.c.id == inbound_messages.c.contact_id)
         .outerjoin(programs, programs.c.id == inbound_messages.c.program_id)
         .where(inbound_messages.c.review.is_(True) & inbound_messages.c.review_decided_at.is_(None))

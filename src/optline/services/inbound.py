@@ -9,11 +9,11 @@ message id), and a repeated status callback finds the message already in that st
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from optline.adapters.clock import Clock, as_utc
@@ -21,6 +21,7 @@ from optline.adapters.db import contacts as contact_repo
 from optline.adapters.db import programs as program_repo
 from optline.adapters.db.tables import inbound_messages, messages
 from optline.adapters.providers.base import InboundSms
+from optline.domain import replies
 from optline.domain.classify import Classification, Intent, classify, normalise
 from optline.domain.consent import Action, Channel, Status
 from optline.domain.phones import InvalidPhoneNumber, parse_phone, read_sender
@@ -30,6 +31,9 @@ from optline.services.programs import program_for_sender
 
 # FCC 47 CFR 64.1200(a)(10): one confirmation of an opt-out, sent within five minutes; never a loop.
 CONFIRMATION_QUIET = timedelta(minutes=5)
+# A reply with a request cue but no confident reading is held for review when it comes this soon after a
+# marketing message: people answer a campaign within hours, and "can you not" then means the campaign.
+REVIEW_CUE_WINDOW = timedelta(hours=48)
 
 # The seam for double opt-in (services/signup.py, another issue): called when an explicit opt-in keyword
 # arrives for a program with ``double_opt_in``. It receives the connection, clock, program, contact, the
@@ -145,7 +149,7 @@ def _act(
         # When the provider itself stopped the number (Twilio Advanced Opt-Out), it has already answered.
         if provider_opt_out != "STOP" and (change.was_subscribed or _confirmation_due(conn, clock, cid)):
             brand_wide = change.event["program_id"] is None
-            body = optout_confirmation(program, brand_wide=brand_wide)
+            body = optout_confirmation(program, brand_wide=brand_wide, language=result.language)
             outcome.replies.append(
                 _reply(conn, clock, sms, contact, program, Kind.CONFIRMATION, body, "optout")
             )
@@ -159,6 +163,8 @@ def _act(
         return int(change.event["id"])
 
     status, held = consent.current(conn, cid, program)
+    if result.intent is Intent.OTHER and result.review:
+        return _review_cue(conn, clock, cid, program, status, held, evidence, outcome)
     if result.intent is Intent.OPTOUT:  # review: hold marketing until an operator decides
         if status in (Status.SUBSCRIBED, Status.PENDING) and not held:
             change = consent.record(
@@ -180,7 +186,7 @@ def _act(
             evidence=evidence,
         )  # fmt: skip
         if change.statuses.get(program["id"], (None, None))[1] is Status.SUBSCRIBED:
-            body = optin_confirmation(program)
+            body = optin_confirmation(program, result.language)
             outcome.replies.append(
                 _reply(conn, clock, sms, contact, program, Kind.CONFIRMATION, body, "optin")
             )
@@ -188,7 +194,7 @@ def _act(
 
     if result.intent is Intent.HELP:
         outcome.replies.append(
-            _reply(conn, clock, sms, contact, program, Kind.HELP, help_text(program), "help")
+            _reply(conn, clock, sms, contact, program, Kind.HELP, help_text(program, result.language), "help")
         )
     return None  # anything else from anyone (opted out or not) changes nothing (invariant 4)
 
@@ -236,14 +242,60 @@ def unrouted_reason(to_phone: str) -> str:
     return f"sent to {to_phone}, which is no program's sender number or short code"
 
 
+def _review_cue(
+    conn: Connection,
+    clock: Clock,
+    contact_id: int,
+    program: dict[str, Any],
+    status: Status,
+    held: bool,
+    evidence: dict[str, Any],
+    outcome: InboundResult,
+) -> int | None:
+    """The review tier: a request or negation about messages with no confident reading ("can you cancel
+    it?", "don't text me till Monday"). Right after a marketing message it may well mean "stop": marketing is
+    held until a person decides. Otherwise it is an ordinary reply and leaves the queue."""
+    if status in (Status.SUBSCRIBED, Status.PENDING) and _answers_marketing(conn, clock, contact_id, program):
+        if held:
+            return None  # already held for an earlier reply; this one waits in the same queue
+        change = consent.record(
+            conn, clock, contact_id=contact_id, program=program, action=Action.REVIEW_HOLD,
+            channel=Channel.SMS_TEXT, evidence=evidence,
+        )  # fmt: skip
+        return int(change.event["id"])
+    conn.execute(
+        update(inbound_messages).where(inbound_messages.c.id == outcome.inbound_id).values(review=False)
+    )
+    if outcome.classification is not None:
+        outcome.classification = replace(outcome.classification, review=False)
+    outcome.note = "request cue, but no recent marketing message: not held"
+    return None
+
+
+def _answers_marketing(conn: Connection, clock: Clock, contact_id: int, program: Mapping[str, Any]) -> bool:
+    """Whether the program sent this person a marketing message within REVIEW_CUE_WINDOW."""
+    last = conn.execute(
+        select(
+            func.max(func.coalesce(messages.c.sent_at, messages.c.handed_over_at, messages.c.created_at))
+        ).where(
+            (messages.c.contact_id == contact_id)
+            & (messages.c.program_id == program["id"])
+            & (messages.c.kind == Kind.MARKETING.value)
+            & messages.c.status.in_(("sending", "sent", "delivered"))
+        )
+    ).scalar()
+    return last is not None and clock.now() - as_utc(last) <= REVIEW_CUE_WINDOW
+
+
 # --- reply texts ------------------------------------------------------------------------------------------
 
 
-def optout_confirmation(program: Mapping[str, Any], *, brand_wide: bool) -> str:
-    scope = f"all {program['brand']} messages" if brand_wide else f"{program['brand']} {program['name']}"
-    return (
-        f"{program['brand']}: you are unsubscribed from {scope} and will receive no more messages. "
-        "Reply START to rejoin."
+# In the language the reply was written in (domain/replies.py): en, es, fr, pt.
+
+
+def optout_confirmation(program: Mapping[str, Any], *, brand_wide: bool, language: str | None = "en") -> str:
+    return replies.optout_confirmation(
+        program["brand"], program["name"], brand_wide=brand_wide, language=language
     )
 
 
@@ -255,15 +307,21 @@ def revoke_all_confirmation(brands: list[str]) -> str:
     )
 
 
-def optin_confirmation(program: Mapping[str, Any]) -> str:
-    return (
-        f"{program['brand']}: you are subscribed to {program['name']}. {program['frequency_text']}. "
-        "Msg & data rates may apply. Reply HELP for help, STOP to opt out."
+def optin_confirmation(program: Mapping[str, Any], language: str | None = "en") -> str:
+    return replies.optin_confirmation(
+        program["brand"], program["name"], program["frequency_text"], language=language
     )
 
 
-def help_text(program: Mapping[str, Any]) -> str:
-    return str(program["help_text"])
+def help_text(program: Mapping[str, Any], language: str | None = "en") -> str:
+    """A custom help text stays as configured; only the default one is translated."""
+    return replies.help_reply(
+        str(program["help_text"]),
+        program["brand"],
+        program["frequency_text"],
+        program.get("help_contact"),
+        language=language,
+    )
 
 
 def _reply(

@@ -8,13 +8,15 @@ from sqlalchemy import Connection
 
 from optline.adapters.clock import Clock
 from optline.adapters.db import programs as repo
+from optline.domain import replies
 from optline.domain.phones import InvalidPhoneNumber, normalize_sender, normalize_short_code, read_sender
 from optline.domain.support_contact import read_support_contact
 
 
 def default_help_text(brand: str, frequency: str, contact: str) -> str:
-    """The HELP reply unless the operator writes one: brand, where to get help, frequency, rates, STOP."""
-    return f"{brand}: help at {contact}. {frequency}. Msg & data rates may apply. Reply STOP to opt out."
+    """The HELP reply unless the operator writes one: brand, where to get help, frequency, rates, STOP
+    (one text, translated in domain/replies.py when a reply in another language asks for help)."""
+    return replies.default_help(brand, frequency, contact)
 
 
 def create_program(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 06:14:58.637541
+Create Date: 2026-11-30 06:26:42.371662
 """
 
 from __future__ import annotations
@@ -146,6 +146,7 @@ def upgrade() -> None:
         sa.Column("sender_numbers", sa.JSON(), nullable=False),
         sa.Column("short_code", sa.String(length=20), nullable=True),
         sa.Column("help_text", sa.Text(), nullable=False),
+        sa.Column("help_contact", sa.String(length=200), nullable=True),
         sa.Column("frequency_text", sa.String(length=200), nullable=False),
         sa.Column("terms_url", sa.String(length=500), nullable=True),
         sa.Column("privacy_url", sa.String(length=500), nullable=True),

@@ -1,0 +1,124 @@
+"""The compositional reading: what issue 14 promises must, and must not, be an opt-out, in four languages.
+
+These are promises, not measurements: the figures come from ``python -m bench.classifier`` on the evaluation
+set in ``bench/replies`` (kept apart from these tests).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+
+import pytest
+
+from optline.domain import reading
+from optline.domain.classify import Intent, classify
+
+# The kinds the issue lists, each an automatic opt-out (no review).
+OPTOUT = {
+    "polite": [
+        "I'd really like these texts to end", "would you mind not messaging this number",
+        "can you make the texts stop?", "I'd appreciate no more of these", "could you please stop these messages",
+        "quisiera no recibir más mensajes", "¿pueden dejar de mandarme mensajes?",
+        "je voudrais que vous arrêtiez de m'écrire", "pourriez-vous arrêter les messages ?",
+        "gostaria que parassem de me mandar mensagens", "vocês podem parar de me mandar sms?",
+    ],
+    "removal": [
+        "delete my details", "remove my info from your system", "cancel this service", "discontinue the alerts",
+        "end my subscription please", "wipe my data from your system", "borren mis datos por favor",
+        "eliminen mi información de su sistema", "supprimez mes informations", "effacez mon numéro",
+        "apaguem meus dados", "removam minhas informações do sistema", "cancelem esse serviço de mensagens",
+    ],
+    "twist": ["no stop", "don't text back", "leave me alone", "make it stop", "no me escriban", "ne m'envoyez plus rien"],
+}  # fmt: skip
+
+# The same verbs about something else: an invoice, an order, a package, an appointment, another person.
+OTHER_SENSE = [
+    "don't send me the invoice yet", "stop the order", "no me mandes la factura todavía",
+    "ne m'envoyez pas l'ancien modèle", "pare de mandar o pedido nesse endereço", "stop calling my mom",
+    "cancel my order", "please cancel the appointment", "remove the item from my cart",
+    "don't text my daughter", "cancelen mi pedido", "no le manden mensajes a mi hijo", "annulez ma commande",
+    "n'écrivez pas à mon mari", "cancela meu pedido", "não mandem mensagem pro meu filho",
+    "I can't stop laughing", "don't stop the weekly deals", "I'll stop in tomorrow",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", [t for texts in OPTOUT.values() for t in texts])
+def test_issue_kinds_are_opt_outs(text: str) -> None:
+    result = classify(text)
+    assert result.intent is Intent.OPTOUT and not result.review, result
+    assert result.confidence >= 0.8
+
+
+@pytest.mark.parametrize("text", OTHER_SENSE)
+def test_the_same_verbs_about_something_else_are_not(text: str) -> None:
+    result = classify(text)
+    assert result.intent is Intent.OTHER and not result.review, result
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [("stop calling my mom", "other-sense:en:stop calling+mom"),
+     ("no me mandes la factura todavía", "other-sense:es:mandes+factura"),
+     ("dejen de mandarme mensajes", "composed:es:dejen de mandarme+mensajes"),
+     ("would you mind not messaging this number", "composed:en:messaging+this number")],
+)  # fmt: skip
+def test_the_reason_names_the_action_and_the_object(text: str, reason: str) -> None:
+    assert classify(text).reason == reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "can you cancel it?",
+        "don't text me till Monday",
+        "please don't send it yet",
+        "no me escriban hasta el lunes",
+    ],
+)
+def test_no_confident_reading_goes_to_review_never_silently_to_other(text: str) -> None:
+    result = classify(text)
+    assert result.review and result.intent is Intent.OTHER and result.confidence < 0.5, result
+    assert result.reason.startswith("review:cue:")
+
+
+def test_an_opt_out_anywhere_in_the_message_wins_over_another_sense() -> None:
+    result = classify("cancel my order and stop texting me")
+    assert result.intent is Intent.OPTOUT and not result.review
+
+
+def test_language_comes_from_the_words_that_decided() -> None:
+    assert classify("borren mis datos por favor").language == "es"
+    assert classify("effacez mon numéro").language == "fr"
+    assert classify("apaguem meus dados").language == "pt"
+    assert classify("delete my details").language == "en"
+
+
+def test_help_and_start_only_as_whole_messages() -> None:
+    assert classify("START").intent is Intent.OPTIN and classify("HELP").intent is Intent.HELP
+    for text in ("please start sending me deals again", "I need help with my order", "ayuda con mi pedido"):
+        assert classify(text).intent is Intent.OTHER
+
+
+def test_keywords_in_four_languages_stay_whole_message_keywords() -> None:
+    for text in ("STOP", "ALTO", "ARRET", "SAIR"):
+        result = classify(text)
+        assert result.intent is Intent.OPTOUT and result.reason.startswith("keyword:")
+
+
+def test_lexicons_are_package_data_with_known_roles() -> None:
+    folder = resources.files("optline.domain") / "lexicons"
+    known = set(reading.ACTIONS + reading.OBJECTS + reading.OTHER_ROLES)
+    for lang in reading.LANGUAGES:
+        data = tomllib.loads((folder / f"{lang}.toml").read_text(encoding="utf-8"))
+        assert set(data) <= known, (lang, set(data) - known)
+        assert {"stop", "send", "messaging", "other", "negator"} <= set(data), lang
+        for phrases in data.values():
+            # Written in the normalised form the classifier compares against.
+            assert all(p == p.lower() and p.isascii() and "'" not in p for p in phrases), (lang, phrases)
+
+
+def test_segment_takes_the_longest_phrase() -> None:
+    units = reading.segment(["dejen", "de", "mandarme", "mensajes"])
+    assert [u.text for u in units] == ["dejen de", "mandarme", "mensajes"]
+    assert units[0].action == "stop" and "messaging" in units[2].roles
