@@ -29,13 +29,13 @@ def test_cli_walkthrough(db_url: str, tmp_path: Path) -> None:
         db_url,
         "programs",
         "create",
-        "--help-contact",
-        "help@acme.example",
         "deals",
         "--brand",
         "Acme Coffee",
         "--sender",
         "+14155550100",
+        "--help-contact",
+        "help@acme.example",
     )
     assert created.returncode == 0, created.stderr
     assert "Acme Coffee" in run(db_url, "programs", "list").stdout
@@ -112,28 +112,16 @@ def test_production_refuses_default_secret(tmp_path: Path) -> None:
 def test_a_sender_typed_in_a_common_format_still_receives_stop(db_url: str) -> None:
     """Issue 12, item 2: ``--sender "(415) 555-0100"`` is stored as E.164, so replies to +14155550100 land."""
     for name, sender in (("deals", "(415) 555-0100"), ("news", "415.555.0101")):
-        made = run(
-            db_url,
-            "programs",
-            "create",
-            "--help-contact",
-            "help@acme.example",
-            name,
-            "--brand",
-            "Acme",
-            "--sender",
-            sender,
-            "--scope",
-            "program",
-        )
+        made = run(db_url, "programs", "create", name, "--brand", "Acme", "--sender", sender, "--scope", "program",
+                   "--help-contact", "help@acme.example")  # fmt: skip
         assert made.returncode == 0, made.stderr
     listed = run(db_url, "programs", "list").stdout
     assert "+14155550100" in listed and "+14155550101" in listed and "(415)" not in listed
     person = ("--from", "+14155550134")
     for to in ("+14155550100", "+14155550101"):
-        joined = run(db_url, "inbound", "simulate", *person, "--to", to, "--body", "START")
+        joined = run(db_url, "inbound", "simulate", *person, "--to", to, "--body", "START", "--json")
         assert json.loads(joined.stdout)["consent_event_id"], joined.stdout + joined.stderr
-    stopped = run(db_url, "inbound", "simulate", *person, "--to", "+14155550100", "--body", "STOP")
+    stopped = run(db_url, "inbound", "simulate", *person, "--to", "+14155550100", "--body", "STOP", "--json")
     assert json.loads(stopped.stdout)["intent"] == "optout", stopped.stderr
     shown = run(db_url, "contacts", "show", "+14155550134").stdout
     subscriptions = {
@@ -150,13 +138,13 @@ def test_a_sender_that_is_not_a_number_is_refused_naming_it(db_url: str, sender:
         db_url,
         "programs",
         "create",
-        "--help-contact",
-        "help@acme.example",
         "deals",
         "--brand",
         "Acme",
         "--sender",
         sender,
+        "--help-contact",
+        "help@acme.example",
     )
     assert result.returncode == 1 and f"sender '{sender}' is neither a phone number" in result.stderr
     assert "Traceback" not in result.stderr

@@ -16,13 +16,13 @@ def test_unknown_filter_key_fails_naming_the_known_keys(db_url: str, tmp_path: P
             db_url,
             "programs",
             "create",
-            "--help-contact",
-            "help@acme.example",
             "deals",
             "--brand",
             "Acme",
             "--sender",
             "+14155550100",
+            "--help-contact",
+            "help@acme.example",
         ).returncode
         == 0
     )

@@ -22,13 +22,13 @@ def test_cli_commands_record_digests_and_verify_names_every_broken_chain(
             db_url,
             "programs",
             "create",
-            "--help-contact",
-            "help@acme.example",
             "deals",
             "--brand",
             "Acme",
             "--sender",
             "+14155550100",
+            "--help-contact",
+            "help@acme.example",
         ).returncode
         == 0
     )

@@ -103,13 +103,13 @@ def deals(db_url: str, tmp_path: Path) -> str:
             db_url,
             "programs",
             "create",
-            "--help-contact",
-            "help@acme.example",
             "deals",
             "--brand",
             "Acme",
             "--sender",
             "+14155550100",
+            "--help-contact",
+            "help@acme.example",
         ).returncode
         == 0
     )

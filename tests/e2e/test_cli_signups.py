@@ -29,12 +29,12 @@ def test_disclosure_versions_and_signups_commands(db_url: str) -> None:
             db_url,
             "programs",
             "create",
-            "--help-contact",
-            "help@acme.example",
             "deals",
             "--brand",
             "Acme Coffee",
             "--double-opt-in",
+            "--help-contact",
+            "help@acme.example",
         ).returncode
         == 0
     )

@@ -42,13 +42,13 @@ def test_inbound_simulate_goes_through_the_webhook_path(tmp_path: Path) -> None:
             env,
             "programs",
             "create",
-            "--help-contact",
-            "help@acme.example",
             "deals",
             "--brand",
             "Acme",
             "--sender",
             "+14155550100",
+            "--help-contact",
+            "help@acme.example",
         ).returncode
         == 0
     )
