@@ -56,7 +56,7 @@ def run(container: Container, stop: threading.Event, *, once: bool = False,
         if on_batch:
             on_batch(counts)
         if time.monotonic() - last_digest >= digest_every:
-            last_digest = -digest_every  # the first loop seals what happened while no worker ran
+            last_digest = time.monotonic()
             _record_digest(container)
         if time.monotonic() - last_housekeeping >= HOUSEKEEPING_EVERY_SECONDS:
             last_housekeeping = time.monotonic()
