@@ -32,6 +32,7 @@ NAV = [
     ("contacts", "/dashboard/contacts", "Contacts"),
     ("review", "/dashboard/review", "Review queue"),
     ("list-review", "/dashboard/list-review", "List review"),
+    ("webhooks", "/dashboard/webhooks", "Webhooks"),
     ("simulator", "/dashboard/simulator", "Simulator"),
 ]
 
