@@ -27,6 +27,7 @@ from optline.services import consent, event_hooks, receipts
 from optline.services.event_hooks import DelivererConfig
 from tests.support import outbox_rows, signing, web
 from tests.support.hook_receiver import Receiver
+from tests.support.server import free_port
 
 PERSON, SENDER = "+14155550134", "+14155550100"
 CONFIG = DelivererConfig(retry_base=timedelta(seconds=30), timeout=5.0)
@@ -278,3 +279,34 @@ def test_review_and_message_outcomes_are_events_too(
     assert bodies[0]["data"]["body"] == "No" and bodies[0]["data"]["phone"] == PERSON
     assert bodies[1]["data"]["message_id"] == ids[0] and bodies[1]["data"]["status"] == "delivered"
     assert bodies[2]["data"]["message_id"] == ids[1] and bodies[2]["data"]["error_code"] == "30003"
+
+
+def test_the_readme_receiver_accepts_a_real_delivery_and_refuses_another_secret(
+    container: Container, world: dict[str, Any], http: httpx.Client
+) -> None:
+    from http.server import HTTPServer
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    code = readme.split("```python\nimport base64, hashlib", 1)[1].split("```", 1)[0]
+    code = "import base64, hashlib" + code
+    assert code.rstrip().endswith("serve_forever()") and len(code.strip().splitlines()) <= 12
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    endpoint = register(container, url)
+    namespace: dict[str, Any] = {}
+    exec(
+        code.rstrip().rsplit("\n", 1)[0].replace("whsec_REPLACE_WITH_YOUR_SECRET", endpoint.secret), namespace
+    )
+    server = HTTPServer(("127.0.0.1", port), namespace["Receiver"])
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        register(container, url)  # the same URL under another secret: its deliveries must be refused
+        opt_out(container, world)
+        counts = deliver(container, http)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (counts.delivered, counts.retrying) == (1, 1)
+    codes = {d["endpoint_id"]: d["last_status_code"] for d in rows(container, webhook_deliveries)}
+    assert codes == {endpoint.id: 204, endpoint.id + 1: 401}
