@@ -283,8 +283,12 @@ def record_attempt(
             replay=delivery["replay"],
         )
     )  # fmt: skip
-    attempts = int(delivery["attempts"]) + 1
-    values: dict[str, Any] = {"attempts": attempts, "last_status_code": attempt.status_code}
+    # Counted in SQL and guarded on 'pending': a deliverer whose claim lapsed and another that re-claimed
+    # the row may both record; neither loses the other's attempt or undoes a success.
+    values: dict[str, Any] = {
+        "attempts": webhook_deliveries.c.attempts + 1,
+        "last_status_code": attempt.status_code,
+    }
     if attempt.status_code is not None and rules.is_success(attempt.status_code):
         values.update(status="delivered", delivered_at=now, replay=False)
     else:
@@ -294,7 +298,11 @@ def record_attempt(
             values.update(status="failed", replay=False)
         else:
             values.update(next_attempt_at=next_at)
-    conn.execute(update(webhook_deliveries).where(webhook_deliveries.c.id == delivery["id"]).values(**values))
+    conn.execute(
+        update(webhook_deliveries)
+        .where((webhook_deliveries.c.id == delivery["id"]) & (webhook_deliveries.c.status == "pending"))
+        .values(**values)
+    )
     return str(values.get("status", "pending"))
 
 
