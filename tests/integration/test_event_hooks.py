@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -310,3 +311,29 @@ def test_the_readme_receiver_accepts_a_real_delivery_and_refuses_another_secret(
     assert (counts.delivered, counts.retrying) == (1, 1)
     codes = {d["endpoint_id"]: d["last_status_code"] for d in rows(container, webhook_deliveries)}
     assert codes == {endpoint.id: 204, endpoint.id + 1: 401}
+
+
+def test_an_endpoint_registered_by_another_process_gets_events_within_the_cache_ttl(
+    container: Container, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optline.adapters.db.database import Database, make_engine
+
+    now = [time.monotonic()]  # this process's clock stands still until the test moves it
+    monkeypatch.setattr(event_hooks.time, "monotonic", lambda: now[0])
+    opt_out(container, world)  # this process looks up the subscribers: nobody
+    other = Database(make_engine(container.settings.database_url))  # another process's connection pool
+    try:
+        with other.transaction() as conn:
+            event_hooks.create_endpoint(conn, container.clock, url="https://crm.example.com/hooks",
+                                        events=["opt_in"], development=False)  # fmt: skip
+        with other.read() as conn:  # the registering process itself sees it at once
+            assert event_hooks.subscribers(conn, event_hooks.rules.EventType.OPT_IN) != []
+    finally:
+        other.dispose()
+    news = web.program(container, name="news")
+    web.subscriber(container, news, "+14155550136")  # within the TTL: this process has not seen it yet
+    assert rows(container, webhook_deliveries) == []
+    now[0] += event_hooks.SUBSCRIBERS_TTL + 0.01  # once the TTL has passed, it is read again
+    web.subscriber(container, news, "+14155550137")
+    (delivery,) = rows(container, webhook_deliveries)
+    assert delivery["event_type"] == "opt_in" and "+14155550137" in delivery["body"]

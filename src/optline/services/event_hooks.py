@@ -18,13 +18,14 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Engine, Select, event, insert, select, update
 
 from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db.database import Database, one_of
@@ -61,6 +62,7 @@ def create_endpoint(
                 enabled=True, created_at=clock.now())
         .returning(webhook_endpoints.c.id)
     ).scalar_one()  # fmt: skip
+    _forget_subscribers(conn)
     return CreatedEndpoint(int(endpoint_id), checked, chosen, secret)
 
 
@@ -78,6 +80,7 @@ def disable_endpoint(conn: Connection, clock: Clock, endpoint_id: int) -> None:
     ).rowcount
     if not done:
         raise HookError(f"no enabled webhook endpoint {endpoint_id}")
+    _forget_subscribers(conn)
 
 
 # -- the outbox -----------------------------------------------------------------------------------------
@@ -86,12 +89,36 @@ def disable_endpoint(conn: Connection, clock: Clock, endpoint_id: int) -> None:
 Payload = Mapping[str, Any]
 
 
+# Who subscribes to what, per database, re-read at most this often: the lookup runs in every consent change
+# and receipt, and most installations have no endpoint at all. An endpoint registered by another process
+# starts receiving events within this many seconds; one registered by this process at once.
+SUBSCRIBERS_TTL = 1.0
+_subscribers: weakref.WeakKeyDictionary[Engine, tuple[float, dict[str, list[int]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def subscribers(conn: Connection, event_type: rules.EventType) -> list[int]:
-    """Ids of the enabled endpoints that chose ``event_type`` (one small SELECT)."""
-    rows = conn.execute(
-        select(webhook_endpoints.c.id, webhook_endpoints.c.events).where(webhook_endpoints.c.enabled)
-    )
-    return [r.id for r in rows if event_type.value in (r.events or [])]
+    """Ids of the enabled endpoints that chose ``event_type`` (cached for ``SUBSCRIBERS_TTL`` seconds)."""
+    cached = _subscribers.get(conn.engine)
+    if cached is None or time.monotonic() - cached[0] > SUBSCRIBERS_TTL:
+        by_type: dict[str, list[int]] = {}
+        for r in conn.execute(
+            select(webhook_endpoints.c.id, webhook_endpoints.c.events).where(webhook_endpoints.c.enabled)
+        ):
+            for t in r.events or []:
+                by_type.setdefault(t, []).append(r.id)
+        cached = (time.monotonic(), by_type)
+        _subscribers[conn.engine] = cached
+    return cached[1].get(event_type.value, [])
+
+
+def _forget_subscribers(conn: Connection) -> None:
+    """This process changed the endpoints: the next lookup reads them again. Also once this transaction
+    commits, in case another thread cached the state before the commit in between."""
+    engine = conn.engine
+    _subscribers.pop(engine, None)
+    event.listen(conn, "commit", lambda _conn: _subscribers.pop(engine, None), once=True)
 
 
 def emit(
@@ -213,9 +240,8 @@ class DelivererConfig:
         return timedelta(seconds=self.timeout * 3 + 5)
 
 
-def claim(conn: Connection, clock: Clock, config: DelivererConfig) -> list[dict[str, Any]]:
-    now = clock.now()
-    due = (
+def _due(now: datetime) -> Select[tuple[int]]:
+    return (
         select(webhook_deliveries.c.id)
         .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
         .where(
@@ -223,6 +249,13 @@ def claim(conn: Connection, clock: Clock, config: DelivererConfig) -> list[dict[
             & (webhook_deliveries.c.next_attempt_at <= now)
             & webhook_endpoints.c.enabled
         )
+    )
+
+
+def claim(conn: Connection, clock: Clock, config: DelivererConfig) -> list[dict[str, Any]]:
+    now = clock.now()
+    due = (
+        _due(now)
         .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
         .limit(config.batch_size)
     )
@@ -333,6 +366,9 @@ def deliver_due(
     """One batch: claim what is due, send it, record each attempt. When ``stop`` is set, the rest of the
     batch is left to fall due again after its lease."""
     counts = DeliveryCounts()
+    with db.read() as conn:  # most polls find nothing: then no write transaction (SQLite's write lock) at all
+        if not conn.execute(_due(clock.now()).limit(1)).first():
+            return counts
     with db.transaction() as conn:
         claimed = claim(conn, clock, config)
     for delivery in claimed:
