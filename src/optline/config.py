@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     # work runs on another core. HTTP providers only; the simulator writes to the database in-process.
     worker_courier: bool = True
     retry_backoff_seconds: float = 2.0
+    # Outbound event webhooks (services/event_hooks.py): the first retry's delay (doubling up to 3 h, for a
+    # day) and each request's timeout.
+    webhook_retry_base_seconds: float = 30.0
+    webhook_timeout_seconds: float = 10.0
 
     # The public sign-up form (/join/<program>): form posts per client IP per 10 minutes (per process), and
     # sign-ups started per client IP per hour (counted in the database, so across processes).

@@ -11,10 +11,12 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
+import httpx
 import typer
 
 from optline.adapters.db import ledger
 from optline.bootstrap import Container, sender
+from optline.services import event_hooks
 from optline.services.dispatch import Counts, DispatchConfig, Dispatcher
 
 log = logging.getLogger("optline.worker")
@@ -45,6 +47,8 @@ def run(container: Container, stop: threading.Event, *, once: bool = False,
     last_digest = -digest_every  # the first loop seals what happened while no worker ran
     last_housekeeping = -HOUSEKEEPING_EVERY_SECONDS  # first loop
     poll = container.settings.worker_poll_seconds
+    hooks = _Hooks(container)
+    hooks.start()
     while not stop.is_set():
         try:
             counts = dispatcher.run_once()
@@ -78,8 +82,45 @@ def run(container: Container, stop: threading.Event, *, once: bool = False,
                 break
             stop.wait(poll)
     total.add(dispatcher.close())
+    hooks.close()
     _record_digest(container)  # what this worker (and, in `serve`, the API beside it) changed since the last
     return total
+
+
+class _Hooks:
+    """The outbound event webhook deliverer (services/event_hooks.py), in a thread of its own beside
+    dispatch: an endpoint that is slow or down costs its timeout here, never a text's turn in the queue."""
+
+    def __init__(self, container: Container) -> None:
+        s = container.settings
+        self.container = container
+        self.poll = s.worker_poll_seconds
+        self.config = event_hooks.DelivererConfig(
+            retry_base=timedelta(seconds=s.webhook_retry_base_seconds), timeout=s.webhook_timeout_seconds
+        )
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="optline-webhooks", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _loop(self) -> None:
+        # No redirects: a signed event goes to the registered URL or nowhere.
+        with httpx.Client(follow_redirects=False) as client:
+            while not self.stop.is_set():
+                try:
+                    counts = event_hooks.deliver_due(self.container.db, self.container.clock, client,
+                                                     self.config, stop=self.stop)  # fmt: skip
+                except Exception:  # like dispatch: logged, retried next loop, never the end of the worker
+                    log.exception("webhook delivery batch failed")
+                    counts = event_hooks.DeliveryCounts()
+                if counts.attempted < self.config.batch_size:  # a full batch: more may be due at once
+                    self.stop.wait(self.poll)
+
+    def close(self) -> None:
+        """Finish the request in flight; claimed deliveries not yet sent fall due again after their lease."""
+        self.stop.set()
+        self.thread.join()
 
 
 def _record_digest(container: Container) -> None:

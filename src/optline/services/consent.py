@@ -16,7 +16,7 @@ from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db import ledger
 from optline.adapters.db import programs as program_repo
 from optline.adapters.db.database import one_of
-from optline.adapters.db.tables import consent_events, subscriptions
+from optline.adapters.db.tables import consent_events, contacts, subscriptions
 from optline.domain.consent import (
     Action,
     Channel,
@@ -28,6 +28,16 @@ from optline.domain.consent import (
     missing_evidence,
     next_status,
 )
+from optline.domain.event_hooks import EventType
+from optline.services import event_hooks
+
+# The ledger actions pushed to webhook endpoints (review holds are internal; "review.needed" is emitted
+# where a reply enters the review queue, services/inbound.py).
+HOOK_EVENTS = {
+    Action.OPT_OUT: EventType.OPT_OUT,
+    Action.OPT_IN: EventType.OPT_IN,
+    Action.OPT_IN_CONFIRMED: EventType.OPT_IN_CONFIRMED,
+}
 
 
 @dataclass
@@ -138,7 +148,31 @@ def record(
         new_status = after[pid]
         _project(conn, contact_id, pid, status, new_status, held_after(held, action), event, action)
         change.statuses[pid] = (status, new_status)
+    hook = HOOK_EVENTS.get(action)
+    if hook is not None:  # in this transaction: the event exists exactly when the change commits
+        event_hooks.emit(conn, clock, hook, lambda: hook_payload(conn, event, program, change.statuses))
     return change
+
+
+def hook_payload(
+    conn: Connection,
+    event: Mapping[str, Any],
+    program: Mapping[str, Any],
+    statuses: Mapping[int, tuple[Status, Status]],
+    *,
+    phone: str | None = None,
+) -> dict[str, Any]:
+    """What a webhook endpoint receives about a consent event (no evidence: it may hold message text)."""
+    if phone is None:
+        phone = conn.execute(select(contacts.c.phone).where(contacts.c.id == event["contact_id"])).scalar()
+    brand_wide = event["program_id"] is None
+    return {
+        "consent_event_id": event["id"], "contact_id": event["contact_id"], "phone": phone,
+        "brand": event["brand"], "program": None if brand_wide else program["name"],
+        "program_id": event["program_id"], "brand_wide": brand_wide, "channel": event["channel"],
+        "occurred_at": as_utc(event["occurred_at"]).isoformat(),
+        "status": None if brand_wide or program["id"] not in statuses else statuses[program["id"]][1].value,
+    }  # fmt: skip
 
 
 def revoke_all(
@@ -246,8 +280,6 @@ def record_opt_ins(
     now = clock.now()
     ids = sorted(i.contact_id for i in items)
     if conn.dialect.name == "postgresql":  # lock in id order: concurrent batches cannot deadlock
-        from optline.adapters.db.tables import contacts
-
         conn.execute(
             select(contacts.c.id)
             .where(one_of(conn, contacts.c.id, ids))
@@ -328,4 +360,31 @@ def record_opt_ins(
             updates,
         )
     outcome.recorded = len(events)
+    if events:  # one query for the numbers, and only when an endpoint subscribes to opt-ins
+        event_hooks.emit_many(
+            conn, clock, EventType.OPT_IN, lambda: _batch_payloads(conn, events, program, transitions)
+        )
     return outcome
+
+
+def _batch_payloads(
+    conn: Connection,
+    events: list[dict[str, Any]],
+    program: Mapping[str, Any],
+    transitions: Mapping[int, tuple[Status, bool, Status]],
+) -> list[dict[str, Any]]:
+    phones = dict(
+        conn.execute(
+            select(contacts.c.id, contacts.c.phone).where(
+                one_of(conn, contacts.c.id, [e["contact_id"] for e in events])
+            )
+        ).tuples()
+    )
+    payloads = []
+    for event in events:
+        old, _, new = transitions[event["contact_id"]]
+        payload = hook_payload(
+            conn, event, program, {program["id"]: (old, new)}, phone=phones.get(event["contact_id"])
+        )
+        payloads.append(payload)
+    return payloads

@@ -89,7 +89,7 @@ from optline.domain import caps, compose, quiet_hours, segments
 from optline.domain.consent import Action, Channel, Status
 from optline.domain.optout_links import new_token
 from optline.domain.phones import InvalidPhoneNumber, parse_phone
-from optline.services import consent, receipts
+from optline.services import consent, event_hooks, receipts
 from optline.services.courier import (
     Courier,
     CourierGone,
@@ -370,7 +370,7 @@ class Dispatcher:
         to_send = self._hold_for_campaigns(conn, to_send, outcomes, now)
         # Every write is guarded (still 'claimed', still ours): a cancel or a reclaim that committed since
         # our claim wins, and a row whose guard failed is neither handed over nor counted as ours.
-        written = _write(conn, outcomes, expect=("claimed", self.worker_id))
+        written = _write(conn, self.clock, outcomes, expect=("claimed", self.worker_id))
         self._tally(outcomes, written, counts, "check")
         return [item for item in to_send if item.row["id"] in written]
 
@@ -483,7 +483,7 @@ class Dispatcher:
         }
         # Before the write: a receipt for these ids arriving now waits, then finds its message (receipts.py).
         receipts.lock_keys(conn, self.sender.name, sorted(provider_ids))
-        written = _write(conn, outcomes, expect=("sending", self.worker_id))
+        written = _write(conn, self.clock, outcomes, expect=("sending", self.worker_id))
         self._tally(outcomes, written, counts, "record")
         # Receipts that arrived before their message's provider id was stored: applied now, in this write.
         receipts.apply_pending(conn, self.clock, self.sender.name,
@@ -842,7 +842,7 @@ def _zones(person: Mapping[str, Any]) -> tuple[str, ...]:
     return quiet_hours.zones_for(person.get("time_zone"), number_zones, person.get("region"))
 
 
-def _write(conn: Connection, outcomes: list[_Outcome], *, expect: tuple[str, str]) -> set[int]:
+def _write(conn: Connection, clock: Clock, outcomes: list[_Outcome], *, expect: tuple[str, str]) -> set[int]:
     """Write the outcomes, each guarded by ``expect`` = (status, lease owner) the row must still have;
     returns the ids whose write landed. Every status write of dispatch goes through here, so a cancel, a
     pause's release or another worker's reclaim that committed meanwhile is never overwritten.
@@ -879,6 +879,10 @@ def _write(conn: Connection, outcomes: list[_Outcome], *, expect: tuple[str, str
         )  # fmt: skip
         for row in rows:
             written.update(conn.execute(stmt, row).scalars())
+    # A message that failed for good is an event for webhook endpoints, queued in this same write.
+    failed = [o.id for o in outcomes if o.values.get("status") == "failed" and o.id in written]
+    if failed:
+        event_hooks.emit_message_failures(conn, clock, failed)
     return written
 
 

@@ -24,8 +24,9 @@ from optline.adapters.providers.base import InboundSms
 from optline.domain import replies
 from optline.domain.classify import Classification, Intent, classify, normalise
 from optline.domain.consent import Action, Channel, Status
+from optline.domain.event_hooks import EventType
 from optline.domain.phones import InvalidPhoneNumber, parse_phone, read_sender
-from optline.services import consent, outbox, receipts, signup
+from optline.services import consent, event_hooks, outbox, receipts, signup
 from optline.services.outbox import Kind
 from optline.services.programs import program_for_sender
 
@@ -82,6 +83,16 @@ def record_inbound(
     inbound_id = _claim(conn, sms, contact, program, result, now, review=result.review or unrouted)
     if inbound_id is None:
         return InboundResult(None, duplicate=True, note="already recorded (provider retried)")
+    if (
+        result.review or unrouted
+    ):  # an operator must decide: pushed to endpoints that asked, in this transaction
+        event_hooks.emit(conn, clock, EventType.REVIEW_NEEDED, {
+            "inbound_id": inbound_id, "contact_id": contact and contact["id"],
+            "phone": (contact or {}).get("phone") or sms.from_phone, "to_phone": sms.to_phone, "body": sms.body,
+            "program_id": program and program["id"],
+            "reason": unrouted_reason(sms.to_phone) if unrouted else result.reason,
+            "received_at": (sms.received_at or now).isoformat(),
+        })  # fmt: skip
     outcome = InboundResult(
         inbound_id, False, result, contact["id"] if contact else None, program["id"] if program else None
     )

@@ -42,7 +42,7 @@ from optline.adapters.db.tables import messages, pending_receipts, subscriptions
 from optline.adapters.providers.base import StatusUpdate
 from optline.domain.consent import Action, Channel, Status
 from optline.domain.phones import InvalidPhoneNumber, parse_phone
-from optline.services import consent
+from optline.services import consent, event_hooks
 from optline.services.programs import program_for_sender
 
 log = logging.getLogger("optline.receipts")
@@ -128,6 +128,8 @@ def _apply(conn: Connection, clock: Clock, msg: dict[str, Any], update_: StatusU
             values["error_message"] = update_.error_message
         conn.execute(update(messages).where(messages.c.id == msg["id"]).values(**values))
         result.changed = True
+        if new != old and new in event_hooks.MESSAGE_OUTCOMES:
+            event_hooks.emit_message_outcome(conn, clock, {**msg, **values})
     if update_.opted_out:
         program = program_repo.get(conn, msg["program_id"])
         if program is not None:

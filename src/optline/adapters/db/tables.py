@@ -522,3 +522,62 @@ signups = Table(
     Index("ix_signups_status_expires", "status", "expires_at"),
     Index("ix_signups_client_ip_time", "client_ip", "started_at"),
 )
+
+
+# --- outbound event webhooks (issue 17) -------------------------------------------------------------------
+
+# Where an operator wants events pushed (a CRM, a data warehouse …). ``secret`` signs each delivery
+# (Standard Webhooks); it is shown once at creation and kept here because signing needs the key itself.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("url", String(500), nullable=False),
+    Column("description", String(200), nullable=False, default=""),
+    Column("secret", String(100), nullable=False),
+    Column("events", JSON, nullable=False, default=list),  # domain.event_hooks.EVENT_TYPES chosen
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("disabled_at", UtcDateTime),
+)
+
+# The outbox of events: one row per (event, endpoint), written in the same transaction as the change that
+# caused the event, so a committed change always has its delivery and a rolled-back one never does.
+# ``body`` is the exact JSON that is signed and sent, the same bytes on every attempt and replay.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("endpoint_id", BigId, ForeignKey("webhook_endpoints.id"), nullable=False),
+    Column("message_id", String(40), nullable=False, unique=True),  # the webhook-id header
+    Column("event_type", String(30), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(20), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    # Due time; a deliverer that claims the row moves it past its own HTTP timeout (a lease), so a crashed
+    # deliverer's claim simply falls due again.
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("retry_until", UtcDateTime, nullable=False),  # a day after the event (or after a replay)
+    Column("replay", Boolean, nullable=False, default=False),  # attempts now are an operator's replay
+    Column("last_status_code", Integer),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("delivered_at", UtcDateTime),
+    CheckConstraint("status in ('pending', 'delivered', 'failed')", name="status"),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+)
+
+# Every attempt to deliver, kept for the dashboard: what the endpoint answered and how long it took.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("delivery_id", BigId, ForeignKey("webhook_deliveries.id"), nullable=False),
+    Column("attempted_at", UtcDateTime, nullable=False),
+    Column("status_code", Integer),  # NULL: no HTTP answer (refused, timed out)
+    Column("duration_ms", Integer, nullable=False),
+    Column("response_snippet", Text, nullable=False, default=""),
+    Column("error", String(300)),
+    Column("replay", Boolean, nullable=False, default=False),
+    Index("ix_webhook_attempts_delivery", "delivery_id", "id"),
+)

@@ -11,6 +11,7 @@ from optline.bootstrap import Container
 from optline.entrypoints import web
 from optline.entrypoints.api import campaigns as campaigns_api
 from optline.entrypoints.api import contacts, programs
+from optline.entrypoints.api import event_hooks as event_hooks_api
 from optline.entrypoints.api import reports as reports_api
 from optline.entrypoints.api import signups as signups_api
 from optline.entrypoints.api import webhooks as webhooks_api
@@ -58,5 +59,6 @@ def create_app(container: Container) -> FastAPI:
     if container.settings.uses_simulator:
         app.include_router(webhooks_api.simulator_router)
     app.include_router(reports_api.router)
+    app.include_router(event_hooks_api.router)
     web.mount(app, container)
     return app

@@ -13,6 +13,7 @@ from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server,
 from optline.entrypoints.cli import audit as audit_cli
 from optline.entrypoints.cli import campaigns as campaigns_cli
 from optline.entrypoints.cli import demo as demo_cli
+from optline.entrypoints.cli import hooks as hooks_cli
 from optline.entrypoints.cli import inbound as inbound_cli
 from optline.entrypoints.cli import lists as lists_cli
 from optline.entrypoints.cli import report as report_cli
@@ -39,6 +40,7 @@ app.add_typer(lists_cli.dnc_app, name="dnc")
 app.add_typer(lists_cli.reassigned_app, name="reassigned")
 app.add_typer(users_cli.app, name="users")
 app.registered_commands += demo_cli.app.registered_commands
+app.add_typer(hooks_cli.app, name="hooks")
 
 
 def main() -> None:

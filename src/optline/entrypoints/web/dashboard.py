@@ -33,6 +33,7 @@ NAV = [
     ("contacts", "/dashboard/contacts", "Contacts"),
     ("review", "/dashboard/review", "Review queue"),
     ("list-review", "/dashboard/list-review", "List review"),
+    ("webhooks", "/dashboard/webhooks", "Webhooks"),
     ("simulator", "/dashboard/simulator", "Simulator"),
 ]
 

@@ -1,0 +1,89 @@
+"""``optline hooks``: outbound event webhooks (register, list, disable, see deliveries, replay)."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from optline.adapters.clock import as_utc
+from optline.domain.event_hooks import EVENT_TYPES, EndpointError
+from optline.entrypoints.cli.common import console, container, fail
+from optline.services import event_hooks
+
+app = typer.Typer(help="Push consent and message events to your own HTTPS endpoints.", no_args_is_help=True)
+
+
+@app.command("add")
+def add(
+    url: str = typer.Argument(..., help="https:// URL (http only for localhost, or in development)"),
+    event: list[str] = typer.Option(..., "--event", "-e", help=f"repeat for each: {', '.join(EVENT_TYPES)}"),
+    description: str = typer.Option("", help="what the endpoint is, for the dashboard"),
+) -> None:
+    """Register an endpoint; prints its signing secret once."""
+    c = container()
+    try:
+        with c.db.transaction() as conn:
+            created = event_hooks.create_endpoint(conn, c.clock, url=url, events=event, description=description,
+                                                  development=c.settings.env == "development")  # fmt: skip
+    except EndpointError as exc:
+        fail(str(exc))
+    console.print(f"endpoint {created.id}: {created.url} ({', '.join(created.events)})")
+    console.print("signing secret (shown once; verify each delivery's webhook-signature with it):")
+    print(created.secret)
+
+
+@app.command("list")
+def list_() -> None:
+    """The registered endpoints."""
+    c = container()
+    with c.db.read() as conn:
+        rows = event_hooks.list_endpoints(conn)
+    table = Table("id", "url", "events", "enabled", "description")
+    for r in rows:
+        table.add_row(str(r["id"]), r["url"], ", ".join(r["events"]), "yes" if r["enabled"] else "no",
+                      r["description"])  # fmt: skip
+    console.print(table if rows else "no webhook endpoints (add one: optline hooks add URL --event opt_out)")
+
+
+@app.command("disable")
+def disable(endpoint_id: int = typer.Argument(..., help="the endpoint's id (optline hooks list)")) -> None:
+    """Stop sending to an endpoint (its deliveries stay visible)."""
+    c = container()
+    try:
+        with c.db.transaction() as conn:
+            event_hooks.disable_endpoint(conn, c.clock, endpoint_id)
+    except event_hooks.HookError as exc:
+        fail(str(exc))
+    console.print(f"endpoint {endpoint_id} disabled")
+
+
+@app.command("deliveries")
+def deliveries(
+    endpoint_id: int | None = typer.Option(None, "--endpoint", help="only this endpoint's"),
+    limit: int = typer.Option(20, min=1, max=500),
+) -> None:
+    """The most recent deliveries and what each attempt got back."""
+    c = container()
+    with c.db.read() as conn:
+        rows = event_hooks.deliveries(conn, endpoint_id=endpoint_id, limit=limit)
+    table = Table("id", "endpoint", "event", "webhook-id", "status", "attempts", "last answer")
+    for r in rows:
+        last = r["attempt_list"][-1] if r["attempt_list"] else None
+        answer = "" if last is None else str(last["status_code"] or last["error"])
+        table.add_row(str(r["id"]), str(r["endpoint_id"]), r["event_type"], r["message_id"], r["status"],
+                      str(r["attempts"]), answer)  # fmt: skip
+    console.print(table if rows else "no deliveries yet")
+
+
+@app.command("replay")
+def replay(
+    delivery_id: int = typer.Argument(..., help="the delivery's id (optline hooks deliveries)"),
+) -> None:
+    """Send a delivery again, with the same webhook-id, on the worker's next pass."""
+    c = container()
+    try:
+        with c.db.transaction() as conn:
+            event_hooks.replay(conn, c.clock, delivery_id)
+    except event_hooks.HookError as exc:
+        fail(str(exc))
+    console.print(f"delivery {delivery_id} queued again (at {as_utc(c.clock.now()):%H:%M:%S} UTC)")

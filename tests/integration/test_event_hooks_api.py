@@ -1,0 +1,77 @@
+"""/v1/webhook-endpoints and /v1/webhook-deliveries over HTTP, on both engines: authenticated, clear errors,
+the secret returned once, deliveries listed with their attempts, replay."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from optline.adapters.db import api_keys
+from optline.bootstrap import Container
+from optline.domain.consent import Action, Channel
+from optline.entrypoints.api.app import create_app
+from optline.services import consent
+from tests.support import web
+
+
+@pytest.fixture
+def client(container: Container) -> Iterator[TestClient]:
+    with container.db.transaction() as conn:
+        key = api_keys.create(conn, "tests", container.clock.now())
+    with TestClient(create_app(container), headers={"authorization": f"Bearer {key}"}) as c:
+        yield c
+
+
+def test_endpoints_need_an_api_key(container: Container) -> None:
+    with TestClient(create_app(container)) as anonymous:
+        assert anonymous.get("/v1/webhook-endpoints").status_code == 401
+        assert anonymous.post("/v1/webhook-deliveries/1/replay").status_code == 401
+
+
+def test_register_list_deliveries_replay_and_disable(container: Container, client: TestClient) -> None:
+    created = client.post("/v1/webhook-endpoints", json={"url": "https://crm.example.com/optline",
+                                                         "events": ["opt_out"], "description": "CRM"})  # fmt: skip
+    assert created.status_code == 201, created.text
+    endpoint = created.json()
+    assert endpoint["secret"].startswith("whsec_") and endpoint["events"] == ["opt_out"]
+    listed = client.get("/v1/webhook-endpoints").json()
+    assert [e["url"] for e in listed] == ["https://crm.example.com/optline"]
+    assert "secret" not in listed[0]  # shown once
+
+    program = web.program(container)
+    person = web.subscriber(container, program)
+    with container.db.transaction() as conn:
+        consent.record(conn, container.clock, contact_id=person["id"], program=program, action=Action.OPT_OUT,
+                       channel=Channel.API, evidence={"source": "test"})  # fmt: skip
+    (delivery,) = client.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries").json()
+    assert delivery["event_type"] == "opt_out" and delivery["status"] == "pending"
+    assert delivery["message_id"].startswith("msg_") and delivery["attempt_list"] == []
+
+    assert client.post(f"/v1/webhook-deliveries/{delivery['id']}/replay").status_code == 202
+    missing = client.post("/v1/webhook-deliveries/999/replay")
+    assert missing.status_code == 404 and "no webhook delivery 999" in missing.text
+    assert client.get("/v1/webhook-endpoints/999/deliveries").status_code == 404
+
+    assert client.delete(f"/v1/webhook-endpoints/{endpoint['id']}").status_code == 204
+    assert client.get("/v1/webhook-endpoints").json()[0]["enabled"] is False
+    again = client.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
+    assert again.status_code == 404 and f"no enabled webhook endpoint {endpoint['id']}" in again.text
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ({"url": "http://crm.example.com/x", "events": ["opt_out"]}, "uses plain http"),
+        (
+            {"url": "https://crm.example.com/x", "events": ["opt_out", "deliverd"]},
+            "unknown event type(s) deliverd",
+        ),
+        ({"url": "https://crm.example.com/x", "events": []}, "at least one"),
+    ],
+)
+def test_bad_endpoints_are_refused_naming_what_is_wrong(client: TestClient, body: dict, why: str) -> None:
+    response = client.post("/v1/webhook-endpoints", json=body)
+    assert response.status_code == 422 and why in response.json()["detail"]
+    assert client.get("/v1/webhook-endpoints").json() == []
