@@ -35,7 +35,14 @@ _ids = count()
 @pytest.fixture
 def world(container: Container) -> dict[str, Any]:
     with container.db.transaction() as conn:
-        deals = create_program(conn, container.clock, name="deals", brand="Acme", sender_numbers=[SENDER])
+        deals = create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme",
+            sender_numbers=[SENDER],
+        )
         person, _ = contact_repo.get_or_create(conn, parse_phone(PERSON), container.clock.now())
         consent.record(conn, container.clock, contact_id=person["id"], program=deals, action=Action.OPT_IN,
                        channel=Channel.WEB, evidence=WEB)  # fmt: skip
@@ -97,7 +104,7 @@ def test_help_and_rejoin_answer_in_the_language_of_the_reply(container: Containe
 
 def test_a_custom_help_text_stays_as_configured(container: Container, world: dict) -> None:
     with container.db.transaction() as conn:
-        create_program(conn, container.clock, name="vip", brand="Acme VIP", sender_numbers=["+14155550111"],
+        create_program(conn, container.clock, help_contact="https://acme.example/help", name="vip", brand="Acme VIP", sender_numbers=["+14155550111"],
                        help_text="Acme VIP: call 555-0100.")  # fmt: skip
     sms = InboundSms("simulator", "SMvip", PERSON, "+14155550111", "AIDE")
     with container.db.transaction() as conn:
