@@ -11,10 +11,12 @@ from optline.bootstrap import Container
 from optline.entrypoints import web
 from optline.entrypoints.api import campaigns as campaigns_api
 from optline.entrypoints.api import contacts, programs
+from optline.entrypoints.api import metrics as metrics_api
 from optline.entrypoints.api import reports as reports_api
 from optline.entrypoints.api import signups as signups_api
 from optline.entrypoints.api import webhooks as webhooks_api
 from optline.entrypoints.web import join as join_web
+from optline.logs import RequestIdMiddleware
 
 
 def create_app(container: Container) -> FastAPI:
@@ -58,5 +60,7 @@ def create_app(container: Container) -> FastAPI:
     if container.settings.uses_simulator:
         app.include_router(webhooks_api.simulator_router)
     app.include_router(reports_api.router)
+    app.include_router(metrics_api.router)
     web.mount(app, container)
+    app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every log line has the id
     return app
