@@ -5,8 +5,11 @@ and who may read it (a token, or loopback only)."""
 from __future__ import annotations
 
 import functools
+import json
 import math
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -24,6 +27,7 @@ from optline.services.outbox import Kind
 from tests.support import fake_providers as fp
 from tests.support import outbound, signing
 
+ROOT = Path(__file__).resolve().parents[2]
 SENDER = "+14155550100"
 LOOPBACK = ("127.0.0.1", 50000)
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -157,3 +161,17 @@ def test_metrics_without_a_token_answer_loopback_only(container: Container) -> N
     assert refused.status_code == 403 and "OPTLINE_METRICS_TOKEN" in refused.text
     assert TestClient(app, client=("::1", 41000)).get("/metrics").status_code == 200
     assert TestClient(app, client=LOOPBACK).get("/metrics").status_code == 200
+
+
+def test_the_sample_dashboard_uses_only_exported_names(container: Container) -> None:
+    with TestClient(create_app(container), client=LOOPBACK) as client:
+        text = client.get("/metrics").text
+    exported = {re.sub(r"_total$", "", name) for name in re.findall(r"^# TYPE (\w+) ", text, re.MULTILINE)}
+    dashboard = json.loads((ROOT / "deploy" / "grafana-optline.json").read_text(encoding="utf-8"))
+    used = {
+        re.sub(r"_(total|bucket|count|sum)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\boptline_\w+", target["expr"])
+    }
+    assert len(used) >= 10 and used <= exported, used - exported
