@@ -12,6 +12,7 @@ import logging
 import re
 import sys
 import time
+import traceback
 import uuid
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -117,6 +118,15 @@ class RequestIdMiddleware:
                 },
             )
             request_id.reset(token)
+
+
+def describe(exc: BaseException) -> str:
+    """An exception for a log line at INFO or above: its type and where it was raised, not its message —
+    a database error repeats the row it refused (PostgreSQL: "Failing row contains (…)"), SMS body
+    included. The full traceback goes to DEBUG."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    return f"{type(exc).__module__}.{type(exc).__qualname__}{where}"
 
 
 def route_of(scope: Scope) -> str:

@@ -33,6 +33,7 @@ from optline.adapters.providers.webhook_request import (
     public_url,
 )
 from optline.bootstrap import Container
+from optline.logs import describe
 from optline.services import inbound as inbound_service
 
 log = logging.getLogger("optline.webhooks")
@@ -159,8 +160,10 @@ async def _answer(request: Request, provider: str, kind: str) -> tuple[Response,
         return PlainTextResponse("forbidden: invalid signature", status_code=403), "forbidden"
     except PayloadError as exc:
         return PlainTextResponse(f"bad request: {exc}", status_code=400), "bad_request"
-    except Exception:  # not committed: ask the provider to retry (invariant 3)
-        log.exception("%s %s webhook failed; answering 500 so the provider retries", provider, kind)
+    except Exception as exc:  # not committed: ask the provider to retry (invariant 3)
+        log.error("%s %s webhook failed (%s); answering 500 so the provider retries", provider, kind,
+                  describe(exc))  # fmt: skip
+        log.debug("%s %s webhook failure", provider, kind, exc_info=True)  # may hold the body
         return PlainTextResponse("error: not recorded, please retry", status_code=500), "error"
     if "status" in payload:
         outcome = str(payload["status"])  # an inbound reply: recorded or duplicate
