@@ -10,42 +10,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 
-from optline.adapters.clock import SystemClock
 from optline.adapters.db.tables import messages, subscriptions
-from optline.bootstrap import Container, build
-from optline.config import Settings
+from optline.bootstrap import Container
 from optline.services import campaigns
 from tests.support import fake_providers as fp
 from tests.support import outbound, signing
 from tests.support.server import serve
 
-ROOT = Path(__file__).resolve().parents[2]
 OPTLINE = str(Path(sys.executable).with_name("optline"))
 SENDER = "+14155550100"
-
-
-@pytest.fixture
-def live(db_url: str) -> Iterator[Container]:
-    c = build(Settings(env="test", database_url=db_url), clock=SystemClock())
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def fake_server() -> Iterator[fp.RemoteFake]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.fake_providers", "--port", "0"], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert proc.stdout is not None
-    port = int(proc.stdout.readline().split()[1])
-    yield fp.RemoteFake(f"http://127.0.0.1:{port}")
-    proc.terminate()
-    proc.wait(10)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:

@@ -8,27 +8,16 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
-from optline.adapters.clock import SystemClock
-from optline.bootstrap import Container, build
-from optline.config import Settings
+from optline.bootstrap import Container
 from tests.support import outbound, signing
 from tests.support.server import serve
 
 SENDER = "+14155550100"
 SECRET_WORD = "xylophone"  # only in a message body
-
-
-@pytest.fixture
-def live(db_url: str) -> Iterator[Container]:
-    c = build(Settings(env="test", database_url=db_url), clock=SystemClock())
-    yield c
-    c.close()
 
 
 def json_lines(output: list[str]) -> list[dict[str, Any]]:
