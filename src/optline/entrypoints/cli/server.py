@@ -52,19 +52,33 @@ def serve(
 
         worker = start_thread(c)
         console.print("  worker     in-process (SQLite)")
-    # uvicorn catches SIGTERM/SIGINT, finishes the requests in flight, then re-raises the signal to the
-    # handler that was there before it: this one, so the process is not killed before the worker's batch
-    # is recorded below.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: worker[1].set() if worker else None)
     # log_config=None: uvicorn's loggers write through the handler configured above (JSON or text);
     # optline.access (logs.RequestIdMiddleware) writes the access lines, with the request id.
-    uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False, log_config=None)
+    server = uvicorn.Server(
+        uvicorn.Config(app_, host=host, port=port, log_level="info", access_log=False, log_config=None)
+    )
+
+    signalled: list[int] = []
+
+    def shut_down(sig: int, _frame: object) -> None:
+        signalled.append(sig)
+        server.should_exit = True  # a signal before uvicorn's own handlers are in place: it does not start
+        if worker is not None:
+            worker[1].set()
+
+    # While it runs, uvicorn's handlers take SIGTERM/SIGINT: it stops accepting, finishes the requests in
+    # flight, then re-raises the signal to the handler that was there before it — this one, which does not
+    # end the process, so the worker's batch is recorded below and the exit code is 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, shut_down)
+    server.run()
     if worker is not None:
         thread, stop = worker
         stop.set()
         thread.join()  # the batch in hand is handed over and recorded (worker.run closes its dispatcher)
     c.close()
+    if not server.started and not signalled:  # it could not listen (as uvicorn.run reports it)
+        raise typer.Exit(3)
 
 
 def _require_free_port(host: str, port: int) -> None:
