@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     audit_interval_hours: float = 24.0  # how often the worker runs the list review
     review_overdue_hours: float = 24.0  # a review-queue item waiting longer than this is a finding
 
+    # Operations (issue 17). /metrics answers a request bearing this token; unset, only loopback clients
+    # (a Prometheus beside the process) — entrypoints/api/metrics.py.
+    metrics_token: SecretStr | None = None
+    # One JSON object per log line, or plain text; unset: text in development, JSON elsewhere (logs.py).
+    log_format: Literal["json", "text"] | None = None
+
     @model_validator(mode="after")
     def _refuse_weak_secrets(self) -> Settings:
         if self.env != "production":
@@ -106,6 +112,12 @@ class Settings(BaseSettings):
         provider they would let anyone holding the secret key (or any operator) record a reply "from" a
         person, which only the person may send (invariants 4 and 6)."""
         return self.provider == "simulator"
+
+    @property
+    def effective_log_format(self) -> Literal["json", "text"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "text" if self.env == "development" else "json"
 
     @property
     def is_sqlite(self) -> bool:

@@ -48,3 +48,11 @@ def test_settings_come_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
 def test_secrets_are_not_printed() -> None:
     s = Settings(secret_key="super-secret-value-123", twilio_auth_token="tok-abcdef")
     assert "super-secret-value-123" not in repr(s) and "tok-abcdef" not in repr(s)
+
+
+def test_logs_are_json_outside_development_unless_chosen() -> None:
+    assert Settings(env="development").effective_log_format == "text"
+    assert Settings(env="test").effective_log_format == "json"
+    assert Settings(env="development", log_format="json").effective_log_format == "json"
+    with pytest.raises(ValidationError, match="log_format"):
+        Settings(log_format="yaml")  # type: ignore[arg-type]

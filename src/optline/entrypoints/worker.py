@@ -146,11 +146,13 @@ def worker(
 ) -> None:
     """Send queued messages (run as many as the provider allows on PostgreSQL; one on SQLite)."""
     from optline.entrypoints.cli.common import console, container
+    from optline.logs import configure
 
     c = container()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise (and URLs leak ids)
+    configure(c.settings.effective_log_format)
     stop = threading.Event()
+    # SIGTERM (a service manager, `docker stop`) or Ctrl-C: the batch in hand is handed over and recorded
+    # (run() ends its loop, then Dispatcher.close), then the process exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     console.print(f"[bold]optline worker[/bold] (provider: {c.settings.provider})")

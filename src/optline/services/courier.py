@@ -84,6 +84,9 @@ class Delivery:
     # Not attempted either: an earlier call of the batch found the account misconfigured (bad credentials,
     # out of credit), which every further call would hit too. The error is that call's.
     held_back: ProviderError | None = None
+    # How long the provider took to answer (None: no call was made). Measured where the call is made (the
+    # courier process, perhaps) and counted by the worker that records the outcome (services/dispatch.py).
+    seconds: float | None = None
 
 
 def prefetch_due(done: int, total: int, elapsed: float, prepare_seconds: float) -> bool:
@@ -97,16 +100,21 @@ def prefetch_due(done: int, total: int, elapsed: float, prepare_seconds: float) 
 def deliver_one(
     sender: Sender, limiter: RateLimiter, item: Handover, now: Callable[[], datetime]
 ) -> Delivery:
+    calling = 0.0  # seconds spent in provider calls (not in the rate limiter's wait), for the metrics
+    started = time.perf_counter()
     try:
         if item.reconcile_since is not None:
             found = sender.find_sent(item.sms, item.reconcile_since - timedelta(minutes=5))
+            calling += time.perf_counter() - started
             if found:
-                return Delivery(item.message_id, provider_id=found, at=now())
+                return Delivery(item.message_id, provider_id=found, at=now(), seconds=calling)
         limiter.wait(item.rate_key, item.rate)
+        started = time.perf_counter()
         result = sender.send(item.sms)
     except ProviderError as exc:
-        return Delivery(item.message_id, error=exc, at=now())
-    return Delivery(item.message_id, provider_id=result.provider_message_id, at=now())
+        return Delivery(item.message_id, error=exc, at=now(), seconds=calling + time.perf_counter() - started)
+    calling += time.perf_counter() - started
+    return Delivery(item.message_id, provider_id=result.provider_message_id, at=now(), seconds=calling)
 
 
 def deliver_all(sender: Sender, limiter: RateLimiter, items: Sequence[Handover], *, deadline: float,

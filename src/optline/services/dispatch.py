@@ -80,6 +80,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import TextClause
 
+from optline.adapters import metrics
 from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db import programs as program_repo
 from optline.adapters.db.database import Database, one_of
@@ -424,6 +425,11 @@ class Dispatcher:
         return self._outcome(item, deliver_one(self.sender, self.limiter, item.handover, self.clock.now))
 
     def _outcome(self, item: _ToSend, delivery: Delivery) -> _Outcome:
+        if delivery.seconds is not None:  # a provider call was made: each delivery passes here once
+            kind = delivery.error.kind.value if delivery.error is not None else "ok"
+            metrics.PROVIDER_CALL_SECONDS.labels(self.sender.name, kind).observe(delivery.seconds)
+            if delivery.error is not None:
+                metrics.PROVIDER_ERRORS.labels(self.sender.name, kind).inc()
         now = delivery.at or self.clock.now()
         # Not attempted (lease budget): back to the queue; handed_over_at stays set, so the next attempt
         # reconciles first.

@@ -59,6 +59,9 @@ def is_initialised(engine: Engine) -> bool:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
+    # A failed statement's error names the statement, not its values: those are message bodies, phone
+    # numbers and tokens, and the error reaches the logs (a webhook that answers 500 logs its exception).
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         return _sqlite_engine(url, **kwargs)
     kwargs.setdefault("pool_pre_ping", True)

@@ -12,10 +12,12 @@ from optline.entrypoints import web
 from optline.entrypoints.api import campaigns as campaigns_api
 from optline.entrypoints.api import contacts, programs
 from optline.entrypoints.api import event_hooks as event_hooks_api
+from optline.entrypoints.api import metrics as metrics_api
 from optline.entrypoints.api import reports as reports_api
 from optline.entrypoints.api import signups as signups_api
 from optline.entrypoints.api import webhooks as webhooks_api
 from optline.entrypoints.web import join as join_web
+from optline.logs import RequestIdMiddleware
 
 
 def create_app(container: Container) -> FastAPI:
@@ -60,5 +62,7 @@ def create_app(container: Container) -> FastAPI:
         app.include_router(webhooks_api.simulator_router)
     app.include_router(reports_api.router)
     app.include_router(event_hooks_api.router)
+    app.include_router(metrics_api.router)
     web.mount(app, container)
+    app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every log line has the id
     return app

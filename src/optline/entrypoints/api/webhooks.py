@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from optline.adapters import metrics
 from optline.adapters.providers.plivo import webhook as plivo
 from optline.adapters.providers.simulator import webhook as simulator
 from optline.adapters.providers.telnyx import webhook as telnyx
@@ -31,6 +33,7 @@ from optline.adapters.providers.webhook_request import (
     public_url,
 )
 from optline.bootstrap import Container
+from optline.logs import describe
 from optline.services import inbound as inbound_service
 
 log = logging.getLogger("optline.webhooks")
@@ -110,6 +113,8 @@ def _record_inbound(container: Container, provider: str, req: WebhookRequest) ->
             provider_opt_out=opt_out_type, double_opt_in=container.extras.get(SIGNUP_HOOK),
         )  # fmt: skip
     c = result.classification
+    if c is not None and not result.duplicate:  # committed: count it once
+        metrics.INBOUND_INTENTS.labels(c.intent.value).inc()
     return {
         "status": "duplicate" if result.duplicate else "recorded",
         "inbound_id": result.inbound_id,
@@ -132,22 +137,39 @@ def _record_status(container: Container, provider: str, req: WebhookRequest) -> 
 
 
 async def _dispatch(request: Request, provider: str, kind: str) -> Response:
+    started = time.perf_counter()
+    response, outcome = await _answer(request, provider, kind)
+    # Counted per route (a Telnyx delivery report posted to /sms counts as an sms request).
+    metrics.WEBHOOK_REQUESTS.labels(provider, kind, outcome).inc()
+    metrics.WEBHOOK_SECONDS.labels(provider, kind).observe(time.perf_counter() - started)
+    return response
+
+
+async def _answer(request: Request, provider: str, kind: str) -> tuple[Response, str]:
+    """The response and its outcome for the metrics (recorded, duplicate, unchanged, forbidden,
+    unsupported, bad_request, error). Log lines carry ids and reasons, never the body."""
     container: Container = request.app.state.container
     req = await _read(request, container)
     try:
         payload = await run_in_threadpool(handle, container, provider, kind, req)
     except UnsupportedMediaType as exc:
         log.warning("refused %s %s webhook: %s", provider, kind, exc)
-        return PlainTextResponse(f"unsupported media type: {exc}", status_code=415)
+        return PlainTextResponse(f"unsupported media type: {exc}", status_code=415), "unsupported"
     except SignatureError as exc:
         log.warning("refused %s %s webhook: %s", provider, kind, exc)
-        return PlainTextResponse("forbidden: invalid signature", status_code=403)
+        return PlainTextResponse("forbidden: invalid signature", status_code=403), "forbidden"
     except PayloadError as exc:
-        return PlainTextResponse(f"bad request: {exc}", status_code=400)
-    except Exception:  # not committed: ask the provider to retry (invariant 3)
-        log.exception("%s %s webhook failed; answering 500 so the provider retries", provider, kind)
-        return PlainTextResponse("error: not recorded, please retry", status_code=500)
-    return _ok(provider, payload)
+        return PlainTextResponse(f"bad request: {exc}", status_code=400), "bad_request"
+    except Exception as exc:  # not committed: ask the provider to retry (invariant 3)
+        log.error("%s %s webhook failed (%s); answering 500 so the provider retries", provider, kind,
+                  describe(exc))  # fmt: skip
+        log.debug("%s %s webhook failure", provider, kind, exc_info=True)  # may hold the body
+        return PlainTextResponse("error: not recorded, please retry", status_code=500), "error"
+    if "status" in payload:
+        outcome = str(payload["status"])  # an inbound reply: recorded or duplicate
+    else:
+        outcome = "recorded" if payload.get("changed") else "unchanged"
+    return _ok(provider, payload), outcome
 
 
 @router.post("/twilio/sms", include_in_schema=False)

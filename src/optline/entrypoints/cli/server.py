@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import signal
 import socket
+import threading
 
 import typer
 
@@ -29,8 +31,10 @@ def serve(
     import uvicorn
 
     from optline.entrypoints.api.app import create_app
+    from optline.logs import configure
 
     c = container(create=True)
+    configure(c.settings.effective_log_format)
     host = host or c.settings.host
     port = port or c.settings.port
     # Before anything is created or printed: a first start on a taken port used to create the admin, print
@@ -42,12 +46,39 @@ def serve(
     console.print(f"  health     {base}/healthz")
     _first_run_admin(c, base)
     app_ = create_app(c)
+    worker: tuple[threading.Thread, threading.Event] | None = None
     if c.settings.is_sqlite:  # SQLite: one in-process dispatch worker (PostgreSQL: run `optline worker`)
         from optline.entrypoints.worker import start_thread
 
-        start_thread(c)
+        worker = start_thread(c)
         console.print("  worker     in-process (SQLite)")
-    uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False)
+    # log_config=None: uvicorn's loggers write through the handler configured above (JSON or text);
+    # optline.access (logs.RequestIdMiddleware) writes the access lines, with the request id.
+    server = uvicorn.Server(
+        uvicorn.Config(app_, host=host, port=port, log_level="info", access_log=False, log_config=None)
+    )
+
+    signalled: list[int] = []
+
+    def shut_down(sig: int, _frame: object) -> None:
+        signalled.append(sig)
+        server.should_exit = True  # a signal before uvicorn's own handlers are in place: it does not start
+        if worker is not None:
+            worker[1].set()
+
+    # While it runs, uvicorn's handlers take SIGTERM/SIGINT: it stops accepting, finishes the requests in
+    # flight, then re-raises the signal to the handler that was there before it — this one, which does not
+    # end the process, so the worker's batch is recorded below and the exit code is 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, shut_down)
+    server.run()
+    if worker is not None:
+        thread, stop = worker
+        stop.set()
+        thread.join()  # the batch in hand is handed over and recorded (worker.run closes its dispatcher)
+    c.close()
+    if not server.started and not signalled:  # it could not listen (as uvicorn.run reports it)
+        raise typer.Exit(3)
 
 
 def _require_free_port(host: str, port: int) -> None:

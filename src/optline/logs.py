@@ -1,0 +1,136 @@
+"""Logging: one JSON object per line (or plain text in development), each carrying the id of the HTTP
+request it was written for.
+
+A JSON line has ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message``, ``request_id`` (null outside a
+request) and any ``extra={...}`` fields of the call. What never goes to a log at INFO: secrets (tokens,
+signatures, passwords) and message bodies — a log call passes ids and counts, not the request or the SMS.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import traceback
+import uuid
+from contextvars import ContextVar
+from typing import Any, Literal
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# Accepted from a client or proxy as it is; anything else (too long, spaces, control characters that could
+# forge a log line) is replaced by an id of our own.
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Libraries whose INFO lines carry what must not be logged (httpx: every request URL, which holds account
+# ids and, for some providers, credentials in the query).
+_QUIET = ("httpx", "httpcore")
+
+request_id: ContextVar[str | None] = ContextVar("optline_request_id", default=None)
+access_log = logging.getLogger("optline.access")
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+def json_formatter() -> logging.Formatter:
+    formatter = JsonFormatter(
+        "{message}{name}{levelname}{request_id}",
+        style="{",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp="time",  # UTC, ISO 8601
+        json_ensure_ascii=False,
+        reserved_attrs=[*RESERVED_ATTRS, "color_message"],  # uvicorn's ANSI-coloured copy of the message
+    )
+    formatter.converter = time.gmtime
+    return formatter
+
+
+def configure(fmt: Literal["json", "text"], level: int = logging.INFO) -> None:
+    """Send every logger (ours, uvicorn's) to stderr in ``fmt``; called once by ``serve`` and ``worker``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RequestIdFilter())
+    if fmt == "json":
+        handler.setFormatter(json_formatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        # uvicorn's loggers write through the root handler (one format for the whole process).
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class RequestIdMiddleware:
+    """Takes the request's ``X-Request-ID`` (a proxy's) or makes one, makes it the ``request_id`` of every
+    log line written while the request runs, answers it in the response header, and writes one access line
+    per request: method, route template (never the raw path: opt-out links carry their token in it; never
+    the query: Vonage sends the whole SMS there), status and duration."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
+        rid = given if _VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 500  # what the client sees if the app fails before answering
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            access_log.info(
+                "%s %s %s",
+                scope["method"],
+                route_of(scope),
+                status,
+                extra={
+                    "method": scope["method"],
+                    "route": route_of(scope),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            request_id.reset(token)
+
+
+def describe(exc: BaseException) -> str:
+    """An exception for a log line at INFO or above: its type and where it was raised, not its message —
+    a database error repeats the row it refused (PostgreSQL: "Failing row contains (…)"), SMS body
+    included. The full traceback goes to DEBUG."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    return f"{type(exc).__module__}.{type(exc).__qualname__}{where}"
+
+
+def route_of(scope: Scope) -> str:
+    """The matched route's template (``/o/{token}``), or ``unmatched`` (a 404 logs no path it was sent)."""
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
