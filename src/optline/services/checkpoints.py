@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Connection
 
@@ -101,3 +102,24 @@ def breaks(links: dict[int, ledger.DigestLink], checkpoints: Iterable[Checked]) 
                                         f"recompute to {link.recomputed[:16]}…: events it covers were changed, "
                                         "removed or reordered"))  # fmt: skip
     return found
+
+
+def for_proof(
+    container: Container, conn: Connection, log: Path | None = None
+) -> tuple[list[Checked], list[str], str]:
+    """The checkpoints a proof is checked against, the problems with them, and where they came from: the
+    given log, else the configured log file, else the database's copies (each signature-checked)."""
+    try:
+        key = keys.public_key_hex(container.settings)
+    except keys.SigningKeyError:
+        return [], [], "none: no ledger signing key exists yet"
+    configured = keys.checkpoint_log(container.settings)
+    if log is None and configured and not checkpoint_log.is_url(configured) and Path(configured).exists():
+        log = Path(configured)
+    if log is not None:
+        good, bad = trusted(checkpoint_log.read(log), key)
+        source = f"checkpoint log {log}"
+    else:
+        good, bad = stored(conn, key)
+        source = "the database's copies of the checkpoints"
+    return good, [b.reason for b in bad], f"{source}, key {key}"

@@ -15,6 +15,7 @@ from optline.entrypoints.cli import campaigns as campaigns_cli
 from optline.entrypoints.cli import demo as demo_cli
 from optline.entrypoints.cli import inbound as inbound_cli
 from optline.entrypoints.cli import lists as lists_cli
+from optline.entrypoints.cli import proof as proof_cli
 from optline.entrypoints.cli import report as report_cli
 from optline.entrypoints.cli import users as users_cli
 from optline.entrypoints.cli.common import CliError, err_console, seal_ledger
@@ -39,6 +40,7 @@ app.add_typer(lists_cli.dnc_app, name="dnc")
 app.add_typer(lists_cli.reassigned_app, name="reassigned")
 app.add_typer(users_cli.app, name="users")
 app.registered_commands += demo_cli.app.registered_commands
+app.registered_commands += proof_cli.app.registered_commands
 
 
 def main() -> None:

@@ -43,8 +43,9 @@ def serve(
     _first_run_admin(c, base)
     app_ = create_app(c)
     if c.settings.is_sqlite:  # SQLite: one in-process dispatch worker (PostgreSQL: run `optline worker`)
-        from optline.entrypoints.worker import start_thread
+        from optline.entrypoints.worker import require_checkpoint_configuration, start_thread
 
+        require_checkpoint_configuration(c)
         start_thread(c)
         console.print("  worker     in-process (SQLite)")
     uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False)
