@@ -4,6 +4,8 @@ who recomputed every hash and digest, or erased a whole chain (both engines)."""
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,36 @@ def test_production_refuses_to_sign_without_an_existing_key(tmp_path: Path) -> N
     assert not (tmp_path / "absent.key").exists()
     with pytest.raises(keys.SigningKeyError, match="64 hex characters or base64"):
         keys.signing_key(settings.model_copy(update={"ledger_signing_key": SecretStr("too-short")}))
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[bytes] = []
+    status = 201
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        type(self).received.append(body)
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_checkpoints_can_go_to_an_http_endpoint_and_a_refusal_is_an_error(signed: Container) -> None:
+    _Receiver.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://auditor:s3cret-pass@127.0.0.1:{server.server_port}/checkpoints"
+        signed.settings = signed.settings.model_copy(update={"ledger_checkpoint_log": url})
+        _opted_out(signed, 1)
+        taken = checkpoints.take(signed)
+        assert taken is not None and [cp.parse(b.decode()) for b in _Receiver.received] == [taken]
+        _Receiver.status = 500
+        with pytest.raises(checkpoint_log.CheckpointLogError) as refused:
+            checkpoints.take(signed)
+        assert "answered 500" in str(refused.value) and "s3cret" not in str(refused.value)
+    finally:
+        _Receiver.status = 201
+        server.shutdown()

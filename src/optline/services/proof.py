@@ -146,7 +146,7 @@ def _message(
 
 def _why_no_consent(m: dict[str, Any]) -> str:
     if m["kind"] in REPLY_KINDS:
-        return f"a {m['kind']} reply to the person's own message: sent without marketing consent"
+        return f"a {m['kind']} reply to the person's own message: needs no marketing consent"
     if m["handed_over_at"] is None:
         return "never handed to a provider, so no consent was relied on"
     return "no consent event recorded"
