@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import groupby
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, select
@@ -303,17 +304,23 @@ def recomputed_digests(conn: Connection) -> dict[int, DigestLink]:
             ledger_digests.c.id
         )
     ).all()
-    by_digest: dict[int, list[tuple[int, int, str]]] = {}
+    # Heads streamed in digest order and grouped: one digest's heads in memory at a time.
     rows = conn.execution_options(yield_per=10000).execute(
         select(ledger_digest_heads.c.digest_id, ledger_digest_heads.c.contact_id, ledger_digest_heads.c.seq,
-               ledger_digest_heads.c.hash)
+               ledger_digest_heads.c.hash).order_by(ledger_digest_heads.c.digest_id)
     )  # fmt: skip
-    for r in rows:
-        by_digest.setdefault(r.digest_id, []).append((r.contact_id, r.seq, r.hash))
+    groups = groupby(rows, key=lambda r: r.digest_id)
+    pending = next(groups, None)
     links: dict[int, DigestLink] = {}
     prev = chain.GENESIS
     for d in digests:
-        value = chain.digest_of_heads(by_digest.get(d.id, []), prev)
+        while pending is not None and pending[0] < d.id:  # heads of a digest that is gone: skipped
+            pending = next(groups, None)
+        heads: list[tuple[int, int, str]] = []
+        if pending is not None and pending[0] == d.id:
+            heads = [(r.contact_id, r.seq, r.hash) for r in pending[1]]
+            pending = next(groups, None)
+        value = chain.digest_of_heads(heads, prev)
         links[d.id] = DigestLink(d.id, d.created_at, d.digest, value)
         prev = value
     return links
