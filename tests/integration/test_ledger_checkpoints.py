@@ -155,6 +155,8 @@ def test_checkpoints_can_go_to_an_http_endpoint_and_a_refusal_is_an_error(signed
         with pytest.raises(checkpoint_log.CheckpointLogError) as refused:
             checkpoints.take(signed)
         assert "answered 500" in str(refused.value) and "s3cret" not in str(refused.value)
+        with signed.db.read() as conn:  # no copy of the refused one: the worker's next interval retries
+            assert len(ledger.checkpoint_bodies(conn)) == 1
     finally:
         _Receiver.status = 201
         server.shutdown()

@@ -1,8 +1,9 @@
 """Taking and checking signed ledger checkpoints (issue 16). See domain.checkpoint for what is signed.
 
-Taking one: record a ledger digest (the heads that moved), sign the digest chain's newest value with the
-key outside the database, keep a copy in the database, then append it to the external log. The log is
-written after the commit: a checkpoint must never name a digest that was rolled back.
+Taking one: record a ledger digest (the heads that moved) and commit it, sign the digest chain's newest value
+with the key outside the database, append it to the external log, then keep a copy in the database. The log
+is written after the commit (a checkpoint must never name a digest that was rolled back), the copy after the
+log (the worker's "has the ledger moved since the last checkpoint" reads the copies).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from optline.domain.ledger import Break
 
 def take(container: Container, *, only_if_moved: bool = False) -> cp.Checkpoint | None:
     """Sign and log a checkpoint of the ledger now. None when the ledger is empty, or (``only_if_moved``)
-    when the newest digest is already checkpointed."""
+    when it has not grown since the last checkpoint the log accepted."""
     settings = container.settings
     target = keys.checkpoint_log(settings)
     if target is None:
@@ -37,14 +38,16 @@ def take(container: Container, *, only_if_moved: bool = False) -> cp.Checkpoint 
             return None  # the ledger only grows: same counts, same events as the last checkpoint
         ledger.record_digest(conn, container.clock.now())
         newest = ledger.newest_digest(conn)
-        if newest is None:
-            return None
-        signed = cp.sign(key, created_at=container.clock.now(), digest_id=newest.id, digest=newest.digest,
-                         chains=chains, events=events)  # fmt: skip
+    if newest is None:
+        return None
+    signed = cp.sign(key, created_at=container.clock.now(), digest_id=newest.id, digest=newest.digest,
+                     chains=chains, events=events)  # fmt: skip
+    checkpoint_log.append(target, signed)
+    # The copy only once the log has it: a log that refused this one gets it again at the next interval.
+    with container.db.transaction() as conn:
         ledger.save_checkpoint(
             conn, created_at=container.clock.now(), digest_id=newest.id, body=signed.to_json()
         )
-    checkpoint_log.append(target, signed)
     return signed
 
 
