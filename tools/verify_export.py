@@ -43,7 +43,11 @@ def main(argv):
         partial = header.get("since") is not None  # chains then start at the first exported seq
         last = {}  # contact_id -> (seq, hash) of the previous exported event
         for number, line in enumerate(f, start=2):
-            item = json.loads(line)
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"line {number}: not JSON ({exc.msg})")
+                continue
             if item["type"] == "digest":
                 digests.append(item)
                 continue

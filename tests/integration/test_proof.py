@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from optline.adapters.clock import FrozenClock
 from optline.adapters.db import programs
+from optline.adapters.db.tables import messages
 from optline.bootstrap import Container
 from optline.domain.consent import Action, Channel
 from optline.entrypoints import proof_formats
@@ -90,6 +92,7 @@ def test_the_proof_ties_each_message_to_its_consent_and_the_opt_out_to_its_suppr
     )
     (stop,) = p["opt_outs"]
     assert stop["event_id"] == opt_out["id"] and stop["first_suppressed"]["message_id"] == ids["second"]
+    assert stop["sent_after_on_older_consent"] == []
     v = p["verification"]
     assert (
         v["ok"] and v["events_checked"] == 3 and "agrees with the latest signed checkpoint" in v["statement"]
@@ -126,3 +129,18 @@ def test_download_evidence_needs_a_login_and_names_the_file(signed: Container, c
     assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF-")
     assert client.get(url.replace("json", "docx")).status_code == 400
     assert client.get("/dashboard/contacts/proof?phone=%2B14155550999").status_code == 404
+
+
+def test_a_message_handed_over_after_the_opt_out_on_older_consent_is_named(
+    signed: Container, clock: FrozenClock
+) -> None:
+    """What invariant 2 forbids, forced into the table as a bug would write it: the proof must show it."""
+    ids = _story(signed, clock)
+    opt_in = _bundle(signed)["consent_events"][0]
+    with signed.db.transaction() as conn:
+        conn.execute(
+            update(messages).where(messages.c.id == ids["second"])
+            .values(status="sent", handed_over_at=clock.now(), consent_event_id=opt_in["id"])
+        )  # fmt: skip
+    (stop,) = _bundle(signed)["opt_outs"]
+    assert stop["sent_after_on_older_consent"] == [ids["second"]]

@@ -105,6 +105,10 @@ def lines(bundle: dict[str, Any]) -> list[tuple[str, str]]:
             else "no message was due after it, so none had to be suppressed"
         )
         out.append(("i", took))
+        after = o["sent_after_on_older_consent"]
+        out.append(
+            ("i", f"messages handed over after it on older consent: {', '.join(map(str, after)) or 'none'}")
+        )
     return out
 
 

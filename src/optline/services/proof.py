@@ -168,6 +168,12 @@ def _opt_outs(
             and (program is None or m["program"] == program)
         ]  # fmt: skip
         first = min(in_scope, key=lambda m: m["updated_at"], default=None)
+        # What must never exist (invariant 2): a message handed over after the opt-out on consent older than it.
+        after = [
+            m["id"] for m in sent
+            if m["authorised_by"] and m["authorised_by"]["seq"] < e["seq"] and m["handed_over_at"]
+            and m["handed_over_at"] > chain.iso(at) and (program is None or m["program"] == program)
+        ]  # fmt: skip
         found.append({
             "event_id": e["id"], "seq": e["seq"], "channel": e["channel"], "program": program,
             "brand": e["brand"], "recorded_at": chain.iso(at),
@@ -175,6 +181,7 @@ def _opt_outs(
                 {"message_id": first["id"], "at": first["updated_at"], "reason": first["reason"],
                  "body": first["body"]} if first else None
             ),
+            "sent_after_on_older_consent": after,
         })  # fmt: skip
     return found
 
