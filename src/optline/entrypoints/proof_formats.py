@@ -48,27 +48,22 @@ def _evidence(evidence: dict[str, Any]) -> list[str]:
 def lines(bundle: dict[str, Any]) -> list[tuple[str, str]]:
     """(style, text) lines shared by the text and PDF formats: h1, h2, b (bold), p, i (indented under b)."""
     v = bundle["verification"]
-    out: list[tuple[str, str]] = [("h1", _title(bundle)),
-                                  ("p", f"Generated {bundle['generated_at']} by optline ({bundle['format']})."),
-                                  ("h2", "Verification"), ("b", v["statement"]),
-                                  ("p", f"Events checked: {v['events_checked']}. Checkpoints: {v['checkpoint_source']}.")]  # fmt: skip
+    out: list[tuple[str, str]] = [
+        ("h1", _title(bundle)),
+        ("p", f"Generated {bundle['generated_at']} by optline ({bundle['format']})."),
+        ("h2", "Verification"),
+        ("b", v["statement"]),
+        ("p", f"Events checked: {v['events_checked']}. Checkpoints: {v['checkpoint_source']}."),
+    ]
     if v["latest_checkpoint"]:
         c = v["latest_checkpoint"]
-        out.append(
-            (
-                "p",
-                f"Latest checkpoint: {c['where']}, signed {c['created_at']}, digest {c['digest_id']} = {c['digest']}",
-            )
-        )
+        signed = f"{c['where']}, signed {c['created_at']}"
+        out.append(("p", f"Latest checkpoint: {signed}, digest {c['digest_id']} = {c['digest']}"))
     out.append(("h2", f"Consent history ({len(bundle['consent_events'])} events)"))
     for e in bundle["consent_events"]:
+        what = f"#{e['seq']} {e['action'].replace('_', ' ')} via {e['channel'].replace('_', ' ')}"
         where = e["program"] or f"all of {e['brand']}"
-        out.append(
-            (
-                "b",
-                f"#{e['seq']} {e['action'].replace('_', ' ')} via {e['channel'].replace('_', ' ')} · {where} · occurred {e['occurred_at']}, recorded {e['recorded_at']}",
-            )
-        )
+        out.append(("b", f"{what} · {where} · occurred {e['occurred_at']}, recorded {e['recorded_at']}"))
         out += [("i", line) for line in _evidence(e["evidence"])]
         out.append(("i", f"covered by: {e['covered_by']}"))
         out.append(("i", f"hash {e['hash']}"))
