@@ -11,6 +11,9 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     OPTLINE_ENV=production OPTLINE_HOST=0.0.0.0 OPTLINE_PORT=8000
+# The consent proof's PDF needs a Unicode font (entrypoints/proof_formats.py).
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home-dir /app --create-home optline
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels

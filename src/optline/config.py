@@ -77,6 +77,16 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     # One JSON object per log line, or plain text; unset: text in development, JSON elsewhere (logs.py).
     log_format: Literal["json", "text"] | None = None
+    # Signed ledger checkpoints (issue 16; adapters/ledger_signing.py, services/checkpoints.py). The key
+    # (a 32-byte Ed25519 seed, hex or base64) lives outside the database: in the environment or a key file.
+    # Unset in development/test on SQLite, both default to files beside the database file and the key is
+    # generated on first use; production refuses to sign without a key that already exists.
+    ledger_signing_key: SecretStr | None = None
+    ledger_signing_key_file: str | None = None
+    # Where every checkpoint is appended: a file path (keep it on other storage) or an http(s) URL that
+    # receives each checkpoint as a JSON POST.
+    ledger_checkpoint_log: str | None = None
+    ledger_checkpoint_minutes: float = 60.0  # how often a worker writes a checkpoint (when the ledger moved)
 
     @model_validator(mode="after")
     def _refuse_weak_secrets(self) -> Settings:

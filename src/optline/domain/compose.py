@@ -80,6 +80,15 @@ def has_optout_instruction(text: str) -> bool:
     return bool(_HAS_OPTOUT.search(text))
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def optout_instruction(body: str) -> str | None:
+    """The sentence(s) of a sent message that tell the person how to opt out (None when there are none)."""
+    found = [s for s in _SENTENCE_END.split(body.strip()) if _HAS_OPTOUT.search(s) or "/u/" in s]
+    return " ".join(found) or None
+
+
 def has_brand(text: str, brand: str) -> bool:
     return brand.strip().lower() in text.lower()
 

@@ -20,7 +20,8 @@ from typing import Any
 GENESIS = "0" * 64
 
 
-def _iso(value: datetime) -> str:
+def iso(value: datetime) -> str:
+    """The one text form of a ledger time (hashed, exported, signed): UTC with microseconds and a Z."""
     if value.tzinfo is None:  # stored as naive UTC on SQLite
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -36,8 +37,8 @@ def canonical(event: Mapping[str, Any]) -> bytes:
         "action": str(event["action"]),
         "channel": str(event["channel"]),
         "evidence": event["evidence"] or {},
-        "occurred_at": _iso(event["occurred_at"]),
-        "recorded_at": _iso(event["recorded_at"]),
+        "occurred_at": iso(event["occurred_at"]),
+        "recorded_at": iso(event["recorded_at"]),
         "prev_hash": event["prev_hash"],
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()

@@ -1,5 +1,6 @@
 """The dispatch worker: ``optline worker`` (any number, on PostgreSQL) or a thread inside ``optline serve``
-(SQLite: one in-process worker). Also records the ledger digest periodically.
+(SQLite: one in-process worker). Also records the ledger digest periodically, and writes a signed ledger
+checkpoint every OPTLINE_LEDGER_CHECKPOINT_MINUTES when a checkpoint log is configured (services.checkpoints).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import timedelta
 import httpx
 import typer
 
+from optline.adapters import ledger_signing
 from optline.adapters.db import ledger
 from optline.bootstrap import Container, sender
 from optline.services import event_hooks
@@ -46,6 +48,8 @@ def run(container: Container, stop: threading.Event, *, once: bool = False,
     total = Counts()
     last_digest = -digest_every  # the first loop seals what happened while no worker ran
     last_housekeeping = -HOUSEKEEPING_EVERY_SECONDS  # first loop
+    checkpoint_every = container.settings.ledger_checkpoint_minutes * 60
+    last_checkpoint = -checkpoint_every  # first loop: a worker restarted often still writes checkpoints
     poll = container.settings.worker_poll_seconds
     hooks = _Hooks(container)
     hooks.start()
@@ -62,6 +66,9 @@ def run(container: Container, stop: threading.Event, *, once: bool = False,
         if time.monotonic() - last_digest >= digest_every:
             last_digest = time.monotonic()
             _record_digest(container)
+        if time.monotonic() - last_checkpoint >= checkpoint_every:
+            last_checkpoint = time.monotonic()
+            _write_checkpoint(container)
         if time.monotonic() - last_housekeeping >= HOUSEKEEPING_EVERY_SECONDS:
             last_housekeeping = time.monotonic()
             try:  # opt-out roll-up for the report, and the list review when it is due (services.audit)
@@ -132,6 +139,18 @@ def _record_digest(container: Container) -> None:
         log.exception("recording the ledger digest failed")
 
 
+def _write_checkpoint(container: Container) -> None:
+    """A signed checkpoint when the ledger moved since the last one; none without a checkpoint log."""
+    if ledger_signing.checkpoint_log(container.settings) is None:
+        return  # PostgreSQL outside production with no log configured; production refuses to start so
+    from optline.services import checkpoints
+
+    try:
+        checkpoints.take(container, only_if_moved=True)
+    except Exception:  # the next interval retries; dispatch must not stop for it
+        log.exception("writing the signed ledger checkpoint failed")
+
+
 def start_thread(container: Container) -> tuple[threading.Thread, threading.Event]:
     """The in-process worker of ``optline serve`` on SQLite."""
     stop = threading.Event()
@@ -149,6 +168,7 @@ def worker(
     from optline.logs import configure
 
     c = container()
+    require_checkpoint_configuration(c)
     configure(c.settings.effective_log_format)
     stop = threading.Event()
     # SIGTERM (a service manager, `docker stop`) or Ctrl-C: the batch in hand is handed over and recorded
@@ -160,3 +180,17 @@ def worker(
     console.print(f"sent {total.sent}, suppressed {total.suppressed}, deferred {total.deferred}, "
                   f"skipped {total.skipped}, retried {total.retried}, failed {total.failed}")  # fmt: skip
     c.close()
+
+
+def require_checkpoint_configuration(c: Container) -> None:
+    """Production runs no worker that cannot sign checkpoints: a key and a log must exist before it starts."""
+    if c.settings.env != "production":
+        return
+    from optline.entrypoints.cli.common import fail
+
+    try:
+        ledger_signing.signing_key(c.settings, create=False)
+    except ledger_signing.SigningKeyError as exc:
+        fail(str(exc))
+    if ledger_signing.checkpoint_log(c.settings) is None:
+        fail("set OPTLINE_LEDGER_CHECKPOINT_LOG (a file on other storage or an http(s) URL) in production")

@@ -304,10 +304,11 @@ class Dispatcher:
                 outcomes.append(_Outcome(m["id"], {**base, "status": status}, "released"))
                 continue
             rate = settings.get("rate_per_second", self.config.rate_per_second)
+            consent_row = consent_rows.get((m["contact_id"], m["program_id"]))
+            # The consent that allowed this hand-over, kept on the message for the proof (issue 16).
+            authorised_by = consent_row.consent_event_id if consent_row is not None else None
             if kind not in REPLY_KINDS:
-                refusal = _consent_refusal(
-                    conn, kind, m, program, consent_rows.get((m["contact_id"], m["program_id"]))
-                )
+                refusal = _consent_refusal(conn, kind, m, program, consent_row)
                 if refusal:
                     outcomes.append(
                         _Outcome(m["id"], {**base, "status": "suppressed", "reason": refusal}, "suppressed")
@@ -354,6 +355,7 @@ class Dispatcher:
             outcomes.append(_Outcome(m["id"], {
                 "status": "sending", "handed_over_at": now, "attempts": m["attempts"] + 1, "body": body,
                 "segments": segs, "optout_token": token, "provider": self.sender.name, "reason": None, "updated_at": now,
+                "consent_event_id": authorised_by,
                 "lease_expires_at": now + self._lease(),
             }))  # fmt: skip
             reconcile = as_utc(m["handed_over_at"]) if m["handed_over_at"] else None

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import groupby
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, select
@@ -28,6 +29,7 @@ from optline.adapters.db.database import one_of
 from optline.adapters.db.tables import (
     consent_events,
     contacts,
+    ledger_checkpoints,
     ledger_digest_heads,
     ledger_digests,
     subscriptions,
@@ -124,7 +126,7 @@ def history(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-def _ordered_events(conn: Connection, batch: int = 5000) -> Iterator[Any]:
+def ordered_events(conn: Connection, batch: int = 5000) -> Iterator[Any]:
     """Every event in (contact_id, seq) order, streamed by keyset pagination (constant memory)."""
     last = (-1, -1)
     while True:
@@ -159,7 +161,7 @@ class VerifyResult:
 def verify(conn: Connection) -> VerifyResult:
     """Recompute every chain and every digest; report each break, first one first."""
     verifier = chain.ChainVerifier()
-    for event in _ordered_events(conn):
+    for event in ordered_events(conn):
         verifier.feed(event)
     breaks = list(verifier.breaks)
 
@@ -279,3 +281,75 @@ def record_digest(conn: Connection, now: datetime) -> str | None:
             ],
         )
     return digest
+
+
+# --- Signed checkpoints (issue 16): the database side. What is signed and how lives in domain.checkpoint.
+
+
+@dataclass(frozen=True, slots=True)
+class DigestLink:
+    id: int
+    created_at: datetime
+    stored: str  # the digest column as stored
+    recomputed: str  # the digest recomputed from its heads, chained to the previous recomputed value
+
+
+def recomputed_digests(conn: Connection) -> dict[int, DigestLink]:
+    """Every digest recomputed from the heads it recorded, in one streamed pass over the heads table.
+
+    A checkpoint is compared with the *recomputed* value: an attacker who rewrote heads but left the digest
+    column alone, or rewrote both consistently, ends up with a value the signature does not cover."""
+    digests = conn.execute(
+        select(ledger_digests.c.id, ledger_digests.c.created_at, ledger_digests.c.digest).order_by(
+            ledger_digests.c.id
+        )
+    ).all()
+    # Heads streamed in digest order and grouped: one digest's heads in memory at a time.
+    rows = conn.execution_options(yield_per=10000).execute(
+        select(ledger_digest_heads.c.digest_id, ledger_digest_heads.c.contact_id, ledger_digest_heads.c.seq,
+               ledger_digest_heads.c.hash).order_by(ledger_digest_heads.c.digest_id)
+    )  # fmt: skip
+    groups = groupby(rows, key=lambda r: r.digest_id)
+    pending = next(groups, None)
+    links: dict[int, DigestLink] = {}
+    prev = chain.GENESIS
+    for d in digests:
+        while pending is not None and pending[0] < d.id:  # heads of a digest that is gone: skipped
+            pending = next(groups, None)
+        heads: list[tuple[int, int, str]] = []
+        if pending is not None and pending[0] == d.id:
+            heads = [(r.contact_id, r.seq, r.hash) for r in pending[1]]
+            pending = next(groups, None)
+        value = chain.digest_of_heads(heads, prev)
+        links[d.id] = DigestLink(d.id, d.created_at, d.digest, value)
+        prev = value
+    return links
+
+
+def newest_digest(conn: Connection) -> Any:
+    return conn.execute(select(ledger_digests).order_by(ledger_digests.c.id.desc()).limit(1)).first()
+
+
+def totals(conn: Connection) -> tuple[int, int]:
+    """(chains, events) in the ledger now."""
+    row = conn.execute(select(func.count(func.distinct(consent_events.c.contact_id)), func.count())).one()
+    return int(row[0]), int(row[1])
+
+
+def save_checkpoint(conn: Connection, *, created_at: datetime, digest_id: int, body: str) -> None:
+    conn.execute(insert(ledger_checkpoints).values(created_at=created_at, digest_id=digest_id, body=body))
+
+
+def checkpoint_bodies(conn: Connection) -> list[str]:
+    """The local copies of every checkpoint, oldest first."""
+    return list(conn.execute(select(ledger_checkpoints.c.body).order_by(ledger_checkpoints.c.id)).scalars())
+
+
+def covered_seqs(conn: Connection, contact_id: int) -> list[tuple[int, int]]:
+    """(digest_id, seq) of every head recorded for one contact, oldest digest first."""
+    rows = conn.execute(
+        select(ledger_digest_heads.c.digest_id, ledger_digest_heads.c.seq)
+        .where(ledger_digest_heads.c.contact_id == contact_id)
+        .order_by(ledger_digest_heads.c.digest_id)
+    )
+    return [(r.digest_id, r.seq) for r in rows]

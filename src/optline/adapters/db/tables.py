@@ -142,6 +142,18 @@ ledger_digest_heads = Table(
     Column("hash", String(64), nullable=False),
 )
 
+# A copy of every signed checkpoint this installation wrote (the original goes to the checkpoint log kept
+# elsewhere). Only a convenience for proofs and the dashboard: each is checked against the signing key, and
+# ``ledger verify --checkpoints`` trusts the external log, never this table.
+ledger_checkpoints = Table(
+    "ledger_checkpoints",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("digest_id", BigId, nullable=False),
+    Column("body", Text, nullable=False),  # the checkpoint's JSON, signature included
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

@@ -48,8 +48,9 @@ def serve(
     app_ = create_app(c)
     worker: tuple[threading.Thread, threading.Event] | None = None
     if c.settings.is_sqlite:  # SQLite: one in-process dispatch worker (PostgreSQL: run `optline worker`)
-        from optline.entrypoints.worker import start_thread
+        from optline.entrypoints.worker import require_checkpoint_configuration, start_thread
 
+        require_checkpoint_configuration(c)
         worker = start_thread(c)
         console.print("  worker     in-process (SQLite)")
     # log_config=None: uvicorn's loggers write through the handler configured above (JSON or text);

@@ -234,6 +234,32 @@ def contacts_page(request: Request, user: CurrentUser, phone: str = "") -> Respo
     return _page(request, user, "contacts.html", "contacts", **ctx)
 
 
+@router.get("/dashboard/contacts/proof")
+def contact_proof(request: Request, user: CurrentUser, phone: str, format: str = "pdf") -> Response:
+    """The consent evidence bundle as a download (services.proof; the same bundle as ``optline proof``)."""
+    from optline.entrypoints import proof_formats
+    from optline.services import checkpoints
+    from optline.services import proof as proof_service
+
+    if format not in proof_formats.FORMATS:
+        return Response(f"Unknown format {format!r}: use one of {', '.join(proof_formats.FORMATS)}.", 400)
+    container = container_of(request)
+    try:
+        with container.db.read() as conn:
+            found, problems, source = checkpoints.for_proof(container, conn)
+            bundle = proof_service.build(
+                conn, phone, container.settings.default_region, now=container.clock.now(), checkpoints=found,
+                checkpoint_problems=problems, checkpoint_source=source,
+            )  # fmt: skip
+    except (InvalidPhoneNumber, proof_service.UnknownContact) as exc:
+        return Response(f"{exc}", 404, media_type="text/plain")
+    data = proof_formats.render(bundle, format)
+    suffix = {"text": "txt"}.get(format, format)
+    name = f"consent-evidence-{bundle['contact']['phone'].lstrip('+')}.{suffix}"
+    return Response(data, media_type=proof_formats.MEDIA_TYPES[format],
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
+
+
 @router.get("/dashboard/review")
 def review_page(request: Request, user: CurrentUser) -> Response:
     with container_of(request).db.read() as conn:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 07:08:12.132424
+Create Date: 2026-11-30 07:10:53.071500
 """
 
 from __future__ import annotations
@@ -77,6 +77,14 @@ def upgrade() -> None:
         sa.Column("value", sa.String(length=200), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_installation_secrets")),
+    )
+    op.create_table(
+        "ledger_checkpoints",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("digest_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_checkpoints")),
     )
     op.create_table(
         "ledger_digests",
@@ -706,6 +714,7 @@ def downgrade() -> None:
     op.drop_table("optout_attributions")
     op.drop_table("message_counts")
     op.drop_table("ledger_digests")
+    op.drop_table("ledger_checkpoints")
     op.drop_table("installation_secrets")
     op.drop_table("frequency_exposures")
     op.drop_table("dnc_numbers")
