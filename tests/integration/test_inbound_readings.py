@@ -94,7 +94,7 @@ def test_opt_out_is_confirmed_in_the_language_of_the_reply(
 def test_help_and_rejoin_answer_in_the_language_of_the_reply(container: Container, world: dict) -> None:
     receive(container, "AJUDA")
     (help_,) = sent(container, Kind.HELP)
-    assert "AJUDA" in help_ and "A frequência de mensagens varia" in help_
+    assert "ajuda em https://acme.example/help" in help_ and "A frequência de mensagens varia" in help_
     receive(container, "SAIR")
     container.clock.advance(minutes=10)
     receive(container, "VOLTAR")
