@@ -8,24 +8,11 @@ from sqlalchemy import create_engine, update
 
 from optline.adapters.db.tables import campaigns
 from tests.e2e.test_cli import run
+from tests.support.cli import CREATE_DEALS
 
 
 def test_unknown_filter_key_fails_naming_the_known_keys(db_url: str, tmp_path: Path) -> None:
-    assert (
-        run(
-            db_url,
-            "programs",
-            "create",
-            "deals",
-            "--brand",
-            "Acme",
-            "--sender",
-            "+14155550100",
-            "--help-contact",
-            "help@acme.example",
-        ).returncode
-        == 0
-    )
+    assert run(db_url, *CREATE_DEALS).returncode == 0
     csv = tmp_path / "list.csv"
     csv.write_text("phone,first_name,color,consented_at,consent_source\n"
                    "+14155550134,Ann,red,2024-01-01,web\n+14155550135,Bob,,2024-01-01,web\n",

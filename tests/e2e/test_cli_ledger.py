@@ -10,6 +10,7 @@ from optline.adapters.db.tables import contacts, ledger_digests
 from optline.bootstrap import Container
 from tests.e2e.test_cli import run
 from tests.support import tamper
+from tests.support.cli import CREATE_DEALS
 
 PHONES = ("+14155550134", "+14155550135", "+14155550136")
 
@@ -17,21 +18,7 @@ PHONES = ("+14155550134", "+14155550135", "+14155550136")
 def test_cli_commands_record_digests_and_verify_names_every_broken_chain(
     db_url: str, container: Container, tmp_path: Path
 ) -> None:
-    assert (
-        run(
-            db_url,
-            "programs",
-            "create",
-            "deals",
-            "--brand",
-            "Acme",
-            "--sender",
-            "+14155550100",
-            "--help-contact",
-            "help@acme.example",
-        ).returncode
-        == 0
-    )
+    assert run(db_url, *CREATE_DEALS).returncode == 0
     csv = tmp_path / "list.csv"
     csv.write_text("phone,consented_at,consent_source\n" + "".join(f"{p},2024-01-01,web\n" for p in PHONES))
     assert run(db_url, "contacts", "import", str(csv), "--program", "deals").returncode == 0

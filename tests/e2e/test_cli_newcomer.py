@@ -23,6 +23,7 @@ from optline.adapters.clock import as_utc
 from optline.adapters.db.tables import campaigns
 from optline.config import Settings
 from tests.support import outbound
+from tests.support.cli import CREATE_DEALS
 
 
 def run(
@@ -98,21 +99,7 @@ def test_a_database_without_the_schema_asks_for_init(db_url: str) -> None:
 @pytest.fixture
 def deals(db_url: str, tmp_path: Path) -> str:
     """A program with three subscribers, one of them without a first name."""
-    assert (
-        run(
-            db_url,
-            "programs",
-            "create",
-            "deals",
-            "--brand",
-            "Acme",
-            "--sender",
-            "+14155550100",
-            "--help-contact",
-            "help@acme.example",
-        ).returncode
-        == 0
-    )
+    assert run(db_url, *CREATE_DEALS).returncode == 0
     csv = tmp_path / "list.csv"
     csv.write_text(
         "phone,first_name,consented_at,consent_source\n"

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from tests.support.cli import CREATE_DEALS
+
 
 def run(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "optline", *args], env=env, input=stdin, capture_output=True,
@@ -37,21 +39,7 @@ def test_inbound_simulate_goes_through_the_webhook_path(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'optline.db'}"
     env = {**os.environ, "OPTLINE_DATABASE_URL": db, "COLUMNS": "200"}
     assert run(env, "init").returncode == 0
-    assert (
-        run(
-            env,
-            "programs",
-            "create",
-            "deals",
-            "--brand",
-            "Acme",
-            "--sender",
-            "+14155550100",
-            "--help-contact",
-            "help@acme.example",
-        ).returncode
-        == 0
-    )
+    assert run(env, *CREATE_DEALS).returncode == 0
     out = run(
         env,
         "inbound",
