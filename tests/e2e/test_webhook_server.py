@@ -69,4 +69,4 @@ def test_signed_stop_unsubscribes_before_the_200(server: tuple[str, dict[str, st
     assert status_of(env) == "unsubscribed"  # committed before the answer
 
     shown = cli(env, "contacts", "show", PERSON).stdout
-    assert "opt_out" in shown and "sms_keyword" in shown
+    assert "opt out via sms keyword" in shown
