@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,19 +25,7 @@ from optline.config import Settings
 from tests.support import fake_providers as fp
 from tests.support import outbound
 
-ROOT = Path(__file__).resolve().parents[2]
 OPTLINE = str(Path(sys.executable).with_name("optline"))
-
-
-@pytest.fixture
-def fake_server() -> Iterator[fp.RemoteFake]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.fake_providers", "--port", "0"], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert proc.stdout is not None
-    port = int(proc.stdout.readline().split()[1])
-    yield fp.RemoteFake(f"http://127.0.0.1:{port}")
-    proc.terminate()
-    proc.wait(10)
 
 
 def cli_env(db_url: str, fake: fp.RemoteFake) -> dict[str, str]:
