@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +14,7 @@ from optline.adapters.clock import FrozenClock
 from optline.bootstrap import Container, build
 from optline.config import Settings
 from tests.support import databases
+from tests.support import fake_providers as fp
 
 ENGINES = ["sqlite", "postgresql"]
 
@@ -51,3 +55,16 @@ def container(settings: Settings, clock: FrozenClock) -> Iterator[Container]:
     c = build(settings, clock=clock)
     yield c
     c.close()
+
+
+@pytest.fixture
+def fake_server() -> Iterator[fp.RemoteFake]:
+    """The fake providers' server in a process of its own (what the e2e and reliability suites send to)."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.fake_providers", "--port", "0"], cwd=root,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline().split()[1])
+    yield fp.RemoteFake(f"http://127.0.0.1:{port}")
+    proc.terminate()
+    proc.wait(10)

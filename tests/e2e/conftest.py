@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from optline.adapters.clock import SystemClock
 from optline.bootstrap import Container, build
 from optline.config import Settings
-from tests.support import fake_providers as fp
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -23,15 +17,3 @@ def live(db_url: str) -> Iterator[Container]:
     c = build(Settings(env="test", database_url=db_url), clock=SystemClock())
     yield c
     c.close()
-
-
-@pytest.fixture
-def fake_server() -> Iterator[fp.RemoteFake]:
-    """The fake providers' server in a process of its own."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.fake_providers", "--port", "0"], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert proc.stdout is not None
-    port = int(proc.stdout.readline().split()[1])
-    yield fp.RemoteFake(f"http://127.0.0.1:{port}")
-    proc.terminate()
-    proc.wait(10)
