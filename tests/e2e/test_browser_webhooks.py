@@ -136,6 +136,15 @@ def test_register_watch_a_delivery_land_and_replay_it(
         wait_for("the replay recorded", lambda: _replay_shown(page))
         watch.check("replayed")
 
+        page.click("button:has-text('Disable')")
+        page.wait_for_url("**/dashboard/webhooks?flash=disabled")
+        assert "disabled" in page.locator("tbody tr").first.inner_text()
+        page.click("button:has-text('Enable')")
+        page.wait_for_url("**/dashboard/webhooks?flash=enabled")
+        assert "pending deliveries resume" in page.inner_text("main")
+        assert page.locator("button:has-text('Disable')").count() == 1
+        watch.check("disabled and enabled again")
+
 
 def _replay_shown(page: Any) -> bool:
     page.reload()

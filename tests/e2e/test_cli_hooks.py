@@ -62,3 +62,8 @@ def test_hooks_commands(db_url: str) -> None:
     assert run(db_url, "hooks", "disable", "1").returncode == 0
     (row,) = [line for line in run(db_url, "hooks", "list").stdout.splitlines() if "crm.example.com" in line]
     assert re.search(r"│\s*no\s*│", row), row  # enabled: no
+    assert run(db_url, "hooks", "enable", "1").returncode == 0
+    (row,) = [line for line in run(db_url, "hooks", "list").stdout.splitlines() if "crm.example.com" in line]
+    assert re.search(r"│\s*yes\s*│", row), row
+    enabled_twice = run(db_url, "hooks", "enable", "1")
+    assert enabled_twice.returncode == 1 and "no disabled webhook endpoint 1" in enabled_twice.stderr

@@ -58,6 +58,24 @@ def test_register_list_deliveries_replay_and_disable(container: Container, clien
     assert client.get("/v1/webhook-endpoints").json()[0]["enabled"] is False
     again = client.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
     assert again.status_code == 404 and f"no enabled webhook endpoint {endpoint['id']}" in again.text
+    _rejoin_and_leave(container, program, person)  # while disabled: nothing is queued for it
+    enabled = client.post(f"/v1/webhook-endpoints/{endpoint['id']}/enable")
+    assert enabled.status_code == 200 and enabled.json()["enabled"] is True
+    assert enabled.json()["disabled_at"] is None
+    twice = client.post(f"/v1/webhook-endpoints/{endpoint['id']}/enable")
+    assert twice.status_code == 404 and f"no disabled webhook endpoint {endpoint['id']}" in twice.text
+    _rejoin_and_leave(container, program, person)
+    types = [d["event_type"] for d in client.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries").json()]
+    assert types == ["opt_out", "opt_out"]  # the first one and the one after re-enabling, none in between
+
+
+def _rejoin_and_leave(container: Container, program: dict, person: dict) -> None:
+    """The person texts START, then STOP again: one opt_out event for the endpoint's subscription."""
+    for action, channel, evidence in ((Action.OPT_IN, Channel.SMS_KEYWORD, {"message_text": "START"}),
+                                      (Action.OPT_OUT, Channel.API, {"source": "test"})):  # fmt: skip
+        with container.db.transaction() as conn:
+            consent.record(conn, container.clock, contact_id=person["id"], program=program, action=action,
+                           channel=channel, evidence=evidence)  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -72,14 +72,24 @@ def list_endpoints(conn: Connection) -> list[dict[str, Any]]:
 
 
 def disable_endpoint(conn: Connection, clock: Clock, endpoint_id: int) -> None:
-    """Stop sending to an endpoint (its deliveries and attempts stay visible)."""
+    """Stop sending to an endpoint (its deliveries and attempts stay visible; pending ones wait)."""
+    _switch(conn, endpoint_id, enabled=False, at=clock.now())
+
+
+def enable_endpoint(conn: Connection, clock: Clock, endpoint_id: int) -> None:
+    """Send to a disabled endpoint again: its pending deliveries resume where they stopped. Events that
+    happened while it was disabled were not queued for it (a disabled endpoint subscribes to nothing)."""
+    _switch(conn, endpoint_id, enabled=True, at=None)
+
+
+def _switch(conn: Connection, endpoint_id: int, *, enabled: bool, at: datetime | None) -> None:
     done = conn.execute(
         update(webhook_endpoints)
-        .where((webhook_endpoints.c.id == endpoint_id) & webhook_endpoints.c.enabled)
-        .values(enabled=False, disabled_at=clock.now())
+        .where((webhook_endpoints.c.id == endpoint_id) & (webhook_endpoints.c.enabled == (not enabled)))
+        .values(enabled=enabled, disabled_at=at)
     ).rowcount
     if not done:
-        raise HookError(f"no enabled webhook endpoint {endpoint_id}")
+        raise HookError(f"no {'disabled' if enabled else 'enabled'} webhook endpoint {endpoint_id}")
     _forget_subscribers(conn)
 
 

@@ -86,6 +86,18 @@ def disable_endpoint(endpoint_id: int, conn: ConnDep, container: ContainerDep, _
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
 
+@router.post("/v1/webhook-endpoints/{endpoint_id}/enable", response_model=EndpointPublic)
+def enable_endpoint(
+    endpoint_id: int, conn: ConnDep, container: ContainerDep, _key: ApiKeyDep
+) -> dict[str, Any]:
+    try:
+        event_hooks.enable_endpoint(conn, container.clock, endpoint_id)
+    except event_hooks.HookError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    (row,) = [e for e in event_hooks.list_endpoints(conn) if e["id"] == endpoint_id]
+    return row
+
+
 @router.get("/v1/webhook-endpoints/{endpoint_id}/deliveries", response_model=list[DeliveryPublic])
 def list_deliveries(
     endpoint_id: int, conn: ConnDep, _key: ApiKeyDep, limit: int = Query(50, ge=1, le=500)

@@ -1,4 +1,4 @@
-"""``optline hooks``: outbound event webhooks (register, list, disable, see deliveries, replay)."""
+"""``optline hooks``: outbound event webhooks (register, list, disable, enable, see deliveries, replay)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,18 @@ def disable(endpoint_id: int = typer.Argument(..., help="the endpoint's id (optl
     except event_hooks.HookError as exc:
         fail(str(exc))
     console.print(f"endpoint {endpoint_id} disabled")
+
+
+@app.command("enable")
+def enable(endpoint_id: int = typer.Argument(..., help="the endpoint's id (optline hooks list)")) -> None:
+    """Send to a disabled endpoint again (its pending deliveries resume)."""
+    c = container()
+    try:
+        with c.db.transaction() as conn:
+            event_hooks.enable_endpoint(conn, c.clock, endpoint_id)
+    except event_hooks.HookError as exc:
+        fail(str(exc))
+    console.print(f"endpoint {endpoint_id} enabled")
 
 
 @app.command("deliveries")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
@@ -18,6 +18,7 @@ PATH = "/dashboard/webhooks"
 FLASHES = {
     "replayed": "Delivery queued again: the worker sends it with the same webhook-id.",
     "disabled": "Endpoint disabled: nothing more is sent to it.",
+    "enabled": "Endpoint enabled: its pending deliveries resume.",
 }
 
 
@@ -63,18 +64,20 @@ def add_endpoint(
     return _hooks_page(request, user, created=created, flash_text="Endpoint added.")
 
 
-@router.post(PATH + "/endpoints/{endpoint_id}/disable")
-def disable_endpoint(
-    request: Request, user: CurrentUser, endpoint_id: int, csrf: Annotated[str, Form()] = ""
-) -> Response:
+@router.post(PATH + "/endpoints/{endpoint_id}/{switch}")
+def switch_endpoint(
+    request: Request, user: CurrentUser, endpoint_id: int, switch: Literal["enable", "disable"],
+    csrf: Annotated[str, Form()] = "",
+) -> Response:  # fmt: skip
     require_csrf(request, csrf)
     container = container_of(request)
+    change = event_hooks.enable_endpoint if switch == "enable" else event_hooks.disable_endpoint
     try:
         with container.db.transaction() as conn:
-            event_hooks.disable_endpoint(conn, container.clock, endpoint_id)
+            change(conn, container.clock, endpoint_id)
     except event_hooks.HookError as exc:
         return _hooks_page(request, user, 404, error=str(exc))
-    return RedirectResponse(PATH + "?flash=disabled", status_code=303)
+    return RedirectResponse(f"{PATH}?flash={switch}d", status_code=303)
 
 
 @router.post(PATH + "/deliveries/{delivery_id}/replay")
