@@ -122,3 +122,56 @@ def test_segment_takes_the_longest_phrase() -> None:
     units = reading.segment(["dejen", "de", "mandarme", "mensajes"])
     assert [u.text for u in units] == ["dejen de", "mandarme", "mensajes"]
     assert units[0].action == "stop" and "messaging" in units[2].roles
+
+
+# Dismissals and exits: the sender is told to go, or the person leaves, with no messaging word. Only as the
+# whole request; the object, when there is one, decides as for any action.
+@pytest.mark.parametrize(
+    "text",
+    ["go away please", "I'm blocking you", "we want out", "count me out of this", "I want out of your list",
+     "déjenme en paz", "me salgo de la lista", "je veux sortir de la liste", "sai fora daqui",
+     "me deixem em paz", "quero sair da lista"],
+)  # fmt: skip
+def test_dismissals_and_exits_are_opt_outs(text: str) -> None:
+    result = classify(text)
+    assert result.intent is Intent.OPTOUT and not result.review, result
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["the pain will go away", "I'm out of milk, can you grab some", "count me in", "block the card please",
+     "vou sair mais cedo amanhã", "I want out of the lease", "je veux sortir ce soir",
+     "quiero salir a cenar"],
+)  # fmt: skip
+def test_dismissal_and_exit_words_in_statements_or_about_something_else_are_not(text: str) -> None:
+    assert classify(text).intent is Intent.OTHER, classify(text)
+
+
+# A negation reaches across a helper verb ("volver a", "keep", "essayer de", "continuar").
+@pytest.mark.parametrize(
+    "text",
+    ["please don't keep texting me", "do not try to message this number", "no vuelvas a escribirme",
+     "no sigan mandándome mensajes", "n'essayez plus de m'écrire", "ne continuez pas à m'envoyer des sms",
+     "não voltem a me mandar sms", "nunca mais voltem a me escrever"],
+)  # fmt: skip
+def test_negation_reaches_across_a_helper_verb(text: str) -> None:
+    result = classify(text)
+    assert result.intent is Intent.OPTOUT and not result.review, result
+
+
+# Fixed phrases go through the same object check as the reading.
+@pytest.mark.parametrize(
+    ("text", "review"),
+    [("take me off the wait list", False), ("remove me from the group chat", False),
+     ("sáquenme de la lista de espera", False), ("retirez-moi de la liste d'attente", False),
+     ("me tirem da lista de espera", False), ("no me manden el sillón", True),
+     ("ne m'envoyez pas la lampe", True), ("stop sending my daughter's grades", True)],
+)  # fmt: skip
+def test_fixed_phrases_check_their_object(text: str, review: bool) -> None:
+    result = classify(text)
+    assert result.intent is Intent.OTHER and result.review is review, result
+
+
+def test_a_phrase_about_messages_keeps_its_reading() -> None:
+    for text in ("take me off the mailing list", "no me manden más mensajes", "stop sending me these texts"):
+        assert classify(text).intent is Intent.OPTOUT, text

@@ -9,7 +9,8 @@ Order of the rules, each one naming itself in ``reason``:
    action and its object, with negation scope and sense guards — "composed:es:dejen de mandarme+mensajes" is
    an opt-out, "other-sense:en:stop calling+mom" is not, and a clause read as another sense is closed to 6;
 6. free-text phrases per language ("please take me off this list"), each refused when negated ("don't stop
-   the deals") or used in another sense ("stop by", "bus stop");
+   the deals") or used in another sense ("stop by", "bus stop"), and put through the reading's object check
+   ("take me off the waiting list" is another sense; "no me manden la camisa azul" goes to review);
 7. the review tier: a request or negation about sending with no confident reading ("can you cancel it?",
    "don't text me till Monday") is ``other`` with ``review`` set; the inbound service holds marketing for
    it only when it answers a recent marketing message.
@@ -506,6 +507,7 @@ def _classify(text: str, hint: str | None) -> Classification:
 
     # 6. Free-text phrases, refused when the match sits in another sense of the word.
     candidates = sorted({i for t in token_set for i in _RULES_BY_ANCHOR.get(t, ())})
+    doubted = ""  # a phrase refused by the object check below, when nothing else decides
     for i in candidates:
         rule = _PHRASES[i]
         if len(tokens) > rule.max_tokens or (rule.also and rule.also.isdisjoint(token_set)):
@@ -521,6 +523,12 @@ def _classify(text: str, hint: str | None) -> Classification:
             and not re.search(r"stop (?:\w+ )?(?:texting|messag|sending)", span)
         ):
             continue
+        # The phrase goes through the same object and sense check as the reading: "take me off the
+        # waiting list" is about a waiting list, "no me manden la camisa azul" about a shirt.
+        sense = reading_.phrase_object(m.group(0).split(), words[m.end() :].split())
+        if sense:
+            doubted = doubted or f"{sense}:{lang}:{name}:{m.group(0).strip()}"
+            continue
         everything = brand or bool(_EVERYTHING.search(words))
         conf = 0.85 if len(tokens) <= 20 else 0.75
         return Classification(
@@ -535,6 +543,14 @@ def _classify(text: str, hint: str | None) -> Classification:
         # 7. The review tier: a request or negation about sending with no confident reading. Not an opt-out
         # by itself; the inbound service holds marketing when it answers a recent marketing message.
         return Classification(_OTHER, reading.confidence, lang, "review:" + reading.reason, review=True)
+    if doubted.startswith("other:"):
+        return Classification(
+            _OTHER, 0.8, _language_vote(token_set, hint), "other-sense:phrase:" + doubted[6:]
+        )
+    if doubted:  # a request about an object nobody named as messages: a person should look
+        return Classification(
+            _OTHER, 0.4, _language_vote(token_set, hint), "review:phrase:" + doubted, review=True
+        )
     if ad:
         return Classification(_OTHER, 0.9, _language_vote(token_set, hint), "forwarded-ad:" + ad.group(0))
     return Classification(_OTHER, 0.8, _language_vote(token_set, hint), "no-rule-matched")

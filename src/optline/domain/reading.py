@@ -11,6 +11,12 @@ the *object* the action is about. The object decides:
 - a pronoun, an unknown word or a time limit ("don't text me till 5") -> no confident reading: a cue that a
   person should look at the reply (the review tier).
 
+Two more kinds of action need no messaging word: a *dismissal* ("go away", "bloqueia esse número") and an
+*exit* ("I want out", "count me out", "quiero salir de la lista"); they read only as the whole request (a
+subject, frame or filler before them, nothing else), and their object decides the same way. A negation
+reaches across *helper* verbs ("no me vuelvan a escribir", "n'essayez plus de me contacter", "não continuem
+mandando"). The fixed phrases of classify go through the same object check (``phrase_object``).
+
 The words of each role live in per-language data files (``lexicons/*.toml``), not in code. A message is read
 with the four lexicons at once: replies mix languages, and most words belong to one of them anyway.
 """
@@ -25,11 +31,13 @@ from importlib import resources
 LANGUAGES = ("en", "es", "fr", "pt")
 
 # Roles of a lexicon file. Actions first: a word that is both an action and something else is an action.
-ACTIONS = ("refuse", "nomore", "stop", "cancel", "remove", "send_negated", "send", "send_weak")
+ACTIONS = (
+    "refuse", "nomore", "stop", "cancel", "remove", "exit", "dismiss", "send_negated", "send", "send_weak",
+)  # fmt: skip
 OBJECTS = ("messaging", "service", "other", "person", "anaphor")
 OTHER_ROLES = (
     "frame", "negator", "blocker", "skip", "guard_after", "temporal", "temporal_send", "third", "article",
-    "verb_endings",
+    "verb_endings", "helper", "subject", "determiner",
 )  # fmt: skip
 _WINDOW = 6  # how far after an action its object may be (in lexicon units)
 # Words that end the search for an object: what follows is another thought ("stop texting me about my order").
@@ -112,6 +120,9 @@ _FUNCTION = frozenset(
     ["not", "dont", "did", "didnt", "never", "do", "no", "ne", "nao", "de", "me", "je", "ya", "i", "to", "de"]
 )
 _SENDS = frozenset({"send", "send_weak"})
+_SENDING = frozenset(
+    {"send", "send_weak", "send_negated"}
+)  # "ne continuez pas à m'envoyer": "a" is no article
 
 
 def _anchor(phrase: str) -> str:
@@ -154,7 +165,7 @@ def may_read(words: str, tokens: list[str], present: frozenset[str]) -> bool:
     if _NEG_WORDS.isdisjoint(present) or _SEND_WORDS.isdisjoint(hits):
         return False
     for i, token in enumerate(tokens):
-        if token in _SEND_WORDS and not _NEG_WORDS.isdisjoint(tokens[max(0, i - 4) : i]):
+        if token in _SEND_WORDS and not _NEG_WORDS.isdisjoint(tokens[max(0, i - 6) : i]):
             return True
     return False
 
@@ -196,8 +207,8 @@ def _negated(units: list[Unit], i: int, langs: frozenset[str], kind: str) -> tup
     clitics, fillers and frames between ("no me mandes", "would you mind not messaging", "no le escriban").
     A stop or remove verb is also negated by a statement ("I can't stop laughing", "it won't end")."""
     third = False
-    roles = {"negator", "blocker"} if kind in ("stop", "cancel", "remove") else {"negator"}
-    for k in range(i - 1, max(-1, i - 4), -1):
+    roles = {"negator", "blocker"} if kind in _ENDING else {"negator"}
+    for k in range(i - 1, max(-1, i - 6), -1):
         u = units[k]
         if not u.roles.isdisjoint(roles) and not u.langs.isdisjoint(
             langs
@@ -206,10 +217,18 @@ def _negated(units: list[Unit], i: int, langs: frozenset[str], kind: str) -> tup
         if "third" in u.roles:  # "no le escriban", "ne lui envoyez pas": about someone else
             third = True
             continue
-        if u.roles & {"person", "skip", "frame"}:
+        if u.roles & {"person", "skip", "frame", "helper"} or u.action == "nomore":
+            # "no me vuelvan a escribir", "please do not try to contact me", "n'essayez plus de me contacter"
             continue
         return False, third
     return False, third
+
+
+# Actions that end or leave something: a negation makes them the opposite of an opt-out ("don't stop").
+_ENDING = frozenset({"stop", "cancel", "remove", "exit", "dismiss"})
+# Actions that make a reading only as the whole request: "go away", "I want out", not "the pain won't go away".
+_WHOLE = frozenset({"exit", "dismiss"})
+_BEFORE_WHOLE = frozenset({"frame", "skip", "subject", "person"})
 
 
 def _object(units: list[Unit], j: int, sending: bool = False) -> tuple[str, str, bool]:
@@ -238,9 +257,9 @@ def _object(units: list[Unit], j: int, sending: bool = False) -> tuple[str, str,
         if "anaphor" in u.roles and not anaphor and not unknown:
             anaphor = u.text
             continue
-        if u.roles & {"skip", "frame", "negator"} or u.action == "nomore":
+        if u.roles & {"skip", "frame", "negator", "determiner"} or u.action == "nomore":
             continue
-        if not u.roles:
+        if not u.roles or u.roles <= _TALK:  # "stop it I'm laughing": a new subject is a new thought
             if person:  # "stop texting me about…": the person was the object
                 break
             unknown += 1
@@ -260,6 +279,7 @@ def _object(units: list[Unit], j: int, sending: bool = False) -> tuple[str, str,
     return ("unknown", "(unknown)", temporal) if unknown else ("none", "(none)", temporal)
 
 
+_TALK = frozenset({"subject", "helper"})
 _TO = frozenset(["to", "pro", "pra", "para", "a", "al", "au", "aux"])
 
 
@@ -284,7 +304,7 @@ def _subject(units: list[Unit], i: int) -> tuple[str, str]:
                 return role, u.text
         if "anaphor" in u.roles:
             return "anaphor", u.text
-        if u.roles & {"skip", "frame"}:
+        if u.roles & {"skip", "frame", "determiner"}:
             continue
         break
     return "none", "(none)"
@@ -303,6 +323,14 @@ def _verdict(kind: str, verbal: bool, role: str, size: int) -> Verdict | None:
         return Verdict.OPTOUT
     if role == "other":
         return Verdict.OTHER_SENSE
+    if kind in _WHOLE:  # "I want out (of this list)", "go away", "bloqueia esse número", "je veux sortir"
+        if role == "person":
+            return Verdict.OPTOUT
+        if role == "anaphor":
+            return Verdict.OPTOUT if size <= 8 else Verdict.CUE
+        if role == "none":
+            return Verdict.OPTOUT if size <= 6 else Verdict.CUE
+        return None  # "I'm out of town": an unknown object is no request about messages
     if role == "person":
         if kind == "send_weak":  # "don't call me" alone, yes; "don't call me, I'm in a meeting", ask
             return Verdict.OPTOUT if size <= 5 else Verdict.CUE
@@ -332,12 +360,14 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
             continue
         if framed is None:
             framed = any("frame" in x.roles for x in units)
-        if i and "article" in units[i - 1].roles:
+        if i and "article" in units[i - 1].roles and kind not in _SENDING:
             continue  # a noun, not a request: "the end of March", "la parada", "un arrêt"
         if i + 1 < len(units) and units[i + 1].text in _BREAKS:
             continue  # "don't text and drive": the verb is one of two things done, not a request
+        if kind in _WHOLE and any(x.roles.isdisjoint(_BEFORE_WHOLE) for x in units[:i]):
+            continue  # "the pain will go away", "vou sair mais cedo": a statement, not a request
         negated, third = (True, False) if kind == "send_negated" else _negated(units, i, u.langs, kind)
-        if kind in ("stop", "cancel", "remove") and negated:
+        if kind in _ENDING and negated:
             continue  # "don't stop the deals", "ne pas annuler": the opposite of an opt-out
         if kind in ("send", "send_weak") and not negated:
             continue  # "send me the info", "text me when you're home"
@@ -360,7 +390,7 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
             and not units[j].roles.isdisjoint({"send", "send_weak", "send_negated"})
         ):
             verbal, j = True, j + 1
-        first = next((x for x in units[j : j + 3] if not x.roles & {"skip"}), None)
+        first = next((x for x in units[j : j + 3] if not x.roles & {"skip", "determiner"}), None)
         if not verbal and kind in ("stop", "cancel") and first is not None and _other_activity(first, u):
             continue  # "stop knowing me so well", "quit smoking": another activity, not the messages
         if (
@@ -427,6 +457,42 @@ def read(clauses: list[list[str]], size: int) -> Reading | None:
         if hit is not None:
             return hit if verdict is Verdict.OPTOUT else Reading(*_fields(hit), guarded=guarded)
     return None
+
+
+_DETERMINERS = frozenset(p for p, u in TABLE.items() if "determiner" in u.roles)
+_BEARERS = frozenset({"messaging", "service"})
+
+
+def phrase_object(matched: list[str], after: list[str]) -> str:
+    """What a fixed phrase's match is about, read like an action's object: "other" when an object in the
+    match or after it names an order, a waiting list or another person ("take me off the waiting list",
+    "stop sending texts about my order" is not: "about" starts another thought); "noun" when a determiner and
+    an unknown word follow a match that names no messages ("no me manden la camisa azul", "stop sending my
+    son's report"); "" when nothing speaks against the phrase."""
+    units = segment(matched + after[:6])
+    inside = len(segment(matched))
+    bearer = any(not u.roles.isdisjoint(_BEARERS) for u in units[:inside])
+    determiner = False  # an object position: "the waiting list", not the verb of "didn't sign up"
+    for k, u in enumerate(units):
+        if u.text in _BREAKS and k >= inside:
+            break
+        if "other" in u.roles and not bearer and (determiner or k >= inside):
+            return "other"
+        if not u.roles.isdisjoint(_BEARERS):
+            return ""
+        if u.text in _DETERMINERS:
+            determiner = True
+            continue
+        if k < inside or bearer:
+            continue
+        if "person" in u.roles and " " in u.text:
+            return ""  # "my number", "this phone"
+        if "anaphor" in u.roles and "skip" not in u.roles:
+            return ""  # "no me manden esto"
+        if u.roles & {"skip", "temporal", "temporal_send"}:
+            continue
+        return "noun" if determiner and not u.roles else ""
+    return ""
 
 
 def _fields(r: Reading) -> tuple[Verdict, str, str, str, float, bool]:
