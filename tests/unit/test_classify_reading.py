@@ -175,3 +175,24 @@ def test_fixed_phrases_check_their_object(text: str, review: bool) -> None:
 def test_a_phrase_about_messages_keeps_its_reading() -> None:
     for text in ("take me off the mailing list", "no me manden más mensajes", "stop sending me these texts"):
         assert classify(text).intent is Intent.OPTOUT, text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["I'd rather you didn't message me", "prefiero que no me escriban", "je préférerais que vous ne m'écriviez plus",
+     "stop sending those, thanks a lot", "please drop this number", "get off my phone", "stop pestering me",
+     "para de encher o saco"],
+)  # fmt: skip
+def test_wishes_messaging_verbs_and_numbers_are_opt_outs(text: str) -> None:
+    result = classify(text)
+    assert result.intent is Intent.OPTOUT and not result.review, result
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["you didn't text me back yesterday", "drop me off at the corner", "no dejen de mandar los cupones",
+     "não parem de mandar as promoções", "n'arrêtez pas les offres", "get off the train at Main St"],
+)  # fmt: skip
+def test_statements_and_negated_stops_are_not(text: str) -> None:
+    result = classify(text)
+    assert result.intent is Intent.OTHER and not result.review, result

@@ -37,7 +37,7 @@ ACTIONS = (
 OBJECTS = ("messaging", "service", "other", "person", "anaphor")
 OTHER_ROLES = (
     "frame", "negator", "blocker", "skip", "guard_after", "temporal", "temporal_send", "third", "article",
-    "verb_endings", "helper", "subject", "determiner",
+    "verb_endings", "helper", "subject", "determiner", "wish", "clitic_me",
 )  # fmt: skip
 _WINDOW = 6  # how far after an action its object may be (in lexicon units)
 # Words that end the search for an object: what follows is another thought ("stop texting me about my order").
@@ -144,7 +144,9 @@ _STRONG = frozenset(_NEEDS)
 _SINGLE = frozenset(anchor for anchor, phrases in _NEEDS.items() if f" {anchor} " in phrases)
 _SEND_WORDS = frozenset(_needs(_SENDS))
 # Single-word negators only: "dont", "no", "ne", "nao" ("do not" has "not"; "please dont" has "dont").
-_NEG_WORDS = frozenset(p for p, u in TABLE.items() if "negator" in u.roles and " " not in p)
+_NEG_WORDS = frozenset(
+    p for p, u in TABLE.items() if not u.roles.isdisjoint({"negator", "blocker"}) and " " not in p
+)  # blockers too: after a wish frame they negate ("I'd rather you didn't text me")
 ACTION_WORDS = _STRONG | _SEND_WORDS
 
 
@@ -214,6 +216,8 @@ def _negated(units: list[Unit], i: int, langs: frozenset[str], kind: str) -> tup
             langs
         ):  # "no" negates "mandes", not "stop"
             return True, third
+        if "blocker" in u.roles and kind in _SENDING and _wished(units, k):
+            return True, third  # "I'd prefer you didn't text me": a statement made into a request
         if "third" in u.roles:  # "no le escriban", "ne lui envoyez pas": about someone else
             third = True
             continue
@@ -224,6 +228,27 @@ def _negated(units: list[Unit], i: int, langs: frozenset[str], kind: str) -> tup
     return False, third
 
 
+def _guard_next(units: list[Unit], unit: Unit) -> bool:
+    k = units.index(unit) + 1
+    return k < len(units) and "guard_after" in units[k].roles
+
+
+def _imperative_negation(units: list[Unit], i: int) -> bool:
+    """A negator proper ("don't", "no", "não"), not a statement ("can't", "won't"), just before ``i``."""
+    for u in units[max(0, i - 3) : i]:
+        if "negator" in u.roles and "blocker" not in u.roles:
+            return True
+    return False
+
+
+def _wished(units: list[Unit], k: int) -> bool:
+    """A wish frame a few units before ``k`` ("I'd rather you", "preferiría que", "je préférerais que")."""
+    for u in units[max(0, k - 3) : k]:
+        if "wish" in u.roles:
+            return True
+    return False
+
+
 # Actions that end or leave something: a negation makes them the opposite of an opt-out ("don't stop").
 _ENDING = frozenset({"stop", "cancel", "remove", "exit", "dismiss"})
 # Actions that make a reading only as the whole request: "go away", "I want out", not "the pain won't go away".
@@ -231,7 +256,7 @@ _WHOLE = frozenset({"exit", "dismiss"})
 _BEFORE_WHOLE = frozenset({"frame", "skip", "subject", "person"})
 
 
-def _object(units: list[Unit], j: int, sending: bool = False) -> tuple[str, str, bool]:
+def _object(units: list[Unit], j: int, sending: bool = False, verbal: bool = False) -> tuple[str, str, bool]:
     """(role, words, temporal) of what an action at j-1 is about, looking forward. ``sending``: the action
     is a negated messaging verb, for which "now" also makes a pause."""
     person = anaphor = ""
@@ -256,10 +281,13 @@ def _object(units: list[Unit], j: int, sending: bool = False) -> tuple[str, str,
             continue
         if "anaphor" in u.roles and not anaphor and not unknown:
             anaphor = u.text
+            if verbal:  # "stop sending these, that would be great": after a messaging verb, the messages
+                break
             continue
         if u.roles & {"skip", "frame", "negator", "determiner"} or u.action == "nomore":
             continue
-        if not u.roles or u.roles <= _TALK:  # "stop it I'm laughing": a new subject is a new thought
+        if not u.roles or u.roles <= _TALK:  # "stop it I'm laughing": a new subject is a new thought;
+            # "go away for the weekend": a noun with no role in the reading is an object nobody named
             if person:  # "stop texting me about…": the person was the object
                 break
             unknown += 1
@@ -279,7 +307,7 @@ def _object(units: list[Unit], j: int, sending: bool = False) -> tuple[str, str,
     return ("unknown", "(unknown)", temporal) if unknown else ("none", "(none)", temporal)
 
 
-_TALK = frozenset({"subject", "helper"})
+_TALK = frozenset({"subject", "helper", "article", "determiner"})
 _TO = frozenset(["to", "pro", "pra", "para", "a", "al", "au", "aux"])
 
 
@@ -317,8 +345,11 @@ def _language(*units: Unit) -> str:
     return ""
 
 
-def _verdict(kind: str, verbal: bool, role: str, size: int) -> Verdict | None:
-    """The table of the reading: an action kind with an object role, in a message of ``size`` words."""
+def _verdict(kind: str, verbal: bool, role: str, size: int, words: str = "") -> Verdict | None:
+    """The table of the reading: an action kind with an object role (its ``words``), in a message of
+    ``size`` words."""
+    if role == "person" and " " in words and kind == "cancel" and not words.startswith(("me ", "us ")):
+        return Verdict.OPTOUT  # "drop my number", "cancel this number": not "drop me a line"
     if role in ("messaging", "service"):
         return Verdict.OPTOUT
     if role == "other":
@@ -335,6 +366,8 @@ def _verdict(kind: str, verbal: bool, role: str, size: int) -> Verdict | None:
         if kind == "send_weak":  # "don't call me" alone, yes; "don't call me, I'm in a meeting", ask
             return Verdict.OPTOUT if size <= 5 else Verdict.CUE
         return Verdict.OPTOUT if kind in ("remove", "send", "send_negated") or verbal else Verdict.CUE
+    if role == "anaphor" and verbal:  # "stop sending these"
+        return Verdict.OPTOUT
     if role == "anaphor":  # "stop it" is the messages; "cancel it" may be an order: ask
         return Verdict.OPTOUT if kind in ("stop", "nomore", "refuse") and size <= 8 else Verdict.CUE
     if role == "none":
@@ -368,6 +401,11 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
             continue  # "the pain will go away", "vou sair mais cedo": a statement, not a request
         negated, third = (True, False) if kind == "send_negated" else _negated(units, i, u.langs, kind)
         if kind in _ENDING and negated:
+            if _imperative_negation(units, i):
+                # "no dejen de mandar las ofertas", "don't stop the deals": the opposite of an opt-out, read
+                # as another sense so that no fixed phrase reads the clause again as one.
+                lang = _language(u)
+                readings.append(Reading(Verdict.OTHER_SENSE, lang, u.text, "(negated)", 0.8, bool(framed)))
             continue  # "don't stop the deals", "ne pas annuler": the opposite of an opt-out
         if kind in ("send", "send_weak") and not negated:
             continue  # "send me the info", "text me when you're home"
@@ -400,7 +438,13 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
             and kind in ("stop", "cancel", "remove")
         ):
             continue  # "stop by", "stop in", "sair às 19h", "para mim"
-        role, words, temporal = _object(units, j, sending=kind.startswith("send") and not verbal)
+        if kind == "cancel" and first is not None and "person" in first.roles and _guard_next(units, first):
+            continue  # "drop me off at the corner"
+        role, words, temporal = _object(
+            units, j, sending=kind.startswith("send") and not verbal, verbal=verbal
+        )
+        if role == "none" and "clitic_me" in units[j - 1].roles:
+            role, words = "person", "(" + units[j - 1].text + ")"  # "mandarme", "ne m'écriviez plus"
         if role == "none" and kind in ("stop", "cancel", "nomore"):
             role, words = _subject(units, i)
             if role == "none" and any(not x.roles for x in units[:i]):
@@ -409,7 +453,7 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
             continue  # in a long message, "don't contact me" may be part of a story: phrases decide
         if third:
             role, words = "other", "(third person)"
-        verdict = _verdict(kind, verbal, role, size)
+        verdict = _verdict(kind, verbal, role, size, words)
         if verdict is None:
             continue
         if temporal and verdict is Verdict.OPTOUT:
@@ -491,7 +535,7 @@ def phrase_object(matched: list[str], after: list[str]) -> str:
             return ""  # "no me manden esto"
         if u.roles & {"skip", "temporal", "temporal_send"}:
             continue
-        return "noun" if determiner and not u.roles else ""
+        return "noun" if determiner and (not u.roles or u.roles <= _TALK) else ""
     return ""
 
 
