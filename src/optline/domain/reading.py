@@ -235,18 +235,12 @@ def _guard_next(units: list[Unit], unit: Unit) -> bool:
 
 def _imperative_negation(units: list[Unit], i: int) -> bool:
     """A negator proper ("don't", "no", "não"), not a statement ("can't", "won't"), just before ``i``."""
-    for u in units[max(0, i - 3) : i]:
-        if "negator" in u.roles and "blocker" not in u.roles:
-            return True
-    return False
+    return any("negator" in u.roles and "blocker" not in u.roles for u in units[max(0, i - 3) : i])
 
 
 def _wished(units: list[Unit], k: int) -> bool:
     """A wish frame a few units before ``k`` ("I'd rather you", "preferiría que", "je préférerais que")."""
-    for u in units[max(0, k - 3) : k]:
-        if "wish" in u.roles:
-            return True
-    return False
+    return any("wish" in u.roles for u in units[max(0, k - 3) : k])
 
 
 # Actions that end or leave something: a negation makes them the opposite of an opt-out ("don't stop").
