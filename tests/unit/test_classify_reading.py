@@ -140,7 +140,7 @@ def test_dismissals_and_exits_are_opt_outs(text: str) -> None:
 @pytest.mark.parametrize(
     "text",
     ["the pain will go away", "I'm out of milk, can you grab some", "count me in", "block the card please",
-     "vou sair mais cedo amanhã", "I want out of the lease", "je veux sortir ce soir",
+     "vou sair pra jantar com a Ana", "I want out of the lease", "je veux sortir ce soir",
      "quiero salir a cenar"],
 )  # fmt: skip
 def test_dismissal_and_exit_words_in_statements_or_about_something_else_are_not(text: str) -> None:
