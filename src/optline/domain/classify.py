@@ -378,6 +378,11 @@ _KEYWORD_CORES = frozenset(
     if intent is Intent.OPTOUT
 ) - {""}
 _ANY_GATE = _ANCHORS | _AD_ANCHORS | _STRONG_TOKENS | _KEYWORD_CORES | reading_.ACTION_WORDS
+# A clause can be an opt-out keyword only with one of these ("ya no" is the one keyword of common words).
+_CLAUSE_NEEDS = _KEYWORD_CORES | {"ya"}
+
+
+_RULE_NEEDS = tuple((r.max_tokens, r.also) for r in _PHRASES)
 
 
 def _rules_for(token_set: frozenset[str], size: int) -> list[int]:
@@ -385,11 +390,16 @@ def _rules_for(token_set: frozenset[str], size: int) -> list[int]:
     hits = _ANCHORS.intersection(token_set)
     if not hits:
         return []
-    found = {i for t in hits for i in _RULES_BY_ANCHOR[t]}
-    return sorted(
-        i for i in found
-        if size <= _PHRASES[i].max_tokens and (not _PHRASES[i].also or not _PHRASES[i].also.isdisjoint(token_set))
-    )  # fmt: skip
+    if len(hits) == 1:
+        found: tuple[int, ...] | list[int] = _RULES_BY_ANCHOR[next(iter(hits))]
+    else:
+        found = sorted({i for t in hits for i in _RULES_BY_ANCHOR[t]})
+    out = []
+    for i in found:
+        max_tokens, also = _RULE_NEEDS[i]
+        if size <= max_tokens and (not also or not also.isdisjoint(token_set)):
+            out.append(i)
+    return out
 
 
 # Another sense of "stop" or "end" in the same clause: "stop by", "bus stop", "stop and shop", "end of".
@@ -486,7 +496,7 @@ def _classify(text: str, hint: str | None) -> Classification:
     readable = reading_.may_read(words, tokens, token_set)
     rules = _rules_for(token_set, len(tokens))
     # 4. needs a short message with an opt-out word, or a strong one; 3. an ad needs its verb.
-    short = len(tokens) <= 10 and not _OPTOUT_TOKENS.isdisjoint(token_set)
+    short = len(tokens) <= 10 and not _CLAUSE_NEEDS.isdisjoint(token_set)
     strong = not _STRONG_TOKENS.isdisjoint(token_set)
     if not (readable or rules or short or strong) and _AD_ANCHORS.isdisjoint(token_set):
         return Classification(_OTHER, 0.9, _language_vote(token_set, hint), "no-rule-matched")
