@@ -196,3 +196,10 @@ def test_wishes_messaging_verbs_and_numbers_are_opt_outs(text: str) -> None:
 def test_statements_and_negated_stops_are_not(text: str) -> None:
     result = classify(text)
     assert result.intent is Intent.OTHER and not result.review, result
+
+
+def test_a_pronoun_after_a_repeated_sending_is_the_messages() -> None:
+    for text in ("don't keep sending this", "no sigan mandando eso", "não voltem a mandar isso"):
+        result = classify(text)
+        assert result.intent is Intent.OPTOUT and not result.review, (text, result)
+    assert classify("don't send this").review  # once: it may be a thing, a person should look

@@ -450,6 +450,15 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
         verdict = _verdict(kind, verbal, role, size, words)
         if verdict is None:
             continue
+        if (
+            verdict is Verdict.CUE
+            and role == "anaphor"
+            and negated
+            and kind in _SENDING
+            and size <= 8
+            and any("helper" in x.roles for x in units[max(0, i - 3) : i])
+        ):
+            verdict = Verdict.OPTOUT  # "não continuem mandando isso", "don't keep sending this": the messages
         if temporal and verdict is Verdict.OPTOUT:
             verdict, words = Verdict.CUE, words + "(temporal)"
         action = u.text + (" " + units[j - 1].text if verbal else "")
