@@ -203,3 +203,14 @@ def test_a_pronoun_after_a_repeated_sending_is_the_messages() -> None:
         result = classify(text)
         assert result.intent is Intent.OPTOUT and not result.review, (text, result)
     assert classify("don't send this").review  # once: it may be a thing, a person should look
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [("I want my details deleted", Intent.OPTOUT), ("quiero mi número eliminado", Intent.OPTOUT),
+     ("how did you get my number? delete it", Intent.OPTOUT), ("can you delete it?", Intent.OTHER),
+     ("cancelem o envio de mensagens", Intent.OPTOUT), ("cancel the membership of my gym", Intent.OTHER),
+     ("stop the sending of alerts", Intent.OPTOUT)],
+)  # fmt: skip
+def test_objects_before_participles_across_clauses_and_after_of(text: str, intent: Intent) -> None:
+    assert classify(text).intent is intent, classify(text)

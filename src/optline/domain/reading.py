@@ -37,7 +37,7 @@ ACTIONS = (
 OBJECTS = ("messaging", "service", "other", "person", "anaphor")
 OTHER_ROLES = (
     "frame", "negator", "blocker", "skip", "guard_after", "temporal", "temporal_send", "third", "article",
-    "verb_endings", "helper", "subject", "determiner", "wish", "clitic_me",
+    "verb_endings", "helper", "subject", "determiner", "wish", "clitic_me", "participle",
 )  # fmt: skip
 _WINDOW = 6  # how far after an action its object may be (in lexicon units)
 # Words that end the search for an object: what follows is another thought ("stop texting me about my order").
@@ -268,6 +268,11 @@ def _object(units: list[Unit], j: int, sending: bool = False, verbal: bool = Fal
             if role in u.roles:
                 if role != "other" and _to_someone_else(units, k + 1):
                     return "other", u.text + " (to someone else)", temporal
+                owner = _of(units, k + 1)
+                if role == "other" and owner == "messaging":  # "cancelem o envio de mensagens"
+                    return "messaging", u.text + " of messages", temporal
+                if role == "service" and owner in ("other", "unknown"):  # "la suscripción del gimnasio"
+                    return owner, u.text + " of something else", temporal
                 return role, u.text, temporal
         # A pronoun after unknown words belongs to them: "stop singing it" is not "stop it".
         if "person" in u.roles and not person and not anaphor and not unknown:
@@ -302,6 +307,25 @@ def _object(units: list[Unit], j: int, sending: bool = False, verbal: bool = Fal
 
 
 _TALK = frozenset({"subject", "helper", "article", "determiner"})
+# "of": what an object belongs to or is made of ("the sending of messages", "la suscripción del gimnasio").
+_GENITIVE = frozenset(["of", "de", "del", "da", "do", "das", "dos", "du", "des", "d"])
+
+
+def _of(units: list[Unit], k: int) -> str:
+    """The role of the noun after a genitive at ``k`` ("" when there is none): messaging, person, other or
+    unknown."""
+    if k >= len(units) or units[k].text not in _GENITIVE:
+        return ""
+    for u in units[k + 1 : k + 4]:
+        for role in ("messaging", "person", "other"):
+            if role in u.roles:
+                return role
+        if u.roles & {"skip", "determiner"}:
+            continue
+        return "unknown" if not u.roles or u.roles <= _TALK else ""
+    return ""
+
+
 _TO = frozenset(["to", "pro", "pra", "para", "a", "al", "au", "aux"])
 
 
@@ -317,11 +341,15 @@ def _to_someone_else(units: list[Unit], k: int) -> bool:
     return False
 
 
-def _subject(units: list[Unit], i: int) -> tuple[str, str]:
-    """What stops, when it comes before the verb: "I want these messages to stop", "make the texts stop"."""
+def _subject(units: list[Unit], i: int, person: bool = False) -> tuple[str, str]:
+    """What stops, when it comes before the verb: "I want these messages to stop", "make the texts stop";
+    with ``person``, the person's data too ("I want my number removed")."""
+    roles = ("messaging", "service", "other", "person") if person else ("messaging", "service", "other")
     for k in range(i - 1, max(-1, i - 5), -1):
         u = units[k]
-        for role in ("messaging", "service", "other"):
+        if person and "person" in u.roles and " " not in u.text:
+            break  # "me": the one who speaks, not data
+        for role in roles:
             if role in u.roles:
                 return role, u.text
         if "anaphor" in u.roles:
@@ -439,6 +467,10 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
         )
         if role == "none" and "clitic_me" in units[j - 1].roles:
             role, words = "person", "(" + units[j - 1].text + ")"  # "mandarme", "ne m'écriviez plus"
+        if role == "none" and kind == "remove" and u.text in _PARTICIPLES:
+            back, back_words = _subject(units, i, person=True)  # "I want my number removed"
+            if back != "none":
+                role, words = back, back_words
         if role == "none" and kind in ("stop", "cancel", "nomore"):
             role, words = _subject(units, i)
             if role == "none" and any(not x.roles for x in units[:i]):
@@ -496,6 +528,8 @@ def read(clauses: list[list[str]], size: int) -> Reading | None:
             continue
         if len(clauses) == 1 or may_read(" ".join(tokens), tokens, frozenset(tokens)):
             found.extend((r, tokens) for r in read_clause(tokens, size))
+    if len(clauses) > 1 and size <= 12:
+        found = [(_resolved(r, clauses), t) for r, t in found]
     guarded = tuple(
         " ".join(t) for r, t in found if r.verdict is Verdict.OTHER_SENSE or r.object.endswith("(temporal)")
     )
@@ -519,6 +553,10 @@ def phrase_object(matched: list[str], after: list[str]) -> str:
     units = segment(matched + after[:6])
     inside = len(segment(matched))
     bearer = any(not u.roles.isdisjoint(_BEARERS) for u in units[:inside])
+    if bearer and "service" in units[inside - 1].roles:
+        owner = _of(units, inside)  # "cancel the membership of my gym": the gym's, not the messages
+        if owner in ("other", "unknown"):
+            return "other" if owner == "other" else "noun"
     determiner = False  # an object position: "the waiting list", not the verb of "didn't sign up"
     for k, u in enumerate(units):
         if u.text in _BREAKS and k >= inside:
@@ -540,6 +578,22 @@ def phrase_object(matched: list[str], after: list[str]) -> str:
             continue
         return "noun" if determiner and (not u.roles or u.roles <= _TALK) else ""
     return ""
+
+
+_ANAPHORS = frozenset(p for p, u in TABLE.items() if "anaphor" in u.roles)
+_PARTICIPLES = frozenset(p for p, u in TABLE.items() if "participle" in u.roles)
+
+
+def _resolved(r: Reading, clauses: list[list[str]]) -> Reading:
+    """A pronoun asked about ("remove it") that stands for the person's number or data named in another
+    clause of a short message ("who gave you my number? remove it") is that number: an opt-out."""
+    if r.verdict is not Verdict.CUE or r.object not in _ANAPHORS:
+        return r
+    for tokens in clauses:
+        for u in segment(tokens):
+            if "person" in u.roles and " " in u.text and not u.text.startswith(("me ", "us ")):
+                return Reading(Verdict.OPTOUT, r.language, r.action, f"{r.object}={u.text}", 0.85, r.framed)
+    return r
 
 
 def _fields(r: Reading) -> tuple[Verdict, str, str, str, float, bool]:
