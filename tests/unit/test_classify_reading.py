@@ -214,3 +214,18 @@ def test_a_pronoun_after_a_repeated_sending_is_the_messages() -> None:
 )  # fmt: skip
 def test_objects_before_participles_across_clauses_and_after_of(text: str, intent: Intent) -> None:
     assert classify(text).intent is intent, classify(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [("not interested, thanks", Intent.OPTOUT), ("ya no tengo interés", Intent.OPTOUT),
+     ("sem interesse", Intent.OPTOUT), ("je ne suis plus intéressée", Intent.OPTOUT),
+     ("not interested in the blue one, do you have red", Intent.OTHER),
+     ("I want to stop receiving them", Intent.OPTOUT), ("dejar de recibir el periódico", Intent.OTHER),
+     ("me tira desse grupo de oração", Intent.OTHER), ("remove me from the carpool", Intent.OTHER),
+     ("take my number off your records", Intent.OPTOUT), ("retirez-moi de vos fichiers clients", Intent.OPTOUT),
+     ("não me liguem", Intent.OPTOUT), ("favor me remover", Intent.OPTOUT), ("I'm sick of these texts", Intent.OPTOUT)],
+)  # fmt: skip
+def test_interest_receiving_sources_and_clitics(text: str, intent: Intent) -> None:
+    result = classify(text)
+    assert result.intent is intent and (intent is Intent.OTHER or not result.review), result

@@ -32,12 +32,13 @@ LANGUAGES = ("en", "es", "fr", "pt")
 
 # Roles of a lexicon file. Actions first: a word that is both an action and something else is an action.
 ACTIONS = (
-    "refuse", "nomore", "stop", "cancel", "remove", "exit", "dismiss", "send_negated", "send", "send_weak",
+    "uninterested", "refuse", "nomore", "stop", "cancel", "remove", "exit", "dismiss", "send_negated", "send",
+    "send_weak",
 )  # fmt: skip
 OBJECTS = ("messaging", "service", "other", "person", "anaphor")
 OTHER_ROLES = (
     "frame", "negator", "blocker", "skip", "guard_after", "temporal", "temporal_send", "third", "article",
-    "verb_endings", "helper", "subject", "determiner", "wish", "clitic_me", "participle",
+    "verb_endings", "helper", "subject", "determiner", "wish", "clitic_me", "participle", "receive",
 )  # fmt: skip
 _WINDOW = 6  # how far after an action its object may be (in lexicon units)
 # Words that end the search for an object: what follows is another thought ("stop texting me about my order").
@@ -246,7 +247,7 @@ def _wished(units: list[Unit], k: int) -> bool:
 # Actions that end or leave something: a negation makes them the opposite of an opt-out ("don't stop").
 _ENDING = frozenset({"stop", "cancel", "remove", "exit", "dismiss"})
 # Actions that make a reading only as the whole request: "go away", "I want out", not "the pain won't go away".
-_WHOLE = frozenset({"exit", "dismiss"})
+_WHOLE = frozenset({"exit", "dismiss", "uninterested"})
 _BEFORE_WHOLE = frozenset({"frame", "skip", "subject", "person"})
 
 
@@ -268,15 +269,18 @@ def _object(units: list[Unit], j: int, sending: bool = False, verbal: bool = Fal
             if role in u.roles:
                 if role != "other" and _to_someone_else(units, k + 1):
                     return "other", u.text + " (to someone else)", temporal
-                owner = _of(units, k + 1)
-                if role == "other" and owner == "messaging":  # "cancelem o envio de mensagens"
+                if role == "other" and _of(units, k + 1) == "messaging":  # "cancelem o envio de mensagens"
                     return "messaging", u.text + " of messages", temporal
-                if role == "service" and owner in ("other", "unknown"):  # "la suscripción del gimnasio"
-                    return owner, u.text + " of something else", temporal
+                owner = _of(units, k + 1, _OWNER) if role == "service" else ""
+                if owner == "other" or (owner == "unknown" and u.text not in _LISTS):
+                    return owner, u.text + " of something else", temporal  # "la suscripción del gimnasio"
                 return role, u.text, temporal
         # A pronoun after unknown words belongs to them: "stop singing it" is not "stop it".
         if "person" in u.roles and not person and not anaphor and not unknown:
             person = u.text
+            source = _of(units, k + 1, _SOURCE)  # "tira o meu nome da escala", "take me off the team"
+            if source in ("other", "unknown"):
+                return source, u.text + " from something else", temporal
             continue
         if "anaphor" in u.roles and not anaphor and not unknown:
             anaphor = u.text
@@ -307,23 +311,41 @@ def _object(units: list[Unit], j: int, sending: bool = False, verbal: bool = Fal
 
 
 _TALK = frozenset({"subject", "helper", "article", "determiner"})
+# A messaging verb, or receiving, right after a stop verb or a refusal is part of the action ("stop receiving").
+_VERBAL = frozenset({"send", "send_weak", "send_negated", "receive"})
+_LISTS = frozenset(["list", "lists", "lista", "listas", "liste", "listes", "mailing list"])
 # "of": what an object belongs to or is made of ("the sending of messages", "la suscripción del gimnasio").
 _GENITIVE = frozenset(["of", "de", "del", "da", "do", "das", "dos", "du", "des", "d"])
+# Where a person's name or number is taken from: "tira o meu nome da escala", "remove me from the team".
+_SOURCE = _GENITIVE | frozenset(
+    ["from", "off", "de la", "de mi", "de su", "de sus", "dessa", "desse", "dela"]
+)
+# What a service belongs to, also by place: "mi inscripción al curso", "minha inscrição no curso".
+_OWNER = _GENITIVE | frozenset(["no", "na", "en", "in", "at", "au", "al", "for"])
 
 
-def _of(units: list[Unit], k: int) -> str:
-    """The role of the noun after a genitive at ``k`` ("" when there is none): messaging, person, other or
-    unknown."""
-    if k >= len(units) or units[k].text not in _GENITIVE:
+def _of(units: list[Unit], k: int, words: frozenset[str] = _GENITIVE) -> str:
+    """The role of the noun after a genitive (or one of ``words``) at ``k`` ("" when there is none):
+    messaging, service, person, other or unknown."""
+    if k >= len(units) or units[k].text not in words:
         return ""
+    yours = False
     for u in units[k + 1 : k + 4]:
-        for role in ("messaging", "person", "other"):
+        for role in ("messaging", "service", "person", "other"):
             if role in u.roles:
                 return role
-        if u.roles & {"skip", "determiner"}:
+        if u.text in _YOUR:
+            yours = True
+        if u.roles & {"skip", "determiner"} and u.text not in words:
             continue
+        if yours and words is _SOURCE:
+            return "yours"  # "retirez mon numéro de vos fichiers": the sender's records, whatever their name
         return "unknown" if not u.roles or u.roles <= _TALK else ""
     return ""
+
+
+# The sender's: "from your files", "de sus registros", "de vos fichiers", "dos seus cadastros".
+_YOUR = frozenset(["your", "ur", "yr", "su", "sus", "vos", "votre", "seu", "seus", "sua", "suas"])
 
 
 _TO = frozenset(["to", "pro", "pra", "para", "a", "al", "au", "aux"])
@@ -434,21 +456,18 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
         j, verbal = i + 1, False
         # "stop texting", "dejen de mandarme", "arrêtez de m'envoyer", "pare de mandar": the messaging verb
         # becomes part of the action and its object is the object of the whole.
-        while (
-            j < len(units)
-            and kind in ("stop", "cancel", "nomore", "refuse")
-            and units[j].roles & {"skip"}
-            and (
-                j + 1 < len(units)
-                and not units[j + 1].roles.isdisjoint({"send", "send_weak", "send_negated"})
-            )
-        ):
-            j += 1
-        if (
-            j < len(units)
-            and kind in ("stop", "cancel", "refuse")
-            and not units[j].roles.isdisjoint({"send", "send_weak", "send_negated"})
-        ):
+        if kind in ("stop", "cancel", "nomore", "refuse"):
+            k = j  # over a few fillers and clitics: "no quiero que me contacten", "dejen de mandarme"
+            while (
+                k < len(units)
+                and k < j + 3
+                and "skip" in units[k].roles
+                and _VERBAL.isdisjoint(units[k].roles)
+            ):
+                k += 1
+            if k < len(units) and not _VERBAL.isdisjoint(units[k].roles):
+                j = k
+        if j < len(units) and kind in ("stop", "cancel", "refuse") and not _VERBAL.isdisjoint(units[j].roles):
             verbal, j = True, j + 1
         first = next((x for x in units[j : j + 3] if not x.roles & {"skip", "determiner"}), None)
         if not verbal and kind in ("stop", "cancel") and first is not None and _other_activity(first, u):
@@ -465,8 +484,18 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
         role, words, temporal = _object(
             units, j, sending=kind.startswith("send") and not verbal, verbal=verbal
         )
-        if role == "none" and "clitic_me" in units[j - 1].roles:
-            role, words = "person", "(" + units[j - 1].text + ")"  # "mandarme", "ne m'écriviez plus"
+        if role in ("none", "unknown") and "clitic_me" in units[j - 1].roles:
+            # "mandarme", "ne m'écriviez plus"; "retirez-moi de vos fichiers clients"
+            if role == "none" or _of(units, j, _SOURCE) in ("yours", "person"):
+                role, words = "person", "(" + units[j - 1].text + ")"
+        if (
+            role == "none"
+            and kind in ("remove", "send", "send_weak")
+            and i
+            and units[i - 1].text == "me"
+            and "en" not in u.langs
+        ):
+            role, words = "person", "me"  # "me retire", "favor me excluir", "me retirer", "não me chame"
         if role == "none" and kind == "remove" and u.text in _PARTICIPLES:
             back, back_words = _subject(units, i, person=True)  # "I want my number removed"
             if back != "none":
