@@ -484,10 +484,11 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
         role, words, temporal = _object(
             units, j, sending=kind.startswith("send") and not verbal, verbal=verbal
         )
-        if role in ("none", "unknown") and "clitic_me" in units[j - 1].roles:
-            # "mandarme", "ne m'écriviez plus"; "retirez-moi de vos fichiers clients"
-            if role == "none" or _of(units, j, _SOURCE) in ("yours", "person"):
-                role, words = "person", "(" + units[j - 1].text + ")"
+        # "mandarme", "ne m'écriviez plus"; "retirez-moi de vos fichiers clients"
+        if "clitic_me" in units[j - 1].roles and (
+            role == "none" or (role == "unknown" and _of(units, j, _SOURCE) in ("yours", "person"))
+        ):
+            role, words = "person", "(" + units[j - 1].text + ")"
         if (
             role == "none"
             and kind in ("remove", "send", "send_weak")
