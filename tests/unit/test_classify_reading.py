@@ -229,3 +229,15 @@ def test_objects_before_participles_across_clauses_and_after_of(text: str, inten
 def test_interest_receiving_sources_and_clitics(text: str, intent: Intent) -> None:
     result = classify(text)
     assert result.intent is intent and (intent is Intent.OTHER or not result.review), result
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [("please refrain from messaging me", Intent.OPTOUT), ("je refuse de recevoir ces sms", Intent.OPTOUT),
+     ("me niego a recibir sus mensajes", Intent.OPTOUT), ("parem com isso", Intent.OPTOUT),
+     ("stop all communication", Intent.OPTOUT), ("não tenho interesse nessa cor", Intent.OTHER),
+     ("not interested in the annual plan", Intent.OTHER)],
+)  # fmt: skip
+def test_refusals_and_interest_in_something_named(text: str, intent: Intent) -> None:
+    result = classify(text)
+    assert result.intent is intent and (intent is Intent.OTHER or not result.review), result

@@ -469,7 +469,10 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
                 j = k
         if j < len(units) and kind in ("stop", "cancel", "refuse") and not _VERBAL.isdisjoint(units[j].roles):
             verbal, j = True, j + 1
-        first = next((x for x in units[j : j + 3] if not x.roles & {"skip", "determiner"}), None)
+        first = next(
+            (x for x in units[j : j + 3] if "guard_after" in x.roles or not x.roles & {"skip", "determiner"}),
+            None,
+        )
         if not verbal and kind in ("stop", "cancel") and first is not None and _other_activity(first, u):
             continue  # "stop knowing me so well", "quit smoking": another activity, not the messages
         if (
