@@ -241,3 +241,15 @@ def test_interest_receiving_sources_and_clitics(text: str, intent: Intent) -> No
 def test_refusals_and_interest_in_something_named(text: str, intent: Intent) -> None:
     result = classify(text)
     assert result.intent is intent and (intent is Intent.OTHER or not result.review), result
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [("ok, arrêtez", Intent.OPTOUT), ("¿cómo me salgo de la lista?", Intent.OPTOUT),
+     ("como faço pra sair da lista", Intent.OPTOUT), ("no me llamen ni me escriban", Intent.OPTOUT),
+     ("don't call me honey", Intent.OTHER), ("no me mandes fotos, mejor texto", Intent.OTHER),
+     ("I've told you to stop several times", Intent.OPTOUT), ("I'm tired of them eating my lunch", Intent.OTHER)],
+)  # fmt: skip
+def test_clauses_questions_conjunctions_and_names(text: str, intent: Intent) -> None:
+    result = classify(text)
+    assert result.intent is intent and (intent is Intent.OTHER or not result.review), result

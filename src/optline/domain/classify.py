@@ -520,13 +520,15 @@ def _classify(text: str, hint: str | None) -> Classification:
             )  # fmt: skip
 
     # 5. The compositional reading (domain/reading.py): action + object, negation scope, sense guards.
-    reading = reading_.read([words.split()], len(tokens)) if readable else None
-    if reading is not None and _CLAUSES.search(folded):
-        # Something was read in the whole message: read it again clause by clause, so that an object or a
-        # negation is never taken from across a full stop or a comma (most ordinary SMS stop above).
+    reading = None
+    if readable and _CLAUSES.search(folded):
+        # Clause by clause, so that an object or a negation is never taken from across a full stop or a
+        # comma, and a request is read as the whole of its clause ("c'est bon, arrêtez").
         if clause_words is None:
             clause_words = _clause_words(folded, ad is not None)
         reading = reading_.read([cw.split() for cw in clause_words], len(tokens))
+    elif readable:
+        reading = reading_.read([words.split()], len(tokens))
     if reading is not None and reading.verdict is _V_OPTOUT:
         return Classification(
             _OPTOUT, reading.confidence, _lang(reading.language, tokens, hint), reading.reason,
@@ -560,6 +562,14 @@ def _classify(text: str, hint: str | None) -> Classification:
         # The phrase goes through the same object and sense check as the reading: "take me off the
         # waiting list" is about a waiting list, "no me manden la camisa azul" about a shirt.
         sense = reading_.phrase_object(m.group(0).split(), words[m.end() :].split())
+        if (
+            not sense
+            and reading is not None
+            and reading.object == "(unknown)"
+            and reading.action.split()[-1] in m.group(0).split()
+            and reading.action.split()[-1] in reading_.SEND_WORDS
+        ):
+            sense = "noun"  # the reading found the verb's object and knows it is not the messages: ask
         if sense:
             doubted = doubted or f"{sense}:{lang}:{name}:{m.group(0).strip()}"
             continue

@@ -38,7 +38,7 @@ ACTIONS = (
 OBJECTS = ("messaging", "service", "other", "person", "anaphor")
 OTHER_ROLES = (
     "frame", "negator", "blocker", "skip", "guard_after", "temporal", "temporal_send", "third", "article",
-    "verb_endings", "helper", "subject", "determiner", "wish", "clitic_me", "participle", "receive",
+    "verb_endings", "helper", "subject", "determiner", "wish", "clitic_me", "participle", "receive", "break",
 )  # fmt: skip
 _WINDOW = 6  # how far after an action its object may be (in lexicon units)
 # Words that end the search for an object: what follows is another thought ("stop texting me about my order").
@@ -121,6 +121,8 @@ _FUNCTION = frozenset(
     ["not", "dont", "did", "didnt", "never", "do", "no", "ne", "nao", "de", "me", "je", "ya", "i", "to", "de"]
 )
 _SENDS = frozenset({"send", "send_weak"})
+# Every messaging verb (its object is what is sent: "no me mandes audio" is about audio).
+SEND_WORDS = frozenset(p for p, u in TABLE.items() if u.action in ("send", "send_weak", "send_negated"))
 _SENDING = frozenset(
     {"send", "send_weak", "send_negated"}
 )  # "ne continuez pas à m'envoyer": "a" is no article
@@ -260,7 +262,7 @@ def _object(units: list[Unit], j: int, sending: bool = False, verbal: bool = Fal
     pause = {"temporal", "temporal_send"} if sending else {"temporal"}
     for k in range(j, min(len(units), j + _WINDOW)):
         u = units[k]
-        if u.text in _BREAKS:
+        if u.text in _BREAKS or "break" in u.roles:
             break
         if not u.roles.isdisjoint(pause):
             temporal = True
@@ -278,6 +280,8 @@ def _object(units: list[Unit], j: int, sending: bool = False, verbal: bool = Fal
         # A pronoun after unknown words belongs to them: "stop singing it" is not "stop it".
         if "person" in u.roles and not person and not anaphor and not unknown:
             person = u.text
+            if sending and k + 1 < len(units) and not units[k + 1].roles and " " not in u.text:
+                person += "+name"  # "don't call me sweetie"
             source = _of(units, k + 1, _SOURCE)  # "tira o meu nome da escala", "take me off the team"
             if source in ("other", "unknown"):
                 return source, u.text + " from something else", temporal
@@ -292,6 +296,9 @@ def _object(units: list[Unit], j: int, sending: bool = False, verbal: bool = Fal
         if not u.roles or u.roles <= _TALK:  # "stop it I'm laughing": a new subject is a new thought;
             # "go away for the weekend": a noun with no role in the reading is an object nobody named
             if person:  # "stop texting me about…": the person was the object
+                break
+            if anaphor:  # "tired of them shoving stuff": the pronoun is the subject of another verb
+                unknown += 1
                 break
             unknown += 1
             if unknown > 2:
@@ -406,6 +413,8 @@ def _verdict(kind: str, verbal: bool, role: str, size: int, words: str = "") -> 
         if role == "none":
             return Verdict.OPTOUT if size <= 6 else Verdict.CUE
         return None  # "I'm out of town": an unknown object is no request about messages
+    if role == "person" and kind == "send_weak" and words.endswith("+name"):
+        return None  # "don't call me sweetie": a name, not a call
     if role == "person":
         if kind == "send_weak":  # "don't call me" alone, yes; "don't call me, I'm in a meeting", ask
             return Verdict.OPTOUT if size <= 5 else Verdict.CUE
