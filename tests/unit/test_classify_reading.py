@@ -253,3 +253,14 @@ def test_refusals_and_interest_in_something_named(text: str, intent: Intent) -> 
 def test_clauses_questions_conjunctions_and_names(text: str, intent: Intent) -> None:
     result = classify(text)
     assert result.intent is intent and (intent is Intent.OTHER or not result.review), result
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [("delete my previous text please", Intent.OTHER), ("borra mi mensaje anterior", Intent.OTHER),
+     ("remove my text alerts", Intent.OPTOUT), ("I've blocked you", Intent.OPTOUT),
+     ("I'm out of here by noon", Intent.OTHER), ("je ne veux plus être importuné", Intent.OPTOUT)],
+)  # fmt: skip
+def test_own_messages_places_and_passives(text: str, intent: Intent) -> None:
+    result = classify(text)
+    assert result.intent is intent and (intent is Intent.OTHER or not result.review), result

@@ -38,7 +38,7 @@ ACTIONS = (
 OBJECTS = ("messaging", "service", "other", "person", "anaphor")
 OTHER_ROLES = (
     "frame", "negator", "blocker", "skip", "guard_after", "temporal", "temporal_send", "third", "article",
-    "verb_endings", "helper", "subject", "determiner", "wish", "clitic_me", "participle", "receive", "break",
+    "verb_endings", "helper", "subject", "determiner", "wish", "clitic_me", "participle", "receive", "break", "mine", "own",
 )  # fmt: skip
 _WINDOW = 6  # how far after an action its object may be (in lexicon units)
 # Words that end the search for an object: what follows is another thought ("stop texting me about my order").
@@ -258,7 +258,7 @@ def _object(units: list[Unit], j: int, sending: bool = False, verbal: bool = Fal
     is a negated messaging verb, for which "now" also makes a pause."""
     person = anaphor = ""
     unknown = 0
-    temporal = False
+    temporal = mine = False
     pause = {"temporal", "temporal_send"} if sending else {"temporal"}
     for k in range(j, min(len(units), j + _WINDOW)):
         u = units[k]
@@ -267,8 +267,16 @@ def _object(units: list[Unit], j: int, sending: bool = False, verbal: bool = Fal
         if not u.roles.isdisjoint(pause):
             temporal = True
             break
+        if "mine" in u.roles:
+            mine = True
         for role in ("messaging", "service", "other"):
             if role in u.roles:
+                if (
+                    mine
+                    and "own" in u.roles
+                    and (k + 1 >= len(units) or "messaging" not in units[k + 1].roles)
+                ):
+                    return "other", "(own) " + u.text, temporal  # "delete my last message": theirs, not ours
                 if role != "other" and _to_someone_else(units, k + 1):
                     return "other", u.text + " (to someone else)", temporal
                 if role == "other" and _of(units, k + 1) == "messaging":  # "cancelem o envio de mensagens"
@@ -317,7 +325,7 @@ def _object(units: list[Unit], j: int, sending: bool = False, verbal: bool = Fal
     return ("unknown", "(unknown)", temporal) if unknown else ("none", "(none)", temporal)
 
 
-_TALK = frozenset({"subject", "helper", "article", "determiner"})
+_TALK = frozenset({"subject", "helper", "article", "determiner", "guard_after", "mine"})
 # A messaging verb, or receiving, right after a stop verb or a refusal is part of the action ("stop receiving").
 _VERBAL = frozenset({"send", "send_weak", "send_negated", "receive"})
 _LISTS = frozenset(["list", "lists", "lista", "listas", "liste", "listes", "mailing list"])
