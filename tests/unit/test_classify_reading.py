@@ -264,3 +264,14 @@ def test_clauses_questions_conjunctions_and_names(text: str, intent: Intent) -> 
 def test_own_messages_places_and_passives(text: str, intent: Intent) -> None:
     result = classify(text)
     assert result.intent is intent and (intent is Intent.OTHER or not result.review), result
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [("I'd like to be unsubscribed", Intent.OPTOUT), ("quero ser excluído", Intent.OPTOUT),
+     ("I would like to be removed from the carpool", Intent.OTHER), ("can we stop receiving these?", Intent.OPTOUT),
+     ("arrêtez vos envois", Intent.OPTOUT), ("não mandem mais nada nesse número", Intent.OPTOUT)],
+)  # fmt: skip
+def test_passive_requests_and_questions(text: str, intent: Intent) -> None:
+    result = classify(text)
+    assert result.intent is intent and (intent is Intent.OTHER or not result.review), result

@@ -363,6 +363,7 @@ def _of(units: list[Unit], k: int, words: frozenset[str] = _GENITIVE) -> str:
 _YOUR = frozenset(["your", "ur", "yr", "su", "sus", "vos", "votre", "seu", "seus", "sua", "suas"])
 
 
+_BE = frozenset(["be", "being", "get", "ser", "etre", "sea", "seja"])
 _TO = frozenset(["to", "pro", "pra", "para", "a", "al", "au", "aux"])
 
 
@@ -521,9 +522,11 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
             back, back_words = _subject(units, i, person=True)  # "I want my number removed"
             if back != "none":
                 role, words = back, back_words
+            elif i and units[i - 1].text in _BE:
+                role, words = "person", "(self)"  # "I would like to be removed", "quero ser removido"
         if role == "none" and kind in ("stop", "cancel", "nomore"):
             role, words = _subject(units, i)
-            if role == "none" and any(not x.roles for x in units[:i]):
+            if role == "none" and not verbal and any(not x.roles for x in units[:i]):
                 continue  # "next stop", "the end": a bare stop verb only counts as the whole request
         if size > _LONG and role not in ("messaging", "service", "other"):
             continue  # in a long message, "don't contact me" may be part of a story: phrases decide
