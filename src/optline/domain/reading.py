@@ -231,9 +231,13 @@ def _negated(units: list[Unit], i: int, langs: frozenset[str], kind: str) -> tup
     return False, third
 
 
-def _guard_next(units: list[Unit], unit: Unit) -> bool:
-    k = units.index(unit) + 1
-    return k < len(units) and "guard_after" in units[k].roles
+def _person_guarded(units: list[Unit], j: int) -> bool:
+    """The first word after the action (at ``j``) is the person and a place word follows: "drop me off at"."""
+    for k in range(j, min(len(units), j + 3)):
+        u = units[k]
+        if "guard_after" in u.roles or not u.roles & {"skip", "determiner"}:
+            return "person" in u.roles and k + 1 < len(units) and "guard_after" in units[k + 1].roles
+    return False
 
 
 def _imperative_negation(units: list[Unit], i: int) -> bool:
@@ -500,7 +504,7 @@ def read_clause(tokens: list[str], size: int) -> list[Reading]:
             and kind in ("stop", "cancel", "remove")
         ):
             continue  # "stop by", "stop in", "sair às 19h", "para mim"
-        if kind == "cancel" and first is not None and "person" in first.roles and _guard_next(units, first):
+        if kind == "cancel" and _person_guarded(units, j):
             continue  # "drop me off at the corner"
         role, words, temporal = _object(
             units, j, sending=kind.startswith("send") and not verbal, verbal=verbal
