@@ -9,7 +9,8 @@ Order of the rules, each one naming itself in ``reason``:
    action and its object, with negation scope and sense guards — "composed:es:dejen de mandarme+mensajes" is
    an opt-out, "other-sense:en:stop calling+mom" is not, and a clause read as another sense is closed to 6;
 6. free-text phrases per language ("please take me off this list"), each refused when negated ("don't stop
-   the deals") or used in another sense ("stop by", "bus stop");
+   the deals") or used in another sense ("stop by", "bus stop"), and put through the reading's object check
+   ("take me off the waiting list" is another sense; "no me manden la camisa azul" goes to review);
 7. the review tier: a request or negation about sending with no confident reading ("can you cancel it?",
    "don't text me till Monday") is ``other`` with ``review`` set; the inbound service holds marketing for
    it only when it answers a recent marketing message.
@@ -230,6 +231,11 @@ _INTENS = r"(?:ing|fucking|fuckin|fking|fkn|freaking|frickin|effing|bloody|damn|
 _PROFANITY = r"(?:fuck\w*|fck\w*|fk|shit\w*|damn|stfu|wtf|asshole|bitch\w*|bastard\w*|crap)"
 
 
+# The spellings _PROFANITY's prefixes take in replies: a rule that needs one runs only when one is present.
+_PROFANE_WORDS = (
+    "fuck fucks fucked fucking fuckin fucken fuckn fuckers fucker fuckoff fuckery fck fcking fckin fcked fk "
+    "shit shits shitty shitting damn stfu wtf asshole assholes bitch bitches bitching bitchin bastard bastards crap"
+)
 _STOPS = "stop stopp stp sotp quit cease"
 _TEXTING = "text texts texting textin txt txts txting messages message msgs msg messaging sending send sms"
 _NEGS = "dont do never no didnt did"
@@ -278,7 +284,7 @@ _PHRASES: list[_Rule] = [
     _rule("en", "dont-text", r"^(?:please |pls |plz )?(?:dont|do not|never) (?:text|txt|message|msg|contact|call|email|sms|send)(?: (?:again|anymore|any more|ever))?$", _NEGS, max_tokens=8),
     _rule("en", "remove-me", r"\b(?:remove|delete|erase|lose|wipe|unlist|unenroll|unregister|purge) (?:me|my (?:number|name|info\w*|phone|contact\w*|#|cell|details|data|num)|this (?:number|phone|cell|#))\b(?! (?:up|a |an |in |home|there))", "remove delete erase lose wipe unlist unenroll unregister purge"),
     _rule("en", "off-your-list", r"\b(?:(?:remove|take|get|delete|drop|erase|unsubscribe|opt out|opt)(?: me| us| my \w+| this \w+)?|me|my (?:number|name|info|phone|#|cell)|this number) (?:off|from|out of) (?:of )?(?:(?:your|ur|the|this|all|these|every|that|ya|yalls|yall|any|ure) )?(?:\w+ )?(?:list|lists|database|system|contacts|mailing|records|distribution)\b(?! (?:for|of|to|and|from))", "list lists database system contacts mailing records distribution"),
-    _rule("en", "take-me-off", r"\b(?:take|get|drop|scratch|cross|strike) (?:me|my (?:number|name|info|phone|#|cell)) (?:off|out)\b(?! (?:at|here|there|by|near|in|on the way|home|early|work|school))(?! \w+ (?:at|street|st|station|road|rd|ave))", "take get drop scratch cross strike"),
+    _rule("en", "take-me-off", r"\b(?:take|get|drop|scratch|cross|strike) (?:me|my (?:number|name|info|phone|#|cell)) (?:off|out)\b(?! (?:at|here|there|by|near|in|on the way|home|early|work|school))(?! \w+ (?:at|street|st|station|road|rd|ave))", "take get drop scratch cross strike", also="off out"),
     _rule("en", "unsubscribe", r"\b(?:unsubscribe|unsubscibe|unsuscribe|unsubcribe|unsub|optout|opt me out|opt out|opting out|opted out)\b", "unsubscribe unsubscibe unsuscribe unsubcribe unsub optout opt opting opted"),
     _rule("en", "dont-want", r"\b(?:dont|do not|no longer|never|didnt|did not) (?:want|wish|need|like|care|asked|ask|agree|consent|give)\w*(?: to)?(?: (?:receive|get|getting|keep|be|any|more|these|your|this|those|the|ur|any more|further|future|keep getting|receiving|continue)){0,3} (?:texts?|txts?|messages?|msgs?|sms|ads|marketing|promo\w*|notifications?|alerts?|emails?|spam|offers?|updates|contacted|texted|messaged)\b", "dont do longer never didnt did", also=_OBJ_WORDS),
     _rule("en", "never-signed-up", r"\b(?:never|didnt|did not|dont remember|do not remember) (?:signed|sign|opted|opt|subscribed|subscribe|registered|register|agreed|gave you|give you)\b", "never didnt did dont do remember", also="signed sign opted opt subscribed subscribe registered register agreed gave give"),
@@ -287,12 +293,12 @@ _PHRASES: list[_Rule] = [
     _rule("en", "wrong-number", r"\b(?:wrong (?:number|#|person|phone|no)|not (?:the right|the correct) (?:number|person)|no one by that name|nobody by that name|you have the wrong)\b", "wrong right correct name"),
     _rule("en", "leave-alone", r"\b(?:leave me alone|stop harass\w*|stop bother\w*|stop spam\w*|this is harassment|harassing me|reporting (?:you|this|u) to|report (?:you|this) to the|(?:i blocked|blocking|block) (?:you|this|u|ur|your) ?(?:number|#)?$|do not call list|dnc list|cease and desist)\b", "leave harassment harassing reporting report blocked blocking block list dnc cease"),
     _rule("en", "profanity", rf"(?:^|\b(?:stop|quit|go|just) ){_PROFANITY}(?: \w+)?(?: off| you| u| yourself| outta here)\b|^(?:go away|shut up|get lost|buzz off|bugger off|piss off|screw you)\b", "fuck fucking fuckin fck fk shit stfu go shut get buzz bugger piss screw", max_tokens=6),
-    _rule("en", "profanity-texts", rf"\b{_PROFANITY} (?:\w+ )?(?:texts?|messages?|msgs?|spam|number|list)\b", "texts text messages message msgs spam number list"),
+    _rule("en", "profanity-texts", rf"\b{_PROFANITY} (?:\w+ )?(?:texts?|messages?|msgs?|spam|number|list)\b", "texts text messages message msgs spam number list", also=_PROFANE_WORDS),
     _rule("en", "no-more", r"\bno (?:more|further|additional) (?:texts?|txts?|messages?|msgs?|sms|ads|marketing|promo\w*|notifications?|alerts?|contact|spam|offers?|emails?)\b|^no more (?:please|pls|thanks|thank you|thx)$", "more further additional", also=_OBJ_WORDS + " please pls thanks thank thx contact"),
-    _rule("en", "all-brand", r"\b(?:unsubscribe|remove|take|opt) (?:me )?(?:out )?(?:from|of|off) (?:everything|all|every)\b", "everything all every", brand=True),
+    _rule("en", "all-brand", r"\b(?:unsubscribe|remove|take|opt) (?:me )?(?:out )?(?:from|of|off) (?:everything|all|every)\b", "everything all every", brand=True, also="unsubscribe remove take opt"),
     _rule("en", "how-to-stop", r"\bhow (?:do|can|to) (?:i |u |you )?(?:stop|unsubscribe|opt out|get off|cancel|end) (?:this|these|it|them|getting|receiving|the|your|ur|texts?|messages?)\b", "how", also="stop unsubscribe opt get cancel end"),
     _rule("en", "dont-send", r"\b(?:dont|do not|never|stop|quit|pls dont|please dont)(?: ever)? send\w*(?: me| us| this number)?(?: any| anymore| any more| more| these| those| your| ur| this| the| such| further)* (?:texts?|txts?|messages?|msgs?|sms|ads|promo\w*|spam|stuff|offers?|deals|marketing|notifications?|alerts?)\b", "dont do never stop quit", also="send sending sent"),
-    _rule("en", "told-you-stop", r"\b(?:said|told (?:you|u|ya|yall)|asked (?:you|u|yall)|asking (?:you|u|yall)|requested|request|begging you|how many times)(?: (?:to|many times|before|already|multiple times|again|several times|a million times|twice|please|you))* (?:stop|unsubscribe|remove me|opt out|take me off|quit)\b", "said told asked asking requested request begging times"),
+    _rule("en", "told-you-stop", r"\b(?:said|told (?:you|u|ya|yall)|asked (?:you|u|yall)|asking (?:you|u|yall)|requested|request|begging you|how many times)(?: (?:to|many times|before|already|multiple times|again|several times|a million times|twice|please|you))* (?:stop|unsubscribe|remove me|opt out|take me off|quit)\b", "said told asked asking requested request begging times", also="stop unsubscribe remove opt take quit"),
     _rule("en", "spam-report", r"\b(?:this is spam|(?:reported|reporting|report) (?:this |you |u )?(?:as |for |to )?(?:spam|the ftc|the fcc|ftc|fcc|attorney general)|(?:spam|scam)(?: bot| text| message)?$)\b", "spam ftc fcc general scam"),
     _rule("es", "no-enviar", r"\b(?:favor de |por favor )?no (?:me )?(?:enviar|mandar|escribir|contactar|llamar|molestar)\w*(?: (?:mas|nada))?\b|\bno (?:estoy|estamos) interesad[oa]s?\b", "no", also="enviar mandar escribir contactar llamar molestar enviarme mandarme escribirme contactarme llamarme molestarme estoy estamos"),
     _rule("pt", "nao-enviar", r"\bnao (?:me )?(?:enviar|mandar|escrever|contatar|ligar|incomodar)\w*(?: mais)?\b|\bnao tenho interesse\b|\bnao estou interessad[oa]\b", "nao", also="enviar mandar escrever contatar ligar incomodar tenho estou"),
@@ -317,7 +323,7 @@ _PHRASES: list[_Rule] = [
     _rule("pt", "pare-de", r"\b(?:pare|parem|parar|para|deixe|deixem|deixa|chega) de (?:me )?(?:mand|envi|escrev|lig|incomod|contat|spam|perturb)\w*", "pare parem parar para deixe deixem deixa chega", also="de"),
     _rule("pt", "nao-quero", r"\bnao (?:quero|desejo|preciso|aceito|tenho interesse)(?: (?:mais|receber|continuar|essas|estas|suas|seus|as|os|nenhuma|nenhum|a|o))* (?:receber|mensagens?|sms|textos?|mais|nada|promocoes|propaganda|publicidade|isso|contato|ser contatado|ser contactado)\b", "nao", also="quero desejo preciso aceito tenho"),
     _rule("pt", "nao-me-mande", r"\bnao (?:me )?(?:mande|mandem|envie|enviem|escreva|escrevam|ligue|liguem|contate|contatem|incomode|incomodem|perturbe)\w*(?: (?:mais|nada|nunca))?\b", "nao", also="mande mandem envie enviem escreva escrevam ligue liguem contate contatem incomode incomodem perturbe"),
-    _rule("pt", "me-tire", r"\b(?:me )?(?:tira|tire|tirem|tirar|remova|removam|remover|retire|retirem|retirar|exclua|excluam|excluir|apague|apaguem|apagar|descadastre|descadastrem|delete|deletem) (?:me |o meu |meu |o |a minha |minha |da |de |dessa |desta |do |deste |desse )?(?:sua |seu )?(?:numero|telefone|contato|cadastro|dados|lista)\b|\b(?:descadastrar|descadastre|descadastrem|me descadastr\w*|quero sair|sair da lista|cancelar (?:inscricao|assinatura|cadastro))\b", "tira tirar remover retirar excluir apagar tire tirem remova removam retire retirem exclua excluam apague apaguem descadastre descadastrem delete deletem descadastrar me sair cancelar"),
+    _rule("pt", "me-tire", r"\b(?:me )?(?:tira|tire|tirem|tirar|remova|removam|remover|retire|retirem|retirar|exclua|excluam|excluir|apague|apaguem|apagar|descadastre|descadastrem|delete|deletem) (?:me |o meu |meu |o |a minha |minha |da |de |dessa |desta |do |deste |desse )?(?:sua |seu )?(?:numero|telefone|contato|cadastro|dados|lista)\b|\b(?:descadastrar|descadastre|descadastrem|me descadastr\w*|quero sair|sair da lista|cancelar (?:inscricao|assinatura|cadastro))\b", "tira tirar remover retirar excluir apagar tire tirem remova removam retire retirem exclua excluam apague apaguem descadastre descadastrem delete deletem descadastrar descadastra descadastrei descadastrado descadastro descadastrando sair cancelar"),
     _rule("pt", "numero-errado", r"\b(?:numero errado|numero engano|engano de numero|nao sou (?:essa|esse|a|o) pessoa|foi engano)\b", "errado engano sou"),
     _rule("pt", "chega", r"\b(?:me deixe em paz|me deixem em paz|deixa me em paz|chega de (?:mensagens|sms|spam|propaganda)|para de encher)\b", "paz chega encher"),
 ]  # fmt: skip
@@ -362,10 +368,39 @@ _COMMON = frozenset(
         "ur",
     ]
 )
-_GATE = lx.TRIGGERS | frozenset(_RULES_BY_ANCHOR) | _AD_ANCHORS | _STRONG_TOKENS | (_OPTOUT_TOKENS - _COMMON)
+_ANCHORS = frozenset(_RULES_BY_ANCHOR)
+# Every word without which no rule, keyword clause, forwarded ad or reading (domain/reading.py) can apply.
+# A keyword clause holds every word of its keyword: one word of each (its longest, "shut" of "shut up",
+# "wrong" of "wrong #") is enough to let it through.
+_KEYWORD_CORES = frozenset(
+    max([t for t in w.split() if t not in _COMMON] or [""], key=len)
+    for w, (intent, _, _) in _KEYWORDS.items()
+    if intent is Intent.OPTOUT
+) - {""}
+_ANY_GATE = _ANCHORS | _AD_ANCHORS | _STRONG_TOKENS | _KEYWORD_CORES | reading_.ACTION_WORDS
+# A clause can be an opt-out keyword only with one of these ("ya no" is the one keyword of common words).
+_CLAUSE_NEEDS = _KEYWORD_CORES | {"ya"}
 
-# The same, widened to every word that may start a compositional reading (domain/reading.py).
-_ANY_GATE = _GATE | reading_.ACTION_WORDS
+
+_RULE_NEEDS = tuple((r.max_tokens, r.also) for r in _PHRASES)
+
+
+def _rules_for(token_set: frozenset[str], size: int) -> list[int]:
+    """The phrase rules (by priority) a message's own words can satisfy: an anchor, and an ``also`` word."""
+    hits = _ANCHORS.intersection(token_set)
+    if not hits:
+        return []
+    if len(hits) == 1:
+        found: tuple[int, ...] | list[int] = _RULES_BY_ANCHOR[next(iter(hits))]
+    else:
+        found = sorted({i for t in hits for i in _RULES_BY_ANCHOR[t]})
+    out = []
+    for i in found:
+        max_tokens, also = _RULE_NEEDS[i]
+        if size <= max_tokens and (not also or not also.isdisjoint(token_set)):
+            out.append(i)
+    return out
+
 
 # Another sense of "stop" or "end" in the same clause: "stop by", "bus stop", "stop and shop", "end of".
 _OTHER_SENSE = re.compile(
@@ -459,7 +494,11 @@ def _classify(text: str, hint: str | None) -> Classification:
         return Classification(_OTHER, 0.9, _language_vote(tokens, hint), "no-rule-matched")
     token_set = frozenset(tokens)
     readable = reading_.may_read(words, tokens, token_set)
-    if not readable and _GATE.isdisjoint(token_set):
+    rules = _rules_for(token_set, len(tokens))
+    # 4. needs a short message with an opt-out word, or a strong one; 3. an ad needs its verb.
+    short = len(tokens) <= 10 and not _CLAUSE_NEEDS.isdisjoint(token_set)
+    strong = not _STRONG_TOKENS.isdisjoint(token_set)
+    if not (readable or rules or short or strong) and _AD_ANCHORS.isdisjoint(token_set):
         return Classification(_OTHER, 0.9, _language_vote(token_set, hint), "no-rule-matched")
 
     # 3. Forwarded ads: cut "Reply STOP to 80000" out, then judge what is left.
@@ -468,11 +507,8 @@ def _classify(text: str, hint: str | None) -> Classification:
         words = _SPACES.sub(" ", _AD.sub(" ", words)).strip()
 
     # 4. A clause that is a strong keyword on its own: "I never signed up for this, STOP".
-    short = len(tokens) <= 10 and not _OPTOUT_TOKENS.isdisjoint(token_set)
     # Clauses in normal form (ad cut out), computed once for the clause keywords and the reading.
-    clause_words = (
-        _clause_words(folded, ad is not None) if short or not _STRONG_TOKENS.isdisjoint(token_set) else None
-    )
+    clause_words = _clause_words(folded, ad is not None) if short or strong else None
     for cw in clause_words or ():
         if not cw:
             continue
@@ -484,13 +520,15 @@ def _classify(text: str, hint: str | None) -> Classification:
             )  # fmt: skip
 
     # 5. The compositional reading (domain/reading.py): action + object, negation scope, sense guards.
-    reading = reading_.read([words.split()], len(tokens)) if readable else None
-    if reading is not None and _CLAUSES.search(folded):
-        # Something was read in the whole message: read it again clause by clause, so that an object or a
-        # negation is never taken from across a full stop or a comma (most ordinary SMS stop above).
+    reading = None
+    if readable and _CLAUSES.search(folded):
+        # Clause by clause, so that an object or a negation is never taken from across a full stop or a
+        # comma, and a request is read as the whole of its clause ("c'est bon, arrêtez").
         if clause_words is None:
             clause_words = _clause_words(folded, ad is not None)
         reading = reading_.read([cw.split() for cw in clause_words], len(tokens))
+    elif readable:
+        reading = reading_.read([words.split()], len(tokens))
     if reading is not None and reading.verdict is _V_OPTOUT:
         return Classification(
             _OPTOUT, reading.confidence, _lang(reading.language, tokens, hint), reading.reason,
@@ -505,11 +543,11 @@ def _classify(text: str, hint: str | None) -> Classification:
         token_set = frozenset(words.split())
 
     # 6. Free-text phrases, refused when the match sits in another sense of the word.
-    candidates = sorted({i for t in token_set for i in _RULES_BY_ANCHOR.get(t, ())})
-    for i in candidates:
+    doubted = ""  # a phrase refused by the object check below, when nothing else decides
+    for i in rules:
         rule = _PHRASES[i]
-        if len(tokens) > rule.max_tokens or (rule.also and rule.also.isdisjoint(token_set)):
-            continue
+        if rule.also and rule.also.isdisjoint(token_set):
+            continue  # its word sat in a clause read above as another sense or a pause
         m = rule.pattern.search(words)
         if not m:
             continue
@@ -520,6 +558,20 @@ def _classify(text: str, hint: str | None) -> Classification:
             and _OTHER_SENSE.search(span)
             and not re.search(r"stop (?:\w+ )?(?:texting|messag|sending)", span)
         ):
+            continue
+        # The phrase goes through the same object and sense check as the reading: "take me off the
+        # waiting list" is about a waiting list, "no me manden la camisa azul" about a shirt.
+        sense = reading_.phrase_object(m.group(0).split(), words[m.end() :].split())
+        if (
+            not sense
+            and reading is not None
+            and reading.object == "(unknown)"
+            and reading.action.split()[-1] in m.group(0).split()
+            and reading.action.split()[-1] in reading_.SEND_WORDS
+        ):
+            sense = "noun"  # the reading found the verb's object and knows it is not the messages: ask
+        if sense:
+            doubted = doubted or f"{sense}:{lang}:{name}:{m.group(0).strip()}"
             continue
         everything = brand or bool(_EVERYTHING.search(words))
         conf = 0.85 if len(tokens) <= 20 else 0.75
@@ -535,6 +587,14 @@ def _classify(text: str, hint: str | None) -> Classification:
         # 7. The review tier: a request or negation about sending with no confident reading. Not an opt-out
         # by itself; the inbound service holds marketing when it answers a recent marketing message.
         return Classification(_OTHER, reading.confidence, lang, "review:" + reading.reason, review=True)
+    if doubted.startswith("other:"):
+        return Classification(
+            _OTHER, 0.8, _language_vote(token_set, hint), "other-sense:phrase:" + doubted[6:]
+        )
+    if doubted:  # a request about an object nobody named as messages: a person should look
+        return Classification(
+            _OTHER, 0.4, _language_vote(token_set, hint), "review:phrase:" + doubted, review=True
+        )
     if ad:
         return Classification(_OTHER, 0.9, _language_vote(token_set, hint), "forwarded-ad:" + ad.group(0))
     return Classification(_OTHER, 0.8, _language_vote(token_set, hint), "no-rule-matched")
