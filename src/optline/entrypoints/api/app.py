@@ -9,6 +9,7 @@ import optline
 from optline.adapters.db.database import head_revision, schema_revision
 from optline.bootstrap import Container
 from optline.entrypoints import web
+from optline.entrypoints.body_limit import BodyLimitMiddleware, limits
 from optline.entrypoints.api import campaigns as campaigns_api
 from optline.entrypoints.api import contacts, programs
 from optline.entrypoints.api import event_hooks as event_hooks_api
@@ -64,5 +65,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(event_hooks_api.router)
     app.include_router(metrics_api.router)
     web.mount(app, container)
+    s = container.settings
+    app.add_middleware(BodyLimitMiddleware, limit_for=limits(s.max_body_bytes, s.max_upload_bytes))
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every log line has the id
     return app
