@@ -114,3 +114,39 @@ def test_signed_hostile_requests_never_get_a_5xx_and_refusals_record_nothing(
             assert response.status_code == 200, _explain(req, response)
 
     check()
+
+
+@pytest.mark.parametrize("provider", hostile.PROVIDERS)
+def test_a_stop_with_nul_characters_is_recorded_without_them(
+    client: TestClient, container: Container, provider: str
+) -> None:
+    """PostgreSQL cannot store NUL in text: the STOP used to fail there with a 500 on every retry, so the
+    opt-out was never recorded. NUL is removed from the text before it is stored; the opt-out stands."""
+    fx = hostile.inbound(provider, "SMnul00001", body="\x00ST\x00OP\x00")
+    signed = signing.sign(provider, fx, hostile.BASE, now=container.clock.now().timestamp())
+    response = client.request(signed.method, signed.path, headers=signed.headers, content=signed.body)
+    assert response.status_code == 200, response.text
+    with container.db.read() as conn:
+        body, intent, event_id = conn.execute(
+            select(inbound_messages.c.body, inbound_messages.c.intent, inbound_messages.c.consent_event_id)
+        ).one()
+        action = conn.execute(select(consent_events.c.action).where(consent_events.c.id == event_id)).scalar()
+    assert (body, intent, action) == ("STOP", "optout", "opt_out")
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("provider", "field", "value", "named"),
+    [("twilio", "MessageSid", "SM" + "9" * 200, "MessageSid"), ("twilio", "From", "+1415555\x000134", "From"),
+     ("plivo", "MessageUUID", "\x00", "MessageUUID"), ("vonage", "msisdn", "1" * 40, "msisdn")],
+)  # fmt: skip
+def test_a_signed_but_unusable_field_is_a_400_naming_it(
+    client: TestClient, container: Container, provider: str, field: str, value: str, named: str
+) -> None:
+    fx = hostile.inbound(provider, "SMfield001")
+    fx["params"][field] = value
+    signed = signing.sign(provider, fx, hostile.BASE, now=container.clock.now().timestamp())
+    before = recorded(container)
+    response = client.request(signed.method, signed.path, headers=signed.headers, content=signed.body)
+    assert response.status_code == 400 and named in response.text, response.text
+    assert recorded(container) == before

@@ -25,7 +25,13 @@ JSON = "application/json"
 FORM_PROVIDERS = ("twilio", "vonage", "plivo")
 JSON_PROVIDERS = ("telnyx", "simulator")
 PROVIDERS = (*FORM_PROVIDERS, *JSON_PROVIDERS)
-WRONG_TYPES = ("text/plain", "multipart/form-data; boundary=x", "application/xml", "", "application/json; x=1")
+WRONG_TYPES = (
+    "text/plain",
+    "multipart/form-data; boundary=x",
+    "application/xml",
+    "",
+    "application/json; x=1",
+)
 
 # Values a careless or hostile sender puts where an id, a number or a text belongs.
 _HOSTILE = st.one_of(
@@ -241,7 +247,9 @@ def prepare(req: Hostile, now: float) -> tuple[str, str, dict[str, str], bytes]:
     if req.provider == "telnyx":
         stamp = str(int(now))
         sig = signing.TELNYX_KEY.sign(stamp.encode() + b"|" + body).signature
-        headers.update({"telnyx-signature-ed25519": base64.b64encode(sig).decode(), "telnyx-timestamp": stamp})
+        headers.update(
+            {"telnyx-signature-ed25519": base64.b64encode(sig).decode(), "telnyx-timestamp": stamp}
+        )
         return method, path, headers, body
     from optline.adapters.providers.simulator import webhook
 

@@ -1,13 +1,11 @@
 """Request bodies larger than the limit are refused with 413 before they are read (DESIGN.md invariant 7:
 a clear error; and a 200 MB POST must cost nothing).
 
-Two doors: a ``Content-Length`` above the limit is answered at once, the app never called; a body sent
-without one (chunked) is counted as it arrives and refused at the first chunk past the limit. The count
-also guards against a client whose Content-Length understates what it sends.
-
-The refusal is a Starlette ``HTTPException``: FastAPI re-raises those from its body parsing (any other
-error there becomes a 400 "error parsing the body"), and the app's exception handling renders it. Raised
-past the app (a route that does not use FastAPI's body parsing), it is answered here.
+Two doors: a ``Content-Length`` above the limit is answered here at once, the app never called; a body sent
+without one (chunked), or longer than it said, is counted as it arrives by Starlette's own
+``RequestBodyLimitResponder`` and refused at the first chunk past the limit. FastAPI knows that one's
+signal and answers 413 wherever the body was being read (an error of ours raised there would come out as
+its 400 "error parsing the body"). What this module adds is the choice of limit by path.
 """
 
 from __future__ import annotations
@@ -16,16 +14,12 @@ import re
 from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
+from starlette.middleware.body_limit import RequestBodyLimitResponder
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # The one route that takes files: the dashboard's contact import (its own, larger limit).
 UPLOAD_PATHS = re.compile(r"/dashboard/programs/[^/]+/import")
-
-
-class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body too large: the limit is {limit} bytes")
 
 
 def limits(max_body_bytes: int, max_upload_bytes: int) -> Callable[[str], int]:
@@ -48,19 +42,9 @@ class BodyLimitMiddleware:
             await PlainTextResponse("bad request: Content-Length is not a number", 400)(scope, receive, send)
             return
         if declared is not None and declared > limit:
-            await _refuse(limit, scope, receive, send)
+            await _too_large(limit)(scope, receive, send)
             return
-        received = 0
         started = False
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge(limit)
-            return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
@@ -68,11 +52,24 @@ class BodyLimitMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if started:  # the app answered before reading it all: nothing more to say
+            await RequestBodyLimitResponder(self.app, limit)(scope, receive, tracking_send)
+        except BaseExceptionGroup as group:
+            # A function middleware (``app.middleware("http")``) runs the app in a task group, which wraps
+            # Starlette's signal in an ExceptionGroup that its responder does not recognise.
+            if started or group.split(_is_too_large)[1] is not None:
                 raise
-            await _refuse(limit, scope, receive, send)
+            await _too_large(limit)(scope, receive, send)
+
+
+def _is_too_large(exc: BaseException) -> bool:
+    return isinstance(exc, HTTPException) and exc.status_code == 413
+
+
+def _too_large(limit: int) -> PlainTextResponse:
+    # Connection: close, so the server does not read the rest of the body to reuse the connection.
+    return PlainTextResponse(
+        f"request body too large: the limit is {limit} bytes", 413, headers={"connection": "close"}
+    )
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -81,11 +78,3 @@ def _content_length(scope: Scope) -> int | None:
         if name == b"content-length":
             return int(value) if value.isdigit() else -1
     return None
-
-
-async def _refuse(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
-    # Connection: close, so the server does not read the rest of the body to reuse the connection.
-    response = PlainTextResponse(
-        f"request body too large: the limit is {limit} bytes", 413, headers={"connection": "close"}
-    )
-    await response(scope, receive, send)

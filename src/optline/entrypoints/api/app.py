@@ -9,7 +9,6 @@ import optline
 from optline.adapters.db.database import head_revision, schema_revision
 from optline.bootstrap import Container
 from optline.entrypoints import web
-from optline.entrypoints.body_limit import BodyLimitMiddleware, limits
 from optline.entrypoints.api import campaigns as campaigns_api
 from optline.entrypoints.api import contacts, programs
 from optline.entrypoints.api import event_hooks as event_hooks_api
@@ -17,6 +16,7 @@ from optline.entrypoints.api import metrics as metrics_api
 from optline.entrypoints.api import reports as reports_api
 from optline.entrypoints.api import signups as signups_api
 from optline.entrypoints.api import webhooks as webhooks_api
+from optline.entrypoints.body_limit import BodyLimitMiddleware, limits
 from optline.entrypoints.web import join as join_web
 from optline.logs import RequestIdMiddleware
 
