@@ -64,8 +64,8 @@ class Settings(BaseSettings):
     # Request bodies (entrypoints/body_limit.py): refused with 413 before they are read, by Content-Length or
     # by counting what arrives, so a 200 MB POST costs nothing. Webhooks, the API and forms carry kilobytes;
     # the dashboard's contact import takes files of their own limit.
-    max_body_bytes: int = Field(1024 * 1024, ge=1024)
-    max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024)  # the dashboard's own MAX_UPLOAD_BYTES
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)  # the dashboard's own MAX_UPLOAD_BYTES
 
     # The public sign-up form (/join/<program>): form posts per client IP per 10 minutes (per process), and
     # sign-ups started per client IP per hour (counted in the database, so across processes).
