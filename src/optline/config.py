@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Secrets that were published in the code or docs (an older release defaulted to the first): refused in
@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     # day) and each request's timeout.
     webhook_retry_base_seconds: float = 30.0
     webhook_timeout_seconds: float = 10.0
+
+    # Request bodies (entrypoints/body_limit.py): refused with 413 before they are read, by Content-Length or
+    # by counting what arrives, so a 200 MB POST costs nothing. Webhooks, the API and forms carry kilobytes;
+    # the dashboard's contact import takes files of their own limit.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)  # the dashboard's own MAX_UPLOAD_BYTES
 
     # The public sign-up form (/join/<program>): form posts per client IP per 10 minutes (per process), and
     # sign-ups started per client IP per hour (counted in the database, so across processes).

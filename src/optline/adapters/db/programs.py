@@ -23,6 +23,8 @@ def create(conn: Connection, **values: Any) -> dict[str, Any]:
 
 
 def get_by_name(conn: Connection, name: str) -> dict[str, Any] | None:
+    if "\x00" in name:  # no program has one (PostgreSQL refuses NUL in a query: a 500 for a typed URL)
+        return None
     row = conn.execute(select(programs).where(programs.c.name == name)).first()
     return dict(row._mapping) if row else None
 

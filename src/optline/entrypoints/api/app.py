@@ -16,6 +16,7 @@ from optline.entrypoints.api import metrics as metrics_api
 from optline.entrypoints.api import reports as reports_api
 from optline.entrypoints.api import signups as signups_api
 from optline.entrypoints.api import webhooks as webhooks_api
+from optline.entrypoints.body_limit import BodyLimitMiddleware, limits
 from optline.entrypoints.web import join as join_web
 from optline.logs import RequestIdMiddleware
 
@@ -64,5 +65,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(event_hooks_api.router)
     app.include_router(metrics_api.router)
     web.mount(app, container)
+    s = container.settings
+    app.add_middleware(BodyLimitMiddleware, limit_for=limits(s.max_body_bytes, s.max_upload_bytes))
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every log line has the id
     return app

@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
-from optline.entrypoints.api.deps import ApiKeyDep, ConnDep, ContainerDep
+from optline.entrypoints.api.deps import ERRORS, ApiKeyDep, ConnDep, ContainerDep
+from optline.entrypoints.api.fields import GivenTime, IdPath, JsonObject, NamePath, NameQuery, Timestamp, text
 from optline.services import audience
 from optline.services import campaigns as service
 
-router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
+router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"], responses=ERRORS)
 # ``_key`` comes first in every route: the key check runs (and commits) before the request's transaction
 # opens — on SQLite a second write transaction inside the first would wait for itself.
 
 
 class CampaignCreate(BaseModel):
-    program: str
-    name: str = Field(min_length=1, max_length=200)
-    template: str = Field(min_length=1)
-    message_type: str = "marketing"
-    audience_filter: dict[str, Any] = Field(default_factory=dict)
-    tag: str | None = None
+    program: Annotated[str, text(100, min_length=1)]
+    name: Annotated[str, text(200, min_length=1)]
+    template: Annotated[str, text(5000, min_length=1)]
+    message_type: Annotated[str, text(20)] = "marketing"
+    audience_filter: JsonObject = Field(default_factory=dict)
+    tag: Annotated[str, text(100)] | None = None
 
 
 class CampaignPublic(BaseModel):
@@ -36,17 +36,17 @@ class CampaignPublic(BaseModel):
     tag: str | None
     audience_filter: dict[str, Any]
     status: str
-    scheduled_at: datetime | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    scheduled_at: Timestamp | None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
 
 
 class SendRequest(BaseModel):
-    at: datetime | None = Field(default=None, description="schedule for this time (default: now)")
+    at: GivenTime | None = Field(default=None, description="schedule for this time (default: now)")
 
 
-def _get(conn: Connection, campaign_id: int) -> dict[str, Any]:
+def _get(conn: Connection, campaign_id: IdPath) -> dict[str, Any]:
     try:
         return service.get_by_id(conn, campaign_id)
     except LookupError as exc:
@@ -54,7 +54,7 @@ def _get(conn: Connection, campaign_id: int) -> dict[str, Any]:
 
 
 @router.get("", response_model=list[CampaignPublic])
-def list_campaigns(_key: ApiKeyDep, conn: ConnDep, program: str | None = None) -> list[dict[str, Any]]:
+def list_campaigns(_key: ApiKeyDep, conn: ConnDep, program: NameQuery = None) -> list[dict[str, Any]]:
     try:
         return service.list_all(conn, program)
     except LookupError as exc:
@@ -74,13 +74,13 @@ def create_campaign(
 
 
 @router.get("/{campaign_id}", response_model=CampaignPublic)
-def get_campaign(_key: ApiKeyDep, campaign_id: int, conn: ConnDep) -> dict[str, Any]:
+def get_campaign(_key: ApiKeyDep, campaign_id: IdPath, conn: ConnDep) -> dict[str, Any]:
     return _get(conn, campaign_id)
 
 
 @router.post("/{campaign_id}/lint")
 def lint_campaign(
-    _key: ApiKeyDep, campaign_id: int, conn: ConnDep, container: ContainerDep
+    _key: ApiKeyDep, campaign_id: IdPath, conn: ConnDep, container: ContainerDep
 ) -> dict[str, Any]:
     result = service.lint(conn, container.clock, _get(conn, campaign_id))
     seg = result.segments
@@ -93,7 +93,7 @@ def lint_campaign(
 
 
 @router.get("/{campaign_id}/audience")
-def audience_dry_run(_key: ApiKeyDep, campaign_id: int, conn: ConnDep) -> dict[str, Any]:
+def audience_dry_run(_key: ApiKeyDep, campaign_id: IdPath, conn: ConnDep) -> dict[str, Any]:
     campaign = _get(conn, campaign_id)
     try:
         dry = audience.dry_run(conn, campaign["program_id"], campaign["audience_filter"])
@@ -103,7 +103,7 @@ def audience_dry_run(_key: ApiKeyDep, campaign_id: int, conn: ConnDep) -> dict[s
 
 
 @router.post("/{campaign_id}/send", response_model=CampaignPublic)
-def send_campaign(_key: ApiKeyDep, campaign_id: int, conn: ConnDep, container: ContainerDep, body: SendRequest | None = None) -> dict[str, Any]:  # fmt: skip
+def send_campaign(_key: ApiKeyDep, campaign_id: IdPath, conn: ConnDep, container: ContainerDep, body: SendRequest | None = None) -> dict[str, Any]:  # fmt: skip
     try:
         row, _ = service.start(conn, container.clock, _get(conn, campaign_id), at=body.at if body else None)
     except (
@@ -117,7 +117,7 @@ def send_campaign(_key: ApiKeyDep, campaign_id: int, conn: ConnDep, container: C
 
 @router.post("/{campaign_id}/{action}", response_model=CampaignPublic)
 def change_campaign(
-    _key: ApiKeyDep, campaign_id: int, action: str, conn: ConnDep, container: ContainerDep
+    _key: ApiKeyDep, campaign_id: IdPath, action: NamePath, conn: ConnDep, container: ContainerDep
 ) -> dict[str, Any]:
     campaign = _get(conn, campaign_id)
     try:
@@ -135,7 +135,7 @@ def change_campaign(
 
 
 @router.get("/{campaign_id}/status")
-def campaign_status(_key: ApiKeyDep, campaign_id: int, conn: ConnDep) -> dict[str, Any]:
+def campaign_status(_key: ApiKeyDep, campaign_id: IdPath, conn: ConnDep) -> dict[str, Any]:
     st = service.status(conn, _get(conn, campaign_id))
     return {
         "status": st.campaign["status"],

@@ -8,11 +8,12 @@ from fastapi import APIRouter, HTTPException, Request, status
 
 from optline.domain.consent import ConsentRefused, OptedOut
 from optline.domain.phones import InvalidPhoneNumber
-from optline.entrypoints.api.deps import ApiKeyDep, ConnDep, ContainerDep
+from optline.entrypoints.api.deps import ERRORS, ApiKeyDep, ConnDep, ContainerDep
+from optline.entrypoints.api.fields import PhonePath
 from optline.entrypoints.api.schemas import ConsentRequest, ConsentResult, ContactCreate, ContactPublic
 from optline.services import contacts as contact_service
 
-router = APIRouter(prefix="/v1/contacts", tags=["contacts"])
+router = APIRouter(prefix="/v1/contacts", tags=["contacts"], responses=ERRORS)
 
 
 @router.post("", response_model=ContactPublic, status_code=status.HTTP_201_CREATED)
@@ -31,7 +32,7 @@ def create_contact(
 
 
 @router.get("/{phone}", response_model=ContactPublic)
-def get_contact(phone: str, conn: ConnDep, container: ContainerDep, _key: ApiKeyDep) -> dict[str, Any]:
+def get_contact(phone: PhonePath, conn: ConnDep, container: ContainerDep, _key: ApiKeyDep) -> dict[str, Any]:
     try:
         found = contact_service.show_contact(conn, phone, container.settings.default_region)
     except InvalidPhoneNumber as exc:
@@ -43,7 +44,12 @@ def get_contact(phone: str, conn: ConnDep, container: ContainerDep, _key: ApiKey
 
 @router.post("/{phone}/consent", response_model=ConsentResult, status_code=status.HTTP_201_CREATED)
 def change_consent(
-    phone: str, body: ConsentRequest, request: Request, conn: ConnDep, container: ContainerDep, key: ApiKeyDep
+    phone: PhonePath,
+    body: ConsentRequest,
+    request: Request,
+    conn: ConnDep,
+    container: ContainerDep,
+    key: ApiKeyDep,
 ) -> dict[str, Any]:
     if body.action == "opt_in" and body.occurred_at is None:
         # The time is part of the evidence: when the person consented, not when a system reported it.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy import Connection
 
 from optline.adapters.db import api_keys
 from optline.bootstrap import Container
+from optline.entrypoints.api.schemas import Problem
 
 
 def get_container(request: Request) -> Container:
@@ -50,3 +51,15 @@ def require_api_key(request: Request, container: ContainerDep, conn: ConnDep) ->
 
 
 ApiKeyDep = Annotated[str, Depends(require_api_key)]
+
+
+# The error answers every /v1 route may give, documented in the OpenAPI schema (each router's ``responses``)
+# with the body they carry: a client (and the schemathesis suite) knows every status it can get.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "unreadable request (e.g. a Content-Length that is not a number)"},
+    401: {"model": Problem, "description": "missing, invalid or revoked API key"},
+    404: {"model": Problem, "description": "no such resource (the detail names it)"},
+    409: {"model": Problem, "description": "conflicts with the resource's state or an existing one"},
+    413: {"model": Problem, "description": "request body over OPTLINE_MAX_BODY_BYTES"},
+    422: {"model": Problem, "description": "invalid request: the detail names the field and the rule"},
+}

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
 from optline.domain.event_hooks import EVENT_TYPES, EndpointError
-from optline.entrypoints.api.deps import ApiKeyDep, ConnDep, ContainerDep
+from optline.entrypoints.api.deps import ERRORS, ApiKeyDep, ConnDep, ContainerDep
+from optline.entrypoints.api.fields import IdPath, Timestamp, text
 from optline.services import event_hooks
 
-router = APIRouter(tags=["webhooks (outbound)"])
+router = APIRouter(tags=["webhooks (outbound)"], responses=ERRORS)
 
 
 class EndpointCreate(BaseModel):
-    url: str = Field(description="https:// URL (http only for localhost, or in development)")
-    events: list[str] = Field(description=f"any of: {', '.join(EVENT_TYPES)}")
-    description: str = ""
+    url: Annotated[str, text(2000, min_length=1)] = Field(
+        description="https:// URL (http only for localhost, or in development)"
+    )
+    events: list[Annotated[str, text(50)]] = Field(
+        description=f"any of: {', '.join(EVENT_TYPES)}", max_length=len(EVENT_TYPES) * 2
+    )
+    description: Annotated[str, text(500)] = ""
 
 
 class EndpointPublic(BaseModel):
@@ -27,8 +31,8 @@ class EndpointPublic(BaseModel):
     description: str
     events: list[str]
     enabled: bool
-    created_at: datetime
-    disabled_at: datetime | None = None
+    created_at: Timestamp
+    disabled_at: Timestamp | None = None
 
 
 class EndpointCreated(EndpointPublic):
@@ -36,7 +40,7 @@ class EndpointCreated(EndpointPublic):
 
 
 class AttemptPublic(BaseModel):
-    attempted_at: datetime
+    attempted_at: Timestamp
     status_code: int | None
     duration_ms: int
     response_snippet: str
@@ -46,15 +50,15 @@ class AttemptPublic(BaseModel):
 
 class DeliveryPublic(BaseModel):
     id: int
-    endpoint_id: int
+    endpoint_id: IdPath
     message_id: str = Field(description="the webhook-id header, the same on every attempt and replay")
     event_type: str
     body: str
     status: str
     attempts: int
-    next_attempt_at: datetime
-    created_at: datetime
-    delivered_at: datetime | None
+    next_attempt_at: Timestamp
+    created_at: Timestamp
+    delivered_at: Timestamp | None
     attempt_list: list[AttemptPublic]
 
 
@@ -79,7 +83,7 @@ def create_endpoint(
 
 
 @router.delete("/v1/webhook-endpoints/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT)
-def disable_endpoint(endpoint_id: int, conn: ConnDep, container: ContainerDep, _key: ApiKeyDep) -> None:
+def disable_endpoint(endpoint_id: IdPath, conn: ConnDep, container: ContainerDep, _key: ApiKeyDep) -> None:
     try:
         event_hooks.disable_endpoint(conn, container.clock, endpoint_id)
     except event_hooks.HookError as exc:
@@ -100,7 +104,7 @@ def enable_endpoint(
 
 @router.get("/v1/webhook-endpoints/{endpoint_id}/deliveries", response_model=list[DeliveryPublic])
 def list_deliveries(
-    endpoint_id: int, conn: ConnDep, _key: ApiKeyDep, limit: int = Query(50, ge=1, le=500)
+    endpoint_id: IdPath, conn: ConnDep, _key: ApiKeyDep, limit: int = Query(50, ge=1, le=500)
 ) -> list[dict[str, Any]]:
     if not any(e["id"] == endpoint_id for e in event_hooks.list_endpoints(conn)):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no webhook endpoint {endpoint_id}")
@@ -109,7 +113,7 @@ def list_deliveries(
 
 @router.post("/v1/webhook-deliveries/{delivery_id}/replay", status_code=status.HTTP_202_ACCEPTED)
 def replay_delivery(
-    delivery_id: int, conn: ConnDep, container: ContainerDep, _key: ApiKeyDep
+    delivery_id: IdPath, conn: ConnDep, container: ContainerDep, _key: ApiKeyDep
 ) -> dict[str, Any]:
     """Send the delivery again (same webhook-id and body) on the worker's next pass."""
     try:

@@ -6,11 +6,12 @@ from fastapi import APIRouter, HTTPException, status
 
 from optline.domain.phones import InvalidPhoneNumber
 from optline.domain.support_contact import SupportContactError
-from optline.entrypoints.api.deps import ApiKeyDep, ConnDep, ContainerDep
+from optline.entrypoints.api.deps import ERRORS, ApiKeyDep, ConnDep, ContainerDep
+from optline.entrypoints.api.fields import NamePath
 from optline.entrypoints.api.schemas import ProgramCreate, ProgramPublic
 from optline.services import programs as program_service
 
-router = APIRouter(prefix="/v1/programs", tags=["programs"])
+router = APIRouter(prefix="/v1/programs", tags=["programs"], responses=ERRORS)
 
 
 @router.get("", response_model=list[ProgramPublic])
@@ -36,7 +37,7 @@ def create_program(
 
 
 @router.get("/{name}", response_model=ProgramPublic)
-def get_program(name: str, conn: ConnDep, _key: ApiKeyDep) -> dict[str, object]:
+def get_program(name: NamePath, conn: ConnDep, _key: ApiKeyDep) -> dict[str, object]:
     program = program_service.get_program(conn, name)
     if program is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no program named {name!r}")

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from optline.entrypoints.api.deps import ApiKeyDep, ConnDep, ContainerDep
+from optline.entrypoints.api.deps import ERRORS, ApiKeyDep, ConnDep, ContainerDep
+from optline.entrypoints.api.fields import NO_NUL, NameQuery
 from optline.services import analytics, audit
 from optline.services.programs import require_program
 
-router = APIRouter(prefix="/v1/reports", tags=["reports"])
+router = APIRouter(prefix="/v1/reports", tags=["reports"], responses=ERRORS)
 
 
 def _program(conn: Any, name: str | None) -> dict[str, Any] | None:
@@ -28,7 +29,7 @@ def optouts(
     _key: ApiKeyDep,
     conn: ConnDep,
     container: ContainerDep,
-    program: str | None = None,
+    program: NameQuery = None,
     since: date | None = None,
     window_days: int | None = Query(None, ge=1, le=90),
 ) -> dict[str, Any]:
@@ -41,7 +42,11 @@ def optouts(
 
 
 @router.get("/audit/latest")
-def latest_audit(_key: ApiKeyDep, conn: ConnDep, trigger: str | None = None) -> dict[str, Any]:
+def latest_audit(
+    _key: ApiKeyDep,
+    conn: ConnDep,
+    trigger: Annotated[str | None, Query(max_length=50, pattern=NO_NUL)] = None,
+) -> dict[str, Any]:
     """The newest stored list review, with its findings."""
     run = audit.latest_run(conn, trigger)
     if run is None:
@@ -51,7 +56,7 @@ def latest_audit(_key: ApiKeyDep, conn: ConnDep, trigger: str | None = None) -> 
 
 @router.post("/audit", status_code=status.HTTP_201_CREATED)
 def run_audit(
-    _key: ApiKeyDep, conn: ConnDep, container: ContainerDep, program: str | None = None, fix: bool = False
+    _key: ApiKeyDep, conn: ConnDep, container: ContainerDep, program: NameQuery = None, fix: bool = False
 ) -> dict[str, Any]:
     """Run the list review now (``fix=true`` applies the safe fixes) and store it."""
     cfg = audit.config_from(container.settings)

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, HttpUrl
 
+from optline.entrypoints.api.fields import GivenTime, JsonObject, Timestamp, text
+
+Name = Annotated[str, text(100, min_length=1)]
+Short = Annotated[str, text(200)]
+Phone = Annotated[str, text(40, min_length=1)]
+
+
+class Problem(BaseModel):
+    """Every error answer: ``detail`` says what is wrong and where (a list of them for a request that does
+    not match the schema)."""
+
+    detail: str | list[dict[str, Any]]
+
 
 class ProgramCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
-    brand: str = Field(min_length=1, max_length=100)
-    sender_numbers: list[str] = []
-    short_code: str | None = None
-    help_text: str | None = None
-    help_contact: str = Field(
-        min_length=1, max_length=200, description="customer care for the HELP reply: a URL, email or phone"
+    name: Name
+    brand: Name
+    sender_numbers: list[Phone] = Field([], max_length=100)
+    short_code: Annotated[str, text(20)] | None = None
+    help_text: Annotated[str, text(1000)] | None = None
+    help_contact: Annotated[str, text(200, min_length=1)] = Field(
+        description="customer care for the HELP reply: a URL, email or phone"
     )
-    frequency_text: str = Field("Msg frequency varies", max_length=200)
+    frequency_text: Short = "Msg frequency varies"
     terms_url: HttpUrl | None = None
     privacy_url: HttpUrl | None = None
     optout_scope: Literal["program", "brand"] = "brand"
     double_opt_in: bool = False
-    join_keywords: list[str] = []
+    join_keywords: list[Annotated[str, text(50, min_length=1)]] = Field([], max_length=50)
 
 
 class ProgramPublic(BaseModel):
@@ -39,14 +51,14 @@ class ProgramPublic(BaseModel):
     optout_scope: str
     double_opt_in: bool
     join_keywords: list[str]
-    created_at: datetime
+    created_at: Timestamp
 
 
 class ContactCreate(BaseModel):
-    phone: str
-    attributes: dict[str, Any] = {}
-    locale: str | None = None
-    time_zone: str | None = None
+    phone: Phone
+    attributes: JsonObject = {}
+    locale: Annotated[str, text(35)] | None = None
+    time_zone: Annotated[str, text(64)] | None = None
 
 
 class SubscriptionPublic(BaseModel):
@@ -54,7 +66,7 @@ class SubscriptionPublic(BaseModel):
     brand: str
     status: str
     held: bool
-    since: datetime
+    since: Timestamp
     consent_event_id: int | None
 
 
@@ -66,8 +78,8 @@ class ConsentEventPublic(BaseModel):
     action: str
     channel: str
     evidence: dict[str, Any]
-    occurred_at: datetime
-    recorded_at: datetime
+    occurred_at: Timestamp
+    recorded_at: Timestamp
     hash: str
 
 
@@ -85,11 +97,11 @@ class ContactPublic(BaseModel):
 
 
 class ConsentRequest(BaseModel):
-    program: str = Field(description="program name")
+    program: Name = Field(description="program name")
     action: Literal["opt_in", "opt_out"]
     all_programs_of_brand: bool = Field(False, description="opt-out only: every program of the brand")
-    occurred_at: datetime | None = None
-    evidence: dict[str, Any] = Field(
+    occurred_at: GivenTime | None = None
+    evidence: JsonObject = Field(
         default_factory=dict,
         description="opt-in: source and disclosure_text are required (what the person saw and where)",
     )

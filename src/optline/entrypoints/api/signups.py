@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -11,21 +10,26 @@ from pydantic import BaseModel, Field
 from optline.adapters.db import signups as signup_repo
 from optline.domain.consent import Channel, ConsentRefused, OptedOut
 from optline.domain.phones import InvalidPhoneNumber
-from optline.entrypoints.api.deps import ApiKeyDep, ConnDep, ContainerDep
+from optline.entrypoints.api.deps import ERRORS, ApiKeyDep, ConnDep, ContainerDep
+from optline.entrypoints.api.fields import GivenTime, JsonObject, NamePath, Timestamp, text
 from optline.services import signup as signup_service
 from optline.services.programs import require_program
 
-router = APIRouter(prefix="/v1/programs/{name}/signups", tags=["signups"])
+router = APIRouter(prefix="/v1/programs/{name}/signups", tags=["signups"], responses=ERRORS)
 
 
 class SignupCreate(BaseModel):
-    phone: str = Field(description="the number that asked to join, in any common format")
-    source: str = Field(min_length=1, description="where consent was given (e.g. 'checkout page', 'kiosk 4')")
-    disclosure_text: str = Field(
-        min_length=1, description="the exact disclosure the person saw and agreed to"
+    phone: Annotated[str, text(40, min_length=1)] = Field(
+        description="the number that asked to join, in any common format"
     )
-    occurred_at: datetime = Field(description="when the person gave consent (ISO 8601 with time zone)")
-    evidence: dict[str, Any] = Field(default_factory=dict, description="anything else worth keeping")
+    source: Annotated[str, text(200, min_length=1)] = Field(
+        description="where consent was given (e.g. 'checkout page', 'kiosk 4')"
+    )
+    disclosure_text: Annotated[str, text(2000, min_length=1)] = Field(
+        description="the exact disclosure the person saw and agreed to"
+    )
+    occurred_at: GivenTime = Field(description="when the person gave consent (ISO 8601 with time zone)")
+    evidence: JsonObject = Field(default_factory=dict, description="anything else worth keeping")
 
 
 class SignupPublic(BaseModel):
@@ -35,10 +39,10 @@ class SignupPublic(BaseModel):
     channel: str
     status: Literal["pending", "confirmed", "expired", "cancelled"]
     disclosure_version_id: int
-    started_at: datetime
-    expires_at: datetime
-    confirmed_at: datetime | None = None
-    expired_at: datetime | None = None
+    started_at: Timestamp
+    expires_at: Timestamp
+    confirmed_at: Timestamp | None = None
+    expired_at: Timestamp | None = None
     prompt_message_id: int | None = None
 
 
@@ -49,7 +53,7 @@ class SignupStarted(BaseModel):
 
 @router.post("", response_model=SignupStarted, status_code=status.HTTP_201_CREATED)
 def start_signup(
-    name: str,
+    name: NamePath,
     body: SignupCreate,
     request: Request,
     response: Response,
@@ -94,16 +98,16 @@ def start_signup(
 
 @router.get("", response_model=list[SignupPublic])
 def list_signups(
-    name: str,
+    name: NamePath,
     _key: ApiKeyDep,
     conn: ConnDep,
     status_: Annotated[
         Literal["pending", "confirmed", "expired", "cancelled"] | None, Query(alias="status")
     ] = None,
-    limit: int = 100,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     try:
         program = require_program(conn, name)
     except LookupError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    return signup_repo.listing(conn, program_id=program["id"], status=status_, limit=max(1, min(limit, 1000)))
+    return signup_repo.listing(conn, program_id=program["id"], status=status_, limit=limit)

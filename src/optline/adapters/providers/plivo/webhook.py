@@ -16,7 +16,17 @@ import hmac
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from optline.adapters.providers.base import CodeTable, ErrorKind, InboundSms, StatusUpdate, is_opt_out
-from optline.adapters.providers.webhook_request import FORM, SignatureError, WebhookRequest, require
+from optline.adapters.providers.webhook_request import (
+    CODE_LENGTH,
+    FORM,
+    PHONE_LENGTH,
+    STATUS_LENGTH,
+    SignatureError,
+    WebhookRequest,
+    message_text,
+    optional,
+    require,
+)
 
 NAME = "plivo"
 _STATUSES = {
@@ -75,9 +85,9 @@ def parse_inbound(request: WebhookRequest) -> InboundSms:
     return InboundSms(
         provider=NAME,
         provider_message_id=require(p, "MessageUUID", provider=NAME),
-        from_phone=require(p, "From", provider=NAME),
-        to_phone=require(p, "To", provider=NAME),
-        body=p.get("Text", ""),
+        from_phone=require(p, "From", provider=NAME, limit=PHONE_LENGTH),
+        to_phone=require(p, "To", provider=NAME, limit=PHONE_LENGTH),
+        body=message_text(p.get("Text", "")),
         received_at=request.received_at,
         raw=p,
     )
@@ -105,10 +115,10 @@ def _number(value: str | None) -> str | None:
 
 def parse_status(request: WebhookRequest) -> StatusUpdate:
     p = request.query_and_form()
-    code = p.get("ErrorCode") or None
+    code = optional(p, "ErrorCode", provider=NAME, limit=CODE_LENGTH)
     if code == "000":
         code = None
-    raw_status = require(p, "Status", provider=NAME).lower()
+    raw_status = require(p, "Status", provider=NAME, limit=STATUS_LENGTH).lower()
     return StatusUpdate(
         provider=NAME,
         provider_message_id=require(p, "MessageUUID", provider=NAME),
@@ -116,6 +126,6 @@ def parse_status(request: WebhookRequest) -> StatusUpdate:
         error_code=code,
         opted_out=is_opt_out(RECEIPT_ERRORS, code),
         raw=p,
-        recipient=_number(p.get("To")),
-        sender=_number(p.get("From")),
+        recipient=_number(optional(p, "To", provider=NAME, limit=PHONE_LENGTH - 1)),
+        sender=_number(optional(p, "From", provider=NAME, limit=PHONE_LENGTH - 1)),
     )

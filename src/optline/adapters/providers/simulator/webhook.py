@@ -12,7 +12,17 @@ import hmac
 import json
 
 from optline.adapters.providers.base import InboundSms, StatusUpdate
-from optline.adapters.providers.webhook_request import JSON, SignatureError, WebhookRequest, require
+from optline.adapters.providers.webhook_request import (
+    CODE_LENGTH,
+    JSON,
+    PHONE_LENGTH,
+    STATUS_LENGTH,
+    SignatureError,
+    WebhookRequest,
+    message_text,
+    optional,
+    require,
+)
 
 NAME = "simulator"
 HEADER = "x-simulator-signature"
@@ -42,15 +52,16 @@ def parse_inbound(request: WebhookRequest) -> InboundSms:
     p = request.json_params()
     return InboundSms(
         provider=NAME, provider_message_id=require(p, "sid", provider=NAME),
-        from_phone=require(p, "from", provider=NAME), to_phone=require(p, "to", provider=NAME),
-        body=p.get("body", ""), received_at=request.received_at, raw=p,
+        from_phone=require(p, "from", provider=NAME, limit=PHONE_LENGTH),
+        to_phone=require(p, "to", provider=NAME, limit=PHONE_LENGTH),
+        body=message_text(p.get("body", "")), received_at=request.received_at, raw=p,
     )  # fmt: skip
 
 
 def parse_status(request: WebhookRequest) -> StatusUpdate:
     p = request.json_params()
-    code = p.get("error_code") or None
+    code = optional(p, "error_code", provider=NAME, limit=CODE_LENGTH)
     return StatusUpdate(
         provider=NAME, provider_message_id=require(p, "sid", provider=NAME),
-        status=require(p, "status", provider=NAME), error_code=code, opted_out=code == OPTED_OUT_CODE, raw=p,
+        status=require(p, "status", provider=NAME, limit=STATUS_LENGTH), error_code=code, opted_out=code == OPTED_OUT_CODE, raw=p,
     )  # fmt: skip

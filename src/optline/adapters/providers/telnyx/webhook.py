@@ -16,7 +16,18 @@ from nacl.signing import VerifyKey
 
 from optline.adapters.providers.base import InboundSms, StatusUpdate, is_opt_out
 from optline.adapters.providers.telnyx.send import ERRORS
-from optline.adapters.providers.webhook_request import JSON, PayloadError, SignatureError, WebhookRequest
+from optline.adapters.providers.webhook_request import (
+    CODE_LENGTH,
+    JSON,
+    PHONE_LENGTH,
+    STATUS_LENGTH,
+    PayloadError,
+    SignatureError,
+    WebhookRequest,
+    checked,
+    message_text,
+    require,
+)
 
 NAME = "telnyx"
 MAX_AGE_SECONDS = 300
@@ -49,57 +60,73 @@ def verify(request: WebhookRequest, public_key: str, now: datetime) -> None:
         raise SignatureError("telnyx: Ed25519 signature does not match") from None
 
 
-def _payload(request: WebhookRequest, *event_types: str) -> dict[str, Any]:
+def _event(request: WebhookRequest) -> dict[str, Any]:
     data = request.json()
-    try:
-        event = data["data"]
-        payload = event["payload"]
-    except (KeyError, TypeError):
-        raise PayloadError("telnyx webhook: expected {data: {event_type, payload}}") from None
+    event = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(event, dict) or not isinstance(event.get("payload"), dict):
+        raise PayloadError("telnyx webhook: expected {data: {event_type, payload: {...}}}")
+    return event
+
+
+def _payload(request: WebhookRequest, *event_types: str) -> dict[str, Any]:
+    event = _event(request)
     if event.get("event_type") not in event_types:
-        raise PayloadError(f"telnyx webhook: event_type {event.get('event_type')!r} is not {event_types}")
-    return dict(payload)
+        raise PayloadError(
+            f"telnyx webhook: data.event_type {event.get('event_type')!r:.40} is not {event_types}"
+        )
+    return dict(event["payload"])
 
 
-def _phone(value: Any) -> str:
+def _phone(value: Any, name: str) -> str | None:
+    """``from`` is ``{phone_number}``, ``to`` a list of them; None when absent."""
     if isinstance(value, list):
-        value = value[0] if value else {}
+        value = value[0] if value else None
     if isinstance(value, dict):
         value = value.get("phone_number")
-    if not value:
-        raise PayloadError("telnyx webhook: missing phone_number")
-    return str(value)
+    if value in (None, ""):
+        return None
+    return checked(value, f"payload.{name}.phone_number", provider=NAME, limit=PHONE_LENGTH)
+
+
+def _required_phone(value: Any, name: str) -> str:
+    phone = _phone(value, name)
+    if phone is None:
+        raise PayloadError(f"telnyx webhook: missing payload.{name}.phone_number")
+    return phone
 
 
 def is_inbound(request: WebhookRequest) -> bool:
     """Telnyx posts every event of a messaging profile to one URL; inbound messages are message.received."""
     data = request.json()
-    return isinstance(data, dict) and (data.get("data") or {}).get("event_type") == "message.received"
+    event = data.get("data") if isinstance(data, dict) else None
+    return isinstance(event, dict) and event.get("event_type") == "message.received"
 
 
 def parse_inbound(request: WebhookRequest) -> InboundSms:
     p = _payload(request, "message.received")
-    if not p.get("id"):
-        raise PayloadError("telnyx webhook: missing payload.id")
     return InboundSms(
-        provider=NAME, provider_message_id=str(p["id"]), from_phone=_phone(p.get("from")),
-        to_phone=_phone(p.get("to")), body=str(p.get("text") or ""), received_at=request.received_at, raw=p,
+        provider=NAME, provider_message_id=require(p, "id", provider=NAME),
+        from_phone=_required_phone(p.get("from"), "from"), to_phone=_required_phone(p.get("to"), "to"),
+        body=message_text(p.get("text") or ""), received_at=request.received_at, raw=p,
     )  # fmt: skip
 
 
 def parse_status(request: WebhookRequest) -> StatusUpdate:
     p = _payload(request, "message.sent", "message.finalized")
-    if not p.get("id"):
-        raise PayloadError("telnyx webhook: missing payload.id")
     to = p.get("to") or [{}]
-    raw_status = str((to[0] if isinstance(to, list) else to).get("status") or "sent").lower()
-    errors = p.get("errors") or []
-    code = str(errors[0].get("code")) if errors and errors[0].get("code") is not None else None
-    message = (errors[0].get("detail") or errors[0].get("title")) if errors else None
     first = to[0] if isinstance(to, list) and to else to
+    first = first if isinstance(first, dict) else {}
+    raw_status = checked(
+        first.get("status") or "sent", "payload.to.status", provider=NAME, limit=STATUS_LENGTH
+    )
+    errors = p.get("errors") or []
+    error = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+    code = None if error.get("code") is None else checked(error["code"], "payload.errors.code", provider=NAME,
+                                                          limit=CODE_LENGTH)  # fmt: skip
+    message = error.get("detail") or error.get("title")
     return StatusUpdate(
-        provider=NAME, provider_message_id=str(p["id"]), status=_STATUSES.get(raw_status, raw_status),
-        error_code=code, error_message=message, opted_out=is_opt_out(ERRORS, code), raw=p,  # codes: send.py
-        recipient=(first or {}).get("phone_number") if isinstance(first, dict) else None,
-        sender=(p.get("from") or {}).get("phone_number") if isinstance(p.get("from"), dict) else None,
+        provider=NAME, provider_message_id=require(p, "id", provider=NAME),
+        status=_STATUSES.get(raw_status.lower(), raw_status.lower()), error_code=code,
+        error_message=message_text(message) or None, opted_out=is_opt_out(ERRORS, code), raw=p,  # send.py
+        recipient=_phone(first, "to"), sender=_phone(p.get("from"), "from"),
     )  # fmt: skip

@@ -15,7 +15,18 @@ import hmac
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from optline.adapters.providers.base import CodeTable, ErrorKind, InboundSms, StatusUpdate, is_opt_out
-from optline.adapters.providers.webhook_request import FORM, JSON, SignatureError, WebhookRequest, require
+from optline.adapters.providers.webhook_request import (
+    CODE_LENGTH,
+    FORM,
+    JSON,
+    PHONE_LENGTH,
+    STATUS_LENGTH,
+    SignatureError,
+    WebhookRequest,
+    message_text,
+    optional,
+    require,
+)
 
 NAME = "twilio"
 _STATUSES = {
@@ -77,9 +88,9 @@ def parse_inbound(request: WebhookRequest) -> InboundSms:
     return InboundSms(
         provider=NAME,
         provider_message_id=require(p, "MessageSid", "SmsSid", provider=NAME),
-        from_phone=require(p, "From", provider=NAME),
-        to_phone=require(p, "To", provider=NAME),
-        body=p.get("Body", ""),
+        from_phone=require(p, "From", provider=NAME, limit=PHONE_LENGTH),
+        to_phone=require(p, "To", provider=NAME, limit=PHONE_LENGTH),
+        body=message_text(p.get("Body", "")),
         received_at=request.received_at,
         raw=p,
     )
@@ -107,16 +118,16 @@ RECEIPT_ERRORS: CodeTable = {
 
 def parse_status(request: WebhookRequest) -> StatusUpdate:
     p = _params(request)
-    raw_status = require(p, "MessageStatus", "SmsStatus", provider=NAME).lower()
-    code = p.get("ErrorCode") or None
+    raw_status = require(p, "MessageStatus", "SmsStatus", provider=NAME, limit=STATUS_LENGTH).lower()
+    code = optional(p, "ErrorCode", provider=NAME, limit=CODE_LENGTH)
     return StatusUpdate(
         provider=NAME,
         provider_message_id=require(p, "MessageSid", "SmsSid", provider=NAME),
         status=_STATUSES.get(raw_status, raw_status),
         error_code=code,
-        error_message=p.get("ErrorMessage") or None,
+        error_message=message_text(p.get("ErrorMessage")) or None,
         opted_out=is_opt_out(RECEIPT_ERRORS, code),
         raw=p,
-        recipient=p.get("To") or None,  # E.164, as sent
-        sender=p.get("From") or None,
+        recipient=optional(p, "To", provider=NAME, limit=PHONE_LENGTH),  # E.164, as sent
+        sender=optional(p, "From", provider=NAME, limit=PHONE_LENGTH),
     )

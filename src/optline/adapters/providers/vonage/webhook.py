@@ -18,11 +18,16 @@ from datetime import datetime
 
 from optline.adapters.providers.base import CodeTable, ErrorKind, InboundSms, StatusUpdate, is_opt_out
 from optline.adapters.providers.webhook_request import (
+    CODE_LENGTH,
     FORM,
     JSON,
+    PHONE_LENGTH,
+    STATUS_LENGTH,
     PayloadError,
     SignatureError,
     WebhookRequest,
+    message_text,
+    optional,
     require,
 )
 
@@ -84,9 +89,9 @@ def parse_inbound(request: WebhookRequest) -> InboundSms:
     return InboundSms(
         provider=NAME,
         provider_message_id=require(p, "messageId", "message_uuid", provider=NAME),
-        from_phone=require(p, "msisdn", provider=NAME),
-        to_phone=require(p, "to", provider=NAME),
-        body=p.get("text", ""),
+        from_phone=require(p, "msisdn", provider=NAME, limit=PHONE_LENGTH),
+        to_phone=require(p, "to", provider=NAME, limit=PHONE_LENGTH),
+        body=message_text(p.get("text", "")),
         received_at=request.received_at,
         raw=p,
     )
@@ -123,10 +128,10 @@ def _number(value: str | None) -> str | None:
 
 def parse_status(request: WebhookRequest) -> StatusUpdate:
     p = _params(request)
-    code = p.get("err-code") or None
+    code = optional(p, "err-code", provider=NAME, limit=CODE_LENGTH)
     if code == "0":
         code = None
-    raw_status = require(p, "status", provider=NAME).lower()
+    raw_status = require(p, "status", provider=NAME, limit=STATUS_LENGTH).lower()
     return StatusUpdate(
         provider=NAME,
         provider_message_id=require(p, "messageId", provider=NAME),
@@ -134,6 +139,7 @@ def parse_status(request: WebhookRequest) -> StatusUpdate:
         error_code=code,
         opted_out=is_opt_out(RECEIPT_ERRORS, code),
         raw=p,
-        recipient=_number(p.get("msisdn")),  # the DLR's msisdn is the recipient, its "to" our sender
-        sender=_number(p.get("to")),
+        # The DLR's msisdn is the recipient, its "to" our sender.
+        recipient=_number(optional(p, "msisdn", provider=NAME, limit=PHONE_LENGTH - 1)),
+        sender=_number(optional(p, "to", provider=NAME, limit=PHONE_LENGTH - 1)),
     )
