@@ -16,9 +16,8 @@ import time
 from urllib.parse import urlencode
 
 import aiohttp
-from twilio.request_validator import RequestValidator
-
 from tests.support.outbound import phone
+from twilio.request_validator import RequestValidator
 
 SENDER = "+14155550100"
 ACCOUNT = "AC" + "0" * 32
@@ -52,7 +51,7 @@ async def run(url: str, token: str, start: int, seconds: float, connections: int
                     async with session.post(url, data=body, headers=headers) as response:
                         await response.read()
                         status = response.status
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError) as exc:
                     errors.append(type(exc).__name__)
                     continue
                 latencies.append(time.perf_counter() - began)

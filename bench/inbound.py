@@ -37,30 +37,35 @@ from typing import Any
 
 import httpx
 from sqlalchemy import event, select
+from tests.support import outbound
+from tests.support.server import free_port
 from twilio.request_validator import RequestValidator
 
 from bench.common import fresh_database
 from optline.adapters.clock import SystemClock
 from optline.adapters.db.tables import consent_events, contacts
 from optline.adapters.providers.webhook_request import WebhookRequest
-from optline.bootstrap import Container, build
+from optline.bootstrap import build
 from optline.config import Settings
-from tests.support import outbound
-from tests.support.server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-twilio-auth-token-0123456789abcdef"
 SENDER = "+14155550100"
 
 
-def prepare(db_url: str, people: int) -> None:
-    """One program with the sender the STOPs are sent to, and ``people`` subscribed contacts."""
+IN_PROCESS = 30_000_000  # the phone index of the first contact timed in process
+
+
+def prepare(db_url: str, people: int, in_process: int) -> None:
+    """One program with the sender the STOPs are sent to, ``people`` subscribed contacts for the load and
+    ``in_process`` more for the in-process timing."""
     c = build(Settings(env="test", database_url=db_url), clock=SystemClock())
     with c.db.transaction() as conn:
         program = outbound.make_program(conn, c.clock, sender_numbers=[SENDER])
-        for start in range(0, people, 10_000):
-            ids = outbound.insert_contacts(conn, c.clock.now(), start, min(10_000, people - start))
-            outbound.subscribe(conn, c.clock, program, ids)
+        for first, count in ((0, people), (IN_PROCESS, in_process)):
+            for start in range(first, first + count, 10_000):
+                ids = outbound.insert_contacts(conn, c.clock.now(), start, min(10_000, first + count - start))
+                outbound.subscribe(conn, c.clock, program, ids)
     c.close()
 
 
@@ -152,7 +157,9 @@ def check_opt_outs(db_url: str, answered: list[str]) -> tuple[int, int]:
                 conn.execute(
                     select(contacts.c.phone)
                     .join(consent_events, consent_events.c.contact_id == contacts.c.id)
-                    .where(contacts.c.phone.in_(listed[i : i + 5000]) & (consent_events.c.action == "opt_out"))
+                    .where(
+                        contacts.c.phone.in_(listed[i : i + 5000]) & (consent_events.c.action == "opt_out")
+                    )
                 ).scalars()
             )
     c.close()
@@ -207,13 +214,15 @@ def run_engine(engine: str, args: argparse.Namespace) -> bool:
     print(f"\n{engine}:", flush=True)
     ok = True
     with fresh_database(engine) as db_url:
-        prepare(db_url, args.contacts)
+        prepare(db_url, args.contacts, args.in_process)
         next_phone = 0
         configs = [1] + ([args.workers] if engine == "postgresql" and args.workers > 1 else [])
         answered: list[str] = []
         per_process: dict[int, dict[str, Any]] = {}
         with bare_endpoint() as bare_url:
             bare_runs: list[dict[str, Any]] = []
+            if args.in_process_only:
+                configs = []
             for workers in configs:
                 runs: list[dict[str, Any]] = []
                 with optline_serve(db_url, workers) as url:
@@ -226,31 +235,41 @@ def run_engine(engine: str, args: argparse.Namespace) -> bool:
                         answered.extend(r.pop("ok_phones"))
                         runs.append(r)
                 per_process[workers] = median(runs)
+        if args.in_process_only:
+            in_process(db_url, IN_PROCESS, args.in_process, args.profile)
+            return True
         base = median(bare_runs)
         line("bare Starlette endpoint (median)", base)
         for workers, r in per_process.items():
             line(f"optline serve --workers {workers} (median)", r, base)
             if workers > 1:
                 scale = r["rps"] / per_process[1]["rps"]
-                print(f"  scaling with --workers {workers}: {scale:.2f}x one process ({os.cpu_count()} CPUs here)")
+                print(
+                    f"  scaling with --workers {workers}: {scale:.2f}x one process ({os.cpu_count()} CPUs here)"
+                )
         total, found = check_opt_outs(db_url, answered)
         status = "ok" if total == found else "LOST OPT-OUTS"
         print(f"  every 2xx an opt-out: {found:,} of {total:,} numbers answered 2xx have one — {status}")
         ok = total == found
-        in_process(db_url, 20_000_000, args.in_process, args.profile)
+        in_process(db_url, IN_PROCESS, args.in_process, args.profile)
     return ok
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--engines", default="sqlite,postgresql")
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=4, help="PostgreSQL: also serve with this many processes")
+    parser.add_argument(
+        "--workers", type=int, default=4, help="PostgreSQL: also serve with this many processes"
+    )
     parser.add_argument("--contacts", type=int, default=20_000, help="subscribed people before the burst")
     parser.add_argument("--in-process", type=int, default=300, help="STOPs timed in process after the load")
     parser.add_argument("--profile", action="store_true", help="cProfile the in-process STOPs")
+    parser.add_argument("--in-process-only", action="store_true", help="skip the HTTP load")
     args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
     failed = [e for e in args.engines.split(",") if not run_engine(e, args)]
     if failed:
