@@ -20,8 +20,8 @@ def mount(app: FastAPI, container: Container) -> None:
         secret, salt="optline.optout-form", max_age_seconds=optout.FORM_MAX_AGE
     )
     # Generous for a person tapping around, far too slow for anyone walking the token space.
-    app.state.optout_limiter = RateLimiter(limit=30, window_seconds=60)
-    app.state.login_limiter = RateLimiter(limit=10, window_seconds=300)
+    app.state.optout_limiter = RateLimiter(container.db, "optout", limit=30, window_seconds=60)
+    app.state.login_limiter = RateLimiter(container.db, "login", limit=10, window_seconds=300)
 
     app.add_middleware(
         SessionMiddleware, secret_key=secret, session_cookie="optline_session", max_age=auth.SESSION_MAX_AGE,

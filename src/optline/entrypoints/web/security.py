@@ -11,15 +11,17 @@ Two CSRF schemes, chosen by who is on the other end:
 from __future__ import annotations
 
 import secrets
-import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import Connection
 from starlette.requests import Request
 from starlette.responses import Response
+
+from optline.adapters.db import rate_limits
+from optline.adapters.db.database import Database
 
 # Pages load nothing from elsewhere and run no inline code. /docs (Swagger UI from a CDN) keeps its own rules.
 CSP = (
@@ -49,30 +51,21 @@ async def security_headers(request: Request, call_next: Callable[[Request], Awai
 
 
 class RateLimiter:
-    """A sliding window of request times per key (client IP). In memory: per process.
+    """A sliding window of request times per key (client IP), kept in the database
+    (adapters/db/rate_limits.py): every process of the installation counts against the same window, so
+    ``serve --workers N`` does not multiply the limit by N."""
 
-    Several API processes behind a load balancer each keep their own window, so the effective limit is
-    ``limit`` × processes; that still stops a single client from walking the token space.
-    """
+    def __init__(self, db: Database, bucket: str, limit: int, window_seconds: float) -> None:
+        self.db, self.bucket, self.limit, self.window = db, bucket, limit, window_seconds
 
-    def __init__(self, limit: int, window_seconds: float) -> None:
-        self.limit, self.window = limit, window_seconds
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def hit(self, key: str, now: float | None = None) -> float | None:
-        """Count one request; None when allowed, else the seconds until the next one would be."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            hits = self._hits.setdefault(key, deque())
-            while hits and hits[0] <= now - self.window:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                return max(0.0, hits[0] + self.window - now)
-            hits.append(now)
-            if len(self._hits) > 100_000:  # bounded memory under a flood of distinct addresses
-                self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > now - self.window}
-            return None
+    def hit(self, key: str, now: float | None = None, conn: Connection | None = None) -> float | None:
+        """Count one request; None when allowed, else the seconds until the next one would be.
+        ``conn``: the request's own write transaction, when it has one (a second one would wait on it)."""
+        now = time.time() if now is None else now
+        if conn is not None:
+            return rate_limits.hit(conn, self.bucket, key, limit=self.limit, window=self.window, now=now)
+        with self.db.transaction() as own:
+            return rate_limits.hit(own, self.bucket, key, limit=self.limit, window=self.window, now=now)
 
 
 def client_ip(request: Request) -> str:
