@@ -10,7 +10,7 @@ from starlette.staticfiles import StaticFiles
 from optline.bootstrap import Container
 from optline.entrypoints.web import auth, dashboard, hooks, optout, simulator
 from optline.entrypoints.web.rendering import STATIC_DIR, render
-from optline.entrypoints.web.security import FormSigner, RateLimiter, security_headers
+from optline.entrypoints.web.security import FormSigner, RateLimiter, SecurityHeaders
 
 
 def mount(app: FastAPI, container: Container) -> None:
@@ -27,7 +27,7 @@ def mount(app: FastAPI, container: Container) -> None:
         SessionMiddleware, secret_key=secret, session_cookie="optline_session", max_age=auth.SESSION_MAX_AGE,
         same_site="lax", https_only=settings.public_url.startswith("https://"),
     )  # fmt: skip
-    app.middleware("http")(security_headers)
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(optout.router)
     app.include_router(auth.router)

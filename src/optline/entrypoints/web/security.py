@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import Connection
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from optline.adapters.db import rate_limits
 from optline.adapters.db.database import Database
@@ -31,9 +31,30 @@ CSP = (
 _NO_CSP_PREFIXES = ("/docs", "/redoc", "/openapi.json")
 
 
-async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    response = await call_next(request)
-    h = response.headers
+class SecurityHeaders:
+    """The response headers every page and API answer gets. A plain ASGI middleware: Starlette's
+    ``BaseHTTPMiddleware`` (``app.middleware("http")``) runs each request through an extra task and stream,
+    which cost a webhook burst a measurable share of its throughput (bench/inbound.py)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        https = scope.get("scheme") == "https"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                _add_security_headers(MutableHeaders(scope=message), path, https)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _add_security_headers(h: MutableHeaders, path: str, https: bool) -> None:
     h.setdefault("X-Content-Type-Options", "nosniff")
     if "frame-ancestors" not in h.get("Content-Security-Policy", ""):  # a page with its own framing rule
         h.setdefault("X-Frame-Options", "DENY")  # (the embeddable /join form) keeps it; others are unframable
@@ -41,13 +62,12 @@ async def security_headers(request: Request, call_next: Callable[[Request], Awai
     h.setdefault("Referrer-Policy", "same-origin")
     h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), interest-cohort=()")
     h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    if not request.url.path.startswith(_NO_CSP_PREFIXES):
+    if not path.startswith(_NO_CSP_PREFIXES):
         h.setdefault("Content-Security-Policy", CSP)
-    if request.url.scheme == "https":
+    if https:
         h.setdefault("Strict-Transport-Security", "max-age=31536000")
-    if response.headers.get("content-type", "").startswith("text/html"):
+    if h.get("content-type", "").startswith("text/html"):
         h.setdefault("Cache-Control", "no-store")  # personal pages: no shared caches, no back-button leaks
-    return response
 
 
 class RateLimiter:
