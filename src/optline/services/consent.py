@@ -83,6 +83,41 @@ def _state(conn: Connection, contact_id: int, program: Mapping[str, Any]) -> tup
     return (Status.UNSUBSCRIBED if brand_optout else Status.NEVER), False, False
 
 
+_STATE_AND_HEAD = select(
+    select(subscriptions.c.status)
+    .where(
+        (subscriptions.c.contact_id == bindparam("contact_id"))
+        & (subscriptions.c.program_id == bindparam("program_id"))
+    )
+    .scalar_subquery()
+    .label("status"),
+    select(subscriptions.c.held)
+    .where(
+        (subscriptions.c.contact_id == bindparam("contact_id"))
+        & (subscriptions.c.program_id == bindparam("program_id"))
+    )
+    .scalar_subquery()
+    .label("held"),
+    _BRAND_OPT_OUT.scalar_subquery().label("brand_opt_out"),
+    ledger.HEAD.with_only_columns(consent_events.c.seq).scalar_subquery().label("seq"),
+    ledger.HEAD.with_only_columns(consent_events.c.hash).scalar_subquery().label("hash"),
+)
+
+
+def _state_and_head(
+    conn: Connection, contact_id: int, program: Mapping[str, Any]
+) -> tuple[tuple[Status, bool, bool], tuple[int, str]]:
+    """``_state`` and the contact's chain head in one round trip. Read after ``ledger.lock_contact``: the
+    statement's snapshot then includes everything the previous holder of the lock committed."""
+    row = conn.execute(
+        _STATE_AND_HEAD, {"contact_id": contact_id, "program_id": program["id"], "brand": program["brand"]}
+    ).one()
+    head = (row.seq, row.hash) if row.seq is not None else (0, ledger.chain.GENESIS)
+    if row.status is not None:
+        return (Status(row.status), bool(row.held), True), head
+    return (Status.UNSUBSCRIBED if row.brand_opt_out is not None else Status.NEVER, False, False), head
+
+
 def _opt_outs_applying_to(program: Mapping[str, Any]) -> Any:
     """Opt-out events that apply to ``program``: its own, and its brand's brand-wide ones."""
     return (consent_events.c.action == Action.OPT_OUT.value) & (
@@ -135,7 +170,12 @@ def record(
     if action in (Action.OPT_IN, Action.OPT_IN_CONFIRMED):
         last = last_opt_out(conn, contact_id, program)
         check_opt_in_time(as_utc(occurred_at or now), now=now, last_opt_out=last)
-    before = {p["id"]: _state(conn, contact_id, p) for p in targets}
+    head: tuple[int, str] | None = None
+    if brand_wide:
+        before = {p["id"]: _state(conn, contact_id, p) for p in targets}
+    else:  # the common case, in one statement: the program's projection row and the chain head
+        state, head = _state_and_head(conn, contact_id, program)
+        before = {program["id"]: state}
     double = bool(program.get("double_opt_in")) and channel is not Channel.IMPORT
     after = {
         pid: next_status(status, action, channel, double_opt_in=double, signup=signup)
@@ -152,6 +192,7 @@ def record(
         occurred_at=occurred_at or now,
         recorded_at=now,
         locked=True,
+        head=head,
     )
     change = ConsentChange(event=event)
     for pid, (status, held, exists) in before.items():

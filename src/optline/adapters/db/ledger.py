@@ -64,12 +64,14 @@ def append(
     occurred_at: datetime,
     recorded_at: datetime,
     locked: bool = False,
+    head: tuple[int, str] | None = None,
 ) -> dict[str, Any]:
     """Append one event to the contact's chain. The caller's transaction also writes the projection.
-    ``locked``: the caller already holds the contact's lock in this transaction (``lock_contact``)."""
+    ``locked``: the caller already holds the contact's lock in this transaction (``lock_contact``);
+    ``head``: and read the chain's head after taking it."""
     if not locked:
         lock_contact(conn, contact_id)
-    seq, prev = head(conn, contact_id)
+    seq, prev = head if head is not None and locked else head_of(conn, contact_id)
     event = build_event(
         contact_id=contact_id, seq=seq + 1, prev_hash=prev, program_id=program_id, brand=brand,
         action=action, channel=channel, evidence=evidence, occurred_at=occurred_at, recorded_at=recorded_at,
@@ -103,7 +105,7 @@ def insert_events(conn: Connection, events: list[dict[str, Any]]) -> None:
         event["id"] = row.id
 
 
-_HEAD = (
+HEAD = (
     select(consent_events.c.seq, consent_events.c.hash)
     .where(consent_events.c.contact_id == bindparam("contact_id"))
     .order_by(consent_events.c.seq.desc())
@@ -111,10 +113,10 @@ _HEAD = (
 )
 
 
-def head(conn: Connection, contact_id: int) -> tuple[int, str]:
+def head_of(conn: Connection, contact_id: int) -> tuple[int, str]:
     """(seq, hash) of one contact's newest event (0, GENESIS when it has none): one probe of the unique
     (contact_id, seq) index."""
-    row = conn.execute(_HEAD, {"contact_id": contact_id}).first()
+    row = conn.execute(HEAD, {"contact_id": contact_id}).first()
     return (row.seq, row.hash) if row else (0, chain.GENESIS)
 
 
