@@ -31,13 +31,15 @@ def signed(validator: RequestValidator, url: str, i: int, run: str) -> tuple[str
     return params["From"], urlencode(params).encode(), headers
 
 
-async def run(url: str, token: str, start: int, seconds: float, connections: int, tag: str) -> dict:
+async def run(url: str, token: str, start: int, seconds: float, connections: int, tag: str,
+              rate: float = 0) -> dict:  # fmt: skip
     validator = RequestValidator(token)
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     ok: list[str] = []
     errors: list[str] = []
     counter = iter(range(start, start + 10_000_000))
+    sequence = iter(range(10_000_000))
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -47,6 +49,12 @@ async def run(url: str, token: str, start: int, seconds: float, connections: int
             while time.perf_counter() < deadline:
                 sender, body, headers = signed(validator, url, next(counter), tag)
                 began = time.perf_counter()
+                if rate:  # open loop: request n is due at n / rate, and its latency counts from then, so a
+                    due = opened + next(sequence) / rate  # server that falls behind shows it in p99
+                    if due >= deadline:
+                        return
+                    await asyncio.sleep(max(0.0, due - began))
+                    began = due
                 try:
                     async with session.post(url, data=body, headers=headers) as response:
                         await response.read()
@@ -59,9 +67,9 @@ async def run(url: str, token: str, start: int, seconds: float, connections: int
                 if 200 <= status < 300:
                     ok.append(sender)
 
-        began = time.perf_counter()
+        opened = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(connections)))
-        elapsed = time.perf_counter() - began
+        elapsed = time.perf_counter() - opened
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -79,9 +87,12 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=0, help="index of the first phone number")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=0, help="requests/s in all (0: as fast as answered)")
     parser.add_argument("--tag", default="0", help="8 hex digits that tell runs' MessageSids apart")
     args = parser.parse_args()
-    result = asyncio.run(run(args.url, args.token, args.start, args.seconds, args.connections, args.tag))
+    result = asyncio.run(
+        run(args.url, args.token, args.start, args.seconds, args.connections, args.tag, args.rate)
+    )
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
 

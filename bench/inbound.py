@@ -115,11 +115,11 @@ def bare_endpoint() -> Any:
     return running([sys.executable, "-m", "bench._bare_inbound", "--port", str(port)], port)
 
 
-def load(url: str, start: int, seconds: float, connections: int) -> dict[str, Any]:
+def load(url: str, start: int, seconds: float, connections: int, rate: float = 0) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-m", "bench._load", "--url", url + "/webhooks/twilio/sms", "--token", TOKEN,
          "--start", str(start), "--seconds", str(seconds), "--connections", str(connections),
-         "--tag", uuid.uuid4().hex[:8]],
+         "--tag", uuid.uuid4().hex[:8], "--rate", str(rate)],
         cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     result: dict[str, Any] = json.loads(done.stdout)
@@ -219,6 +219,7 @@ def run_engine(engine: str, args: argparse.Namespace) -> bool:
         configs = [1] + ([args.workers] if engine == "postgresql" and args.workers > 1 else [])
         answered: list[str] = []
         per_process: dict[int, dict[str, Any]] = {}
+        paced: dict[str, dict[str, Any]] = {}
         with bare_endpoint() as bare_url:
             bare_runs: list[dict[str, Any]] = []
             if args.in_process_only:
@@ -234,6 +235,16 @@ def run_engine(engine: str, args: argparse.Namespace) -> bool:
                         next_phone += r["requests"] + 1000
                         answered.extend(r.pop("ok_phones"))
                         runs.append(r)
+                    if (
+                        workers == 1 and args.burst_rate
+                    ):  # a burst at a fixed rate: its latency, not the ceiling
+                        paced["bare"] = load(
+                            bare_url, next_phone, args.seconds, args.connections, args.burst_rate
+                        )
+                        r = load(url, next_phone, args.seconds, args.connections, args.burst_rate)
+                        next_phone += r["requests"] + 1000
+                        answered.extend(r.pop("ok_phones"))
+                        paced["optline"] = r
                 per_process[workers] = median(runs)
         if args.in_process_only:
             in_process(db_url, IN_PROCESS, args.in_process, args.profile)
@@ -247,6 +258,9 @@ def run_engine(engine: str, args: argparse.Namespace) -> bool:
                 print(
                     f"  scaling with --workers {workers}: {scale:.2f}x one process ({os.cpu_count()} CPUs here)"
                 )
+        if paced:
+            line(f"bare endpoint at {args.burst_rate:g} STOPs/s", paced["bare"])
+            line(f"optline serve at {args.burst_rate:g} STOPs/s", paced["optline"])
         total, found = check_opt_outs(db_url, answered)
         status = "ok" if total == found else "LOST OPT-OUTS"
         print(f"  every 2xx an opt-out: {found:,} of {total:,} numbers answered 2xx have one — {status}")
@@ -265,6 +279,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
         "--workers", type=int, default=4, help="PostgreSQL: also serve with this many processes"
+    )
+    parser.add_argument(
+        "--burst-rate",
+        type=float,
+        default=100,
+        help="then a burst paced at this many STOPs/s (0: skip), for its p50/p99",
     )
     parser.add_argument("--contacts", type=int, default=20_000, help="subscribed people before the burst")
     parser.add_argument("--in-process", type=int, default=300, help="STOPs timed in process after the load")
