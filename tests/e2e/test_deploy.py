@@ -41,7 +41,7 @@ def test_compose_runs_migrations_once_then_api_and_scalable_workers() -> None:
         assert needs["db"]["condition"] == "service_healthy"
         assert "replicas" not in services[name].get("deploy", {}) or name == "worker"
     assert services["worker"]["command"] == ["optline", "worker"] and "ports" not in services["worker"]
-    assert services["api"]["command"] == ["optline", "serve"]
+    assert services["api"]["command"] == ["optline", "serve", "--workers", "${OPTLINE_SERVE_WORKERS:-2}"]
     assert "pg_isready" in " ".join(services["db"]["healthcheck"]["test"])
     assert services["db"]["image"].startswith("postgres:") and re.search(
         r":\d+\.\d+", services["db"]["image"]

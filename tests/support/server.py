@@ -50,7 +50,8 @@ class Server:
 
 
 @contextmanager
-def serve(database_url: str, **env: str) -> Iterator[Server]:
+def serve(database_url: str, *args: str, **env: str) -> Iterator[Server]:
+    """``optline serve`` with ``args`` (e.g. ``--workers``, ``2``) and ``env`` on top of the test settings."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     environ = {
@@ -58,7 +59,7 @@ def serve(database_url: str, **env: str) -> Iterator[Server]:
         "COLUMNS": "250", "NO_COLOR": "1", **env,
     }  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, "-m", "optline", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "optline", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
         env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     server = Server(url=url, database_url=database_url, process=process)

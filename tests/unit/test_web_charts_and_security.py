@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from starlette.requests import Request
 
 from optline.entrypoints.web import charts
-from optline.entrypoints.web.security import FormSigner, RateLimiter, same_origin
+from optline.entrypoints.web.security import FormSigner, same_origin
 from optline.services.dashboard import DayPoint
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -52,14 +52,6 @@ def test_campaign_chart_marks_spikes_and_escapes_names() -> None:
     classes = [r.get("class") for r in svg.findall(f"{SVG}rect")]
     assert classes == ["hbar spike", "hbar"]
     assert "<b>" not in markup and "&lt;b&gt;Flash" in markup
-
-
-def test_rate_limiter_window() -> None:
-    limiter = RateLimiter(limit=3, window_seconds=60)
-    assert [limiter.hit("ip", now=t) for t in (0, 1, 2)] == [None, None, None]
-    assert limiter.hit("ip", now=3) == 57  # wait until the first hit leaves the window
-    assert limiter.hit("other", now=3) is None  # per key
-    assert limiter.hit("ip", now=60.5) is None
 
 
 def test_form_token_is_bound_to_its_link_and_signed() -> None:

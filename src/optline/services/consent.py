@@ -51,27 +51,71 @@ class ConsentChange:
         return any(before in (Status.SUBSCRIBED, Status.PENDING) for before, _ in self.statuses.values())
 
 
+_SUBSCRIPTION = select(subscriptions.c.status, subscriptions.c.held).where(
+    (subscriptions.c.contact_id == bindparam("contact_id"))
+    & (subscriptions.c.program_id == bindparam("program_id"))
+)
+_BRAND_OPT_OUT = (
+    select(consent_events.c.id)
+    .where(
+        (consent_events.c.contact_id == bindparam("contact_id"))
+        & (consent_events.c.program_id.is_(None))
+        & (consent_events.c.brand == bindparam("brand"))
+        & (consent_events.c.action == Action.OPT_OUT.value)
+    )
+    .limit(1)
+)
+
+
 def current(conn: Connection, contact_id: int, program: Mapping[str, Any]) -> tuple[Status, bool]:
     """(status, held) of a contact for a program, as the projection says."""
-    row = conn.execute(
-        select(subscriptions.c.status, subscriptions.c.held).where(
-            (subscriptions.c.contact_id == contact_id) & (subscriptions.c.program_id == program["id"])
-        )
-    ).first()
+    status, held, _ = _state(conn, contact_id, program)
+    return status, held
+
+
+def _state(conn: Connection, contact_id: int, program: Mapping[str, Any]) -> tuple[Status, bool, bool]:
+    """(status, held, whether the projection has a row): the row's existence decides how it is written."""
+    row = conn.execute(_SUBSCRIPTION, {"contact_id": contact_id, "program_id": program["id"]}).first()
     if row:
-        return Status(row.status), bool(row.held)
+        return Status(row.status), bool(row.held), True
     # No row for this program yet, but a brand-wide opt-out still applies to programs created after it.
-    brand_optout = conn.execute(
-        select(consent_events.c.id)
-        .where(
-            (consent_events.c.contact_id == contact_id)
-            & (consent_events.c.program_id.is_(None))
-            & (consent_events.c.brand == program["brand"])
-            & (consent_events.c.action == Action.OPT_OUT.value)
-        )
-        .limit(1)
-    ).first()
-    return (Status.UNSUBSCRIBED if brand_optout else Status.NEVER), False
+    brand_optout = conn.execute(_BRAND_OPT_OUT, {"contact_id": contact_id, "brand": program["brand"]}).first()
+    return (Status.UNSUBSCRIBED if brand_optout else Status.NEVER), False, False
+
+
+_STATE_AND_HEAD = select(
+    select(subscriptions.c.status)
+    .where(
+        (subscriptions.c.contact_id == bindparam("contact_id"))
+        & (subscriptions.c.program_id == bindparam("program_id"))
+    )
+    .scalar_subquery()
+    .label("status"),
+    select(subscriptions.c.held)
+    .where(
+        (subscriptions.c.contact_id == bindparam("contact_id"))
+        & (subscriptions.c.program_id == bindparam("program_id"))
+    )
+    .scalar_subquery()
+    .label("held"),
+    _BRAND_OPT_OUT.scalar_subquery().label("brand_opt_out"),
+    ledger.HEAD.with_only_columns(consent_events.c.seq).scalar_subquery().label("seq"),
+    ledger.HEAD.with_only_columns(consent_events.c.hash).scalar_subquery().label("hash"),
+)
+
+
+def _state_and_head(
+    conn: Connection, contact_id: int, program: Mapping[str, Any]
+) -> tuple[tuple[Status, bool, bool], tuple[int, str]]:
+    """``_state`` and the contact's chain head in one round trip. Read after ``ledger.lock_contact``: the
+    statement's snapshot then includes everything the previous holder of the lock committed."""
+    row = conn.execute(
+        _STATE_AND_HEAD, {"contact_id": contact_id, "program_id": program["id"], "brand": program["brand"]}
+    ).one()
+    head = (row.seq, row.hash) if row.seq is not None else (0, ledger.chain.GENESIS)
+    if row.status is not None:
+        return (Status(row.status), bool(row.held), True), head
+    return (Status.UNSUBSCRIBED if row.brand_opt_out is not None else Status.NEVER, False, False), head
 
 
 def _opt_outs_applying_to(program: Mapping[str, Any]) -> Any:
@@ -126,11 +170,16 @@ def record(
     if action in (Action.OPT_IN, Action.OPT_IN_CONFIRMED):
         last = last_opt_out(conn, contact_id, program)
         check_opt_in_time(as_utc(occurred_at or now), now=now, last_opt_out=last)
-    before = {p["id"]: current(conn, contact_id, p) for p in targets}
+    head: tuple[int, str] | None = None
+    if brand_wide:
+        before = {p["id"]: _state(conn, contact_id, p) for p in targets}
+    else:  # the common case, in one statement: the program's projection row and the chain head
+        state, head = _state_and_head(conn, contact_id, program)
+        before = {program["id"]: state}
     double = bool(program.get("double_opt_in")) and channel is not Channel.IMPORT
     after = {
         pid: next_status(status, action, channel, double_opt_in=double, signup=signup)
-        for pid, (status, _) in before.items()
+        for pid, (status, _, _) in before.items()
     }
     event = ledger.append(
         conn,
@@ -142,11 +191,13 @@ def record(
         evidence=evidence,
         occurred_at=occurred_at or now,
         recorded_at=now,
+        locked=True,
+        head=head,
     )
     change = ConsentChange(event=event)
-    for pid, (status, held) in before.items():
+    for pid, (status, held, exists) in before.items():
         new_status = after[pid]
-        _project(conn, contact_id, pid, status, new_status, held_after(held, action), event, action)
+        _project(conn, contact_id, pid, status, new_status, held_after(held, action), event, action, exists)
         change.statuses[pid] = (status, new_status)
     hook = HOOK_EVENTS.get(action)
     if hook is not None:  # in this transaction: the event exists exactly when the change commits
@@ -226,10 +277,12 @@ def _project(
     held: bool,
     event: Mapping[str, Any],
     action: Action,
+    exists: bool,
 ) -> None:
+    """Write the projection row; ``exists`` was read under the contact's lock, in this transaction."""
     values = _subscription_values(old, new, held, event, action)
     where = (subscriptions.c.contact_id == contact_id) & (subscriptions.c.program_id == program_id)
-    if conn.execute(select(subscriptions.c.contact_id).where(where)).first():
+    if exists:
         conn.execute(update(subscriptions).where(where).values(**values))
     else:
         values.setdefault("since", event["occurred_at"])

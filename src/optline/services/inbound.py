@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from optline.adapters.clock import Clock, as_utc
@@ -80,7 +80,8 @@ def record_inbound(
     if unrouted:
         program = None
 
-    inbound_id = _claim(conn, sms, contact, program, result, now, review=result.review or unrouted)
+    inbound_id = _claim(conn, sms, contact, program, result, now, review=result.review or unrouted,
+                        attribute=not unrouted)  # fmt: skip
     if inbound_id is None:
         return InboundResult(None, duplicate=True, note="already recorded (provider retried)")
     if (
@@ -115,7 +116,6 @@ def record_inbound(
         outcome.note = "no contact (sender is not a phone number)" if contact is None else "no program"
         return outcome
 
-    attributed = _last_campaign(conn, contact["id"], program["id"])
     # A join keyword, or the yes to a pending double opt-in, belongs to the sign-up flow (services/signup.py);
     # STOP and HELP never do (signup reserves them), so they still reach _act.
     if signup.handle_inbound(
@@ -129,12 +129,16 @@ def record_inbound(
         event_id = _act(conn, clock, sms, contact, program, result, evidence, provider_opt_out,
                         double_opt_in or signup.double_opt_in_hook, outcome)  # fmt: skip
     outcome.consent_event_id = event_id
-    conn.execute(
-        update(inbound_messages)
-        .where(inbound_messages.c.id == inbound_id)
-        .values(consent_event_id=event_id, attributed_campaign_id=attributed)
-    )
+    if event_id is not None:  # (the campaign it answers was attributed when the row was claimed)
+        conn.execute(_SET_EVENT, {"b_id": inbound_id, "consent_event_id": event_id})
     return outcome
+
+
+_SET_EVENT = (
+    update(inbound_messages)
+    .where(inbound_messages.c.id == bindparam("b_id"))
+    .values(consent_event_id=bindparam("consent_event_id"))
+)
 
 
 def _act(
@@ -397,19 +401,36 @@ def _is_join_keyword(body: str, program: Mapping[str, Any]) -> bool:
     return bool(words) and words in {str(k).upper() for k in program.get("join_keywords") or []}
 
 
-def _last_campaign(conn: Connection, contact_id: int, program_id: int) -> int | None:
-    """The campaign this contact last received from the program (attribution for analytics)."""
-    return conn.execute(
-        select(messages.c.campaign_id)
-        .where(
-            (messages.c.contact_id == contact_id)
-            & (messages.c.program_id == program_id)
-            & messages.c.campaign_id.is_not(None)
-            & messages.c.status.in_(("sent", "delivered"))
-        )
-        .order_by(messages.c.sent_at.desc().nulls_last(), messages.c.created_at.desc(), messages.c.id.desc())
-        .limit(1)
-    ).scalar()
+# The campaign this contact last received from the program (attribution for analytics): a scalar subquery
+# of the claim's INSERT, so it costs no round trip of its own.
+_LAST_CAMPAIGN = (
+    select(messages.c.campaign_id)
+    .where(
+        (messages.c.contact_id == bindparam("a_contact"))
+        & (messages.c.program_id == bindparam("a_program"))
+        & messages.c.campaign_id.is_not(None)
+        & messages.c.status.in_(("sent", "delivered"))
+    )
+    .order_by(messages.c.sent_at.desc().nulls_last(), messages.c.created_at.desc(), messages.c.id.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+_CLAIMS: dict[tuple[str, bool], Any] = {}
+
+
+def _claim_statement(dialect_name: str, attributed: bool) -> Any:
+    """INSERT … ON CONFLICT (provider, provider_message_id) DO NOTHING RETURNING id, built once per dialect
+    (the statement is the same for every reply; only its parameters change)."""
+    key = (dialect_name, attributed)
+    if key not in _CLAIMS:
+        dialect = postgresql if dialect_name == "postgresql" else sqlite
+        stmt = dialect.insert(inbound_messages)
+        if attributed:
+            stmt = stmt.values(attributed_campaign_id=_LAST_CAMPAIGN)
+        _CLAIMS[key] = stmt.on_conflict_do_nothing(
+            index_elements=["provider", "provider_message_id"]
+        ).returning(inbound_messages.c.id)
+    return _CLAIMS[key]
 
 
 def _claim(
@@ -421,8 +442,10 @@ def _claim(
     now: Any,
     *,
     review: bool,
+    attribute: bool,
 ) -> int | None:
-    """Insert the inbound row unless the provider already delivered this message; its id, or None."""
+    """Insert the inbound row unless the provider already delivered this message; its id, or None.
+    ``attribute``: record the campaign the reply answers (a routed reply from a contact)."""
     values = {
         "provider": sms.provider, "provider_message_id": sms.provider_message_id,
         "from_phone": (contact or {}).get("phone") or sms.from_phone[:20], "to_phone": sms.to_phone[:20],
@@ -430,14 +453,10 @@ def _claim(
         "intent": result.intent.value, "confidence": f"{result.confidence:.2f}", "language": result.language[:5],
         "reason": result.reason[:200], "review": review, "received_at": sms.received_at or now,
     }  # fmt: skip
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(inbound_messages)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["provider", "provider_message_id"])
-        .returning(inbound_messages.c.id)
-    )
-    return conn.execute(stmt).scalar()
+    attributed = attribute and contact is not None and program is not None
+    if attributed:
+        values.update(a_contact=contact and contact["id"], a_program=program and program["id"])
+    return conn.execute(_claim_statement(conn.dialect.name, attributed), values).scalar()
 
 
 # --- status callbacks -------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from optline.adapters.clock import Clock
 from optline.adapters.db.tables import messages
@@ -66,18 +67,17 @@ def enqueue(
     segments: int = 1,
     optout_token: str | None = None,
 ) -> dict[str, Any]:
-    existing = conn.execute(select(messages).where(messages.c.idempotency_key == idempotency_key)).first()
-    if existing:
-        return dict(existing._mapping)
     now = clock.now()
-    row = conn.execute(
-        insert(messages)
-        .values(
-            program_id=program_id, contact_id=contact_id, to_phone=to_phone, from_phone=from_phone,
-            kind=kind.value, priority=lane(kind), body=body, segments=segments, status="queued", idempotency_key=idempotency_key,
-            campaign_id=campaign_id, not_before=not_before, optout_token=optout_token, attempts=0,
-            created_at=now, updated_at=now,
-        )
-        .returning(*messages.c)
-    ).one()  # fmt: skip
+    values = {
+        "program_id": program_id, "contact_id": contact_id, "to_phone": to_phone, "from_phone": from_phone,
+        "kind": kind.value, "priority": lane(kind), "body": body, "segments": segments, "status": "queued",
+        "idempotency_key": idempotency_key, "campaign_id": campaign_id, "not_before": not_before,
+        "optout_token": optout_token, "attempts": 0, "created_at": now, "updated_at": now,
+    }  # fmt: skip
+    # One statement in the common case (a new key); a repeated key inserts nothing and reads the first row.
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(messages).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    row = conn.execute(stmt.returning(*messages.c), values).first()
+    if row is None:
+        row = conn.execute(select(messages).where(messages.c.idempotency_key == idempotency_key)).one()
     return dict(row._mapping)

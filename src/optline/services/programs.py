@@ -60,16 +60,33 @@ def require_program(conn: Connection, name: str) -> dict[str, Any]:
 
 def program_for_sender(conn: Connection, to_phone: str, default_region: str = "US") -> dict[str, Any] | None:
     """The program that owns the number (or short code) an inbound message was sent to, compared in
-    normalised form on both sides (a sender stored before normalisation still matches)."""
+    normalised form on both sides (a sender stored before normalisation still matches).
+
+    Answered from a per-process table of normalised senders (adapters/db/programs.py ``cached``: every
+    inbound reply asks, and the answer changes only when a program does); a number the table does not know
+    is looked up again in the database before the reply is called unrouted."""
     wanted = {to_phone.strip(), read_sender(to_phone, default_region)} - {None}
-    for program in repo.list_all(conn):
+    for fresh in (False, True):
+        table = repo.cached(conn, ("senders", default_region), lambda c: _sender_table(c, default_region),
+                            fresh=fresh)  # fmt: skip
+        found = [table[number] for number in wanted if number in table]
+        if found:
+            return dict(min(found, key=lambda owner: owner[0])[1])
+    return None
+
+
+def _sender_table(conn: Connection, region: str) -> dict[str, tuple[int, dict[str, Any]]]:
+    """Normalised sender number or short code -> (position by name, program): the first program by name
+    owns a number that two programs list, as the linear scan this replaces decided."""
+    table: dict[str, tuple[int, dict[str, Any]]] = {}
+    for position, program in enumerate(repo.list_all(conn)):
         owned = [
             *(program["sender_numbers"] or []),
             *([program["short_code"]] if program["short_code"] else []),
         ]
-        if any(_stored_form(number, default_region) in wanted for number in owned):
-            return program
-    return None
+        for number in owned:
+            table.setdefault(_stored_form(number, region), (position, program))
+    return table
 
 
 def _stored_form(number: str, region: str) -> str:

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, select, update
 from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db import contacts as contact_repo
 from optline.adapters.db import ledger
+from optline.adapters.db import programs as program_repo
 from optline.adapters.db import signups as repo
 from optline.adapters.db.tables import messages, programs
 from optline.domain import disclosure as words
@@ -94,6 +95,7 @@ def set_window(conn: Connection, program: Mapping[str, Any], hours: float) -> di
         )
     settings = {**(program.get("settings") or {}), "signup_window_hours": hours}
     conn.execute(update(programs).where(programs.c.id == program["id"]).values(settings=settings))
+    program_repo.forget(conn)  # inbound routing caches programs (adapters/db/programs.py)
     return {**program, "settings": settings}
 
 

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select
+from sqlalchemy import Connection, and_, bindparam, func, insert, select
 
 from optline.adapters.db.database import one_of
 from optline.adapters.db.tables import (
@@ -63,10 +63,15 @@ def append(
     evidence: Mapping[str, Any],
     occurred_at: datetime,
     recorded_at: datetime,
+    locked: bool = False,
+    head: tuple[int, str] | None = None,
 ) -> dict[str, Any]:
-    """Append one event to the contact's chain. The caller's transaction also writes the projection."""
-    lock_contact(conn, contact_id)
-    seq, prev = heads(conn, [contact_id]).get(contact_id, (0, chain.GENESIS))
+    """Append one event to the contact's chain. The caller's transaction also writes the projection.
+    ``locked``: the caller already holds the contact's lock in this transaction (``lock_contact``);
+    ``head``: and read the chain's head after taking it."""
+    if not locked:
+        lock_contact(conn, contact_id)
+    seq, prev = head if head is not None and locked else head_of(conn, contact_id)
     event = build_event(
         contact_id=contact_id, seq=seq + 1, prev_hash=prev, program_id=program_id, brand=brand,
         action=action, channel=channel, evidence=evidence, occurred_at=occurred_at, recorded_at=recorded_at,
@@ -98,6 +103,21 @@ def insert_events(conn: Connection, events: list[dict[str, Any]]) -> None:
     ).all()
     for event, row in zip(events, rows, strict=True):
         event["id"] = row.id
+
+
+HEAD = (
+    select(consent_events.c.seq, consent_events.c.hash)
+    .where(consent_events.c.contact_id == bindparam("contact_id"))
+    .order_by(consent_events.c.seq.desc())
+    .limit(1)
+)
+
+
+def head_of(conn: Connection, contact_id: int) -> tuple[int, str]:
+    """(seq, hash) of one contact's newest event (0, GENESIS when it has none): one probe of the unique
+    (contact_id, seq) index."""
+    row = conn.execute(HEAD, {"contact_id": contact_id}).first()
+    return (row.seq, row.hash) if row else (0, chain.GENESIS)
 
 
 def heads(conn: Connection, contact_ids: list[int]) -> dict[int, tuple[int, str]]:

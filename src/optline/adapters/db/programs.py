@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 
 from optline.adapters.db.tables import programs
 from optline.domain.consent import OptOutScope
+
+T = TypeVar("T")
+
+# How long a process may answer from what it last read of the programs table (inbound routing reads it on
+# every reply). A reply handled up to this long after a program changed in *another* process is treated as
+# if it had arrived just before the change — the order of two concurrent events; this process's own
+# changes are seen at once (``forget``), and a reply whose sender number no cached program owns reads the
+# table again before it is called unrouted (services/programs.py).
+CACHE_SECONDS = 2.0
+_cache: WeakKeyDictionary[Engine, dict[Hashable, tuple[float, Any]]] = WeakKeyDictionary()
+_cache_lock = threading.Lock()
+
+
+def cached(conn: Connection, key: Hashable, build: Callable[[Connection], T], *, fresh: bool = False) -> T:
+    """``build(conn)`` — a value derived from the programs table — kept per database for CACHE_SECONDS."""
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(conn.engine, {}).get(key)
+    if hit is not None and not fresh and hit[0] > now:
+        value: T = hit[1]
+        return value
+    value = build(conn)
+    with _cache_lock:
+        _cache.setdefault(conn.engine, {})[key] = (now + CACHE_SECONDS, value)
+    return value
+
+
+def forget(conn: Connection) -> None:
+    """This process changed a program: what was cached for its database is read again."""
+    with _cache_lock:
+        _cache.pop(conn.engine, None)
 
 
 def create(conn: Connection, **values: Any) -> dict[str, Any]:
@@ -19,6 +54,7 @@ def create(conn: Connection, **values: Any) -> dict[str, Any]:
     if conn.execute(select(programs.c.id).where(programs.c.name == values["name"])).first():
         raise ValueError(f"a program named {values['name']!r} already exists")
     row = conn.execute(insert(programs).values(**values).returning(*programs.c)).one()
+    forget(conn)
     return dict(row._mapping)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -592,4 +593,19 @@ webhook_attempts = Table(
     Column("error", String(300)),
     Column("replay", Boolean, nullable=False, default=False),
     Index("ix_webhook_attempts_delivery", "delivery_id", "id"),
+)
+
+# Requests counted by the pages' rate limits (entrypoints/web/security.py RateLimiter), in the database so
+# that every API process shares one window per client. ``at`` is seconds since the epoch; a row is useless
+# once ``at`` + the window has passed and is deleted by the next hit of its key (or the periodic sweep).
+rate_limit_hits = Table(
+    "rate_limit_hits",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("bucket", String(40), nullable=False),  # which limit: login, optout, join
+    Column("key", String(100), nullable=False),  # the client (IP address)
+    Column("at", Float, nullable=False),
+    Column("expires", Float, nullable=False),
+    Index("ix_rate_limit_hits_key", "bucket", "key", "at"),
+    Index("ix_rate_limit_hits_expires", "expires"),
 )

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import errno
+import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
+from typing import TYPE_CHECKING
 
 import typer
 
 from optline.bootstrap import Container
 from optline.entrypoints.cli.common import console, container, fail
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 app = typer.Typer()
 
@@ -26,17 +33,22 @@ def init() -> None:
 def serve(
     host: str = typer.Option(None, help="bind address (default OPTLINE_HOST, 127.0.0.1)"),
     port: int = typer.Option(None, help="port (default OPTLINE_PORT, 8000)"),
+    workers: int = typer.Option(
+        1, "--workers", min=1, help="processes answering requests on one port (PostgreSQL only when > 1)"
+    ),
 ) -> None:
     """Migrate the database and serve the API, webhooks and pages (with the SMS simulator by default)."""
-    import uvicorn
-
-    from optline.entrypoints.api.app import create_app
     from optline.logs import configure
 
     c = container(create=True)
     configure(c.settings.effective_log_format)
     host = host or c.settings.host
     port = port or c.settings.port
+    if workers > 1 and c.settings.is_sqlite:
+        # SQLite takes one writer at a time and its dispatch worker runs inside serve: one process is the
+        # design (DESIGN.md); several processes share a PostgreSQL database.
+        fail("--workers > 1 needs PostgreSQL (OPTLINE_DATABASE_URL=postgresql+psycopg://…); SQLite serves "
+             "from one process")  # fmt: skip
     # Before anything is created or printed: a first start on a taken port used to create the admin, print
     # its one-time password and then fail, so the password was lost with the process.
     _require_free_port(host, port)
@@ -45,6 +57,13 @@ def serve(
     console.print(f"  API docs   {base}/docs")
     console.print(f"  health     {base}/healthz")
     _first_run_admin(c, base)
+    if workers > 1:
+        _serve_processes(c, host, port, workers)
+        return
+    import uvicorn
+
+    from optline.entrypoints.api.app import create_app
+
     app_ = create_app(c)
     worker: tuple[threading.Thread, threading.Event] | None = None
     if c.settings.is_sqlite:  # SQLite: one in-process dispatch worker (PostgreSQL: run `optline worker`)
@@ -80,6 +99,46 @@ def serve(
     c.close()
     if not server.started and not signalled:  # it could not listen (as uvicorn.run reports it)
         raise typer.Exit(3)
+
+
+def _serve_processes(c: Container, host: str, port: int, workers: int) -> None:
+    """``workers`` uvicorn processes on one socket (uvicorn's supervisor: it binds once, restarts a process
+    that dies, and on SIGTERM/SIGINT stops each one the graceful way — requests in flight are answered).
+
+    Each process builds its own container from the same environment (``process_app``); the database was
+    migrated above. Counters live in each process, so /metrics adds them up through prometheus-client's
+    multiprocess mode: PROMETHEUS_MULTIPROC_DIR as given, or a fresh directory for this run."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    own_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_dir = tempfile.mkdtemp(prefix="optline-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir  # inherited by the processes started below
+    c.close()  # the processes open their own connections; none is shared across a fork
+    config = uvicorn.Config(
+        "optline.entrypoints.cli.server:process_app", factory=True, host=host, port=port, workers=workers,
+        log_level="info", access_log=False, log_config=None,
+    )  # fmt: skip
+    console.print(f"  processes  {workers} (PostgreSQL: run `optline worker` to send)")
+    try:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def process_app() -> FastAPI:
+    """The application of one ``serve --workers`` process (uvicorn imports it by name in a new process)."""
+    from optline.bootstrap import build
+    from optline.entrypoints.api.app import create_app
+    from optline.logs import configure
+
+    c = build()
+    configure(c.settings.effective_log_format)
+    app_ = create_app(c)
+    app_.router.add_event_handler("shutdown", c.close)
+    return app_
 
 
 def _require_free_port(host: str, port: int) -> None:

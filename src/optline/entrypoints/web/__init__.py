@@ -10,7 +10,7 @@ from starlette.staticfiles import StaticFiles
 from optline.bootstrap import Container
 from optline.entrypoints.web import auth, dashboard, hooks, optout, simulator
 from optline.entrypoints.web.rendering import STATIC_DIR, render
-from optline.entrypoints.web.security import FormSigner, RateLimiter, security_headers
+from optline.entrypoints.web.security import FormSigner, RateLimiter, SecurityHeaders
 
 
 def mount(app: FastAPI, container: Container) -> None:
@@ -20,14 +20,14 @@ def mount(app: FastAPI, container: Container) -> None:
         secret, salt="optline.optout-form", max_age_seconds=optout.FORM_MAX_AGE
     )
     # Generous for a person tapping around, far too slow for anyone walking the token space.
-    app.state.optout_limiter = RateLimiter(limit=30, window_seconds=60)
-    app.state.login_limiter = RateLimiter(limit=10, window_seconds=300)
+    app.state.optout_limiter = RateLimiter(container.db, "optout", limit=30, window_seconds=60)
+    app.state.login_limiter = RateLimiter(container.db, "login", limit=10, window_seconds=300)
 
     app.add_middleware(
         SessionMiddleware, secret_key=secret, session_cookie="optline_session", max_age=auth.SESSION_MAX_AGE,
         same_site="lax", https_only=settings.public_url.startswith("https://"),
     )  # fmt: skip
-    app.middleware("http")(security_headers)
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(optout.router)
     app.include_router(auth.router)

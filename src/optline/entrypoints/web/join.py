@@ -62,7 +62,7 @@ def _limiter(container: Container) -> RateLimiter:
     limiter = container.extras.get("join_post_limiter")
     if limiter is None:
         limiter = container.extras["join_post_limiter"] = RateLimiter(
-            container.settings.join_posts_per_ip, POST_WINDOW_SECONDS
+            container.db, "join", container.settings.join_posts_per_ip, POST_WINDOW_SECONDS
         )
     return limiter
 
@@ -170,7 +170,7 @@ def join_submit(
         return _not_found(request, container, name)
     ip = request.client.host if request.client else "unknown"
     current = signup_service.current_disclosure(conn, container.clock, program)
-    if _limiter(container).hit(ip) is not None:
+    if _limiter(container).hit(ip, conn=conn) is not None:
         return _render(request, container, "message.html", {"title": "Too many attempts",
                        "text": "Too many sign-up attempts from your network. Please try again in 10 minutes."},
                        status_code=429, program=program)  # fmt: skip

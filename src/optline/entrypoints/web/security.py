@@ -11,15 +11,17 @@ Two CSRF schemes, chosen by who is on the other end:
 from __future__ import annotations
 
 import secrets
-import threading
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import Connection
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from optline.adapters.db import rate_limits
+from optline.adapters.db.database import Database
 
 # Pages load nothing from elsewhere and run no inline code. /docs (Swagger UI from a CDN) keeps its own rules.
 CSP = (
@@ -29,9 +31,30 @@ CSP = (
 _NO_CSP_PREFIXES = ("/docs", "/redoc", "/openapi.json")
 
 
-async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    response = await call_next(request)
-    h = response.headers
+class SecurityHeaders:
+    """The response headers every page and API answer gets. A plain ASGI middleware: Starlette's
+    ``BaseHTTPMiddleware`` (``app.middleware("http")``) runs each request through an extra task and stream,
+    which cost a webhook burst a measurable share of its throughput (bench/inbound.py)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        https = scope.get("scheme") == "https"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                _add_security_headers(MutableHeaders(scope=message), path, https)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _add_security_headers(h: MutableHeaders, path: str, https: bool) -> None:
     h.setdefault("X-Content-Type-Options", "nosniff")
     if "frame-ancestors" not in h.get("Content-Security-Policy", ""):  # a page with its own framing rule
         h.setdefault("X-Frame-Options", "DENY")  # (the embeddable /join form) keeps it; others are unframable
@@ -39,40 +62,30 @@ async def security_headers(request: Request, call_next: Callable[[Request], Awai
     h.setdefault("Referrer-Policy", "same-origin")
     h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), interest-cohort=()")
     h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    if not request.url.path.startswith(_NO_CSP_PREFIXES):
+    if not path.startswith(_NO_CSP_PREFIXES):
         h.setdefault("Content-Security-Policy", CSP)
-    if request.url.scheme == "https":
+    if https:
         h.setdefault("Strict-Transport-Security", "max-age=31536000")
-    if response.headers.get("content-type", "").startswith("text/html"):
+    if h.get("content-type", "").startswith("text/html"):
         h.setdefault("Cache-Control", "no-store")  # personal pages: no shared caches, no back-button leaks
-    return response
 
 
 class RateLimiter:
-    """A sliding window of request times per key (client IP). In memory: per process.
+    """A sliding window of request times per key (client IP), kept in the database
+    (adapters/db/rate_limits.py): every process of the installation counts against the same window, so
+    ``serve --workers N`` does not multiply the limit by N."""
 
-    Several API processes behind a load balancer each keep their own window, so the effective limit is
-    ``limit`` × processes; that still stops a single client from walking the token space.
-    """
+    def __init__(self, db: Database, bucket: str, limit: int, window_seconds: float) -> None:
+        self.db, self.bucket, self.limit, self.window = db, bucket, limit, window_seconds
 
-    def __init__(self, limit: int, window_seconds: float) -> None:
-        self.limit, self.window = limit, window_seconds
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def hit(self, key: str, now: float | None = None) -> float | None:
-        """Count one request; None when allowed, else the seconds until the next one would be."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            hits = self._hits.setdefault(key, deque())
-            while hits and hits[0] <= now - self.window:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                return max(0.0, hits[0] + self.window - now)
-            hits.append(now)
-            if len(self._hits) > 100_000:  # bounded memory under a flood of distinct addresses
-                self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > now - self.window}
-            return None
+    def hit(self, key: str, now: float | None = None, conn: Connection | None = None) -> float | None:
+        """Count one request; None when allowed, else the seconds until the next one would be.
+        ``conn``: the request's own write transaction, when it has one (a second one would wait on it)."""
+        now = time.time() if now is None else now
+        if conn is not None:
+            return rate_limits.hit(conn, self.bucket, key, limit=self.limit, window=self.window, now=now)
+        with self.db.transaction() as own:
+            return rate_limits.hit(own, self.bucket, key, limit=self.limit, window=self.window, now=now)
 
 
 def client_ip(request: Request) -> str:

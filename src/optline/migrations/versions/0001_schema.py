@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 07:10:53.071500
+Create Date: 2026-11-30 08:42:44.137560
 """
 
 from __future__ import annotations
@@ -167,6 +167,19 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_programs")),
         sa.UniqueConstraint("name", name=op.f("uq_programs_name")),
     )
+    op.create_table(
+        "rate_limit_hits",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("bucket", sa.String(length=40), nullable=False),
+        sa.Column("key", sa.String(length=100), nullable=False),
+        sa.Column("at", sa.Float(), nullable=False),
+        sa.Column("expires", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_rate_limit_hits")),
+    )
+    with op.batch_alter_table("rate_limit_hits", schema=None) as batch_op:
+        batch_op.create_index("ix_rate_limit_hits_expires", ["expires"], unique=False)
+        batch_op.create_index("ix_rate_limit_hits_key", ["bucket", "key", "at"], unique=False)
+
     op.create_table(
         "reassigned_numbers",
         sa.Column("phone", sa.String(length=20), nullable=False),
@@ -705,6 +718,11 @@ def downgrade() -> None:
     op.drop_table("users")
     op.drop_table("simulator_messages")
     op.drop_table("reassigned_numbers")
+    with op.batch_alter_table("rate_limit_hits", schema=None) as batch_op:
+        batch_op.drop_index("ix_rate_limit_hits_key")
+        batch_op.drop_index("ix_rate_limit_hits_expires")
+
+    op.drop_table("rate_limit_hits")
     op.drop_table("programs")
     op.drop_table("optout_counts")
     with op.batch_alter_table("optout_attributions", schema=None) as batch_op:

@@ -1,0 +1,300 @@
+"""Inbound replies at burst speed (issue 17): a real ``optline serve`` beside a bare Starlette endpoint.
+
+``python -m bench.inbound [--engines sqlite,postgresql] [--seconds 8] [--rounds 2] [--connections 16]
+[--workers 4]``
+
+For each engine: a fresh migrated database with one program and ``--contacts`` subscribed people; an
+``optline serve`` (one process, then ``--workers N`` on PostgreSQL) and the bare endpoint
+(bench/_bare_inbound.py: uvicorn + Starlette parsing the same form) on the same machine; the load generator
+(bench/_load.py, aiohttp, a process of its own) sends Twilio-signed STOPs from distinct numbers to each in
+interleaved rounds. Printed: requests/s and p50/p99 of each, the median over rounds, and optline's
+requests/s as a share of the bare endpoint's. Afterwards every number that was answered 2xx must have an
+opt-out in the ledger (the run fails otherwise). Then, in process: CPU time and SQL statements per STOP.
+
+Targets (issue 17): >= 30% of the bare endpoint per process on both engines, p99 < 100 ms, near-linear with
+``--workers 4`` on PostgreSQL (which needs as many idle cores: on a shared 2-core machine it cannot show).
+The load generator is Python: on a small machine it shares the CPU with the servers, so the bare endpoint's
+figure is a floor, not its ceiling (the ratio is the conservative way round).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import event, select
+from tests.support import outbound
+from tests.support.server import free_port
+from twilio.request_validator import RequestValidator
+
+from bench.common import fresh_database
+from optline.adapters.clock import SystemClock
+from optline.adapters.db.tables import consent_events, contacts
+from optline.adapters.providers.webhook_request import WebhookRequest
+from optline.bootstrap import build
+from optline.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "bench-twilio-auth-token-0123456789abcdef"
+SENDER = "+14155550100"
+
+
+IN_PROCESS = 30_000_000  # the phone index of the first contact timed in process
+
+
+def prepare(db_url: str, people: int, in_process: int) -> None:
+    """One program with the sender the STOPs are sent to, ``people`` subscribed contacts for the load and
+    ``in_process`` more for the in-process timing."""
+    c = build(Settings(env="test", database_url=db_url), clock=SystemClock())
+    with c.db.transaction() as conn:
+        program = outbound.make_program(conn, c.clock, sender_numbers=[SENDER])
+        for first, count in ((0, people), (IN_PROCESS, in_process)):
+            for start in range(first, first + count, 10_000):
+                ids = outbound.insert_contacts(conn, c.clock.now(), start, min(10_000, first + count - start))
+                outbound.subscribe(conn, c.clock, program, ids)
+    c.close()
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url}: not ready after {timeout:.0f}s")
+
+
+@contextmanager
+def running(argv: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[str]:
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _wait_ready(url, process)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def optline_serve(db_url: str, workers: int) -> Any:
+    port = free_port()
+    env = {"OPTLINE_DATABASE_URL": db_url, "OPTLINE_PUBLIC_URL": f"http://127.0.0.1:{port}",
+           "OPTLINE_TWILIO_AUTH_TOKEN": TOKEN, "OPTLINE_ENV": "development", "OPTLINE_LOG_FORMAT": "json"}  # fmt: skip
+    argv = [sys.executable, "-m", "optline", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    return running(argv, port, env)
+
+
+def bare_endpoint() -> Any:
+    port = free_port()
+    return running([sys.executable, "-m", "bench._bare_inbound", "--port", str(port)], port)
+
+
+def load(url: str, start: int, seconds: float, connections: int, rate: float = 0) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench._load", "--url", url + "/webhooks/twilio/sms", "--token", TOKEN,
+         "--start", str(start), "--seconds", str(seconds), "--connections", str(connections),
+         "--tag", uuid.uuid4().hex[:8], "--rate", str(rate)],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def line(label: str, r: dict[str, Any], base: dict[str, Any] | None = None) -> None:
+    share = f"  {100 * r['rps'] / base['rps']:5.1f}% of bare" if base else ""
+    bad = {k: v for k, v in r["statuses"].items() if not str(k).startswith("2")}
+    extra = f"  non-2xx {bad}" if bad else ""
+    extra += f"  transport errors {r['errors']}" if r["errors"] else ""
+    print(f"  {label:<34} {r['rps']:>8,.0f} req/s   p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms"
+          f"{share}{extra}", flush=True)  # fmt: skip
+
+
+def median(results: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {"statuses": {}, "errors": sum(r["errors"] for r in results)}
+    for key in ("rps", "p50_ms", "p99_ms"):
+        merged[key] = statistics.median(r[key] for r in results)
+    for r in results:
+        for k, v in r["statuses"].items():
+            merged["statuses"][k] = merged["statuses"].get(k, 0) + v
+    return merged
+
+
+def check_opt_outs(db_url: str, answered: list[str]) -> tuple[int, int]:
+    """(numbers answered 2xx, those with an opt-out in the ledger)."""
+    c = build(Settings(env="test", database_url=db_url), clock=SystemClock())
+    wanted = set(answered)
+    found: set[str] = set()
+    listed = sorted(wanted)
+    with c.db.read() as conn:
+        for i in range(0, len(listed), 5000):
+            found.update(
+                conn.execute(
+                    select(contacts.c.phone)
+                    .join(consent_events, consent_events.c.contact_id == contacts.c.id)
+                    .where(
+                        contacts.c.phone.in_(listed[i : i + 5000]) & (consent_events.c.action == "opt_out")
+                    )
+                ).scalars()
+            )
+    c.close()
+    return len(wanted), len(found & wanted)
+
+
+def in_process(db_url: str, start: int, n: int, profile: bool) -> None:
+    """CPU time and SQL statements per STOP through the webhook's own ``handle`` (verify, parse, record,
+    commit), without HTTP."""
+    from optline.entrypoints.api.webhooks import handle
+
+    url = "http://127.0.0.1:1/webhooks/twilio/sms"
+    c = build(Settings(env="test", database_url=db_url, twilio_auth_token=TOKEN, public_url=url.rsplit("/w", 1)[0]),
+              clock=SystemClock())  # fmt: skip
+    validator = RequestValidator(TOKEN)
+    from bench._load import signed
+
+    requests = []
+    for i in range(start, start + n):
+        _, body, headers = signed(validator, url, i, uuid.uuid4().hex[:8])
+        requests.append(WebhookRequest(method="POST", url=url, headers={k.lower(): v for k, v in headers.items()},
+                                       body=body, query=[], received_at=c.clock.now()))  # fmt: skip
+    statements: list[str] = []
+    event.listen(c.db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    handle(c, "twilio", "sms", requests[0])  # warm caches and the pool
+    statements.clear()
+    profiler = cProfile.Profile() if profile else None
+    cpu = time.process_time()
+    wall = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    for req in requests[1:]:
+        handle(c, "twilio", "sms", req)
+    if profiler:
+        profiler.disable()
+    cpu = (time.process_time() - cpu) / (n - 1)
+    wall = (time.perf_counter() - wall) / (n - 1)
+    print(f"  in process: {cpu * 1000:.2f} ms CPU, {wall * 1000:.2f} ms wall, "
+          f"{len(statements) / (n - 1):.1f} SQL statements per STOP (over {n - 1})", flush=True)  # fmt: skip
+    if profiler:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
+        seen: dict[str, int] = {}
+        for s in statements:
+            key = " ".join(s.split())[:110]
+            seen[key] = seen.get(key, 0) + 1
+        for key, count in sorted(seen.items(), key=lambda kv: -kv[1]):
+            print(f"    {count / (n - 1):4.1f}x {key}")
+    c.close()
+
+
+def run_engine(engine: str, args: argparse.Namespace) -> bool:
+    print(f"\n{engine}:", flush=True)
+    ok = True
+    with fresh_database(engine) as db_url:
+        prepare(db_url, args.contacts, args.in_process)
+        next_phone = 0
+        configs = [1] + ([args.workers] if engine == "postgresql" and args.workers > 1 else [])
+        answered: list[str] = []
+        per_process: dict[int, dict[str, Any]] = {}
+        paced: dict[str, dict[str, Any]] = {}
+        with bare_endpoint() as bare_url:
+            bare_runs: list[dict[str, Any]] = []
+            if args.in_process_only:
+                configs = []
+            for workers in configs:
+                runs: list[dict[str, Any]] = []
+                with optline_serve(db_url, workers) as url:
+                    load(url, 10_000_000 + next_phone, 1, 4)  # warm up (numbers far from the measured ones)
+                    next_phone += 5_000
+                    for _ in range(args.rounds):
+                        bare_runs.append(load(bare_url, next_phone, args.seconds, args.connections))
+                        r = load(url, next_phone, args.seconds, args.connections)
+                        next_phone += r["requests"] + 1000
+                        answered.extend(r.pop("ok_phones"))
+                        runs.append(r)
+                    if (
+                        workers == 1 and args.burst_rate
+                    ):  # a burst at a fixed rate: its latency, not the ceiling
+                        paced["bare"] = load(
+                            bare_url, next_phone, args.seconds, args.connections, args.burst_rate
+                        )
+                        r = load(url, next_phone, args.seconds, args.connections, args.burst_rate)
+                        next_phone += r["requests"] + 1000
+                        answered.extend(r.pop("ok_phones"))
+                        paced["optline"] = r
+                per_process[workers] = median(runs)
+        if args.in_process_only:
+            in_process(db_url, IN_PROCESS, args.in_process, args.profile)
+            return True
+        base = median(bare_runs)
+        line("bare Starlette endpoint (median)", base)
+        for workers, r in per_process.items():
+            line(f"optline serve --workers {workers} (median)", r, base)
+            if workers > 1:
+                scale = r["rps"] / per_process[1]["rps"]
+                print(
+                    f"  scaling with --workers {workers}: {scale:.2f}x one process ({os.cpu_count()} CPUs here)"
+                )
+        if paced:
+            line(f"bare endpoint at {args.burst_rate:g} STOPs/s", paced["bare"])
+            line(f"optline serve at {args.burst_rate:g} STOPs/s", paced["optline"])
+        total, found = check_opt_outs(db_url, answered)
+        status = "ok" if total == found else "LOST OPT-OUTS"
+        print(f"  every 2xx an opt-out: {found:,} of {total:,} numbers answered 2xx have one — {status}")
+        ok = total == found
+        in_process(db_url, IN_PROCESS, args.in_process, args.profile)
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--engines", default="sqlite,postgresql")
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--workers", type=int, default=4, help="PostgreSQL: also serve with this many processes"
+    )
+    parser.add_argument(
+        "--burst-rate",
+        type=float,
+        default=100,
+        help="then a burst paced at this many STOPs/s (0: skip), for its p50/p99",
+    )
+    parser.add_argument("--contacts", type=int, default=20_000, help="subscribed people before the burst")
+    parser.add_argument("--in-process", type=int, default=300, help="STOPs timed in process after the load")
+    parser.add_argument("--profile", action="store_true", help="cProfile the in-process STOPs")
+    parser.add_argument("--in-process-only", action="store_true", help="skip the HTTP load")
+    args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
+    failed = [e for e in args.engines.split(",") if not run_engine(e, args)]
+    if failed:
+        raise SystemExit(f"opt-outs missing on {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
