@@ -115,6 +115,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.15)
-    parser.add_argument("--cap", type=int, default=0, help="accepted messages per sender per second (0: none)")
+    parser.add_argument(
+        "--cap", type=int, default=0, help="accepted messages per sender per second (0: none)"
+    )
     args = parser.parse_args()
     asyncio.run(_main(args.port, args.latency, args.cap))

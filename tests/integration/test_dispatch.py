@@ -160,7 +160,10 @@ def test_the_next_batch_is_checked_after_its_claim_and_handed_over_on_close(
     total = Counts()
     total.add(dispatcher.run_once())  # batch 1 sent; batch 2 claimed, checked and submitted meanwhile
     with container.db.read() as conn:
-        queued = [r.contact_id for r in conn.execute(select(messages.c.contact_id).where(messages.c.status == "queued"))]
+        queued = [
+            r.contact_id
+            for r in conn.execute(select(messages.c.contact_id).where(messages.c.status == "queued"))
+        ]
     assert len(queued) == 60
     with container.db.transaction() as conn:
         for cid in queued:

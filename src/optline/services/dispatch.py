@@ -179,7 +179,9 @@ def default_worker_id() -> str:
 def rate_key(m: Mapping[str, Any], program: Mapping[str, Any] | None) -> str:
     """The number a message goes out from: rate limits and provider pauses are per sender."""
     program = program or {}
-    number = m["from_phone"] or next(iter(program.get("sender_numbers") or []), None) or program.get("short_code")
+    number = (
+        m["from_phone"] or next(iter(program.get("sender_numbers") or []), None) or program.get("short_code")
+    )
     return str(number or "-")
 
 
@@ -436,7 +438,7 @@ class Dispatcher:
                 slots[m["id"]] = at
             after = (times[-1] + 1 / rate) if times else now + self.config.send_window
             due = datetime.fromtimestamp(after, UTC) + (stamp - datetime.now(UTC))  # on the dispatch clock
-            for m in ms[len(times):]:
+            for m in ms[len(times) :]:
                 released.append(Outcome(m["id"], {"status": "queued", "not_before": due, "lease_owner": None,
                                                   "lease_expires_at": None, "updated_at": stamp}, "released"))  # fmt: skip
         return slots, released
@@ -465,7 +467,9 @@ class Dispatcher:
         config_error = delivery.held_back
         if delivery.error is not None:
             exc = delivery.error
-            decision = retry.decide(exc.kind.value, exc.code, item.attempts, exc.retry_after, self.config.policy)
+            decision = retry.decide(
+                exc.kind.value, exc.code, item.attempts, exc.retry_after, self.config.policy
+            )
             errors = {"error_code": exc.code, "error_message": exc.message[:500]}
             if decision.verdict is retry.Verdict.THROTTLED:
                 assert decision.delay is not None
@@ -478,13 +482,23 @@ class Dispatcher:
                 return Outcome(item.row["id"], {**base, **errors, "status": "queued", "reason": decision.reason,
                                                 "not_before": now + timedelta(seconds=decision.delay)})  # fmt: skip
             elif decision.verdict is retry.Verdict.OPTED_OUT:
-                return Outcome(item.row["id"], {**base, **errors, "status": "suppressed", "reason": decision.reason})
+                return Outcome(
+                    item.row["id"], {**base, **errors, "status": "suppressed", "reason": decision.reason}
+                )
             else:
-                return Outcome(item.row["id"], {**base, **errors, "status": "failed", "reason": decision.reason})
+                return Outcome(
+                    item.row["id"], {**base, **errors, "status": "failed", "reason": decision.reason}
+                )
         if config_error is not None:
             # The account is misconfigured: the campaign is paused (record), a reply waits config_pause.
-            what = "provider configuration error" if delivery.error else "held back: provider configuration error"
-            wait = None if item.row["campaign_id"] else now + timedelta(seconds=self.config.policy.config_pause)
+            what = (
+                "provider configuration error"
+                if delivery.error
+                else "held back: provider configuration error"
+            )
+            wait = (
+                None if item.row["campaign_id"] else now + timedelta(seconds=self.config.policy.config_pause)
+            )
             return Outcome(item.row["id"], {**untouched, "reason": f"{what} ({config_error.code}): {config_error.message}"[:200],
                                             "error_code": config_error.code, "error_message": config_error.message[:500],
                                             "not_before": wait})  # fmt: skip

@@ -84,5 +84,3 @@ def update_from_arrays(conn: Connection, columns: tuple[str, ...], same: tuple[s
         f"FROM unnest({arrays}) AS v({', '.join(['b_id', *varying])}) "
         "WHERE m.id = v.b_id AND m.status = :expect_status AND m.lease_owner = :expect_owner RETURNING m.id"
     )
-
-

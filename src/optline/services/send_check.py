@@ -129,4 +129,3 @@ def _zones(person: Mapping[str, Any]) -> tuple[str, ...]:
         except InvalidPhoneNumber:
             number_zones = ()
     return quiet_hours.zones_for(person.get("time_zone"), number_zones, person.get("region"))
-

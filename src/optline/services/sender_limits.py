@@ -63,7 +63,9 @@ def pause(conn: Connection, sender: str, until: float, reason: str) -> None:
     """The provider asked this sender to wait until ``until`` (epoch seconds): no worker starts a call
     from it before then."""
     _ensure(conn, [sender])
-    stmt = select(sender_limits.c.next_free, sender_limits.c.paused_until).where(sender_limits.c.sender == sender)
+    stmt = select(sender_limits.c.next_free, sender_limits.c.paused_until).where(
+        sender_limits.c.sender == sender
+    )
     if conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     row = conn.execute(stmt).one()
