@@ -36,7 +36,7 @@ def reserve(next_free: float, paused_until: float, now: float, rate: float, n: i
     t = start
     while len(slots) < n and t < now + horizon:
         slots.append(t)
-        t += interval
+        t = start + len(slots) * interval  # multiplied, not summed: no drift below the interval
     return Reservation(slots, t if slots else next_free)
 
 

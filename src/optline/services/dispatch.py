@@ -423,15 +423,36 @@ class Dispatcher:
             if rate:
                 key = rate_key(m, programs[m["program_id"]])
                 rated.setdefault(key, (float(rate), []))[1].append(m)
-        if not rated:
-            return {}, []
         now = time.time()
+        released: list[Outcome] = []
+        stamp = self.clock.now()
+        # Senders a provider paused (a 429 here or at another worker): held in the pool until then, or back
+        # to the queue unchecked when the pause outlasts the send window.
+        with self.db.read() as conn:
+            paused = sender_limits.paused_until(
+                conn, {rate_key(m, programs[m["program_id"]]) for m in claimed}, now
+            )
+        for sender, until in paused.items():
+            self._the_pool().pause(sender, until)
+        held = {
+            m["id"]
+            for m in claimed
+            if paused.get(rate_key(m, programs[m["program_id"]]), 0.0) >= now + self.config.send_window
+        }
+        for m in claimed:
+            if m["id"] in held:
+                until = paused[rate_key(m, programs[m["program_id"]])]
+                due = datetime.fromtimestamp(until, UTC) + (stamp - datetime.now(UTC))
+                released.append(Outcome(m["id"], {"status": "queued", "not_before": due, "lease_owner": None,
+                                                  "lease_expires_at": None, "updated_at": stamp}, "released"))  # fmt: skip
+        rated = {k: (r, [m for m in ms if m["id"] not in held]) for k, (r, ms) in rated.items()}
+        rated = {k: v for k, v in rated.items() if v[1]}
+        if not rated:
+            return {}, released
         with self.db.transaction() as conn:
             got = sender_limits.reserve(conn, {k: (r, len(ms)) for k, (r, ms) in rated.items()}, now,
                                         self.config.send_window)  # fmt: skip
         slots: dict[int, float] = {}
-        released: list[Outcome] = []
-        stamp = self.clock.now()
         for key, (rate, ms) in rated.items():
             times = got.get(key, [])
             for m, at in zip(ms, times, strict=False):
