@@ -14,7 +14,7 @@ One batch goes through three short transactions and the provider calls between t
    the message ``sending`` with ``handed_over_at`` — all in one transaction that starts after the claim
    committed. Only messages marked ``sending`` by this transaction are handed to the provider.
 3. **record** — provider answers become ``sent`` / retry later / ``failed`` / opted out at the provider,
-   stored as each call returns (in writes at most ``STREAM_INTERVAL`` apart, or as the courier streams
+   stored as each call returns (in writes at most ``STREAM_INTERVAL`` apart, as the calling threads hand
    them back), so a delivery receipt finds its message; one that still comes first is kept and applied
    in the transaction that stores the id (``services/receipts.py``).
 
@@ -449,17 +449,22 @@ class Dispatcher:
         rated = {k: v for k, v in rated.items() if v[1]}
         if not rated:
             return {}, released
+        lanes = {k: ([m for m in ms if m["priority"] == REPLY_LANE], [m for m in ms if m["priority"] != REPLY_LANE])
+                 for k, (_, ms) in rated.items()}  # fmt: skip
         with self.db.transaction() as conn:
-            got = sender_limits.reserve(conn, {k: (r, len(ms)) for k, (r, ms) in rated.items()}, now,
-                                        self.config.send_window)  # fmt: skip
+            got = sender_limits.reserve(conn, {k: (rated[k][0], len(r), len(b)) for k, (r, b) in lanes.items()},
+                                        now, self.config.send_window)  # fmt: skip
         slots: dict[int, float] = {}
-        for key, (rate, ms) in rated.items():
-            times = got.get(key, [])
-            for m, at in zip(ms, times, strict=False):
-                slots[m["id"]] = at
-            after = (times[-1] + 1 / rate) if times else now + self.config.send_window
+        for key, (rate, _ms) in rated.items():
+            left: list[dict[str, Any]] = []
+            for lane, times in zip(lanes[key], got.get(key, ([], [])), strict=True):
+                for m, at in zip(lane, times, strict=False):
+                    slots[m["id"]] = at
+                left += lane[len(times) :]
+            last = max((slots[m["id"]] for m in rated[key][1] if m["id"] in slots), default=None)
+            after = last + 1 / rate if last is not None else now + self.config.send_window / 2
             due = datetime.fromtimestamp(after, UTC) + (stamp - datetime.now(UTC))  # on the dispatch clock
-            for m in ms[len(times) :]:
+            for m in left:
                 released.append(Outcome(m["id"], {"status": "queued", "not_before": due, "lease_owner": None,
                                                   "lease_expires_at": None, "updated_at": stamp}, "released"))  # fmt: skip
         return slots, released
@@ -643,6 +648,16 @@ class Dispatcher:
         by_batch: dict[int, list[Delivery]] = defaultdict(list)
         for key, delivery in fresh:
             by_batch[key].append(delivery)
+        try:
+            return self._store_in(by_batch, counts)
+        except BaseException:
+            # Not stored (the database is away): the results go back, to be stored on the next try; if
+            # this process dies instead, the rows stay 'sending' and the next claim reconciles them.
+            for got in fresh:
+                self._the_pool().results.put(got)
+            raise
+
+    def _store_in(self, by_batch: dict[int, list[Delivery]], counts: Counts) -> Counts:
         with self.db.transaction() as conn:
             for key, deliveries in by_batch.items():
                 batch = self._in_flight[key]

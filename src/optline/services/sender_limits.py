@@ -34,10 +34,15 @@ def _ensure(conn: Connection, senders: Iterable[str]) -> None:
     conn.execute(dialect.insert(sender_limits).values(rows).on_conflict_do_nothing(index_elements=["sender"]))
 
 
-def reserve(conn: Connection, wanted: dict[str, tuple[float, int]], now: float,
-            horizon: float) -> dict[str, list[float]]:  # fmt: skip
-    """Slots for each sender: ``wanted`` = {sender: (rate per second, messages)}; returns their start times
-    (epoch seconds, fewer than asked when the window is full). Call in a transaction of its own."""
+def reserve(conn: Connection, wanted: dict[str, tuple[float, int, int]], now: float,
+            horizon: float) -> dict[str, tuple[list[float], list[float]]]:  # fmt: skip
+    """Slots for each sender: ``wanted`` = {sender: (rate per second, replies, other messages)}; returns
+    their start times (epoch seconds; fewer than asked when the window is full). Call in a transaction of
+    its own.
+
+    Replies (opt-out confirmations, HELP) may use the whole window; other messages only its first half. So
+    however many workers keep a sender busy with a campaign, ``next_free`` stays within half a window of
+    now, and a reply always finds a slot in this batch: a campaign cannot starve the reply lane."""
     if not wanted:
         return {}
     _ensure(conn, wanted)
@@ -48,14 +53,15 @@ def reserve(conn: Connection, wanted: dict[str, tuple[float, int]], now: float,
     )
     if conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
-    out: dict[str, list[float]] = {}
+    out: dict[str, tuple[list[float], list[float]]] = {}
     for row in conn.execute(stmt).all():
-        rate, n = wanted[row.sender]
-        got = send_rate.reserve(row.next_free, row.paused_until, now, rate, n, horizon)
-        out[row.sender] = got.slots
-        if got.slots:
+        rate, replies, rest = wanted[row.sender]
+        first = send_rate.reserve(row.next_free, row.paused_until, now, rate, replies, horizon)
+        then = send_rate.reserve(first.next_free, row.paused_until, now, rate, rest, horizon / 2)
+        out[row.sender] = (first.slots, then.slots)
+        if then.next_free != row.next_free:
             conn.execute(update(sender_limits).where(sender_limits.c.sender == row.sender)
-                         .values(next_free=got.next_free))  # fmt: skip
+                         .values(next_free=then.next_free))  # fmt: skip
     return out
 
 
