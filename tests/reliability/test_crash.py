@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from optline.adapters.db.tables import contacts, messages
 from optline.adapters.clock import SystemClock
+from optline.adapters.db.tables import contacts, messages
 from optline.bootstrap import Container, build
 from optline.config import Settings
 from optline.services import campaigns
