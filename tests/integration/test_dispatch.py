@@ -179,7 +179,8 @@ def test_the_next_batch_is_checked_after_its_claim_and_handed_over_on_close(
 def test_rate_limited_batches_are_checked_close_to_their_hand_over(
     container: Container, fake: fp.FakeProviders
 ) -> None:
-    """At 4 messages/s and a 1-second window, a batch reserves 4 slots; the rest go back to the queue
+    """At 4 messages/s and a 2-second window (campaign messages may use its first half), a batch reserves
+    4 slots; the rest go back to the queue
     unchecked (not 'sending', no hand-over time), due at their sender's next slot, and no call begins more
     than the window after its check."""
     container.clock = SystemClock()
@@ -187,7 +188,7 @@ def test_rate_limited_batches_are_checked_close_to_their_hand_over(
     with container.db.transaction() as conn:
         conn.execute(update(programs).values(settings={"rate_per_second": 4}))
     start_campaign(container)
-    dispatcher = make_dispatcher(container, fake, clock=container.clock, send_window=1.0, concurrency=8)
+    dispatcher = make_dispatcher(container, fake, clock=container.clock, send_window=2.0, concurrency=8)
     first = dispatcher.run_once(top_up=False)
     assert (first.claimed, first.sent, first.released) == (10, 4, 6)
     back = [r for r in rows(container) if r.status == "queued"]
@@ -265,7 +266,9 @@ def test_retries_with_backoff_and_retry_after_pass_the_check_again(
     program, ids = outbound.seed(container, 2)
     start_campaign(container)
     fake.fail(status=503, body={"code": 20500, "message": "busy"}, to=outbound.phone(0))
-    fake.fail(status=429, body={"code": 20429, "message": "slow down"}, retry_after=30, to=outbound.phone(1))
+    # A 5xx with Retry-After: this message waits that long. (A 429 pauses its whole sender instead, on the
+    # wall clock, for every worker: tests/integration/test_dispatch_concurrency.py.)
+    fake.fail(status=503, body={"code": 20503, "message": "busy"}, retry_after=30, to=outbound.phone(1))
     dispatcher = make_dispatcher(container, fake)
     counts = drain(dispatcher)
     assert counts.retried == 2 and fake.received == []
