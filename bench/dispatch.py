@@ -165,7 +165,7 @@ def worker_round(c: Container, fake: Fake, n: int) -> tuple[float, float]:
     while total.sent < n:
         counts = dispatcher.run_once()
         total.add(counts)
-        assert counts.claimed or total.sent >= n or dispatcher._in_flight, total
+        assert counts.claimed or total.sent >= n or dispatcher.in_flight, total
     total.add(dispatcher.close())
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     assert total.suppressed == total.failed == total.deferred == 0, total
@@ -314,7 +314,7 @@ def line_stop_latency(engine: str, args: argparse.Namespace) -> str:
             while True:
                 counts = dispatcher.run_once()
                 total.add(counts)
-                if not counts.claimed and not dispatcher._in_flight:
+                if not counts.claimed and not dispatcher.in_flight:
                     break
             done.set()
             thread.join()

@@ -109,7 +109,7 @@ def test_a_configuration_error_pauses_the_campaign_instead_of_failing_each_messa
         resumed = campaigns.resume(conn, campaign)
     assert resumed["pause_reason"] is None
     total = Counts()
-    while (step := dispatcher.run_once()).claimed or dispatcher._in_flight:
+    while (step := dispatcher.run_once()).claimed or dispatcher.in_flight:
         total.add(step)
     total.add(step)
     dispatcher.close()

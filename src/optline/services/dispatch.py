@@ -68,6 +68,7 @@ import logging
 import os
 import queue
 import socket
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -107,6 +108,7 @@ SEND_MARGIN = 12.0
 STREAM_INTERVAL = 0.1
 # The latency assumed for the first batch's size, before any call was timed (seconds).
 FIRST_LATENCY_GUESS = 0.2
+_STOP = -1  # the batch key that tells the recorder thread to finish
 
 
 @dataclass
@@ -196,6 +198,13 @@ class Dispatcher:
         self._batch_ids = 0
         self._latency = FIRST_LATENCY_GUESS  # moving average of the provider's answer time
         self._prepare_seconds = 0.0  # how long the last claim + check took
+        # The recorder thread (_record_loop) stores results; this thread claims, checks and submits.
+        # _lock guards _in_flight and _recorded; _stored is notified after each store.
+        self._lock = threading.Lock()
+        self._stored = threading.Condition(self._lock)
+        self._recorded = Counts()  # stored by the recorder, not yet returned by run_once
+        self._recorder: threading.Thread | None = None
+        self._recorder_error: Exception | None = None
 
     def claim(self, conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
         """Claim up to ``limit`` messages: the reply lane first (outbox.REPLY_LANE: confirmations, HELP,
@@ -580,29 +589,42 @@ class Dispatcher:
     def _the_pool(self) -> Pool:
         if self._pool is None:
             self._pool = Pool(self.sender, self.config.concurrency, self.clock.now)
+            self._recorder = threading.Thread(target=self._record_loop, args=(self._pool,),
+                                              name="optline-record", daemon=True)  # fmt: skip
+            self._recorder.start()
         return self._pool
 
     def run_once(self, *, top_up: bool = True) -> Counts:
         """Take one batch all the way: claim, check, hand over (K calls at once), record as the calls
-        return (claimed == 0 and nothing in flight: the queue is idle).
+        return (claimed == 0 and nothing in flight: the queue is idle). Returns the counts of this batch's
+        claim and check and of every result stored since the last call.
 
         While its calls are in flight, the NEXT batch is claimed and checked once the pool is about to run
         out of calls (``_topping_up``), and submitted behind it; it is the next call's batch. So the pool
-        stays busy, and a message is still checked only about one batch's time before its call.
+        stays busy, and a message is still checked only about one batch's time before its call. Results
+        are stored by a recorder thread (``_record_loop``) as they arrive, so storing never holds up
+        the next claim and check.
         """
         counts = Counts()
         pool = self._the_pool()
-        if not self._in_flight:
+        self._raise_recorder_error()
+        with self._lock:
+            idle = not self._in_flight
+        if idle:
             batch = self._prepare()
             counts.add(batch.counts)
             if not batch.to_send:
-                return self._settle(batch, counts)
+                self._settle(batch, counts)
+                return self._collect(counts)
             self._submit(pool, batch)
-        head_id = next(iter(self._in_flight))
+        with self._lock:
+            head_id = next(iter(self._in_flight))
         asked = not top_up
-        fresh: list[tuple[int, Delivery]] = []
-        oldest = 0.0  # when the oldest result not stored yet arrived
-        while head_id in self._in_flight:
+        while True:
+            with self._lock:
+                if head_id not in self._in_flight:
+                    break
+            self._raise_recorder_error()
             if not asked and self._topping_up(pool):
                 asked = True
                 batch = self._prepare()
@@ -611,34 +633,77 @@ class Dispatcher:
                     self._submit(pool, batch)
                 else:
                     self._settle(batch, counts)
+                continue
+            with self._stored:
+                if head_id in self._in_flight:
+                    self._stored.wait(STREAM_INTERVAL / 4)
+        return self._collect(counts)
+
+    def _collect(self, counts: Counts) -> Counts:
+        with self._lock:
+            counts.add(self._recorded)
+            self._recorded = Counts()
+        return counts
+
+    def _raise_recorder_error(self) -> None:
+        error, self._recorder_error = self._recorder_error, None
+        if error is not None:
+            raise error
+
+    def _record_loop(self, pool: Pool) -> None:
+        """The recorder thread: store results as they arrive, in writes at most STREAM_INTERVAL apart (and
+        at once when they complete a batch). A failed write keeps its results for the next try and is
+        reported to the dispatching thread (the worker logs it and carries on)."""
+        fresh: list[tuple[int, Delivery]] = []
+        oldest = 0.0  # when the oldest result not stored yet arrived
+        while True:
             wait = STREAM_INTERVAL if not fresh else max(0.0, oldest + STREAM_INTERVAL - time.monotonic())
             try:
                 got = pool.results.get(timeout=wait)
-                if not fresh:
-                    oldest = time.monotonic()
-                fresh.append(got)
+                if got[0] == _STOP:
+                    if not fresh:
+                        return
+                    pool.results.put(got)  # store what is left first
+                else:
+                    if not fresh:
+                        oldest = time.monotonic()
+                    fresh.append(got)
                 while True:
-                    fresh.append(pool.results.get_nowait())
+                    got = pool.results.get_nowait()
+                    if got[0] == _STOP:
+                        pool.results.put(got)
+                        break
+                    fresh.append(got)
             except queue.Empty:
                 pass
             if fresh and (time.monotonic() - oldest >= STREAM_INTERVAL or self._completes(fresh)):
-                counts.add(self._store(fresh))
+                try:
+                    stored = self._store(fresh)
+                except Exception as exc:  # _store put the results back
+                    log.exception("storing %d provider results failed; retrying", len(fresh))
+                    self._recorder_error = exc
+                    fresh = []
+                    time.sleep(0.5)
+                    continue
                 fresh = []
-        if fresh:
-            counts.add(self._store(fresh))
-        return counts
+                with self._stored:
+                    self._recorded.add(stored)
+                    self._stored.notify_all()
 
     def _topping_up(self, pool: Pool) -> bool:
         """Whether to prepare the next batch now: only one is queued behind the head, and the pool's calls
         left would be used up in about the time a claim + check takes."""
-        if len(self._in_flight) > 1:
-            return False
+        with self._lock:
+            if len(self._in_flight) > 1:
+                return False
         rate = pool.concurrency / max(self._latency, 1e-3)
         return pool.outstanding <= pool.concurrency + rate * self._prepare_seconds
 
     def _completes(self, fresh: list[tuple[int, Delivery]]) -> bool:
-        head = next(iter(self._in_flight.values()))
-        head_id = next(iter(self._in_flight))
+        with self._lock:
+            if not self._in_flight:
+                return True
+            head_id, head = next(iter(self._in_flight.items()))
         mine = sum(1 for k, _ in fresh if k == head_id)
         return len(head.recorded) + mine >= len(head.to_send)
 
@@ -658,26 +723,31 @@ class Dispatcher:
             raise
 
     def _store_in(self, by_batch: dict[int, list[Delivery]], counts: Counts) -> Counts:
+        with self._lock:
+            batches = dict(self._in_flight)
         with self.db.transaction() as conn:
             for key, deliveries in by_batch.items():
-                batch = self._in_flight[key]
+                batch = batches[key]
                 by_id = {i.row["id"]: i for i in batch.to_send}
                 items = [by_id[d.message_id] for d in deliveries]
                 self.record(conn, items, [self._outcome(by_id[d.message_id], d) for d in deliveries], counts)
                 batch.recorded.update(i.row["id"] for i in items)
             # A 429 another worker recorded pauses our calls from that sender too.
             pool = self._the_pool()
-            senders = {i.handover.rate_key for b in self._in_flight.values() for i in b.to_send}
+            senders = {i.handover.rate_key for b in batches.values() for i in b.to_send}
             for sender, until in sender_limits.paused_until(conn, senders, time.time()).items():
                 pool.pause(sender, until)
-            finished = [k for k in by_batch if self._in_flight[k].done]
+            finished = [k for k in by_batch if batches[k].done]
             if finished:
                 from optline.services.campaigns import finish_if_done
 
                 ids: set[int] = set()
                 for k in finished:
-                    ids |= self._in_flight.pop(k).campaign_ids
+                    ids |= batches[k].campaign_ids
                 finish_if_done(conn, self.clock, ids)
+        with self._lock:  # committed: the batches are finished
+            for k in finished:
+                self._in_flight.pop(k, None)
         return counts
 
     def _settle(self, batch: _Batch, counts: Counts) -> Counts:
@@ -691,7 +761,8 @@ class Dispatcher:
 
     def _submit(self, pool: Pool, batch: _Batch) -> None:
         self._batch_ids += 1
-        self._in_flight[self._batch_ids] = batch
+        with self._lock:
+            self._in_flight[self._batch_ids] = batch
         pool.submit(self._batch_ids, [i.handover for i in batch.to_send], batch.run)
 
     def _batch_limit(self) -> int:
@@ -736,9 +807,18 @@ class Dispatcher:
     def flush(self) -> Counts:
         """Wait for every batch in flight to be handed over and recorded; their counts."""
         counts = Counts()
-        while self._in_flight:
+        while True:
+            with self._lock:
+                if not self._in_flight:
+                    break
             counts.add(self.run_once(top_up=False))
-        return counts
+        return self._collect(counts)
+
+    @property
+    def in_flight(self) -> int:
+        """Batches handed to the pool whose results are not all stored yet."""
+        with self._lock:
+            return len(self._in_flight)
 
     def close(self) -> Counts:
         """Finish what was started and stop; returns the counts of that work. A batch in flight is already
@@ -749,7 +829,10 @@ class Dispatcher:
         finally:
             if self._pool is not None:
                 self._pool.close()
-                self._pool = None
+                self._pool.results.put((_STOP, Delivery(0)))
+                if self._recorder is not None:
+                    self._recorder.join()
+                self._pool, self._recorder = None, None
 
     def next_due(self) -> datetime | None:
         """When the earliest waiting message becomes due (the worker sleeps until then, or its poll)."""
