@@ -44,7 +44,7 @@ from tests.support import outbound
 
 from bench.common import fresh_database
 from bench.fake_twilio import SID, TOKEN
-from optline.adapters.clock import SystemClock
+from optline.adapters.clock import SystemClock, as_utc
 from optline.adapters.db.tables import contacts, messages
 from optline.adapters.providers.base import InboundSms
 from optline.adapters.providers.twilio.send import TwilioSender
@@ -182,13 +182,22 @@ def check_log(c: Container, log: list[dict[str, Any]], opted_out: dict[str, floa
         sent = {r.phone for r in conn.execute(select(contacts.c.phone).join(messages, messages.c.contact_id == contacts.c.id)
                                                .where(messages.c.status == "sent", messages.c.campaign_id.is_not(None)))}  # fmt: skip
     assert set(per) == sent, f"fake accepted {len(per)}, database says sent {len(sent)}"
-    late = [
-        m["to"] for m in campaign_msgs if opted_out and m["to"] in opted_out and m["at"] > opted_out[m["to"]]
+    if not opted_out:
+        return f"log ok: {len(per)} recipients, each accepted once"
+    # Invariant 2: a message may reach the provider after an opt-out only if its send-time check came
+    # before the opt-out committed (the call was already on its way). The check's time is handed_over_at.
+    with c.db.read() as conn:
+        checked = {r.phone: as_utc(r.handed_over_at).timestamp() for r in conn.execute(
+            select(contacts.c.phone, messages.c.handed_over_at).join(messages, messages.c.contact_id == contacts.c.id)
+            .where(contacts.c.phone.in_(list(opted_out)), messages.c.campaign_id.is_not(None),
+                   messages.c.handed_over_at.is_not(None)))}  # fmt: skip
+    sent_after = [
+        m["to"] for m in campaign_msgs if m["to"] in opted_out and m["arrived"] > opted_out[m["to"]]
     ]
-    assert not late, f"texted after opting out: {late[:5]}"
-    return f"log ok: {len(per)} recipients, each accepted once" + (
-        f", none of {len(opted_out)} opted out texted after" if opted_out else ""
-    )
+    late = [to for to in sent_after if checked[to] >= opted_out[to]]
+    assert not late, f"checked after the opt-out committed, and texted: {late[:5]}"
+    return (f"log ok: {len(per)} recipients, each accepted once; of {len(opted_out)} who opted out, none checked after "
+            f"their opt-out was texted ({len(sent_after)} calls were already checked and on their way)")  # fmt: skip
 
 
 def spread(values: list[float]) -> str:

@@ -10,7 +10,7 @@ JSON (``sid`` "SM" + 32 hex, ``status`` "queued"); errors as ``{"code", "message
 (``GET …/Messages.json?To=&From=``, the reconciliation path) returns ``messages`` and ``next_page_uri``.
 
 Not Twilio: ``--latency`` seconds before each answer, ``--cap`` accepted messages per sender in any sliding
-second (0: none), and ``GET /_log`` (every accepted message: to, from, body, time) / ``POST /_reset`` for
+second (0: none), and ``GET /_log`` (every accepted message: to, from, body, when the request arrived and when it was answered) / ``POST /_reset`` for
 the benchmark's checks.
 
     python -m bench.fake_twilio --port 0 --latency 0.15 --cap 50     # prints "listening <port>"
@@ -54,6 +54,7 @@ class Fake:
         to, sender, body = str(form.get("To", "")), str(form.get("From", "")), str(form.get("Body", ""))
         if not to:
             return _error(400, 21211, "Invalid 'To' Phone Number")
+        arrived = time.time()
         if self.latency:
             await asyncio.sleep(self.latency)
         now = time.time()
@@ -66,7 +67,7 @@ class Fake:
                 return _error(429, 20429, "Too Many Requests", **{"Retry-After": "1"})
             window.append(now)
         sid = "SM" + uuid.uuid4().hex
-        self.log.append({"sid": sid, "to": to, "from": sender, "body": body, "at": now})
+        self.log.append({"sid": sid, "to": to, "from": sender, "body": body, "arrived": arrived, "at": now})
         return web.json_response({"sid": sid, "account_sid": SID, "to": to, "from": sender, "body": body,
                                   "status": "queued", "num_segments": "1", "direction": "outbound-api",
                                   "error_code": None, "error_message": None}, status=201)  # fmt: skip
