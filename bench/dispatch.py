@@ -56,6 +56,10 @@ from optline.services.dispatch import Counts, DispatchConfig, Dispatcher
 ROOT = Path(__file__).resolve().parents[1]
 SENDER = "+14155550100"
 IN_FLIGHT = 100
+# The capped run configures the sender's rate this much under the provider's cap, as an operator would:
+# calls begin on their slots, but arrive with the machine's scheduling jitter (and across machines, their
+# clocks' skew); at exactly the cap, a call arriving a few ms early is a 429 and a second's pause.
+RATE_MARGIN = 0.95
 
 
 class Fake:
@@ -260,7 +264,7 @@ def line_four_workers(args: argparse.Namespace) -> str:
             c = prepare(db_url, n)
             env = {**os.environ, "OPTLINE_DATABASE_URL": db_url, "OPTLINE_ENV": "development", "OPTLINE_PROVIDER": "twilio",
                    "OPTLINE_TWILIO_ACCOUNT_SID": SID, "OPTLINE_TWILIO_AUTH_TOKEN": TOKEN, "OPTLINE_TWILIO_BASE_URL": fake.url,
-                   "OPTLINE_SEND_RATE_PER_SECOND": str(cap), "OPTLINE_WORKER_POLL_SECONDS": "0.1",
+                   "OPTLINE_SEND_RATE_PER_SECOND": str(cap * RATE_MARGIN), "OPTLINE_WORKER_POLL_SECONDS": "0.1",
                    "OPTLINE_SECRET_KEY": "bench-secret-key-0123456789-abcdefghij", "OPTLINE_PUBLIC_URL": "https://acme.test"}  # fmt: skip
             procs = [subprocess.Popen([sys.executable, "-m", "optline", "worker"], cwd=ROOT, env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(4)]  # fmt: skip
@@ -289,7 +293,7 @@ def line_four_workers(args: argparse.Namespace) -> str:
             c.close()
     finally:
         fake.close()
-    return (f"postgresql 4 workers, sender capped at {cap}/s by the fake: aggregate {rate:,.1f} msgs/s = {rate / cap:.0%} of the cap "
+    return (f"postgresql 4 workers, sender capped at {cap}/s by the fake (configured {cap * RATE_MARGIN:g}/s): aggregate {rate:,.1f} msgs/s = {rate / cap:.0%} of the cap "
             f"(target 90–100%), peak {peak} accepted in any 1 s, {log['throttled']} answered 429; {len(times)} messages; {verdict}")  # fmt: skip
 
 
@@ -327,6 +331,8 @@ def line_stop_latency(engine: str, args: argparse.Namespace) -> str:
                     break
             done.set()
             thread.join()
+            while (counts := dispatcher.run_once()).claimed or dispatcher.in_flight:  # a STOP's last reply
+                total.add(counts)
             total.add(dispatcher.close())
             log = fake.log()["accepted"]
             verdict = check_log(c, log, committed)
@@ -352,9 +358,10 @@ def main() -> None:
     parser.add_argument("--stop-campaign", type=int, default=5000, help="campaign size during the STOP run")
     parser.add_argument("--skip-workers", action="store_true")
     parser.add_argument("--skip-stop", action="store_true")
+    parser.add_argument("--only-capped", action="store_true", help="only the 4-worker capped line")
     args, _ = parser.parse_known_args()
     lines = []
-    for engine in args.engines.split(","):
+    for engine in [] if args.only_capped else args.engines.split(","):
         lines.append(line_ceiling(engine, args))
         print(lines[-1], flush=True)
         lines.append(line_zero_latency(engine, args))

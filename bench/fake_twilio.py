@@ -55,17 +55,17 @@ class Fake:
         if not to:
             return _error(400, 21211, "Invalid 'To' Phone Number")
         arrived = time.time()
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        now = time.time()
-        if self.cap:  # accepted per sender in the last second; the request counts when it is answered
+        if self.cap:  # accepted per sender in the last second, counted as requests arrive (the API's door)
             window = self.windows[sender]
-            while window and window[0] <= now - 1.0:
+            while window and window[0] <= arrived - 1.0:
                 window.popleft()
             if len(window) >= self.cap:
                 self.throttled += 1
                 return _error(429, 20429, "Too Many Requests", **{"Retry-After": "1"})
-            window.append(now)
+            window.append(arrived)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        now = time.time()
         sid = "SM" + uuid.uuid4().hex
         self.log.append({"sid": sid, "to": to, "from": sender, "body": body, "arrived": arrived, "at": now})
         return web.json_response({"sid": sid, "account_sid": SID, "to": to, "from": sender, "body": body,
