@@ -47,14 +47,19 @@ class Settings(BaseSettings):
     telnyx_api_key: SecretStr = SecretStr("")
     telnyx_public_key: str = ""
     telnyx_base_url: str = "https://api.telnyx.com"
-    # Dispatch (services/dispatch.py): per-sender messages/second per worker (0: unlimited), batch, lease.
+    # Dispatch (services/dispatch.py): per-sender messages/second across ALL workers (0: unlimited; a
+    # program's settings.rate_per_second overrides), the most one claim takes, how many seconds of calls a
+    # batch holds (batches are sized by time), lease.
     send_rate_per_second: float = 0.0
-    worker_batch_size: int = 100
+    worker_batch_size: int = 500
+    worker_batch_seconds: float = 1.0
     worker_lease_seconds: float = 120.0
     worker_poll_seconds: float = 1.0
-    # Provider calls in a courier process of their own (services/courier.py), so the worker's database
-    # work runs on another core. HTTP providers only; the simulator writes to the database in-process.
-    worker_courier: bool = True
+    # Provider calls in flight per worker (K). 0: the provider's default (adapters/providers/registry.py:
+    # 100 for HTTP providers, enough to saturate a short code at 200 ms per call; 1 for the simulator).
+    send_concurrency: int = 0
+    # No provider call begins later than this after its send-time consent check committed (seconds).
+    send_window_seconds: float = 5.0
     retry_backoff_seconds: float = 2.0
     # Outbound event webhooks (services/event_hooks.py): the first retry's delay (doubling up to 3 h, for a
     # day) and each request's timeout.

@@ -1,5 +1,5 @@
-"""Counters of several processes in one /metrics, on SQLite and PostgreSQL: ``optline worker`` (its courier
-process makes the provider calls) and ``optline serve`` share ``PROMETHEUS_MULTIPROC_DIR``; the server's
+"""Counters of several processes in one /metrics, on SQLite and PostgreSQL: ``optline worker`` (its calling
+threads make the provider calls) and ``optline serve`` share ``PROMETHEUS_MULTIPROC_DIR``; the server's
 /metrics reports the worker's provider calls beside its own webhook requests."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 
 from optline.adapters.db.tables import messages
 from optline.bootstrap import Container
-from optline.services import campaigns, dispatch, outbox
+from optline.services import campaigns, outbox, send_check
 from optline.services.dispatch import Counts
 from tests.integration.test_dispatch import make_dispatcher, start_campaign
 from tests.support import fake_providers as fp
@@ -93,13 +93,13 @@ def test_a_pause_or_cancel_committed_during_the_check_wins(
         _stop(container, campaign, action)
     else:
         # After the check read the campaign ('sending') and the consent state, before it writes 'sending'.
-        history = dispatch._History
+        history = send_check.History
 
         def stop_then_read_history(*args: Any) -> Any:
             _stop(container, campaign, action)
             return history(*args)
 
-        monkeypatch.setattr(dispatch, "_History", stop_then_read_history)
+        monkeypatch.setattr(send_check, "History", stop_then_read_history)
     counts = Counts()
     with container.db.transaction() as conn:
         to_send = dispatcher.check(conn, claimed, counts)
@@ -125,14 +125,14 @@ def test_a_reclaimed_message_is_not_handed_over_by_the_worker_that_lost_it(
         with container.db.transaction() as conn:
             conn.execute(messages.update().values(lease_owner="w2"))
     else:
-        history = dispatch._History
+        history = send_check.History
 
         def reclaim_then_read_history(*args: Any) -> Any:
             with container.db.transaction() as other:
                 other.execute(messages.update().values(lease_owner="w2"))
             return history(*args)
 
-        monkeypatch.setattr(dispatch, "_History", reclaim_then_read_history)
+        monkeypatch.setattr(send_check, "History", reclaim_then_read_history)
     counts = Counts()
     with container.db.transaction() as conn:
         assert slow.check(conn, claimed, counts) == []

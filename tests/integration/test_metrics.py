@@ -1,10 +1,9 @@
 """/metrics after real activity, on SQLite and PostgreSQL: a campaign handed to the fake Twilio server by a
-courier process, a signed STOP and a forged one through the webhook route, the queue and the ledger digest;
+pool of calling threads, a signed STOP and a forged one through the webhook route, the queue and the ledger digest;
 and who may read it (a token, or loopback only)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
@@ -61,16 +60,16 @@ def value(samples: Samples, name: str, default: float = 0.0, **labels: str) -> f
 
 
 def test_metrics_after_a_campaign_and_a_stop(container: Container, fake: fp.FakeProviders) -> None:
-    container.clock = SystemClock()  # the courier reports provider answers on the system clock
+    container.clock = SystemClock()
     outbound.seed(container, 6, time_zone=outbound.zone_where(True), us_state=None)
     fake.state.opted_out.add(outbound.phone(0))  # Twilio refuses it: 21610, an opted_out error
     before = scrape(container)  # in-process instruments are per process: compare with what they were
     with container.db.transaction() as conn:
         campaign = campaigns.create(conn, container.clock, program="deals", name="c1", template="Hi, 20% off")
         campaigns.start(conn, container.clock, campaign)
-    factory = functools.partial(TwilioSender, fp.TWILIO_SID, fp.TWILIO_TOKEN, fake.url)
-    config = DispatchConfig(public_url="https://acme.test", pipeline=True, courier=factory, batch_size=4)
-    dispatcher = Dispatcher(container.db, container.clock, factory(), config, worker_id="w1")
+    sender = TwilioSender(fp.TWILIO_SID, fp.TWILIO_TOKEN, fake.url)
+    config = DispatchConfig(public_url="https://acme.test", concurrency=4, batch_size=4)
+    dispatcher = Dispatcher(container.db, container.clock, sender, config, worker_id="w1")
     while dispatcher.run_once().claimed:
         pass
     dispatcher.close()
@@ -88,7 +87,7 @@ def test_metrics_after_a_campaign_and_a_stop(container: Container, fake: fp.Fake
     def grew(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    # Provider calls: measured in the courier process, counted by the worker (this process).
+    # Provider calls: measured in the calling threads, counted by the worker as it records them.
     assert grew("optline_provider_call_seconds_count", provider="twilio", outcome="ok") == 5
     assert grew("optline_provider_call_seconds_count", provider="twilio", outcome="opted_out") == 1
     assert grew("optline_provider_call_seconds_sum", provider="twilio", outcome="ok") > 0

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from optline.adapters.clock import as_utc
+from optline.adapters.db.tables import campaigns as campaigns_table
 from optline.adapters.db.tables import consent_events, messages, subscriptions
 from optline.bootstrap import Container
 from optline.config import Settings
@@ -35,9 +35,10 @@ def fake() -> Iterator[fp.FakeProviders]:
         yield server
 
 
-def dispatcher(container: Container, fake: fp.FakeProviders, name: str, **kw: Any) -> Dispatcher:
+def dispatcher(container: Container, fake: fp.FakeProviders, name: str, concurrency: int = 16,
+               **kw: Any) -> Dispatcher:  # fmt: skip
     return Dispatcher(container.db, container.clock, build(name, fake.url, **kw),
-                      DispatchConfig(public_url="https://acme.test"), worker_id="w1")  # fmt: skip
+                      DispatchConfig(public_url="https://acme.test", concurrency=concurrency), worker_id="w1")  # fmt: skip
 
 
 def opt_outs(container: Container) -> list[Any]:
@@ -70,15 +71,19 @@ def test_a_configuration_error_opts_nobody_out_and_holds_the_batch_back(
     start_campaign(container)
     if breakage is not None:
         breakage(fake)
-    counts = drain(dispatcher(container, fake, name, wrong_secret=breakage is None))
+    # One call at a time, so that "held back" is deterministic.
+    counts = drain(dispatcher(container, fake, name, concurrency=1, wrong_secret=breakage is None))
     assert counts.sent == 0 and counts.suppressed == 0 and counts.retried == 3
     assert opt_outs(container) == []
     with container.db.read() as conn:
         rows = list(conn.execute(select(messages)))
         subs = {r.status for r in conn.execute(select(subscriptions.c.status))}
+        paused = conn.execute(select(campaigns_table.c.status, campaigns_table.c.pause_reason)).one()
     assert subs == {"subscribed"}
-    now = container.clock.now()
-    assert all(r.status == "queued" and as_utc(r.not_before) > now and r.error_code == code for r in rows)
+    # The campaign waits for the operator (paused, with the reason), its messages queued without having
+    # spent an attempt; nothing failed.
+    assert paused.status == "paused" and f"configuration error ({code})" in paused.pause_reason
+    assert all(r.status == "queued" and r.attempts == 0 and r.error_code == code for r in rows)
     assert all("configuration error" in r.reason for r in rows)
     # One call found the account broken; the others were held back, not sent to fail the same way.
     assert sum(r.reason.startswith("held back") for r in rows) == 2

@@ -2,8 +2,8 @@
 
 What is counted where (the README's "Metrics" section says the same for operators):
 - In the process that does the work (counters and histograms, this module's instruments): webhook
-  requests (the API process), provider calls (the worker process: a courier process makes the calls but
-  sends each call's duration back with its result, and the worker counts it), classifier intents (the
+  requests (the API process), provider calls (the worker process: its calling threads time each call and
+  the worker counts it as it records the result), classifier intents (the
   process that recorded the reply). Each process counts its own; with ``PROMETHEUS_MULTIPROC_DIR`` set for
   every process of one machine, /metrics adds them up (prometheus-client's multiprocess mode).
 - From the database at scrape time (``DatabaseCollector``): whatever every process shares — messages by

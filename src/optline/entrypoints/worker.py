@@ -29,14 +29,14 @@ app = typer.Typer()
 
 
 def dispatcher_for(container: Container, worker_id: str | None = None) -> Dispatcher:
-    from optline.adapters.providers.registry import courier_factory, status_callback_url
+    from optline.adapters.providers.registry import concurrency, status_callback_url
 
     s = container.settings
     config = DispatchConfig(
-        batch_size=s.worker_batch_size, lease=timedelta(seconds=s.worker_lease_seconds),
-        backoff_base=s.retry_backoff_seconds, rate_per_second=s.send_rate_per_second or None,
-        public_url=s.public_url, status_callback_url=status_callback_url(s), pipeline=True,
-        courier=courier_factory(s),
+        batch_size=s.worker_batch_size, batch_seconds=s.worker_batch_seconds, concurrency=concurrency(s),
+        lease=timedelta(seconds=s.worker_lease_seconds), backoff_base=s.retry_backoff_seconds,
+        rate_per_second=s.send_rate_per_second or None, send_window=s.send_window_seconds,
+        public_url=s.public_url, status_callback_url=status_callback_url(s),
     )  # fmt: skip
     return Dispatcher(container.db, container.clock, sender(container), config, worker_id)
 

@@ -195,7 +195,7 @@ def resume(conn: Connection, campaign: Mapping[str, Any]) -> dict[str, Any]:
         raise CampaignError(
             f"campaign {current['name']!r} is {current['status']}; only a paused campaign resumes"
         )
-    return _set(conn, current["id"], status="sending")
+    return _set(conn, current["id"], status="sending", pause_reason=None)
 
 
 def cancel(conn: Connection, clock: Clock, campaign: Mapping[str, Any]) -> tuple[dict[str, Any], int]:

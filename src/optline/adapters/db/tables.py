@@ -182,6 +182,9 @@ campaigns = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("started_at", UtcDateTime),
     Column("finished_at", UtcDateTime),
+    # Why a worker paused it (a provider configuration error: bad credentials, From not owned, out of
+    # credit); cleared by resume. NULL when an operator paused it.
+    Column("pause_reason", String(300)),
     CheckConstraint(
         "status in ('draft', 'scheduled', 'sending', 'paused', 'cancelled', 'done')", name="status"
     ),
@@ -608,4 +611,18 @@ rate_limit_hits = Table(
     Column("expires", Float, nullable=False),
     Index("ix_rate_limit_hits_key", "bucket", "key", "at"),
     Index("ix_rate_limit_hits_expires", "expires"),
+)
+
+# Per-sender rate limits shared by every worker process (services/sender_limits.py): a virtual-scheduling
+# token bucket (GCRA). ``next_free`` is the earliest wall-clock time (epoch seconds) the next message from
+# this sender may start; a worker reserves a run of slots by moving it forward under the row lock, so N
+# workers together never exceed the sender's rate. ``paused_until``: the provider asked us to back off
+# (429 / queue full with Retry-After); no slot is handed out before it.
+sender_limits = Table(
+    "sender_limits",
+    metadata,
+    Column("sender", String(40), primary_key=True),
+    Column("next_free", Float, nullable=False, default=0.0),
+    Column("paused_until", Float, nullable=False, default=0.0),
+    Column("pause_reason", String(300)),
 )

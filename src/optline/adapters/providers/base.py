@@ -46,7 +46,7 @@ class ProviderError(Exception):
         self.kind, self.code, self.message, self.retry_after = kind, code, message, retry_after
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Picklable (it crosses from the courier process to the worker): rebuilt with its keyword fields.
+        # Picklable (errors may cross process boundaries): rebuilt with its keyword fields.
         return _provider_error, (self.kind, self.message, self.code, self.retry_after)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
+from typing import Any
+
+import httpx
 
 from optline.adapters.clock import Clock, SystemClock
 from optline.adapters.db.database import Database
+from optline.adapters.providers import http_errors
 from optline.adapters.providers.base import Sender
 from optline.config import Settings
 
@@ -19,39 +21,54 @@ def build_sender(settings: Settings, db: Database, clock: Clock | None = None) -
     return http_sender(settings)
 
 
+# Provider calls in flight per worker (K) when OPTLINE_SEND_CONCURRENCY is unset. HTTP providers: 100,
+# which saturates a short code (100 messages/s at Twilio and AWS) at 200 ms per call and 10DLC/toll-free
+# limits with room; a provider's own API limit (per account) is enforced by its 429s, which pause the
+# sender (services/sender_limits.py). The simulator writes to the database in-process: one at a time.
+DEFAULT_CONCURRENCY = {"simulator": 1, "twilio": 100, "vonage": 100, "plivo": 100, "telnyx": 100}
+
+
+def concurrency(settings: Settings) -> int:
+    return settings.send_concurrency or DEFAULT_CONCURRENCY.get(settings.provider, 16)
+
+
+def _client(settings: Settings, **kwargs: Any) -> httpx.Client:
+    """One client shared by the worker's K calling threads, its pool as large as K (httpx keeps only 20
+    idle connections by default: the others would be reopened for every call)."""
+    k = concurrency(settings)
+    return httpx.Client(timeout=http_errors.DEFAULT_TIMEOUT,
+                        limits=httpx.Limits(max_connections=k, max_keepalive_connections=k), **kwargs)  # fmt: skip
+
+
 def http_sender(settings: Settings) -> Sender:
-    """The Sender of an HTTP provider: needs nothing but its settings (so a courier process can build it)."""
+    """The Sender of an HTTP provider: needs nothing but its settings."""
     name = settings.provider
     if name == "twilio":
         from optline.adapters.providers.twilio.send import TwilioSender
 
-        return TwilioSender(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
-                            settings.twilio_base_url, settings.twilio_messaging_service_sid)  # fmt: skip
+        sid, token = settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value()
+        return TwilioSender(sid, token, settings.twilio_base_url, settings.twilio_messaging_service_sid,
+                            client=_client(settings, auth=(sid, token)) if sid and token else None)  # fmt: skip
     if name == "vonage":
         from optline.adapters.providers.vonage.send import VonageSender
 
         return VonageSender(settings.vonage_api_key, settings.vonage_api_secret.get_secret_value(),
-                            settings.vonage_base_url)  # fmt: skip
+                            settings.vonage_base_url, client=_client(settings))  # fmt: skip
     if name == "plivo":
         from optline.adapters.providers.plivo.send import PlivoSender
 
-        return PlivoSender(settings.plivo_auth_id, settings.plivo_auth_token.get_secret_value(),
-                           settings.plivo_base_url)  # fmt: skip
+        auth_id, token = settings.plivo_auth_id, settings.plivo_auth_token.get_secret_value()
+        return PlivoSender(auth_id, token, settings.plivo_base_url,
+                           client=_client(settings, auth=(auth_id, token)) if auth_id and token else None)  # fmt: skip
     if name == "telnyx":
         from optline.adapters.providers.telnyx.send import TelnyxSender
 
-        return TelnyxSender(settings.telnyx_api_key.get_secret_value(), settings.telnyx_base_url)
+        key = settings.telnyx_api_key.get_secret_value()
+        return TelnyxSender(key, settings.telnyx_base_url,
+                            client=_client(settings, headers={"Authorization": f"Bearer {key}"}) if key else None)  # fmt: skip
     raise ValueError(
         f"unknown provider {name!r} (OPTLINE_PROVIDER: simulator, twilio, vonage, plivo, telnyx)"
     )
-
-
-def courier_factory(settings: Settings) -> Callable[[], Sender] | None:
-    """How a courier process builds the provider's Sender; None where calls stay in the worker's process
-    (the simulator stores messages in the database; or OPTLINE_WORKER_COURIER=false)."""
-    if settings.provider == "simulator" or not settings.worker_courier:
-        return None
-    return partial(http_sender, settings)
 
 
 def status_callback_url(settings: Settings) -> str | None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 08:42:44.137560
+Create Date: 2026-11-30 09:35:01.760948
 """
 
 from __future__ import annotations
@@ -189,6 +189,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("phone", "disconnected_at", name=op.f("pk_reassigned_numbers")),
     )
     op.create_table(
+        "sender_limits",
+        sa.Column("sender", sa.String(length=40), nullable=False),
+        sa.Column("next_free", sa.Float(), nullable=False),
+        sa.Column("paused_until", sa.Float(), nullable=False),
+        sa.Column("pause_reason", sa.String(length=300), nullable=True),
+        sa.PrimaryKeyConstraint("sender", name=op.f("pk_sender_limits")),
+    )
+    op.create_table(
         "simulator_messages",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("direction", sa.String(length=3), nullable=False),
@@ -258,6 +266,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("pause_reason", sa.String(length=300), nullable=True),
         sa.CheckConstraint(
             "status in ('draft', 'scheduled', 'sending', 'paused', 'cancelled', 'done')",
             name=op.f("ck_campaigns_status"),
@@ -717,6 +726,7 @@ def downgrade() -> None:
     op.drop_table("webhook_endpoints")
     op.drop_table("users")
     op.drop_table("simulator_messages")
+    op.drop_table("sender_limits")
     op.drop_table("reassigned_numbers")
     with op.batch_alter_table("rate_limit_hits", schema=None) as batch_op:
         batch_op.drop_index("ix_rate_limit_hits_key")

@@ -1,0 +1,153 @@
+"""Dispatch with K provider calls in flight, on both engines against the fake Twilio server: a 429 pauses
+the sender for every worker, a configuration error pauses the campaign, results are stored as calls
+return, and no call begins after its batch's deadline."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from optline.adapters.clock import SystemClock
+from optline.adapters.db.tables import campaigns as campaigns_table
+from optline.adapters.db.tables import messages, sender_limits
+from optline.adapters.providers.base import OutboundSms
+from optline.adapters.providers.twilio.send import TwilioSender
+from optline.bootstrap import Container
+from optline.services import campaigns
+from optline.services.dispatch import Counts, DispatchConfig, Dispatcher
+from optline.services.handover import Handover, Pool, Run
+from tests.support import fake_providers as fp
+from tests.support import outbound
+
+THROTTLED = {"code": 20429, "message": "Too Many Requests", "status": 429}
+BAD_CREDENTIALS = {"code": 20003, "message": "Authenticate", "status": 401}
+
+
+@pytest.fixture
+def fake() -> Iterator[fp.FakeProviders]:
+    with fp.FakeProviders() as server:
+        yield server
+
+
+@pytest.fixture
+def live(container: Container) -> Container:
+    container.clock = SystemClock()  # pauses and slots are real time
+    return container
+
+
+def worker(container: Container, fake: fp.FakeProviders, name: str, **config: Any) -> Dispatcher:
+    sender = TwilioSender(fp.TWILIO_SID, fp.TWILIO_TOKEN, fake.url)
+    settings = {"public_url": "https://acme.test", "concurrency": 8, **config}
+    return Dispatcher(container.db, container.clock, sender, DispatchConfig(**settings), worker_id=name)
+
+
+def start_campaign(container: Container) -> dict[str, Any]:
+    with container.db.transaction() as conn:
+        campaign = campaigns.create(conn, container.clock, program="deals", name="c1", template="Hi, 20% off")
+        campaign, _ = campaigns.start(conn, container.clock, campaign)
+    return campaign
+
+
+def statuses(container: Container) -> list[Any]:
+    with container.db.read() as conn:
+        return list(conn.execute(select(messages).order_by(messages.c.id)))
+
+
+def test_a_429_pauses_the_sender_for_every_worker(live: Container, fake: fp.FakeProviders) -> None:
+    outbound.seed(live, 6, time_zone=outbound.zone_where(True), us_state=None)
+    start_campaign(live)
+    fake.fail(status=429, retry_after=3, body=THROTTLED, to=outbound.phone(0))
+    first = worker(live, fake, "w1", batch_size=1)
+    second = worker(live, fake, "w2", batch_size=10, send_window=1.0)  # the 3 s pause outlasts its window
+    got = first.run_once(top_up=False)
+    assert got.retried == 1 and not fake.received  # the one call was refused: 429
+    with live.db.read() as conn:
+        pause = conn.execute(select(sender_limits)).one()
+    assert pause.paused_until > time.time() + 2 and "throttled" in (pause.pause_reason or "")
+    throttled = statuses(live)[0]
+    assert throttled.status == "queued" and throttled.attempts == 0 and throttled.handed_over_at is None
+    # The other worker claims the rest while the sender is paused: nothing is sent, all back unchecked.
+    other = second.run_once(top_up=False)
+    assert (other.claimed, other.released, other.sent) == (5, 5, 0) and not fake.received
+    assert all(r.status == "queued" and r.handed_over_at is None for r in statuses(live))
+    time.sleep(max(0.0, pause.paused_until - time.time()) + 0.1)
+    total = Counts()
+    deadline = time.monotonic() + 30
+    while total.sent < 6 and time.monotonic() < deadline:
+        total.add(second.run_once())
+        time.sleep(0.05)
+    first.close(), second.close()
+    assert total.sent == 6 and sorted(m["to"] for m in fake.received) == sorted(
+        outbound.phone(i) for i in range(6)
+    )
+    first_accepted = min(datetime.fromisoformat(m["at"]).timestamp() for m in fake.received)
+    assert first_accepted >= pause.paused_until - 0.05  # no worker called the sender during the pause
+
+
+def test_a_configuration_error_pauses_the_campaign_instead_of_failing_each_message(
+    live: Container, fake: fp.FakeProviders
+) -> None:
+    outbound.seed(live, 12, time_zone=outbound.zone_where(True), us_state=None)
+    campaign = start_campaign(live)
+    fake.fail(status=401, body=BAD_CREDENTIALS, times=1)
+    dispatcher = worker(live, fake, "w1", concurrency=1, batch_size=12)
+    counts = dispatcher.run_once(top_up=False)
+    assert counts.failed == 0 and counts.sent == 0 and not fake.received
+    with live.db.read() as conn:
+        row = conn.execute(select(campaigns_table).where(campaigns_table.c.id == campaign["id"])).one()
+    assert row.status == "paused" and "configuration error (20003)" in row.pause_reason
+    rows = statuses(live)
+    assert all(r.status == "queued" and r.attempts == 0 and r.handed_over_at is None for r in rows)
+    assert dispatcher.run_once().claimed == 0  # a paused campaign is not claimed
+    with live.db.transaction() as conn:
+        resumed = campaigns.resume(conn, campaign)
+    assert resumed["pause_reason"] is None
+    total = Counts()
+    while (step := dispatcher.run_once()).claimed or dispatcher.in_flight:
+        total.add(step)
+    total.add(step)
+    dispatcher.close()
+    assert total.sent == 12 == len(fake.received)
+
+
+def test_results_are_stored_as_the_calls_return(live: Container, fake: fp.FakeProviders) -> None:
+    """One slow call does not hold back the others' provider ids (a receipt may arrive in seconds)."""
+    outbound.seed(live, 8, time_zone=outbound.zone_where(True), us_state=None)
+    start_campaign(live)
+    fake.fail(to=outbound.phone(0), delay=2.0, status=500, body={"code": 20500, "message": "slow"})
+    dispatcher = worker(live, fake, "w1", batch_size=8)
+    seen: list[tuple[int, int]] = []
+    thread = threading.Thread(target=lambda: dispatcher.run_once(top_up=False))
+    thread.start()
+    while thread.is_alive():
+        rows = statuses(live)
+        seen.append((sum(r.status == "sent" and r.provider_message_id is not None for r in rows),
+                     sum(r.status == "sending" for r in rows)))  # fmt: skip
+        time.sleep(0.05)
+    thread.join()
+    dispatcher.close()
+    assert (7, 1) in seen  # seven ids stored while the slow call was still in flight
+
+
+def test_no_call_begins_after_the_deadline_or_the_check_age_bound(fake: fp.FakeProviders) -> None:
+    pool = Pool(TwilioSender(fp.TWILIO_SID, fp.TWILIO_TOKEN, fake.url), 4, lambda: datetime.now(UTC))
+    sms = OutboundSms(to=outbound.phone(1), from_="+14155550100", body="Hi", idempotency_key="k1")
+    now = time.monotonic()
+    pool.submit(
+        1, [Handover(1, sms, None, "+14155550100")], Run(deadline=now - 0.01, checked_at=now, max_check_age=5)
+    )
+    # Its slot is 1 s away but the check may be only 0.5 s old when the call begins.
+    late = Handover(2, sms, None, "+14155550100", slot=time.time() + 1.0)
+    pool.submit(2, [late], Run(deadline=now + 60, checked_at=now, max_check_age=0.5))
+    on_time = Handover(3, sms, None, "+14155550100", slot=time.time() + 0.2)
+    pool.submit(3, [on_time], Run(deadline=now + 60, checked_at=now, max_check_age=5))
+    results = dict(pool.results.get(timeout=10) for _ in range(3))
+    pool.close()
+    assert results[1].expired and results[2].expired and results[3].provider_id
+    assert len(fake.received) == 1
