@@ -84,8 +84,8 @@ def dispatch_round(c: Container, fake_url: str, n: int, batch_size: int, courier
 
 
 def start_fake() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.fake_providers", "--port", "0"], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    command = [sys.executable, "-m", "tests.support.fake_providers", "--port", "0", "--latency", "0"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     return proc, f"http://127.0.0.1:{int(proc.stdout.readline().split()[1])}"
 

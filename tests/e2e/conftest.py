@@ -28,8 +28,8 @@ def live(db_url: str) -> Iterator[Container]:
 @pytest.fixture
 def fake_server() -> Iterator[fp.RemoteFake]:
     """The fake providers' server in a process of its own."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.fake_providers", "--port", "0"], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    command = [sys.executable, "-m", "tests.support.fake_providers", "--port", "0", "--latency", "0"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     port = int(proc.stdout.readline().split()[1])
     yield fp.RemoteFake(f"http://127.0.0.1:{port}")

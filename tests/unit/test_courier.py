@@ -15,6 +15,7 @@ AT = datetime(2026, 11, 26, 19, 0, tzinfo=UTC)
 
 class Recording:
     name = "recording"
+    reconcile_after = 0.0
 
     def __init__(self, fail: dict[str, ProviderError] | None = None) -> None:
         self.sent: list[str] = []

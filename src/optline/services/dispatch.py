@@ -85,7 +85,7 @@ from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db import programs as program_repo
 from optline.adapters.db.database import Database, one_of
 from optline.adapters.db.tables import campaigns, contacts, messages, subscriptions
-from optline.adapters.providers.base import ErrorKind, OutboundSms, ProviderError, Sender
+from optline.adapters.providers.base import ErrorKind, OutboundSms, ProviderError, Sender, reconcile_delay
 from optline.domain import caps, compose, quiet_hours, segments
 from optline.domain.consent import Action, Channel, Status
 from optline.domain.optout_links import new_token
@@ -458,6 +458,7 @@ class Dispatcher:
             delay = min(self.config.backoff_max, self.config.backoff_base * 2 ** (item.attempts - 1))
             if exc.retry_after is not None:
                 delay = max(delay, exc.retry_after)
+            delay = max(delay, reconcile_delay(self.sender, exc))  # an accepted message may show up late
             return _Outcome(item.row["id"], {**base, "status": "queued", "not_before": now + timedelta(seconds=delay),
                                              "reason": f"retry: {exc.code}"})  # fmt: skip
         if exc.kind is ErrorKind.BAD_CONFIG:
