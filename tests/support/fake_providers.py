@@ -123,7 +123,9 @@ def parse_latency(text: str) -> tuple[float, float]:
 
 
 class State:
-    def __init__(self, latency: Latency = DEFAULT_LATENCY, settle: float = 1.0, list_lag: float = 0.0) -> None:
+    def __init__(
+        self, latency: Latency = DEFAULT_LATENCY, settle: float = 1.0, list_lag: float = 0.0
+    ) -> None:
         self.lock = threading.Lock()
         self.defaults = (_latency_range(latency), settle, list_lag)
         self.reset()
@@ -322,7 +324,9 @@ class Handler(BaseHTTPRequestHandler):
             elif path == "/_fake/credit":
                 (s.out_of_credit.add if data.get("empty") else s.out_of_credit.discard)(data["provider"])
             elif path == "/_fake/latency":
-                s.latency = _latency_range(data["seconds"] if "seconds" in data else (data["min"], data["max"]))
+                s.latency = _latency_range(
+                    data["seconds"] if "seconds" in data else (data["min"], data["max"])
+                )
             elif path == "/_fake/config":
                 s.settle = float(data.get("settle", s.settle))
                 s.list_lag = float(data.get("list_lag", s.list_lag))
@@ -348,7 +352,9 @@ class Handler(BaseHTTPRequestHandler):
         # A message created through a Messaging Service starts "accepted", otherwise "queued"
         # (https://www.twilio.com/docs/messaging/api/message-resource#message-status-values).
         initial = "accepted" if service and not form.get("From") else "queued"
-        if self._injected("twilio", to, lambda: self.state.record("twilio", to, sender, body, initial=initial)):
+        if self._injected(
+            "twilio", to, lambda: self.state.record("twilio", to, sender, body, initial=initial)
+        ):
             return
         if to in self.state.opted_out:
             self._send(*OPTED_OUT["twilio"])
@@ -456,7 +462,7 @@ class Handler(BaseHTTPRequestHandler):
         for m in self.state.listed("vonage", now):
             if m["to"] != q["to"] or m["created"].date().isoformat() != q["date"]:
                 continue
-            status, sent = self.state.status(m, now)
+            status = self.state.status(m, now)[0]
             items.append({"message-id": m["sid"], "account-id": VONAGE_KEY, "network": "23410", "from": m["from"],
                           "to": m["to"], "body": m["body"], "price": "0.03330000",
                           "date-received": m["created"].strftime("%Y-%m-%d %H:%M:%S"),
@@ -584,7 +590,9 @@ class FakeProviders:
     range (default 100–300 ms); ``settle``: seconds from queued to sent; ``list_lag``: seconds before an
     accepted message shows in list/search answers."""
 
-    def __init__(self, latency: Latency = DEFAULT_LATENCY, settle: float = 1.0, list_lag: float = 0.0) -> None:
+    def __init__(
+        self, latency: Latency = DEFAULT_LATENCY, settle: float = 1.0, list_lag: float = 0.0
+    ) -> None:
         self.server = make_server(latency=latency, settle=settle, list_lag=list_lag)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(

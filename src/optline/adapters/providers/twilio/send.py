@@ -102,7 +102,11 @@ class TwilioSender:
                 raise http_errors.from_response(self.name, response, code, str(data.get("message") or ""),
                                                 self._secrets, SEND_ERRORS)  # fmt: skip
             for item in data.get("messages") or []:
-                if item.get("to") == sms.to and item.get("body") == sms.body and _created(item) >= since - _SECOND:
+                if (
+                    item.get("to") == sms.to
+                    and item.get("body") == sms.body
+                    and _created(item) >= since - _SECOND
+                ):
                     return str(item["sid"])
             nxt = data.get("next_page_uri")
             url = str(httpx.URL(self._url).join(nxt)) if nxt else None
