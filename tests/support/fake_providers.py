@@ -111,6 +111,21 @@ def plivo_opt_out_receipt(message_uuid: str, to: str, sender: str) -> dict[str, 
     return {"provider": "plivo", "path": "/webhooks/plivo/status", "params": params}
 
 
+def telnyx_opt_out_receipt(message_id: str, to: str, sender: str) -> dict[str, Any]:
+    """The ``message.finalized`` callback Telnyx posts when a message it accepted is then blocked by a STOP:
+    error 40300 among the delivery errors "reported via webhooks"
+    (https://developers.telnyx.com/docs/messaging/messages/error-codes/index; payload shape:
+    https://developers.telnyx.com/docs/messaging/messages/receiving-webhooks)."""
+    now = datetime.now(UTC).isoformat()
+    payload = {"data": {"event_type": "message.finalized", "id": str(uuid.uuid4()), "occurred_at": now,
+                        "record_type": "event", "payload": {
+                            "id": message_id, "direction": "outbound", "completed_at": now,
+                            "from": {"phone_number": sender}, "to": [{"phone_number": to, "status": "delivery_failed"}],
+                            "errors": [{"code": "40300", "title": "Blocked due to STOP message",
+                                        "detail": "Messages cannot be sent to this number because it replied STOP"}]}}}  # fmt: skip
+    return {"provider": "telnyx", "path": "/webhooks/telnyx/status", "payload": payload}
+
+
 def _latency_range(value: Latency) -> tuple[float, float]:
     low, high = (value, value) if isinstance(value, int | float) else value
     return float(low), float(high)
@@ -136,6 +151,9 @@ class State:
         self.chaos: dict[str, dict[str, Any]] = {}  # provider ("*": any) -> rates
         self.random = random.Random(0)
         self.opted_out: set[str] = set()
+        # Telnyx: numbers whose STOP reaches the block rule only after the send was accepted — the message
+        # is accepted (200) and then finalized with 40300 (telnyx_opt_out_receipt).
+        self.blocked_later: set[str] = set()
         self.out_of_credit: set[str] = set()  # providers whose account has no credit left
         self.receipts: list[dict[str, Any]] = []  # status callbacks the provider would post (fixture shape)
         self.latency: Latency = self.defaults[0]
@@ -572,6 +590,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         if to in self.state.opted_out:
             self._send(*OPTED_OUT["telnyx"])
+            return
+        if to in self.state.blocked_later:
+            answer = accept()
+            with self.state.lock:
+                self.state.receipts.append(telnyx_opt_out_receipt(answer["data"]["id"], to, sender))
+            self._send(200, answer)
             return
         # HTTP 200 with the message, to[].status "queued" (https://developers.telnyx.com/api/messaging/send-message).
         self._send(200, accept())
