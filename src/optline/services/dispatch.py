@@ -248,6 +248,11 @@ class Dispatcher:
         needed = timedelta(seconds=(self.config.batch_size / rate if rate else 0) * 2 + 2 * SEND_MARGIN)
         return max(self.config.lease, needed)
 
+    def _sending_lease(self) -> timedelta:
+        # A hand-over is reclaimed (after a crash) no sooner than the provider's reconcile_after past it: a
+        # message it accepted may show in its list only then, and an earlier look would send it twice.
+        return self._lease() + timedelta(seconds=getattr(self.sender, "reconcile_after", 0.0))
+
     # -- 2. the send-time check --------------------------------------------------------------------
     def check(self, conn: Connection, claimed: list[dict[str, Any]], counts: Counts) -> list[_ToSend]:
         ids = [m["id"] for m in claimed]
@@ -356,7 +361,7 @@ class Dispatcher:
                 "status": "sending", "handed_over_at": now, "attempts": m["attempts"] + 1, "body": body,
                 "segments": segs, "optout_token": token, "provider": self.sender.name, "reason": None, "updated_at": now,
                 "consent_event_id": authorised_by,
-                "lease_expires_at": now + self._lease(),
+                "lease_expires_at": now + self._sending_lease(),
             }))  # fmt: skip
             reconcile = as_utc(m["handed_over_at"]) if m["handed_over_at"] else None
             sender_number = (
