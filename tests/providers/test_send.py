@@ -182,7 +182,7 @@ def _others(fake: fp.FakeProviders, name: str, n: int, to: str | None = None) ->
     """``n`` other messages already accepted: to the same recipient with other bodies (Twilio, Vonage), or to
     other recipients (Plivo, whose list cannot be filtered by recipient)."""
     for i in range(n):
-        recipient = to or f"1415555{i:04d}"
+        recipient = to or f"1415666{i:04d}"  # never SMS.to
         fake.state.record(
             name, recipient, wire_to(name).replace(SMS.to.lstrip("+"), "14155550100"), f"other {i}"
         )
@@ -357,3 +357,20 @@ def test_latency_is_applied_to_provider_calls() -> None:
         started = time.perf_counter()
         sender.send(SMS)
         assert time.perf_counter() - started >= 0.1  # a lower bound: sleeping is never faster
+
+
+@pytest.mark.parametrize("name", ["twilio", "plivo"])
+def test_reconciliation_that_cannot_finish_says_so_instead_of_guessing_not_sent(
+    fake: fp.FakeProviders, name: str
+) -> None:
+    """More candidates than the adapter reads (its MAX_PAGES): "not found" would be a guess that sends a
+    duplicate, so it answers retry-later instead."""
+    from optline.adapters.providers.plivo import send as plivo
+    from optline.adapters.providers.twilio import send as twilio
+
+    module = twilio if name == "twilio" else plivo
+    before = datetime.now(UTC)
+    _others(fake, name, module.PAGE_SIZE * module.MAX_PAGES + 1, to=SMS.to if name == "twilio" else None)
+    with pytest.raises(ProviderError) as info:
+        build(name, fake.url).find_sent(SMS, before)
+    assert (info.value.kind, info.value.code) == (ErrorKind.RETRY, "reconcile")
