@@ -27,10 +27,11 @@ account is out of credit), ``POST /_fake/latency`` (``{"seconds": x}`` or ``{"mi
 
 What each provider does with a recipient who opted out (its documentation, not our code's wishes):
 - Twilio refuses the send: HTTP 400, code 21610 (https://www.twilio.com/docs/api/errors/21610);
-- Telnyx refuses it: HTTP 409 (API doc), code 40300 "Blocked due to STOP message"
-  (https://developers.telnyx.com/docs/messaging/messages/advanced-opt-in-out/index); 40300 is a delivery error
-  too, reported in ``message.finalized`` callbacks
-  (https://developers.telnyx.com/docs/messaging/messages/error-codes/index);
+- Telnyx refuses it with error 40300 "Blocked due to STOP message" when its block rule already holds
+  (https://developers.telnyx.com/docs/messaging/messages/advanced-opt-in-out/index; that page does not give
+  the HTTP status: the fake answers 409); 40300 is also a delivery error "reported via webhooks" in
+  ``message.finalized`` (https://developers.telnyx.com/docs/messaging/messages/error-codes/index): numbers in
+  ``blocked_later`` are accepted and then finalized with it;
 - Vonage accepts it (status 0) and posts a delivery receipt with status failed/rejected and err-code 9
   (https://developer.vonage.com/en/opt-out-assist/guides/messaging-opted-out-numbers). Status 9 in the *send*
   answer means "Partner Quota Violation: you do not have sufficient credit" (https://developer.vonage.com/en/api-errors/sms):
@@ -336,6 +337,8 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/_fake/fail":
                 s.failures.append({"times": 1, **data})
             elif path == "/_fake/chaos":
+                if "seed" in data:  # the same faults in the same order, run after run
+                    s.random.seed(data.pop("seed"))
                 s.chaos[data.pop("provider", "*")] = data
             elif path == "/_fake/optout":
                 s.opted_out.update(data["numbers"])
@@ -676,6 +679,10 @@ class RemoteFake:
 
     def optout(self, numbers: list[str]) -> None:
         self.client.post("/_fake/optout", json={"numbers": numbers}).raise_for_status()
+
+    def configure(self, **values: float) -> None:
+        """``settle`` and ``list_lag`` (seconds) of the server in the other process."""
+        self.client.post("/_fake/config", json=values).raise_for_status()
 
 
 def main() -> None:
