@@ -374,3 +374,14 @@ def test_reconciliation_that_cannot_finish_says_so_instead_of_guessing_not_sent(
     with pytest.raises(ProviderError) as info:
         build(name, fake.url).find_sent(SMS, before)
     assert (info.value.kind, info.value.code) == (ErrorKind.RETRY, "reconcile")
+
+
+def test_outcome_unknown_survives_the_courier_pipe(fake: fp.FakeProviders) -> None:
+    """The courier process pickles a call's ProviderError back to its worker (services/courier.py)."""
+    import pickle
+
+    fake.fail(provider="twilio", drop=True)
+    with pytest.raises(ProviderError) as info:
+        build("twilio", fake.url).send(SMS)
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert (copy.kind, copy.code, copy.outcome_unknown) == (ErrorKind.RETRY, info.value.code, True)
