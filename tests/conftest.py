@@ -61,8 +61,9 @@ def container(settings: Settings, clock: FrozenClock) -> Iterator[Container]:
 def fake_server() -> Iterator[fp.RemoteFake]:
     """The fake providers' server in a process of its own (what the e2e and reliability suites send to)."""
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.fake_providers", "--port", "0"], cwd=root,
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    # No latency: suites that are about latency set it (RemoteFake.configure / /_fake/latency).
+    command = [sys.executable, "-m", "tests.support.fake_providers", "--port", "0", "--latency", "0"]
+    proc = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     port = int(proc.stdout.readline().split()[1])
     yield fp.RemoteFake(f"http://127.0.0.1:{port}")

@@ -19,7 +19,7 @@ from tests.support import outbound
 
 @pytest.fixture
 def fake() -> Iterator[fp.FakeProviders]:
-    with fp.FakeProviders() as server:
+    with fp.FakeProviders(latency=0) as server:  # not a latency test
         yield server
 
 

@@ -39,7 +39,7 @@ def settings(db_url: str) -> Settings:
 
 @pytest.fixture
 def fake() -> Iterator[fp.FakeProviders]:
-    with fp.FakeProviders() as server:
+    with fp.FakeProviders(latency=0) as server:  # not a latency test
         yield server
 
 

@@ -31,7 +31,7 @@ def settings(db_url: str) -> Settings:
 
 @pytest.fixture
 def fake() -> Iterator[fp.FakeProviders]:
-    with fp.FakeProviders() as server:
+    with fp.FakeProviders(latency=0) as server:  # not a latency test
         yield server
 
 
@@ -111,3 +111,23 @@ def test_an_opted_out_recipient_becomes_a_ledger_event_wherever_the_provider_say
     with container.db.read() as conn:
         row = conn.execute(select(messages).where(messages.c.contact_id == ids[0])).one()
     assert row.status == ("suppressed" if at_send else "failed")
+
+
+def test_a_telnyx_stop_reported_in_the_finalized_callback_becomes_a_ledger_event(
+    container: Container, fake: fp.FakeProviders
+) -> None:
+    """Telnyx reports 40300 at send time for a number already blocked, and in ``message.finalized`` for one
+    blocked after the message was accepted (tests/support/fake_providers.py): both are opt-outs."""
+    _program, ids = outbound.seed(container, 2)
+    fake.state.blocked_later.add(outbound.phone(0))
+    start_campaign(container)
+    assert drain(dispatcher(container, fake, "telnyx")).sent == 2  # both accepted
+    [receipt] = fake.receipts
+    with TestClient(create_app(container)) as client:
+        s = signing.sign("telnyx", receipt, "http://testserver", now=container.clock.now().timestamp())
+        assert client.request(s.method, s.path, headers=s.headers, content=s.body).status_code == 200
+    [event] = opt_outs(container)
+    assert event.contact_id == ids[0] and event.channel == "provider"
+    with container.db.read() as conn:
+        row = conn.execute(select(messages).where(messages.c.contact_id == ids[0])).one()
+    assert (row.status, row.error_code) == ("undelivered", "40300")  # Telnyx delivery_failed

@@ -40,7 +40,7 @@ def settings(db_url: str) -> Settings:
 
 @pytest.fixture
 def fake() -> Iterator[fp.FakeProviders]:
-    with fp.FakeProviders() as server:
+    with fp.FakeProviders(latency=0) as server:  # not a latency test
         yield server
 
 
@@ -73,6 +73,7 @@ class ReceiptFirst:
 
     def __init__(self, inner: Sender, post: Callable[[str, OutboundSms], Any]) -> None:
         self.inner, self.post, self.name = inner, post, inner.name
+        self.reconcile_after = inner.reconcile_after
 
     def send(self, sms: OutboundSms) -> SendResult:
         result = self.inner.send(sms)

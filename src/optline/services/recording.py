@@ -22,7 +22,7 @@ from optline.adapters import metrics
 from optline.adapters.clock import Clock
 from optline.adapters.db.database import Database
 from optline.adapters.db.tables import campaigns, messages
-from optline.adapters.providers.base import Sender
+from optline.adapters.providers.base import Sender, reconcile_delay
 from optline.domain import retry
 from optline.domain.consent import Action, Channel
 from optline.services import consent, event_hooks, receipts, sender_limits
@@ -159,8 +159,11 @@ class Recording:
                 config_error = exc
             elif decision.verdict is retry.Verdict.RETRY:
                 assert decision.delay is not None
+                # An accepted message may show in the provider's list only later: the retry reconciles
+                # first, so it waits at least the sender's reconcile_after.
+                delay = max(decision.delay, reconcile_delay(self.sender, exc))
                 return Outcome(item.row["id"], {**base, **errors, "status": "queued", "reason": decision.reason,
-                                                "not_before": now + timedelta(seconds=decision.delay)})  # fmt: skip
+                                                "not_before": now + timedelta(seconds=delay)})  # fmt: skip
             elif decision.verdict is retry.Verdict.OPTED_OUT:
                 return Outcome(
                     item.row["id"], {**base, **errors, "status": "suppressed", "reason": decision.reason}

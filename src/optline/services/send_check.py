@@ -208,6 +208,11 @@ class SendCheck:
         # provider call's worst case, twice over.
         return max(self.config.lease, timedelta(seconds=self.config.send_window + 2 * SEND_MARGIN))
 
+    def _sending_lease(self) -> timedelta:
+        # A hand-over is reclaimed (after a crash) no sooner than the provider's reconcile_after past it: a
+        # message it accepted may show in its list only then, and an earlier look would send it twice.
+        return self._lease() + timedelta(seconds=getattr(self.sender, "reconcile_after", 0.0))
+
     # -- 2. the send-time check --------------------------------------------------------------------
     def check(self, conn: Connection, claimed: list[dict[str, Any]], counts: Counts,
               slots: Mapping[int, float] | None = None) -> list[ToSend]:  # fmt: skip
@@ -308,7 +313,7 @@ class SendCheck:
                 "status": "sending", "handed_over_at": now, "attempts": m["attempts"] + 1, "body": body,
                 "segments": segs, "optout_token": token, "provider": self.sender.name, "reason": None, "updated_at": now,
                 "consent_event_id": authorised_by,
-                "lease_expires_at": now + self._lease(),
+                "lease_expires_at": now + self._sending_lease(),
             }))  # fmt: skip
             reconcile = as_utc(m["handed_over_at"]) if m["handed_over_at"] else None
             sender_number = (

@@ -39,21 +39,31 @@ def is_opt_out(table: CodeTable, code: str | None) -> bool:
 
 
 class ProviderError(Exception):
+    """``outcome_unknown``: the provider may have accepted the message all the same (no answer, or a 5xx
+    answer): the retry must reconcile first, and not before the provider's ``reconcile_after``."""
+
     def __init__(
-        self, kind: ErrorKind, message: str, *, code: str | None = None, retry_after: float | None = None
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        code: str | None = None,
+        retry_after: float | None = None,
+        outcome_unknown: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind, self.code, self.message, self.retry_after = kind, code, message, retry_after
+        self.outcome_unknown = outcome_unknown
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Picklable (errors may cross process boundaries): rebuilt with its keyword fields.
-        return _provider_error, (self.kind, self.message, self.code, self.retry_after)
+        return _provider_error, (self.kind, self.message, self.code, self.retry_after, self.outcome_unknown)
 
 
 def _provider_error(
-    kind: ErrorKind, message: str, code: str | None, retry_after: float | None
+    kind: ErrorKind, message: str, code: str | None, retry_after: float | None, outcome_unknown: bool = False
 ) -> ProviderError:
-    return ProviderError(kind, message, code=code, retry_after=retry_after)
+    return ProviderError(kind, message, code=code, retry_after=retry_after, outcome_unknown=outcome_unknown)
 
 
 @dataclass(frozen=True)
@@ -99,12 +109,23 @@ class StatusUpdate:
 
 class Sender(Protocol):
     name: str
+    # Seconds to wait after a call whose outcome is unknown (a timeout, a lost answer, a 5xx) before
+    # reconciling: a message the provider accepted can take a while to show in its list or search answers,
+    # and looking too early finds nothing and sends it twice. 0 where a resend is itself safe (an
+    # idempotency key) or the lookup is exact.
+    reconcile_after: float
 
     def send(self, sms: OutboundSms) -> SendResult:
         """Hand one message to the provider; raise ProviderError on failure."""
 
     def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
         """Reconciliation after a timeout or crash: the provider id of this message if it was accepted."""
+
+
+def reconcile_delay(sender: Sender, error: ProviderError) -> float:
+    """The least wait before retrying after ``error``: the sender's ``reconcile_after`` when the provider may
+    have accepted the message (the retry reconciles first), otherwise 0."""
+    return float(getattr(sender, "reconcile_after", 0.0)) if error.outcome_unknown else 0.0
 
 
 def redact(text: str, secrets: list[str]) -> str:

@@ -44,12 +44,14 @@ def from_response(
         kind, meaning = known
         text = redact(f"{provider} HTTP {response.status_code} error {code} ({meaning}): {message}", secrets)
         after = retry_after(response) if kind is ErrorKind.RETRY else None
-        return ProviderError(kind, text, code=code, retry_after=after)
+        return ProviderError(
+            kind, text, code=code, retry_after=after, outcome_unknown=response.status_code >= 500
+        )
     if response.status_code == 429:
         return ProviderError(ErrorKind.RETRY, text, code=code or "429", retry_after=retry_after(response))
-    if response.status_code >= 500:
+    if response.status_code >= 500:  # a server error may come after the message was accepted
         return ProviderError(ErrorKind.RETRY, text, code=code or str(response.status_code),
-                             retry_after=retry_after(response))  # fmt: skip
+                             retry_after=retry_after(response), outcome_unknown=True)  # fmt: skip
     if response.status_code in (401, 403):
         return ProviderError(ErrorKind.BAD_CONFIG, text, code=code or str(response.status_code))
     return ProviderError(ErrorKind.BAD_REQUEST, text, code=code or str(response.status_code))
@@ -58,7 +60,9 @@ def from_response(
 def from_transport(provider: str, exc: httpx.TransportError, secrets: list[str]) -> ProviderError:
     """Timeouts and connection failures: transient. The message may have been accepted (reconcile first)."""
     code = "timeout" if isinstance(exc, httpx.TimeoutException) else "transport"
-    return ProviderError(ErrorKind.RETRY, redact(f"{provider} {code}: {exc}", secrets), code=code)
+    return ProviderError(
+        ErrorKind.RETRY, redact(f"{provider} {code}: {exc}", secrets), code=code, outcome_unknown=True
+    )
 
 
 def json_or_empty(response: httpx.Response) -> dict[str, Any]:

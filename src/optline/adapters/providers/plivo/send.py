@@ -2,7 +2,10 @@
 
 Plivo's message list does not return the text, so reconciliation matches recipient, sender and time
 (``message_time__gte`` the hand-over): any outbound message to that number since then counts as sent.
-That errs towards "already sent" — a missed message, never a duplicate.
+That errs towards "already sent" — a missed message, never a duplicate. The list answers at most 20
+records a page (``limit`` 1–20, https://www.plivo.com/docs/number-masking/api/pagination/), newest first,
+with ``meta.next`` the next page (https://docs.plivo.com/docs/messaging/api/response): reconciliation
+follows it.
 """
 
 from __future__ import annotations
@@ -23,12 +26,28 @@ from optline.adapters.providers.base import ErrorKind, OutboundSms, ProviderErro
 INSUFFICIENT_CREDIT = "insufficient credit"
 
 
+# Reconciliation reads at most this many pages of PAGE_SIZE records (the list allows 20 requests a minute,
+# https://www.plivo.com/docs/sms/api/message/list-all-messages/): beyond them it cannot tell, and says so
+# (a retry later) rather than guess "not sent" and send a duplicate.
+PAGE_SIZE, MAX_PAGES = 20, 10
+
+
 class PlivoSender:
     name = "plivo"
+    # Seconds before reconciling after an unknown outcome (base.Sender.reconcile_after): the list shows
+    # Message Detail Records, which Plivo does not promise to show the moment a message is accepted.
+    reconcile_after = 60.0
 
     def __init__(
-        self, auth_id: str, auth_token: str, base_url: str, client: httpx.Client | None = None
+        self,
+        auth_id: str,
+        auth_token: str,
+        base_url: str,
+        client: httpx.Client | None = None,
+        reconcile_after: float | None = None,
     ) -> None:
+        if reconcile_after is not None:
+            self.reconcile_after = reconcile_after
         if not auth_id or not auth_token:
             raise ValueError("plivo needs OPTLINE_PLIVO_AUTH_ID and OPTLINE_PLIVO_AUTH_TOKEN")
         self._secrets = [auth_token]
@@ -56,17 +75,34 @@ class PlivoSender:
         raise http_errors.from_response(self.name, response, code, error, self._secrets)
 
     def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
-        params = {"message_direction": "outbound", "limit": "20",
-                  "message_time__gte": (since - timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
-        try:
-            response = self._client.get(self._url, params=params)
-        except httpx.TransportError as exc:
-            raise http_errors.from_transport(self.name, exc, self._secrets) from None
-        if response.status_code != 200:
-            raise http_errors.from_response(self.name, response, None, response.text[:200], self._secrets)
-        for item in http_errors.json_or_empty(response).get("objects", []) or []:
-            if item.get("to_number") == sms.to.lstrip("+") and (
-                not sms.from_ or item.get("from_number") == sms.from_.lstrip("+")
-            ):
-                return str(item["message_uuid"])
-        return None
+        params: dict[str, str] | None = {
+            "message_direction": "outbound",
+            "limit": str(PAGE_SIZE),
+            "message_time__gte": (since - timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        url: str | None = self._url
+        to, sender = sms.to.lstrip("+"), (sms.from_ or "").lstrip("+")
+        for _ in range(MAX_PAGES):
+            if url is None:
+                return None
+            try:
+                response = self._client.get(url, params=params)
+            except httpx.TransportError as exc:
+                raise http_errors.from_transport(self.name, exc, self._secrets) from None
+            if response.status_code != 200:
+                raise http_errors.from_response(self.name, response, None, response.text[:200], self._secrets)
+            data = http_errors.json_or_empty(response)
+            for item in data.get("objects") or []:
+                if item.get("to_number") == to and (not sender or item.get("from_number") == sender):
+                    return str(item["message_uuid"])
+            meta = data.get("meta")
+            nxt = meta.get("next") if isinstance(meta, dict) else None
+            url, params = (str(httpx.URL(self._url).join(nxt)), None) if nxt else (None, None)
+        if url is None:
+            return None
+        raise ProviderError(
+            ErrorKind.RETRY,
+            f"plivo reconciliation: more than {MAX_PAGES * PAGE_SIZE} messages since the hand-over; "
+            "cannot tell whether it was sent",
+            code="reconcile",
+        )

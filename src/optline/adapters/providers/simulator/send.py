@@ -26,6 +26,7 @@ def sid_for(idempotency_key: str) -> str:
 
 class SimulatorSender:
     name = "simulator"
+    reconcile_after = 0.0  # find_sent is an exact lookup in the database
 
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db, self._clock = db, clock

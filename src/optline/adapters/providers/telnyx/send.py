@@ -2,7 +2,8 @@
 
 Telnyx deduplicates requests by ``Idempotency-Key``, so resending with the same key after a timeout or a
 crash *is* the reconciliation: ``find_sent`` answers None and dispatch resends; Telnyx returns the message
-it already accepted instead of sending a second one.
+it already accepted instead of sending a second one — provided the body is byte-for-byte the same: another
+body with a key already used answers 422 (https://developers.telnyx.com/docs/development/api-fundamentals/idempotency).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ ERRORS: CodeTable = {
 
 class TelnyxSender:
     name = "telnyx"
+    reconcile_after = 0.0  # the resend with the same key is the reconciliation (module docstring)
 
     def __init__(self, api_key: str, base_url: str, messaging_profile_id: str = "",
                  client: httpx.Client | None = None) -> None:  # fmt: skip

@@ -1,17 +1,22 @@
 """Twilio Programmable Messaging: ``POST /2010-04-01/Accounts/{Sid}/Messages.json`` (basic auth, form).
 
-Twilio has no idempotency key: reconciliation lists the account's messages to the recipient sent since the
-hand-over and matches the body (``find_sent``).
+Twilio has no idempotency key: reconciliation lists the account's messages to the recipient (and from the
+sender) and matches the body (``find_sent``). It uses no DateSent filter: a message Twilio accepted but has
+not sent yet (queued, or accepted by a Messaging Service) has no date_sent and a DateSent filter hides it
+(https://www.twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources). The list is
+sorted by DateSent, newest first, but where messages without one fall is not documented, so reconciliation
+reads every page (``next_page_uri``) rather than stop at the first older message.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 import httpx
 
 from optline.adapters.providers import http_errors
-from optline.adapters.providers.base import CodeTable, ErrorKind, OutboundSms, SendResult
+from optline.adapters.providers.base import CodeTable, ErrorKind, OutboundSms, ProviderError, SendResult
 
 _OPTED_OUT, _BAD_REQUEST, _BAD_CONFIG, _RETRY = (
     ErrorKind.OPTED_OUT, ErrorKind.BAD_REQUEST, ErrorKind.BAD_CONFIG, ErrorKind.RETRY,
@@ -35,11 +40,22 @@ SEND_ERRORS: CodeTable = {
 }
 
 
+# Reconciliation reads at most this many pages of PAGE_SIZE messages from the sender to the recipient:
+# beyond that it cannot tell, and says so (a retry later) rather than guess "not sent" and send twice.
+PAGE_SIZE, MAX_PAGES = 100, 20
+_SECOND = timedelta(seconds=1)  # date_created has whole seconds
+
+
 class TwilioSender:
     name = "twilio"
+    # Seconds before reconciling after an unknown outcome (base.Sender.reconcile_after): Twilio does not
+    # promise that a message it just created is in the list answer at once.
+    reconcile_after = 30.0
 
     def __init__(self, account_sid: str, auth_token: str, base_url: str, messaging_service_sid: str = "",
-                 client: httpx.Client | None = None) -> None:  # fmt: skip
+                 client: httpx.Client | None = None, reconcile_after: float | None = None) -> None:  # fmt: skip
+        if reconcile_after is not None:
+            self.reconcile_after = reconcile_after
         if not account_sid or not auth_token:
             raise ValueError("twilio needs OPTLINE_TWILIO_ACCOUNT_SID and OPTLINE_TWILIO_AUTH_TOKEN")
         self._secrets = [auth_token]
@@ -69,25 +85,41 @@ class TwilioSender:
                                         self._secrets, SEND_ERRORS)  # fmt: skip
 
     def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
-        params = {"To": sms.to, "DateSent>": (since - timedelta(days=1)).date().isoformat(), "PageSize": "50"}
+        params = {"To": sms.to, "PageSize": str(PAGE_SIZE)}  # no DateSent: it hides queued messages
         if sms.from_:
             params["From"] = sms.from_
         url: str | None = self._url
-        for _ in range(5):  # a handful of pages: the window is minutes, not months
+        for _ in range(MAX_PAGES):
             if url is None:
-                break
+                return None
             try:
                 response = self._client.get(url, params=params if url == self._url else None)
             except httpx.TransportError as exc:
                 raise http_errors.from_transport(self.name, exc, self._secrets) from None
+            data = http_errors.json_or_empty(response)
             if response.status_code != 200:
-                data = http_errors.json_or_empty(response)
-                raise http_errors.from_response(self.name, response, None, str(data.get("message") or ""),
-                                                self._secrets)  # fmt: skip
-            data = response.json()
-            for item in data.get("messages", []):
-                if item.get("to") == sms.to and item.get("body") == sms.body:
+                code = str(data["code"]) if data.get("code") is not None else None
+                raise http_errors.from_response(self.name, response, code, str(data.get("message") or ""),
+                                                self._secrets, SEND_ERRORS)  # fmt: skip
+            for item in data.get("messages") or []:
+                if (
+                    item.get("to") == sms.to
+                    and item.get("body") == sms.body
+                    and _created(item) >= since - _SECOND
+                ):
                     return str(item["sid"])
             nxt = data.get("next_page_uri")
             url = str(httpx.URL(self._url).join(nxt)) if nxt else None
-        return None
+        if url is None:
+            return None
+        raise ProviderError(ErrorKind.RETRY, f"twilio reconciliation: more than {MAX_PAGES * PAGE_SIZE} messages "
+                            f"to this recipient; cannot tell whether it was sent",
+                            code="reconcile")  # fmt: skip
+
+
+def _created(item: dict[str, object]) -> datetime:
+    """The message's date_created (RFC 2822); a missing or unreadable one counts as recent (a match)."""
+    try:
+        return parsedate_to_datetime(str(item["date_created"]))
+    except (KeyError, TypeError, ValueError):
+        return datetime.max.replace(tzinfo=UTC)

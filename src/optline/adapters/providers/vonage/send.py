@@ -1,12 +1,13 @@
 """Vonage (Nexmo) SMS API: ``POST /sms/json`` (form; credentials in the body).
 
 Vonage answers 200 with a per-message ``status``; non-zero is an error code. Reconciliation uses the
-search API (``GET /search/messages?date=…&to=…``) and matches the body.
+search API (``GET /search/messages?date=…&to=…``, https://developer.vonage.com/en/api/developer/messages)
+and matches the body, on each UTC day from the hand-over to now (a search covers one date).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -45,10 +46,20 @@ SEND_ERRORS: CodeTable = {
 
 class VonageSender:
     name = "vonage"
+    # Seconds before reconciling after an unknown outcome (base.Sender.reconcile_after): Vonage's records
+    # appear "a few minutes" after the message (https://developer.vonage.com/en/dashboard/monitor/logs/messages-logs).
+    reconcile_after = 300.0
 
     def __init__(
-        self, api_key: str, api_secret: str, base_url: str, client: httpx.Client | None = None
+        self,
+        api_key: str,
+        api_secret: str,
+        base_url: str,
+        client: httpx.Client | None = None,
+        reconcile_after: float | None = None,
     ) -> None:
+        if reconcile_after is not None:
+            self.reconcile_after = reconcile_after
         if not api_key or not api_secret:
             raise ValueError("vonage needs OPTLINE_VONAGE_API_KEY and OPTLINE_VONAGE_API_SECRET")
         self._key, self._secret, self._secrets = api_key, api_secret, [api_secret]
@@ -75,13 +86,25 @@ class VonageSender:
         if status == "0":
             return SendResult(str(first["message-id"]), "sent")
         kind, meaning = SEND_ERRORS.get(status, (_BAD_REQUEST, "undocumented status"))
+        after = http_errors.retry_after(response) if kind is _RETRY else None
         raise ProviderError(
-            kind, f"vonage status {status} ({meaning}): {first.get('error-text', '')}", code=status
+            kind,
+            f"vonage status {status} ({meaning}): {first.get('error-text', '')}",
+            code=status,
+            retry_after=after,
         )
 
     def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
-        params = {"api_key": self._key, "api_secret": self._secret, "date": since.date().isoformat(),
-                  "to": sms.to.lstrip("+")}  # fmt: skip
+        day, today = since.astimezone(UTC).date(), datetime.now(UTC).date()
+        while day <= today:
+            found = self._search(sms, day.isoformat())
+            if found:
+                return found
+            day += timedelta(days=1)
+        return None
+
+    def _search(self, sms: OutboundSms, date: str) -> str | None:
+        params = {"api_key": self._key, "api_secret": self._secret, "date": date, "to": sms.to.lstrip("+")}
         try:
             response = self._client.get(f"{self._base}/search/messages", params=params)
         except httpx.TransportError as exc:
