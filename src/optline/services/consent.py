@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from optline.adapters.clock import Clock, as_utc
-from optline.adapters.db import ledger
+from optline.adapters.db import bulk, ledger
 from optline.adapters.db import programs as program_repo
 from optline.adapters.db.database import one_of
 from optline.adapters.db.tables import consent_events, contacts, subscriptions
@@ -347,8 +347,7 @@ def record_opt_ins(
             updates.append({"b_contact_id": event["contact_id"], "since": event["occurred_at"], **values})
         else:
             inserts.append({"contact_id": event["contact_id"], "program_id": program["id"], **values})
-    if inserts:
-        conn.execute(insert(subscriptions), inserts)
+    bulk.copy_rows(conn, subscriptions, inserts)
     if updates:
         conn.execute(
             update(subscriptions)
