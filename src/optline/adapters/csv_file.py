@@ -77,31 +77,35 @@ def _decode_error(exc: UnicodeDecodeError, enc: Encoding, line: int, tail: str) 
     return CsvFileError(f"line {line}, character {column}: byte 0x{bad} is not valid {enc.label}{hint}")
 
 
-def lines(
-    raw: IO[bytes], enc: Encoding, on_progress: Callable[[int], None] | None = None
-) -> Iterator[str]:
+def _nul_error(line: int, enc: Encoding) -> CsvFileError:
+    return CsvFileError(
+        f"line {line}: a NUL character — this is binary data (or UTF-16 without a byte-order mark),"
+        f" not a CSV file in {enc.label}"
+    )
+
+
+def lines(raw: IO[bytes], enc: Encoding, on_progress: Callable[[int], None] | None = None) -> Iterator[str]:
     """The decoded physical lines (ending with their newline), checked as they stream by."""
     if enc.bom_bytes:
         raw.read(enc.bom_bytes)
         if on_progress:
             on_progress(enc.bom_bytes)
     decoder = codecs.getincrementaldecoder(enc.codec)(errors="strict")
+    ascii_compatible = not enc.codec.startswith(("utf-16", "utf-32"))
     line, pending = 1, ""
     while True:
         block = raw.read(BLOCK_BYTES)
         if on_progress and block:
             on_progress(len(block))
+        if ascii_compatible and b"\x00" in block:  # before decoding: binary data fails here, not on a byte
+            text = block[: block.index(b"\x00")].decode(enc.codec, errors="replace")
+            raise _nul_error(line + pending.count("\n") + text.count("\n"), enc)
         try:
             text = decoder.decode(block, final=not block)
         except UnicodeDecodeError as exc:
             raise _decode_error(exc, enc, line, pending) from None
         if "\x00" in text:
-            at = text.index("\x00")
-            where = line + pending.count("\n") + text.count("\n", 0, at)
-            raise CsvFileError(
-                f"line {where}: a NUL character — this is binary data (or UTF-16 without a byte-order mark),"
-                f" not a CSV file in {enc.label}"
-            )
+            raise _nul_error(line + text.count("\n", 0, text.index("\x00")), enc)
         parts = (pending + text).split("\n")
         pending = parts.pop()
         for part in parts:

@@ -50,6 +50,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from optline.adapters import csv_file
 from optline.adapters.clock import Clock
+from optline.adapters.db import bulk
 from optline.adapters.db import contacts as contact_repo
 from optline.adapters.db.database import Database
 from optline.adapters.db.tables import UtcDateTime, contacts
@@ -86,6 +87,10 @@ staging = Table(
     prefixes=["TEMPORARY"],
 )
 _COLUMNS = [c.name for c in staging.columns]
+_NEW_CONTACT = [
+    "phone", "region", "number_type", "time_zone", "time_zone_overridden", "us_state", "locale", "attributes",
+    "created_at", "updated_at",
+]  # fmt: skip
 
 
 @dataclass
@@ -107,6 +112,13 @@ class ImportSummary:
     @property
     def accepted(self) -> int:
         return self.rows - self.rejected
+
+    def add(self, merged: ImportSummary) -> None:
+        """Add a merged chunk's outcome (phase 2) to this file's summary."""
+        for name in ("created", "updated", "unchanged", "consent_recorded", "already_subscribed",
+                     "kept_opted_out", "without_consent"):  # fmt: skip
+            setattr(self, name, getattr(self, name) + getattr(merged, name))
+        self.held_reasons.update(merged.held_reasons)
 
 
 class ImportError_(ValueError):
@@ -254,7 +266,7 @@ def _parse_row(
             check_opt_in_time(consented_at, now=now, last_opt_out=None)
         except ConsentRefused as exc:
             raise ValueError(f"bad consented_at date: {values['consented_at']!r}: {exc}") from None
-    evidence = None
+    evidence: dict[str, Any] | None = None
     source = values.get("consent_source") or values.get("consent_url")
     if consented_at and (source or values.get("consent_text")):
         evidence = {k: values[k] for k in sorted(CONSENT_COLUMNS) if values.get(k) and k != "consented_at"}
@@ -273,17 +285,8 @@ def _parse_row(
 
 
 def _write_staged(conn: Connection, batch: list[tuple[Any, ...]]) -> None:
-    if not batch:
-        return
-    if conn.dialect.name == "postgresql":
-        # COPY: one stream, no statement to parse per row (the multi-row INSERT's cost).
-        with conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
-            with cur.copy(f"COPY {staging.name} ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
-                for row in batch:
-                    copy.write_row(row)
-        return
-    marks = ", ".join("?" * len(_COLUMNS))
-    conn.exec_driver_sql(f"INSERT INTO {staging.name} ({', '.join(_COLUMNS)}) VALUES ({marks})", batch)
+    # COPY on PostgreSQL: one stream, no statement to parse per row (the multi-row INSERT's cost).
+    bulk.insert_tuples(conn, staging.name, _COLUMNS, batch)
 
 
 def _index_staging(conn: Connection) -> None:
@@ -334,9 +337,10 @@ def _merge(
     conn.execution_options(optline_write=True)  # SQLite: BEGIN IMMEDIATE, writers queue instead of failing
     for start in range(low, high + 1, MERGE_LINES):
         end = start + MERGE_LINES - 1
+        chunk, held = ImportSummary(), []
         try:
             with conn.begin():
-                _merge_chunk(conn, clock, program, start, end, summary, rejects)
+                _merge_chunk(conn, clock, program, start, end, chunk, held)
         except (DBAPIError, SQLAlchemyError) as exc:
             done = (
                 f"lines 2–{start - 1} are imported ({summary.created:,} contacts created, "
@@ -351,6 +355,9 @@ def _merge(
                 summary,
                 start,
             ) from exc
+        summary.add(chunk)  # counted only once committed: a chunk that failed was rolled back whole
+        for row in held:
+            rejects.writerow(row)
 
 
 def _in_chunk(start: int, end: int) -> Any:
@@ -364,7 +371,7 @@ def _merge_chunk(
     start: int,
     end: int,
     summary: ImportSummary,
-    rejects: SafeWriter,
+    held: list[list[Any]],
 ) -> None:
     now = clock.now()
     seen = _merge_existing(conn, start, end, now, summary, set())
@@ -382,17 +389,13 @@ def _merge_chunk(
     # between the read above and this insert; that row is then merged below instead of failing the chunk.
     inserted = conn.execute(
         contact_repo.insert_ignoring_duplicates(conn)
-        .from_select(
-            ["phone", "region", "number_type", "time_zone", "time_zone_overridden", "us_state", "locale",
-             "attributes", "created_at", "updated_at"],
-            new,
-        )  # fmt: skip
+        .from_select(_NEW_CONTACT, new)
         .returning(contacts.c.phone)
     ).all()
     summary.created += len(inserted)
     seen.update(r.phone for r in inserted)
     _merge_existing(conn, start, end, now, summary, seen)  # the raced ones, if any
-    _record_consent(conn, clock, program, start, end, summary, rejects)
+    _record_consent(conn, clock, program, start, end, summary, held)
 
 
 def _merge_existing(
@@ -441,7 +444,7 @@ def _record_consent(
     start: int,
     end: int,
     summary: ImportSummary,
-    rejects: SafeWriter,
+    held: list[list[Any]],
 ) -> None:
     staged = conn.execute(select(func.count()).select_from(staging).where(_in_chunk(start, end))).scalar_one()
     rows = conn.execute(
@@ -463,10 +466,12 @@ def _record_consent(
     raw_of = {
         r.line: r.raw
         for r in conn.execute(
-            select(staging.c.line, staging.c.raw).where(staging.c.line.in_([line_of[c] for c in outcome.held]))
+            select(staging.c.line, staging.c.raw).where(
+                staging.c.line.in_([line_of[c] for c in outcome.held])
+            )
         )
     }
     for contact_id, reason in sorted(outcome.held.items(), key=lambda kv: line_of[kv[0]]):
         line = line_of[contact_id]
-        rejects.writerow([line, f"{HELD}: {reason}", *json.loads(raw_of[line])])
+        held.append([line, f"{HELD}: {reason}", *json.loads(raw_of[line])])
         summary.held_reasons[reason.split(":")[0]] += 1

@@ -24,10 +24,11 @@ def _plan(table: Table, columns: list[str], json_text: bool) -> list[tuple[str, 
     for name in columns:
         column = table.c[name]
         default: Any = None
-        if column.default is not None and column.default.is_scalar:
-            default = column.default.arg
-        elif column.default is not None and column.default.is_callable:
-            default = column.default.arg(None)  # type: ignore[operator]
+        generator: Any = column.default
+        if generator is not None and generator.is_scalar:
+            default = generator.arg
+        elif generator is not None and generator.is_callable:
+            default = generator.arg(None)  # SQLAlchemy wraps callables to take the execution context
         plan.append((name, default, json_text and isinstance(column.type, JSON)))
     return plan
 
@@ -55,16 +56,8 @@ def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]])
         return
     columns = [c.name for c in table.columns if any(c.name in row for row in rows) or c.default is not None]
     if conn.dialect.name == "postgresql":
-        driver = conn.connection.driver_connection
-        with (
-            driver.cursor() as cur,
-            cur.copy(  # type: ignore[union-attr]
-                f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-            ) as copy,
-        ):
-            plan = _plan(table, columns, json_text=True)
-            for row in rows:
-                copy.write_row(_row_values(plan, row))
+        plan = _plan(table, columns, json_text=True)
+        insert_tuples(conn, table.name, columns, [_row_values(plan, row) for row in rows])
         return
     # SQLite: one prepared statement, values converted by the columns' own SQLAlchemy types (so dates and
     # JSON are stored exactly as an ordinary insert stores them), without building a statement per row.
@@ -77,8 +70,24 @@ def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]])
         )
         for row in rows
     ]
+    insert_tuples(conn, table.name, columns, values)
+
+
+def insert_tuples(
+    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert rows of driver-ready values (JSON as text): COPY on PostgreSQL, executemany on SQLite."""
+    if not rows:
+        return
+    names = ", ".join(columns)
+    if conn.dialect.name == "postgresql":
+        driver = conn.connection.driver_connection
+        with driver.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:  # type: ignore[union-attr]
+            for row in rows:
+                copy.write_row(row)
+        return
     marks = ", ".join("?" * len(columns))
-    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})", values)
+    conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks})", list(rows))
 
 
 def allocate_ids(conn: Connection, table: Table, count: int) -> list[int]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 
 import typer
 from rich.table import Table
 
+from optline.domain.csv_safety import SafeDictWriter
 from optline.entrypoints.cli.common import console, container, exit_code, fail
 from optline.entrypoints.cli.report import Format
 from optline.services import audit as audit_service
@@ -42,7 +42,9 @@ def audit(
     if fmt is Format.JSON:
         sys.stdout.write(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
     elif fmt is Format.CSV:
-        writer = csv.DictWriter(sys.stdout, CSV_COLUMNS, extrasaction="ignore")
+        writer = SafeDictWriter(
+            sys.stdout, CSV_COLUMNS, extrasaction="ignore"
+        )  # phones, details: outside text
         writer.writeheader()
         for f in result.findings:
             writer.writerow({**f.as_dict(), "proof": json.dumps(f.proof, default=str)})
