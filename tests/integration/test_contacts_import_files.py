@@ -250,3 +250,22 @@ def test_mid_size_import_accounts_for_every_row(container: Container, program: d
     formulas = [r for r in rejects[1:] if "HYPERLINK" in r[2]]
     assert formulas and all(r[2].startswith("'=") for r in formulas)  # escaped for spreadsheets
     assert {int(r[0]) for r in rejects[1:]} <= set(range(2, n + 2))
+
+
+def test_number_list_rejects_escape_formulas_and_unreadable_lists_say_how_far_they_got(
+    container: Container, tmp_path: Path
+) -> None:
+    from optline.services import number_lists
+
+    dnc = tmp_path / "dnc.txt"
+    dnc.write_text('+1 415 555 0134\n=HYPERLINK("http://evil")\n@SUM(1)\n', encoding="utf-8")
+    s = number_lists.import_dnc(container.db, container.clock, dnc)
+    assert (s.added, s.rejected) == (1, 2)
+    rejects = list(csv.reader(s.rejects_path.open(encoding="utf-8")))  # type: ignore[union-attr]
+    assert [r[2] for r in rejects[1:]] == ['\'=HYPERLINK("http://evil")', "'@SUM(1)"]
+    broken = tmp_path / "broken.txt"
+    broken.write_bytes(b"+1 415 555 0135\n+1 415 555 0136\nJos\xe9\n")
+    with pytest.raises(
+        number_lists.ListImportError, match=r"line 3, character 4: byte 0xe9 .*\(2 numbers added, 0 rejected"
+    ):
+        number_lists.import_dnc(container.db, container.clock, broken)

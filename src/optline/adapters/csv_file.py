@@ -72,7 +72,8 @@ def _decode_error(exc: UnicodeDecodeError, enc: Encoding, line: int, tail: str) 
     if enc.codec == "utf-8":
         hint = (
             "; the file is not UTF-8 — if a spreadsheet saved it as plain CSV on Windows it is probably cp1252:"
-            " import it again with the encoding cp1252 (--encoding cp1252), or save it as 'CSV UTF-8'"
+            " import it again choosing the encoding cp1252 (on the command line: --encoding cp1252),"
+            " or save it as 'CSV UTF-8'"
         )
     return CsvFileError(f"line {line}, character {column}: byte 0x{bad} is not valid {enc.label}{hint}")
 
@@ -100,10 +101,13 @@ def lines(raw: IO[bytes], enc: Encoding, on_progress: Callable[[int], None] | No
         if ascii_compatible and b"\x00" in block:  # before decoding: binary data fails here, not on a byte
             text = block[: block.index(b"\x00")].decode(enc.codec, errors="replace")
             raise _nul_error(line + pending.count("\n") + text.count("\n"), enc)
+        failure = None
         try:
             text = decoder.decode(block, final=not block)
         except UnicodeDecodeError as exc:
-            raise _decode_error(exc, enc, line, pending) from None
+            # The lines before the bad byte are still given to the caller (who may keep or drop them).
+            failure = _decode_error(exc, enc, line, pending)
+            text = exc.object[: exc.start].decode(enc.codec, errors="replace")
         if "\x00" in text:
             raise _nul_error(line + text.count("\n", 0, text.index("\x00")), enc)
         parts = (pending + text).split("\n")
@@ -111,6 +115,8 @@ def lines(raw: IO[bytes], enc: Encoding, on_progress: Callable[[int], None] | No
         for part in parts:
             yield part + "\n"
             line += 1
+        if failure is not None:
+            raise failure
         if len(pending) > MAX_LINE_CHARS:
             raise CsvFileError(
                 f"line {line}: longer than {MAX_LINE_CHARS:,} characters without a line break — "

@@ -122,7 +122,9 @@ class ImportSummary:
 
 
 class ImportError_(ValueError):
-    """The file as a whole cannot be imported (not CSV, not readable, no phone column); nothing was stored."""
+    """The file as a whole cannot be imported (not CSV, not readable, no phone column); nothing was stored.
+
+    The message says what and where in the file; callers prefix the file's name."""
 
 
 class ImportInterrupted(ImportError_):
@@ -166,7 +168,7 @@ def import_file(
             try:
                 _stage(conn, raw, path, encoding, default_region, clock.now(), summary, rejects, on_progress)
             except csv_file.CsvFileError as exc:
-                raise ImportError_(f"{path.name}: {exc}; nothing was imported") from None
+                raise ImportError_(f"{exc}; nothing was imported") from None
             _reject_duplicates(conn, summary, rejects)
             _merge(conn, clock, program, summary, rejects)
         finally:
@@ -212,15 +214,13 @@ def _stage(
     lines = csv_file.lines(raw, enc, on_progress)
     first = next(lines, "")
     if not first.strip():
-        raise ImportError_(f"{path.name}: the file is empty (or its first line is blank)")
+        raise ImportError_("the file is empty (or its first line is blank)")
     delimiter = csv_file.sniff_delimiter(first)
     header_row = next(csv_file.records(iter([first]), delimiter), (1, []))[1]
     header = [_normalise_header(h) for h in header_row]
     phone_col = next((c for c in PHONE_COLUMNS if c in header), None)
     if phone_col is None:
-        raise ImportError_(
-            f"{path.name}: no phone column in the first line (expected one of: {', '.join(PHONE_COLUMNS)})"
-        )
+        raise ImportError_(f"no phone column in the first line (expected one of: {', '.join(PHONE_COLUMNS)})")
     rejects.writerow(["line", "reason", *header])
     batch: list[tuple[Any, ...]] = []
     # Staging writes only the temporary table: a plain (not IMMEDIATE) transaction takes no write lock.
@@ -337,7 +337,7 @@ def _merge(
     conn.execution_options(optline_write=True)  # SQLite: BEGIN IMMEDIATE, writers queue instead of failing
     for start in range(low, high + 1, MERGE_LINES):
         end = start + MERGE_LINES - 1
-        chunk, held = ImportSummary(), []
+        chunk, held = ImportSummary(), list[list[Any]]()
         try:
             with conn.begin():
                 _merge_chunk(conn, clock, program, start, end, chunk, held)

@@ -59,8 +59,9 @@ def _insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> i
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    result = conn.execute(insert(table).on_conflict_do_nothing(), rows)
-    return max(result.rowcount, 0)
+    # Counted by RETURNING: an executemany's rowcount is -1 or 0 on psycopg (PostgreSQL reported 0 added).
+    key = next(iter(table.primary_key.columns))
+    return len(conn.execute(insert(table).on_conflict_do_nothing().returning(key), rows).all())
 
 
 def _read(path: Path) -> Iterator[tuple[int, list[str]]]:

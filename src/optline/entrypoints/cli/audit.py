@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -42,12 +43,7 @@ def audit(
     if fmt is Format.JSON:
         sys.stdout.write(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
     elif fmt is Format.CSV:
-        writer = SafeDictWriter(
-            sys.stdout, CSV_COLUMNS, extrasaction="ignore"
-        )  # phones, details: outside text
-        writer.writeheader()
-        for f in result.findings:
-            writer.writerow({**f.as_dict(), "proof": json.dumps(f.proof, default=str)})
+        write_csv(result.findings, sys.stdout)
     else:
         with c.db.read() as conn:
             names = {p["id"]: p["name"] for p in list_programs(conn)}
@@ -63,3 +59,11 @@ def audit(
             console.print(f"fixed {result.fixed} (review holds in the ledger, cancelled messages)")
     if strict and result.findings:
         exit_code(1)
+
+
+def write_csv(findings: list[audit_service.Finding], out: Any) -> None:
+    """Findings as CSV; phones and details are outside text, so cells are escaped for spreadsheets."""
+    writer = SafeDictWriter(out, CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for f in findings:
+        writer.writerow({**f.as_dict(), "proof": json.dumps(f.proof, default=str)})

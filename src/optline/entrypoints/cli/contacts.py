@@ -62,7 +62,7 @@ def import_(
                 on_progress=lambda n: progress.advance(task, n), encoding=encoding,
             )  # fmt: skip
         except ImportError_ as exc:
-            fail(str(exc))
+            fail(f"{file.name}: {exc}")
     outcomes = (
         ("rows read", s.rows), ("contacts created", s.created), ("contacts updated", s.updated),
         ("contacts unchanged", s.unchanged), ("consent recorded (opt-in events)", s.consent_recorded),
