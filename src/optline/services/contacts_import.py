@@ -394,8 +394,10 @@ def _merge_chunk(
     ).all()
     summary.created += len(inserted)
     seen.update(r.phone for r in inserted)
-    _merge_existing(conn, start, end, now, summary, seen)  # the raced ones, if any
-    _record_consent(conn, clock, program, start, end, summary, held)
+    staged = conn.execute(select(func.count()).select_from(staging).where(_in_chunk(start, end))).scalar_one()
+    if len(seen) < staged:  # some were created by someone else meanwhile: merge into those
+        _merge_existing(conn, start, end, now, summary, seen)
+    _record_consent(conn, clock, program, start, end, summary, held, staged)
 
 
 def _merge_existing(
@@ -445,8 +447,8 @@ def _record_consent(
     end: int,
     summary: ImportSummary,
     held: list[list[Any]],
+    staged: int,
 ) -> None:
-    staged = conn.execute(select(func.count()).select_from(staging).where(_in_chunk(start, end))).scalar_one()
     rows = conn.execute(
         select(contacts.c.id, staging.c.line, staging.c.consented_at, staging.c.evidence)
         .join(contacts, contacts.c.phone == staging.c.phone)
