@@ -107,6 +107,7 @@ def test_a_bad_byte_on_the_last_line_leaves_nothing_behind(
     with pytest.raises(ImportError_, match=r"line 12002, character 20: byte 0xe9 is not valid UTF-8"):
         import_file(container.db, container.clock, path, program)
     assert nothing_stored(container)
+    assert not path.with_suffix(".rejects.csv").exists()  # no rejects file for an import that did not happen
 
 
 def test_a_50_mb_single_line_is_refused_without_reading_it_whole(

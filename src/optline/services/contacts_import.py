@@ -157,22 +157,30 @@ def import_file(
     """Import ``path`` into ``program``; ``encoding`` is used for files without a byte-order mark."""
     summary = ImportSummary(rejects_path=rejects_path or path.with_suffix(".rejects.csv"))
     assert summary.rejects_path is not None
-    with (
-        db.engine.connect() as conn,
-        path.open("rb") as raw,
-        summary.rejects_path.open("w", newline="", encoding="utf-8") as rejects_file,
-    ):
-        rejects = SafeWriter(rejects_file)
-        try:
-            _create_staging(conn)
+    try:
+        with (
+            db.engine.connect() as conn,
+            path.open("rb") as raw,
+            summary.rejects_path.open("w", newline="", encoding="utf-8") as rejects_file,
+        ):
+            rejects = SafeWriter(rejects_file)
             try:
-                _stage(conn, raw, path, encoding, default_region, clock.now(), summary, rejects, on_progress)
-            except csv_file.CsvFileError as exc:
-                raise ImportError_(f"{exc}; nothing was imported") from None
-            _reject_duplicates(conn, summary, rejects)
-            _merge(conn, clock, program, summary, rejects)
-        finally:
-            _drop_staging(conn)
+                _create_staging(conn)
+                try:
+                    _stage(
+                        conn, raw, path, encoding, default_region, clock.now(), summary, rejects, on_progress
+                    )
+                except csv_file.CsvFileError as exc:
+                    raise ImportError_(f"{exc}; nothing was imported") from None
+                _reject_duplicates(conn, summary, rejects)
+                _merge(conn, clock, program, summary, rejects)
+            finally:
+                _drop_staging(conn)
+    except ImportInterrupted:
+        raise  # its rejects file lists the rows of the lines that were imported
+    except ImportError_:
+        summary.rejects_path.unlink(missing_ok=True)  # nothing was imported: no half a rejects file either
+        raise
     return summary
 
 
