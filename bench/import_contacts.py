@@ -162,14 +162,15 @@ def main() -> None:
         make_csv(path, rows)
         print(f"  file: {rows:,} rows, {path.stat().st_size / 1e6:.0f} MB")
         for engine in ("sqlite", "postgresql"):
-            with fresh_database(engine) as url:
+            with fresh_database(engine) as url:  # the floor in a database of its own, before and after
                 floor_before = plain_copy(url, path)
+            with fresh_database(engine) as url:
                 out = subprocess.run(
                     [sys.executable, "-c", CHILD, url, str(path)], capture_output=True, text=True, check=True
                 )
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 baseline = row_at_a_time(url, path, limit=min(3000, rows))
-            with fresh_database(engine) as url:  # the floor again, after: the machine's load moves
+            with fresh_database(engine) as url:  # again after: the machine's load moves
                 floor_after = plain_copy(url, path)
             floor = (floor_before + floor_after) / 2
             rate = r["rows"] / r["elapsed"]
@@ -178,6 +179,7 @@ def main() -> None:
                   f"peak RSS {r['peak_rss_mb']:.0f} MB; import process CPU {r['cpu']:.1f}s "
                   f"({r['rows'] / r['cpu']:,.0f} rows per CPU-second)")  # fmt: skip
             report(f"[{engine}] import rows/s", rate, "rows/s", "plain COPY, floor", floor)
+            print(f"  [{engine}] the import costs {floor / rate:,.0f}x the floor's time per row")
             report(f"[{engine}] import rows/s", rate, "rows/s", "row-at-a-time", baseline)
 
 
