@@ -63,6 +63,7 @@ from optline.services import consent
 PHONE_COLUMNS = ("phone", "phone_number", "mobile", "mobile_number", "cell", "number", "msisdn", "tel")
 CONSENT_COLUMNS = {"consented_at", "consent_source", "consent_text", "ip", "user_agent", "consent_url"}
 CONTACT_COLUMNS = {"locale", "language", "time_zone", "timezone"}
+_NOT_ATTRIBUTES = frozenset(CONSENT_COLUMNS | CONTACT_COLUMNS)
 STAGE_BATCH = 5000  # rows parsed in Python before they are written to the staging table
 MERGE_LINES = 10000  # lines per merge transaction (SQLite's IN lists stay under its 32,766 variables)
 HELD = "contact imported, consent not recorded"
@@ -280,9 +281,7 @@ def _parse_row(
         evidence = {k: values[k] for k in sorted(CONSENT_COLUMNS) if values.get(k) and k != "consented_at"}
         evidence["source"] = source or "import"
         evidence["file_line"] = line
-    attributes = {
-        k: v for k, v in values.items() if v and k != phone_col and k not in CONSENT_COLUMNS | CONTACT_COLUMNS
-    }
+    attributes = {k: v for k, v in values.items() if v and k != phone_col and k not in _NOT_ATTRIBUTES}
     time_zone = values.get("time_zone") or values.get("timezone") or None
     return (
         line, phone.e164, phone.region, phone.number_type, phone.time_zone, time_zone, phone.us_state,
