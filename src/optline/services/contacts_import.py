@@ -397,14 +397,15 @@ def _merge_chunk(
     inserted = conn.execute(
         contact_repo.insert_ignoring_duplicates(conn)
         .from_select(_NEW_CONTACT, new)
-        .returning(contacts.c.phone)
+        .returning(contacts.c.id, contacts.c.phone)
     ).all()
     summary.created += len(inserted)
     seen.update(r.phone for r in inserted)
+    created_here = frozenset(r.id for r in inserted)
     staged = conn.execute(select(func.count()).select_from(staging).where(_in_chunk(start, end))).scalar_one()
     if len(seen) < staged:  # some were created by someone else meanwhile: merge into those
         _merge_existing(conn, start, end, now, summary, seen)
-    _record_consent(conn, clock, program, start, end, summary, held, staged)
+    _record_consent(conn, clock, program, start, end, summary, held, staged, created_here)
 
 
 def _merge_existing(
@@ -455,6 +456,7 @@ def _record_consent(
     summary: ImportSummary,
     held: list[list[Any]],
     staged: int,
+    created_here: frozenset[int],
 ) -> None:
     rows = conn.execute(
         select(contacts.c.id, staging.c.line, staging.c.consented_at, staging.c.evidence)
@@ -463,7 +465,7 @@ def _record_consent(
     ).all()
     summary.without_consent += staged - len(rows)
     items = [consent.BatchOptIn(r.id, r.evidence, datetime.fromisoformat(r.consented_at)) for r in rows]
-    outcome = consent.record_opt_ins(conn, clock, program, Channel.IMPORT, items)
+    outcome = consent.record_opt_ins(conn, clock, program, Channel.IMPORT, items, created_here=created_here)
     summary.consent_recorded += outcome.recorded
     summary.already_subscribed += outcome.already_subscribed
     summary.kept_opted_out += outcome.kept_opted_out
