@@ -270,3 +270,21 @@ def test_number_list_rejects_escape_formulas_and_unreadable_lists_say_how_far_th
         number_lists.ListImportError, match=r"line 3, character 4: byte 0xe9 .*\(2 numbers added, 0 rejected"
     ):
         number_lists.import_dnc(container.db, container.clock, broken)
+
+
+def test_an_import_notifies_opt_in_endpoints(container: Container, program: dict, tmp_path: Path) -> None:
+    # The batch payloads of an import were never built: dict() over a result raised TypeError, a traceback.
+    from optline.adapters.db.tables import webhook_deliveries
+    from optline.services import event_hooks
+
+    with container.db.transaction() as conn:
+        event_hooks.create_endpoint(conn, container.clock, url="https://crm.example/optline", events=["opt_in"],
+                                    development=True)  # fmt: skip
+    path = tmp_path / "contacts.csv"
+    path.write_text(HEADER + ROWS, encoding="utf-8")
+    s = import_file(container.db, container.clock, path, program)
+    assert s.consent_recorded == 2
+    with container.db.read() as conn:
+        bodies = [r.body for r in conn.execute(select(webhook_deliveries.c.body))]
+    assert len(bodies) == 2
+    assert sum("+14155550134" in b for b in bodies) == sum("+14155550135" in b for b in bodies) == 1

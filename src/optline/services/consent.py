@@ -381,13 +381,15 @@ def _batch_payloads(
     program: Mapping[str, Any],
     transitions: Mapping[int, tuple[Status, bool, Status]],
 ) -> list[dict[str, Any]]:
-    phones = dict(
-        conn.execute(
+    # A comprehension, not dict(result): a SQLAlchemy 2.1 result has keys() and dict() took it for a mapping.
+    phones = {
+        r.id: r.phone
+        for r in conn.execute(
             select(contacts.c.id, contacts.c.phone).where(
                 one_of(conn, contacts.c.id, [e["contact_id"] for e in events])
             )
-        ).tuples()
-    )
+        )
+    }
     payloads = []
     for event in events:
         old, _, new = transitions[event["contact_id"]]
