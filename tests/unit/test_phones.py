@@ -145,3 +145,37 @@ def test_the_number_an_inbound_message_was_sent_to_reads_as_a_stored_sender(
 ) -> None:
     # Vonage and Plivo post international numbers without a '+' (see domain/phones.read_sender).
     assert read_sender(to) == stored
+
+
+# parse_phone reads the common North American spellings without phonenumbers.parse; it must agree with it.
+_SPELLINGS = ["({a}) {e}-{l}", "{a}.{e}.{l}", "+1 {a} {e} {l}", "1{a}{e}{l}", "{a}-{e}-{l}", "+1({a}){e}-{l}",
+              "1 {a} {e} {l}", "{a}{e}{l}", "+1{a}{e}{l}", "1-{a}-{e}-{l}"]  # fmt: skip
+
+
+@given(
+    area=st.sampled_from(["415", "212", "416", "787", "604", "800", "900", "555", "211", "999", "242"]),
+    exchange=st.integers(100, 999),
+    line=st.integers(0, 9999),
+    spelling=st.sampled_from(_SPELLINGS),
+    region=st.sampled_from(["US", "CA", "GB", "DE"]),
+)
+def test_the_north_american_fast_path_agrees_with_phonenumbers(
+    area: str, exchange: int, line: int, spelling: str, region: str
+) -> None:
+    from optline.domain import phones
+
+    text = spelling.format(a=area, e=exchange, l=f"{line:04d}")
+
+    def outcome() -> object:
+        try:
+            return phones.parse_phone(text, region)
+        except InvalidPhoneNumber as exc:
+            return str(exc)
+
+    fast = outcome()
+    real, phones._nanp_fast = phones._nanp_fast, lambda text, region: None  # type: ignore[assignment]
+    try:
+        slow = outcome()
+    finally:
+        phones._nanp_fast = real
+    assert fast == slow

@@ -1,27 +1,61 @@
-"""Importing contacts from real-world CSV files: streamed, batched, idempotent, every rejected row explained.
+"""Importing contacts from real-world CSV files: staged, merged set-based, every row accounted for.
 
-Memory: rows are read and written in batches; the only thing that grows with the file is the set of numbers
-already seen (for duplicate detection), kept as 8-byte integers.
+Two phases, on one connection:
+
+1. **Stage.** The file is read (``adapters/csv_file``: encoding by BOM / ``encoding`` / strict UTF-8, hostile
+   input refused with its line), each row parsed in Python (phone, dates, evidence) and written to a
+   temporary staging table — by ``COPY`` on PostgreSQL, by ``executemany`` on SQLite. Rows that cannot be
+   imported go to the rejects file with their line and reason. Nothing outside the staging table is written
+   yet, so a file that turns out to be unreadable at its last line leaves nothing behind: the import is
+   refused as a whole (``ImportError_``) and the error names what and where. Duplicates within the file are
+   then found in SQL (every repeat of a phone number after its first line is rejected, naming that line).
+2. **Merge** in chunks of lines, one transaction each (so inbound opt-outs never wait long for the write
+   lock): new contacts by ``INSERT … SELECT … ON CONFLICT DO NOTHING``; existing ones merged; consent
+   evidence through ``consent.record_opt_ins`` (the ledger rules: an opted-out person's import is held, never
+   re-subscribed — invariant 4). If the database fails in this phase, ``ImportInterrupted`` reports exactly
+   which lines were imported and which were not (importing the same file again finishes it: imports are
+   idempotent).
+
+Memory stays bounded: rows are staged in batches; duplicate detection is in the database, not a Python set.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from optline.adapters import csv_file
 from optline.adapters.clock import Clock
+from optline.adapters.db import bulk
 from optline.adapters.db import contacts as contact_repo
-from optline.adapters.db.database import Database, one_of
-from optline.adapters.db.tables import contacts
+from optline.adapters.db.database import Database
+from optline.adapters.db.tables import UtcDateTime, contacts
 from optline.domain.consent import Channel, ConsentRefused, check_opt_in_time
+from optline.domain.csv_safety import SafeWriter, unescape_cell
 from optline.domain.dates import parse_datetime
 from optline.domain.phones import InvalidPhoneNumber, parse_phone
 from optline.services import consent
@@ -29,8 +63,35 @@ from optline.services import consent
 PHONE_COLUMNS = ("phone", "phone_number", "mobile", "mobile_number", "cell", "number", "msisdn", "tel")
 CONSENT_COLUMNS = {"consented_at", "consent_source", "consent_text", "ip", "user_agent", "consent_url"}
 CONTACT_COLUMNS = {"locale", "language", "time_zone", "timezone"}
-BATCH = 2000
+_NOT_ATTRIBUTES = frozenset(CONSENT_COLUMNS | CONTACT_COLUMNS)
+STAGE_BATCH = 5000  # rows parsed in Python before they are written to the staging table
+MERGE_LINES = 10000  # lines per merge transaction (SQLite's IN lists stay under its 32,766 variables)
 HELD = "contact imported, consent not recorded"
+
+_staging_metadata = MetaData()
+# One per connection (temporary), dropped when the import ends.
+staging = Table(
+    "optline_import_staging",
+    _staging_metadata,
+    Column("line", Integer, primary_key=True, autoincrement=False),
+    Column("phone", String(20), nullable=False),
+    Column("region", String(2)),
+    Column("number_type", String(30), nullable=False),
+    Column("number_tz", String(64)),  # the zone the number fixes (new contacts, when the file names none)
+    Column("time_zone", String(64)),  # the zone the file names
+    Column("us_state", String(2)),
+    Column("locale", String(10)),
+    Column("attributes", JSON, nullable=False),
+    Column("consented_at", String(40)),  # ISO 8601 with offset, read back with datetime.fromisoformat
+    Column("evidence", JSON),  # NULL: no consent evidence in the row
+    Column("raw", Text, nullable=False),  # the row's fields as JSON, for the rejects file
+    prefixes=["TEMPORARY"],
+)
+_COLUMNS = [c.name for c in staging.columns]
+_NEW_CONTACT = [
+    "phone", "region", "number_type", "time_zone", "time_zone_overridden", "us_state", "locale", "attributes",
+    "created_at", "updated_at",
+]  # fmt: skip
 
 
 @dataclass
@@ -47,54 +108,40 @@ class ImportSummary:
     reject_reasons: Counter[str] = field(default_factory=Counter)
     held_reasons: Counter[str] = field(default_factory=Counter)  # imported, consent not recorded: why
     rejects_path: Path | None = None
+    encoding: str = ""
 
     @property
     def accepted(self) -> int:
         return self.rows - self.rejected
 
-
-@dataclass
-class _Row:
-    line: int
-    phone: str
-    attributes: dict[str, str]
-    locale: str | None
-    time_zone: str | None
-    consent: dict[str, Any] | None
-    consented_at: datetime | None
-    parsed: Any
-    raw: list[str] = field(default_factory=list)
+    def add(self, merged: ImportSummary) -> None:
+        """Add a merged chunk's outcome (phase 2) to this file's summary."""
+        for name in ("created", "updated", "unchanged", "consent_recorded", "already_subscribed",
+                     "kept_opted_out", "without_consent"):  # fmt: skip
+            setattr(self, name, getattr(self, name) + getattr(merged, name))
+        self.held_reasons.update(merged.held_reasons)
 
 
 class ImportError_(ValueError):
-    """The file as a whole cannot be imported (no phone column, not CSV)."""
+    """The file as a whole cannot be imported (not CSV, not readable, no phone column); nothing was stored.
+
+    The message says what and where in the file; callers prefix the file's name."""
 
 
-class _CountingReader(io.RawIOBase):
-    """Counts bytes read so the progress bar can follow a streamed file."""
+class ImportInterrupted(ImportError_):
+    """The database failed while merging: lines before ``next_line`` are imported, the rest are not."""
 
-    def __init__(self, raw: IO[bytes], on_progress: Callable[[int], None] | None) -> None:
-        self._raw, self._on_progress, self.position = raw, on_progress, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._raw.read(len(buffer))
-        buffer[: len(data)] = data
-        self.position += len(data)
-        if self._on_progress:
-            self._on_progress(len(data))
-        return len(data)
-
-
-def _dialect(first_line: str) -> str:
-    counts = {d: first_line.count(d) for d in (",", ";", "\t")}
-    return max(counts, key=lambda d: counts[d]) if any(counts.values()) else ","
+    def __init__(self, message: str, summary: ImportSummary, next_line: int) -> None:
+        super().__init__(message)
+        self.summary, self.next_line = summary, next_line
 
 
 def _normalise_header(name: str) -> str:
-    return name.strip().lower().replace(" ", "_").replace("-", "_")
+    return unescape_cell(name.strip()).lower().replace(" ", "_").replace("-", "_")
+
+
+def _reason_key(reason: str) -> str:
+    return reason.split(":")[0].split(" (")[0][:60]
 
 
 def import_file(
@@ -106,66 +153,114 @@ def import_file(
     default_region: str = "US",
     rejects_path: Path | None = None,
     on_progress: Callable[[int], None] | None = None,
+    encoding: str | None = None,
 ) -> ImportSummary:
+    """Import ``path`` into ``program``; ``encoding`` is used for files without a byte-order mark."""
     summary = ImportSummary(rejects_path=rejects_path or path.with_suffix(".rejects.csv"))
     assert summary.rejects_path is not None
-    with (
-        path.open("rb") as raw,
-        summary.rejects_path.open("w", newline="", encoding="utf-8") as rejects_file,
-    ):
-        text = io.TextIOWrapper(
-            io.BufferedReader(_CountingReader(raw, on_progress)), encoding="utf-8-sig", newline=""
-        )
-        first = text.readline()
-        if not first.strip():
-            raise ImportError_(f"{path}: the file is empty")
-        delimiter = _dialect(first)
-        header = [_normalise_header(h) for h in next(csv.reader([first], delimiter=delimiter))]
-        phone_col = next((c for c in PHONE_COLUMNS if c in header), None)
-        if phone_col is None:
-            raise ImportError_(f"{path}: no phone column (expected one of: {', '.join(PHONE_COLUMNS)})")
-        rejects = csv.writer(rejects_file)
-        rejects.writerow(["line", "reason", *header])
-        reader = csv.reader(text, delimiter=delimiter)
-        seen: set[int] = set()
-        batch: list[_Row] = []
-        for row, line in _rows_with_lines(reader):
-            summary.rows += 1
+    try:
+        with (
+            db.engine.connect() as conn,
+            path.open("rb") as raw,
+            summary.rejects_path.open("w", newline="", encoding="utf-8") as rejects_file,
+        ):
+            rejects = SafeWriter(rejects_file)
             try:
-                parsed = _parse_row(row, header, phone_col, default_region, clock.now())
-                key = int(parsed.phone[1:])
-                if key in seen:
-                    raise ValueError(f"duplicate of an earlier row with phone {parsed.phone}")
-                seen.add(key)
-            except ValueError as exc:
-                summary.rejected += 1
-                reason = str(exc)
-                summary.reject_reasons[reason.split(":")[0].split(" (")[0][:60]] += 1
-                rejects.writerow([line, reason, *row])
-                continue
-            parsed.line = line
-            batch.append(parsed)
-            if len(batch) >= BATCH:
-                _write_batch(db, clock, program, batch, summary, rejects)
-                batch = []
-        _write_batch(db, clock, program, batch, summary, rejects)
+                _create_staging(conn)
+                try:
+                    _stage(
+                        conn, raw, path, encoding, default_region, clock.now(), summary, rejects, on_progress
+                    )
+                except csv_file.CsvFileError as exc:
+                    raise ImportError_(f"{exc}; nothing was imported") from None
+                _reject_duplicates(conn, summary, rejects)
+                _merge(conn, clock, program, summary, rejects)
+            finally:
+                _drop_staging(conn)
+    except ImportInterrupted:
+        raise  # its rejects file lists the rows of the lines that were imported
+    except ImportError_:
+        summary.rejects_path.unlink(missing_ok=True)  # nothing was imported: no half a rejects file either
+        raise
     return summary
 
 
-def _rows_with_lines(reader: Any) -> Iterator[tuple[list[str], int]]:
-    line = 2  # line 1 is the header; a quoted field may span lines, so report where the record starts
-    for row in reader:
-        start = line
-        line = reader.line_num + 2
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        yield row, start
+def _create_staging(conn: Connection) -> None:
+    with conn.begin():
+        staging.drop(conn, checkfirst=True)
+        staging.create(conn)
 
 
-def _parse_row(row: list[str], header: list[str], phone_col: str, region: str, now: datetime) -> _Row:
+def _drop_staging(conn: Connection) -> None:
+    if conn.invalidated or conn.closed:
+        return  # a broken connection is discarded by the pool, and its temporary table with it
+    try:
+        if conn.in_transaction():
+            conn.rollback()
+        with conn.begin():
+            staging.drop(conn, checkfirst=True)
+    except SQLAlchemyError:  # pragma: no cover - the connection died; the pool discards it
+        conn.invalidate()
+
+
+# --- phase 1: read, parse and stage every row ---------------------------------------------------------
+
+
+def _stage(
+    conn: Connection,
+    raw: IO[bytes],
+    path: Path,
+    encoding: str | None,
+    region: str,
+    now: datetime,
+    summary: ImportSummary,
+    rejects: SafeWriter,
+    on_progress: Callable[[int], None] | None,
+) -> None:
+    enc = csv_file.detect_encoding(raw.read(4), encoding)
+    raw.seek(0)
+    summary.encoding = enc.label
+    lines = csv_file.lines(raw, enc, on_progress)
+    first = next(lines, "")
+    if not first.strip():
+        raise ImportError_("the file is empty (or its first line is blank)")
+    delimiter = csv_file.sniff_delimiter(first)
+    header_row = next(csv_file.records(iter([first]), delimiter), (1, []))[1]
+    header = [_normalise_header(h) for h in header_row]
+    phone_col = next((c for c in PHONE_COLUMNS if c in header), None)
+    if phone_col is None:
+        raise ImportError_(f"no phone column in the first line (expected one of: {', '.join(PHONE_COLUMNS)})")
+    rejects.writerow(["line", "reason", *header])
+    batch: list[tuple[Any, ...]] = []
+    # Staging writes only the temporary table: a plain (not IMMEDIATE) transaction takes no write lock.
+    conn.execution_options(optline_write=False)
+    with conn.begin():
+        for line, row in csv_file.records(lines, delimiter, first_line=2):
+            summary.rows += 1
+            try:
+                batch.append(_parse_row(line, row, header, phone_col, region, now))
+            except ValueError as exc:
+                _reject(summary, rejects, line, str(exc), row)
+                continue
+            if len(batch) >= STAGE_BATCH:
+                _write_staged(conn, batch)
+                batch = []
+        _write_staged(conn, batch)
+    _index_staging(conn)
+
+
+def _reject(summary: ImportSummary, rejects: SafeWriter, line: int, reason: str, row: list[str]) -> None:
+    summary.rejected += 1
+    summary.reject_reasons[_reason_key(reason)] += 1
+    rejects.writerow([line, reason, *row])
+
+
+def _parse_row(
+    line: int, row: list[str], header: list[str], phone_col: str, region: str, now: datetime
+) -> tuple[Any, ...]:
     if len(row) > len(header):
         raise ValueError(f"too many columns: {len(row)} fields for {len(header)} header columns")
-    values = {h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header)}
+    values = {h: (unescape_cell(row[i].strip()) if i < len(row) else "") for i, h in enumerate(header)}
     try:
         phone = parse_phone(values[phone_col], region)
     except InvalidPhoneNumber as exc:
@@ -180,96 +275,164 @@ def _parse_row(row: list[str], header: list[str], phone_col: str, region: str, n
             check_opt_in_time(consented_at, now=now, last_opt_out=None)
         except ConsentRefused as exc:
             raise ValueError(f"bad consented_at date: {values['consented_at']!r}: {exc}") from None
-    evidence = None
+    evidence: dict[str, Any] | None = None
     source = values.get("consent_source") or values.get("consent_url")
     if consented_at and (source or values.get("consent_text")):
         evidence = {k: values[k] for k in sorted(CONSENT_COLUMNS) if values.get(k) and k != "consented_at"}
         evidence["source"] = source or "import"
-    attributes = {
-        k: v for k, v in values.items() if v and k != phone_col and k not in CONSENT_COLUMNS | CONTACT_COLUMNS
-    }
-    return _Row(
-        line=0,
-        phone=phone.e164,
-        attributes=attributes,
-        locale=values.get("locale") or values.get("language") or None,
-        time_zone=values.get("time_zone") or values.get("timezone") or None,
-        consent=evidence,
-        consented_at=consented_at,
-        parsed=phone,
-        raw=row,
+        evidence["file_line"] = line
+    attributes = {k: v for k, v in values.items() if v and k != phone_col and k not in _NOT_ATTRIBUTES}
+    time_zone = values.get("time_zone") or values.get("timezone") or None
+    return (
+        line, phone.e164, phone.region, phone.number_type, phone.time_zone, time_zone, phone.us_state,
+        values.get("locale") or values.get("language") or None, json.dumps(attributes),
+        consented_at.isoformat() if consented_at and evidence else None,
+        json.dumps(evidence) if evidence else None, json.dumps(row),
+    )  # fmt: skip
+
+
+def _write_staged(conn: Connection, batch: list[tuple[Any, ...]]) -> None:
+    # COPY on PostgreSQL: one stream, no statement to parse per row (the multi-row INSERT's cost).
+    bulk.insert_tuples(conn, staging.name, _COLUMNS, batch)
+
+
+def _index_staging(conn: Connection) -> None:
+    with conn.begin():
+        conn.exec_driver_sql(f"CREATE INDEX ix_{staging.name}_phone ON {staging.name} (phone)")
+        if conn.dialect.name == "postgresql":
+            # Temporary tables are never auto-analysed: without statistics the merge joins would guess.
+            conn.exec_driver_sql(f"ANALYZE {staging.name}")
+
+
+def _reject_duplicates(conn: Connection, summary: ImportSummary, rejects: SafeWriter) -> None:
+    """Every repeat of a phone number after its first line is rejected, naming that line."""
+    first = (
+        select(staging.c.phone, func.min(staging.c.line).label("first"))
+        .group_by(staging.c.phone)
+        .having(func.count() > 1)
+        .subquery()
     )
+    with conn.begin():
+        repeats = conn.execute(
+            select(staging.c.line, staging.c.phone, staging.c.raw, first.c.first)
+            .join(first, first.c.phone == staging.c.phone)
+            .where(staging.c.line > first.c.first)
+            .order_by(staging.c.line)
+        ).all()
+        for r in repeats:
+            _reject(summary, rejects, r.line, f"duplicate: phone {r.phone} is already on line {r.first}",
+                    json.loads(r.raw))  # fmt: skip
+        if repeats:
+            earlier = staging.alias("earlier")
+            conn.execute(
+                delete(staging).where(
+                    exists().where((earlier.c.phone == staging.c.phone) & (earlier.c.line < staging.c.line))
+                )
+            )
 
 
-def _write_batch(
-    db: Database,
+# --- phase 2: merge the staged rows, a chunk of lines per transaction ---------------------------------
+
+
+def _merge(
+    conn: Connection, clock: Clock, program: dict[str, Any], summary: ImportSummary, rejects: SafeWriter
+) -> None:
+    with conn.begin():
+        low, high = conn.execute(select(func.min(staging.c.line), func.max(staging.c.line))).one()
+    if low is None:
+        return
+    conn.execution_options(optline_write=True)  # SQLite: BEGIN IMMEDIATE, writers queue instead of failing
+    for start in range(low, high + 1, MERGE_LINES):
+        end = start + MERGE_LINES - 1
+        chunk, held = ImportSummary(), list[list[Any]]()
+        try:
+            with conn.begin():
+                _merge_chunk(conn, clock, program, start, end, chunk, held)
+        except (DBAPIError, SQLAlchemyError) as exc:
+            done = (
+                f"lines 2–{start - 1} are imported ({summary.created:,} contacts created, "
+                f"{summary.consent_recorded:,} consent events)"
+                if start > low
+                else "nothing was imported"
+            )
+            raise ImportInterrupted(
+                f"the database failed while importing lines {start}–{end} ({type(getattr(exc, 'orig', None) or exc).__name__}):"
+                f" {done}; lines from {start} on are not — import the same file again to finish"
+                " (rows already imported are recognised, not doubled)",
+                summary,
+                start,
+            ) from exc
+        summary.add(chunk)  # counted only once committed: a chunk that failed was rolled back whole
+        for row in held:
+            rejects.writerow(row)
+
+
+def _in_chunk(start: int, end: int) -> Any:
+    return staging.c.line.between(start, end)
+
+
+def _merge_chunk(
+    conn: Connection,
     clock: Clock,
     program: dict[str, Any],
-    batch: list[_Row],
+    start: int,
+    end: int,
     summary: ImportSummary,
-    rejects: Any,
+    held: list[list[Any]],
 ) -> None:
-    if not batch:
-        return
     now = clock.now()
-    with db.transaction() as conn:
-        ids = _upsert_contacts(conn, batch, now, summary)
-        items, lines = [], {}
-        for row in batch:
-            if row.consent is None:
-                summary.without_consent += 1
-                continue
-            assert row.consented_at is not None
-            evidence = {**row.consent, "file_line": row.line}
-            items.append(consent.BatchOptIn(ids[row.phone], evidence, row.consented_at))
-            lines[ids[row.phone]] = row
-        outcome = consent.record_opt_ins(conn, clock, program, Channel.IMPORT, items)
-    summary.consent_recorded += outcome.recorded
-    summary.already_subscribed += outcome.already_subscribed
-    summary.kept_opted_out += outcome.kept_opted_out
-    # The contact row was imported; its consent was not (an opted-out person, a consent time their opt-out
-    # revoked): listed beside the rejected rows, with the reason, so nobody believes they are subscribed.
-    for contact_id, reason in outcome.held.items():
-        row = lines[contact_id]
-        rejects.writerow([row.line, f"{HELD}: {reason}", *row.raw])
-        summary.held_reasons[reason.split(":")[0]] += 1
-
-
-def _upsert_contacts(
-    conn: Connection, batch: list[_Row], now: datetime, summary: ImportSummary
-) -> dict[str, int]:
-    existing = _existing(conn, [row.phone for row in batch])
-    new_rows: list[dict[str, Any]] = []
-    changed: list[dict[str, Any]] = []
-    for row in batch:
-        old = existing.get(row.phone)
-        if old is None:
-            p = row.parsed
-            new_rows.append(
-                {
-                    "phone": row.phone, "region": p.region, "number_type": p.number_type,
-                    "time_zone": row.time_zone or p.time_zone, "time_zone_overridden": bool(row.time_zone),
-                    "us_state": p.us_state, "locale": row.locale, "attributes": row.attributes,
-                    "created_at": now, "updated_at": now,
-                }
-            )  # fmt: skip
-            continue
-        _merge_into(old, row, now, changed, summary)
-    ids = {phone: r.id for phone, r in existing.items()}
-    if new_rows:
-        # ON CONFLICT DO NOTHING: a first text or a sign-up from one of these numbers may create its contact
-        # between our read and this insert; that row is then updated below instead of failing the batch.
-        result = conn.execute(
-            contact_repo.insert_ignoring_duplicates(conn).returning(contacts.c.id, contacts.c.phone), new_rows
+    seen = _merge_existing(conn, start, end, now, summary, set())
+    new = (
+        select(
+            staging.c.phone, staging.c.region, staging.c.number_type,
+            func.coalesce(staging.c.time_zone, staging.c.number_tz), staging.c.time_zone.is_not(None),
+            staging.c.us_state, staging.c.locale, staging.c.attributes,
+            literal(now, UtcDateTime), literal(now, UtcDateTime),
         )
-        inserted = {r.phone: r.id for r in result}
-        ids.update(inserted)
-        summary.created += len(inserted)
-        by_phone = {row.phone: row for row in batch}
-        raced = _existing(conn, [r["phone"] for r in new_rows if r["phone"] not in inserted])
-        for phone, old in raced.items():
-            ids[phone] = old.id
-            _merge_into(old, by_phone[phone], now, changed, summary)
+        .where(_in_chunk(start, end))
+        .where(~exists().where(contacts.c.phone == staging.c.phone))
+    )  # fmt: skip
+    # ON CONFLICT DO NOTHING: a first text or a sign-up from one of these numbers may create its contact
+    # between the read above and this insert; that row is then merged below instead of failing the chunk.
+    inserted = conn.execute(
+        contact_repo.insert_ignoring_duplicates(conn)
+        .from_select(_NEW_CONTACT, new)
+        .returning(contacts.c.id, contacts.c.phone)
+    ).all()
+    summary.created += len(inserted)
+    seen.update(r.phone for r in inserted)
+    created_here = frozenset(r.id for r in inserted)
+    staged = conn.execute(select(func.count()).select_from(staging).where(_in_chunk(start, end))).scalar_one()
+    if len(seen) < staged:  # some were created by someone else meanwhile: merge into those
+        _merge_existing(conn, start, end, now, summary, seen)
+    _record_consent(conn, clock, program, start, end, summary, held, staged, created_here)
+
+
+def _merge_existing(
+    conn: Connection, start: int, end: int, now: datetime, summary: ImportSummary, skip: set[str]
+) -> set[str]:
+    """Merge staged rows into contacts that exist (file values win; attributes are merged key by key)."""
+    rows = conn.execute(
+        select(
+            contacts.c.id, contacts.c.phone, contacts.c.attributes, contacts.c.locale, contacts.c.time_zone,
+            staging.c.attributes.label("new_attributes"), staging.c.locale.label("new_locale"),
+            staging.c.time_zone.label("new_time_zone"),
+        ).join(contacts, contacts.c.phone == staging.c.phone).where(_in_chunk(start, end))
+    ).all()  # fmt: skip
+    changed: list[dict[str, Any]] = []
+    seen = set(skip)
+    for r in rows:
+        if r.phone in skip:
+            continue
+        seen.add(r.phone)
+        merged = {**(r.attributes or {}), **(r.new_attributes or {})}
+        locale = r.new_locale or r.locale
+        tz = r.new_time_zone or r.time_zone
+        if merged != (r.attributes or {}) or locale != r.locale or tz != r.time_zone:
+            changed.append({"b_id": r.id, "attributes": merged, "locale": locale, "time_zone": tz,
+                            "updated_at": now})  # fmt: skip
+        else:
+            summary.unchanged += 1
     if changed:
         conn.execute(
             update(contacts)
@@ -281,30 +444,45 @@ def _upsert_contacts(
             changed,
         )  # fmt: skip
         summary.updated += len(changed)
-    return ids
+    return seen
 
 
-def _existing(conn: Connection, phones: list[str]) -> dict[str, Any]:
-    if not phones:
-        return {}
-    rows = conn.execute(
-        select(
-            contacts.c.id, contacts.c.phone, contacts.c.attributes, contacts.c.locale, contacts.c.time_zone
-        ).where(one_of(conn, contacts.c.phone, phones))
-    )
-    return {r.phone: r for r in rows}
-
-
-def _merge_into(
-    old: Any, row: _Row, now: datetime, changed: list[dict[str, Any]], summary: ImportSummary
+def _record_consent(
+    conn: Connection,
+    clock: Clock,
+    program: dict[str, Any],
+    start: int,
+    end: int,
+    summary: ImportSummary,
+    held: list[list[Any]],
+    staged: int,
+    created_here: frozenset[int],
 ) -> None:
-    """Queue the update that merges ``row`` into the stored contact ``old`` (or count it unchanged)."""
-    merged = {**(old.attributes or {}), **row.attributes}
-    locale = row.locale or old.locale
-    tz = row.time_zone or old.time_zone
-    if merged != (old.attributes or {}) or locale != old.locale or tz != old.time_zone:
-        changed.append(
-            {"b_id": old.id, "attributes": merged, "locale": locale, "time_zone": tz, "updated_at": now}
+    rows = conn.execute(
+        select(contacts.c.id, staging.c.line, staging.c.consented_at, staging.c.evidence)
+        .join(contacts, contacts.c.phone == staging.c.phone)
+        .where(_in_chunk(start, end) & staging.c.evidence.is_not(None))
+    ).all()
+    summary.without_consent += staged - len(rows)
+    items = [consent.BatchOptIn(r.id, r.evidence, datetime.fromisoformat(r.consented_at)) for r in rows]
+    outcome = consent.record_opt_ins(conn, clock, program, Channel.IMPORT, items, created_here=created_here)
+    summary.consent_recorded += outcome.recorded
+    summary.already_subscribed += outcome.already_subscribed
+    summary.kept_opted_out += outcome.kept_opted_out
+    if not outcome.held:
+        return
+    # The contact row was imported; its consent was not (an opted-out person, a consent time their opt-out
+    # revoked): listed beside the rejected rows, with the reason, so nobody believes they are subscribed.
+    line_of = {r.id: r.line for r in rows}
+    raw_of = {
+        r.line: r.raw
+        for r in conn.execute(
+            select(staging.c.line, staging.c.raw).where(
+                staging.c.line.in_([line_of[c] for c in outcome.held])
+            )
         )
-    else:
-        summary.unchanged += 1
+    }
+    for contact_id, reason in sorted(outcome.held.items(), key=lambda kv: line_of[kv[0]]):
+        line = line_of[contact_id]
+        held.append([line, f"{HELD}: {reason}", *json.loads(raw_of[line])])
+        summary.held_reasons[reason.split(":")[0]] += 1

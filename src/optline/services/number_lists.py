@@ -12,7 +12,7 @@ Formats accepted:
 
 from __future__ import annotations
 
-import csv
+import itertools
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,9 +23,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Table
 
+from optline.adapters import csv_file
 from optline.adapters.clock import Clock
 from optline.adapters.db.database import Database
 from optline.adapters.db.tables import dnc_numbers, reassigned_numbers
+from optline.domain.csv_safety import SafeWriter, unescape_cell
 from optline.domain.dates import parse_datetime
 from optline.domain.phones import InvalidPhoneNumber, normalize
 from optline.services.contacts_import import PHONE_COLUMNS
@@ -57,24 +59,27 @@ def _insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> i
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    result = conn.execute(insert(table).on_conflict_do_nothing(), rows)
-    return max(result.rowcount, 0)
+    # Counted by RETURNING: an executemany's rowcount is -1 or 0 on psycopg (PostgreSQL reported 0 added).
+    key = next(iter(table.primary_key.columns))
+    return len(conn.execute(insert(table).on_conflict_do_nothing().returning(key), rows).all())
 
 
 def _read(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) for every non-blank record; the delimiter is sniffed from the first line."""
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        first = f.readline()
+    """(line number, fields) for every non-blank record; the delimiter is sniffed from the first line.
+
+    The encoding is found as for contacts (``adapters/csv_file``: BOM, else strict UTF-8); an unreadable
+    line raises ``CsvFileError`` naming it.
+    """
+    with path.open("rb") as raw:
+        enc = csv_file.detect_encoding(raw.read(4))
+        raw.seek(0)
+        lines = csv_file.lines(raw, enc)
+        first = next(lines, "")
         if not first.strip():
             raise ListImportError(f"{path}: the file is empty")
-        delimiter = max((",", ";", "\t", "|"), key=first.count) if any(d in first for d in ",;\t|") else ","
-        f.seek(0)
-        reader = csv.reader(f, delimiter=delimiter)
-        line = 1
-        for record in reader:
-            start, line = line, reader.line_num + 1
-            if record and any(cell.strip() for cell in record):
-                yield start, [cell.strip() for cell in record]
+        delimiter = csv_file.sniff_delimiter(first) if any(d in first for d in ",;\t|") else ","
+        for line, record in csv_file.records(itertools.chain([first], lines), delimiter):
+            yield line, [unescape_cell(cell.strip()) for cell in record]
 
 
 def _run(
@@ -98,9 +103,22 @@ def _run(
         batch.clear()
 
     with summary.rejects_path.open("w", newline="", encoding="utf-8") as out:
-        rejects = csv.writer(out)
+        rejects = SafeWriter(out)
         rejects.writerow(["line", "reason", "fields"])
-        for line, record in _read(path):
+        records = _read(path)
+        while True:
+            try:
+                line, record = next(records)
+            except StopIteration:
+                break
+            except csv_file.CsvFileError as exc:
+                # Rows already read are kept (a number list only ever adds restrictions); the error says
+                # exactly how far the file was read.
+                flush()
+                raise ListImportError(
+                    f"{path.name}: {exc}; the lines before it were read ({summary.added:,} numbers added, "
+                    f"{summary.rejected:,} rejected, listed in {summary.rejects_path}), the rest were not"
+                ) from None
             try:
                 row = parse(record, line)
             except ValueError as exc:

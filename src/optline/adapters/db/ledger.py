@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, select
 
+from optline.adapters.db import bulk
 from optline.adapters.db.database import one_of
 from optline.adapters.db.tables import (
     consent_events,
@@ -97,6 +98,12 @@ def build_event(*, seq: int, prev_hash: str, **fields: Any) -> dict[str, Any]:
 def insert_events(conn: Connection, events: list[dict[str, Any]]) -> None:
     """Insert prepared events and set each one's ``id``."""
     if not events:
+        return
+    if len(events) >= bulk.COPY_FROM:
+        # An import's thousands of events: ids allocated first, then one COPY (or executemany on SQLite).
+        for event, event_id in zip(events, bulk.allocate_ids(conn, consent_events, len(events)), strict=True):
+            event["id"] = event_id
+        bulk.copy_rows(conn, consent_events, events)
         return
     rows = conn.execute(
         insert(consent_events).returning(consent_events.c.id, sort_by_parameter_order=True), events

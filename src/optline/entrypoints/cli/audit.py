@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
+from typing import Any
 
 import typer
 from rich.table import Table
 
+from optline.domain.csv_safety import SafeDictWriter
 from optline.entrypoints.cli.common import console, container, exit_code, fail
 from optline.entrypoints.cli.report import Format
 from optline.services import audit as audit_service
@@ -42,10 +43,7 @@ def audit(
     if fmt is Format.JSON:
         sys.stdout.write(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
     elif fmt is Format.CSV:
-        writer = csv.DictWriter(sys.stdout, CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for f in result.findings:
-            writer.writerow({**f.as_dict(), "proof": json.dumps(f.proof, default=str)})
+        write_csv(result.findings, sys.stdout)
     else:
         with c.db.read() as conn:
             names = {p["id"]: p["name"] for p in list_programs(conn)}
@@ -61,3 +59,11 @@ def audit(
             console.print(f"fixed {result.fixed} (review holds in the ledger, cancelled messages)")
     if strict and result.findings:
         exit_code(1)
+
+
+def write_csv(findings: list[audit_service.Finding], out: Any) -> None:
+    """Findings as CSV; phones and details are outside text, so cells are escaped for spreadsheets."""
+    writer = SafeDictWriter(out, CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for f in findings:
+        writer.writerow({**f.as_dict(), "proof": json.dumps(f.proof, default=str)})

@@ -35,8 +35,14 @@ def import_(
     program: str = typer.Option(..., help="program the consent in the file is for"),
     default_region: str = typer.Option(None, help="region for numbers without +country (default US)"),
     rejects: Path = typer.Option(None, help="where to write rejected rows (default FILE.rejects.csv)"),
+    encoding: str = typer.Option(
+        None, help="encoding of a file without a byte-order mark, e.g. cp1252 (default: UTF-8; a BOM decides)"
+    ),
 ) -> None:
-    """Import contacts (and their consent evidence) from a CSV file; every rejected row is explained."""
+    """Import contacts (and their consent evidence) from a CSV file; every rejected row is explained.
+
+    The whole file is read before anything is stored: an unreadable file (wrong encoding, binary data) is
+    refused with its line and changes nothing."""
     c = container()
     with c.db.read() as conn:
         try:
@@ -53,10 +59,10 @@ def import_(
         try:
             s = import_file(
                 c.db, c.clock, file, prog, default_region=region, rejects_path=rejects,
-                on_progress=lambda n: progress.advance(task, n),
+                on_progress=lambda n: progress.advance(task, n), encoding=encoding,
             )  # fmt: skip
         except ImportError_ as exc:
-            fail(str(exc))
+            fail(f"{file.name}: {exc}")
     outcomes = (
         ("rows read", s.rows), ("contacts created", s.created), ("contacts updated", s.updated),
         ("contacts unchanged", s.unchanged), ("consent recorded (opt-in events)", s.consent_recorded),

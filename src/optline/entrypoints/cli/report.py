@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from enum import StrEnum
@@ -11,6 +10,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from optline.domain.csv_safety import SafeDictWriter
 from optline.domain.dates import parse_datetime
 from optline.entrypoints.cli.common import console, container, fail
 from optline.services import analytics
@@ -78,7 +78,7 @@ CSV_COLUMNS = ["section", "key", "sent", "delivered", "optouts", "rate_sent", "r
 
 
 def write_csv(rep: analytics.Report, out: Any) -> None:
-    writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore")
+    writer = SafeDictWriter(out, CSV_COLUMNS, extrasaction="ignore")  # tags and names come from users
     writer.writeheader()
     writer.writerow({"section": "totals", **rep.totals.as_dict()})
     for c in rep.campaigns:

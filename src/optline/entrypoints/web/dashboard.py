@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import RedirectResponse, Response
 
 from optline.adapters.db import programs as program_repo
@@ -22,9 +24,10 @@ from optline.entrypoints.web.security import session_csrf_token
 from optline.services import audit, review
 from optline.services import dashboard as read
 from optline.services import programs as program_service
-from optline.services.contacts_import import ImportError_, import_file
+from optline.services.contacts_import import ImportError_, ImportInterrupted, import_file
 
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger(__name__)
 
 NAV = [
     ("overview", "/dashboard", "Overview"),
@@ -165,8 +168,13 @@ def import_contacts(
     program_id: int,
     file: Annotated[UploadFile, File()],
     csrf: Annotated[str, Form()] = "",
+    encoding: Annotated[str, Form()] = "",
 ) -> Response:
-    """The CSV import the CLI does, from the browser: same rules, every rejected row explained."""
+    """The CSV import the CLI does, from the browser: same rules, every rejected row explained.
+
+    Never a 500: a file that cannot be imported, or a database that fails midway, is a page that says what
+    happened to which lines (the import itself guarantees nothing is half-stored without being reported).
+    """
     require_csrf(request, csrf)
     container = container_of(request)
     with container.db.read() as conn:
@@ -188,11 +196,20 @@ def import_contacts(
         try:
             summary = import_file(
                 container.db, container.clock, path, program, default_region=container.settings.default_region,
-                rejects_path=Path(tmp) / "rejects.csv",
+                rejects_path=Path(tmp) / "rejects.csv", encoding=encoding or None,
             )  # fmt: skip
+        except ImportInterrupted as exc:
+            return _page(request, user, "programs.html", "programs", 503, programs=rows, form={},
+                         error=f"{file.filename}: {exc}", imported=exc.summary, imported_into=program["name"],
+                         imported_file=file.filename)  # fmt: skip
         except ImportError_ as exc:
             return _page(request, user, "programs.html", "programs", 400, programs=rows, form={},
                          error=f"{file.filename}: {exc}")  # fmt: skip
+        except SQLAlchemyError as exc:  # before the merge began: only the temporary staging table was written
+            log.exception("contacts import of %s failed", file.filename)
+            return _page(request, user, "programs.html", "programs", 503, programs=rows, form={},
+                         error=f"{file.filename}: the database failed while reading the file "
+                         f"({type(getattr(exc, 'orig', None) or exc).__name__}); nothing was imported — try again.")  # fmt: skip
     with container.db.read() as conn:
         rows = read.programs_summary(conn, container.clock.now())
     return _page(request, user, "programs.html", "programs", programs=rows, form={}, imported=summary,
