@@ -62,6 +62,9 @@ def _page(
     return render(request, name, context, status_code)
 
 
+page = _page  # the other dashboard modules' name for it
+
+
 def _window(container: Container) -> int:
     return int(container.settings.optout_attribution_days)
 

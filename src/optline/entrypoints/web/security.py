@@ -21,9 +21,11 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
-# Pages load nothing from elsewhere and run no inline code. /docs (Swagger UI from a CDN) keeps its own rules.
+# Pages load nothing from elsewhere and run no inline code (scripts only from /static; the campaign form's
+# live preview fetches from the same origin). /docs keeps its own rules.
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; font-src 'self'; "
+    "connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 _NO_CSP_PREFIXES = ("/docs", "/redoc", "/openapi.json")
