@@ -153,7 +153,9 @@ def test_draft_pause_resume_cancel_and_csrf(
         resp = client.post(url, data={"action": action, "csrf": csrf}, follow_redirects=False)
         assert resp.status_code in (303, 409), resp.text
         with container.db.read() as conn:
-            return str(conn.execute(select(campaigns.c.status).where(campaigns.c.name == "flow")).scalar_one())
+            return str(
+                conn.execute(select(campaigns.c.status).where(campaigns.c.name == "flow")).scalar_one()
+            )
 
     assert act("resume") == "draft"  # a draft does not resume: refused with the service's reason
     refused = client.post(url, data={"action": "resume", "csrf": csrf})

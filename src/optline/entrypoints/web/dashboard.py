@@ -34,6 +34,8 @@ NAV = [
     ("review", "/dashboard/review", "Review queue"),
     ("list-review", "/dashboard/list-review", "List review"),
     ("webhooks", "/dashboard/webhooks", "Webhooks"),
+    ("api-keys", "/dashboard/api-keys", "API keys"),
+    ("users", "/dashboard/users", "Users"),
     ("simulator", "/dashboard/simulator", "Simulator"),
 ]
 
@@ -217,22 +219,40 @@ def campaigns_page(request: Request, user: CurrentUser) -> Response:
 
 
 @router.get("/dashboard/contacts")
-def contacts_page(request: Request, user: CurrentUser, phone: str = "") -> Response:
-    container = container_of(request)
-    ctx: dict[str, Any] = {"phone": phone, "contact": None, "error": None}
-    with container.db.read() as conn:
-        if phone.strip():
-            from optline.services import contacts as contact_service
+def contacts_page(
+    request: Request, user: CurrentUser, phone: str = "", q: str = "", program: str = "", status: str = "",
+    after: int = 0,
+) -> Response:  # fmt: skip
+    """Search (services/contact_search.py) and, for one phone number, the person's page with every consent
+    event and every message in and out."""
+    from optline.services import contact_search
+    from optline.services import contacts as contact_service
 
+    container = container_of(request)
+    region = container.settings.default_region
+    text = (phone or q).strip()
+    ctx: dict[str, Any] = {"phone": text, "q": text, "contact": None, "error": None, "program": program,
+                           "status": status, "statuses": contact_search.STATUSES, "results": None}  # fmt: skip
+    with container.db.read() as conn:
+        ctx["programs"] = program_repo.list_all(conn)
+        found = None
+        if text and contact_search.looks_like_phone(text):
             try:
-                found = contact_service.show_contact(conn, phone, container.settings.default_region)
-            except InvalidPhoneNumber as exc:
-                found, ctx["error"] = None, f"That doesn't look like a phone number: {exc}"
-            if found is None and not ctx["error"]:
+                found = contact_service.show_contact(conn, text, region)
+            except InvalidPhoneNumber:
+                found = None
+        if found is not None:
+            ctx["contact"] = found
+            ctx["contact_name"] = contact_search.display_name(found.get("attributes") or {})
+            ctx["timeline"] = read.contact_timeline(conn, found["id"])
+        elif text or program or status:
+            query = contact_search.Query(text, int(program) if program.isdigit() else None, status)
+            try:
+                ctx["results"], ctx["next_after"] = contact_search.search(conn, query, region, after=after)
+            except contact_search.SearchError as exc:
+                ctx["error"] = str(exc)
+            if phone and not ctx["results"] and not ctx["error"]:
                 ctx["error"] = f"No contact with the number {phone}."
-            if found is not None:
-                ctx["contact"] = found
-                ctx["timeline"] = read.contact_timeline(conn, found["id"])
         ctx["examples"] = read.recent_contacts(conn)
     return _page(request, user, "contacts.html", "contacts", **ctx)
 
