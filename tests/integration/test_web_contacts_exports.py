@@ -139,3 +139,27 @@ def test_exports_open_as_csv_with_formulas_escaped(
     assert client.get("/dashboard/export/secrets.csv").status_code == 404
     anonymous = TestClient(create_app(container))
     assert anonymous.get("/dashboard/export/contacts.csv", follow_redirects=False).status_code == 303
+
+
+def test_list_review_applies_fixes_after_confirmation_and_flags_a_stale_result(
+    container: Container, client: TestClient, people: dict[str, Any]
+) -> None:
+    csrf = _csrf(client.get("/dashboard/list-review").text)
+    assert (
+        client.post("/dashboard/list-review", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    )
+    assert 'data-testid="stale"' not in client.get("/dashboard/list-review").text
+    container.clock.advance(seconds=5)  # type: ignore[attr-defined]
+    with container.db.transaction() as conn:  # the data changes after the review
+        outbound.insert_contacts(conn, container.clock.now(), 100, 1)
+    assert 'data-testid="stale"' in client.get("/dashboard/list-review").text  # never a stale "clean"
+    unconfirmed = client.post("/dashboard/list-review", data={"csrf": csrf, "fix": "yes"})
+    assert unconfirmed.status_code == 400 and "Tick the confirmation" in _text(unconfirmed.text)
+    with container.db.read() as conn:
+        assert audit.latest_run(conn).fix is False  # type: ignore[union-attr]
+    r = client.post("/dashboard/list-review", data={"csrf": csrf, "fix": "yes", "confirm": "yes"},
+                    follow_redirects=False)  # fmt: skip
+    assert r.status_code == 303
+    with container.db.read() as conn:
+        assert audit.latest_run(conn).fix is True  # type: ignore[union-attr]
+    assert 'data-testid="stale"' not in client.get("/dashboard/list-review").text

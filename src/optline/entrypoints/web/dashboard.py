@@ -322,19 +322,43 @@ REASON_LABELS = {
 
 @router.get("/dashboard/list-review")
 def list_review_page(request: Request, user: CurrentUser) -> Response:
+    return _list_review(request, user)
+
+
+def _list_review(
+    request: Request, user: dict[str, Any], status_code: int = 200, error: str | None = None
+) -> Response:
     with container_of(request).db.read() as conn:
         run = audit.latest_run(conn)
+        # A review is as of when it finished (its own fixes are events recorded before that).
+        stale = run is not None and read.changed_since(conn, run.finished_at or run.started_at)
     summary = sorted(run.summary.items(), key=lambda kv: -kv[1]) if run else []
     return _page(
-        request, user, "list_review.html", "list-review", review=run, summary=summary, labels=REASON_LABELS,
+        request, user, "list_review.html", "list-review", status_code, review=run, summary=summary,
+        labels=REASON_LABELS, stale=stale, error=error,
         chart=charts.channel_bars([(REASON_LABELS.get(k, k), n) for k, n in summary], unit_labels=False),
     )  # fmt: skip
 
 
 @router.post("/dashboard/list-review")
-def run_list_review(request: Request, user: CurrentUser, csrf: Annotated[str, Form()] = "") -> Response:
-    """Run the list review now (checks only: fixes stay a deliberate ``optline audit --fix``)."""
+def run_list_review(
+    request: Request,
+    user: CurrentUser,
+    csrf: Annotated[str, Form()] = "",
+    fix: Annotated[str, Form()] = "",
+    confirm: Annotated[str, Form()] = "",
+) -> Response:
+    """Run the list review now; with ``fix`` (and the operator's confirmation) apply the safe fixes, the same
+    ones ``optline audit --fix`` applies."""
     require_csrf(request, csrf)
+    if fix and confirm != "yes":
+        return _list_review(request, user, 400, "Tick the confirmation to apply the fixes.")
     container = container_of(request)
-    audit.run(container.db, container.clock, audit.config_from(container.settings), trigger="dashboard")
+    audit.run(
+        container.db,
+        container.clock,
+        audit.config_from(container.settings),
+        trigger="dashboard",
+        fix=bool(fix),
+    )
     return RedirectResponse("/dashboard/list-review?flash=audit", status_code=303)
