@@ -130,9 +130,12 @@ def test_exports_open_as_csv_with_formulas_escaped(
     assert json.loads(optouts[0]["evidence"]) == {"message_text": "STOP"}
 
     assert _csv(client, "/dashboard/export/findings.csv") == []  # no review yet: the header only
+    with container.db.transaction() as conn:  # a "number" that is a formula on the list: a finding
+        conn.execute(update(contacts).where(contacts.c.id == people["ids"][5]).values(phone="=2+3"))
     audit.run(container.db, container.clock, audit.config_from(container.settings), trigger="dashboard")
     findings = _csv(client, "/dashboard/export/findings.csv")
-    assert findings and {"reason", "phone", "detail", "action"} <= set(findings[0])
+    assert [(f["reason"], f["phone"]) for f in findings] == [("invalid_number", "'=2+3")]
+    assert findings[0]["detail"] and findings[0]["action"]
 
     report = _csv(client, "/dashboard/export/report.csv")
     assert all(float(r["rate"] or 0) <= 1 for r in report)

@@ -171,9 +171,9 @@ def create_campaign(
         return _form_page(request, user, form, 400, "A campaign needs a program, a name and a message.")
     try:
         audience_filter = audience.parse_filter_items(_filter_lines(filters))
-        when = _when(form["at"], form["tz"], container.clock.now()) if intent == "schedule" else None
         if intent == "schedule" and not form["at"]:
             raise ValueError("Choose when to send it, or press Send now.")
+        when = _when(form["at"], form["tz"], container.clock.now()) if intent == "schedule" else None
     except ValueError as exc:  # FilterError is a ValueError too
         return _form_page(request, user, form, 400, str(exc))
     try:
