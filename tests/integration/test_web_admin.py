@@ -117,3 +117,14 @@ def test_program_settings_are_edited_with_the_programs_rules(
     assert bad.status_code == 400 and "Sender number" in _text(bad.text)
     assert client.post(url, data={**form, "cap_action": "drop"}).status_code == 400
     assert client.get("/dashboard/programs/99999").status_code == 404
+
+
+def test_docs_work_offline_from_pinned_local_assets(container: Container) -> None:
+    client = TestClient(create_app(container))
+    page = client.get("/docs")
+    assert (
+        page.status_code == 200 and "cdn." not in page.text and "https://" not in page.text.split("<body")[0]
+    )
+    for asset in re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', page.text):
+        assert client.get(asset).status_code == 200, asset
+    assert "/docs/assets/swagger-ui-bundle.js" in page.text

@@ -239,6 +239,7 @@ def campaigns_summary(
         item["optout_rate"] = row.rate if row else None
         item["rate_basis"] = row.basis if row else "delivered"
         item["baseline"] = row.baseline if row else None
+        item["ci_low"], item["ci_high"] = (row.ci_low, row.ci_high) if row else (None, None)
         item["spike"] = bool(row and row.flagged)
         item["why"] = list(row.why) if row else []
         result.append(item)

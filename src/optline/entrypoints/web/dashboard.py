@@ -236,23 +236,28 @@ def contacts_page(
     with container.db.read() as conn:
         ctx["programs"] = program_repo.list_all(conn)
         found = None
-        if text and contact_search.looks_like_phone(text):
+        if phone.strip():  # ?phone= (links to a person): that number or a clear error, never a search
+            try:
+                found = contact_service.show_contact(conn, phone, region)
+            except InvalidPhoneNumber as exc:
+                ctx["error"] = f"That doesn't look like a phone number: {exc}"
+            if found is None and not ctx["error"]:
+                ctx["error"] = f"No contact with the number {phone}."
+        elif text and contact_search.looks_like_phone(text):
             try:
                 found = contact_service.show_contact(conn, text, region)
             except InvalidPhoneNumber:
-                found = None
+                found = None  # digits that are not a whole number: searched below as part of numbers
         if found is not None:
             ctx["contact"] = found
             ctx["contact_name"] = contact_search.display_name(found.get("attributes") or {})
             ctx["timeline"] = read.contact_timeline(conn, found["id"])
-        elif text or program or status:
+        elif not phone.strip() and (text or program or status):
             query = contact_search.Query(text, int(program) if program.isdigit() else None, status)
             try:
                 ctx["results"], ctx["next_after"] = contact_search.search(conn, query, region, after=after)
             except contact_search.SearchError as exc:
                 ctx["error"] = str(exc)
-            if phone and not ctx["results"] and not ctx["error"]:
-                ctx["error"] = f"No contact with the number {phone}."
         ctx["examples"] = read.recent_contacts(conn)
     return _page(request, user, "contacts.html", "contacts", **ctx)
 
