@@ -131,10 +131,11 @@ def search(
     the next page (None: this is the last)."""
     stmt = _statement(conn, query, region)
     key: ColumnElement[Any] = contacts.c.id
-    if conn.dialect.name == "sqlite" and _is_name(query.text) and _few(conn, stmt):
-        # SQLite's planner would walk the whole table in id order (the ORDER BY's index) looking for a rare
-        # name; ``+id`` takes the id out of index choice, so it reads the name indexes and sorts the few rows.
-        key = literal_column("+contacts.id")
+    if _is_name(query.text) and _few(conn, stmt):
+        # Either planner may walk the whole table in id order (the ORDER BY's index) looking for a rare name,
+        # stopping at the page's last row that never comes; an id expression cannot use that index, so it
+        # reads the name indexes and sorts the few rows instead.
+        key = literal_column("+contacts.id" if conn.dialect.name == "sqlite" else "(contacts.id + 0)")
     rows = [dict(r._mapping) for r in conn.execute(stmt.where(key > after).order_by(key).limit(limit + 1))]
     more = len(rows) > limit
     rows = rows[:limit]
