@@ -14,7 +14,6 @@ What the search box means (one rule, used by the dashboard and the contacts expo
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,18 +159,6 @@ def search(
         r["subscriptions"] = subs[r["id"]]
         r["name"] = display_name(r.get("attributes") or {})
     return rows, (rows[-1]["id"] if more else None)
-
-
-def stream(conn: Connection, query: Query, region: str, batch: int = 2000) -> Iterator[dict[str, Any]]:
-    """Every matching contact with its subscriptions, in id order, ``batch`` rows per query (an export of a
-    million rows holds one batch in memory, and no transaction open between batches is needed)."""
-    after = 0
-    while True:
-        rows, nxt = search(conn, query, region, after=after, limit=batch)
-        yield from rows
-        if nxt is None:
-            return
-        after = nxt
 
 
 def display_name(attributes: dict[str, Any]) -> str:
