@@ -59,5 +59,22 @@ def sender(container: Container) -> Any:
     if "sender" not in container.extras:
         from optline.adapters.providers.registry import build_sender
 
-        container.extras["sender"] = build_sender(container.settings, container.db, container.clock)
+        if container.settings.provider == "simulator":
+            container.extras["sender"] = _simulator_with_receipts(container)
+        else:
+            container.extras["sender"] = build_sender(container.settings, container.db, container.clock)
     return container.extras["sender"]
+
+
+def _simulator_with_receipts(container: Container) -> Any:
+    """The simulator posts a delivery receipt for every message, through the receipts use case the status
+    webhooks run (so simulator campaigns reach "delivered" like real ones)."""
+    from optline.adapters.providers.base import StatusUpdate
+    from optline.adapters.providers.simulator.send import SimulatorSender
+    from optline.services import receipts
+
+    def post(update: StatusUpdate) -> None:
+        with container.db.transaction() as conn:
+            receipts.record_status(conn, container.clock, update)
+
+    return SimulatorSender(container.db, container.clock, receipts=post)

@@ -38,3 +38,9 @@ def test_significance_needs_the_whole_interval_above_baseline() -> None:
     assert not significantly_above(0, 0, 0.01)
     assert not significantly_above(5, 100, None)
     assert CRITICAL_OPTOUT_RATE == 0.02
+
+
+def test_a_rate_never_exceeds_one() -> None:
+    # More opt-outs than messages (people who left without a message in the window): never "166.67%".
+    assert rate(5, 3) == 1.0
+    assert rate(1, 4) == 0.25 and rate(0, 0) is None

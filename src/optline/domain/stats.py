@@ -24,8 +24,11 @@ class Interval:
 
 
 def rate(events: int, trials: int) -> float | None:
-    """events / trials, or None when there were no trials (a rate of nothing is not 0%)."""
-    return events / trials if trials > 0 else None
+    """events / trials, or None when there were no trials (a rate of nothing is not 0%).
+
+    Capped at 100%: each message can draw at most one opt-out, so more opt-outs than messages (people who
+    left without a message in the window, counted beside a few sent) cannot make "166.67% per sent"."""
+    return min(events, trials) / trials if trials > 0 else None
 
 
 def wilson(events: int, trials: int, z: float = Z_95) -> Interval | None:

@@ -61,6 +61,18 @@ def express_written_consent(conn: Connection) -> ColumnElement[bool]:
     return or_(consent_events.c.channel.in_(EWC_CHANNELS), func.coalesce(flag_true, false()))
 
 
+def parse_filter_items(items: list[str]) -> dict[str, Any]:
+    """``key=value[,value]`` items (CLI ``--filter``, one per line in the dashboard) as an audience filter."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise FilterError(f"{item!r}: use key=value (e.g. us_state=CA or tier=gold,silver)")
+        values = [v.strip() for v in value.split(",")]
+        out[key.strip()] = values if len(values) > 1 else values[0]
+    return out
+
+
 def attribute_keys(conn: Connection, program_id: int) -> list[str]:
     """Every attribute key found on the program's contacts (set-based: one scan, no Python loop)."""
     base = subscriptions.join(contacts, contacts.c.id == subscriptions.c.contact_id)

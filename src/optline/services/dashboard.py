@@ -239,6 +239,7 @@ def campaigns_summary(
         item["optout_rate"] = row.rate if row else None
         item["rate_basis"] = row.basis if row else "delivered"
         item["baseline"] = row.baseline if row else None
+        item["ci_low"], item["ci_high"] = (row.ci_low, row.ci_high) if row else (None, None)
         item["spike"] = bool(row and row.flagged)
         item["why"] = list(row.why) if row else []
         result.append(item)
@@ -338,3 +339,16 @@ def recent_contacts(conn: Connection, limit: int = 8) -> list[dict[str, Any]]:
         .limit(limit)
     )
     return [dict(r._mapping) for r in rows]
+
+
+def changed_since(conn: Connection, when: datetime) -> bool:
+    """Whether a consent event was recorded or a contact created after ``when`` (a stored list review is then
+    out of date). Reads the newest row of each by primary key: constant time whatever the table sizes."""
+    newest_event = conn.execute(
+        select(consent_events.c.recorded_at).order_by(consent_events.c.id.desc()).limit(1)
+    ).scalar()
+    newest_contact = conn.execute(
+        select(contacts.c.created_at).order_by(contacts.c.id.desc()).limit(1)
+    ).scalar()
+    since = as_utc(when)
+    return any(t is not None and as_utc(t) > since for t in (newest_event, newest_contact))

@@ -94,3 +94,66 @@ def _stored_form(number: str, region: str) -> str:
         return normalize_sender(number, region)
     except InvalidPhoneNumber:
         return number
+
+
+OPTOUT_INSTRUCTION_POLICIES = ("every", "monthly")
+
+
+def update_program(
+    conn: Connection,
+    program_id: int,
+    *,
+    default_region: str = "US",
+    help_contact: str,
+    help_text: str = "",
+    frequency_text: str = "",
+    sender_numbers: list[str] | None = None,
+    optout_scope: str,
+    optout_instruction: str = "every",
+    max_segments: int | None = None,
+    frequency_cap: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Change a program's settings (the dashboard's program page). The same rules as ``create_program``
+    (senders in one stored form, a real support contact); the brand and name stay: the ledger names them.
+
+    A HELP text written by the operator must name the support contact: "reply HELP for help" answered with
+    itself sends the person in a circle."""
+    from sqlalchemy import update
+
+    from optline.adapters.db.tables import programs as table
+    from optline.domain import caps
+
+    program = repo.get(conn, program_id)
+    if program is None:
+        raise LookupError(f"no program with id {program_id}")
+    contact = read_support_contact(help_contact, default_region)
+    if optout_scope not in ("brand", "program"):
+        raise ValueError("an opt-out stops the whole brand or this program: choose 'brand' or 'program'")
+    if optout_instruction not in OPTOUT_INSTRUCTION_POLICIES:
+        raise ValueError(f"opt-out instruction: one of {', '.join(OPTOUT_INSTRUCTION_POLICIES)}")
+    frequency = frequency_text.strip() or program["frequency_text"]
+    text = " ".join(help_text.split())
+    if text and contact.lower() not in text.lower():
+        raise ValueError(f"the HELP reply must tell people how to reach you: include {contact}")
+    settings = {**(program.get("settings") or {}), "optout_instruction": optout_instruction}
+    if max_segments is not None:
+        if not 1 <= max_segments <= 10:
+            raise ValueError("the segment limit must be between 1 and 10")
+        settings["max_segments"] = max_segments
+    if frequency_cap:
+        caps.from_settings(
+            {"frequency_cap": frequency_cap}
+        )  # CapSettingError (a ValueError) names the problem
+        settings["frequency_cap"] = frequency_cap
+    else:
+        settings.pop("frequency_cap", None)
+    senders = [normalize_sender(n, default_region) for n in (sender_numbers or []) if n.strip()]
+    values = {
+        "help_contact": contact, "frequency_text": frequency,
+        "help_text": text or default_help_text(program["brand"], frequency, contact),
+        "sender_numbers": list(dict.fromkeys(senders)), "optout_scope": optout_scope, "settings": settings,
+    }  # fmt: skip
+    row = conn.execute(
+        update(table).where(table.c.id == program_id).values(**values).returning(*table.c)
+    ).one()
+    return dict(row._mapping)

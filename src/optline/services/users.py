@@ -85,7 +85,7 @@ def authenticate(conn: Connection, clock: Clock, username: str, password: str) -
         _hasher.verify(row.password_hash if row else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         return None
-    if row is None:
+    if row is None or row.disabled_at is not None:
         return None
     values: dict[str, Any] = {"last_login_at": clock.now()}
     if _hasher.check_needs_rehash(row.password_hash):
@@ -138,7 +138,11 @@ def session_user(conn: Connection, clock: Clock, token: str) -> dict[str, Any] |
     row = conn.execute(
         select(users)
         .join(user_sessions, user_sessions.c.user_id == users.c.id)
-        .where(user_sessions.c.token_hash == _token_hash(token), user_sessions.c.expires_at > clock.now())
+        .where(
+            user_sessions.c.token_hash == _token_hash(token),
+            user_sessions.c.expires_at > clock.now(),
+            users.c.disabled_at.is_(None),
+        )
     ).first()
     return dict(row._mapping) if row else None
 
@@ -163,3 +167,36 @@ def reset_password(conn: Connection, username: str) -> str:
     )
     conn.execute(delete(user_sessions).where(user_sessions.c.user_id == row.id))  # like a password change
     return password
+
+
+def list_all(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(users.c.id, users.c.username, users.c.created_at, users.c.last_login_at, users.c.disabled_at,
+               users.c.must_change_password).order_by(users.c.username)
+    )  # fmt: skip
+    return [dict(r._mapping) for r in rows]
+
+
+def add(conn: Connection, clock: Clock, username: str) -> str:
+    """A new operator with a one-time password (returned once; replaced at their first sign-in)."""
+    password = generate_password()
+    create(conn, clock, username, password, must_change_password=True)
+    return password
+
+
+def set_disabled(
+    conn: Connection, clock: Clock, user_id: int, disabled: bool, *, by_user_id: int
+) -> dict[str, Any]:
+    """Disable (or enable again) an operator. Disabling ends their sessions at once. Nobody disables
+    themselves, so the dashboard always keeps someone who can sign in."""
+    row = get(conn, user_id)
+    if row is None:
+        raise UserError(f"no user with id {user_id}")
+    if disabled and user_id == by_user_id:
+        raise UserError("you cannot disable yourself; ask another operator")
+    conn.execute(
+        update(users).where(users.c.id == user_id).values(disabled_at=clock.now() if disabled else None)
+    )
+    if disabled:
+        conn.execute(delete(user_sessions).where(user_sessions.c.user_id == user_id))
+    return row

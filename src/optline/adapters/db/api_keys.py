@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -36,3 +37,22 @@ def authenticate(conn: Connection, token: str, now: datetime) -> str | None:
         return None
     conn.execute(update(api_keys).where(api_keys.c.id == row.id).values(last_used_at=now))
     return str(row.name)
+
+
+def list_all(conn: Connection) -> list[dict[str, Any]]:
+    """Every key, newest first, without its hash (what the dashboard lists)."""
+    rows = conn.execute(
+        select(api_keys.c.id, api_keys.c.name, api_keys.c.prefix, api_keys.c.created_at,
+               api_keys.c.last_used_at, api_keys.c.revoked_at).order_by(api_keys.c.id.desc())
+    )  # fmt: skip
+    return [{**dict(r._mapping), "shown_as": f"{PREFIX}_{r.prefix}_…"} for r in rows]
+
+
+def revoke(conn: Connection, key_id: int, now: datetime) -> dict[str, Any]:
+    """Revoke a key: from now on it authenticates nothing. Revoking twice keeps the first time."""
+    row = conn.execute(select(api_keys.c.name, api_keys.c.revoked_at).where(api_keys.c.id == key_id)).first()
+    if row is None:
+        raise LookupError(f"no API key with id {key_id}")
+    if row.revoked_at is None:
+        conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=now))
+    return {"id": key_id, "name": row.name}

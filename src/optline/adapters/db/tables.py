@@ -463,6 +463,7 @@ users = Table(
     Column("must_change_password", Boolean, nullable=False, default=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("last_login_at", UtcDateTime),
+    Column("disabled_at", UtcDateTime),  # set: the user cannot sign in and their sessions are ended
 )
 
 # Dashboard sign-ins (issue 12). The session cookie carries a random token; this row is what makes it valid.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 import optline
 from optline.adapters.db.database import head_revision, schema_revision
@@ -20,12 +20,37 @@ from optline.entrypoints.body_limit import BodyLimitMiddleware, limits
 from optline.entrypoints.web import join as join_web
 from optline.logs import RequestIdMiddleware
 
+DOCS_ASSETS = "/docs/assets"
+
+
+def mount_docs(app: FastAPI) -> None:
+    """Swagger UI from the ``swagger-ui-bundle`` package (pinned in pyproject.toml), never from a CDN."""
+    from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from starlette.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="optline API", oauth2_redirect_url="/docs/oauth2-redirect",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )  # fmt: skip
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    def oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
 
 def create_app(container: Container) -> FastAPI:
     app = FastAPI(
-        title="optline", version=optline.__version__, description="SMS campaigns built around consent"
-    )
+        title="optline", version=optline.__version__, description="SMS campaigns built around consent",
+        docs_url=None, redoc_url=None,  # served below from local, pinned assets: /docs works offline
+    )  # fmt: skip
     app.state.container = container
+    mount_docs(app)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:

@@ -24,6 +24,25 @@ from optline.entrypoints.cli.common import CliError, err_console, seal_ledger
 app = typer.Typer(
     help="optline: SMS campaigns built around consent.", no_args_is_help=True, add_completion=False
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import optline
+
+        print(f"optline {optline.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """optline: SMS campaigns built around consent."""
+
+
 app.registered_commands += server.app.registered_commands
 app.add_typer(programs.app, name="programs")
 app.add_typer(contacts.app, name="contacts")

@@ -39,14 +39,10 @@ def _both_zones(when: Any, tz: str | None) -> str:
 
 
 def _filters(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            fail(f"--filter {item!r}: use key=value (e.g. --filter us_state=CA --filter tier=gold)")
-        values = [v.strip() for v in value.split(",")]
-        out[key.strip()] = values if len(values) > 1 else values[0]
-    return out
+    try:
+        return audience.parse_filter_items(items)
+    except audience.FilterError as exc:
+        fail(f"--filter {exc}")
 
 
 def _campaign(conn: Any, program: str, name: str) -> dict[str, Any]:

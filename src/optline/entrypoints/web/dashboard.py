@@ -37,6 +37,8 @@ NAV = [
     ("review", "/dashboard/review", "Review queue"),
     ("list-review", "/dashboard/list-review", "List review"),
     ("webhooks", "/dashboard/webhooks", "Webhooks"),
+    ("api-keys", "/dashboard/api-keys", "API keys"),
+    ("users", "/dashboard/users", "Users"),
     ("simulator", "/dashboard/simulator", "Simulator"),
 ]
 
@@ -63,6 +65,9 @@ def _page(
         "flash": flash, **ctx,
     }  # fmt: skip
     return render(request, name, context, status_code)
+
+
+page = _page  # the other dashboard modules' name for it
 
 
 def _window(container: Container) -> int:
@@ -231,22 +236,45 @@ def campaigns_page(request: Request, user: CurrentUser) -> Response:
 
 
 @router.get("/dashboard/contacts")
-def contacts_page(request: Request, user: CurrentUser, phone: str = "") -> Response:
-    container = container_of(request)
-    ctx: dict[str, Any] = {"phone": phone, "contact": None, "error": None}
-    with container.db.read() as conn:
-        if phone.strip():
-            from optline.services import contacts as contact_service
+def contacts_page(
+    request: Request, user: CurrentUser, phone: str = "", q: str = "", program: str = "", status: str = "",
+    after: int = 0,
+) -> Response:  # fmt: skip
+    """Search (services/contact_search.py) and, for one phone number, the person's page with every consent
+    event and every message in and out."""
+    from optline.services import contact_search
+    from optline.services import contacts as contact_service
 
+    container = container_of(request)
+    region = container.settings.default_region
+    text = (phone or q).strip()
+    ctx: dict[str, Any] = {"phone": text, "q": text, "contact": None, "error": None, "program": program,
+                           "status": status, "statuses": contact_search.STATUSES, "results": None}  # fmt: skip
+    with container.db.read() as conn:
+        ctx["programs"] = program_repo.list_all(conn)
+        found = None
+        if phone.strip():  # ?phone= (links to a person): that number or a clear error, never a search
             try:
-                found = contact_service.show_contact(conn, phone, container.settings.default_region)
+                found = contact_service.show_contact(conn, phone, region)
             except InvalidPhoneNumber as exc:
-                found, ctx["error"] = None, f"That doesn't look like a phone number: {exc}"
+                ctx["error"] = f"That doesn't look like a phone number: {exc}"
             if found is None and not ctx["error"]:
                 ctx["error"] = f"No contact with the number {phone}."
-            if found is not None:
-                ctx["contact"] = found
-                ctx["timeline"] = read.contact_timeline(conn, found["id"])
+        elif text and contact_search.looks_like_phone(text):
+            try:
+                found = contact_service.show_contact(conn, text, region)
+            except InvalidPhoneNumber:
+                found = None  # digits that are not a whole number: searched below as part of numbers
+        if found is not None:
+            ctx["contact"] = found
+            ctx["contact_name"] = contact_search.display_name(found.get("attributes") or {})
+            ctx["timeline"] = read.contact_timeline(conn, found["id"])
+        elif not phone.strip() and (text or program or status):
+            query = contact_search.Query(text, int(program) if program.isdigit() else None, status)
+            try:
+                ctx["results"], ctx["next_after"] = contact_search.search(conn, query, region, after=after)
+            except contact_search.SearchError as exc:
+                ctx["error"] = str(exc)
         ctx["examples"] = read.recent_contacts(conn)
     return _page(request, user, "contacts.html", "contacts", **ctx)
 
@@ -316,19 +344,43 @@ REASON_LABELS = {
 
 @router.get("/dashboard/list-review")
 def list_review_page(request: Request, user: CurrentUser) -> Response:
+    return _list_review(request, user)
+
+
+def _list_review(
+    request: Request, user: dict[str, Any], status_code: int = 200, error: str | None = None
+) -> Response:
     with container_of(request).db.read() as conn:
         run = audit.latest_run(conn)
+        # A review is as of when it finished (its own fixes are events recorded before that).
+        stale = run is not None and read.changed_since(conn, run.finished_at or run.started_at)
     summary = sorted(run.summary.items(), key=lambda kv: -kv[1]) if run else []
     return _page(
-        request, user, "list_review.html", "list-review", review=run, summary=summary, labels=REASON_LABELS,
+        request, user, "list_review.html", "list-review", status_code, review=run, summary=summary,
+        labels=REASON_LABELS, stale=stale, error=error,
         chart=charts.channel_bars([(REASON_LABELS.get(k, k), n) for k, n in summary], unit_labels=False),
     )  # fmt: skip
 
 
 @router.post("/dashboard/list-review")
-def run_list_review(request: Request, user: CurrentUser, csrf: Annotated[str, Form()] = "") -> Response:
-    """Run the list review now (checks only: fixes stay a deliberate ``optline audit --fix``)."""
+def run_list_review(
+    request: Request,
+    user: CurrentUser,
+    csrf: Annotated[str, Form()] = "",
+    fix: Annotated[str, Form()] = "",
+    confirm: Annotated[str, Form()] = "",
+) -> Response:
+    """Run the list review now; with ``fix`` (and the operator's confirmation) apply the safe fixes, the same
+    ones ``optline audit --fix`` applies."""
     require_csrf(request, csrf)
+    if fix and confirm != "yes":
+        return _list_review(request, user, 400, "Tick the confirmation to apply the fixes.")
     container = container_of(request)
-    audit.run(container.db, container.clock, audit.config_from(container.settings), trigger="dashboard")
+    audit.run(
+        container.db,
+        container.clock,
+        audit.config_from(container.settings),
+        trigger="dashboard",
+        fix=bool(fix),
+    )
     return RedirectResponse("/dashboard/list-review?flash=audit", status_code=303)

@@ -23,9 +23,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from optline.adapters.db import rate_limits
 from optline.adapters.db.database import Database
 
-# Pages load nothing from elsewhere and run no inline code. /docs (Swagger UI from a CDN) keeps its own rules.
+# Pages load nothing from elsewhere and run no inline code (scripts only from /static; the campaign form's
+# live preview fetches from the same origin). /docs keeps its own rules.
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; font-src 'self'; "
+    "connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 _NO_CSP_PREFIXES = ("/docs", "/redoc", "/openapi.json")

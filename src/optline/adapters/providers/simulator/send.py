@@ -2,11 +2,18 @@
 
 The sid is derived from the idempotency key, so a resend of the same message cannot store a second copy
 and ``find_sent`` is an exact lookup.
+
+Like a provider, the simulated network answers each message with a delivery receipt: ``receipts`` (wired by
+the composition root to the same use case the ``/webhooks/<provider>/status`` routes run) is called with a
+``delivered`` status as soon as the message is stored. It arrives before dispatch has recorded the sid — the
+race real providers produce when the receipt beats the send call's answer — so it is kept and applied in the
+transaction that records the sid.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import insert, select
@@ -15,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from optline.adapters.clock import Clock
 from optline.adapters.db.database import Database
 from optline.adapters.db.tables import simulator_messages
-from optline.adapters.providers.base import OutboundSms, SendResult
+from optline.adapters.providers.base import OutboundSms, SendResult, StatusUpdate
 
 SIMULATOR_NUMBER = "+15005550006"
 
@@ -28,8 +35,10 @@ class SimulatorSender:
     name = "simulator"
     reconcile_after = 0.0  # find_sent is an exact lookup in the database
 
-    def __init__(self, db: Database, clock: Clock) -> None:
-        self._db, self._clock = db, clock
+    def __init__(
+        self, db: Database, clock: Clock, receipts: Callable[[StatusUpdate], None] | None = None
+    ) -> None:
+        self._db, self._clock, self._receipts = db, clock, receipts
 
     def send(self, sms: OutboundSms) -> SendResult:
         sid = sid_for(sms.idempotency_key)
@@ -41,6 +50,8 @@ class SimulatorSender:
                 ))  # fmt: skip
         except IntegrityError:
             pass  # already "sent": the same message, the same sid
+        if self._receipts is not None:  # providers post receipts at least once: a resend posts it again
+            self._receipts(StatusUpdate(provider=self.name, provider_message_id=sid, status="delivered"))
         return SendResult(sid, "sent")
 
     def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:

@@ -1,0 +1,212 @@
+"""The dashboard's administration pages: API keys (created and shown once, listed with last use, revoked),
+operators (added with a one-time password, disabled, password reset) and a program's settings."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from starlette.responses import RedirectResponse, Response
+
+from optline.adapters.db import api_keys
+from optline.adapters.db import programs as program_repo
+from optline.domain.lint import DEFAULT_MAX_SEGMENTS
+from optline.domain.phones import InvalidPhoneNumber
+from optline.domain.support_contact import SupportContactError
+from optline.entrypoints.web.auth import CurrentUser, container_of, require_csrf
+from optline.entrypoints.web.dashboard import page
+from optline.services import programs as program_service
+from optline.services import users
+
+router = APIRouter(include_in_schema=False)
+
+
+def _keys_page(request: Request, user: dict[str, Any], status_code: int = 200, **ctx: Any) -> Response:
+    with container_of(request).db.read() as conn:
+        keys = api_keys.list_all(conn)
+    return page(request, user, "api_keys.html", "api-keys", status_code, keys=keys, **ctx)
+
+
+@router.get("/dashboard/api-keys")
+def keys_page(request: Request, user: CurrentUser) -> Response:
+    flash = (
+        "Key revoked: it opens nothing from now on."
+        if request.query_params.get("flash") == "revoked"
+        else None
+    )
+    return _keys_page(request, user, flash_text=flash)
+
+
+@router.post("/dashboard/api-keys")
+def create_key(
+    request: Request, user: CurrentUser, name: Annotated[str, Form()] = "", csrf: Annotated[str, Form()] = ""
+) -> Response:
+    """The new key is in this response only (no redirect): it is never stored or shown again."""
+    require_csrf(request, csrf)
+    name = name.strip()
+    if not name or len(name) > 100:
+        return _keys_page(
+            request, user, 400, error="Name the key (who or what uses it), up to 100 characters."
+        )
+    container = container_of(request)
+    with container.db.transaction() as conn:
+        key = api_keys.create(conn, name, container.clock.now())
+    return _keys_page(request, user, new_key=key, new_key_name=name)
+
+
+@router.post("/dashboard/api-keys/{key_id}/revoke")
+def revoke_key(
+    request: Request, user: CurrentUser, key_id: int, csrf: Annotated[str, Form()] = ""
+) -> Response:
+    require_csrf(request, csrf)
+    container = container_of(request)
+    try:
+        with container.db.transaction() as conn:
+            api_keys.revoke(conn, key_id, container.clock.now())
+    except LookupError as exc:
+        return _keys_page(request, user, 404, error=str(exc))
+    return RedirectResponse("/dashboard/api-keys?flash=revoked", status_code=303)
+
+
+def _users_page(request: Request, user: dict[str, Any], status_code: int = 200, **ctx: Any) -> Response:
+    with container_of(request).db.read() as conn:
+        rows = users.list_all(conn)
+    return page(request, user, "users.html", "users", status_code, operators=rows, **ctx)
+
+
+@router.get("/dashboard/users")
+def users_page(request: Request, user: CurrentUser) -> Response:
+    flash = {"disabled": "User disabled; their sessions are ended.", "enabled": "User enabled."}.get(
+        request.query_params.get("flash", "")
+    )
+    return _users_page(request, user, flash_text=flash)
+
+
+@router.post("/dashboard/users")
+def add_user(
+    request: Request,
+    user: CurrentUser,
+    username: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    require_csrf(request, csrf)
+    container = container_of(request)
+    try:
+        with container.db.transaction() as conn:
+            password = users.add(conn, container.clock, username)
+    except users.UserError as exc:
+        return _users_page(request, user, 400, error=str(exc).capitalize() + ".")
+    return _users_page(request, user, one_time=password, one_time_for=username.strip())
+
+
+@router.post("/dashboard/users/{user_id}/{action}")
+def change_user(
+    request: Request, user: CurrentUser, user_id: int, action: str, csrf: Annotated[str, Form()] = ""
+) -> Response:
+    require_csrf(request, csrf)
+    container = container_of(request)
+    try:
+        with container.db.transaction() as conn:
+            if action in ("disable", "enable"):
+                users.set_disabled(
+                    conn, container.clock, user_id, action == "disable", by_user_id=int(user["id"])
+                )
+                return RedirectResponse(f"/dashboard/users?flash={action}d", status_code=303)
+            if action == "reset-password":
+                target = users.get(conn, user_id)
+                if target is None:
+                    raise users.UserError(f"no user with id {user_id}")
+                password = users.reset_password(conn, str(target["username"]))
+            else:
+                return _users_page(request, user, 404, error=f"Unknown action {action!r}.")
+    except users.UserError as exc:
+        return _users_page(request, user, 409, error=str(exc).capitalize() + ".")
+    return _users_page(request, user, one_time=password, one_time_for=target["username"])
+
+
+def _program_form(program: dict[str, Any]) -> dict[str, Any]:
+    settings = program.get("settings") or {}
+    cap = settings.get("frequency_cap") or {}
+    default = program_service.default_help_text(
+        program["brand"], program["frequency_text"], program["help_contact"] or ""
+    )
+    return {
+        "help_contact": program.get("help_contact") or "", "frequency_text": program["frequency_text"],
+        "help_text": "" if program["help_text"] == default else program["help_text"],
+        "senders": "\n".join(program.get("sender_numbers") or []), "optout_scope": program["optout_scope"],
+        "optout_instruction": settings.get("optout_instruction", "every"),
+        "max_segments": str(settings.get("max_segments", DEFAULT_MAX_SEGMENTS)),
+        "cap_max": str(cap.get("max", "")), "cap_days": str(cap.get("days", 7)), "cap_action": cap.get("action", "defer"),
+    }  # fmt: skip
+
+
+def _program_page(
+    request: Request, user: dict[str, Any], program_id: int, form: dict[str, Any] | None = None,
+    status_code: int = 200, error: str | None = None, flash: str | None = None,
+) -> Response:  # fmt: skip
+    with container_of(request).db.read() as conn:
+        program = program_repo.get(conn, program_id)
+    if program is None:
+        return page(
+            request,
+            user,
+            "program_edit.html",
+            "programs",
+            404,
+            program=None,
+            error=f"No program with id {program_id}.",
+        )
+    return page(request, user, "program_edit.html", "programs", status_code, program=program,
+                form=form or _program_form(program), error=error, flash_text=flash)  # fmt: skip
+
+
+@router.get("/dashboard/programs/{program_id}")
+def program_page(request: Request, user: CurrentUser, program_id: int) -> Response:
+    flash = "Settings saved." if request.query_params.get("flash") == "saved" else None
+    return _program_page(request, user, program_id, flash=flash)
+
+
+@router.post("/dashboard/programs/{program_id}")
+def save_program(
+    request: Request,
+    user: CurrentUser,
+    program_id: int,
+    help_contact: Annotated[str, Form()] = "",
+    help_text: Annotated[str, Form()] = "",
+    frequency_text: Annotated[str, Form()] = "",
+    senders: Annotated[str, Form()] = "",
+    optout_scope: Annotated[str, Form()] = "brand",
+    optout_instruction: Annotated[str, Form()] = "every",
+    max_segments: Annotated[str, Form()] = "",
+    cap_max: Annotated[str, Form()] = "",
+    cap_days: Annotated[str, Form()] = "7",
+    cap_action: Annotated[str, Form()] = "defer",
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    require_csrf(request, csrf)
+    container = container_of(request)
+    form = {"help_contact": help_contact, "help_text": help_text, "frequency_text": frequency_text, "senders": senders,
+            "optout_scope": optout_scope, "optout_instruction": optout_instruction, "max_segments": max_segments,
+            "cap_max": cap_max, "cap_days": cap_days, "cap_action": cap_action}  # fmt: skip
+    try:
+        cap = None
+        if cap_max.strip():
+            cap = {"max": int(cap_max), "days": float(cap_days or 7), "action": cap_action}
+        with container.db.transaction() as conn:
+            program_service.update_program(
+                conn, program_id, default_region=container.settings.default_region, help_contact=help_contact,
+                help_text=help_text, frequency_text=frequency_text,
+                sender_numbers=[s for s in re.split(r"[\n,]+", senders) if s.strip()], optout_scope=optout_scope,
+                optout_instruction=optout_instruction, max_segments=int(max_segments) if max_segments.strip() else None,
+                frequency_cap=cap,
+            )  # fmt: skip
+    except LookupError as exc:
+        return _program_page(request, user, program_id, form, 404, str(exc))
+    except SupportContactError as exc:
+        return _program_page(request, user, program_id, form, 400, f"Support contact: {exc}")
+    except InvalidPhoneNumber as exc:
+        return _program_page(request, user, program_id, form, 400, f"Sender number: {exc}")
+    except ValueError as exc:  # a number that is not one, a cap that cannot work, a circular HELP text
+        return _program_page(request, user, program_id, form, 400, str(exc)[:1].upper() + str(exc)[1:])
+    return RedirectResponse(f"/dashboard/programs/{program_id}?flash=saved", status_code=303)
