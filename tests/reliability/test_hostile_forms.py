@@ -49,7 +49,7 @@ def client(container: Container) -> Iterator[TestClient]:
     prog = web.program(container, double_opt_in=True)
     web.subscriber(container, prog, hostile.PERSON)
     app = create_app(container)
-    app.state.optout_limiter = RateLimiter(limit=10**6, window_seconds=60)
+    app.state.optout_limiter = RateLimiter(container.db, "optout", limit=10**6, window_seconds=60)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 

@@ -78,7 +78,7 @@ def test_every_message_is_delivered_once_or_failed_with_a_reason(
         for i in (0, 1):
             fake.fail(provider=name, to=outbound.phone(i), status=503, body={"message": "down"}, times=100)
     config = DispatchConfig(public_url="https://acme.test", batch_size=50, max_attempts=MAX_ATTEMPTS,
-                            backoff_base=0.2, backoff_max=2.0, pipeline=True)  # fmt: skip
+                            backoff_base=0.2, backoff_max=2.0, concurrency=8)  # fmt: skip
     dispatcher = Dispatcher(container.db, container.clock, build(name, fake.url), config, worker_id="w1")
     total, started = Counts(), time.monotonic()
     while time.monotonic() - started < DEADLINE:
