@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -126,6 +127,31 @@ class Settings(BaseSettings):
         from optline.adapters.db.database import normalise_url
 
         return normalise_url(url)
+
+    def public_url_when_serving(self, host: str, port: int) -> tuple[str, str | None]:
+        """The public URL for a server bound to ``host:port``, and a warning when links would be dead.
+
+        Opt-out links, the join form and webhook signatures are built from the public URL. Left unset outside
+        production, it follows the address actually served (``serve --port 8001`` must not print links to
+        8000); set explicitly to a loopback address on another port, it is kept (the operator may run a
+        proxy there) but named in a warning. A real host name is never second-guessed."""
+        served = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+        if "public_url" not in self.model_fields_set:
+            if self.env == "production":
+                return self.public_url, (
+                    f"OPTLINE_PUBLIC_URL is not set: opt-out links and webhook URLs would point at "
+                    f"{self.public_url}; set it to the address recipients and providers reach"
+                )
+            return served, None
+        configured = urlsplit(self.public_url)
+        loopback = (configured.hostname or "") in ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+        if loopback and (configured.port or (443 if configured.scheme == "https" else 80)) != port:
+            return self.public_url, (
+                f"OPTLINE_PUBLIC_URL is {self.public_url} but this server listens on {served}: opt-out "
+                f"links and webhook signatures use {self.public_url} (set OPTLINE_PUBLIC_URL={served} unless "
+                "a proxy answers there)"
+            )
+        return self.public_url, None
 
     @property
     def uses_simulator(self) -> bool:

@@ -291,3 +291,26 @@ def test_a_program_needs_a_support_contact_and_help_names_it(db_url: str) -> Non
         db_url, "inbound", "simulate", "--from", "+14155550134", "--to", "+14155550101", "--body", "HELP"
     )
     assert "Acme: help at +18005550199." in helped.stdout and "reply HELP" not in helped.stdout, helped.stdout
+
+
+def test_serve_on_another_port_builds_links_for_that_port(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'optline.db'}"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "OPTLINE_DATABASE_URL": url, "COLUMNS": "200", "OPTLINE_ENV": "development"}
+    env.pop("OPTLINE_PUBLIC_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "optline", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "public URL" in line:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert f"public URL http://127.0.0.1:{port}" in "".join(lines), "".join(lines)
+    assert "warning" not in "".join(lines)

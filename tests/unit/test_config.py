@@ -56,3 +56,31 @@ def test_logs_are_json_outside_development_unless_chosen() -> None:
     assert Settings(env="development", log_format="json").effective_log_format == "json"
     with pytest.raises(ValidationError, match="log_format"):
         Settings(log_format="yaml")  # type: ignore[arg-type]
+
+
+def test_an_unset_public_url_follows_the_served_address_outside_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPTLINE_PUBLIC_URL", raising=False)
+    assert Settings(env="development").public_url_when_serving("127.0.0.1", 8001) == (
+        "http://127.0.0.1:8001",
+        None,
+    )
+    assert Settings(env="test").public_url_when_serving("0.0.0.0", 9000) == ("http://127.0.0.1:9000", None)
+    url, warning = Settings(env="production", secret_key="k" * 20 + "abcdefghijkl").public_url_when_serving(
+        "0.0.0.0", 8000
+    )
+    assert url == "http://127.0.0.1:8000" and warning and "OPTLINE_PUBLIC_URL is not set" in warning
+
+
+def test_a_loopback_public_url_on_another_port_is_kept_but_named_in_a_warning() -> None:
+    s = Settings(public_url="http://127.0.0.1:8000")
+    url, warning = s.public_url_when_serving("127.0.0.1", 8001)
+    assert url == "http://127.0.0.1:8000"
+    assert warning and "listens on http://127.0.0.1:8001" in warning and "OPTLINE_PUBLIC_URL=" in warning
+    assert s.public_url_when_serving("127.0.0.1", 8000) == ("http://127.0.0.1:8000", None)
+    # A real host name (behind a proxy, on 443) is never second-guessed.
+    assert Settings(public_url="https://sms.acme.example").public_url_when_serving("0.0.0.0", 8000) == (
+        "https://sms.acme.example",
+        None,
+    )

@@ -53,7 +53,14 @@ def serve(
     # its one-time password and then fail, so the password was lost with the process.
     _require_free_port(host, port)
     base = f"http://{host}:{port}"
+    public, warning = c.settings.public_url_when_serving(host, port)
+    if public != c.settings.public_url:
+        c.settings.public_url = public
+        os.environ["OPTLINE_PUBLIC_URL"] = public  # what the --workers processes build their settings from
     console.print(f"[bold]optline[/bold] on {base}  (provider: {c.settings.provider})")
+    console.print(f"  public URL {public}  (opt-out links, sign-up form, webhook signatures)")
+    if warning:
+        console.print(f"[yellow]warning[/yellow]: {warning}")
     console.print(f"  API docs   {base}/docs")
     console.print(f"  health     {base}/healthz")
     _first_run_admin(c, base)
