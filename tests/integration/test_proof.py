@@ -84,7 +84,8 @@ def test_the_proof_ties_each_message_to_its_consent_and_the_opt_out_to_its_suppr
     assert opt_out["covered_by"] == "log:2, signed 2026-11-26T20:02:00.000000Z"
     assert start["covered_by"] == proof_service.NEWER and start["checkpoint"] is None
     first, second = p["messages"]
-    assert first["id"] == ids["first"] and first["status"] == "sent"
+    # The simulator answers each hand-over with a delivery receipt, as a provider does.
+    assert first["id"] == ids["first"] and first["status"] == "delivered"
     assert first["authorised_by"]["event_id"] == opt_in["id"]
     assert first["optout_instruction"].startswith("Stop: http://testserver/u/")
     assert (
