@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import html
 import re
 
 import pytest
@@ -13,39 +12,16 @@ from optline.adapters.db import programs as program_repo
 from optline.bootstrap import Container
 from optline.entrypoints.api.app import create_app
 from optline.services import users
-from tests.support import outbound
-
-PASSWORD = "correct-horse-battery"
-
-
-def _csrf(text: str) -> str:
-    m = re.search(r'name="csrf" value="([^"]+)"', text)
-    assert m, text
-    return m.group(1)
-
-
-def _text(page: str) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
-
-
-def _login(client: TestClient, username: str, password: str) -> int:
-    login = client.get("/login")
-    r = client.post("/login", data={"username": username, "password": password, "csrf": _csrf(login.text)},
-                    follow_redirects=False)  # fmt: skip
-    return r.status_code
+from tests.support import outbound, web
 
 
 @pytest.fixture
 def client(container: Container) -> TestClient:
-    with container.db.transaction() as conn:
-        users.create(conn, container.clock, "maria", PASSWORD)
-    client = TestClient(create_app(container))
-    assert _login(client, "maria", PASSWORD) == 303
-    return client
+    return web.signed_in(container)
 
 
 def test_api_key_is_shown_once_used_and_revoked(container: Container, client: TestClient) -> None:
-    csrf = _csrf(client.get("/dashboard/api-keys").text)
+    csrf = web.csrf(client.get("/dashboard/api-keys").text)
     assert client.post("/dashboard/api-keys", data={"name": "shop"}).status_code == 403  # CSRF
     created = client.post("/dashboard/api-keys", data={"name": "shop", "csrf": csrf})
     key = re.search(r'data-testid="new-key">([^<]+)<', created.text)
@@ -54,7 +30,9 @@ def test_api_key_is_shown_once_used_and_revoked(container: Container, client: Te
     api = TestClient(create_app(container))
     assert api.get("/v1/campaigns", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     listing = client.get("/dashboard/api-keys").text
-    assert token not in listing and "shop" in listing and "never" not in _text(listing)  # its last use
+    assert (
+        token not in listing and "shop" in listing and "never" not in web.page_text(listing)
+    )  # its last use
     key_id = re.search(r'action="/dashboard/api-keys/(\d+)/revoke"', listing)
     assert key_id
     r = client.post(
@@ -62,34 +40,34 @@ def test_api_key_is_shown_once_used_and_revoked(container: Container, client: Te
     )
     assert r.status_code == 303
     assert api.get("/v1/campaigns", headers={"Authorization": f"Bearer {token}"}).status_code == 401
-    assert "revoked" in _text(client.get("/dashboard/api-keys").text)
+    assert "revoked" in web.page_text(client.get("/dashboard/api-keys").text)
     assert client.post("/dashboard/api-keys/99999/revoke", data={"csrf": csrf}).status_code == 404
 
 
 def test_operators_are_added_disabled_and_reset(container: Container, client: TestClient) -> None:
-    csrf = _csrf(client.get("/dashboard/users").text)
+    csrf = web.csrf(client.get("/dashboard/users").text)
     added = client.post("/dashboard/users", data={"username": "joao", "csrf": csrf})
     one_time = re.search(r'data-testid="one-time-password">([^<]+)<', added.text)
     assert one_time
-    assert "already exists" in _text(
+    assert "already exists" in web.page_text(
         client.post("/dashboard/users", data={"username": "joao", "csrf": csrf}).text
     )
     joao = TestClient(create_app(container))
-    assert _login(joao, "joao", one_time.group(1)) == 303
+    assert web.log_in(joao, "joao", one_time.group(1)) == 303
     assert joao.get("/dashboard", follow_redirects=False).headers["location"] == "/account/password"
     with container.db.read() as conn:
         ids = {u["username"]: u["id"] for u in users.list_all(conn)}
     r = client.post(f"/dashboard/users/{ids['joao']}/disable", data={"csrf": csrf}, follow_redirects=False)
     assert r.status_code == 303
     assert joao.get("/dashboard", follow_redirects=False).headers["location"].startswith("/login")  # ended
-    assert _login(TestClient(create_app(container)), "joao", one_time.group(1)) == 401
+    assert web.log_in(TestClient(create_app(container)), "joao", one_time.group(1)) == 401
     myself = client.post(f"/dashboard/users/{ids['maria']}/disable", data={"csrf": csrf})
-    assert myself.status_code == 409 and "cannot disable yourself" in _text(myself.text)
+    assert myself.status_code == 409 and "cannot disable yourself" in web.page_text(myself.text)
     client.post(f"/dashboard/users/{ids['joao']}/enable", data={"csrf": csrf})
     reset = client.post(f"/dashboard/users/{ids['joao']}/reset-password", data={"csrf": csrf})
     fresh = re.search(r'data-testid="one-time-password">([^<]+)<', reset.text)
     assert fresh and fresh.group(1) != one_time.group(1)
-    assert _login(TestClient(create_app(container)), "joao", fresh.group(1)) == 303
+    assert web.log_in(TestClient(create_app(container)), "joao", fresh.group(1)) == 303
 
 
 def test_program_settings_are_edited_with_the_programs_rules(
@@ -97,12 +75,12 @@ def test_program_settings_are_edited_with_the_programs_rules(
 ) -> None:
     program, _ = outbound.seed(container, 1)
     url = f"/dashboard/programs/{program['id']}"
-    csrf = _csrf(client.get(url).text)
+    csrf = web.csrf(client.get(url).text)
     form = {"csrf": csrf, "help_contact": "help@acme.example", "help_text": "", "frequency_text": "Up to 4 msgs/week",
             "senders": "(415) 555-0101\n+14155550101", "optout_scope": "brand", "optout_instruction": "monthly",
             "max_segments": "2", "cap_max": "4", "cap_days": "7", "cap_action": "skip"}  # fmt: skip
     r = client.post(url, data=form, follow_redirects=False)
-    assert r.status_code == 303, _text(r.text)
+    assert r.status_code == 303, web.page_text(r.text)
     with container.db.read() as conn:
         saved = program_repo.get(conn, int(program["id"]))
     assert saved is not None
@@ -111,10 +89,12 @@ def test_program_settings_are_edited_with_the_programs_rules(
     assert saved["settings"]["optout_instruction"] == "monthly" and saved["settings"]["max_segments"] == 2
     assert "help@acme.example" in saved["help_text"] and "Up to 4 msgs/week" in saved["help_text"]
     circular = client.post(url, data={**form, "help_text": "Acme: reply HELP for help."})
-    assert circular.status_code == 400 and "include help@acme.example" in _text(circular.text)
-    assert "Reply HELP for help" not in _text(circular.text).split("Settings")[0]  # the error, not a save
+    assert circular.status_code == 400 and "include help@acme.example" in web.page_text(circular.text)
+    assert (
+        "Reply HELP for help" not in web.page_text(circular.text).split("Settings")[0]
+    )  # the error, not a save
     bad = client.post(url, data={**form, "senders": "not a number"})
-    assert bad.status_code == 400 and "Sender number" in _text(bad.text)
+    assert bad.status_code == 400 and "Sender number" in web.page_text(bad.text)
     assert client.post(url, data={**form, "cap_action": "drop"}).status_code == 400
     assert client.get("/dashboard/programs/99999").status_code == 404
 

@@ -3,8 +3,6 @@ simulator to "delivered", scheduling in the operator's zone, pause/resume/cancel
 
 from __future__ import annotations
 
-import html
-import re
 import threading
 from datetime import UTC, datetime
 
@@ -16,32 +14,12 @@ from optline.adapters.db.tables import campaigns, messages
 from optline.bootstrap import Container
 from optline.entrypoints.api.app import create_app
 from optline.entrypoints.worker import run
-from optline.services import users
-from tests.support import outbound
-
-PASSWORD = "correct-horse-battery"
-
-
-def _csrf(text: str) -> str:
-    m = re.search(r'name="csrf" value="([^"]+)"', text)
-    assert m, text
-    return m.group(1)
-
-
-def _text(page: str) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+from tests.support import outbound, web
 
 
 @pytest.fixture
 def client(container: Container) -> TestClient:
-    with container.db.transaction() as conn:
-        users.create(conn, container.clock, "maria", PASSWORD)
-    client = TestClient(create_app(container))
-    login = client.get("/login")
-    r = client.post("/login", data={"username": "maria", "password": PASSWORD, "csrf": _csrf(login.text)},
-                    follow_redirects=False)  # fmt: skip
-    assert r.status_code == 303
-    return client
+    return web.signed_in(container)
 
 
 @pytest.fixture
@@ -53,7 +31,7 @@ def program(container: Container) -> dict[str, object]:
 
 
 def _form(client: TestClient) -> str:
-    return _csrf(client.get("/dashboard/campaigns/new").text)
+    return web.csrf(client.get("/dashboard/campaigns/new").text)
 
 
 def test_preview_shows_the_text_as_sent_segments_lint_and_the_audience(
@@ -65,7 +43,7 @@ def test_preview_shows_the_text_as_sent_segments_lint_and_the_audience(
         "filters": "",
     })  # fmt: skip
     assert r.status_code == 200
-    text = _text(r.text)
+    text = web.page_text(r.text)
     # The recipient's view: the brand prefix and the opt-out instruction that compose adds, a real first name.
     assert "Acme: Hi P1 — 20% off at bit.ly/x. Reply STOP to opt out." in text
     assert "UCS-2" in text and "— (U+2014)" in text  # the character that forces UCS-2, named
@@ -74,11 +52,11 @@ def test_preview_shows_the_text_as_sent_segments_lint_and_the_audience(
     bad = client.post("/dashboard/campaigns/preview", data={
         "csrf": csrf, "program_id": str(program["id"]), "template": "Hi", "filters": "tier=gold",
     })  # fmt: skip
-    assert "unknown audience filter key 'tier'" in _text(bad.text)
+    assert "unknown audience filter key 'tier'" in web.page_text(bad.text)
     nonsense = client.post("/dashboard/campaigns/preview", data={
         "csrf": csrf, "program_id": str(program["id"]), "template": "Hi", "filters": "tier",
     })  # fmt: skip
-    assert "use key=value" in _text(nonsense.text)
+    assert "use key=value" in web.page_text(nonsense.text)
 
 
 def test_send_now_reaches_delivered_through_the_simulator(
@@ -88,12 +66,12 @@ def test_send_now_reaches_delivered_through_the_simulator(
         "csrf": _form(client), "program_id": str(program["id"]), "name": "spring", "message_type": "marketing",
         "template": "Hi {{ first_name }}, spring sale today", "intent": "send", "tz": "UTC",
     }, follow_redirects=False)  # fmt: skip
-    assert r.status_code == 303, _text(r.text)
+    assert r.status_code == 303, web.page_text(r.text)
     page = client.get(r.headers["location"])
-    assert "Sending" in _text(page.text) and 'data-testid="funnel-queued">4<' in page.text
+    assert "Sending" in web.page_text(page.text) and 'data-testid="funnel-queued">4<' in page.text
     run(container, threading.Event(), once=True)  # the worker, with the simulator's delivery receipts
     page = client.get(r.headers["location"])
-    text = _text(page.text)
+    text = web.page_text(page.text)
     assert 'data-testid="funnel-delivered">4<' in page.text, text
     assert 'data-testid="campaign-status">done<' in page.text
     # Each message names the consent that authorised it (the import opt-in in the ledger).
@@ -102,7 +80,7 @@ def test_send_now_reaches_delivered_through_the_simulator(
     assert {s for s, _ in rows} == {"delivered"} and all(cid for _, cid in rows)
     assert text.count("opt in via import") == 4 and f"consent event #{rows[0][1]}" in text
     assert "Acme: Hi P1, spring sale today. Reply STOP to opt out." in text
-    listing = _text(client.get("/dashboard/campaigns").text)
+    listing = web.page_text(client.get("/dashboard/campaigns").text)
     assert "spring" in listing
 
 
@@ -112,8 +90,8 @@ def test_lint_errors_block_the_send_and_keep_the_form(client: TestClient, progra
         "intent": "send",
     })  # fmt: skip
     assert r.status_code == 400
-    assert "lint errors block sending" in _text(r.text) and "See bit.ly/x</textarea>" in r.text
-    assert "short" not in _text(client.get("/dashboard/campaigns").text)  # nothing saved
+    assert "lint errors block sending" in web.page_text(r.text) and "See bit.ly/x</textarea>" in r.text
+    assert "short" not in web.page_text(client.get("/dashboard/campaigns").text)  # nothing saved
 
 
 def test_schedule_in_the_operators_zone_shown_in_utc_too(
@@ -123,18 +101,20 @@ def test_schedule_in_the_operators_zone_shown_in_utc_too(
         "csrf": _form(client), "program_id": str(program["id"]), "name": "later", "template": "Acme news",
         "intent": "schedule", "at": "2026-12-01T10:00", "tz": "America/New_York",
     }, follow_redirects=False)  # fmt: skip
-    assert r.status_code == 303, _text(r.text)
+    assert r.status_code == 303, web.page_text(r.text)
     with container.db.read() as conn:
         row = conn.execute(select(campaigns).where(campaigns.c.name == "later")).one()
         not_before = {m.not_before for m in conn.execute(select(messages.c.not_before))}
     assert row.scheduled_at.replace(tzinfo=UTC) == datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
     assert {n.replace(tzinfo=UTC) for n in not_before} == {datetime(2026, 12, 1, 15, 0, tzinfo=UTC)}
-    assert "2026-12-01 10:00 EST (2026-12-01 15:00 UTC)" in _text(client.get(r.headers["location"]).text)
+    assert "2026-12-01 10:00 EST (2026-12-01 15:00 UTC)" in web.page_text(
+        client.get(r.headers["location"]).text
+    )
     bad = client.post("/dashboard/campaigns/new", data={
         "csrf": _form(client), "program_id": str(program["id"]), "name": "bad", "template": "Acme news",
         "intent": "schedule", "at": "next tuesday", "tz": "UTC",
     })  # fmt: skip
-    assert bad.status_code == 400 and "unrecognised time 'next tuesday'" in _text(bad.text)
+    assert bad.status_code == 400 and "unrecognised time 'next tuesday'" in web.page_text(bad.text)
 
 
 def test_draft_pause_resume_cancel_and_csrf(
@@ -145,7 +125,7 @@ def test_draft_pause_resume_cancel_and_csrf(
         "intent": "draft",
     }, follow_redirects=False)  # fmt: skip
     url = r.headers["location"].split("?")[0]
-    csrf = _csrf(client.get(url).text)
+    csrf = web.csrf(client.get(url).text)
     assert client.post(url, data={"action": "send"}).status_code == 403  # no token: refused
     assert client.post(url, data={"action": "send", "csrf": "forged"}).status_code == 403
 
@@ -159,7 +139,7 @@ def test_draft_pause_resume_cancel_and_csrf(
 
     assert act("resume") == "draft"  # a draft does not resume: refused with the service's reason
     refused = client.post(url, data={"action": "resume", "csrf": csrf})
-    assert refused.status_code == 409 and "only a paused campaign resumes" in _text(refused.text)
+    assert refused.status_code == 409 and "only a paused campaign resumes" in web.page_text(refused.text)
     assert act("send") == "sending"
     assert act("pause") == "paused"
     assert act("resume") == "sending"

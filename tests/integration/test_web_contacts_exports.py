@@ -4,10 +4,8 @@ by name or attribute, filters, keyset pages; the CSV exports (streamed, formulas
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
-import re
 from typing import Any
 
 import pytest
@@ -17,30 +15,13 @@ from sqlalchemy import update
 from optline.adapters.db.tables import contacts
 from optline.bootstrap import Container
 from optline.entrypoints.api.app import create_app
-from optline.services import audit, contact_search, users
-from tests.support import outbound
-
-PASSWORD = "correct-horse-battery"
-
-
-def _csrf(text: str) -> str:
-    m = re.search(r'name="csrf" value="([^"]+)"', text)
-    assert m, text
-    return m.group(1)
-
-
-def _text(page: str) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+from optline.services import audit, contact_search
+from tests.support import outbound, web
 
 
 @pytest.fixture
 def client(container: Container) -> TestClient:
-    with container.db.transaction() as conn:
-        users.create(conn, container.clock, "maria", PASSWORD)
-    client = TestClient(create_app(container))
-    login = client.get("/login")
-    client.post("/login", data={"username": "maria", "password": PASSWORD, "csrf": _csrf(login.text)})
-    return client
+    return web.signed_in(container)
 
 
 @pytest.fixture
@@ -95,13 +76,15 @@ def test_the_contacts_page_finds_by_name_and_shows_the_person(
     client: TestClient, people: dict[str, Any]
 ) -> None:
     page = client.get("/dashboard/contacts", params={"q": "Lima"})
-    text = _text(page.text)
+    text = web.page_text(page.text)
     assert page.status_code == 200 and "Ana Lima" in text and "deals: subscribed" in text
     person = client.get("/dashboard/contacts", params={"q": people["phones"][1]})
-    text = _text(person.text)
+    text = web.page_text(person.text)
     assert "unsubscribed" in text and "ledger #" in text  # the person's page: the ledger timeline
-    assert "Nobody matches" in _text(client.get("/dashboard/contacts", params={"q": "zzz"}).text)
-    assert "unknown status" in _text(client.get("/dashboard/contacts", params={"status": "gone"}).text)
+    assert "Nobody matches" in web.page_text(client.get("/dashboard/contacts", params={"q": "zzz"}).text)
+    assert "unknown status" in web.page_text(
+        client.get("/dashboard/contacts", params={"status": "gone"}).text
+    )
 
 
 def _csv(client: TestClient, path: str, **params: str) -> list[dict[str, str]]:
@@ -147,7 +130,7 @@ def test_exports_open_as_csv_with_formulas_escaped(
 def test_list_review_applies_fixes_after_confirmation_and_flags_a_stale_result(
     container: Container, client: TestClient, people: dict[str, Any]
 ) -> None:
-    csrf = _csrf(client.get("/dashboard/list-review").text)
+    csrf = web.csrf(client.get("/dashboard/list-review").text)
     assert (
         client.post("/dashboard/list-review", data={"csrf": csrf}, follow_redirects=False).status_code == 303
     )
@@ -157,7 +140,7 @@ def test_list_review_applies_fixes_after_confirmation_and_flags_a_stale_result(
         outbound.insert_contacts(conn, container.clock.now(), 100, 1)
     assert 'data-testid="stale"' in client.get("/dashboard/list-review").text  # never a stale "clean"
     unconfirmed = client.post("/dashboard/list-review", data={"csrf": csrf, "fix": "yes"})
-    assert unconfirmed.status_code == 400 and "Tick the confirmation" in _text(unconfirmed.text)
+    assert unconfirmed.status_code == 400 and "Tick the confirmation" in web.page_text(unconfirmed.text)
     with container.db.read() as conn:
         assert audit.latest_run(conn).fix is False  # type: ignore[union-attr]
     r = client.post("/dashboard/list-review", data={"csrf": csrf, "fix": "yes", "confirm": "yes"},

@@ -1,8 +1,13 @@
-"""Helpers for page tests: a subscribed contact with a message that carries an opt-out link."""
+"""Helpers for page tests: a signed-in operator, the form token and text of a page, a subscribed contact
+with a message that carries an opt-out link."""
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
+
+from fastapi.testclient import TestClient
 
 from optline.adapters.clock import Clock
 from optline.adapters.db import contacts as contact_repo
@@ -10,8 +15,39 @@ from optline.bootstrap import Container
 from optline.domain.consent import Action, Channel
 from optline.domain.optout_links import new_token
 from optline.domain.phones import parse_phone
-from optline.services import consent, outbox
+from optline.entrypoints.api.app import create_app
+from optline.services import consent, outbox, users
 from optline.services import programs as program_service
+
+PASSWORD = "correct-horse-battery"
+
+
+def csrf(page: str) -> str:
+    """The form token of a dashboard page."""
+    m = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert m, page
+    return m.group(1)
+
+
+def page_text(page: str) -> str:
+    """What a person reads on the page: tags dropped, entities decoded, whitespace collapsed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+
+
+def log_in(client: TestClient, username: str, password: str) -> int:
+    login = client.get("/login")
+    r = client.post("/login", data={"username": username, "password": password, "csrf": csrf(login.text)},
+                    follow_redirects=False)  # fmt: skip
+    return r.status_code
+
+
+def signed_in(container: Container, username: str = "maria") -> TestClient:
+    """The ASGI app with an operator signed in (a new user with ``PASSWORD``)."""
+    with container.db.transaction() as conn:
+        users.create(conn, container.clock, username, PASSWORD)
+    client = TestClient(create_app(container))
+    assert log_in(client, username, PASSWORD) == 303
+    return client
 
 
 def program(

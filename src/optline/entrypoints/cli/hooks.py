@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import typer
 from rich.table import Table
+from sqlalchemy import Connection
 
-from optline.adapters.clock import as_utc
+from optline.adapters.clock import Clock, as_utc
 from optline.domain.event_hooks import EVENT_TYPES, EndpointError
 from optline.entrypoints.cli.common import console, container, fail
 from optline.services import event_hooks
@@ -48,25 +51,23 @@ def list_() -> None:
 @app.command("disable")
 def disable(endpoint_id: int = typer.Argument(..., help="the endpoint's id (optline hooks list)")) -> None:
     """Stop sending to an endpoint (its deliveries stay visible)."""
-    c = container()
-    try:
-        with c.db.transaction() as conn:
-            event_hooks.disable_endpoint(conn, c.clock, endpoint_id)
-    except event_hooks.HookError as exc:
-        fail(str(exc))
-    console.print(f"endpoint {endpoint_id} disabled")
+    _switch(endpoint_id, event_hooks.disable_endpoint, "disabled")
 
 
 @app.command("enable")
 def enable(endpoint_id: int = typer.Argument(..., help="the endpoint's id (optline hooks list)")) -> None:
     """Send to a disabled endpoint again (its pending deliveries resume)."""
+    _switch(endpoint_id, event_hooks.enable_endpoint, "enabled")
+
+
+def _switch(endpoint_id: int, change: Callable[[Connection, Clock, int], None], done: str) -> None:
     c = container()
     try:
         with c.db.transaction() as conn:
-            event_hooks.enable_endpoint(conn, c.clock, endpoint_id)
+            change(conn, c.clock, endpoint_id)
     except event_hooks.HookError as exc:
         fail(str(exc))
-    console.print(f"endpoint {endpoint_id} enabled")
+    console.print(f"endpoint {endpoint_id} {done}")
 
 
 @app.command("deliveries")
