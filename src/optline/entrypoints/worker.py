@@ -53,13 +53,14 @@ def run(container: Container, stop: threading.Event, *, once: bool = False,
     poll = container.settings.worker_poll_seconds
     hooks = _Hooks(container)
     hooks.start()
+    failing = Failures("dispatch", poll)
     while not stop.is_set():
         try:
             counts = dispatcher.run_once()
-        except Exception:  # a database or provider hiccup must not end the worker; it is logged, not hidden
-            log.exception("dispatch batch failed; retrying in %.1fs", poll)
-            stop.wait(poll)
+        except Exception as exc:  # a database or provider hiccup must not end the worker; logged, not hidden
+            stop.wait(failing.failed(exc))
             continue
+        failing.succeeded()
         total.add(counts)
         if on_batch:
             on_batch(counts)
@@ -94,6 +95,40 @@ def run(container: Container, stop: threading.Event, *, once: bool = False,
     return total
 
 
+MAX_FAILURE_BACKOFF_SECONDS = 5.0
+
+
+def failure_backoff(poll: float, failures: int) -> float:
+    """Seconds to wait after the ``failures``-th failed batch in a row: the poll interval, doubling, at most
+    ``MAX_FAILURE_BACKOFF_SECONDS`` (a database restart is over in seconds; the wait after it stays short)."""
+    return min(max(poll, MAX_FAILURE_BACKOFF_SECONDS), poll * 2 ** (failures - 1))
+
+
+class Failures:
+    """Failed batches in a row of one loop (dispatch, webhook delivery): how long to wait before the next
+    try, and the log of an outage as a person wants to read it — the traceback once, then one line per try,
+    then that it recovered (not a traceback every poll)."""
+
+    def __init__(self, what: str, poll: float) -> None:
+        self.what, self.poll, self.count = what, poll, 0
+
+    def failed(self, exc: Exception) -> float:
+        self.count += 1
+        delay = failure_backoff(self.poll, self.count)
+        if self.count == 1:
+            log.exception("%s batch failed; retrying in %.1fs", self.what, delay)
+        else:
+            first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
+            log.warning("%s still failing (%d tries): %s: %s; retrying in %.1fs", self.what, self.count,
+                        type(exc).__name__, first_line, delay)  # fmt: skip
+        return delay
+
+    def succeeded(self) -> None:
+        if self.count:
+            log.info("%s recovered after %d failed tries", self.what, self.count)
+            self.count = 0
+
+
 class _Hooks:
     """The outbound event webhook deliverer (services/event_hooks.py), in a thread of its own beside
     dispatch: an endpoint that is slow or down costs its timeout here, never a text's turn in the queue."""
@@ -114,13 +149,15 @@ class _Hooks:
     def _loop(self) -> None:
         # No redirects: a signed event goes to the registered URL or nowhere.
         with httpx.Client(follow_redirects=False) as client:
+            failing = Failures("webhook delivery", self.poll)
             while not self.stop.is_set():
                 try:
                     counts = event_hooks.deliver_due(self.container.db, self.container.clock, client,
                                                      self.config, stop=self.stop)  # fmt: skip
-                except Exception:  # like dispatch: logged, retried next loop, never the end of the worker
-                    log.exception("webhook delivery batch failed")
-                    counts = event_hooks.DeliveryCounts()
+                except Exception as exc:  # like dispatch: logged, retried, never the end of the worker
+                    self.stop.wait(failing.failed(exc))
+                    continue
+                failing.succeeded()
                 if counts.attempted < self.config.batch_size:  # a full batch: more may be due at once
                     self.stop.wait(self.poll)
 
