@@ -43,8 +43,9 @@ def import_(
 ) -> None:
     """Import contacts (and their consent evidence) from a CSV file; every rejected row is explained.
 
-    The whole file is read before anything is stored: an unreadable file (wrong encoding, binary data) is
-    refused with its line and changes nothing."""
+    The whole file is read before anything is stored: an unreadable file (wrong encoding, binary data) is refused with its line and changes nothing.
+
+    Every import is recorded: its results and rejected rows are on the dashboard's Imports page."""
     c = container()
     with c.db.read() as conn:
         try:
