@@ -123,7 +123,10 @@ class ImportSummary:
 
 
 class RejectSink(Protocol):
-    """Told of the rejects file's rows as they are written (``services/imports.py`` stores them)."""
+    """Told of the rejects file's rows as they are written (``services/imports.py`` stores them).
+
+    Called only while the import holds no write lock (staging writes a temporary table; held rows are written
+    after their merge transaction commits): the sink writes to the database on a connection of its own."""
 
     def header(self, columns: list[str]) -> None: ...
 
