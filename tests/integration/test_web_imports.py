@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from optline.adapters.db import contacts as contact_repo
+from optline.adapters.db.tables import programs
 from optline.bootstrap import Container
 from optline.services import contacts_import, imports
 from tests.support import web
@@ -120,3 +123,33 @@ def test_a_refused_file_is_listed_with_its_reason(container: Container, client: 
     assert r.status_code == 400 and "no phone column" in html.unescape(r.text)
     listed = web.page_text(client.get("/dashboard/imports").text)
     assert "names.csv" in listed and "refused" in listed
+
+
+def test_the_rejects_csv_fixed_imports_again_as_the_original_would(
+    container: Container, client: TestClient, uploaded: Any
+) -> None:
+    _, import_id = uploaded
+    rows = list(
+        csv.reader(
+            io.StringIO(client.get(f"/dashboard/imports/{import_id}/rejects.csv").text.lstrip("\ufeff"))
+        )
+    )
+    by_line = {row[0]: row[2:] for row in rows[1:]}
+    fixed = [
+        rows[0][2:],
+        ["(415) 555-0199", *by_line["3"][1:]],
+        by_line[str(BAD + 1)][:4],
+    ]  # a number; no extra
+    out = io.StringIO()
+    csv.writer(out).writerows(fixed)
+    with container.db.read() as conn:
+        prog_id = conn.execute(select(programs.c.id)).scalar_one()
+    csrf = web.csrf(client.get("/dashboard/programs").text)
+    r = client.post(f"/dashboard/programs/{prog_id}/import", data={"csrf": csrf},
+                    files={"file": ("list.rejects.csv", out.getvalue().encode(), "text/csv")})  # fmt: skip
+    assert re.search(r"<dt>Contacts created</dt><dd>2</dd>", r.text) and re.search(
+        r"<dt>Rejected</dt><dd>0</dd>", r.text
+    )
+    with container.db.read() as conn:
+        formula = contact_repo.get_by_phone(conn, "+14155550135")
+    assert formula is not None and formula["attributes"]["name"] == '=HYPERLINK("http://evil.example","x")'
