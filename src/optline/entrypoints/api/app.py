@@ -7,6 +7,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 import optline
 from optline.adapters.db.database import head_revision, schema_revision
+from optline.adapters.db.group_commit import GroupCommit
 from optline.bootstrap import Container
 from optline.entrypoints import web
 from optline.entrypoints.api import campaigns as campaigns_api
@@ -50,6 +51,7 @@ def create_app(container: Container) -> FastAPI:
         docs_url=None, redoc_url=None,  # served below from local, pinned assets: /docs works offline
     )  # fmt: skip
     app.state.container = container
+    app.state.group_commit = GroupCommit(container.db)  # the webhooks' writes (adapters/db/group_commit.py)
     mount_docs(app)
 
     @app.get("/healthz", tags=["health"])
