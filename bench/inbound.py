@@ -83,11 +83,30 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 90)
     raise RuntimeError(f"{url}: not ready after {timeout:.0f}s")
 
 
+SERVERS: dict[str, int] = {}  # url -> pid of the server process (its children: serve --workers)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children so far, from /proc (Linux): the figure that a
+    shared, noisy machine cannot distort the way it distorts requests/s."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 @contextmanager
 def running(argv: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    SERVERS[url] = process.pid
     try:
         _wait_ready(url, process)
         yield url
@@ -116,6 +135,8 @@ def bare_endpoint() -> Any:
 
 
 def load(url: str, start: int, seconds: float, connections: int, rate: float = 0) -> dict[str, Any]:
+    """One run of the load generator; with the server's CPU time per request (``cpu_ms``)."""
+    cpu = cpu_seconds(SERVERS[url])
     done = subprocess.run(
         [sys.executable, "-m", "bench._load", "--url", url + "/webhooks/twilio/sms", "--token", TOKEN,
          "--start", str(start), "--seconds", str(seconds), "--connections", str(connections),
@@ -123,21 +144,24 @@ def load(url: str, start: int, seconds: float, connections: int, rate: float = 0
         cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     result: dict[str, Any] = json.loads(done.stdout)
+    result["cpu_ms"] = 1000 * (cpu_seconds(SERVERS[url]) - cpu) / max(1, result["requests"])
     return result
 
 
 def line(label: str, r: dict[str, Any], base: dict[str, Any] | None = None) -> None:
     share = f"  {100 * r['rps'] / base['rps']:5.1f}% of bare" if base else ""
+    if base:  # what a quiet machine would show: the bare endpoint's CPU per request over ours
+        share += f" ({100 * base['cpu_ms'] / r['cpu_ms']:4.1f}% by CPU)"
     bad = {k: v for k, v in r["statuses"].items() if not str(k).startswith("2")}
     extra = f"  non-2xx {bad}" if bad else ""
     extra += f"  transport errors {r['errors']}" if r["errors"] else ""
     print(f"  {label:<34} {r['rps']:>8,.0f} req/s   p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms"
-          f"{share}{extra}", flush=True)  # fmt: skip
+          f"   CPU {r['cpu_ms']:5.2f} ms/req{share}{extra}", flush=True)  # fmt: skip
 
 
 def median(results: list[dict[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = {"statuses": {}, "errors": sum(r["errors"] for r in results)}
-    for key in ("rps", "p50_ms", "p99_ms"):
+    for key in ("rps", "p50_ms", "p99_ms", "cpu_ms"):
         merged[key] = statistics.median(r[key] for r in results)
     for r in results:
         for k, v in r["statuses"].items():
@@ -200,7 +224,9 @@ def in_process(db_url: str, start: int, n: int, profile: bool) -> None:
     print(f"  in process: {cpu * 1000:.2f} ms CPU, {wall * 1000:.2f} ms wall, "
           f"{len(statements) / (n - 1):.1f} SQL statements per STOP (over {n - 1})", flush=True)  # fmt: skip
     if profiler:
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
+        pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "cumulative")).print_stats(
+            int(os.environ.get("ROWS", "35"))
+        )
         seen: dict[str, int] = {}
         for s in statements:
             key = " ".join(s.split())[:110]

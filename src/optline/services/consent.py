@@ -281,12 +281,34 @@ def _project(
 ) -> None:
     """Write the projection row; ``exists`` was read under the contact's lock, in this transaction."""
     values = _subscription_values(old, new, held, event, action)
-    where = (subscriptions.c.contact_id == contact_id) & (subscriptions.c.program_id == program_id)
-    if exists:
-        conn.execute(update(subscriptions).where(where).values(**values))
-    else:
+    if not exists:
         values.setdefault("since", event["occurred_at"])
-        conn.execute(insert(subscriptions).values(contact_id=contact_id, program_id=program_id, **values))
+    conn.execute(_projection_write(exists, frozenset(values)), {**values, "b_contact": contact_id,
+                                                                 "b_program": program_id})  # fmt: skip
+
+
+_PROJECTION_WRITES: dict[tuple[bool, frozenset[str]], Any] = {}
+
+
+def _projection_write(exists: bool, columns: frozenset[str]) -> Any:
+    """The UPDATE (or INSERT) of a projection row setting ``columns``, built once per shape: every consent
+    change writes one, and building the statement cost more than running it."""
+    key = (exists, columns)
+    if key not in _PROJECTION_WRITES:
+        values: dict[str, Any] = {c: bindparam(c) for c in sorted(columns)}
+        if exists:
+            _PROJECTION_WRITES[key] = (
+                update(subscriptions)
+                .where(
+                    (subscriptions.c.contact_id == bindparam("b_contact"))
+                    & (subscriptions.c.program_id == bindparam("b_program"))
+                )
+                .values(values)
+            )
+        else:
+            values.update(contact_id=bindparam("b_contact"), program_id=bindparam("b_program"))
+            _PROJECTION_WRITES[key] = insert(subscriptions).values(values)
+    return _PROJECTION_WRITES[key]
 
 
 def subscriptions_of(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
