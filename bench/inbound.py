@@ -56,12 +56,13 @@ SENDER = "+14155550100"
 IN_PROCESS = 30_000_000  # the phone index of the first contact timed in process
 
 
-def prepare(db_url: str, people: int, in_process: int) -> None:
+def prepare(db_url: str, people: int, in_process: int, scope: str = "program") -> None:
     """One program with the sender the STOPs are sent to, ``people`` subscribed contacts for the load and
-    ``in_process`` more for the in-process timing."""
+    ``in_process`` more for the in-process timing. ``scope``: the program's opt-out scope (``brand``, a
+    new program's default, makes every STOP brand-wide)."""
     c = build(Settings(env="test", database_url=db_url), clock=SystemClock())
     with c.db.transaction() as conn:
-        program = outbound.make_program(conn, c.clock, sender_numbers=[SENDER])
+        program = outbound.make_program(conn, c.clock, sender_numbers=[SENDER], optout_scope=scope)
         for first, count in ((0, people), (IN_PROCESS, in_process)):
             for start in range(first, first + count, 10_000):
                 ids = outbound.insert_contacts(conn, c.clock.now(), start, min(10_000, first + count - start))
@@ -119,10 +120,12 @@ def running(argv: list[str], port: int, env: dict[str, str] | None = None) -> It
             process.wait()
 
 
-def optline_serve(db_url: str, workers: int) -> Any:
+def optline_serve(db_url: str, workers: int, defer_sending: bool = False) -> Any:
     port = free_port()
     env = {"OPTLINE_DATABASE_URL": db_url, "OPTLINE_PUBLIC_URL": f"http://127.0.0.1:{port}",
            "OPTLINE_TWILIO_AUTH_TOKEN": TOKEN, "OPTLINE_ENV": "development", "OPTLINE_LOG_FORMAT": "json"}  # fmt: skip
+    if defer_sending:  # SQLite's serve dispatches in process: its worker sleeps through the run instead
+        env["OPTLINE_WORKER_POLL_SECONDS"] = "3600"
     argv = [sys.executable, "-m", "optline", "serve", "--host", "127.0.0.1", "--port", str(port)]
     if workers > 1:
         argv += ["--workers", str(workers)]
@@ -240,7 +243,7 @@ def run_engine(engine: str, args: argparse.Namespace) -> bool:
     print(f"\n{engine}:", flush=True)
     ok = True
     with fresh_database(engine) as db_url:
-        prepare(db_url, args.contacts, args.in_process)
+        prepare(db_url, args.contacts, args.in_process, args.optout_scope)
         next_phone = 0
         configs = [1] + ([args.workers] if engine == "postgresql" and args.workers > 1 else [])
         answered: list[str] = []
@@ -252,7 +255,7 @@ def run_engine(engine: str, args: argparse.Namespace) -> bool:
                 configs = []
             for workers in configs:
                 runs: list[dict[str, Any]] = []
-                with optline_serve(db_url, workers) as url:
+                with optline_serve(db_url, workers, args.defer_sending) as url:
                     load(url, 10_000_000 + next_phone, 1, 4)  # warm up (numbers far from the measured ones)
                     next_phone += 5_000
                     for _ in range(args.rounds):
@@ -314,6 +317,14 @@ def main() -> None:
     )
     parser.add_argument("--contacts", type=int, default=20_000, help="subscribed people before the burst")
     parser.add_argument("--in-process", type=int, default=300, help="STOPs timed in process after the load")
+    parser.add_argument(
+        "--defer-sending",
+        action="store_true",
+        help="SQLite: the in-process worker does not send the confirmations during the run (the webhook path "
+        "alone; without it serve's CPU per request includes sending each STOP's confirmation)",
+    )
+    parser.add_argument("--optout-scope", choices=("program", "brand"), default="program",
+                        help="the program's opt-out scope (brand: every STOP is brand-wide)")  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="cProfile the in-process STOPs")
     parser.add_argument("--in-process-only", action="store_true", help="skip the HTTP load")
     args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])

@@ -85,9 +85,9 @@ def create_app(container: Container) -> FastAPI:
 
     # First: routes are matched in order, and a burst of provider webhooks should not be tried against every
     # API and page route before its own.
-    app.include_router(webhooks_api.router)
+    app.router.routes.extend(webhooks_api.routes)
     if container.settings.uses_simulator:
-        app.include_router(webhooks_api.simulator_router)
+        app.router.routes.extend(webhooks_api.simulator_routes)
     app.include_router(programs.router)
     app.include_router(contacts.router)
     app.include_router(signups_api.router)

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import Connection
+from starlette.routing import Route
 
 from optline.adapters import metrics
 from optline.adapters.providers.base import InboundSms, StatusUpdate
@@ -38,9 +39,6 @@ from optline.logs import describe
 from optline.services import inbound as inbound_service
 
 log = logging.getLogger("optline.webhooks")
-router = APIRouter(prefix="/webhooks", tags=["webhooks"], include_in_schema=True)
-# Mounted only when OPTLINE_PROVIDER=simulator (entrypoints/api/app.py): see Settings.uses_simulator.
-simulator_router = APIRouter(prefix="/webhooks", tags=["webhooks"], include_in_schema=False)
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 SIGNUP_HOOK = "signup.double_opt_in"  # Container.extras key: services/signup.py's keyword opt-in handler
@@ -196,51 +194,22 @@ async def _answer(request: Request, provider: str, kind: str) -> tuple[Response,
     return _ok(provider, payload), outcome
 
 
-@router.post("/twilio/sms", include_in_schema=False)
-async def twilio_sms(request: Request) -> Response:
-    return await _dispatch(request, "twilio", "sms")
+def _route(provider: str, kind: str) -> Route:
+    async def endpoint(request: Request) -> Response:
+        return await _dispatch(request, provider, kind)
+
+    # Vonage may be configured to call with GET (the message in the query string); the others POST.
+    methods = ["GET", "POST"] if provider == "vonage" else ["POST"]
+    return Route(f"/webhooks/{provider}/{kind}", endpoint, methods=methods, name=f"{provider}_{kind}")
 
 
-@router.post("/twilio/status", include_in_schema=False)
-async def twilio_status(request: Request) -> Response:
-    return await _dispatch(request, "twilio", "status")
-
-
-@router.api_route("/vonage/sms", methods=["GET", "POST"], include_in_schema=False)
-async def vonage_sms(request: Request) -> Response:
-    return await _dispatch(request, "vonage", "sms")
-
-
-@router.api_route("/vonage/status", methods=["GET", "POST"], include_in_schema=False)
-async def vonage_status(request: Request) -> Response:
-    return await _dispatch(request, "vonage", "status")
-
-
-@router.post("/plivo/sms", include_in_schema=False)
-async def plivo_sms(request: Request) -> Response:
-    return await _dispatch(request, "plivo", "sms")
-
-
-@router.post("/plivo/status", include_in_schema=False)
-async def plivo_status(request: Request) -> Response:
-    return await _dispatch(request, "plivo", "status")
-
-
-@router.post("/telnyx/sms", include_in_schema=False)
-async def telnyx_sms(request: Request) -> Response:
-    return await _dispatch(request, "telnyx", "sms")
-
-
-@router.post("/telnyx/status", include_in_schema=False)
-async def telnyx_status(request: Request) -> Response:
-    return await _dispatch(request, "telnyx", "status")
-
-
-@simulator_router.post("/simulator/sms")
-async def simulator_sms(request: Request) -> Response:
-    return await _dispatch(request, "simulator", "sms")
-
-
-@simulator_router.post("/simulator/status")
-async def simulator_status(request: Request) -> Response:
-    return await _dispatch(request, "simulator", "status")
+# Plain Starlette routes, not FastAPI's: a webhook takes the raw request, so FastAPI's per-request dependency
+# solving and response handling had nothing to do but cost (in a burst, every request pays it in the event
+# loop). None of them was ever in the OpenAPI schema: providers call them, not API clients.
+routes = [
+    _route(provider, kind)
+    for provider in ("twilio", "vonage", "plivo", "telnyx")
+    for kind in ("sms", "status")
+]
+# Mounted only when OPTLINE_PROVIDER=simulator (entrypoints/api/app.py): see Settings.uses_simulator.
+simulator_routes = [_route("simulator", kind) for kind in ("sms", "status")]
