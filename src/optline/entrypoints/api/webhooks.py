@@ -18,7 +18,8 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import Connection
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from optline.adapters import metrics
 from optline.adapters.providers.base import InboundSms, StatusUpdate
@@ -194,13 +195,21 @@ async def _answer(request: Request, provider: str, kind: str) -> tuple[Response,
     return _ok(provider, payload), outcome
 
 
+class _WebhookRoute(Route):
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:  # as FastAPI's routes do: the access log names the route (logs.route_of)
+            child["route"] = self
+        return match, child
+
+
 def _route(provider: str, kind: str) -> Route:
     async def endpoint(request: Request) -> Response:
         return await _dispatch(request, provider, kind)
 
     # Vonage may be configured to call with GET (the message in the query string); the others POST.
     methods = ["GET", "POST"] if provider == "vonage" else ["POST"]
-    return Route(f"/webhooks/{provider}/{kind}", endpoint, methods=methods, name=f"{provider}_{kind}")
+    return _WebhookRoute(f"/webhooks/{provider}/{kind}", endpoint, methods=methods, name=f"{provider}_{kind}")
 
 
 # Plain Starlette routes, not FastAPI's: a webhook takes the raw request, so FastAPI's per-request dependency
