@@ -50,7 +50,7 @@ def _blocked_first(release: threading.Event) -> Callable[[Connection], str]:
 def _run(container: Container, units: list[Callable[[Connection], str]]) -> tuple[list[Any], list[set[str]]]:
     """Submit ``units`` after a first one that holds the writer; returns each outcome (result or exception)
     and what another connection saw committed at the moment each caller was answered."""
-    group = GroupCommit(container.db)
+    group = GroupCommit(container.db, writers=1)  # (PostgreSQL's several writers would share the queue)
     release = threading.Event()
     seen: list[set[str]] = [set() for _ in units]
 

@@ -1,10 +1,11 @@
-"""Group commit: the units of work of many concurrent requests, several per transaction, on one writer thread.
+"""Group commit: the units of work of many concurrent requests, several per transaction, on writer threads.
 
 Why: a burst of webhooks (STOP replies right after a campaign) used to run as one thread and one transaction
 per request. On SQLite the threads queued for the one write lock and each paid its own BEGIN and COMMIT; on
 PostgreSQL each paid a durable commit (an fsync, milliseconds on a busy disk) of its own. Here a writer
-thread takes every unit waiting, runs them one after another in one transaction and commits once: under a
-burst the batches grow by themselves, alone a unit is a transaction of its own and waits for nothing.
+thread (one on SQLite, a few on PostgreSQL) takes every unit waiting, runs them one after another in one
+transaction and commits once: under a burst the batches grow by themselves, alone a unit is a transaction of
+its own and waits for nothing.
 
 Every guarantee of a transaction per request is kept:
 - A unit's caller gets its result only after the transaction that holds its writes committed (invariant 3:
@@ -39,17 +40,22 @@ log = logging.getLogger("optline.group_commit")
 # holds SQLite's write lock (or PostgreSQL's row locks) for milliseconds, not seconds.
 MAX_BATCH = 32
 
+POSTGRES_WRITERS = 8  # within the pool's default 5 + 10 connections, beside the requests that read
 IDLE_SECONDS = 10.0  # a writer thread with nothing to do for this long ends; the next unit starts another
 
 _Item = tuple[Callable[[Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
 class GroupCommit:
-    def __init__(self, db: Database, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, db: Database, max_batch: int = MAX_BATCH, writers: int | None = None) -> None:
         self._db = db
         self._max_batch = max_batch
+        # SQLite has one writer at a time: one thread. PostgreSQL takes writers in parallel, and a transaction
+        # there spends most of its time waiting on round trips to the server: several threads overlap those
+        # waits (one alone answered a burst at a fraction of the rate of a thread per request).
+        self._writers = writers if writers is not None else (1 if db.is_sqlite else POSTGRES_WRITERS)
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._live = 0  # writer threads running
         self._started = threading.Lock()
 
     async def run(self, unit: Callable[[Connection], T]) -> T:
@@ -61,14 +67,14 @@ class GroupCommit:
         return await future
 
     def _start(self) -> None:
-        if self._thread is not None:
+        if self._live >= self._writers:
             return
         with self._started:
-            if self._thread is None:
-                # A daemon: requests in flight await their units, so a graceful shutdown (which waits for
+            while self._live < self._writers:
+                # Daemons: requests in flight await their units, so a graceful shutdown (which waits for
                 # them) also waits for the transactions they are in.
-                self._thread = threading.Thread(target=self._serve, name="optline-group-commit", daemon=True)
-                self._thread.start()
+                self._live += 1
+                threading.Thread(target=self._serve, name="optline-group-commit", daemon=True).start()
 
     def _serve(self) -> None:
         while True:
@@ -77,7 +83,7 @@ class GroupCommit:
             except queue.Empty:
                 with self._started:  # idle: leave (an application that is gone leaves no thread behind)
                     if self._queue.empty():
-                        self._thread = None
+                        self._live -= 1
                         return
                 continue
             batch = [first]
