@@ -14,9 +14,9 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db import bulk, ledger
-from optline.adapters.db import programs as program_repo
 from optline.adapters.db.database import one_of
 from optline.adapters.db.tables import consent_events, contacts, subscriptions
+from optline.adapters.db.tables import programs as programs_table
 from optline.domain.consent import (
     Action,
     Channel,
@@ -83,6 +83,12 @@ def _state(conn: Connection, contact_id: int, program: Mapping[str, Any]) -> tup
     return (Status.UNSUBSCRIBED if brand_optout else Status.NEVER), False, False
 
 
+# The contact's id, or NULL when it does not exist: SQLite's write transaction is already the contact's lock,
+# so there the existence check that ``ledger.lock_contact`` makes rides along with the state read.
+_CONTACT_EXISTS = select(contacts.c.id).where(contacts.c.id == bindparam("contact_id")).scalar_subquery()
+_HEAD_SEQ = ledger.HEAD.with_only_columns(consent_events.c.seq).scalar_subquery()
+_HEAD_HASH = ledger.HEAD.with_only_columns(consent_events.c.hash).scalar_subquery()
+
 _STATE_AND_HEAD = select(
     select(subscriptions.c.status)
     .where(
@@ -99,23 +105,69 @@ _STATE_AND_HEAD = select(
     .scalar_subquery()
     .label("held"),
     _BRAND_OPT_OUT.scalar_subquery().label("brand_opt_out"),
-    ledger.HEAD.with_only_columns(consent_events.c.seq).scalar_subquery().label("seq"),
-    ledger.HEAD.with_only_columns(consent_events.c.hash).scalar_subquery().label("hash"),
+    _HEAD_SEQ.label("seq"),
+    _HEAD_HASH.label("hash"),
+    _CONTACT_EXISTS.label("contact"),
 )
+
+# Every program of a brand with this contact's projection row (if any), the brand-wide opt-out and the chain
+# head: a brand-wide change reads what it extends in one statement, however many programs the brand has.
+_BRAND_STATES_AND_HEAD = (
+    select(
+        programs_table.c.id,
+        subscriptions.c.status,
+        subscriptions.c.held,
+        _BRAND_OPT_OUT.scalar_subquery().label("brand_opt_out"),
+        _HEAD_SEQ.label("seq"),
+        _HEAD_HASH.label("hash"),
+        _CONTACT_EXISTS.label("contact"),
+    )
+    .select_from(
+        programs_table.outerjoin(
+            subscriptions,
+            (subscriptions.c.program_id == programs_table.c.id)
+            & (subscriptions.c.contact_id == bindparam("contact_id")),
+        )
+    )
+    .where(programs_table.c.brand == bindparam("brand"))
+    .order_by(programs_table.c.id)
+)
+
+State = tuple[Status, bool, bool]  # (status, held, whether the projection has a row)
+
+
+def _state_of(row: Any) -> State:
+    if row.status is not None:
+        return Status(row.status), bool(row.held), True
+    return (Status.UNSUBSCRIBED if row.brand_opt_out is not None else Status.NEVER), False, False
+
+
+def _head_of(row: Any, contact_id: int) -> tuple[int, str]:
+    if row.contact is None:
+        raise LookupError(f"contact {contact_id} does not exist")
+    return (row.seq, row.hash) if row.seq is not None else (0, ledger.chain.GENESIS)
 
 
 def _state_and_head(
     conn: Connection, contact_id: int, program: Mapping[str, Any]
-) -> tuple[tuple[Status, bool, bool], tuple[int, str]]:
+) -> tuple[State, tuple[int, str]]:
     """``_state`` and the contact's chain head in one round trip. Read after ``ledger.lock_contact``: the
     statement's snapshot then includes everything the previous holder of the lock committed."""
     row = conn.execute(
         _STATE_AND_HEAD, {"contact_id": contact_id, "program_id": program["id"], "brand": program["brand"]}
     ).one()
-    head = (row.seq, row.hash) if row.seq is not None else (0, ledger.chain.GENESIS)
-    if row.status is not None:
-        return (Status(row.status), bool(row.held), True), head
-    return (Status.UNSUBSCRIBED if row.brand_opt_out is not None else Status.NEVER, False, False), head
+    return _state_of(row), _head_of(row, contact_id)
+
+
+def _brand_states_and_head(
+    conn: Connection, contact_id: int, brand: str
+) -> tuple[dict[int, State], tuple[int, str]]:
+    """``_state`` for every program of ``brand`` and the chain head, in one round trip (read after the lock,
+    as ``_state_and_head``)."""
+    rows = conn.execute(_BRAND_STATES_AND_HEAD, {"contact_id": contact_id, "brand": brand}).all()
+    if not rows:  # pragma: no cover - the program being changed is one of its brand's
+        raise LookupError(f"brand {brand!r} has no programs")
+    return {row.id: _state_of(row) for row in rows}, _head_of(rows[0], contact_id)
 
 
 def _opt_outs_applying_to(program: Mapping[str, Any]) -> Any:
@@ -165,15 +217,17 @@ def record(
         raise ConsentRefused("only opt-outs and review holds apply brand-wide; opt-ins are per program")
 
     now = clock.now()
-    ledger.lock_contact(conn, contact_id)  # before reading state, so the read is the state we extend
-    targets = program_repo.of_brand(conn, program["brand"]) if brand_wide else [program]
+    if conn.dialect.name == "postgresql":  # before reading state, so the read is the state we extend
+        ledger.lock_contact(
+            conn, contact_id
+        )  # (SQLite: the write transaction is the lock, see _CONTACT_EXISTS)
     if action in (Action.OPT_IN, Action.OPT_IN_CONFIRMED):
         last = last_opt_out(conn, contact_id, program)
         check_opt_in_time(as_utc(occurred_at or now), now=now, last_opt_out=last)
-    head: tuple[int, str] | None = None
+    # In one statement each: the projection rows the change extends and the chain head.
     if brand_wide:
-        before = {p["id"]: _state(conn, contact_id, p) for p in targets}
-    else:  # the common case, in one statement: the program's projection row and the chain head
+        before, head = _brand_states_and_head(conn, contact_id, program["brand"])
+    else:
         state, head = _state_and_head(conn, contact_id, program)
         before = {program["id"]: state}
     double = bool(program.get("double_opt_in")) and channel is not Channel.IMPORT
@@ -281,12 +335,34 @@ def _project(
 ) -> None:
     """Write the projection row; ``exists`` was read under the contact's lock, in this transaction."""
     values = _subscription_values(old, new, held, event, action)
-    where = (subscriptions.c.contact_id == contact_id) & (subscriptions.c.program_id == program_id)
-    if exists:
-        conn.execute(update(subscriptions).where(where).values(**values))
-    else:
+    if not exists:
         values.setdefault("since", event["occurred_at"])
-        conn.execute(insert(subscriptions).values(contact_id=contact_id, program_id=program_id, **values))
+    conn.execute(_projection_write(exists, frozenset(values)), {**values, "b_contact": contact_id,
+                                                                 "b_program": program_id})  # fmt: skip
+
+
+_PROJECTION_WRITES: dict[tuple[bool, frozenset[str]], Any] = {}
+
+
+def _projection_write(exists: bool, columns: frozenset[str]) -> Any:
+    """The UPDATE (or INSERT) of a projection row setting ``columns``, built once per shape: every consent
+    change writes one, and building the statement cost more than running it."""
+    key = (exists, columns)
+    if key not in _PROJECTION_WRITES:
+        values: dict[str, Any] = {c: bindparam(c) for c in sorted(columns)}
+        if exists:
+            _PROJECTION_WRITES[key] = (
+                update(subscriptions)
+                .where(
+                    (subscriptions.c.contact_id == bindparam("b_contact"))
+                    & (subscriptions.c.program_id == bindparam("b_program"))
+                )
+                .values(values)
+            )
+        else:
+            values.update(contact_id=bindparam("b_contact"), program_id=bindparam("b_program"))
+            _PROJECTION_WRITES[key] = insert(subscriptions).values(values)
+    return _PROJECTION_WRITES[key]
 
 
 def subscriptions_of(conn: Connection, contact_id: int) -> list[dict[str, Any]]:

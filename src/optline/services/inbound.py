@@ -409,7 +409,8 @@ _LAST_CAMPAIGN = (
         (messages.c.contact_id == bindparam("a_contact"))
         & (messages.c.program_id == bindparam("a_program"))
         & messages.c.campaign_id.is_not(None)
-        & messages.c.status.in_(("sent", "delivered"))
+        # Not IN (…): an IN list is an "expanding" parameter, rendered into the SQL again on every execution.
+        & ((messages.c.status == "sent") | (messages.c.status == "delivered"))
     )
     .order_by(messages.c.sent_at.desc().nulls_last(), messages.c.created_at.desc(), messages.c.id.desc())
     .limit(1)

@@ -51,6 +51,16 @@ def key(*parts: object) -> str:
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:40]
 
 
+# INSERT … ON CONFLICT (idempotency_key) DO NOTHING RETURNING *, built once per dialect (every reply and
+# confirmation comes here; building it cost more than running it).
+_ENQUEUE = {
+    is_pg: dialect.insert(messages)
+    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    .returning(*messages.c)
+    for is_pg, dialect in ((True, postgresql), (False, sqlite))
+}
+
+
 def enqueue(
     conn: Connection,
     clock: Clock,
@@ -75,9 +85,7 @@ def enqueue(
         "optout_token": optout_token, "attempts": 0, "created_at": now, "updated_at": now,
     }  # fmt: skip
     # One statement in the common case (a new key); a repeated key inserts nothing and reads the first row.
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(messages).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    row = conn.execute(stmt.returning(*messages.c), values).first()
+    row = conn.execute(_ENQUEUE[conn.dialect.name == "postgresql"], values).first()
     if row is None:
         row = conn.execute(select(messages).where(messages.c.idempotency_key == idempotency_key)).one()
     return dict(row._mapping)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from optline.adapters.db.tables import contacts
@@ -56,8 +56,12 @@ def insert_ignoring_duplicates(conn: Connection) -> Any:
     return dialect.insert(contacts).on_conflict_do_nothing(index_elements=["phone"])
 
 
+# Built once: every inbound reply looks its sender up (building the statement cost more than running it).
+_BY_PHONE = select(contacts).where(contacts.c.phone == bindparam("phone"))
+
+
 def get_by_phone(conn: Connection, e164: str) -> dict[str, Any] | None:
-    row = conn.execute(select(contacts).where(contacts.c.phone == e164)).first()
+    row = conn.execute(_BY_PHONE, {"phone": e164}).first()
     return dict(row._mapping) if row else None
 
 

@@ -44,12 +44,14 @@ DIGEST_OVERLAP = timedelta(minutes=5)
 DIGEST_LOCK = 0x6F70746C696E6544
 
 
+_CONTACT = select(contacts.c.id).where(contacts.c.id == bindparam("contact_id"))
+_LOCK_CONTACT = _CONTACT.with_for_update()
+
+
 def lock_contact(conn: Connection, contact_id: int) -> None:
     """Serialise ledger appends for one contact (SQLite's writers are serialised by BEGIN IMMEDIATE)."""
-    stmt = select(contacts.c.id).where(contacts.c.id == contact_id)
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    if conn.execute(stmt).first() is None:
+    stmt = _LOCK_CONTACT if conn.dialect.name == "postgresql" else _CONTACT
+    if conn.execute(stmt, {"contact_id": contact_id}).first() is None:
         raise LookupError(f"contact {contact_id} does not exist")
 
 
@@ -105,11 +107,17 @@ def insert_events(conn: Connection, events: list[dict[str, Any]]) -> None:
             event["id"] = event_id
         bulk.copy_rows(conn, consent_events, events)
         return
+    if len(events) == 1:  # one append (a reply, a page): a plain INSERT, not the executemany machinery
+        events[0]["id"] = conn.execute(_INSERT_ONE, events[0]).scalar_one()
+        return
     rows = conn.execute(
         insert(consent_events).returning(consent_events.c.id, sort_by_parameter_order=True), events
     ).all()
     for event, row in zip(events, rows, strict=True):
         event["id"] = row.id
+
+
+_INSERT_ONE = insert(consent_events).returning(consent_events.c.id)
 
 
 HEAD = (

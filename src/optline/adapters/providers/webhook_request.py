@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -59,8 +60,14 @@ class WebhookRequest:
     def form(self) -> list[tuple[str, str]]:
         """The form-encoded body as ordered pairs (repeated names kept); any other body is refused."""
         self.require_media_type("webhook", FORM)
+        return list(self._form)
+
+    @cached_property
+    def _form(self) -> tuple[tuple[str, str], ...]:
+        # Parsed once: the signature check and the parser read the same pairs (and a webhook's body is never
+        # changed after it was read: the dataclass is frozen).
         try:
-            return parse_qsl(self.body.decode("utf-8"), keep_blank_values=True)
+            return tuple(parse_qsl(self.body.decode("utf-8"), keep_blank_values=True))
         except UnicodeDecodeError as exc:
             raise PayloadError(f"request body is not UTF-8: {exc}") from None
 

@@ -7,6 +7,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 import optline
 from optline.adapters.db.database import head_revision, schema_revision
+from optline.adapters.db.group_commit import GroupCommit
 from optline.bootstrap import Container
 from optline.entrypoints import web
 from optline.entrypoints.api import campaigns as campaigns_api
@@ -48,8 +49,12 @@ def create_app(container: Container) -> FastAPI:
     app = FastAPI(
         title="optline", version=optline.__version__, description="SMS campaigns built around consent",
         docs_url=None, redoc_url=None,  # served below from local, pinned assets: /docs works offline
+        # optline's metrics are Prometheus (/metrics); FastAPI's OpenTelemetry bridge asked on every request
+        # whether a provider had been configured, a tenth of a webhook's time in the event loop.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )  # fmt: skip
     app.state.container = container
+    app.state.group_commit = GroupCommit(container.db)  # the webhooks' writes (adapters/db/group_commit.py)
     mount_docs(app)
 
     @app.get("/healthz", tags=["health"])
@@ -78,14 +83,16 @@ def create_app(container: Container) -> FastAPI:
             )
         return JSONResponse({"status": "ready", "schema": current})
 
+    # First: routes are matched in order, and a burst of provider webhooks should not be tried against every
+    # API and page route before its own.
+    app.router.routes.extend(webhooks_api.routes)
+    if container.settings.uses_simulator:
+        app.router.routes.extend(webhooks_api.simulator_routes)
     app.include_router(programs.router)
     app.include_router(contacts.router)
     app.include_router(signups_api.router)
     app.include_router(join_web.router)
     app.include_router(campaigns_api.router)
-    app.include_router(webhooks_api.router)
-    if container.settings.uses_simulator:
-        app.include_router(webhooks_api.simulator_router)
     app.include_router(reports_api.router)
     app.include_router(event_hooks_api.router)
     app.include_router(metrics_api.router)

@@ -1,0 +1,128 @@
+"""Group commit: the units of work of many concurrent requests, several per transaction, on writer threads.
+
+Why: a burst of webhooks (STOP replies right after a campaign) used to run as one thread and one transaction
+per request. On SQLite the threads queued for the one write lock and each paid its own BEGIN and COMMIT; on
+PostgreSQL each paid a durable commit (an fsync, milliseconds on a busy disk) of its own. Here a writer
+thread (one on SQLite, a few on PostgreSQL) takes every unit waiting, runs them one after another in one
+transaction and commits once: under a burst the batches grow by themselves, alone a unit is a transaction of
+its own and waits for nothing.
+
+Every guarantee of a transaction per request is kept:
+- A unit's caller gets its result only after the transaction that holds its writes committed (invariant 3:
+  a webhook answers 2xx only then). A failed commit fails every unit in it; none is answered 2xx.
+- One unit's failure costs the others nothing: the batch is rolled back and each unit runs again in a
+  transaction of its own, so only the unit that fails again gets its error (and its 5xx).
+- A unit sees the writes of the units before it in its batch, as it would have seen them committed.
+
+A unit must do nothing but database work on the connection it is given (no commits, no side effects outside
+the transaction: it may run twice when its batch is retried); what follows the commit (metrics, logs) is the
+caller's, after ``run`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+
+from optline.adapters.db.database import Database
+
+T = TypeVar("T")
+log = logging.getLogger("optline.group_commit")
+
+# Units per transaction at most: enough to amortise a commit over a burst, few enough that one transaction
+# holds SQLite's write lock (or PostgreSQL's row locks) for milliseconds, not seconds.
+MAX_BATCH = 32
+
+POSTGRES_WRITERS = 8  # within the pool's default 5 + 10 connections, beside the requests that read
+IDLE_SECONDS = 10.0  # a writer thread with nothing to do for this long ends; the next unit starts another
+
+_Item = tuple[Callable[[Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+
+class GroupCommit:
+    def __init__(self, db: Database, max_batch: int = MAX_BATCH, writers: int | None = None) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        # SQLite has one writer at a time: one thread. PostgreSQL takes writers in parallel, and a transaction
+        # there spends most of its time waiting on round trips to the server: several threads overlap those
+        # waits (one alone answered a burst at a fraction of the rate of a thread per request).
+        self._writers = writers if writers is not None else (1 if db.is_sqlite else POSTGRES_WRITERS)
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._live = 0  # writer threads running
+        self._started = threading.Lock()
+
+    async def run(self, unit: Callable[[Connection], T]) -> T:
+        """``unit(conn)``'s result, once the transaction it ran in has committed (its exception otherwise)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((unit, loop, future))
+        self._start()  # after the put: a writer that is just leaving checks the queue under the same lock
+        return await future
+
+    def _start(self) -> None:
+        if self._live >= self._writers:
+            return
+        with self._started:
+            while self._live < self._writers:
+                # Daemons: requests in flight await their units, so a graceful shutdown (which waits for
+                # them) also waits for the transactions they are in.
+                self._live += 1
+                threading.Thread(target=self._serve, name="optline-group-commit", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._started:  # idle: leave (an application that is gone leaves no thread behind)
+                    if self._queue.empty():
+                        self._live -= 1
+                        return
+                continue
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Item]) -> None:
+        try:
+            with self._db.transaction() as conn:
+                results = [unit(conn) for unit, _, _ in batch]
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0], exc=exc)
+                return
+            # Rolled back: nothing of the batch was written. Each unit again, alone, so that only the one
+            # that fails (a bad row, a deadlock loser) answers with its error.
+            log.info("a batch of %d writes failed (%s); running each alone", len(batch), type(exc).__name__)
+            for item in batch:
+                self._commit([item])
+            return
+        for item, result in zip(batch, results, strict=True):
+            _settle(item, result=result)
+
+
+def _settle(item: _Item, *, result: Any = None, exc: BaseException | None = None) -> None:
+    _, loop, future = item
+
+    def settle() -> None:
+        if future.cancelled():  # the client went away: the writes stand (a provider retry is a duplicate)
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    # RuntimeError: the event loop closed while the unit ran (the server stopped): nobody is waiting.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(settle)

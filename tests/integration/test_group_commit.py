@@ -1,0 +1,120 @@
+"""Group commit (adapters/db/group_commit.py), on both engines: several units in one transaction, each caller
+answered only after that transaction committed, and one unit's failure costing the others nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, event, insert, select
+
+from optline.adapters.db.group_commit import GroupCommit
+from optline.adapters.db.tables import rate_limit_hits
+from optline.bootstrap import Container
+
+
+def _write(key: str) -> Callable[[Connection], str]:
+    def unit(conn: Connection) -> str:
+        conn.execute(insert(rate_limit_hits).values(bucket="test", key=key, at=0.0, expires=0.0))
+        return key
+
+    return unit
+
+
+def _failing(key: str) -> Callable[[Connection], str]:
+    def unit(conn: Connection) -> str:
+        _write(key)(conn)  # written, then the unit fails: its write must not survive
+        raise ValueError(f"unit {key} refuses")
+
+    return unit
+
+
+def _committed(container: Container) -> set[str]:
+    with container.db.read() as conn:  # another connection: only what was committed
+        return set(conn.execute(select(rate_limit_hits.c.key)).scalars())
+
+
+def _blocked_first(release: threading.Event) -> Callable[[Connection], str]:
+    """A unit that holds the writer until ``release``: whatever is submitted meanwhile forms the next batch."""
+
+    def unit(conn: Connection) -> str:
+        assert release.wait(30)
+        return _write("first")(conn)
+
+    return unit
+
+
+def _run(container: Container, units: list[Callable[[Connection], str]]) -> tuple[list[Any], list[set[str]]]:
+    """Submit ``units`` after a first one that holds the writer; returns each outcome (result or exception)
+    and what another connection saw committed at the moment each caller was answered."""
+    group = GroupCommit(container.db, writers=1)  # (PostgreSQL's several writers would share the queue)
+    release = threading.Event()
+    seen: list[set[str]] = [set() for _ in units]
+
+    async def one(i: int, unit: Callable[[Connection], str]) -> str:
+        result = await group.run(unit)
+        seen[i] = _committed(container)
+        return result
+
+    async def main() -> list[Any]:
+        first = asyncio.create_task(group.run(_blocked_first(release)))
+        await asyncio.sleep(0.05)  # the writer has taken the first unit and waits in it
+        rest = [asyncio.create_task(one(i, u)) for i, u in enumerate(units)]
+        await asyncio.sleep(0.05)  # all of them queued behind it
+        release.set()
+        await first
+        return list(await asyncio.gather(*rest, return_exceptions=True))
+
+    return asyncio.run(main()), seen
+
+
+def _commits(container: Container) -> list[int]:
+    """Write transactions committed from now on (reads commit too: they are not counted)."""
+    commits: list[int] = []
+
+    def count(conn: Connection) -> None:
+        if conn.get_execution_options().get("optline_write"):
+            commits.append(1)
+
+    event.listen(container.db.engine, "commit", count)
+    return commits
+
+
+def test_units_waiting_together_share_one_commit_and_are_answered_after_it(container: Container) -> None:
+    commits = _commits(container)
+    keys = [f"k{i}" for i in range(10)]
+    results, seen = _run(container, [_write(k) for k in keys])
+    assert results == keys
+    assert len(commits) == 2  # the first unit alone, then the ten queued behind it in one transaction
+    for key, committed in zip(keys, seen, strict=True):
+        assert key in committed  # when its caller was answered, its write was visible to everyone
+
+
+def test_a_failing_unit_fails_alone_and_the_others_of_its_batch_commit(container: Container) -> None:
+    results, seen = _run(container, [_write("a"), _failing("b"), _write("c")])
+    assert results[0] == "a" and results[2] == "c"
+    assert isinstance(results[1], ValueError) and "unit b refuses" in str(results[1])
+    assert _committed(container) == {"first", "a", "c"}  # b's own write was rolled back with it
+    assert "a" in seen[0] and "c" in seen[2]
+
+
+def test_a_failed_commit_answers_every_unit_of_the_batch_with_the_error(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    group = GroupCommit(container.db)
+
+    def broken_commit(conn: Any) -> None:
+        raise RuntimeError("the disk is full")
+
+    event.listen(container.db.engine, "commit", broken_commit)
+
+    async def main() -> list[Any]:
+        return list(await asyncio.gather(*(group.run(_write(k)) for k in "xyz"), return_exceptions=True))
+
+    results = asyncio.run(main())
+    event.remove(container.db.engine, "commit", broken_commit)
+    assert all(isinstance(r, RuntimeError) for r in results), results  # nobody is told it was recorded
+    assert _committed(container) == set()
