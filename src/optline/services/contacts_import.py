@@ -232,13 +232,14 @@ def _stage(
         raise ImportError_(f"no phone column in the first line (expected one of: {', '.join(PHONE_COLUMNS)})")
     rejects.writerow(["line", "reason", *header])
     batch: list[tuple[Any, ...]] = []
+    parse_row = _RowParser(header, phone_col, region, now)
     # Staging writes only the temporary table: a plain (not IMMEDIATE) transaction takes no write lock.
     conn.execution_options(optline_write=False)
     with conn.begin():
         for line, row in csv_file.records(lines, delimiter, first_line=2):
             summary.rows += 1
             try:
-                batch.append(_parse_row(line, row, header, phone_col, region, now))
+                batch.append(parse_row(line, row))
             except ValueError as exc:
                 _reject(summary, rejects, line, str(exc), row)
                 continue
@@ -255,40 +256,55 @@ def _reject(summary: ImportSummary, rejects: SafeWriter, line: int, reason: str,
     rejects.writerow([line, reason, *row])
 
 
-def _parse_row(
-    line: int, row: list[str], header: list[str], phone_col: str, region: str, now: datetime
-) -> tuple[Any, ...]:
-    if len(row) > len(header):
-        raise ValueError(f"too many columns: {len(row)} fields for {len(header)} header columns")
-    values = {h: (unescape_cell(row[i].strip()) if i < len(row) else "") for i, h in enumerate(header)}
-    try:
-        phone = parse_phone(values[phone_col], region)
-    except InvalidPhoneNumber as exc:
-        raise ValueError(f"bad phone number: {exc}") from None
-    consented_at = None
-    if values.get("consented_at"):
+class _RowParser:
+    """Turns one row into its staging tuple (raising ValueError with the reason); the header's column
+    positions are looked up once per file, not per row."""
+
+    def __init__(self, header: list[str], phone_col: str, region: str, now: datetime) -> None:
+        self.header, self.phone_col, self.region, self.now = header, phone_col, region, now
+        self.width = len(header)
+
+    def __call__(self, line: int, row: list[str]) -> tuple[Any, ...]:
+        header = self.header
+        if len(row) > self.width:
+            raise ValueError(f"too many columns: {len(row)} fields for {self.width} header columns")
+        cells = [c.strip() for c in row]
+        cells = [unescape_cell(c) if c[:1] == "'" else c for c in cells]  # only a quote can need undoing
+        if len(cells) < self.width:
+            cells += [""] * (self.width - len(cells))
+        values = dict(zip(header, cells, strict=True))  # a repeated header name: its last column, as before
+        phone_col = self.phone_col
         try:
-            consented_at = parse_datetime(values["consented_at"])
-        except ValueError as exc:
-            raise ValueError(f"bad consented_at date: {exc}") from None
-        try:  # the time of consent is checked again against their last opt-out when it is recorded
-            check_opt_in_time(consented_at, now=now, last_opt_out=None)
-        except ConsentRefused as exc:
-            raise ValueError(f"bad consented_at date: {values['consented_at']!r}: {exc}") from None
-    evidence: dict[str, Any] | None = None
-    source = values.get("consent_source") or values.get("consent_url")
-    if consented_at and (source or values.get("consent_text")):
-        evidence = {k: values[k] for k in sorted(CONSENT_COLUMNS) if values.get(k) and k != "consented_at"}
-        evidence["source"] = source or "import"
-        evidence["file_line"] = line
-    attributes = {k: v for k, v in values.items() if v and k != phone_col and k not in _NOT_ATTRIBUTES}
-    time_zone = values.get("time_zone") or values.get("timezone") or None
-    return (
-        line, phone.e164, phone.region, phone.number_type, phone.time_zone, time_zone, phone.us_state,
-        values.get("locale") or values.get("language") or None, json.dumps(attributes),
-        consented_at.isoformat() if consented_at and evidence else None,
-        json.dumps(evidence) if evidence else None, json.dumps(row),
-    )  # fmt: skip
+            phone = parse_phone(values[phone_col], self.region)
+        except InvalidPhoneNumber as exc:
+            raise ValueError(f"bad phone number: {exc}") from None
+        consented_at = None
+        if values.get("consented_at"):
+            try:
+                consented_at = parse_datetime(values["consented_at"])
+            except ValueError as exc:
+                raise ValueError(f"bad consented_at date: {exc}") from None
+            try:  # the time of consent is checked again against their last opt-out when it is recorded
+                check_opt_in_time(consented_at, now=self.now, last_opt_out=None)
+            except ConsentRefused as exc:
+                raise ValueError(f"bad consented_at date: {values['consented_at']!r}: {exc}") from None
+        evidence: dict[str, Any] | None = None
+        source = values.get("consent_source") or values.get("consent_url")
+        if consented_at and (source or values.get("consent_text")):
+            evidence = {k: values[k] for k in _EVIDENCE_COLUMNS if values.get(k)}
+            evidence["source"] = source or "import"
+            evidence["file_line"] = line
+        attributes = {k: v for k, v in values.items() if v and k != phone_col and k not in _NOT_ATTRIBUTES}
+        time_zone = values.get("time_zone") or values.get("timezone") or None
+        return (
+            line, phone.e164, phone.region, phone.number_type, phone.time_zone, time_zone, phone.us_state,
+            values.get("locale") or values.get("language") or None, json.dumps(attributes),
+            consented_at.isoformat() if consented_at and evidence else None,
+            json.dumps(evidence) if evidence else None, json.dumps(row),
+        )  # fmt: skip
+
+
+_EVIDENCE_COLUMNS = tuple(sorted(CONSENT_COLUMNS - {"consented_at"}))
 
 
 def _write_staged(conn: Connection, batch: list[tuple[Any, ...]]) -> None:
