@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,7 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from optline.adapters import csv_file
+from optline.adapters import csv_file, worker_pool
 from optline.adapters.clock import Clock
 from optline.adapters.db import bulk
 from optline.adapters.db import contacts as contact_repo
@@ -65,6 +66,10 @@ CONSENT_COLUMNS = {"consented_at", "consent_source", "consent_text", "ip", "user
 CONTACT_COLUMNS = {"locale", "language", "time_zone", "timezone"}
 _NOT_ATTRIBUTES = frozenset(CONSENT_COLUMNS | CONTACT_COLUMNS)
 STAGE_BATCH = 5000  # rows parsed in Python before they are written to the staging table
+# Files from this size are parsed in worker processes (one per core): below it, starting them (~1 s) costs
+# more than it saves. PARSE_BATCH rows go to a worker at a time.
+PARALLEL_FROM_BYTES = 4 << 20
+PARSE_BATCH = 2000
 MERGE_LINES = 10000  # lines per merge transaction (SQLite's IN lists stay under its 32,766 variables)
 HELD = "contact imported, consent not recorded"
 
@@ -233,21 +238,68 @@ def _stage(
     rejects.writerow(["line", "reason", *header])
     batch: list[tuple[Any, ...]] = []
     parse_row = _RowParser(header, phone_col, region, now)
+    records = csv_file.records(lines, delimiter, first_line=2)
+    workers = worker_pool.default_workers() if path.stat().st_size >= PARALLEL_FROM_BYTES else 1
+    parsed = (
+        _parse_in_workers(records, parse_row, workers) if workers > 1 else _parse_here(records, parse_row)
+    )
     # Staging writes only the temporary table: a plain (not IMMEDIATE) transaction takes no write lock.
     conn.execution_options(optline_write=False)
     with conn.begin():
-        for line, row in csv_file.records(lines, delimiter, first_line=2):
+        for line, row, staged in parsed:
             summary.rows += 1
-            try:
-                batch.append(parse_row(line, row))
-            except ValueError as exc:
-                _reject(summary, rejects, line, str(exc), row)
+            if isinstance(staged, str):
+                _reject(summary, rejects, line, staged, row)
                 continue
+            batch.append(staged)
             if len(batch) >= STAGE_BATCH:
                 _write_staged(conn, batch)
                 batch = []
         _write_staged(conn, batch)
     _index_staging(conn)
+
+
+# A row parsed: its staging tuple, or why it is rejected.
+_Parsed = tuple[Any, ...] | str
+
+
+def _parse_or_reason(parse_row: _RowParser, line: int, row: list[str]) -> _Parsed:
+    try:
+        return parse_row(line, row)
+    except ValueError as exc:
+        return str(exc)
+
+
+def _parse_here(
+    records: Iterator[tuple[int, list[str]]], parse_row: _RowParser
+) -> Iterator[tuple[int, list[str], _Parsed]]:
+    for line, row in records:
+        yield line, row, _parse_or_reason(parse_row, line, row)
+
+
+def _parse_in_workers(
+    records: Iterator[tuple[int, list[str]]], parse_row: _RowParser, workers: int
+) -> Iterator[tuple[int, list[str], _Parsed]]:
+    """The same, with the parsing in worker processes (the file is read and the rows staged here, in order)."""
+    batches = iter(lambda: list(islice(records, PARSE_BATCH)), [])
+    for batch, results in worker_pool.ordered_map(
+        _parse_batch, batches, workers=workers, initializer=_start_parser, initargs=(parse_row,)
+    ):
+        for (line, row), staged in zip(batch, results, strict=True):
+            yield line, row, staged
+
+
+_worker_parser: _RowParser | None = None  # in a worker process: the file's parser, set once
+
+
+def _start_parser(parse_row: _RowParser) -> None:
+    global _worker_parser
+    _worker_parser = parse_row
+
+
+def _parse_batch(batch: list[tuple[int, list[str]]]) -> list[_Parsed]:
+    assert _worker_parser is not None, "a parse worker starts with _start_parser"
+    return [_parse_or_reason(_worker_parser, line, row) for line, row in batch]
 
 
 def _reject(summary: ImportSummary, rejects: SafeWriter, line: int, reason: str, row: list[str]) -> None:
