@@ -5,6 +5,10 @@ keeps on one core; the database writes stay in the calling process, in order. Wh
 workers start from a clean process, so they inherit no threads, locks or database connections of the
 caller (a web server's upload runs among other threads; forking that could copy a held lock). Memory stays
 bounded: at most ``2 × workers`` batches are submitted and not yet taken by the caller.
+
+As with any multiprocessing start method but ``fork``, each worker runs the main module again (as
+``__mp_main__``): a script that calls this must keep its work under ``if __name__ == "__main__":``. The
+``optline`` commands, ``python -m`` and ``python -c`` need nothing.
 """
 
 from __future__ import annotations

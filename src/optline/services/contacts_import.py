@@ -3,8 +3,10 @@
 Two phases, on one connection:
 
 1. **Stage.** The file is read (``adapters/csv_file``: encoding by BOM / ``encoding`` / strict UTF-8, hostile
-   input refused with its line), each row parsed in Python (phone, dates, evidence) and written to a
-   temporary staging table — by ``COPY`` on PostgreSQL, by ``executemany`` on SQLite. Rows that cannot be
+   input refused with its line), each row parsed in Python (phone, dates, evidence) — for files from
+   ``PARALLEL_FROM_BYTES`` in worker processes, one per core (``adapters/worker_pool``: the rows come back
+   in file order; reading and writing stay in this process) — and written to a temporary staging table —
+   by ``COPY`` on PostgreSQL, by ``executemany`` on SQLite. Rows that cannot be
    imported go to the rejects file with their line and reason. Nothing outside the staging table is written
    yet, so a file that turns out to be unreadable at its last line leaves nothing behind: the import is
    refused as a whole (``ImportError_``) and the error names what and where. Duplicates within the file are
@@ -16,7 +18,8 @@ Two phases, on one connection:
    which lines were imported and which were not (importing the same file again finishes it: imports are
    idempotent).
 
-Memory stays bounded: rows are staged in batches; duplicate detection is in the database, not a Python set.
+Memory stays bounded: rows are staged in batches (at most two batches per worker in flight); duplicate
+detection is in the database, not a Python set.
 """
 
 from __future__ import annotations
@@ -166,6 +169,7 @@ def import_file(
     try:
         with (
             db.engine.connect() as conn,
+            bulk.large_cache(conn),
             path.open("rb") as raw,
             summary.rejects_path.open("w", newline="", encoding="utf-8") as rejects_file,
         ):
@@ -449,7 +453,7 @@ def _merge_chunk(
     held: list[list[Any]],
 ) -> None:
     now = clock.now()
-    seen = _merge_existing(conn, start, end, now, summary, set())
+    ids = _merge_existing(conn, start, end, now, summary, {})  # phone -> contact id, for every staged row
     new = (
         select(
             staging.c.phone, staging.c.region, staging.c.number_type,
@@ -468,18 +472,19 @@ def _merge_chunk(
         .returning(contacts.c.id, contacts.c.phone)
     ).all()
     summary.created += len(inserted)
-    seen.update(r.phone for r in inserted)
+    ids.update((r.phone, r.id) for r in inserted)
     created_here = frozenset(r.id for r in inserted)
     staged = conn.execute(select(func.count()).select_from(staging).where(_in_chunk(start, end))).scalar_one()
-    if len(seen) < staged:  # some were created by someone else meanwhile: merge into those
-        _merge_existing(conn, start, end, now, summary, seen)
-    _record_consent(conn, clock, program, start, end, summary, held, staged, created_here)
+    if len(ids) < staged:  # some were created by someone else meanwhile: merge into those
+        _merge_existing(conn, start, end, now, summary, ids)
+    _record_consent(conn, clock, program, start, end, summary, held, staged, created_here, ids)
 
 
 def _merge_existing(
-    conn: Connection, start: int, end: int, now: datetime, summary: ImportSummary, skip: set[str]
-) -> set[str]:
-    """Merge staged rows into contacts that exist (file values win; attributes are merged key by key)."""
+    conn: Connection, start: int, end: int, now: datetime, summary: ImportSummary, ids: dict[str, int]
+) -> dict[str, int]:
+    """Merge staged rows into contacts that exist (file values win; attributes are merged key by key);
+    adds each one's phone and id to ``ids`` (rows already there were merged before) and returns it."""
     rows = conn.execute(
         select(
             contacts.c.id, contacts.c.phone, contacts.c.attributes, contacts.c.locale, contacts.c.time_zone,
@@ -488,11 +493,10 @@ def _merge_existing(
         ).join(contacts, contacts.c.phone == staging.c.phone).where(_in_chunk(start, end))
     ).all()  # fmt: skip
     changed: list[dict[str, Any]] = []
-    seen = set(skip)
     for r in rows:
-        if r.phone in skip:
+        if r.phone in ids:
             continue
-        seen.add(r.phone)
+        ids[r.phone] = r.id
         merged = {**(r.attributes or {}), **(r.new_attributes or {})}
         locale = r.new_locale or r.locale
         tz = r.new_time_zone or r.time_zone
@@ -512,7 +516,7 @@ def _merge_existing(
             changed,
         )  # fmt: skip
         summary.updated += len(changed)
-    return seen
+    return ids
 
 
 def _record_consent(
@@ -525,14 +529,20 @@ def _record_consent(
     held: list[list[Any]],
     staged: int,
     created_here: frozenset[int],
+    ids: dict[str, int],
 ) -> None:
-    rows = conn.execute(
-        select(contacts.c.id, staging.c.line, staging.c.consented_at, staging.c.evidence)
-        .join(contacts, contacts.c.phone == staging.c.phone)
-        .where(_in_chunk(start, end) & staging.c.evidence.is_not(None))
-    ).all()
+    # The chunk's rows with evidence, read from staging alone: their contacts' ids are known (no join).
+    rows = [
+        (ids[r.phone], r.line, r.consented_at, r.evidence)
+        for r in conn.execute(
+            select(staging.c.phone, staging.c.line, staging.c.consented_at, staging.c.evidence).where(
+                _in_chunk(start, end) & staging.c.evidence.is_not(None)
+            )
+        )
+        if r.phone in ids
+    ]
     summary.without_consent += staged - len(rows)
-    items = [consent.BatchOptIn(r.id, r.evidence, datetime.fromisoformat(r.consented_at)) for r in rows]
+    items = [consent.BatchOptIn(cid, evidence, datetime.fromisoformat(at)) for cid, _, at, evidence in rows]
     outcome = consent.record_opt_ins(conn, clock, program, Channel.IMPORT, items, created_here=created_here)
     summary.consent_recorded += outcome.recorded
     summary.already_subscribed += outcome.already_subscribed
@@ -541,7 +551,7 @@ def _record_consent(
         return
     # The contact row was imported; its consent was not (an opted-out person, a consent time their opt-out
     # revoked): listed beside the rejected rows, with the reason, so nobody believes they are subscribed.
-    line_of = {r.id: r.line for r in rows}
+    line_of = {cid: line for cid, line, _, _ in rows}
     raw_of = {
         r.line: r.raw
         for r in conn.execute(
