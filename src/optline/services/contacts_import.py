@@ -313,8 +313,8 @@ def _reject(summary: ImportSummary, rejects: SafeWriter, line: int, reason: str,
 
 
 class _RowParser:
-    """Turns one row into its staging tuple (raising ValueError with the reason); the header's column
-    positions are looked up once per file, not per row."""
+    """Turns one row into its staging tuple, or raises ValueError with the reason. Built once per file from
+    its header; plain data, so each parse worker gets a copy (``_start_parser``)."""
 
     def __init__(self, header: list[str], phone_col: str, region: str, now: datetime) -> None:
         self.header, self.phone_col, self.region, self.now = header, phone_col, region, now
