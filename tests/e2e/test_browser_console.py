@@ -214,3 +214,60 @@ def test_create_and_revoke_an_api_key(console: Console) -> None:
     assert httpx.get(console.server.url + "/v1/campaigns", headers=auth).status_code == 401
     watch.check("api keys")
     context.close()
+
+
+# Last in the module: it adds contacts (without consent, so nothing above would change if it ran first).
+IMPORT_FILE = (
+    "phone,first_name,consented_at,consent_source\n"
+    "+1 212 555 0101,Lia,,\n"
+    "not a number,<b>Max</b>,,\n"
+    "+1 212 555 0102,Noa,2024-02-30,web\n"
+    '+1 212 555 0103,"=HYPERLINK(""http://evil.example"")",,\n'
+    "+1 212 555 0101,Lia again,,\n"
+)
+
+
+def test_import_a_file_with_bad_rows_see_them_and_download_the_rejects(
+    console: Console, tmp_path: Path
+) -> None:
+    upload = tmp_path / "people.csv"
+    upload.write_text(IMPORT_FILE, encoding="utf-8")
+    context, page, watch = _page(console, DESKTOP)
+    page.goto(console.server.url + "/dashboard/programs")
+    page.set_input_files("input[type=file][name=file]", str(upload))
+    with page.expect_navigation():
+        page.click("form.upload button[type=submit]")
+    assert re.search(r"/dashboard/imports/\d+$", page.url), page.url
+    import_url = page.url
+    main = page.inner_text("main")
+    assert "Imported people.csv into spring" in main
+    rows = page.locator("table.rejects tbody tr")
+    assert [rows.nth(i).locator("td").first.inner_text() for i in range(rows.count())] == ["3", "4", "6"]
+    assert (
+        "bad phone number" in rows.nth(0).inner_text() and "first_name=<b>Max</b>" in rows.nth(0).inner_text()
+    )
+    assert "bad consented_at date" in rows.nth(1).inner_text()
+    assert "duplicate: phone +12125550101 is already on line 2" in rows.nth(2).inner_text()
+    assert page.locator("table.rejects b").count() == 0  # the cell is text, not markup
+    assert accessibility_problems(page) == []
+    _shot(page, "console-import-desktop")
+    rejects = _download(page, "text=Download rejects CSV", tmp_path)
+    assert [(r["line"], r["first_name"]) for r in rejects] == [
+        ("3", "<b>Max</b>"),
+        ("4", "Noa"),
+        ("6", "Lia again"),
+    ]
+    assert rejects[2]["phone"] == "'+1 212 555 0101"  # escaped as every export: inert in a spreadsheet
+    page.goto(console.server.url + "/dashboard/imports")
+    assert page.locator("table.imports a", has_text="people.csv").count() == 1
+    watch.check("import desktop")
+    context.close()
+
+    context, page, watch = _page(console, PHONE)
+    for url, name in ((import_url, "import"), (console.server.url + "/dashboard/imports", "imports")):
+        page.goto(url)
+        _fits_the_phone(page)
+        _shot(page, f"console-{name}-phone")
+    assert page.locator("table.imports td[data-label=Rejected]").first.is_visible()
+    watch.check("import phone")
+    context.close()

@@ -22,6 +22,7 @@ PAGES = [
     ("programs", "/dashboard/programs", "Programs"),
     ("campaigns", "/dashboard/campaigns", "Campaigns"),
     ("contacts", "/dashboard/contacts", "Contacts"),
+    ("imports", "/dashboard/imports", "Imports"),
     ("review", "/dashboard/review", "Review queue"),
     ("list-review", "/dashboard/list-review", "List review"),
     ("simulator", "/dashboard/simulator", "SMS simulator"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +150,32 @@ def test_a_sender_that_is_not_a_number_is_refused_naming_it(db_url: str, sender:
     assert result.returncode == 1 and f"sender '{sender}' is neither a phone number" in result.stderr
     assert "Traceback" not in result.stderr
     assert "deals" not in run(db_url, "programs", "list").stdout
+
+
+def test_a_cli_import_is_recorded_for_the_dashboard(db_url: str, tmp_path: Path) -> None:
+    from optline.bootstrap import build
+    from optline.config import Settings
+    from optline.services import imports
+    from tests.support.cli import CREATE_DEALS
+
+    assert run(db_url, "init").returncode == 0 and run(db_url, *CREATE_DEALS).returncode == 0
+    csv = tmp_path / "list.csv"
+    csv.write_text("phone,name\n(415) 555-0134,Ann\nnope,Bob\n", encoding="utf-8")
+    imported = run(db_url, "contacts", "import", str(csv), "--program", "deals")
+    assert imported.returncode == 0, imported.stderr
+    link = re.search(r"on the dashboard: /dashboard/imports/(\d+)", imported.stdout)
+    assert link, imported.stdout
+    c = build(Settings(env="test", database_url=db_url))
+    try:
+        with c.db.read() as conn:
+            record = imports.get(conn, int(link.group(1)))
+        assert record is not None
+        assert (record["source"], record["file_name"], record["program"], record["status"]) == (
+            "cli", "list.csv", "deals", "done",
+        )  # fmt: skip
+        assert record["counts"]["rejected"] == 1 and record["imported_by"]
+        rows = list(imports.rejects_rows(c.db, record))
+    finally:
+        c.close()
+    assert rows == [["line", "reason", "phone", "name"], [3, rows[1][1], "nope", "Bob"]]
+    assert "bad phone number" in rows[1][1]

@@ -187,7 +187,7 @@ def test_the_dashboard_import_shows_why_consent_was_not_recorded(
     assert (
         "consent not recorded: the person opted out; an opt-in through import cannot bring them back" in shown
     )
-    assert re.search(r"<dt>Consent recorded</dt><dd>0</dd>", r.text)
+    assert re.search(r"<dt>Consent recorded \(opt-in events\)</dt><dd>0</dd>", r.text)
     assert status(container, program) is Status.UNSUBSCRIBED
 
 

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from sqlalchemy import (
     JSON,
@@ -130,6 +130,34 @@ class ImportSummary:
         self.held_reasons.update(merged.held_reasons)
 
 
+class RejectSink(Protocol):
+    """Told of the rejects file's rows as they are written (``services/imports.py`` stores them).
+
+    Called only while the import holds no write lock (staging writes a temporary table; held rows are written
+    after their merge transaction commits): the sink writes to the database on a connection of its own."""
+
+    def header(self, columns: list[str]) -> None: ...
+
+    def reject(self, line: int, reason: str, fields: list[str]) -> None: ...
+
+
+class _RejectsWriter(SafeWriter):
+    """The rejects file, each row also handed to a ``RejectSink``: its first row is the header."""
+
+    def __init__(self, out: IO[str], sink: RejectSink) -> None:
+        super().__init__(out)
+        self._sink, self._header_written = sink, False
+
+    def writerow(self, row: Iterable[Any]) -> Any:
+        row = list(row)
+        if self._header_written:
+            self._sink.reject(row[0], row[1], row[2:])
+        else:
+            self._sink.header(row[2:])
+            self._header_written = True
+        return super().writerow(row)
+
+
 class ImportError_(ValueError):
     """The file as a whole cannot be imported (not CSV, not readable, no phone column); nothing was stored.
 
@@ -162,8 +190,11 @@ def import_file(
     rejects_path: Path | None = None,
     on_progress: Callable[[int], None] | None = None,
     encoding: str | None = None,
+    reject_sink: RejectSink | None = None,
 ) -> ImportSummary:
-    """Import ``path`` into ``program``; ``encoding`` is used for files without a byte-order mark."""
+    """Import ``path`` into ``program``; ``encoding`` is used for files without a byte-order mark.
+
+    ``reject_sink`` is told of every row written to the rejects file (rejected or held), as it is written."""
     summary = ImportSummary(rejects_path=rejects_path or path.with_suffix(".rejects.csv"))
     assert summary.rejects_path is not None
     try:
@@ -173,7 +204,9 @@ def import_file(
             path.open("rb") as raw,
             summary.rejects_path.open("w", newline="", encoding="utf-8") as rejects_file,
         ):
-            rejects = SafeWriter(rejects_file)
+            rejects = (
+                SafeWriter(rejects_file) if reject_sink is None else _RejectsWriter(rejects_file, reject_sink)
+            )
             try:
                 _create_staging(conn)
                 try:

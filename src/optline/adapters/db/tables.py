@@ -452,6 +452,41 @@ audit_findings = Table(
     Index("ix_audit_findings_run", "run_id", "reason"),
 )
 
+# Each contacts import (services/imports.py), from the dashboard or the CLI, so that its results page can be
+# opened after the upload, by any process. ``status``: running, done, interrupted (the database failed while
+# merging: ``error`` says which lines are imported), refused (the file as a whole: nothing was imported).
+imports = Table(
+    "imports",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("program_id", BigId, ForeignKey("programs.id"), nullable=False),
+    Column("file_name", String(255), nullable=False),
+    Column("source", String(20), nullable=False),  # dashboard, cli
+    Column("imported_by", String(100), nullable=False),  # the operator (dashboard) or the system user (cli)
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+    Column("status", String(20), nullable=False),
+    Column("error", Text),
+    Column("encoding", String(60)),
+    Column("columns", JSON, nullable=False, default=list),  # the header as the importer read it (normalised)
+    Column("counts", JSON, nullable=False, default=dict),  # ImportSummary's counters: rows, created, …
+    Column("reject_reasons", JSON, nullable=False, default=dict),  # reason -> count
+    Column("held_reasons", JSON, nullable=False, default=dict),
+    Index("ix_imports_started", "started_at"),
+)
+
+# Every row of an import that was not imported (or imported without its consent: ``held``), with its line,
+# reason and the fields as read, inserted in bulk while the file is read; all of them, however many.
+import_rejects = Table(
+    "import_rejects",
+    metadata,
+    Column("import_id", BigId, ForeignKey("imports.id"), primary_key=True),
+    Column("line", Integer, primary_key=True, autoincrement=False),
+    Column("reason", Text, nullable=False),
+    Column("held", Boolean, nullable=False, default=False),
+    Column("fields", JSON, nullable=False),
+)
+
 # Dashboard operators (issue 5). Passwords are argon2id hashes; ``must_change_password`` marks the one-time
 # password printed on first run, which has to be replaced at first login.
 users = Table(

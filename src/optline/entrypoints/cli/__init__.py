@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from optline.entrypoints import worker as worker_entry
-from optline.entrypoints.cli import apikeys, contacts, ledger, programs, server, signups
+from optline.entrypoints.cli import apikeys, contacts, help_format, ledger, programs, server, signups
 from optline.entrypoints.cli import audit as audit_cli
 from optline.entrypoints.cli import campaigns as campaigns_cli
 from optline.entrypoints.cli import demo as demo_cli
@@ -21,6 +21,7 @@ from optline.entrypoints.cli import report as report_cli
 from optline.entrypoints.cli import users as users_cli
 from optline.entrypoints.cli.common import CliError, err_console, seal_ledger
 
+help_format.install()
 app = typer.Typer(
     help="optline: SMS campaigns built around consent.", no_args_is_help=True, add_completion=False
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +23,8 @@ from optline.adapters.clock import as_utc
 from optline.domain.phones import InvalidPhoneNumber
 from optline.entrypoints.cli.common import console, container, fail, show_import
 from optline.services import contacts as contact_service
-from optline.services.contacts_import import ImportError_, import_file
+from optline.services import imports
+from optline.services.contacts_import import ImportError_
 from optline.services.dashboard import contact_timeline
 from optline.services.programs import require_program
 
@@ -41,8 +43,9 @@ def import_(
 ) -> None:
     """Import contacts (and their consent evidence) from a CSV file; every rejected row is explained.
 
-    The whole file is read before anything is stored: an unreadable file (wrong encoding, binary data) is
-    refused with its line and changes nothing."""
+    The whole file is read before anything is stored: an unreadable file (wrong encoding, binary data) is refused with its line and changes nothing.
+
+    Every import is recorded: its results and rejected rows are on the dashboard's Imports page."""
     c = container()
     with c.db.read() as conn:
         try:
@@ -54,28 +57,34 @@ def import_(
         TextColumn("importing {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
         TimeRemainingColumn(),
     )  # fmt: skip
+    import_id = imports.start(c.db, c.clock, prog, file_name=file.name, source="cli", imported_by=_who())
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(file.name, total=file.stat().st_size)
         try:
-            s = import_file(
-                c.db, c.clock, file, prog, default_region=region, rejects_path=rejects,
+            s = imports.run(
+                c.db, c.clock, import_id, file, prog, default_region=region, rejects_path=rejects,
                 on_progress=lambda n: progress.advance(task, n), encoding=encoding,
             )  # fmt: skip
         except ImportError_ as exc:
             fail(f"{file.name}: {exc}")
-    outcomes = (
-        ("rows read", s.rows), ("contacts created", s.created), ("contacts updated", s.updated),
-        ("contacts unchanged", s.unchanged), ("consent recorded (opt-in events)", s.consent_recorded),
-        ("already subscribed", s.already_subscribed), ("held: opted out, consent not recorded", s.kept_opted_out),
-        ("no consent evidence (no marketing)", s.without_consent), ("rejected", s.rejected),
-    )  # fmt: skip
+    counts = imports.counts(s)
+    outcomes = [(label, counts[key]) for key, label in imports.OUTCOMES]
     show_import(f"{file.name} → {prog['name']}", outcomes, s.reject_reasons, s.rejected, s.rejects_path)
+    console.print(f"on the dashboard: /dashboard/imports/{import_id}", highlight=False)
     for reason, count in s.held_reasons.most_common():
         console.print(f"  held {count:,} × {reason}")
     if s.kept_opted_out:
         console.print(
             f"held rows (contact imported, consent not recorded), with reasons: [bold]{s.rejects_path}[/bold]"
         )
+
+
+def _who() -> str:
+    """Who ran the import, for its record: the system user (the CLI has no dashboard login)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no user name in the environment or the password database
+        return "unknown"
 
 
 @app.command("show")

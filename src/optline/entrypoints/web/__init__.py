@@ -8,7 +8,17 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from optline.bootstrap import Container
-from optline.entrypoints.web import admin, auth, campaign_pages, dashboard, exports, hooks, optout, simulator
+from optline.entrypoints.web import (
+    admin,
+    auth,
+    campaign_pages,
+    dashboard,
+    exports,
+    hooks,
+    import_pages,
+    optout,
+    simulator,
+)
 from optline.entrypoints.web.rendering import STATIC_DIR, render
 from optline.entrypoints.web.security import FormSigner, RateLimiter, SecurityHeaders
 
@@ -34,6 +44,7 @@ def mount(app: FastAPI, container: Container) -> None:
     app.include_router(dashboard.router)
     app.include_router(campaign_pages.router)
     app.include_router(exports.router)
+    app.include_router(import_pages.router)
     app.include_router(admin.router)
     app.include_router(hooks.router)
     if settings.uses_simulator:  # development only: replies "from" anyone (Settings.uses_simulator)

@@ -12,6 +12,7 @@ from urllib.parse import quote
 from zoneinfo import available_timezones
 
 from fastapi import APIRouter, Form, Request
+from pydantic import BaseModel
 from starlette.responses import RedirectResponse, Response
 
 from optline.adapters.db import programs as program_repo
@@ -111,11 +112,25 @@ def _preview(request: Request, conn: Any, form: dict[str, Any]) -> dict[str, Any
     }
 
 
-def _form(
-    program_id: str, name: str, message_type: str, template: str, filters: str, at: str, tz: str
-) -> dict[str, Any]:
-    return {"program_id": program_id.strip(), "name": name.strip(), "message_type": message_type,
-            "template": template.strip(), "filters": filters, "at": at.strip(), "tz": tz.strip()}  # fmt: skip
+class CampaignForm(BaseModel):
+    """The compose form's fields, read the same way by the live preview and by save/send/schedule."""
+
+    program_id: str = ""
+    name: str = ""
+    message_type: str = "marketing"
+    template: str = ""
+    filters: str = ""  # one filter per line, kept as typed (parsed by audience.parse_filter_items)
+    at: str = ""
+    tz: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The form as the page re-renders it, surrounding spaces dropped."""
+        return {"program_id": self.program_id.strip(), "name": self.name.strip(), "message_type": self.message_type,
+                "template": self.template.strip(), "filters": self.filters, "at": self.at.strip(),
+                "tz": self.tz.strip()}  # fmt: skip
+
+
+CampaignFields = Annotated[CampaignForm, Form()]
 
 
 @router.get("/dashboard/campaigns/new")
@@ -127,18 +142,12 @@ def new_campaign(request: Request, user: CurrentUser, program: str = "") -> Resp
 def preview_fragment(
     request: Request,
     user: CurrentUser,
-    program_id: Annotated[str, Form()] = "",
-    name: Annotated[str, Form()] = "",
-    message_type: Annotated[str, Form()] = "marketing",
-    template: Annotated[str, Form()] = "",
-    filters: Annotated[str, Form()] = "",
-    at: Annotated[str, Form()] = "",
-    tz: Annotated[str, Form()] = "",
+    fields: CampaignFields,
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
     """The preview panel alone, for the form's script to swap in as the operator types (a read)."""
     require_csrf(request, csrf)
-    form = _form(program_id, name, message_type, template, filters, at, tz)
+    form = fields.as_dict()
     container = container_of(request)
     preview = None
     if form["program_id"] and form["template"]:
@@ -151,26 +160,20 @@ def preview_fragment(
 def create_campaign(
     request: Request,
     user: CurrentUser,
-    program_id: Annotated[str, Form()] = "",
-    name: Annotated[str, Form()] = "",
-    message_type: Annotated[str, Form()] = "marketing",
-    template: Annotated[str, Form()] = "",
-    filters: Annotated[str, Form()] = "",
-    at: Annotated[str, Form()] = "",
-    tz: Annotated[str, Form()] = "",
+    fields: CampaignFields,
     intent: Annotated[str, Form()] = "preview",
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
     """One form, four buttons: preview (without script), save a draft, send now, schedule."""
     require_csrf(request, csrf)
-    form = _form(program_id, name, message_type, template, filters, at, tz)
+    form = fields.as_dict()
     if intent == "preview":
         return _form_page(request, user, form)
     container = container_of(request)
     if not form["program_id"].isdigit() or not form["name"] or not form["template"]:
         return _form_page(request, user, form, 400, "A campaign needs a program, a name and a message.")
     try:
-        audience_filter = audience.parse_filter_items(_filter_lines(filters))
+        audience_filter = audience.parse_filter_items(_filter_lines(form["filters"]))
         if intent == "schedule" and not form["at"]:
             raise ValueError("Choose when to send it, or press Send now.")
         when = _when(form["at"], form["tz"], container.clock.now()) if intent == "schedule" else None

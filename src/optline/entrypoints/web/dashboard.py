@@ -21,10 +21,10 @@ from optline.entrypoints.web import charts
 from optline.entrypoints.web.auth import CurrentUser, container_of, require_csrf
 from optline.entrypoints.web.rendering import render
 from optline.entrypoints.web.security import session_csrf_token
-from optline.services import audit, review
+from optline.services import audit, imports, review
 from optline.services import dashboard as read
 from optline.services import programs as program_service
-from optline.services.contacts_import import ImportError_, ImportInterrupted, import_file
+from optline.services.contacts_import import ImportError_, ImportInterrupted
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ NAV = [
     ("programs", "/dashboard/programs", "Programs"),
     ("campaigns", "/dashboard/campaigns", "Campaigns"),
     ("contacts", "/dashboard/contacts", "Contacts"),
+    ("imports", "/dashboard/imports", "Imports"),
     ("review", "/dashboard/review", "Review queue"),
     ("list-review", "/dashboard/list-review", "List review"),
     ("webhooks", "/dashboard/webhooks", "Webhooks"),
@@ -198,27 +199,29 @@ def import_contacts(
                     return _page(request, user, "programs.html", "programs", 413, programs=rows, form={},
                                  error="That file is over 200 MB; import it with `optline contacts import`.")  # fmt: skip
                 out.write(chunk)
+        name = file.filename or "upload.csv"
         try:
-            summary = import_file(
-                container.db, container.clock, path, program, default_region=container.settings.default_region,
-                rejects_path=Path(tmp) / "rejects.csv", encoding=encoding or None,
+            import_id = imports.start(container.db, container.clock, program, file_name=name, source="dashboard",
+                                      imported_by=str(user["username"]))  # fmt: skip
+            imports.run(
+                container.db, container.clock, import_id, path, program,
+                default_region=container.settings.default_region, rejects_path=Path(tmp) / "rejects.csv",
+                encoding=encoding or None,
             )  # fmt: skip
         except ImportInterrupted as exc:
             return _page(request, user, "programs.html", "programs", 503, programs=rows, form={},
-                         error=f"{file.filename}: {exc}", imported=exc.summary, imported_into=program["name"],
-                         imported_file=file.filename)  # fmt: skip
+                         error=f"{name}: {exc}", imported=exc.summary, imported_into=program["name"],
+                         imported_file=name, import_id=import_id)  # fmt: skip
         except ImportError_ as exc:
             return _page(request, user, "programs.html", "programs", 400, programs=rows, form={},
-                         error=f"{file.filename}: {exc}")  # fmt: skip
+                         error=f"{name}: {exc}")  # fmt: skip
         except SQLAlchemyError as exc:  # before the merge began: only the temporary staging table was written
-            log.exception("contacts import of %s failed", file.filename)
+            log.exception("contacts import of %s failed", name)
             return _page(request, user, "programs.html", "programs", 503, programs=rows, form={},
-                         error=f"{file.filename}: the database failed while reading the file "
+                         error=f"{name}: the database failed while reading the file "
                          f"({type(getattr(exc, 'orig', None) or exc).__name__}); nothing was imported — try again.")  # fmt: skip
-    with container.db.read() as conn:
-        rows = read.programs_summary(conn, container.clock.now())
-    return _page(request, user, "programs.html", "programs", programs=rows, form={}, imported=summary,
-                 imported_into=program["name"], imported_file=file.filename)  # fmt: skip
+    # Post/redirect/get: the results page is the import's own (reloading it never imports the file again).
+    return RedirectResponse(f"/dashboard/imports/{import_id}", status_code=303)
 
 
 @router.get("/dashboard/campaigns")

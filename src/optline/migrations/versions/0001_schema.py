@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 09:38:39.983670
+Create Date: 2026-11-30 12:08:18.700847
 """
 
 from __future__ import annotations
@@ -328,6 +328,28 @@ def upgrade() -> None:
         sa.UniqueConstraint("program_id", "version", name="uq_disclosure_versions_program_version"),
     )
     op.create_table(
+        "imports",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("program_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("file_name", sa.String(length=255), nullable=False),
+        sa.Column("source", sa.String(length=20), nullable=False),
+        sa.Column("imported_by", sa.String(length=100), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("encoding", sa.String(length=60), nullable=True),
+        sa.Column("columns", sa.JSON(), nullable=False),
+        sa.Column("counts", sa.JSON(), nullable=False),
+        sa.Column("reject_reasons", sa.JSON(), nullable=False),
+        sa.Column("held_reasons", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_imports_program_id_programs")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_imports")),
+    )
+    with op.batch_alter_table("imports", schema=None) as batch_op:
+        batch_op.create_index("ix_imports_started", ["started_at"], unique=False)
+
+    op.create_table(
         "ledger_digest_heads",
         sa.Column("digest_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -406,6 +428,18 @@ def upgrade() -> None:
     with op.batch_alter_table("audit_findings", schema=None) as batch_op:
         batch_op.create_index("ix_audit_findings_run", ["run_id", "reason"], unique=False)
 
+    op.create_table(
+        "import_rejects",
+        sa.Column("import_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("line", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("held", sa.Boolean(), nullable=False),
+        sa.Column("fields", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["import_id"], ["imports.id"], name=op.f("fk_import_rejects_import_id_imports")
+        ),
+        sa.PrimaryKeyConstraint("import_id", "line", name=op.f("pk_import_rejects")),
+    )
     op.create_table(
         "inbound_messages",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -699,6 +733,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_inbound_contact_time")
 
     op.drop_table("inbound_messages")
+    op.drop_table("import_rejects")
     with op.batch_alter_table("audit_findings", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_findings_run")
 
@@ -713,6 +748,10 @@ def downgrade() -> None:
 
     op.drop_table("user_sessions")
     op.drop_table("ledger_digest_heads")
+    with op.batch_alter_table("imports", schema=None) as batch_op:
+        batch_op.drop_index("ix_imports_started")
+
+    op.drop_table("imports")
     op.drop_table("disclosure_versions")
     with op.batch_alter_table("consent_events", schema=None) as batch_op:
         batch_op.drop_index("ix_consent_events_program_time")
