@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -97,3 +98,59 @@ def test_digest_depends_on_every_head_and_the_previous_digest() -> None:
     assert d != ledger.digest_of_heads(heads[:1], ledger.GENESIS)
     assert d != ledger.digest_of_heads([(1, 3, "c" * 64), heads[1]], ledger.GENESIS)
     assert d != ledger.digest_of_heads(heads, d)
+
+
+# The hashed bytes may never change: every stored chain and every exported file was hashed over them. This
+# is ``canonical`` as first written (json.dumps per event, iso per time); the faster one must agree byte for byte.
+def _canonical_as_first_written(event: dict[str, Any]) -> bytes:
+    body = {
+        "contact_id": event["contact_id"], "seq": event["seq"], "program_id": event["program_id"],
+        "brand": event["brand"], "action": str(event["action"]), "channel": str(event["channel"]),
+        "evidence": event["evidence"] or {}, "occurred_at": ledger.iso(event["occurred_at"]),
+        "recorded_at": ledger.iso(event["recorded_at"]), "prev_hash": event["prev_hash"],
+    }  # fmt: skip
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+_text = st.text(
+    alphabet=st.characters(codec="utf-8"), max_size=12
+)  # any character: é, 中文, emoji, \x00, \n, "
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _text
+    | st.datetimes(timezones=st.none() | st.just(UTC)),  # a datetime in evidence goes through default=str
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+_times = st.datetimes(
+    min_value=datetime(1970, 1, 2), timezones=st.none() | st.just(UTC) | st.timezones()
+)  # naive (SQLite), UTC, or any zone: hashed as the same UTC instant
+
+
+@given(
+    contact_id=st.integers(1, 2**62), seq=st.integers(1, 10**6), program_id=st.none() | st.integers(1, 10**9),
+    brand=_text, action=st.sampled_from(list(Action)), channel=st.sampled_from(list(Channel)),
+    evidence=st.none() | st.dictionaries(_text, _values, max_size=6), occurred_at=_times, recorded_at=_times,
+    prev_hash=st.sampled_from([ledger.GENESIS, "ab" * 32]),
+)  # fmt: skip
+def test_the_hashed_bytes_are_exactly_as_first_written(**event: Any) -> None:
+    event["action"], event["channel"] = event["action"].value, event["channel"].value
+    assert ledger.canonical(event) == _canonical_as_first_written(event)
+    assert ledger.canonical(event) == ledger.canonical(event)  # the second time from the cached times
+
+
+def test_the_auditors_checker_agrees_on_non_ascii_evidence() -> None:
+    # tools/verify_export.py recomputes hashes from the exported JSON with the standard library only.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "tools" / "verify_export.py"
+    spec = importlib.util.spec_from_file_location("verify_export", path)
+    assert spec and spec.loader
+    checker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checker)
+    event = make_chain(1)[0]
+    event["evidence"] = {"message_text": "ARRÊTER 停止 🛑", "name": 'Zoë "Q" \\ \n', "line": 7}
+    event["hash"] = ledger.event_hash(event)
+    exported = {**event, "occurred_at": ledger.iso(event["occurred_at"]),
+                "recorded_at": ledger.iso(event["recorded_at"])}  # fmt: skip
+    assert checker.event_hash(exported) == event["hash"]

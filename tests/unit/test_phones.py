@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import csv
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -179,3 +181,81 @@ def test_the_north_american_fast_path_agrees_with_phonenumbers(
     finally:
         phones._nanp_fast = real
     assert fast == slow
+
+
+# parse_phone classifies North American numbers once per exchange (NPA-NXX) where the metadata's patterns
+# allow it (phones.decided_by_head). These tests hold it to phonenumbers' own per-number classification.
+def _uncached(text: str, region: str) -> object:
+    """parse_phone's outcome with both shortcuts off: phonenumbers.parse and the per-number type."""
+    from optline.domain import phones
+
+    fast, fixed = phones._nanp_fast, phones._type_fixed_by_exchange
+    phones._nanp_fast = lambda text, region: None  # type: ignore[assignment]
+    phones._type_fixed_by_exchange = lambda region: False  # type: ignore[assignment]
+    try:
+        return _outcome(text, region)
+    finally:
+        phones._nanp_fast, phones._type_fixed_by_exchange = fast, fixed
+
+
+def _outcome(text: str, region: str) -> object:
+    try:
+        return parse_phone(text, region)
+    except InvalidPhoneNumber as exc:
+        return str(exc)
+
+
+@given(
+    national=st.integers(min_value=2_000_000_000, max_value=9_999_999_999),
+    spelling=st.sampled_from(_SPELLINGS),
+    region=st.sampled_from(["US", "CA", "PR", "JM", "GB"]),
+)
+def test_the_type_by_exchange_agrees_with_phonenumbers_for_any_north_american_number(
+    national: int, spelling: str, region: str
+) -> None:
+    digits = str(national)
+    text = spelling.format(a=digits[:3], e=digits[3:6], l=digits[6:])
+    assert _outcome(text, region) == _uncached(text, region)
+
+
+def test_the_type_by_exchange_agrees_with_phonenumbers_on_the_benchmark_file(tmp_path: Path) -> None:
+    from bench.import_contacts import make_csv
+
+    path = tmp_path / "contacts.csv"
+    make_csv(path, 20_000)
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        numbers = [row[0] for row in csv.reader(f, delimiter=";")][1:]
+    assert len(numbers) == 20_000
+    outcomes = [(_outcome(n, "US"), _uncached(n, "US")) for n in numbers]
+    assert all(cached == uncached for cached, uncached in outcomes)
+    assert sum(isinstance(cached, str) for cached, _ in outcomes) > 100  # the file's bad numbers
+
+
+def test_areas_of_one_region_keep_their_own_types() -> None:
+    # Cached per (region, exchange): a toll-free or premium exchange never borrows a neighbour's type.
+    from optline.domain import phones
+
+    assert phones._type_fixed_by_exchange("US")
+    phones_ = [_outcome(f"({area}) 201-0134", "US") for area in ("212", "800", "900")]
+    assert [p.number_type for p in phones_] == ["fixed_line_or_mobile", "toll_free", "premium_rate"]  # type: ignore[attr-defined]
+    assert phones_ == [_uncached(f"({area}) 201-0134", "US") for area in ("212", "800", "900")]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "decided"),
+    [
+        (r"[2-9]\d{9}|3\d{6}", True),  # the 7-digit alternative never matches ten digits
+        (r"5(?:2\d{8}|00[2-9]\d{6})", True),  # common prefix factored out of the alternatives
+        (r"(?:2(?:0[1-35-9]|1[02-9]))[2-9]\d{6}", True),
+        (r"\d{6}[2-9]\d{3}", False),  # the seventh digit matters
+        (r"\d{6}(?:\d{4}|\d{3})", False),  # not a fixed width
+        (r"(?=\d{9}5)\d{10}", False),  # a lookahead can read the tail
+        (r"5(?:2\d{8}|00[2-9]\d{3}[2-9]\d{2})", False),  # one alternative's tail is too short
+    ],
+)
+def test_a_pattern_is_decided_by_its_head_only_when_its_tail_is_any_digits(
+    pattern: str, decided: bool
+) -> None:
+    from optline.domain.phones import decided_by_head
+
+    assert decided_by_head(pattern, 10, 6) is decided

@@ -6,8 +6,11 @@ Everything here is pure (``phonenumbers`` carries its metadata in the package; n
 from __future__ import annotations
 
 import re
+import re._constants as _c
+import re._parser as _sre
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType, geocoder
@@ -62,23 +65,34 @@ def parse_phone(raw: str, default_region: str = "US") -> Phone:
     text = (raw or "").strip()
     if not text:
         raise InvalidPhoneNumber("empty phone number")
-    if re.search(r"[A-Za-z]", text.replace("ext", "")):
+    if _LETTER.search(text.replace("ext", "")):
         raise InvalidPhoneNumber(f"phone number {text!r} contains letters")
-    number = _nanp_fast(text, default_region.upper())
-    if number is None:
+    nsn = _nanp_fast(text, default_region.upper())
+    number: phonenumbers.PhoneNumber | None = None
+    if nsn is None:
         try:
             number = phonenumbers.parse(text, default_region.upper())
         except phonenumbers.NumberParseException as exc:
             raise InvalidPhoneNumber(f"cannot parse {text!r} as a phone number: {exc._msg}") from None
         if not phonenumbers.is_possible_number(number):
             raise InvalidPhoneNumber(f"{text!r} has the wrong number of digits for its country")
-    nsn = national_significant_number(number)
-    country_code = number.country_code or 0
-    region = _region(country_code, nsn, number)
-    metadata = PhoneMetadata.metadata_for_region(region) if region else None
+        nsn = national_significant_number(number)
+        country_code = number.country_code or 0
+    else:
+        country_code = 1
+    nanp = country_code == 1 and len(nsn) == 10
+    if nanp:
+        region = _nanp_region(nsn, number)
+    else:
+        assert number is not None  # only the North American spellings skip phonenumbers.parse
+        region = phonenumbers.region_code_for_number(number)
     # is_valid_number() and number_type() each re-derive the region (the costly part of parsing a +1
     # number, which tries ~25 NANP regions); derive it once and classify against its metadata directly.
-    number_type = _number_type_helper(nsn, metadata) if metadata else PhoneNumberType.UNKNOWN
+    if nanp and region is not None and _type_fixed_by_exchange(region):
+        number_type = _nanp_type_by_exchange(region, nsn[:6])
+    else:
+        metadata = PhoneMetadata.metadata_for_region(region) if region else None
+        number_type = _number_type_helper(nsn, metadata) if metadata else PhoneNumberType.UNKNOWN
     if number_type == PhoneNumberType.UNKNOWN:
         raise InvalidPhoneNumber(f"{text!r} is not a valid number (unassigned area or prefix)")
     zones, state = _zones_and_state(country_code, nsn, region)
@@ -91,6 +105,7 @@ def parse_phone(raw: str, default_region: str = "US") -> Phone:
     )
 
 
+_LETTER = re.compile(r"[A-Za-z]")
 # The common North American spellings — (415) 555-0134, 415.555.0134, +1 415 555 0134, 14155550134 — read
 # without phonenumbers.parse (half of an import's time per number). Only inputs parse() reads as exactly
 # these ten digits match: a leading 1 is the national prefix only where the default region is NANP;
@@ -99,17 +114,96 @@ _NANP_SPELLING = re.compile(r"(\+1|1)?[ .\-]?\(?([2-9]\d{2})\)?[ .\-]?(\d{3})[ .
 _NANP_REGIONS = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1])
 
 
-def _nanp_fast(text: str, default_region: str) -> phonenumbers.PhoneNumber | None:
+def _nanp_fast(text: str, default_region: str) -> str | None:
+    """The national significant number (ten digits) of a common North American spelling, else None."""
     m = _NANP_SPELLING.fullmatch(text)
     if m is None or (m.group(1) != "+1" and default_region not in _NANP_REGIONS):
         return None
-    return phonenumbers.PhoneNumber(country_code=1, national_number=int(m.group(2) + m.group(3) + m.group(4)))
+    return m.group(2) + m.group(3) + m.group(4)
 
 
-def _region(country_code: int, nsn: str, number: phonenumbers.PhoneNumber) -> str | None:
-    if country_code == 1 and len(nsn) == 10:
-        return _nanp_region(nsn[:3], number)
-    return phonenumbers.region_code_for_number(number)
+# --- Number types by exchange -------------------------------------------------------------------------
+# phonenumbers classifies a number by matching it against each type's pattern in its region's metadata
+# (``_number_type_helper``: ~10 regular expressions, most of an import's time per number). In the North
+# American plan those patterns decide by area code and exchange: every alternative that can match ten
+# digits is a fixed-width head followed by at least four "any digit"s. Where that holds — checked here on
+# the metadata itself, so a phonenumbers release that breaks it only turns the cache off — the type of
+# NPA-NXX-XXXX is the type of NPA-NXX-0000, and it is computed once per exchange.
+# Every description _number_type_helper reads.
+_TYPE_DESCS = ("general_desc", "premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager",
+               "uan", "voicemail", "fixed_line", "mobile")  # fmt: skip
+_PLAIN = {_c.LITERAL, _c.NOT_LITERAL, _c.IN, _c.ANY, _c.BRANCH, _c.SUBPATTERN, _c.MAX_REPEAT, _c.MIN_REPEAT}
+_ANY_DIGIT = [(_c.IN, [(_c.CATEGORY, _c.CATEGORY_DIGIT)])]
+
+
+def _plain(items: Any) -> bool:
+    """Only literals, classes, groups, alternatives and repeats (no lookaround, anchors, backreferences,
+    atomic groups or possessive repeats): what the pattern matches is then what its parts match."""
+    for op, av in items:
+        if op not in _PLAIN:
+            return False
+        if op is _c.BRANCH and not all(_plain(alt) for alt in av[1]):
+            return False
+        if op is _c.SUBPATTERN and not _plain(av[3]):
+            return False
+        if op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and not _plain(av[2]):
+            return False
+    return True
+
+
+def _digit_tail(items: Any) -> int:
+    """How many characters at the end of every match of ``items`` are certainly "any digit" (``\\d``,
+    ``\\d{k}``, and after them a group or an alternation whose every branch ends so: the regular-expression
+    parser factors common prefixes out of alternatives, ``5(?:2…\\d{4}|00\\d{6})``)."""
+    tail = 0
+    for op, av in reversed(list(items)):
+        if op is _c.IN and av == _ANY_DIGIT[0][1]:
+            tail += 1
+        elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT) and av[0] == av[1] and list(av[2]) == _ANY_DIGIT:
+            tail += av[0]
+        elif op is _c.BRANCH:
+            return tail + min(_digit_tail(alternative) for alternative in av[1])
+        elif op is _c.SUBPATTERN:
+            return tail + _digit_tail(av[3])
+        else:
+            break
+    return tail
+
+
+def decided_by_head(pattern: str, length: int, head: int) -> bool:
+    """True when whether ``pattern`` fully matches a string of ``length`` digits depends only on its first
+    ``head`` characters: each alternative that can be that long is exactly that long and ends in at least
+    ``length - head`` "any digit"s (its fixed-width head then decides alone)."""
+    parsed = _sre.parse(pattern)
+    if not _plain(parsed):
+        return False
+    items = list(parsed)
+    alternatives = items[0][1][1] if len(items) == 1 and items[0][0] is _c.BRANCH else [parsed]
+    for alternative in alternatives:
+        low, high = alternative.getwidth()
+        if not low <= length <= high:
+            continue  # it never matches a string of that length
+        if low != high or _digit_tail(alternative) < length - head:
+            return False
+    return True
+
+
+@lru_cache(maxsize=64)
+def _type_fixed_by_exchange(region: str) -> bool:
+    metadata = PhoneMetadata.metadata_for_region(region)
+    if metadata is None:
+        return False
+    patterns = [
+        d.national_number_pattern for d in (getattr(metadata, n) for n in _TYPE_DESCS) if d is not None
+    ]
+    return all(decided_by_head(p, 10, 6) for p in patterns if p)
+
+
+@lru_cache(maxsize=65536)
+def _nanp_type_by_exchange(region: str, exchange: str) -> int:
+    metadata = PhoneMetadata.metadata_for_region(region)
+    assert metadata is not None  # _type_fixed_by_exchange(region) found it
+    return int(_number_type_helper(exchange + "0000", metadata))
 
 
 @lru_cache(maxsize=2048)
@@ -121,12 +215,15 @@ def _nanp_region_by_area(area: str) -> str | None:
 _NANP_REGION_SEEN: dict[str, str] = {}
 
 
-def _nanp_region(area: str, number: phonenumbers.PhoneNumber) -> str | None:
+def _nanp_region(nsn: str, number: phonenumbers.PhoneNumber | None) -> str | None:
     # In the North American plan the area code alone decides the region (US, CA, PR, …), so the costly
     # search over ~25 regions (80 µs) runs once per area, not once per number of an import.
+    area = nsn[:3]
     region = _nanp_region_by_area(area) or _NANP_REGION_SEEN.get(area)
     if region is None:
-        region = phonenumbers.region_code_for_number(number)
+        region = phonenumbers.region_code_for_number(
+            number or phonenumbers.PhoneNumber(country_code=1, national_number=int(nsn))
+        )
         if region is not None and len(_NANP_REGION_SEEN) < 1000:  # at most ~800 NANP area codes exist
             _NANP_REGION_SEEN[area] = region
     return region

@@ -409,49 +409,58 @@ def record_opt_ins(
     Contacts must be distinct. An opt-in the rules refuse (an opted-out person; a time of consent in the
     future or before their last opt-out) is held: nothing is recorded, and ``held`` says why.
     ``created_here``: contacts this transaction inserted. No other writer can see them before it commits, so
-    they need no row lock (locking writes every locked row: most of an import's rows are new contacts).
+    they need no row lock (locking writes every locked row: most of an import's rows are new contacts), and
+    they have no subscription, event or chain head to read yet.
     """
     outcome = BatchOutcome()
     if not items:
         return outcome
     now = clock.now()
     ids = sorted(i.contact_id for i in items)
-    to_lock = [i for i in ids if i not in created_here]
-    if conn.dialect.name == "postgresql" and to_lock:  # lock in id order: concurrent batches cannot deadlock
+    # Contacts this transaction created have no projection row, no events and no chain yet (nobody else can
+    # write for them before it commits): only the others are looked up — none at all in a fresh import.
+    known = [i for i in ids if i not in created_here]
+    if conn.dialect.name == "postgresql" and known:  # lock in id order: concurrent batches cannot deadlock
         conn.execute(
             select(contacts.c.id)
-            .where(one_of(conn, contacts.c.id, to_lock))
+            .where(one_of(conn, contacts.c.id, known))
             .order_by(contacts.c.id)
             .with_for_update()
         )
-    state = {
-        r.contact_id: (Status(r.status), bool(r.held))
-        for r in conn.execute(
-            select(subscriptions.c.contact_id, subscriptions.c.status, subscriptions.c.held).where(
-                (subscriptions.c.program_id == program["id"]) & one_of(conn, subscriptions.c.contact_id, ids)
+    state: dict[int, tuple[Status, bool]] = {}
+    brand_out: set[int] = set()
+    last_out: dict[int, datetime] = {}
+    heads: dict[int, tuple[int, str]] = {}
+    if known:
+        state = {
+            r.contact_id: (Status(r.status), bool(r.held))
+            for r in conn.execute(
+                select(subscriptions.c.contact_id, subscriptions.c.status, subscriptions.c.held).where(
+                    (subscriptions.c.program_id == program["id"])
+                    & one_of(conn, subscriptions.c.contact_id, known)
+                )
             )
-        )
-    }
-    brand_out = {
-        r.contact_id
-        for r in conn.execute(
-            select(consent_events.c.contact_id).where(
-                one_of(conn, consent_events.c.contact_id, ids)
-                & consent_events.c.program_id.is_(None)
-                & (consent_events.c.brand == program["brand"])
-                & (consent_events.c.action == Action.OPT_OUT.value)
+        }
+        brand_out = {
+            r.contact_id
+            for r in conn.execute(
+                select(consent_events.c.contact_id).where(
+                    one_of(conn, consent_events.c.contact_id, known)
+                    & consent_events.c.program_id.is_(None)
+                    & (consent_events.c.brand == program["brand"])
+                    & (consent_events.c.action == Action.OPT_OUT.value)
+                )
             )
-        )
-    }
-    last_out = {
-        r.contact_id: as_utc(r.last)
-        for r in conn.execute(
-            select(consent_events.c.contact_id, func.max(consent_events.c.occurred_at).label("last"))
-            .where(one_of(conn, consent_events.c.contact_id, ids) & _opt_outs_applying_to(program))
-            .group_by(consent_events.c.contact_id)
-        )
-    }
-    heads = ledger.heads(conn, ids)
+        }
+        last_out = {
+            r.contact_id: as_utc(r.last)
+            for r in conn.execute(
+                select(consent_events.c.contact_id, func.max(consent_events.c.occurred_at).label("last"))
+                .where(one_of(conn, consent_events.c.contact_id, known) & _opt_outs_applying_to(program))
+                .group_by(consent_events.c.contact_id)
+            )
+        }
+        heads = ledger.heads(conn, known)
     events: list[dict[str, Any]] = []
     transitions: dict[int, tuple[Status, bool, Status]] = {}
     for item in items:

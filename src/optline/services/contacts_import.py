@@ -3,8 +3,10 @@
 Two phases, on one connection:
 
 1. **Stage.** The file is read (``adapters/csv_file``: encoding by BOM / ``encoding`` / strict UTF-8, hostile
-   input refused with its line), each row parsed in Python (phone, dates, evidence) and written to a
-   temporary staging table — by ``COPY`` on PostgreSQL, by ``executemany`` on SQLite. Rows that cannot be
+   input refused with its line), each row parsed in Python (phone, dates, evidence) — for files from
+   ``PARALLEL_FROM_BYTES`` in worker processes, one per core (``adapters/worker_pool``: the rows come back
+   in file order; reading and writing stay in this process) — and written to a temporary staging table —
+   by ``COPY`` on PostgreSQL, by ``executemany`` on SQLite. Rows that cannot be
    imported go to the rejects file with their line and reason. Nothing outside the staging table is written
    yet, so a file that turns out to be unreadable at its last line leaves nothing behind: the import is
    refused as a whole (``ImportError_``) and the error names what and where. Duplicates within the file are
@@ -16,16 +18,18 @@ Two phases, on one connection:
    which lines were imported and which were not (importing the same file again finishes it: imports are
    idempotent).
 
-Memory stays bounded: rows are staged in batches; duplicate detection is in the database, not a Python set.
+Memory stays bounded: rows are staged in batches (at most two batches per worker in flight); duplicate
+detection is in the database, not a Python set.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -48,7 +52,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from optline.adapters import csv_file
+from optline.adapters import csv_file, worker_pool
 from optline.adapters.clock import Clock
 from optline.adapters.db import bulk
 from optline.adapters.db import contacts as contact_repo
@@ -65,6 +69,10 @@ CONSENT_COLUMNS = {"consented_at", "consent_source", "consent_text", "ip", "user
 CONTACT_COLUMNS = {"locale", "language", "time_zone", "timezone"}
 _NOT_ATTRIBUTES = frozenset(CONSENT_COLUMNS | CONTACT_COLUMNS)
 STAGE_BATCH = 5000  # rows parsed in Python before they are written to the staging table
+# Files from this size are parsed in worker processes (one per core): below it, starting them (~1 s) costs
+# more than it saves. PARSE_BATCH rows go to a worker at a time.
+PARALLEL_FROM_BYTES = 4 << 20
+PARSE_BATCH = 2000
 MERGE_LINES = 10000  # lines per merge transaction (SQLite's IN lists stay under its 32,766 variables)
 HELD = "contact imported, consent not recorded"
 
@@ -192,6 +200,7 @@ def import_file(
     try:
         with (
             db.engine.connect() as conn,
+            bulk.large_cache(conn),
             path.open("rb") as raw,
             summary.rejects_path.open("w", newline="", encoding="utf-8") as rejects_file,
         ):
@@ -265,21 +274,69 @@ def _stage(
         raise ImportError_(f"no phone column in the first line (expected one of: {', '.join(PHONE_COLUMNS)})")
     rejects.writerow(["line", "reason", *header])
     batch: list[tuple[Any, ...]] = []
+    parse_row = _RowParser(header, phone_col, region, now)
+    records = csv_file.records(lines, delimiter, first_line=2)
+    workers = worker_pool.default_workers() if path.stat().st_size >= PARALLEL_FROM_BYTES else 1
+    parsed = (
+        _parse_in_workers(records, parse_row, workers) if workers > 1 else _parse_here(records, parse_row)
+    )
     # Staging writes only the temporary table: a plain (not IMMEDIATE) transaction takes no write lock.
     conn.execution_options(optline_write=False)
     with conn.begin():
-        for line, row in csv_file.records(lines, delimiter, first_line=2):
+        for line, row, staged in parsed:
             summary.rows += 1
-            try:
-                batch.append(_parse_row(line, row, header, phone_col, region, now))
-            except ValueError as exc:
-                _reject(summary, rejects, line, str(exc), row)
+            if isinstance(staged, str):
+                _reject(summary, rejects, line, staged, row)
                 continue
+            batch.append(staged)
             if len(batch) >= STAGE_BATCH:
                 _write_staged(conn, batch)
                 batch = []
         _write_staged(conn, batch)
     _index_staging(conn)
+
+
+# A row parsed: its staging tuple, or why it is rejected.
+_Parsed = tuple[Any, ...] | str
+
+
+def _parse_or_reason(parse_row: _RowParser, line: int, row: list[str]) -> _Parsed:
+    try:
+        return parse_row(line, row)
+    except ValueError as exc:
+        return str(exc)
+
+
+def _parse_here(
+    records: Iterator[tuple[int, list[str]]], parse_row: _RowParser
+) -> Iterator[tuple[int, list[str], _Parsed]]:
+    for line, row in records:
+        yield line, row, _parse_or_reason(parse_row, line, row)
+
+
+def _parse_in_workers(
+    records: Iterator[tuple[int, list[str]]], parse_row: _RowParser, workers: int
+) -> Iterator[tuple[int, list[str], _Parsed]]:
+    """The same, with the parsing in worker processes (the file is read and the rows staged here, in order)."""
+    batches = iter(lambda: list(islice(records, PARSE_BATCH)), [])
+    for batch, results in worker_pool.ordered_map(
+        _parse_batch, batches, workers=workers, initializer=_start_parser, initargs=(parse_row,)
+    ):
+        for (line, row), staged in zip(batch, results, strict=True):
+            yield line, row, staged
+
+
+_worker_parser: _RowParser | None = None  # in a worker process: the file's parser, set once
+
+
+def _start_parser(parse_row: _RowParser) -> None:
+    global _worker_parser
+    _worker_parser = parse_row
+
+
+def _parse_batch(batch: list[tuple[int, list[str]]]) -> list[_Parsed]:
+    assert _worker_parser is not None, "a parse worker starts with _start_parser"
+    return [_parse_or_reason(_worker_parser, line, row) for line, row in batch]
 
 
 def _reject(summary: ImportSummary, rejects: SafeWriter, line: int, reason: str, row: list[str]) -> None:
@@ -288,40 +345,55 @@ def _reject(summary: ImportSummary, rejects: SafeWriter, line: int, reason: str,
     rejects.writerow([line, reason, *row])
 
 
-def _parse_row(
-    line: int, row: list[str], header: list[str], phone_col: str, region: str, now: datetime
-) -> tuple[Any, ...]:
-    if len(row) > len(header):
-        raise ValueError(f"too many columns: {len(row)} fields for {len(header)} header columns")
-    values = {h: (unescape_cell(row[i].strip()) if i < len(row) else "") for i, h in enumerate(header)}
-    try:
-        phone = parse_phone(values[phone_col], region)
-    except InvalidPhoneNumber as exc:
-        raise ValueError(f"bad phone number: {exc}") from None
-    consented_at = None
-    if values.get("consented_at"):
+class _RowParser:
+    """Turns one row into its staging tuple, or raises ValueError with the reason. Built once per file from
+    its header; plain data, so each parse worker gets a copy (``_start_parser``)."""
+
+    def __init__(self, header: list[str], phone_col: str, region: str, now: datetime) -> None:
+        self.header, self.phone_col, self.region, self.now = header, phone_col, region, now
+        self.width = len(header)
+
+    def __call__(self, line: int, row: list[str]) -> tuple[Any, ...]:
+        header = self.header
+        if len(row) > self.width:
+            raise ValueError(f"too many columns: {len(row)} fields for {self.width} header columns")
+        cells = [c.strip() for c in row]
+        cells = [unescape_cell(c) if c[:1] == "'" else c for c in cells]  # only a quote can need undoing
+        if len(cells) < self.width:
+            cells += [""] * (self.width - len(cells))
+        values = dict(zip(header, cells, strict=True))  # a repeated header name: its last column, as before
+        phone_col = self.phone_col
         try:
-            consented_at = parse_datetime(values["consented_at"])
-        except ValueError as exc:
-            raise ValueError(f"bad consented_at date: {exc}") from None
-        try:  # the time of consent is checked again against their last opt-out when it is recorded
-            check_opt_in_time(consented_at, now=now, last_opt_out=None)
-        except ConsentRefused as exc:
-            raise ValueError(f"bad consented_at date: {values['consented_at']!r}: {exc}") from None
-    evidence: dict[str, Any] | None = None
-    source = values.get("consent_source") or values.get("consent_url")
-    if consented_at and (source or values.get("consent_text")):
-        evidence = {k: values[k] for k in sorted(CONSENT_COLUMNS) if values.get(k) and k != "consented_at"}
-        evidence["source"] = source or "import"
-        evidence["file_line"] = line
-    attributes = {k: v for k, v in values.items() if v and k != phone_col and k not in _NOT_ATTRIBUTES}
-    time_zone = values.get("time_zone") or values.get("timezone") or None
-    return (
-        line, phone.e164, phone.region, phone.number_type, phone.time_zone, time_zone, phone.us_state,
-        values.get("locale") or values.get("language") or None, json.dumps(attributes),
-        consented_at.isoformat() if consented_at and evidence else None,
-        json.dumps(evidence) if evidence else None, json.dumps(row),
-    )  # fmt: skip
+            phone = parse_phone(values[phone_col], self.region)
+        except InvalidPhoneNumber as exc:
+            raise ValueError(f"bad phone number: {exc}") from None
+        consented_at = None
+        if values.get("consented_at"):
+            try:
+                consented_at = parse_datetime(values["consented_at"])
+            except ValueError as exc:
+                raise ValueError(f"bad consented_at date: {exc}") from None
+            try:  # the time of consent is checked again against their last opt-out when it is recorded
+                check_opt_in_time(consented_at, now=self.now, last_opt_out=None)
+            except ConsentRefused as exc:
+                raise ValueError(f"bad consented_at date: {values['consented_at']!r}: {exc}") from None
+        evidence: dict[str, Any] | None = None
+        source = values.get("consent_source") or values.get("consent_url")
+        if consented_at and (source or values.get("consent_text")):
+            evidence = {k: values[k] for k in _EVIDENCE_COLUMNS if values.get(k)}
+            evidence["source"] = source or "import"
+            evidence["file_line"] = line
+        attributes = {k: v for k, v in values.items() if v and k != phone_col and k not in _NOT_ATTRIBUTES}
+        time_zone = values.get("time_zone") or values.get("timezone") or None
+        return (
+            line, phone.e164, phone.region, phone.number_type, phone.time_zone, time_zone, phone.us_state,
+            values.get("locale") or values.get("language") or None, json.dumps(attributes),
+            consented_at.isoformat() if consented_at and evidence else None,
+            json.dumps(evidence) if evidence else None, json.dumps(row),
+        )  # fmt: skip
+
+
+_EVIDENCE_COLUMNS = tuple(sorted(CONSENT_COLUMNS - {"consented_at"}))
 
 
 def _write_staged(conn: Connection, batch: list[tuple[Any, ...]]) -> None:
@@ -414,7 +486,7 @@ def _merge_chunk(
     held: list[list[Any]],
 ) -> None:
     now = clock.now()
-    seen = _merge_existing(conn, start, end, now, summary, set())
+    ids = _merge_existing(conn, start, end, now, summary, {})  # phone -> contact id, for every staged row
     new = (
         select(
             staging.c.phone, staging.c.region, staging.c.number_type,
@@ -433,18 +505,19 @@ def _merge_chunk(
         .returning(contacts.c.id, contacts.c.phone)
     ).all()
     summary.created += len(inserted)
-    seen.update(r.phone for r in inserted)
+    ids.update((r.phone, r.id) for r in inserted)
     created_here = frozenset(r.id for r in inserted)
     staged = conn.execute(select(func.count()).select_from(staging).where(_in_chunk(start, end))).scalar_one()
-    if len(seen) < staged:  # some were created by someone else meanwhile: merge into those
-        _merge_existing(conn, start, end, now, summary, seen)
-    _record_consent(conn, clock, program, start, end, summary, held, staged, created_here)
+    if len(ids) < staged:  # some were created by someone else meanwhile: merge into those
+        _merge_existing(conn, start, end, now, summary, ids)
+    _record_consent(conn, clock, program, start, end, summary, held, staged, created_here, ids)
 
 
 def _merge_existing(
-    conn: Connection, start: int, end: int, now: datetime, summary: ImportSummary, skip: set[str]
-) -> set[str]:
-    """Merge staged rows into contacts that exist (file values win; attributes are merged key by key)."""
+    conn: Connection, start: int, end: int, now: datetime, summary: ImportSummary, ids: dict[str, int]
+) -> dict[str, int]:
+    """Merge staged rows into contacts that exist (file values win; attributes are merged key by key);
+    adds each one's phone and id to ``ids`` (rows already there were merged before) and returns it."""
     rows = conn.execute(
         select(
             contacts.c.id, contacts.c.phone, contacts.c.attributes, contacts.c.locale, contacts.c.time_zone,
@@ -453,11 +526,10 @@ def _merge_existing(
         ).join(contacts, contacts.c.phone == staging.c.phone).where(_in_chunk(start, end))
     ).all()  # fmt: skip
     changed: list[dict[str, Any]] = []
-    seen = set(skip)
     for r in rows:
-        if r.phone in skip:
+        if r.phone in ids:
             continue
-        seen.add(r.phone)
+        ids[r.phone] = r.id
         merged = {**(r.attributes or {}), **(r.new_attributes or {})}
         locale = r.new_locale or r.locale
         tz = r.new_time_zone or r.time_zone
@@ -477,7 +549,7 @@ def _merge_existing(
             changed,
         )  # fmt: skip
         summary.updated += len(changed)
-    return seen
+    return ids
 
 
 def _record_consent(
@@ -490,14 +562,20 @@ def _record_consent(
     held: list[list[Any]],
     staged: int,
     created_here: frozenset[int],
+    ids: dict[str, int],
 ) -> None:
-    rows = conn.execute(
-        select(contacts.c.id, staging.c.line, staging.c.consented_at, staging.c.evidence)
-        .join(contacts, contacts.c.phone == staging.c.phone)
-        .where(_in_chunk(start, end) & staging.c.evidence.is_not(None))
-    ).all()
+    # The chunk's rows with evidence, read from staging alone: their contacts' ids are known (no join).
+    rows = [
+        (ids[r.phone], r.line, r.consented_at, r.evidence)
+        for r in conn.execute(
+            select(staging.c.phone, staging.c.line, staging.c.consented_at, staging.c.evidence).where(
+                _in_chunk(start, end) & staging.c.evidence.is_not(None)
+            )
+        )
+        if r.phone in ids
+    ]
     summary.without_consent += staged - len(rows)
-    items = [consent.BatchOptIn(r.id, r.evidence, datetime.fromisoformat(r.consented_at)) for r in rows]
+    items = [consent.BatchOptIn(cid, evidence, datetime.fromisoformat(at)) for cid, _, at, evidence in rows]
     outcome = consent.record_opt_ins(conn, clock, program, Channel.IMPORT, items, created_here=created_here)
     summary.consent_recorded += outcome.recorded
     summary.already_subscribed += outcome.already_subscribed
@@ -506,7 +584,7 @@ def _record_consent(
         return
     # The contact row was imported; its consent was not (an opted-out person, a consent time their opt-out
     # revoked): listed beside the rejected rows, with the reason, so nobody believes they are subscribed.
-    line_of = {r.id: r.line for r in rows}
+    line_of = {cid: line for cid, line, _, _ in rows}
     raw_of = {
         r.line: r.raw
         for r in conn.execute(
