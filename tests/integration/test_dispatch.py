@@ -51,7 +51,9 @@ def start_campaign(
 ) -> dict[str, Any]:
     with container.db.transaction() as conn:
         campaign = campaigns.create(conn, container.clock, program="deals", name=name, template=template)
-        campaign, _ = campaigns.start(conn, container.clock, campaign)
+        campaign, _ = campaigns.start(
+            conn, container.clock, campaign, public_url=container.settings.public_url
+        )
     return campaign
 
 

@@ -35,6 +35,7 @@ class ProgramCreate(BaseModel):
     optout_scope: Literal["program", "brand"] = "brand"
     double_opt_in: bool = False
     join_keywords: list[Annotated[str, text(50, min_length=1)]] = Field([], max_length=50)
+    optout_link: bool = Field(True, description="add the personal one-tap opt-out link to marketing messages")
 
 
 class ProgramPublic(BaseModel):
@@ -51,6 +52,7 @@ class ProgramPublic(BaseModel):
     optout_scope: str
     double_opt_in: bool
     join_keywords: list[str]
+    optout_link: bool
     created_at: Timestamp
 
 

@@ -34,6 +34,9 @@ def create(
     ),
     double_opt_in: bool = typer.Option(False, help="new sign-ups must confirm with YES"),
     join_keyword: list[str] = typer.Option([], help="keyword that starts a sign-up; repeatable"),
+    optout_link: bool = typer.Option(
+        True, help="add each person's one-tap opt-out link to marketing messages (default on)"
+    ),
 ) -> None:
     """Create a program."""
     if scope not in ("brand", "program"):
@@ -44,7 +47,7 @@ def create(
             program = service.create_program(
                 conn, c.clock, default_region=c.settings.default_region, name=name, brand=brand, sender_numbers=list(sender), help_text=help_text, help_contact=help_contact,
                 frequency_text=frequency, terms_url=terms_url, privacy_url=privacy_url, optout_scope=scope,
-                double_opt_in=double_opt_in, join_keywords=list(join_keyword),
+                double_opt_in=double_opt_in, join_keywords=list(join_keyword), optout_link=optout_link,
             )  # fmt: skip
         except SupportContactError as exc:
             fail(f"--help-contact: {exc}")
