@@ -138,3 +138,20 @@ def test_the_setting_through_the_api_create_and_read(container: Container) -> No
     assert bad.status_code == 422 and "optout_link" in bad.text
     with container.db.read() as conn:
         assert (program_repo.get_by_name(conn, "quiet") or {})["settings"]["optout_link"] is False
+    # PATCH changes only what it names, with the program page's rules.
+    changed = client.patch(
+        "/v1/programs/quiet", json={"optout_link": True, "quiet_hours": {"start": "09:00", "end": "20:00"}}
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["optout_link"] is True and changed.json()["quiet_hours"] == {
+        "start": "09:00",
+        "end": "20:00",
+    }
+    assert client.patch("/v1/programs/quiet", json={"optout_instruction": "monthly"}).json()["quiet_hours"] == {
+        "start": "09:00", "end": "20:00"}  # fmt: skip
+    early = client.patch("/v1/programs/quiet", json={"quiet_hours": {"start": "07:30", "end": "20:00"}})
+    assert early.status_code == 422 and "sending window start 07:30 is before 08:00" in early.text
+    assert client.patch("/v1/programs/nope", json={"optout_link": False}).status_code == 404
+    with container.db.read() as conn:
+        settings = (program_repo.get_by_name(conn, "quiet") or {})["settings"]
+    assert settings["optout_instruction"] == "monthly" and settings["optout_link"] is True

@@ -9,6 +9,7 @@ from sqlalchemy import Connection
 from optline.adapters.clock import Clock
 from optline.adapters.db import programs as repo
 from optline.domain import quiet_hours, replies
+from optline.domain.compose import optout_link_on
 from optline.domain.phones import InvalidPhoneNumber, normalize_sender, normalize_short_code, read_sender
 from optline.domain.support_contact import read_support_contact
 
@@ -189,3 +190,29 @@ def update_program(
     ).one()
     repo.forget(conn)  # inbound routing caches programs (adapters/db/programs.py)
     return dict(row._mapping)
+
+
+# What ``change_settings`` may change alone; the dashboard's page edits everything through update_program.
+CHANGEABLE = ("optout_link", "optout_instruction", "quiet_start", "quiet_end")
+
+
+def change_settings(
+    conn: Connection, program: dict[str, Any], *, default_region: str = "US", **changes: Any
+) -> dict[str, Any]:
+    """Change some of a program's settings and keep the rest (``PATCH /v1/programs/{name}``, ``optline
+    programs set``). The program's current values and the changes go through ``update_program``, so each
+    rule is checked in one place whichever way a setting is edited."""
+    unknown = sorted(set(changes) - set(CHANGEABLE))
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(unknown)} here (settings: {', '.join(CHANGEABLE)})")
+    settings = program.get("settings") or {}
+    window = settings.get("quiet_hours") or {}
+    current: dict[str, Any] = {
+        "help_contact": program.get("help_contact") or "", "help_text": program["help_text"],
+        "frequency_text": program["frequency_text"], "sender_numbers": list(program.get("sender_numbers") or []),
+        "optout_scope": program["optout_scope"], "optout_instruction": settings.get("optout_instruction", "every"),
+        "max_segments": settings.get("max_segments"), "frequency_cap": settings.get("frequency_cap"),
+        "optout_link": optout_link_on(settings), "quiet_start": window.get("start", ""),
+        "quiet_end": window.get("end", ""),
+    }  # fmt: skip
+    return update_program(conn, program["id"], default_region=default_region, **{**current, **changes})

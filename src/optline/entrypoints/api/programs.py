@@ -9,7 +9,7 @@ from optline.domain.phones import InvalidPhoneNumber
 from optline.domain.support_contact import SupportContactError
 from optline.entrypoints.api.deps import ERRORS, ApiKeyDep, ConnDep, ContainerDep
 from optline.entrypoints.api.fields import NamePath
-from optline.entrypoints.api.schemas import ProgramCreate, ProgramPublic
+from optline.entrypoints.api.schemas import ProgramCreate, ProgramPublic, ProgramSettingsUpdate
 from optline.services import programs as program_service
 
 router = APIRouter(prefix="/v1/programs", tags=["programs"], responses=ERRORS)
@@ -17,7 +17,8 @@ router = APIRouter(prefix="/v1/programs", tags=["programs"], responses=ERRORS)
 
 def _public(program: dict[str, object]) -> dict[str, object]:
     settings = program.get("settings")
-    return {**program, "optout_link": optout_link_on(settings if isinstance(settings, dict) else {})}
+    settings = settings if isinstance(settings, dict) else {}
+    return {**program, "optout_link": optout_link_on(settings), "quiet_hours": settings.get("quiet_hours")}
 
 
 @router.get("", response_model=list[ProgramPublic])
@@ -50,3 +51,22 @@ def get_program(name: NamePath, conn: ConnDep, _key: ApiKeyDep) -> dict[str, obj
     if program is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no program named {name!r}")
     return _public(program)
+
+
+@router.patch("/{name}", response_model=ProgramPublic)
+def change_settings(
+    name: NamePath, body: ProgramSettingsUpdate, conn: ConnDep, container: ContainerDep, _key: ApiKeyDep
+) -> dict[str, object]:
+    program = program_service.get_program(conn, name)
+    if program is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no program named {name!r}")
+    changes: dict[str, object] = body.model_dump(exclude_unset=True, exclude={"quiet_hours"})
+    if body.quiet_hours is not None:
+        changes.update(quiet_start=body.quiet_hours.start, quiet_end=body.quiet_hours.end)
+    try:
+        return _public(
+            program_service.change_settings(conn, program, default_region=container.settings.default_region,
+                                            **changes)
+        )  # fmt: skip
+    except ValueError as exc:  # QuietHoursError names the time and the rule
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
