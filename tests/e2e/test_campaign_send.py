@@ -111,7 +111,7 @@ def test_send_100k_with_opt_outs_while_running_and_quiet_hours(
     assert all(rows[cid].status == "deferred" for cid in ids[7::200])
     assert all(
         m["body"].startswith("Acme: Hi P")
-        and re.search(r"\. Reply STOP to opt out or tap http://\S+/u/\w{10}$", m["body"])
+        and re.search(r"\. Reply STOP to opt out or tap https://acme\.test/u/\w{10}$", m["body"])
         for m in received[:50]
     )
     c.close()
