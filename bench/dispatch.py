@@ -153,7 +153,7 @@ def prepare(db_url: str, n: int) -> Container:
         camp = campaigns.create(
             conn, c.clock, program="deals", name="bench", template="Hi {{ first_name }}, 2 for 1 today"
         )
-        campaigns.start(conn, c.clock, camp)
+        campaigns.start(conn, c.clock, camp, public_url=c.settings.public_url)
     return c
 
 

@@ -132,7 +132,7 @@ def console(engine: str, contacts: int, campaign_size: int = 100_000) -> None:
 
         with c.db.transaction() as conn:
             row = campaign_service.create(conn, c.clock, program="deals", name="big", template="Acme news")
-            campaign_service.start(conn, c.clock, row)
+            campaign_service.start(conn, c.clock, row, public_url=c.settings.public_url)
             half = select(messages.c.id).where(messages.c.campaign_id == row["id"]).limit(campaign_size // 2)
             conn.execute(update(messages).where(messages.c.id.in_(half.scalar_subquery()))
                          .values(status="delivered", sent_at=c.clock.now(), delivered_at=c.clock.now()))  # fmt: skip

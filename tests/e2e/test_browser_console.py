@@ -113,7 +113,11 @@ def test_campaign_from_compose_to_delivered(console: Console) -> None:
     _shot(page, "console-compose-desktop")
     page.fill("#c-template", "Hi {{ first_name }}, our spring sale starts today")
     sync_api.expect(page.locator("[data-testid=encoding]")).to_have_text("GSM-7")  # (the CSP forbids eval)
-    assert "Reply STOP to opt out." in page.inner_text("[data-testid=preview-text]")
+    # The personal opt-out link is added by default, as long as the one sent (OPTLINE_PUBLIC_URL + a token).
+    assert re.search(
+        rf"Reply STOP to opt out or tap {re.escape(console.server.url)}/u/\w{{10}}$",
+        page.inner_text("[data-testid=preview-text]"),
+    )
     assert accessibility_problems(page) == []
     watch.check("compose")
     with page.expect_navigation():
@@ -270,4 +274,70 @@ def test_import_a_file_with_bad_rows_see_them_and_download_the_rejects(
         _shot(page, f"console-{name}-phone")
     assert page.locator("table.imports td[data-label=Rejected]").first.is_visible()
     watch.check("import phone")
+
+
+def test_program_page_turns_the_link_off_and_edits_sending_window_and_disclosure(console: Console) -> None:
+    """A program of its own (the other tests' "spring" keeps the defaults): the link turned off, a sending
+    window and a disclosure refused beside their fields and then saved, the compose preview without the link."""
+    c = build(Settings(env="test", database_url=console.server.database_url), clock=SystemClock())
+    with c.db.transaction() as conn:
+        program = outbound.make_program(conn, c.clock, "autumn", sender_numbers=["+14155550199"])
+    c.close()
+    url = f"{console.server.url}/dashboard/programs/{program['id']}"
+    context, page, watch = _page(console, DESKTOP)
+    page.goto(url)
+    link = page.get_by_label("add each person's one-tap opt-out link to marketing messages")
+    assert link.is_checked()  # on by default
+    link.uncheck()
+    page.fill("#e-quiet-start", "07:00")
+    page.fill("#e-disclosure", "Acme autumn deals by text. Msg & data rates may apply. Reply STOP to stop.")
+    with page.expect_navigation():
+        page.click("text=Save settings")
+    # Refused beside the field, everything typed still there, the box still unchecked.
+    error = page.locator("#err-quiet_hours")
+    assert "before 08:00, the earliest the law allows" in error.inner_text() and error.is_visible()
+    assert page.input_value("#e-quiet-start") == "07:00" and not link.is_checked()
+    assert page.locator("#e-disclosure").get_attribute("aria-invalid") is None  # one error at a time: the
+    # sending window is checked before the disclosure, so only it is marked
+    assert accessibility_problems(page) == []
+    _shot(page, "program-settings-error-desktop")
+    watch.clear()  # the refusal is a 400 by design
+    page.fill("#e-quiet-start", "09:00")
+    page.fill("#e-quiet-end", "20:00")
+    with page.expect_navigation():
+        page.click("text=Save settings")
+    disclosure_error = page.locator("#err-disclosure")
+    assert "HELP instructions" in disclosure_error.inner_text()
+    assert page.locator("#e-disclosure").get_attribute("aria-invalid") == "true"
+    watch.clear()
+    page.fill("#e-disclosure", "Acme autumn deals by text, up to 4 msgs/month. Msg & data rates may apply. "
+                               "Consent is not a condition of purchase. Reply HELP for help, STOP to cancel.")  # fmt: skip
+    with page.expect_navigation():
+        page.click("text=Save settings")
+    assert "Settings saved." in page.inner_text("main")
+    assert not link.is_checked() and page.input_value("#e-quiet-start") == "09:00"
+    assert "up to 4 msgs/month" in page.input_value("#e-disclosure")
+    _shot(page, "program-settings-saved-desktop")
+    # The compose preview follows the setting: the STOP sentence alone, no link.
+    page.goto(f"{console.server.url}/dashboard/campaigns/new?program={program['id']}")
+    page.fill("#c-template", "Our autumn blend is here")
+    sync_api.expect(page.locator("[data-testid=preview-text]")).to_have_text(
+        "Acme: Our autumn blend is here. Reply STOP to opt out."
+    )
+    watch.check("program settings")
+    context.close()
+
+    context, page, watch = _page(console, PHONE)
+    page.goto(url)
+    page.fill("#e-quiet-end", "22:00")
+    with page.expect_navigation():
+        page.click("text=Save settings")
+    assert "after 21:00, the latest the law allows" in page.inner_text("#err-quiet_hours")
+    _fits_the_phone(page)
+    _shot(page, "program-settings-error-phone")
+    watch.clear()
+    page.goto(url)
+    _fits_the_phone(page)
+    _shot(page, "program-settings-phone")
+    watch.check("program settings on the phone")
     context.close()

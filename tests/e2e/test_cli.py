@@ -179,3 +179,23 @@ def test_a_cli_import_is_recorded_for_the_dashboard(db_url: str, tmp_path: Path)
         c.close()
     assert rows == [["line", "reason", "phone", "name"], [3, rows[1][1], "nope", "Bob"]]
     assert "bad phone number" in rows[1][1]
+
+
+def test_programs_set_changes_the_link_and_sending_window_and_refuses_an_impossible_one(db_url: str) -> None:
+    assert run(db_url, "init").returncode == 0
+    made = run(db_url, "programs", "create", "deals", "--brand", "Acme", "--help-contact", "help@acme.example",
+               "--no-optout-link")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    on = run(db_url, "programs", "set", "deals", "--optout-link", "--sending-window", "09:00-20:00")
+    assert on.returncode == 0, on.stderr
+    assert "opt-out link on" in on.stdout and "sending window 09:00-20:00" in on.stdout
+    off = run(db_url, "programs", "set", "deals", "--no-optout-link", "--optout-instruction", "monthly")
+    assert (
+        "opt-out link off" in off.stdout and "monthly" in off.stdout and "09:00-20:00" in off.stdout
+    )  # kept
+    bad = run(db_url, "programs", "set", "deals", "--sending-window", "07:00-20:00")
+    assert (
+        bad.returncode != 0 and "--sending-window: sending window start 07:00 is before 08:00" in bad.stderr
+    )
+    nothing = run(db_url, "programs", "set", "deals")
+    assert nothing.returncode != 0 and "nothing to change" in nothing.stderr

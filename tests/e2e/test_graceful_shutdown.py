@@ -72,7 +72,7 @@ def test_worker_finishes_its_batch_on_sigterm_then_exits_0(
     outbound.seed(live, 60, time_zone=outbound.zone_where(True), us_state=None)
     with live.db.transaction() as conn:
         campaign = campaigns.create(conn, live.clock, program="deals", name="c1", template="Hi, 20% off")
-        campaigns.start(conn, live.clock, campaign)
+        campaigns.start(conn, live.clock, campaign, public_url=live.settings.public_url)
     fake_server.client.post("/_fake/latency", json={"seconds": 0.15}).raise_for_status()  # ~1.5 s a batch
     env = {**os.environ, "OPTLINE_DATABASE_URL": live.settings.database_url, "OPTLINE_ENV": "test",
            "OPTLINE_PROVIDER": "twilio", "OPTLINE_TWILIO_ACCOUNT_SID": fp.TWILIO_SID,

@@ -27,7 +27,7 @@ def test_serve_reports_the_workers_provider_calls(
     outbound.seed(live, 7, time_zone=outbound.zone_where(True), us_state=None)
     with live.db.transaction() as conn:
         campaign = campaigns.create(conn, live.clock, program="deals", name="c1", template="Hi, 20% off")
-        campaigns.start(conn, live.clock, campaign)
+        campaigns.start(conn, live.clock, campaign, public_url=live.settings.public_url)
     shared = tmp_path / "prometheus"
     shared.mkdir()
     env = {"PROMETHEUS_MULTIPROC_DIR": str(shared), "OPTLINE_PROVIDER": "twilio",

@@ -56,7 +56,7 @@ def test_exclusion_reasons_and_materialise(container: Container) -> None:
     with container.db.transaction() as conn:
         campaign = campaigns.create(conn, clock, program="deals", name="black friday", template="Hi {{ tier }} member",
                                     audience_filter={"tier": "gold"})  # fmt: skip
-        campaign, queued = campaigns.start(conn, clock, campaign)
+        campaign, queued = campaigns.start(conn, clock, campaign, public_url=container.settings.public_url)
     assert queued == 5 and campaign["status"] == "sending"
     with container.db.read() as conn:
         rows = conn.execute(select(messages).where(messages.c.campaign_id == campaign["id"])).all()
@@ -87,7 +87,7 @@ def _preview_and_send(container: Container, name: str, audience_filter: dict) ->
     with container.db.transaction() as conn:
         campaign = campaigns.create(conn, clock, program="deals", name=name, template="Hi {{ first_name }}",
                                     audience_filter=audience_filter)  # fmt: skip
-        _, queued = campaigns.start(conn, clock, campaign)
+        _, queued = campaigns.start(conn, clock, campaign, public_url=container.settings.public_url)
     return dry, queued
 
 
@@ -165,6 +165,8 @@ def test_unknown_filter_key_names_the_known_keys(container: Container) -> None:
     with container.db.read() as conn, pytest.raises(audience.FilterError, match=r"'colour'.*color"):
         audience.dry_run(conn, campaign["program_id"], {"colour": "red"})
     with pytest.raises(audience.FilterError, match=r"'colour'.*color"), container.db.transaction() as conn:
-        campaigns.start(conn, clock, campaigns.get_by_id(conn, campaign["id"]))
+        campaigns.start(
+            conn, clock, campaigns.get_by_id(conn, campaign["id"]), public_url=container.settings.public_url
+        )
     with container.db.read() as conn:
         assert conn.execute(select(messages).where(messages.c.campaign_id == campaign["id"])).first() is None

@@ -51,7 +51,9 @@ def start_campaign(
 ) -> dict[str, Any]:
     with container.db.transaction() as conn:
         campaign = campaigns.create(conn, container.clock, program="deals", name=name, template=template)
-        campaign, _ = campaigns.start(conn, container.clock, campaign)
+        campaign, _ = campaigns.start(
+            conn, container.clock, campaign, public_url=container.settings.public_url
+        )
     return campaign
 
 
@@ -66,12 +68,14 @@ def test_send_composes_and_records(container: Container, fake: fp.FakeProviders)
     counts = drain(make_dispatcher(container, fake))
     assert counts.sent == 3
     got = sorted(m["body"] for m in fake.received)
-    assert got[0].startswith("Acme: Hi P0, 20% off. Reply STOP to opt out.")
+    # The instruction with the person's own link (the dispatcher's public URL and the message's token).
+    assert got[0].startswith("Acme: Hi P0, 20% off. Reply STOP to opt out or tap https://acme.test/u/")
     sent = rows(container)
     assert all(
         r.status == "sent" and r.provider == "twilio" and r.provider_message_id and r.handed_over_at
         for r in sent
     )
+    assert all(r.body.endswith(f"https://acme.test/u/{r.optout_token}") for r in sent)
     with container.db.read() as conn:
         assert campaigns.status(conn, campaign).campaign["status"] == "done"
 

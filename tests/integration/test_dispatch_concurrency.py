@@ -50,7 +50,9 @@ def worker(container: Container, fake: fp.FakeProviders, name: str, **config: An
 def start_campaign(container: Container) -> dict[str, Any]:
     with container.db.transaction() as conn:
         campaign = campaigns.create(conn, container.clock, program="deals", name="c1", template="Hi, 20% off")
-        campaign, _ = campaigns.start(conn, container.clock, campaign)
+        campaign, _ = campaigns.start(
+            conn, container.clock, campaign, public_url=container.settings.public_url
+        )
     return campaign
 
 

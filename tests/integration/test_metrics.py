@@ -66,7 +66,7 @@ def test_metrics_after_a_campaign_and_a_stop(container: Container, fake: fp.Fake
     before = scrape(container)  # in-process instruments are per process: compare with what they were
     with container.db.transaction() as conn:
         campaign = campaigns.create(conn, container.clock, program="deals", name="c1", template="Hi, 20% off")
-        campaigns.start(conn, container.clock, campaign)
+        campaigns.start(conn, container.clock, campaign, public_url=container.settings.public_url)
     sender = TwilioSender(fp.TWILIO_SID, fp.TWILIO_TOKEN, fake.url)
     config = DispatchConfig(public_url="https://acme.test", concurrency=4, batch_size=4)
     dispatcher = Dispatcher(container.db, container.clock, sender, config, worker_id="w1")

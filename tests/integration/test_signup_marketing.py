@@ -58,7 +58,7 @@ def test_unconfirmed_signups_get_no_marketing(container: Container, clock: Froze
 
     with container.db.transaction() as conn:
         campaign = campaigns.create(conn, clock, program="deals", name="launch", template="New beans are in!")
-        campaigns.start(conn, clock, campaign)
+        campaigns.start(conn, clock, campaign, public_url=container.settings.public_url)
         # A marketing message slipped past the audience (a stale list, a bug): the send-time check stops it.
         outbox.enqueue(conn, clock, program_id=program["id"], contact_id=people[PENDING]["id"],
                        to_phone=PENDING, kind=Kind.MARKETING, body="Acme Coffee: sale! Reply STOP to opt out.",

@@ -24,7 +24,7 @@ def test_worker_sends_through_the_simulator(container: Container) -> None:
         campaign = campaigns.create(
             conn, container.clock, program="deals", name="sim", template="Hello {{ first_name }}"
         )
-        campaigns.start(conn, container.clock, campaign)
+        campaigns.start(conn, container.clock, campaign, public_url=container.settings.public_url)
     assert isinstance(sender(container), SimulatorSender)
     total = run(container, threading.Event(), once=True)
     assert total.sent == 3

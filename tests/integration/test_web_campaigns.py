@@ -45,7 +45,11 @@ def test_preview_shows_the_text_as_sent_segments_lint_and_the_audience(
     assert r.status_code == 200
     text = web.page_text(r.text)
     # The recipient's view: the brand prefix and the opt-out instruction that compose adds, a real first name.
-    assert "Acme: Hi P1 — 20% off at bit.ly/x. Reply STOP to opt out." in text
+    # The personal link, as long as the one sent (public URL + a token of the real length).
+    assert (
+        "Acme: Hi P1 — 20% off at bit.ly/x. Reply STOP to opt out or tap http://testserver/u/AbCdEfGhJk"
+        in text
+    )
     assert "UCS-2" in text and "— (U+2014)" in text  # the character that forces UCS-2, named
     assert "public link shortener bit.ly" in text  # lint, inline (an error: it blocks sending)
     assert "4 recipients" in text and "1 excluded: opted out" in text  # the dry run and its reasons
@@ -79,7 +83,7 @@ def test_send_now_reaches_delivered_through_the_simulator(
         rows = conn.execute(select(messages.c.status, messages.c.consent_event_id)).all()
     assert {s for s, _ in rows} == {"delivered"} and all(cid for _, cid in rows)
     assert text.count("opt in via import") == 4 and f"consent event #{rows[0][1]}" in text
-    assert "Acme: Hi P1, spring sale today. Reply STOP to opt out." in text
+    assert "Acme: Hi P1, spring sale today. Reply STOP to opt out or tap http://testserver/u/" in text
     listing = web.page_text(client.get("/dashboard/campaigns").text)
     assert "spring" in listing
 

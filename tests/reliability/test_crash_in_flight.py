@@ -57,7 +57,7 @@ def test_a_worker_killed_mid_call_loses_and_repeats_nothing(live: Container, db_
     outbound.seed(live, COUNT, time_zone=outbound.zone_where(True), us_state=None)
     with live.db.transaction() as conn:
         campaign = campaigns.create(conn, live.clock, program="deals", name="crash", template="Hi, 20% off")
-        campaigns.start(conn, live.clock, campaign)
+        campaigns.start(conn, live.clock, campaign, public_url=live.settings.public_url)
     fake_server.client.post("/_fake/latency", json={"seconds": 0.3}).raise_for_status()
     first = start_worker(db_url, fake_server)
     deadline = time.monotonic() + 60

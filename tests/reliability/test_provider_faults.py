@@ -72,7 +72,7 @@ def test_every_message_is_delivered_once_or_failed_with_a_reason(
     with container.db.transaction() as conn:
         campaign = campaigns.create(conn, container.clock, program="deals", name="faults",
                                     template="Hi {{ first_name }}, 20% off")  # fmt: skip
-        campaigns.start(conn, container.clock, campaign)
+        campaigns.start(conn, container.clock, campaign, public_url=container.settings.public_url)
     fake.chaos(**FAULTS)
     if name == "twilio":  # two recipients the provider never accepts: they use up their budget and fail
         for i in (0, 1):

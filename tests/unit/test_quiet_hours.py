@@ -1,5 +1,7 @@
 from datetime import UTC, datetime
 
+import pytest
+
 from optline.domain import quiet_hours as qh
 
 
@@ -36,3 +38,29 @@ def test_contact_zone_wins_over_number_zone() -> None:
     assert qh.zones_for("Europe/Lisbon", ("America/New_York",), "US") == ("Europe/Lisbon",)
     assert qh.zones_for(None, ("America/Chicago",), "US") == ("America/Chicago",)
     assert qh.zones_for("Not/AZone", (), None) == ("UTC",)
+
+
+def test_a_programs_window_narrows_the_law_never_widens_it() -> None:
+    program = qh.read_window("09:30", "20:30")
+    assert qh.window_for("NY", program) == qh.Window(qh.time(9, 30), qh.time(20, 30))
+    assert qh.window_for("FL", program) == qh.Window(qh.time(9, 30), qh.time(20))  # the state closes first
+    assert qh.program_window({}) == qh.FEDERAL
+    assert qh.program_window({"quiet_hours": {"start": "09:30", "end": "20:30"}}) == program
+    at = datetime(2026, 11, 26, 14, 0, tzinfo=UTC)  # 9:00 New York
+    assert not qh.allowed(at, ["America/New_York"], qh.window_for(None, program))
+    assert qh.next_allowed(at, ["America/New_York"], qh.window_for(None, program)) == datetime(
+        2026, 11, 26, 14, 30, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize(("start", "end", "says"), [
+    ("07:00", "20:00", "before 08:00, the earliest the law allows"),
+    ("09:00", "22:00", "after 21:00, the latest the law allows"),
+    ("20:00", "21:00", "leaves no time in FL, MD, OK"),
+    ("18:00", "10:00", "must be before its end"),
+    ("9am", "20:00", "start '9am' is not a time like 09:00"),
+    ("09:00", "", "end '' is not a time like 09:00"),
+])  # fmt: skip
+def test_an_impossible_window_is_refused_naming_the_value(start: str, end: str, says: str) -> None:
+    with pytest.raises(qh.QuietHoursError, match=says):
+        qh.read_window(start, end)

@@ -7,6 +7,11 @@ name unknown fields before anything is queued.
 Program settings read here (``programs.settings`` JSON):
 - ``optout_instruction``: ``"every"`` (default) adds the opt-out instruction to every marketing message;
   ``"monthly"`` only to the first marketing message a contact gets from the program in a calendar month.
+- ``optout_link`` (default on, also for programs created before the setting existed): every marketing
+  message whose template does not place ``{{ optout_url }}`` itself carries the person's one-tap opt-out
+  link. The link is *not* subject to the ``monthly`` policy: that policy trims the STOP sentence from a
+  month's later messages to save characters, but a person who wants to leave should always find the
+  way out in the message in front of them, so those messages carry the short "Opt out: <link>" instead.
 - ``language``: the program's default language for the instruction when the contact has no locale.
 """
 
@@ -28,11 +33,30 @@ OPTOUT_INSTRUCTIONS: dict[str, str] = {
     "fr": "Répondez STOP pour vous désabonner.",
     "pt": "Responda STOP para cancelar.",
 }
+# The instruction with the personal link. The STOP words come first (a phone that previews or hides a link
+# still shows them) and the link last with nothing after it: some phones take a trailing full stop into the
+# URL. "tap" is the shortest verb people know for a link; the whole adds about 6 words to the STOP sentence.
+OPTOUT_WITH_LINK: dict[str, str] = {
+    "en": "Reply STOP to opt out or tap {url}",
+    "es": "Responde STOP para darte de baja o toca {url}",
+    "fr": "Répondez STOP pour vous désabonner ou touchez {url}",
+    "pt": "Responda STOP para cancelar ou toque {url}",
+}
+# The link alone: for a template that already tells people to reply STOP, and for a month's later messages
+# under the "monthly" instruction policy.
+OPTOUT_LINK_ONLY: dict[str, str] = {
+    "en": "Opt out: {url}",
+    "es": "Darte de baja: {url}",
+    "fr": "Se désabonner : {url}",
+    "pt": "Cancelar: {url}",
+}
 # What counts as an opt-out instruction already present in a template (any language, any keyword).
 _HAS_OPTOUT = re.compile(r"\b(STOP|SAIR|PARAR|ARRET|ARRÊT|BAJA|UNSUBSCRIBE|optout_url)\b", re.IGNORECASE)
 
 # Fields every template may use besides the contact's attributes.
 BUILTIN_FIELDS = frozenset({"optout_url", "brand", "phone", "program"})
+
+_PLACES_LINK = re.compile(r"\boptout_url\b")
 
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
@@ -45,7 +69,13 @@ class TemplateError(ValueError):
 class Composed:
     body: str
     added_brand: bool
-    added_optout: bool
+    added_optout: bool  # the STOP instruction was added
+    added_link: bool  # the personal opt-out link was added (the template did not place it)
+
+
+def optout_link_on(settings: Mapping[str, Any]) -> bool:
+    """The program setting ``optout_link``; absent means on (the default for new and existing programs)."""
+    return bool(settings.get("optout_link", True))
 
 
 def language_of(locale: str | None, default: str = "en") -> str:
@@ -145,19 +175,28 @@ def compose(
     public_url: str,
     optout_token: str | None,
 ) -> Composed:
-    """The text a contact receives. ``first_this_month``: no marketing from this program yet this month."""
+    """The text a contact receives. ``first_this_month``: no marketing from this program yet this month.
+
+    ``optout_token`` None means no link can be made (nothing personal to point at): the STOP sentence alone.
+    """
     fields: dict[str, Any] = {**attributes, "brand": brand, "program": program_name, "phone": phone}
-    if optout_token:
-        fields["optout_url"] = build_optout_url(public_url, optout_token)
+    url = build_optout_url(public_url, optout_token) if optout_token else None
+    if url:
+        fields["optout_url"] = url
     body = render(template, fields)
     added_brand = not has_brand(body, brand)
     if added_brand:
         body = f"{brand}: {body}"
-    added_optout = False
-    if marketing and not has_optout_instruction(template):
-        policy = settings.get("optout_instruction", "every")
-        if policy == "every" or first_this_month:
-            lang = language_of(locale, str(settings.get("language") or "en"))
-            body = join_sentence(body, OPTOUT_INSTRUCTIONS[lang])
-            added_optout = True
-    return Composed(body, added_brand, added_optout)
+    if not marketing:  # transactional messages and replies: never an instruction, never a link
+        return Composed(body, added_brand, False, False)
+    lang = language_of(locale, str(settings.get("language") or "en"))
+    policy = settings.get("optout_instruction", "every")
+    instruction = not has_optout_instruction(template) and (policy == "every" or first_this_month)
+    link = url if url and optout_link_on(settings) and not _PLACES_LINK.search(template) else None
+    if instruction and link:
+        body = join_sentence(body, OPTOUT_WITH_LINK[lang].format(url=link))
+    elif instruction:
+        body = join_sentence(body, OPTOUT_INSTRUCTIONS[lang])
+    elif link:
+        body = join_sentence(body, OPTOUT_LINK_ONLY[lang].format(url=link))
+    return Composed(body, added_brand, instruction, link is not None)

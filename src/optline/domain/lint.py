@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from optline.domain import compose, quiet_hours, segments
+from optline.domain.optout_links import SAMPLE_TOKEN
 
 # Public shorteners carriers filter (shared domains look like phishing). Use your own branded domain.
 LINK_SHORTENERS = frozenset({
@@ -20,8 +21,6 @@ LINK_SHORTENERS = frozenset({
 })  # fmt: skip
 _URL_HOST = re.compile(r"(?:https?://)?(?:www\.)?((?:[a-z0-9-]+\.)+[a-z]{2,})(?:/|\b)", re.IGNORECASE)
 DEFAULT_MAX_SEGMENTS = 3
-# Example values used to measure a rendered message: long-ish, GSM-7, so the count is an honest estimate.
-SAMPLE_OPTOUT_URL = "https://example.com/u/AbCdEfGhJk"
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,7 @@ def lint(
     brand: str,
     settings: Mapping[str, Any],
     known_fields: Iterable[str],
+    public_url: str,
     marketing: bool = True,
     send_at: datetime | None = None,
     audience_zones: Iterable[str] = (),
@@ -66,7 +66,9 @@ def lint(
     missing: Mapping[str, int] | None = None,
     recipients: int | None = None,
 ) -> LintResult:
-    """``missing``: per field the template needs, how many of the ``recipients`` have no value for it."""
+    """``missing``: per field the template needs, how many of the ``recipients`` have no value for it.
+    ``public_url``: where opt-out links point (OPTLINE_PUBLIC_URL); the segment count measures a link of
+    exactly the length recipients get."""
     findings: list[Finding] = []
     try:
         used = compose.template_fields(template)
@@ -93,19 +95,25 @@ def lint(
     if marketing and not compose.has_optout_instruction(template):
         policy = settings.get("optout_instruction", "every")
         when = "every message" if policy == "every" else "the first message of each month"
-        findings.append(Finding("warning", "missing_optout",
-                                f"no opt-out instruction; 'Reply STOP to opt out' is added to {when}"))  # fmt: skip
+        added = (
+            "'Reply STOP to opt out or tap <link>'"
+            if compose.optout_link_on(settings)
+            else "'Reply STOP to opt out'"
+        )
+        findings.append(Finding("warning", "missing_optout", f"no opt-out instruction; {added} is added to {when}"))  # fmt: skip
     for host in sorted({m.group(1).lower() for m in _URL_HOST.finditer(template)}):
         if host in LINK_SHORTENERS:
             findings.append(Finding("error", "link_shortener",
                                     f"public link shortener {host} is filtered by carriers; use a branded domain"))  # fmt: skip
     info = None
     if not unknown:
-        fields = {**{f: "x" * 10 for f in used}, **(sample or {}), "optout_url": SAMPLE_OPTOUT_URL}
+        # Example values, long-ish and GSM-7, so the count is an honest estimate; the link is a real one's length.
+        fields = {**{f: "x" * 10 for f in used}, **(sample or {})}
         try:
             text = compose.compose(
                 template, brand=brand, program_name="", phone="", attributes=fields, locale=None,
-                settings=settings, marketing=marketing, first_this_month=True, public_url="", optout_token=None,
+                settings=settings, marketing=marketing, first_this_month=True, public_url=public_url,
+                optout_token=SAMPLE_TOKEN,
             ).body  # fmt: skip
         except compose.TemplateError as exc:
             findings.append(Finding("error", "render", str(exc)))
@@ -119,9 +127,11 @@ def lint(
                 findings.append(Finding("warning", "ucs2", segments.describe(info)))
     if send_at is not None:
         zones = sorted(set(audience_zones))
-        quiet = [z for z in zones if not quiet_hours.allowed_in(send_at, z, quiet_hours.FEDERAL)]
+        window = quiet_hours.program_window(settings)
+        quiet = [z for z in zones if not quiet_hours.allowed_in(send_at, z, window)]
         if quiet:
             findings.append(Finding("warning", "quiet_hours",
                                     f"at {send_at:%Y-%m-%d %H:%M} UTC it is quiet hours in {', '.join(quiet[:5])}"
-                                    f"{' …' if len(quiet) > 5 else ''}; those recipients are deferred to 8:00 local"))  # fmt: skip
+                                    f"{' …' if len(quiet) > 5 else ''}; those recipients are deferred to "
+                                    f"{window.start:%H:%M} local"))  # fmt: skip
     return LintResult(findings, info)

@@ -33,6 +33,11 @@ def new_token() -> str:
     return "".join(chars)
 
 
+# A token of the real length for everything that predicts a message before it is sent (preview, lint, the
+# dry run): the link it makes is as long as the one recipients get, so the segment count shown is the one sent.
+SAMPLE_TOKEN = "AbCdEfGhJkMnPqRsTuVw"[:TOKEN_LENGTH]
+
+
 def is_well_formed(token: str) -> bool:
     return bool(TOKEN_PATTERN.match(token))
 

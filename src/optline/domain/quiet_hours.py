@@ -4,15 +4,20 @@ Zone: the contact's own time zone; else the number's; else (unknown or ambiguous
 country, and a message is allowed only when it is allowed in all of them — the strictest reading.
 Federal (TCPA) window 8:00–21:00 local; Florida, Oklahoma and Maryland 8:00–20:00 and at most three
 messages per 24 hours (their mini-TCPA laws).
+
+A program may narrow the window (setting ``quiet_hours``: ``{"start": "09:00", "end": "20:00"}``), never
+widen it: the law's window is the outer bound, a program's is a courtesy inside it, and a recipient in a
+strict state gets the narrower of the two.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
@@ -28,8 +33,57 @@ STRICT_STATES: dict[str, Window] = {"FL": Window(time(8), time(20)), "OK": Windo
 STRICT_STATE_MAX_PER_24H = 3
 
 
-def window_for(us_state: str | None) -> Window:
-    return STRICT_STATES.get((us_state or "").upper(), FEDERAL)
+class QuietHoursError(ValueError):
+    """A program sending window that cannot be used; the message names the value and the rule."""
+
+
+def _read_time(text: str, which: str) -> time:
+    text = text.strip()
+    try:
+        hours, minutes = text.split(":")
+        return time(int(hours), int(minutes))
+    except ValueError:
+        raise QuietHoursError(f"sending window {which} {text!r} is not a time like 09:00") from None
+
+
+@lru_cache(maxsize=64)  # read for every message the dispatcher checks
+def read_window(start: str, end: str) -> Window:
+    """A program's sending window from its two times ("HH:MM"), inside the federal 08:00-21:00 and opening
+    before the strict states close (else their recipients could never be sent to: deferred forever)."""
+    window = Window(_read_time(start, "start"), _read_time(end, "end"))
+    if window.start < FEDERAL.start:
+        raise QuietHoursError(
+            f"sending window start {window.start:%H:%M} is before {FEDERAL.start:%H:%M}, the earliest the law allows"
+        )
+    if window.end > FEDERAL.end:
+        raise QuietHoursError(
+            f"sending window end {window.end:%H:%M} is after {FEDERAL.end:%H:%M}, the latest the law allows"
+        )
+    strict_end = min(w.end for w in STRICT_STATES.values())
+    if window.start >= strict_end:
+        raise QuietHoursError(
+            f"sending window start {window.start:%H:%M} leaves no time in {', '.join(sorted(STRICT_STATES))}, "
+            f"where state law ends sending at {strict_end:%H:%M}"
+        )
+    if window.start >= window.end:
+        raise QuietHoursError(
+            f"sending window start {window.start:%H:%M} must be before its end {window.end:%H:%M}"
+        )
+    return window
+
+
+def program_window(settings: Mapping[str, Any]) -> Window:
+    """The program's sending window (setting ``quiet_hours``), or the federal window when it sets none."""
+    raw = settings.get("quiet_hours")
+    if not raw:
+        return FEDERAL
+    return read_window(str(raw.get("start") or ""), str(raw.get("end") or ""))
+
+
+def window_for(us_state: str | None, program: Window = FEDERAL) -> Window:
+    """The window for a recipient: the state's (or federal) law, narrowed by the program's own window."""
+    law = STRICT_STATES.get((us_state or "").upper(), FEDERAL)
+    return Window(max(law.start, program.start), min(law.end, program.end))
 
 
 def daily_limit(us_state: str | None) -> int | None:

@@ -19,12 +19,11 @@ from optline.adapters.db import programs as program_repo
 from optline.adapters.db.tables import consent_events, contacts, inbound_messages, messages
 from optline.domain import compose, segments
 from optline.domain import lint as lint_rules
+from optline.domain.optout_links import SAMPLE_TOKEN
 from optline.services import audience
 from optline.services import campaigns as campaign_service
 from optline.services.outbox import Kind
 
-# A token of the real length, so the preview's opt-out link measures what recipients get.
-SAMPLE_TOKEN = "AbCdEfGhJk"
 # The funnel, in the order a message moves through it.
 PENDING = ("queued", "claimed")
 HANDED_OVER = ("sending", "sent", "delivered", "undelivered")
@@ -85,7 +84,7 @@ def preview(
         audience.check_filter(conn, program_id, audience_filter)
     except audience.FilterError as exc:
         filter_error, draft["audience_filter"] = str(exc), {}
-    result = campaign_service.lint(conn, clock, draft, at)
+    result = campaign_service.lint(conn, clock, draft, at, public_url=public_url)
     sample = None if filter_error else _sample_recipient(conn, program_id, draft["audience_filter"])
     text, sample_of = None, "placeholders"
     attempts: list[tuple[Mapping[str, Any], str | None, str]] = []

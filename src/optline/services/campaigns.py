@@ -116,8 +116,14 @@ def audience_zones(conn: Connection, program_id: int) -> list[str]:
 
 
 def lint(
-    conn: Connection, clock: Clock, campaign: Mapping[str, Any], at: datetime | None = None
+    conn: Connection,
+    clock: Clock,
+    campaign: Mapping[str, Any],
+    at: datetime | None = None,
+    *,
+    public_url: str,
 ) -> lint_rules.LintResult:
+    """``public_url``: OPTLINE_PUBLIC_URL, so the segment estimate measures the opt-out link recipients get."""
     from optline.adapters.db import programs as program_repo
 
     program = program_repo.get(conn, campaign["program_id"])
@@ -134,7 +140,7 @@ def lint(
     )  # fmt: skip
     return lint_rules.lint(
         campaign["template"], brand=program["brand"], settings=program.get("settings") or {},
-        known_fields=known, marketing=campaign["message_type"] == Kind.MARKETING.value,
+        known_fields=known, public_url=public_url, marketing=campaign["message_type"] == Kind.MARKETING.value,
         send_at=send_at, audience_zones=audience_zones(conn, program["id"]), missing=missing,
         recipients=recipients,
     )  # fmt: skip
@@ -155,7 +161,12 @@ def _set(conn: Connection, campaign_id: int, **values: Any) -> dict[str, Any]:
 
 
 def start(
-    conn: Connection, clock: Clock, campaign: Mapping[str, Any], *, at: datetime | None = None
+    conn: Connection,
+    clock: Clock,
+    campaign: Mapping[str, Any],
+    *,
+    at: datetime | None = None,
+    public_url: str,
 ) -> tuple[dict[str, Any], int]:
     """Lint, materialise the audience and set the campaign sending (``at`` in the future: scheduled).
 
@@ -164,7 +175,7 @@ def start(
     current = _lock(conn, campaign["id"])
     if current["status"] not in ("draft", "scheduled"):
         raise CampaignError(f"campaign {current['name']!r} is {current['status']}; only a draft can be sent")
-    result = lint(conn, clock, current, at)
+    result = lint(conn, clock, current, at, public_url=public_url)
     if result.errors:
         raise CampaignError("lint errors block sending: " + "; ".join(f.message for f in result.errors))
     from optline.adapters.db import programs as program_repo

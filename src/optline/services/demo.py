@@ -252,7 +252,7 @@ def _campaign(
         draft = campaign_service.create(conn, clock, program=PROGRAM, name=plan.name, template=plan.template)
     _move(clock, start)
     with db.transaction() as conn:
-        campaign, _ = campaign_service.start(conn, clock, draft)
+        campaign, _ = campaign_service.start(conn, clock, draft, public_url=public_url)
         claimed = _claim_all(conn, clock, dispatcher)
     counts = _send(db, clock, dispatcher, claimed, rnd)
     with db.read() as conn:

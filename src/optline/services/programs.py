@@ -8,7 +8,8 @@ from sqlalchemy import Connection
 
 from optline.adapters.clock import Clock
 from optline.adapters.db import programs as repo
-from optline.domain import replies
+from optline.domain import quiet_hours, replies
+from optline.domain.compose import optout_link_on
 from optline.domain.phones import InvalidPhoneNumber, normalize_sender, normalize_short_code, read_sender
 from optline.domain.support_contact import read_support_contact
 
@@ -31,6 +32,10 @@ def create_program(
     if values.get("short_code") is not None:
         values["short_code"] = normalize_short_code(values["short_code"])
     values["join_keywords"] = [k.strip().upper() for k in values.get("join_keywords", []) if k.strip()]
+    values["settings"] = {
+        **(values.get("settings") or {}),
+        "optout_link": read_optout_link(values.pop("optout_link", True)),
+    }
     values.setdefault("frequency_text", "Msg frequency varies")
     # Required even with a custom help text: the contact is how the dashboard and HELP replies in other
     # languages name customer care, and a program nobody can reach should not send.
@@ -99,6 +104,24 @@ def _stored_form(number: str, region: str) -> str:
 OPTOUT_INSTRUCTION_POLICIES = ("every", "monthly")
 
 
+def read_optout_link(value: object) -> bool:
+    """The ``optout_link`` setting (domain/compose.py adds the link); one check for create and update."""
+    if not isinstance(value, bool):
+        raise ValueError(f"optout_link: true or false, not {value!r}")
+    return value
+
+
+def read_quiet_hours(start: str, end: str) -> dict[str, str] | None:
+    """The ``quiet_hours`` setting from a sending window's two times; None (nothing stored) when both are
+    empty or the window is the law's own. QuietHoursError names what is wrong."""
+    if not start.strip() and not end.strip():
+        return None
+    window = quiet_hours.read_window(start, end)
+    if window == quiet_hours.FEDERAL:
+        return None
+    return {"start": f"{window.start:%H:%M}", "end": f"{window.end:%H:%M}"}
+
+
 def update_program(
     conn: Connection,
     program_id: int,
@@ -112,6 +135,9 @@ def update_program(
     optout_instruction: str = "every",
     max_segments: int | None = None,
     frequency_cap: dict[str, Any] | None = None,
+    optout_link: bool = True,
+    quiet_start: str = "",
+    quiet_end: str = "",
 ) -> dict[str, Any]:
     """Change a program's settings (the dashboard's program page). The same rules as ``create_program``
     (senders in one stored form, a real support contact); the brand and name stay: the ledger names them.
@@ -135,7 +161,13 @@ def update_program(
     text = " ".join(help_text.split())
     if text and contact.lower() not in text.lower():
         raise ValueError(f"the HELP reply must tell people how to reach you: include {contact}")
-    settings = {**(program.get("settings") or {}), "optout_instruction": optout_instruction}
+    settings = {**(program.get("settings") or {}), "optout_instruction": optout_instruction,
+                "optout_link": read_optout_link(optout_link)}  # fmt: skip
+    window = read_quiet_hours(quiet_start, quiet_end)
+    if window:
+        settings["quiet_hours"] = window
+    else:
+        settings.pop("quiet_hours", None)
     if max_segments is not None:
         if not 1 <= max_segments <= 10:
             raise ValueError("the segment limit must be between 1 and 10")
@@ -156,4 +188,31 @@ def update_program(
     row = conn.execute(
         update(table).where(table.c.id == program_id).values(**values).returning(*table.c)
     ).one()
+    repo.forget(conn)  # inbound routing caches programs (adapters/db/programs.py)
     return dict(row._mapping)
+
+
+# What ``change_settings`` may change alone; the dashboard's page edits everything through update_program.
+CHANGEABLE = ("optout_link", "optout_instruction", "quiet_start", "quiet_end")
+
+
+def change_settings(
+    conn: Connection, program: dict[str, Any], *, default_region: str = "US", **changes: Any
+) -> dict[str, Any]:
+    """Change some of a program's settings and keep the rest (``PATCH /v1/programs/{name}``, ``optline
+    programs set``). The program's current values and the changes go through ``update_program``, so each
+    rule is checked in one place whichever way a setting is edited."""
+    unknown = sorted(set(changes) - set(CHANGEABLE))
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(unknown)} here (settings: {', '.join(CHANGEABLE)})")
+    settings = program.get("settings") or {}
+    window = settings.get("quiet_hours") or {}
+    current: dict[str, Any] = {
+        "help_contact": program.get("help_contact") or "", "help_text": program["help_text"],
+        "frequency_text": program["frequency_text"], "sender_numbers": list(program.get("sender_numbers") or []),
+        "optout_scope": program["optout_scope"], "optout_instruction": settings.get("optout_instruction", "every"),
+        "max_segments": settings.get("max_segments"), "frequency_cap": settings.get("frequency_cap"),
+        "optout_link": optout_link_on(settings), "quiet_start": window.get("start", ""),
+        "quiet_end": window.get("end", ""),
+    }  # fmt: skip
+    return update_program(conn, program["id"], default_region=default_region, **{**current, **changes})

@@ -111,7 +111,7 @@ class History:
                         kind: Kind) -> tuple[str, datetime | None, str] | None:  # fmt: skip
         """(status, not_before, reason) when the message must wait or be skipped; None when it may go."""
         zones = _zones(person)
-        window = quiet_hours.window_for(person.get("us_state"))
+        window = quiet_hours.window_for(person.get("us_state"), quiet_hours.program_window(settings))
         if not quiet_hours.allowed(self.now, zones, window):
             return (
                 "deferred",

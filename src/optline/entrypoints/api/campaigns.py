@@ -82,7 +82,9 @@ def get_campaign(_key: ApiKeyDep, campaign_id: IdPath, conn: ConnDep) -> dict[st
 def lint_campaign(
     _key: ApiKeyDep, campaign_id: IdPath, conn: ConnDep, container: ContainerDep
 ) -> dict[str, Any]:
-    result = service.lint(conn, container.clock, _get(conn, campaign_id))
+    result = service.lint(
+        conn, container.clock, _get(conn, campaign_id), public_url=container.settings.public_url
+    )
     seg = result.segments
     return {
         "ok": result.ok,
@@ -105,7 +107,13 @@ def audience_dry_run(_key: ApiKeyDep, campaign_id: IdPath, conn: ConnDep) -> dic
 @router.post("/{campaign_id}/send", response_model=CampaignPublic)
 def send_campaign(_key: ApiKeyDep, campaign_id: IdPath, conn: ConnDep, container: ContainerDep, body: SendRequest | None = None) -> dict[str, Any]:  # fmt: skip
     try:
-        row, _ = service.start(conn, container.clock, _get(conn, campaign_id), at=body.at if body else None)
+        row, _ = service.start(
+            conn,
+            container.clock,
+            _get(conn, campaign_id),
+            at=body.at if body else None,
+            public_url=container.settings.public_url,
+        )
     except (
         audience.FilterError
     ) as exc:  # the campaign's filter, not its state: a request to fix, not a conflict

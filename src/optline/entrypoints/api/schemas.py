@@ -35,6 +35,24 @@ class ProgramCreate(BaseModel):
     optout_scope: Literal["program", "brand"] = "brand"
     double_opt_in: bool = False
     join_keywords: list[Annotated[str, text(50, min_length=1)]] = Field([], max_length=50)
+    optout_link: bool = Field(True, description="add the personal one-tap opt-out link to marketing messages")
+
+
+class SendingWindow(BaseModel):
+    start: Annotated[str, text(5)] = Field(
+        description="HH:MM, the recipient's local time, 08:00 at the earliest"
+    )
+    end: Annotated[str, text(5)] = Field(description="HH:MM, 21:00 at the latest")
+
+
+class ProgramSettingsUpdate(BaseModel):
+    """Only the fields given change; each is checked by the rules the dashboard's program page uses."""
+
+    optout_link: bool | None = None
+    optout_instruction: Literal["every", "monthly"] | None = None
+    quiet_hours: SendingWindow | None = Field(
+        None, description="the program's sending window; 08:00-21:00 (the law's) removes it"
+    )
 
 
 class ProgramPublic(BaseModel):
@@ -51,6 +69,8 @@ class ProgramPublic(BaseModel):
     optout_scope: str
     double_opt_in: bool
     join_keywords: list[str]
+    optout_link: bool
+    quiet_hours: SendingWindow | None = None
     created_at: Timestamp
 
 

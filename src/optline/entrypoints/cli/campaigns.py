@@ -101,7 +101,7 @@ def lint(name: str, program: str = ProgramOpt,
     when = _when(at, tz, c.clock.now()) if at else None
     with c.db.read() as conn:
         campaign = _campaign(conn, program, name)
-        result = service.lint(conn, c.clock, campaign, when)
+        result = service.lint(conn, c.clock, campaign, when, public_url=c.settings.public_url)
     _print_lint(result)
     if result.errors:
         raise typer.Exit(1)
@@ -114,7 +114,7 @@ def audience_(name: str, program: str = ProgramOpt) -> None:
     with c.db.read() as conn:
         campaign = _campaign(conn, program, name)
         dry = _dry_run(conn, campaign)
-        result = service.lint(conn, c.clock, campaign)
+        result = service.lint(conn, c.clock, campaign, public_url=c.settings.public_url)
     _print_dry_run(dry)
     for f in result.findings:
         if f.code == "missing_field":
@@ -147,7 +147,7 @@ def schedule(name: str, program: str = ProgramOpt,
     with c.db.transaction() as conn:
         campaign = _campaign(conn, program, name)
         try:
-            row, queued = service.start(conn, c.clock, campaign, at=when)
+            row, queued = service.start(conn, c.clock, campaign, at=when, public_url=c.settings.public_url)
         except ValueError as exc:
             fail(str(exc))
     if queued == 0:
@@ -173,12 +173,12 @@ def send(
     with c.db.transaction() as conn:
         campaign = _campaign(conn, program, name)
         if dry_run:
-            _print_lint(service.lint(conn, c.clock, campaign))
+            _print_lint(service.lint(conn, c.clock, campaign, public_url=c.settings.public_url))
             _print_dry_run(_dry_run(conn, campaign))
             return
         if campaign["status"] in ("draft", "scheduled"):
             try:
-                campaign, queued = service.start(conn, c.clock, campaign)
+                campaign, queued = service.start(conn, c.clock, campaign, public_url=c.settings.public_url)
             except ValueError as exc:
                 fail(str(exc))
             if queued == 0:

@@ -11,13 +11,16 @@ from starlette.responses import RedirectResponse, Response
 
 from optline.adapters.db import api_keys
 from optline.adapters.db import programs as program_repo
+from optline.adapters.db import signups as signup_repo
+from optline.domain import caps, disclosure, quiet_hours
+from optline.domain.compose import optout_link_on
 from optline.domain.lint import DEFAULT_MAX_SEGMENTS
 from optline.domain.phones import InvalidPhoneNumber
 from optline.domain.support_contact import SupportContactError
 from optline.entrypoints.web.auth import CurrentUser, container_of, require_csrf
 from optline.entrypoints.web.dashboard import page
 from optline.services import programs as program_service
-from optline.services import users
+from optline.services import signup, users
 
 router = APIRouter(include_in_schema=False)
 
@@ -125,9 +128,18 @@ def change_user(
     return _users_page(request, user, one_time=password, one_time_for=target["username"])
 
 
-def _program_form(program: dict[str, Any]) -> dict[str, Any]:
+def _disclosure_now(conn: Any, program: dict[str, Any]) -> str:
+    """The disclosure a sign-up would show now (read only: the version is recorded when one is shown)."""
+    latest = signup_repo.latest_disclosure(conn, program["id"])
+    if latest is not None and latest["custom"]:
+        return str(latest["text"])
+    return disclosure.call_to_action(program)
+
+
+def _program_form(program: dict[str, Any], disclosure_text: str) -> dict[str, Any]:
     settings = program.get("settings") or {}
     cap = settings.get("frequency_cap") or {}
+    window = quiet_hours.program_window(settings)
     default = program_service.default_help_text(
         program["brand"], program["frequency_text"], program["help_contact"] or ""
     )
@@ -136,17 +148,21 @@ def _program_form(program: dict[str, Any]) -> dict[str, Any]:
         "help_text": "" if program["help_text"] == default else program["help_text"],
         "senders": "\n".join(program.get("sender_numbers") or []), "optout_scope": program["optout_scope"],
         "optout_instruction": settings.get("optout_instruction", "every"),
+        "optout_link": optout_link_on(settings),
         "max_segments": str(settings.get("max_segments", DEFAULT_MAX_SEGMENTS)),
         "cap_max": str(cap.get("max", "")), "cap_days": str(cap.get("days", 7)), "cap_action": cap.get("action", "defer"),
+        "quiet_start": f"{window.start:%H:%M}", "quiet_end": f"{window.end:%H:%M}",
+        "disclosure": disclosure_text,
     }  # fmt: skip
 
 
 def _program_page(
     request: Request, user: dict[str, Any], program_id: int, form: dict[str, Any] | None = None,
-    status_code: int = 200, error: str | None = None, flash: str | None = None,
+    status_code: int = 200, errors: dict[str, str] | None = None, flash: str | None = None,
 ) -> Response:  # fmt: skip
     with container_of(request).db.read() as conn:
         program = program_repo.get(conn, program_id)
+        shown = _disclosure_now(conn, program) if program else ""
     if program is None:
         return page(
             request,
@@ -157,14 +173,34 @@ def _program_page(
             program=None,
             error=f"No program with id {program_id}.",
         )
+    errors = errors or {}
+    # Each error sits beside its field; the banner only says that something needs fixing (and says what
+    # when it belongs to no field).
+    banner = errors.get("") or ("Nothing was saved: fix the fields marked below." if errors else None)
     return page(request, user, "program_edit.html", "programs", status_code, program=program,
-                form=form or _program_form(program), error=error, flash_text=flash)  # fmt: skip
+                form=form or _program_form(program, shown), errors=errors, error=banner, flash_text=flash,
+                federal=quiet_hours.FEDERAL, public_url=container_of(request).settings.public_url.rstrip("/"))  # fmt: skip
 
 
 @router.get("/dashboard/programs/{program_id}")
 def program_page(request: Request, user: CurrentUser, program_id: int) -> Response:
     flash = "Settings saved." if request.query_params.get("flash") == "saved" else None
     return _program_page(request, user, program_id, flash=flash)
+
+
+def _field_of(exc: Exception) -> str:
+    """Which form field an error from the program or disclosure rules is about ("" for none)."""
+    if isinstance(exc, SupportContactError):
+        return "help_contact"
+    if isinstance(exc, InvalidPhoneNumber):
+        return "senders"
+    if isinstance(exc, quiet_hours.QuietHoursError):
+        return "quiet_hours"
+    if isinstance(exc, signup.SignupError):
+        return "disclosure"
+    if isinstance(exc, caps.CapSettingError):
+        return "cap"
+    return ""
 
 
 @router.post("/dashboard/programs/{program_id}")
@@ -178,35 +214,50 @@ def save_program(
     senders: Annotated[str, Form()] = "",
     optout_scope: Annotated[str, Form()] = "brand",
     optout_instruction: Annotated[str, Form()] = "every",
+    optout_link: Annotated[str, Form()] = "",
     max_segments: Annotated[str, Form()] = "",
     cap_max: Annotated[str, Form()] = "",
     cap_days: Annotated[str, Form()] = "7",
     cap_action: Annotated[str, Form()] = "defer",
+    quiet_start: Annotated[str, Form()] = "",
+    quiet_end: Annotated[str, Form()] = "",
+    disclosure_text: Annotated[str, Form(alias="disclosure")] = "",
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
     require_csrf(request, csrf)
     container = container_of(request)
+    # An unchecked checkbox sends nothing: absent means off.
     form = {"help_contact": help_contact, "help_text": help_text, "frequency_text": frequency_text, "senders": senders,
-            "optout_scope": optout_scope, "optout_instruction": optout_instruction, "max_segments": max_segments,
-            "cap_max": cap_max, "cap_days": cap_days, "cap_action": cap_action}  # fmt: skip
+            "optout_scope": optout_scope, "optout_instruction": optout_instruction, "optout_link": optout_link == "on",
+            "max_segments": max_segments, "cap_max": cap_max, "cap_days": cap_days, "cap_action": cap_action,
+            "quiet_start": quiet_start, "quiet_end": quiet_end, "disclosure": disclosure_text}  # fmt: skip
     try:
         cap = None
         if cap_max.strip():
-            cap = {"max": int(cap_max), "days": float(cap_days or 7), "action": cap_action}
+            try:
+                cap = {"max": int(cap_max), "days": float(cap_days or 7), "action": cap_action}
+            except ValueError:
+                raise caps.CapSettingError(
+                    f"frequency cap: {cap_max!r} per {cap_days!r} days is not a number"
+                ) from None
         with container.db.transaction() as conn:
-            program_service.update_program(
+            before = program_repo.get(conn, program_id)
+            shown = _disclosure_now(conn, before) if before else ""
+            program = program_service.update_program(
                 conn, program_id, default_region=container.settings.default_region, help_contact=help_contact,
                 help_text=help_text, frequency_text=frequency_text,
                 sender_numbers=[s for s in re.split(r"[\n,]+", senders) if s.strip()], optout_scope=optout_scope,
                 optout_instruction=optout_instruction, max_segments=int(max_segments) if max_segments.strip() else None,
-                frequency_cap=cap,
+                frequency_cap=cap, optout_link=optout_link == "on", quiet_start=quiet_start, quiet_end=quiet_end,
             )  # fmt: skip
+            # Only an edited disclosure makes a new version (an empty box: back to the composed default).
+            if " ".join(disclosure_text.split()) != " ".join(shown.split()):
+                signup.set_disclosure(
+                    conn, container.clock, program, disclosure_text if disclosure_text.strip() else None
+                )
     except LookupError as exc:
-        return _program_page(request, user, program_id, form, 404, str(exc))
-    except SupportContactError as exc:
-        return _program_page(request, user, program_id, form, 400, f"Support contact: {exc}")
-    except InvalidPhoneNumber as exc:
-        return _program_page(request, user, program_id, form, 400, f"Sender number: {exc}")
-    except ValueError as exc:  # a number that is not one, a cap that cannot work, a circular HELP text
-        return _program_page(request, user, program_id, form, 400, str(exc)[:1].upper() + str(exc)[1:])
+        return _program_page(request, user, program_id, form, 404, {"": str(exc)})
+    except ValueError as exc:  # a number that is not one, a cap that cannot work, a circular HELP text, …
+        message = str(exc)[:1].upper() + str(exc)[1:]
+        return _program_page(request, user, program_id, form, 400, {_field_of(exc): message})
     return RedirectResponse(f"/dashboard/programs/{program_id}?flash=saved", status_code=303)

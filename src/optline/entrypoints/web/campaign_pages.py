@@ -189,7 +189,7 @@ def create_campaign(
                 message_type=form["message_type"], audience_filter=audience_filter,
             )  # fmt: skip
             if intent in ("send", "schedule"):
-                service.start(conn, container.clock, row, at=when)
+                service.start(conn, container.clock, row, at=when, public_url=container.settings.public_url)
     except (LookupError, ValueError) as exc:  # the whole form stays as typed; nothing was saved
         return _form_page(request, user, form, 400, str(exc))
     flash = intent if intent in ("send", "schedule") else "created"
@@ -258,7 +258,9 @@ def change_campaign(
         with container.db.transaction() as conn:
             campaign = service.get_by_id(conn, campaign_id)
             if action in ("send", "schedule"):
-                service.start(conn, container.clock, campaign, at=when)
+                service.start(
+                    conn, container.clock, campaign, at=when, public_url=container.settings.public_url
+                )
             elif action == "pause":
                 service.pause(conn, campaign)
             elif action == "resume":
