@@ -159,8 +159,7 @@ def prepare(db_url: str, n: int) -> Container:
 
 def worker_round(c: Container, fake: Fake, n: int) -> tuple[float, float]:
     """Send at least ``n`` campaign messages as one worker does; (messages/s, CPU ms per message)."""
-    sender = TwilioSender(SID, TOKEN, fake.url, client=httpx.Client(
-        auth=(SID, TOKEN), limits=httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)))  # fmt: skip
+    sender = TwilioSender(SID, TOKEN, fake.url)
     config = DispatchConfig(public_url="https://acme.test", concurrency=IN_FLIGHT, batch_size=500)
     dispatcher = Dispatcher(c.db, c.clock, sender, config, worker_id="bench")
     dispatcher.start()
@@ -303,8 +302,7 @@ def line_stop_latency(engine: str, args: argparse.Namespace) -> str:
     try:
         with fresh_database(engine) as db_url:
             c = prepare(db_url, n)
-            sender = TwilioSender(SID, TOKEN, fake.url, client=httpx.Client(auth=(SID, TOKEN), limits=httpx.Limits(
-                max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)))  # fmt: skip
+            sender = TwilioSender(SID, TOKEN, fake.url)
             dispatcher = Dispatcher(c.db, c.clock, sender, DispatchConfig(public_url="https://acme.test",
                                                                           concurrency=IN_FLIGHT), worker_id="bench")  # fmt: skip
             committed: dict[str, float] = {}

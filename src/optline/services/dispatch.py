@@ -159,17 +159,15 @@ class Dispatcher(SendCheck, Recording):
         counts = Counts()
         pool = self._the_pool()
         self._raise_recorder_error()
-        with self._lock:
-            idle = not self._in_flight
-        if idle:
+        with self._lock:  # (the recorder may finish the head batch at any moment: read it once)
+            head_id = next(iter(self._in_flight), None)
+        if head_id is None:
             batch = self._prepare()
             counts.add(batch.counts)
             if not batch.to_send:
                 self._settle(batch, counts)
                 return self._collect(counts)
-            self._submit(pool, batch)
-        with self._lock:
-            head_id = next(iter(self._in_flight))
+            head_id = self._submit(pool, batch)
         asked = not top_up
         while True:
             with self._lock:
@@ -310,11 +308,12 @@ class Dispatcher(SendCheck, Recording):
                 finish_if_done(conn, self.clock, batch.campaign_ids)
         return counts
 
-    def _submit(self, pool: Pool, batch: Batch) -> None:
+    def _submit(self, pool: Pool, batch: Batch) -> int:
         self._batch_ids += 1
         with self._lock:
             self._in_flight[self._batch_ids] = batch
         pool.submit(self._batch_ids, [i.handover for i in batch.to_send], batch.run)
+        return self._batch_ids
 
     def _batch_limit(self) -> int:
         """How many to claim: ``batch_seconds`` of calls at the rate K calls of the measured latency reach."""

@@ -26,7 +26,7 @@ from optline.adapters.providers.base import Sender, reconcile_delay
 from optline.domain import retry
 from optline.domain.consent import Action, Channel
 from optline.services import consent, event_hooks, receipts, sender_limits
-from optline.services.handover import Delivery, deliver_one
+from optline.services.handover import Delivery, deliver_now
 
 if TYPE_CHECKING:  # dispatch_model imports handover, which this module must not import back at run time
     from optline.services.dispatch_model import Counts, DispatchConfig, ToSend
@@ -126,7 +126,7 @@ class Recording:
 
     def deliver(self, item: ToSend) -> Outcome:
         """One call, here and now (tests): the outcome to record."""
-        return self._outcome(item, deliver_one(self.sender, item.handover, self.clock.now))
+        return self._outcome(item, deliver_now(self.sender, item.handover, self.clock.now))
 
     def _outcome(self, item: ToSend, delivery: Delivery) -> Outcome:
         if delivery.seconds is not None:  # a provider call was made: each delivery passes here once
