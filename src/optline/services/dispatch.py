@@ -90,7 +90,6 @@ from optline.services.dispatch_model import (
     rate_key,
 )
 from optline.services.handover import Delivery, Pool, Run
-from optline.services.outbox import REPLY_LANE
 from optline.services.recording import Recording
 from optline.services.send_check import HANDED_OVER, History, SendCheck
 
@@ -349,8 +348,6 @@ class Dispatcher(SendCheck, Recording):
                 with self.db.transaction() as conn:
                     to_send = self.check(conn, claimed_now, counts, slots)
         checked_at = time.monotonic()
-        # Replies first in the pool's queue (their lane's promise holds inside a batch too).
-        to_send.sort(key=lambda i: (i.row["priority"] != REPLY_LANE, i.row["id"]))
         self._prepare_seconds = checked_at - started
         return Batch(claimed, to_send, Run(deadline, checked_at, self.config.send_window), counts)
 

@@ -51,6 +51,7 @@ class Handover:
     reconcile_since: datetime | None  # set when an earlier hand-over may have reached the provider
     rate_key: str  # the sender number: rate limits and pauses are per sender
     slot: float | None = None  # epoch seconds: the call may not begin earlier (the sender's rate limit)
+    reply: bool = False  # the reply lane (outbox.REPLY_LANE): taken before every campaign call queued
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,10 @@ class Pool:
         self._lock = threading.Lock()
         self._outstanding = 0  # submitted, result not put yet
         self._loop = asyncio.new_event_loop()
-        self._calls: asyncio.Queue[_Call | None] | None = None  # made on the loop
+        # Calls waiting for a task: (lane, order of submission, call), replies (lane 0) first, then the
+        # rest in the order submitted; the stop marks (lane 2) after everything. Made on the loop.
+        self._calls: asyncio.PriorityQueue[tuple[int, int, _Call | None]] | None = None
+        self._submitted = 0
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(started,), name="optline-send", daemon=True)
         self._thread.start()
@@ -134,15 +138,16 @@ class Pool:
         self._loop.close()
 
     async def _serve(self, started: threading.Event) -> None:
-        self._calls = asyncio.Queue()
+        self._calls = asyncio.PriorityQueue()
         started.set()
         async with http_errors.session(self.concurrency) as http:
-            # K long-lived tasks taking calls from one queue: the order of submission holds (replies first).
+            # K long-lived tasks taking calls from one queue. A reply checked after a campaign's calls were
+            # queued still goes before them: a STOP's confirmation waits for a free task, not for a batch.
             await asyncio.gather(*(self._take(http) for _ in range(self.concurrency)))
 
     async def _take(self, http: aiohttp.ClientSession) -> None:
         assert self._calls is not None
-        while (call := await self._calls.get()) is not None:
+        while (call := (await self._calls.get())[2]) is not None:
             await self._call(http, *call)
 
     @property
@@ -159,7 +164,9 @@ class Pool:
     def _enqueue(self, calls: list[_Call | None]) -> None:
         assert self._calls is not None
         for call in calls:
-            self._calls.put_nowait(call)
+            self._submitted += 1
+            lane = 2 if call is None else 0 if call[1].reply else 1
+            self._calls.put_nowait((lane, self._submitted, call))
 
     def pause(self, sender: str, until: float) -> None:
         """No call from ``sender`` begins before ``until`` (epoch seconds)."""
@@ -175,8 +182,11 @@ class Pool:
         try:
             delivery = await self._attempt(http, item, run)
         except Exception as exc:  # a bug: reported as a retryable error, never a lost result
-            delivery = Delivery(item.message_id, error=ProviderError(ErrorKind.RETRY, f"internal error: {exc!r}",
-                                                                     code="internal"), at=self.now())  # fmt: skip
+            # It may have struck after the request went out: the retry reconciles first, as after a timeout.
+            error = ProviderError(
+                ErrorKind.RETRY, f"internal error: {exc!r}", code="internal", outcome_unknown=True
+            )
+            delivery = Delivery(item.message_id, error=error, at=self.now())
         with self._lock:
             self._outstanding -= 1
         self.results.put((key, delivery))

@@ -72,7 +72,7 @@ class TwilioSender:
             form["MessagingServiceSid"] = self._service
         if sms.status_callback_url:
             form["StatusCallback"] = sms.status_callback_url
-        response = await http_errors.request(http, self.name, self._secrets, "POST", self._url, data=form,
+        response = await http_errors.request(http, self.name, self._secrets, "POST", self._url, form=form,
                                              headers=self._headers)  # fmt: skip
         data = response.json()
         if response.status in (200, 201) and data.get("sid"):

@@ -72,7 +72,7 @@ class VonageSender:
         if sms.status_callback_url:
             form["callback"] = sms.status_callback_url
         response = await http_errors.request(http, self.name, self._secrets, "POST", f"{self._base}/sms/json",
-                                             data=form)  # fmt: skip
+                                             form=form)  # fmt: skip
         data = response.json()
         parts = data.get("messages") if isinstance(data.get("messages"), list) else None
         if response.status != 200 or not parts:
