@@ -14,7 +14,7 @@ One batch goes through three short transactions and the provider calls between t
    the message ``sending`` with ``handed_over_at`` — all in one transaction that starts after the claim
    committed. Only messages marked ``sending`` by this transaction are handed to the provider.
 3. **record** — provider answers become ``sent`` / retry later / ``failed`` / opted out at the provider,
-   stored as each call returns (in writes at most ``STREAM_INTERVAL`` apart, as the calling threads hand
+   stored as each call returns (in writes at most ``STREAM_INTERVAL`` apart, as the event loop hands
    them back), so a delivery receipt finds its message; one that still comes first is kept and applied
    in the transaction that stores the id (``services/receipts.py``).
 
@@ -43,8 +43,9 @@ Message kinds (``services.outbox``): confirmation/help/signup are replies to the
 quiet hours and caps; transactional needs consent not revoked and respects quiet hours; marketing needs
 subscribed-with-evidence, not held, quiet hours, state limits and the program's frequency cap.
 
-Where the calls run (services/handover.py): a pool of K threads per worker (K per provider, ``concurrency``)
-makes the calls while this thread claims, checks and records. The pool receives only messages the check
+Where the calls run (services/handover.py): K calls at once per worker (K per provider, ``concurrency``) on
+an asyncio event loop with aiohttp, in a thread of its own, while this thread claims and checks and the
+recorder thread stores; replies are taken before campaign calls already queued. The pool receives only messages the check
 transaction marked ``sending`` and committed, so everything above holds unchanged; in addition no call
 begins at or after its batch's deadline (its lease minus the longest call) nor more than ``send_window``
 seconds after its check committed (THE BOUND: 5 s by default), nor before its sender's reserved slot. The
