@@ -153,3 +153,25 @@ def test_no_call_begins_after_the_deadline_or_the_check_age_bound(fake: fp.FakeP
     pool.close()
     assert results[1].expired and results[2].expired and results[3].provider_id
     assert len(fake.received) == 1
+
+
+def test_a_reply_goes_before_campaign_calls_already_queued() -> None:
+    # One calling task, calls of 50 ms: five campaign calls are queued when the reply arrives.
+    with fp.FakeProviders(latency=0.05) as fake:
+        pool = Pool(TwilioSender(fp.TWILIO_SID, fp.TWILIO_TOKEN, fake.url), 1, lambda: datetime.now(UTC))
+        now = time.monotonic()
+        run = Run(deadline=now + 60, checked_at=now, max_check_age=30)
+
+        def call(n: int, *, reply: bool = False) -> Handover:
+            sms = OutboundSms(
+                to=outbound.phone(n), from_="+14155550100", body=f"m{n}", idempotency_key=f"k{n}"
+            )
+            return Handover(n, sms, None, "+14155550100", reply=reply)
+
+        pool.submit(1, [call(n) for n in range(1, 7)], run)
+        time.sleep(0.02)  # the first campaign call is on its way
+        pool.submit(2, [call(99, reply=True)], run)
+        results = [pool.results.get(timeout=10) for _ in range(7)]
+        pool.close()
+    assert all(d.provider_id for _, d in results)
+    assert [m["body"] for m in fake.received][:2] == ["m1", "m99"]

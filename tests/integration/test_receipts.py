@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from aiohttp import ClientSession
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -75,13 +76,13 @@ class ReceiptFirst:
         self.inner, self.post, self.name = inner, post, inner.name
         self.reconcile_after = inner.reconcile_after
 
-    def send(self, sms: OutboundSms) -> SendResult:
-        result = self.inner.send(sms)
-        self.post(result.provider_message_id, sms)
+    async def send(self, http: ClientSession, sms: OutboundSms) -> SendResult:
+        result = await self.inner.send(http, sms)
+        await asyncio.to_thread(self.post, result.provider_message_id, sms)  # the webhook's own thread
         return result
 
-    def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
-        return self.inner.find_sent(sms, since)
+    async def find_sent(self, http: ClientSession, sms: OutboundSms, since: datetime) -> str | None:
+        return await self.inner.find_sent(http, sms, since)
 
 
 def dispatcher(container: Container, sender: Sender) -> Dispatcher:

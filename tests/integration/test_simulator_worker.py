@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from optline.adapters.db.tables import simulator_messages
+from optline.adapters.providers import http_errors
 from optline.adapters.providers.base import OutboundSms
 from optline.adapters.providers.registry import build_sender, status_callback_url
 from optline.adapters.providers.simulator.send import SimulatorSender
@@ -39,8 +40,9 @@ def test_worker_sends_through_the_simulator(container: Container) -> None:
 def test_simulator_resend_is_idempotent(container: Container) -> None:
     sim = SimulatorSender(container.db, container.clock)
     sms = OutboundSms(to="+14155550134", from_=None, body="Acme hi", idempotency_key="k1")
-    first, second = sim.send(sms), sim.send(sms)
-    assert first == second and sim.find_sent(sms, container.clock.now()) == first.provider_message_id
+    first, second = http_errors.run(lambda h: sim.send(h, sms)), http_errors.run(lambda h: sim.send(h, sms))
+    found = http_errors.run(lambda h: sim.find_sent(h, sms, container.clock.now()))
+    assert first == second and found == first.provider_message_id
     with container.db.read() as conn:
         assert len(conn.execute(select(simulator_messages)).all()) == 1
 

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from optline.adapters.providers.base import ErrorKind, OutboundSms, ProviderError, Sender
+from optline.adapters.providers import http_errors
+from optline.adapters.providers.base import ErrorKind, OutboundSms, ProviderError, Sender, SendResult
 from optline.adapters.providers.plivo.send import PlivoSender
 from optline.adapters.providers.telnyx.send import TelnyxSender
 from optline.adapters.providers.twilio.send import TwilioSender
@@ -39,6 +40,14 @@ def build(name: str, url: str, *, wrong_secret: bool = False) -> Sender:
     return TelnyxSender(secret, url)
 
 
+def send(sender: Sender, sms: OutboundSms) -> SendResult:
+    return http_errors.run(lambda http: sender.send(http, sms))
+
+
+def find_sent(sender: Sender, sms: OutboundSms, since: datetime) -> str | None:
+    return http_errors.run(lambda http: sender.find_sent(http, sms, since))
+
+
 def wire_to(name: str) -> str:  # Vonage and Plivo take numbers without the plus
     return SMS.to.lstrip("+") if name in ("vonage", "plivo") else SMS.to
 
@@ -56,17 +65,17 @@ PROVIDERS = ["twilio", "vonage", "plivo", "telnyx"]
 def test_send_and_find(fake: fp.FakeProviders, name: str) -> None:
     sender = build(name, fake.url)
     before = datetime.now(UTC)
-    result = sender.send(SMS)
+    result = send(sender, SMS)
     assert [(m["provider"], m["to"], m["body"]) for m in fake.received] == [(name, wire_to(name), SMS.body)]
     assert result.provider_message_id == fake.received[0]["sid"]
-    found = sender.find_sent(SMS, before)
+    found = find_sent(sender, SMS, before)
     # Telnyx: the Idempotency-Key makes a resend the reconciliation (it never sends twice).
     assert found == (None if name == "telnyx" else result.provider_message_id)
 
 
 def test_telnyx_idempotency_key_prevents_a_second_send(fake: fp.FakeProviders) -> None:
     sender = build("telnyx", fake.url)
-    first, second = sender.send(SMS), sender.send(SMS)
+    first, second = send(sender, SMS), send(sender, SMS)
     assert first.provider_message_id == second.provider_message_id and len(fake.received) == 1
 
 
@@ -119,7 +128,7 @@ def test_error_mapping(
 ) -> None:
     fake.fail(provider=name, **rule)
     with pytest.raises(ProviderError) as info:
-        build(name, fake.url).send(SMS)
+        send(build(name, fake.url), SMS)
     assert (info.value.kind, info.value.code) == (kind, code)
 
 
@@ -127,14 +136,14 @@ def test_error_mapping(
 def test_rate_limited_with_retry_after(fake: fp.FakeProviders, name: str) -> None:
     fake.fail(provider=name, status=429, body={}, retry_after=12)
     with pytest.raises(ProviderError) as info:
-        build(name, fake.url).send(SMS)
+        send(build(name, fake.url), SMS)
     assert info.value.kind is ErrorKind.RETRY and info.value.retry_after == 12
 
 
 @pytest.mark.parametrize("name", PROVIDERS)
 def test_bad_credentials_are_config_errors_and_never_echo_secrets(fake: fp.FakeProviders, name: str) -> None:
     with pytest.raises(ProviderError) as info:
-        build(name, fake.url, wrong_secret=True).send(SMS)
+        send(build(name, fake.url, wrong_secret=True), SMS)
     assert info.value.kind is ErrorKind.BAD_CONFIG
     assert "wrong-secret-value" not in str(info.value) and "wrong-secret-value" not in info.value.message
 
@@ -143,7 +152,7 @@ def test_bad_credentials_are_config_errors_and_never_echo_secrets(fake: fp.FakeP
 def test_timeout_is_transient(fake: fp.FakeProviders, name: str) -> None:
     fake.fail(provider=name, drop=True)
     with pytest.raises(ProviderError) as info:
-        build(name, fake.url).send(SMS)
+        send(build(name, fake.url), SMS)
     assert info.value.kind is ErrorKind.RETRY
 
 
@@ -151,7 +160,7 @@ def test_timeout_is_transient(fake: fp.FakeProviders, name: str) -> None:
 def test_providers_that_refuse_an_opted_out_number_at_send_time(fake: fp.FakeProviders, name: str) -> None:
     fake.state.opted_out.add(wire_to(name))
     with pytest.raises(ProviderError) as info:
-        build(name, fake.url).send(SMS)
+        send(build(name, fake.url), SMS)
     assert info.value.kind is ErrorKind.OPTED_OUT
 
 
@@ -160,7 +169,7 @@ def test_providers_that_report_an_opted_out_number_in_the_receipt(
     fake: fp.FakeProviders, name: str, code: str
 ) -> None:
     fake.state.opted_out.add(wire_to(name))
-    result = build(name, fake.url).send(SMS)  # accepted: the refusal comes back as a receipt
+    result = send(build(name, fake.url), SMS)  # accepted: the refusal comes back as a receipt
     [receipt] = fake.receipts
     params = receipt["params"]
     assert params.get("messageId", params.get("MessageUUID")) == result.provider_message_id
@@ -170,7 +179,7 @@ def test_providers_that_report_an_opted_out_number_in_the_receipt(
 def test_vonage_out_of_credit_is_a_configuration_error_not_an_opt_out(fake: fp.FakeProviders) -> None:
     fake.state.out_of_credit.add("vonage")
     with pytest.raises(ProviderError) as info:
-        build("vonage", fake.url).send(SMS)
+        send(build("vonage", fake.url), SMS)
     assert (info.value.kind, info.value.code) == (ErrorKind.BAD_CONFIG, "9")
     assert "credit" in info.value.message and fake.received == []
 
@@ -192,16 +201,16 @@ def test_twilio_list_pages_and_a_queued_message_is_found(fake: fp.FakeProviders)
     fake.state.settle = 3600.0  # accepted, but Twilio has not sent it: status queued, date_sent null
     sender = build("twilio", fake.url)
     before = datetime.now(UTC) - timedelta(minutes=5)
-    result = sender.send(SMS)
+    result = send(sender, SMS)
     for i in range(250):  # newer messages to the same person: the one we look for is on the third page
         fake.state.record("twilio", SMS.to, "+14155550100", f"later {i}")
-    assert sender.find_sent(SMS, before) == result.provider_message_id
+    assert find_sent(sender, SMS, before) == result.provider_message_id
 
 
 def test_twilio_date_filter_hides_queued_messages(fake: fp.FakeProviders) -> None:
     """The fake follows the documented filter: a DateSent filter matches only messages with a date_sent."""
     fake.state.settle = 3600.0
-    build("twilio", fake.url).send(SMS)
+    send(build("twilio", fake.url), SMS)
     url = f"{fake.url}/2010-04-01/Accounts/{fp.TWILIO_SID}/Messages.json"
     auth = (fp.TWILIO_SID, fp.TWILIO_TOKEN)
     day = datetime.now(UTC).date().isoformat()
@@ -231,14 +240,14 @@ def test_twilio_page_size_and_next_page_uri(fake: fp.FakeProviders) -> None:
 
 def test_twilio_same_body_sent_before_the_hand_over_is_not_this_message(fake: fp.FakeProviders) -> None:
     sender = build("twilio", fake.url)
-    sender.send(SMS)  # yesterday's identical text, say
-    assert sender.find_sent(SMS, datetime.now(UTC) + timedelta(minutes=1)) is None
+    send(sender, SMS)  # yesterday's identical text, say
+    assert find_sent(sender, SMS, datetime.now(UTC) + timedelta(minutes=1)) is None
 
 
 def test_plivo_list_honours_limit_and_reconciliation_follows_meta_next(fake: fp.FakeProviders) -> None:
     sender = build("plivo", fake.url)
     before = datetime.now(UTC)
-    result = sender.send(SMS)
+    result = send(sender, SMS)
     _others(fake, "plivo", 45)  # newer, to other people: ours is on the third page of 20
     page = httpx.get(f"{fake.url}/v1/Account/{fp.PLIVO_ID}/Message/", params={"limit": 50},
                      auth=(fp.PLIVO_ID, fp.PLIVO_TOKEN))  # fmt: skip
@@ -250,7 +259,7 @@ def test_plivo_list_honours_limit_and_reconciliation_follows_meta_next(fake: fp.
         and page["meta"]["total_count"] == 46
         and "offset=20" in page["meta"]["next"]
     )
-    assert sender.find_sent(SMS, before) == result.provider_message_id
+    assert find_sent(sender, SMS, before) == result.provider_message_id
 
 
 @pytest.mark.parametrize("name", ["twilio", "vonage", "plivo"])
@@ -265,11 +274,11 @@ def test_a_message_that_shows_up_late_is_found_after_reconcile_after(
     fake.fail(provider=name, accept=True, drop=True)
     before = datetime.now(UTC)
     with pytest.raises(ProviderError) as info:
-        sender.send(SMS)
+        send(sender, SMS)
     assert info.value.kind is ErrorKind.RETRY and info.value.outcome_unknown
-    assert sender.find_sent(SMS, before) is None  # too early
+    assert find_sent(sender, SMS, before) is None  # too early
     time.sleep(fake.state.list_lag)
-    assert sender.find_sent(SMS, before) == fake.received[0]["sid"]
+    assert find_sent(sender, SMS, before) == fake.received[0]["sid"]
 
 
 def test_outcome_unknown_makes_dispatch_wait_reconcile_after(fake: fp.FakeProviders) -> None:
@@ -278,11 +287,11 @@ def test_outcome_unknown_makes_dispatch_wait_reconcile_after(fake: fp.FakeProvid
     sender = build("twilio", fake.url)
     fake.fail(provider="twilio", status=500, body={"code": 20500, "message": "Internal Server Error"})
     with pytest.raises(ProviderError) as info:
-        sender.send(SMS)
+        send(sender, SMS)
     assert info.value.outcome_unknown and reconcile_delay(sender, info.value) == sender.reconcile_after
     fake.fail(provider="twilio", status=429, body={}, retry_after=3)
     with pytest.raises(ProviderError) as info:
-        sender.send(SMS)  # refused: nothing to reconcile, only the provider's Retry-After
+        send(sender, SMS)  # refused: nothing to reconcile, only the provider's Retry-After
     assert not info.value.outcome_unknown and reconcile_delay(sender, info.value) == 0
 
 
@@ -291,12 +300,12 @@ def test_outcome_unknown_makes_dispatch_wait_reconcile_after(fake: fp.FakeProvid
 
 def test_telnyx_key_with_a_different_body_is_refused_not_replayed(fake: fp.FakeProviders) -> None:
     sender = build("telnyx", fake.url)
-    sender.send(SMS)
+    send(sender, SMS)
     changed = OutboundSms(
         SMS.to, SMS.from_, SMS.body + " (edited)", SMS.idempotency_key, SMS.status_callback_url
     )
     with pytest.raises(ProviderError) as info:
-        sender.send(changed)
+        send(sender, changed)
     assert info.value.kind is ErrorKind.BAD_REQUEST and "422" in info.value.message
     assert [m["body"] for m in fake.received] == [SMS.body]  # nothing sent twice, nothing replayed
 
@@ -307,8 +316,8 @@ def test_telnyx_replays_only_successful_answers(fake: fp.FakeProviders) -> None:
         provider="telnyx", status=500, body={"errors": [{"code": "10007", "title": "Unexpected error"}]}
     )
     with pytest.raises(ProviderError):
-        sender.send(SMS)
-    result = sender.send(SMS)  # the failed attempt left no record under the key: this one is sent
+        send(sender, SMS)
+    result = send(sender, SMS)  # the failed attempt left no record under the key: this one is sent
     assert [m["sid"] for m in fake.received] == [result.provider_message_id]
 
 
@@ -316,8 +325,8 @@ def test_telnyx_lost_answer_then_resend_with_the_key_is_one_message(fake: fp.Fak
     sender = build("telnyx", fake.url)
     fake.fail(provider="telnyx", accept=True, drop=True)
     with pytest.raises(ProviderError):
-        sender.send(SMS)
-    result = sender.send(SMS)
+        send(sender, SMS)
+    result = send(sender, SMS)
     assert [m["sid"] for m in fake.received] == [result.provider_message_id]
 
 
@@ -327,7 +336,7 @@ def test_telnyx_lost_answer_then_resend_with_the_key_is_one_message(fake: fp.Fak
 def test_vonage_status_9_is_configuration_and_opt_out_is_a_receipt(fake: fp.FakeProviders) -> None:
     sender = build("vonage", fake.url)
     fake.state.opted_out.add(wire_to("vonage"))
-    result = sender.send(SMS)  # opted out: accepted (status 0), never status 9
+    result = send(sender, SMS)  # opted out: accepted (status 0), never status 9
     [receipt] = fake.receipts
     assert (receipt["params"]["messageId"], receipt["params"]["err-code"]) == (
         result.provider_message_id,
@@ -335,7 +344,7 @@ def test_vonage_status_9_is_configuration_and_opt_out_is_a_receipt(fake: fp.Fake
     )
     fake.state.out_of_credit.add("vonage")
     with pytest.raises(ProviderError) as info:
-        sender.send(SMS)
+        send(sender, SMS)
     assert (info.value.kind, info.value.code) == (ErrorKind.BAD_CONFIG, "9")
 
 
@@ -346,7 +355,7 @@ def test_vonage_status_9_is_configuration_and_opt_out_is_a_receipt(fake: fp.Fake
 def test_provider_rate_limit_answer_carries_retry_after(fake: fp.FakeProviders, name: str) -> None:
     fake.fail(provider=name, rate_limited=True, retry_after=7)
     with pytest.raises(ProviderError) as info:
-        build(name, fake.url).send(SMS)
+        send(build(name, fake.url), SMS)
     assert (info.value.kind, info.value.retry_after) == (ErrorKind.RETRY, 7)
     assert not info.value.outcome_unknown and fake.received == []
 
@@ -355,7 +364,7 @@ def test_latency_is_applied_to_provider_calls() -> None:
     with fp.FakeProviders(latency=(0.1, 0.3)) as fake:
         sender = build("twilio", fake.url)
         started = time.perf_counter()
-        sender.send(SMS)
+        send(sender, SMS)
         assert time.perf_counter() - started >= 0.1  # a lower bound: sleeping is never faster
 
 
@@ -372,7 +381,7 @@ def test_reconciliation_that_cannot_finish_says_so_instead_of_guessing_not_sent(
     before = datetime.now(UTC)
     _others(fake, name, module.PAGE_SIZE * module.MAX_PAGES + 1, to=SMS.to if name == "twilio" else None)
     with pytest.raises(ProviderError) as info:
-        build(name, fake.url).find_sent(SMS, before)
+        find_sent(build(name, fake.url), SMS, before)
     assert (info.value.kind, info.value.code) == (ErrorKind.RETRY, "reconcile")
 
 
@@ -382,6 +391,6 @@ def test_outcome_unknown_survives_the_courier_pipe(fake: fp.FakeProviders) -> No
 
     fake.fail(provider="twilio", drop=True)
     with pytest.raises(ProviderError) as info:
-        build("twilio", fake.url).send(SMS)
+        send(build("twilio", fake.url), SMS)
     copy = pickle.loads(pickle.dumps(info.value))
     assert (copy.kind, copy.code, copy.outcome_unknown) == (ErrorKind.RETRY, info.value.code, True)

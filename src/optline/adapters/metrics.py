@@ -2,7 +2,7 @@
 
 What is counted where (the README's "Metrics" section says the same for operators):
 - In the process that does the work (counters and histograms, this module's instruments): webhook
-  requests (the API process), provider calls (the worker process: its calling threads time each call and
+  requests (the API process), provider calls (the worker process: its event loop times each call and
   the worker counts it as it records the result), classifier intents (the
   process that recorded the reply). Each process counts its own; with ``PROMETHEUS_MULTIPROC_DIR`` set for
   every process of one machine, /metrics adds them up (prometheus-client's multiprocess mode).

@@ -14,7 +14,7 @@ One batch goes through three short transactions and the provider calls between t
    the message ``sending`` with ``handed_over_at`` — all in one transaction that starts after the claim
    committed. Only messages marked ``sending`` by this transaction are handed to the provider.
 3. **record** — provider answers become ``sent`` / retry later / ``failed`` / opted out at the provider,
-   stored as each call returns (in writes at most ``STREAM_INTERVAL`` apart, as the calling threads hand
+   stored as each call returns (in writes at most ``STREAM_INTERVAL`` apart, as the event loop hands
    them back), so a delivery receipt finds its message; one that still comes first is kept and applied
    in the transaction that stores the id (``services/receipts.py``).
 
@@ -43,8 +43,9 @@ Message kinds (``services.outbox``): confirmation/help/signup are replies to the
 quiet hours and caps; transactional needs consent not revoked and respects quiet hours; marketing needs
 subscribed-with-evidence, not held, quiet hours, state limits and the program's frequency cap.
 
-Where the calls run (services/handover.py): a pool of K threads per worker (K per provider, ``concurrency``)
-makes the calls while this thread claims, checks and records. The pool receives only messages the check
+Where the calls run (services/handover.py): K calls at once per worker (K per provider, ``concurrency``) on
+an asyncio event loop with aiohttp, in a thread of its own, while this thread claims and checks and the
+recorder thread stores; replies are taken before campaign calls already queued. The pool receives only messages the check
 transaction marked ``sending`` and committed, so everything above holds unchanged; in addition no call
 begins at or after its batch's deadline (its lease minus the longest call) nor more than ``send_window``
 seconds after its check committed (THE BOUND: 5 s by default), nor before its sender's reserved slot. The
@@ -90,7 +91,6 @@ from optline.services.dispatch_model import (
     rate_key,
 )
 from optline.services.handover import Delivery, Pool, Run
-from optline.services.outbox import REPLY_LANE
 from optline.services.recording import Recording
 from optline.services.send_check import HANDED_OVER, History, SendCheck
 
@@ -159,17 +159,15 @@ class Dispatcher(SendCheck, Recording):
         counts = Counts()
         pool = self._the_pool()
         self._raise_recorder_error()
-        with self._lock:
-            idle = not self._in_flight
-        if idle:
+        with self._lock:  # (the recorder may finish the head batch at any moment: read it once)
+            head_id = next(iter(self._in_flight), None)
+        if head_id is None:
             batch = self._prepare()
             counts.add(batch.counts)
             if not batch.to_send:
                 self._settle(batch, counts)
                 return self._collect(counts)
-            self._submit(pool, batch)
-        with self._lock:
-            head_id = next(iter(self._in_flight))
+            head_id = self._submit(pool, batch)
         asked = not top_up
         while True:
             with self._lock:
@@ -310,11 +308,12 @@ class Dispatcher(SendCheck, Recording):
                 finish_if_done(conn, self.clock, batch.campaign_ids)
         return counts
 
-    def _submit(self, pool: Pool, batch: Batch) -> None:
+    def _submit(self, pool: Pool, batch: Batch) -> int:
         self._batch_ids += 1
         with self._lock:
             self._in_flight[self._batch_ids] = batch
         pool.submit(self._batch_ids, [i.handover for i in batch.to_send], batch.run)
+        return self._batch_ids
 
     def _batch_limit(self) -> int:
         """How many to claim: ``batch_seconds`` of calls at the rate K calls of the measured latency reach."""
@@ -350,8 +349,6 @@ class Dispatcher(SendCheck, Recording):
                 with self.db.transaction() as conn:
                     to_send = self.check(conn, claimed_now, counts, slots)
         checked_at = time.monotonic()
-        # Replies first in the pool's queue (their lane's promise holds inside a batch too).
-        to_send.sort(key=lambda i: (i.row["priority"] != REPLY_LANE, i.row["id"]))
         self._prepare_seconds = checked_at - started
         return Batch(claimed, to_send, Run(deadline, checked_at, self.config.send_window), counts)
 

@@ -323,7 +323,8 @@ class SendCheck:
             )
             sms = OutboundSms(to=m["to_phone"], from_=sender_number, body=body,
                               idempotency_key=m["idempotency_key"], status_callback_url=self.config.status_callback_url)  # fmt: skip
-            handover = Handover(m["id"], sms, reconcile, rate_key(m, program), slots.get(m["id"]))
+            handover = Handover(m["id"], sms, reconcile, rate_key(m, program), slots.get(m["id"]),
+                                reply=m["priority"] == REPLY_LANE)  # fmt: skip
             to_send.append(ToSend({**m, "body": body}, handover, m["attempts"] + 1, program))
         to_send = self._hold_for_campaigns(conn, to_send, outcomes, now)
         # Every write is guarded (still 'claimed', still ours): a cancel or a reclaim that committed since

@@ -11,7 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from aiohttp import ClientSession
 
 
 class ErrorKind(StrEnum):
@@ -115,10 +118,12 @@ class Sender(Protocol):
     # idempotency key) or the lookup is exact.
     reconcile_after: float
 
-    def send(self, sms: OutboundSms) -> SendResult:
+    # Both run on the hand-over's event loop (services/handover.py) and use its session ``http``
+    # (adapters/providers/http_errors.py says why aiohttp); http_errors.run calls one from synchronous code.
+    async def send(self, http: ClientSession, sms: OutboundSms) -> SendResult:
         """Hand one message to the provider; raise ProviderError on failure."""
 
-    def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
+    async def find_sent(self, http: ClientSession, sms: OutboundSms, since: datetime) -> str | None:
         """Reconciliation after a timeout or crash: the provider id of this message if it was accepted."""
 
 

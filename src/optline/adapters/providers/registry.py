@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
-
 from optline.adapters.clock import Clock, SystemClock
 from optline.adapters.db.database import Database
-from optline.adapters.providers import http_errors
 from optline.adapters.providers.base import Sender
 from optline.config import Settings
 
@@ -32,14 +27,6 @@ def concurrency(settings: Settings) -> int:
     return settings.send_concurrency or DEFAULT_CONCURRENCY.get(settings.provider, 16)
 
 
-def _client(settings: Settings, **kwargs: Any) -> httpx.Client:
-    """One client shared by the worker's K calling threads, its pool as large as K (httpx keeps only 20
-    idle connections by default: the others would be reopened for every call)."""
-    k = concurrency(settings)
-    return httpx.Client(timeout=http_errors.DEFAULT_TIMEOUT,
-                        limits=httpx.Limits(max_connections=k, max_keepalive_connections=k), **kwargs)  # fmt: skip
-
-
 def http_sender(settings: Settings) -> Sender:
     """The Sender of an HTTP provider: needs nothing but its settings."""
     name = settings.provider
@@ -47,25 +34,22 @@ def http_sender(settings: Settings) -> Sender:
         from optline.adapters.providers.twilio.send import TwilioSender
 
         sid, token = settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value()
-        return TwilioSender(sid, token, settings.twilio_base_url, settings.twilio_messaging_service_sid,
-                            client=_client(settings, auth=(sid, token)) if sid and token else None)  # fmt: skip
+        return TwilioSender(sid, token, settings.twilio_base_url, settings.twilio_messaging_service_sid)
     if name == "vonage":
         from optline.adapters.providers.vonage.send import VonageSender
 
         return VonageSender(settings.vonage_api_key, settings.vonage_api_secret.get_secret_value(),
-                            settings.vonage_base_url, client=_client(settings))  # fmt: skip
+                            settings.vonage_base_url)  # fmt: skip
     if name == "plivo":
         from optline.adapters.providers.plivo.send import PlivoSender
 
         auth_id, token = settings.plivo_auth_id, settings.plivo_auth_token.get_secret_value()
-        return PlivoSender(auth_id, token, settings.plivo_base_url,
-                           client=_client(settings, auth=(auth_id, token)) if auth_id and token else None)  # fmt: skip
+        return PlivoSender(auth_id, token, settings.plivo_base_url)
     if name == "telnyx":
         from optline.adapters.providers.telnyx.send import TelnyxSender
 
         key = settings.telnyx_api_key.get_secret_value()
-        return TelnyxSender(key, settings.telnyx_base_url,
-                            client=_client(settings, headers={"Authorization": f"Bearer {key}"}) if key else None)  # fmt: skip
+        return TelnyxSender(key, settings.telnyx_base_url)
     raise ValueError(
         f"unknown provider {name!r} (OPTLINE_PROVIDER: simulator, twilio, vonage, plivo, telnyx)"
     )

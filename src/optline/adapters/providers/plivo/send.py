@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from optline.adapters.providers import http_errors
 from optline.adapters.providers.base import ErrorKind, OutboundSms, ProviderError, SendResult
@@ -43,7 +44,6 @@ class PlivoSender:
         auth_id: str,
         auth_token: str,
         base_url: str,
-        client: httpx.Client | None = None,
         reconcile_after: float | None = None,
     ) -> None:
         if reconcile_after is not None:
@@ -52,29 +52,25 @@ class PlivoSender:
             raise ValueError("plivo needs OPTLINE_PLIVO_AUTH_ID and OPTLINE_PLIVO_AUTH_TOKEN")
         self._secrets = [auth_token]
         self._url = f"{base_url.rstrip('/')}/v1/Account/{auth_id}/Message/"
-        self._client = client or httpx.Client(auth=(auth_id, auth_token), timeout=http_errors.DEFAULT_TIMEOUT)
+        self._headers = {"Authorization": aiohttp.encode_basic_auth(auth_id, auth_token)}
 
-    def send(self, sms: OutboundSms) -> SendResult:
+    async def send(self, http: aiohttp.ClientSession, sms: OutboundSms) -> SendResult:
         payload = {"src": (sms.from_ or "").lstrip("+"), "dst": sms.to.lstrip("+"), "text": sms.body}
         if sms.status_callback_url:
             payload.update(url=sms.status_callback_url, method="POST")
-        try:
-            response = self._client.post(self._url, json=payload)
-        except httpx.TransportError as exc:
-            raise http_errors.from_transport(self.name, exc, self._secrets) from None
-        data = http_errors.json_or_empty(response)
+        response = await http_errors.request(http, self.name, self._secrets, "POST", self._url, json=payload,
+                                             headers=self._headers)  # fmt: skip
+        data = response.json()
         uuids = data.get("message_uuid")
-        if response.status_code in (200, 202) and isinstance(uuids, list) and uuids:
+        if response.status in (200, 202) and isinstance(uuids, list) and uuids:
             return SendResult(str(uuids[0]), "queued")
         code = str(data["error_code"]) if data.get("error_code") is not None else None
         error = str(data.get("error") or response.text[:200])
         if INSUFFICIENT_CREDIT in error.lower():
-            raise ProviderError(
-                ErrorKind.BAD_CONFIG, f"plivo HTTP {response.status_code}: {error}", code="900"
-            )
+            raise ProviderError(ErrorKind.BAD_CONFIG, f"plivo HTTP {response.status}: {error}", code="900")
         raise http_errors.from_response(self.name, response, code, error, self._secrets)
 
-    def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
+    async def find_sent(self, http: aiohttp.ClientSession, sms: OutboundSms, since: datetime) -> str | None:
         params: dict[str, str] | None = {
             "message_direction": "outbound",
             "limit": str(PAGE_SIZE),
@@ -85,19 +81,17 @@ class PlivoSender:
         for _ in range(MAX_PAGES):
             if url is None:
                 return None
-            try:
-                response = self._client.get(url, params=params)
-            except httpx.TransportError as exc:
-                raise http_errors.from_transport(self.name, exc, self._secrets) from None
-            if response.status_code != 200:
+            response = await http_errors.request(http, self.name, self._secrets, "GET", url, params=params,
+                                                 headers=self._headers)  # fmt: skip
+            if response.status != 200:
                 raise http_errors.from_response(self.name, response, None, response.text[:200], self._secrets)
-            data = http_errors.json_or_empty(response)
+            data = response.json()
             for item in data.get("objects") or []:
                 if item.get("to_number") == to and (not sender or item.get("from_number") == sender):
                     return str(item["message_uuid"])
             meta = data.get("meta")
             nxt = meta.get("next") if isinstance(meta, dict) else None
-            url, params = (str(httpx.URL(self._url).join(nxt)), None) if nxt else (None, None)
+            url, params = (str(URL(self._url).join(URL(str(nxt)))), None) if nxt else (None, None)
         if url is None:
             return None
         raise ProviderError(

@@ -12,10 +12,12 @@ transaction that records the sid.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from datetime import datetime
 
+import aiohttp
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -40,7 +42,11 @@ class SimulatorSender:
     ) -> None:
         self._db, self._clock, self._receipts = db, clock, receipts
 
-    def send(self, sms: OutboundSms) -> SendResult:
+    async def send(self, http: aiohttp.ClientSession, sms: OutboundSms) -> SendResult:
+        # The database is synchronous: off the event loop, so the loop's other calls go on meanwhile.
+        return await asyncio.to_thread(self._store, sms)
+
+    def _store(self, sms: OutboundSms) -> SendResult:
         sid = sid_for(sms.idempotency_key)
         try:
             with self._db.transaction() as conn:
@@ -54,7 +60,10 @@ class SimulatorSender:
             self._receipts(StatusUpdate(provider=self.name, provider_message_id=sid, status="delivered"))
         return SendResult(sid, "sent")
 
-    def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
+    async def find_sent(self, http: aiohttp.ClientSession, sms: OutboundSms, since: datetime) -> str | None:
+        return await asyncio.to_thread(self._find, sms)
+
+    def _find(self, sms: OutboundSms) -> str | None:
         sid = sid_for(sms.idempotency_key)
         with self._db.read() as conn:
             found = conn.execute(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import httpx
+import aiohttp
 
 from optline.adapters.providers import http_errors
 from optline.adapters.providers.base import CodeTable, ErrorKind, OutboundSms, SendResult
@@ -59,18 +59,15 @@ class TelnyxSender:
     name = "telnyx"
     reconcile_after = 0.0  # the resend with the same key is the reconciliation (module docstring)
 
-    def __init__(self, api_key: str, base_url: str, messaging_profile_id: str = "",
-                 client: httpx.Client | None = None) -> None:  # fmt: skip
+    def __init__(self, api_key: str, base_url: str, messaging_profile_id: str = "") -> None:
         if not api_key:
             raise ValueError("telnyx needs OPTLINE_TELNYX_API_KEY")
         self._secrets = [api_key]
         self._url = f"{base_url.rstrip('/')}/v2/messages"
         self._profile = messaging_profile_id
-        self._client = client or httpx.Client(
-            headers={"Authorization": f"Bearer {api_key}"}, timeout=http_errors.DEFAULT_TIMEOUT
-        )
+        self._auth = f"Bearer {api_key}"
 
-    def send(self, sms: OutboundSms) -> SendResult:
+    async def send(self, http: aiohttp.ClientSession, sms: OutboundSms) -> SendResult:
         payload = {"to": sms.to, "text": sms.body}
         if sms.from_:
             payload["from"] = sms.from_
@@ -78,15 +75,12 @@ class TelnyxSender:
             payload["messaging_profile_id"] = self._profile
         if sms.status_callback_url:
             payload["webhook_url"] = sms.status_callback_url
-        try:
-            response = self._client.post(
-                self._url, json=payload, headers={"Idempotency-Key": sms.idempotency_key}
-            )
-        except httpx.TransportError as exc:
-            raise http_errors.from_transport(self.name, exc, self._secrets) from None
-        data = http_errors.json_or_empty(response)
+        headers = {"Authorization": self._auth, "Idempotency-Key": sms.idempotency_key}
+        response = await http_errors.request(http, self.name, self._secrets, "POST", self._url, json=payload,
+                                             headers=headers)  # fmt: skip
+        data = response.json()
         body = data.get("data")
-        if response.status_code in (200, 201, 202) and isinstance(body, dict) and body.get("id"):
+        if response.status in (200, 201, 202) and isinstance(body, dict) and body.get("id"):
             return SendResult(str(body["id"]), "queued")
         errors = data.get("errors")
         first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
@@ -94,5 +88,5 @@ class TelnyxSender:
         message = str(first.get("detail") or first.get("title") or response.text[:200])
         raise http_errors.from_response(self.name, response, code, message, self._secrets, ERRORS)
 
-    def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
+    async def find_sent(self, http: aiohttp.ClientSession, sms: OutboundSms, since: datetime) -> str | None:
         return None  # the Idempotency-Key makes a resend safe (module docstring)

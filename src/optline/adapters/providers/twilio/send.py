@@ -13,7 +13,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from optline.adapters.providers import http_errors
 from optline.adapters.providers.base import CodeTable, ErrorKind, OutboundSms, ProviderError, SendResult
@@ -53,7 +54,7 @@ class TwilioSender:
     reconcile_after = 30.0
 
     def __init__(self, account_sid: str, auth_token: str, base_url: str, messaging_service_sid: str = "",
-                 client: httpx.Client | None = None, reconcile_after: float | None = None) -> None:  # fmt: skip
+                 reconcile_after: float | None = None) -> None:  # fmt: skip
         if reconcile_after is not None:
             self.reconcile_after = reconcile_after
         if not account_sid or not auth_token:
@@ -61,11 +62,9 @@ class TwilioSender:
         self._secrets = [auth_token]
         self._url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
         self._service = messaging_service_sid
-        self._client = client or httpx.Client(
-            auth=(account_sid, auth_token), timeout=http_errors.DEFAULT_TIMEOUT
-        )
+        self._headers = {"Authorization": aiohttp.encode_basic_auth(account_sid, auth_token)}
 
-    def send(self, sms: OutboundSms) -> SendResult:
+    async def send(self, http: aiohttp.ClientSession, sms: OutboundSms) -> SendResult:
         form = {"To": sms.to, "Body": sms.body}
         if sms.from_:
             form["From"] = sms.from_
@@ -73,18 +72,16 @@ class TwilioSender:
             form["MessagingServiceSid"] = self._service
         if sms.status_callback_url:
             form["StatusCallback"] = sms.status_callback_url
-        try:
-            response = self._client.post(self._url, data=form)
-        except httpx.TransportError as exc:
-            raise http_errors.from_transport(self.name, exc, self._secrets) from None
-        data = http_errors.json_or_empty(response)
-        if response.status_code in (200, 201) and data.get("sid"):
+        response = await http_errors.request(http, self.name, self._secrets, "POST", self._url, form=form,
+                                             headers=self._headers)  # fmt: skip
+        data = response.json()
+        if response.status in (200, 201) and data.get("sid"):
             return SendResult(str(data["sid"]), str(data.get("status") or "queued"))
         code = str(data["code"]) if data.get("code") is not None else None
         raise http_errors.from_response(self.name, response, code, str(data.get("message") or response.text[:200]),
                                         self._secrets, SEND_ERRORS)  # fmt: skip
 
-    def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
+    async def find_sent(self, http: aiohttp.ClientSession, sms: OutboundSms, since: datetime) -> str | None:
         params = {"To": sms.to, "PageSize": str(PAGE_SIZE)}  # no DateSent: it hides queued messages
         if sms.from_:
             params["From"] = sms.from_
@@ -92,12 +89,10 @@ class TwilioSender:
         for _ in range(MAX_PAGES):
             if url is None:
                 return None
-            try:
-                response = self._client.get(url, params=params if url == self._url else None)
-            except httpx.TransportError as exc:
-                raise http_errors.from_transport(self.name, exc, self._secrets) from None
-            data = http_errors.json_or_empty(response)
-            if response.status_code != 200:
+            response = await http_errors.request(http, self.name, self._secrets, "GET", url,
+                                                 params=params if url == self._url else None, headers=self._headers)  # fmt: skip
+            data = response.json()
+            if response.status != 200:
                 code = str(data["code"]) if data.get("code") is not None else None
                 raise http_errors.from_response(self.name, response, code, str(data.get("message") or ""),
                                                 self._secrets, SEND_ERRORS)  # fmt: skip
@@ -109,7 +104,7 @@ class TwilioSender:
                 ):
                     return str(item["sid"])
             nxt = data.get("next_page_uri")
-            url = str(httpx.URL(self._url).join(nxt)) if nxt else None
+            url = str(URL(self._url).join(URL(str(nxt)))) if nxt else None
         if url is None:
             return None
         raise ProviderError(ErrorKind.RETRY, f"twilio reconciliation: more than {MAX_PAGES * PAGE_SIZE} messages "

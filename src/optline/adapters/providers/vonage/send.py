@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import httpx
+import aiohttp
 
 from optline.adapters.providers import http_errors
 from optline.adapters.providers.base import CodeTable, ErrorKind, OutboundSms, ProviderError, SendResult
@@ -55,7 +55,6 @@ class VonageSender:
         api_key: str,
         api_secret: str,
         base_url: str,
-        client: httpx.Client | None = None,
         reconcile_after: float | None = None,
     ) -> None:
         if reconcile_after is not None:
@@ -64,29 +63,26 @@ class VonageSender:
             raise ValueError("vonage needs OPTLINE_VONAGE_API_KEY and OPTLINE_VONAGE_API_SECRET")
         self._key, self._secret, self._secrets = api_key, api_secret, [api_secret]
         self._base = base_url.rstrip("/")
-        self._client = client or httpx.Client(timeout=http_errors.DEFAULT_TIMEOUT)
 
-    def send(self, sms: OutboundSms) -> SendResult:
+    async def send(self, http: aiohttp.ClientSession, sms: OutboundSms) -> SendResult:
         form = {"api_key": self._key, "api_secret": self._secret, "to": sms.to.lstrip("+"),
                 "from": (sms.from_ or "").lstrip("+"), "text": sms.body, "client-ref": sms.idempotency_key[:40]}  # fmt: skip
         if not is_gsm7(sms.body):
             form["type"] = "unicode"
         if sms.status_callback_url:
             form["callback"] = sms.status_callback_url
-        try:
-            response = self._client.post(f"{self._base}/sms/json", data=form)
-        except httpx.TransportError as exc:
-            raise http_errors.from_transport(self.name, exc, self._secrets) from None
-        data = http_errors.json_or_empty(response)
+        response = await http_errors.request(http, self.name, self._secrets, "POST", f"{self._base}/sms/json",
+                                             form=form)  # fmt: skip
+        data = response.json()
         parts = data.get("messages") if isinstance(data.get("messages"), list) else None
-        if response.status_code != 200 or not parts:
+        if response.status != 200 or not parts:
             raise http_errors.from_response(self.name, response, None, response.text[:200], self._secrets)
         first = parts[0]
         status = str(first.get("status"))
         if status == "0":
             return SendResult(str(first["message-id"]), "sent")
         kind, meaning = SEND_ERRORS.get(status, (_BAD_REQUEST, "undocumented status"))
-        after = http_errors.retry_after(response) if kind is _RETRY else None
+        after = http_errors.retry_after(response.headers) if kind is _RETRY else None
         raise ProviderError(
             kind,
             f"vonage status {status} ({meaning}): {first.get('error-text', '')}",
@@ -94,24 +90,22 @@ class VonageSender:
             retry_after=after,
         )
 
-    def find_sent(self, sms: OutboundSms, since: datetime) -> str | None:
+    async def find_sent(self, http: aiohttp.ClientSession, sms: OutboundSms, since: datetime) -> str | None:
         day, today = since.astimezone(UTC).date(), datetime.now(UTC).date()
         while day <= today:
-            found = self._search(sms, day.isoformat())
+            found = await self._search(http, sms, day.isoformat())
             if found:
                 return found
             day += timedelta(days=1)
         return None
 
-    def _search(self, sms: OutboundSms, date: str) -> str | None:
+    async def _search(self, http: aiohttp.ClientSession, sms: OutboundSms, date: str) -> str | None:
         params = {"api_key": self._key, "api_secret": self._secret, "date": date, "to": sms.to.lstrip("+")}
-        try:
-            response = self._client.get(f"{self._base}/search/messages", params=params)
-        except httpx.TransportError as exc:
-            raise http_errors.from_transport(self.name, exc, self._secrets) from None
-        if response.status_code != 200:
+        response = await http_errors.request(http, self.name, self._secrets, "GET", f"{self._base}/search/messages",
+                                             params=params)  # fmt: skip
+        if response.status != 200:
             raise http_errors.from_response(self.name, response, None, response.text[:200], self._secrets)
-        for item in http_errors.json_or_empty(response).get("items", []) or []:
+        for item in response.json().get("items", []) or []:
             if item.get("body") == sms.body:
                 return str(item["message-id"])
         return None
