@@ -26,13 +26,16 @@ ACCOUNT = "AC" + "0" * 32
 def signed(validator: RequestValidator, url: str, i: int, run: str) -> tuple[str, bytes, dict[str, str]]:
     params = {"MessageSid": f"SM{run[:8]:0>8}{i:024d}", "AccountSid": ACCOUNT, "From": phone(i), "To": SENDER,
               "Body": "STOP", "NumMedia": "0", "NumSegments": "1"}  # fmt: skip
-    headers = {"X-Twilio-Signature": validator.compute_signature(url, params),
-               "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
+    headers = {
+        "X-Twilio-Signature": validator.compute_signature(url, params),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
     return params["From"], urlencode(params).encode(), headers
 
 
-async def run(url: str, token: str, start: int, seconds: float, connections: int, tag: str,
-              rate: float = 0) -> dict:  # fmt: skip
+async def run(
+    url: str, token: str, start: int, seconds: float, connections: int, tag: str, rate: float = 0
+) -> dict:
     validator = RequestValidator(token)
     latencies: list[float] = []
     statuses: dict[int, int] = {}

@@ -69,14 +69,23 @@ def baseline(
 ) -> float:
     """Per-recipient checks (and inserts), one subscriber at a time: recipients/s on a sample."""
     with c.db.read() as conn:
-        sample = [r[0] for r in conn.execute(select(subscriptions.c.contact_id)
-                                             .where(subscriptions.c.program_id == program["id"]).limit(sample_size))]  # fmt: skip
+        sample = [
+            r[0]
+            for r in conn.execute(
+                select(subscriptions.c.contact_id)
+                .where(subscriptions.c.program_id == program["id"])
+                .limit(sample_size)
+            )
+        ]
     t0 = time.perf_counter()
     with c.db.transaction() as conn:
         for cid in sample:
             status, held = consent.current(conn, cid, program)
-            row = conn.execute(select(subscriptions.c.consent_event_id).where(
-                subscriptions.c.contact_id == cid, subscriptions.c.program_id == program["id"])).first()  # fmt: skip
+            row = conn.execute(
+                select(subscriptions.c.consent_event_id).where(
+                    subscriptions.c.contact_id == cid, subscriptions.c.program_id == program["id"]
+                )
+            ).first()
             person = conn.execute(select(contacts).where(contacts.c.id == cid)).one()
             on_dnc = conn.execute(
                 select(dnc_numbers.c.phone).where(dnc_numbers.c.phone == person.phone)
@@ -86,11 +95,24 @@ def baseline(
             if person.number_type not in SMS_CAPABLE or on_dnc or not insert_rows:
                 continue
             now = c.clock.now()
-            conn.execute(insert(messages).values(
-                campaign_id=campaign_id, program_id=program["id"], contact_id=cid, kind="marketing",
-                to_phone=person.phone, body="x", segments=0, status="queued",
-                idempotency_key=f"b{campaign_id}:{cid}", optout_token=new_token(), consent_event_id=row.consent_event_id,
-                attempts=0, created_at=now, updated_at=now))  # fmt: skip
+            conn.execute(
+                insert(messages).values(
+                    campaign_id=campaign_id,
+                    program_id=program["id"],
+                    contact_id=cid,
+                    kind="marketing",
+                    to_phone=person.phone,
+                    body="x",
+                    segments=0,
+                    status="queued",
+                    idempotency_key=f"b{campaign_id}:{cid}",
+                    optout_token=new_token(),
+                    consent_event_id=row.consent_event_id,
+                    attempts=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
         conn.rollback()
     return len(sample) / (time.perf_counter() - t0)
 
@@ -104,8 +126,9 @@ def clear_outbox(c: Container) -> None:
             conn.execute(text("VACUUM ANALYZE messages"))
 
 
-def run_engine(url: str, total: int, opted_out: int, sample: int = BASELINE_SAMPLE,
-               reuse: bool = False) -> list[str]:  # fmt: skip
+def run_engine(
+    url: str, total: int, opted_out: int, sample: int = BASELINE_SAMPLE, reuse: bool = False
+) -> list[str]:
     c = build(Settings(env="test", database_url=url), clock=SystemClock(), migrate_db=True)
     name = c.db.engine.dialect.name
     print(f"{name}:", flush=True)
@@ -131,23 +154,29 @@ def run_engine(url: str, total: int, opted_out: int, sample: int = BASELINE_SAMP
 
     check_only = baseline(c, program, base_camp["id"], sample, insert_rows=False)
     base = baseline(c, program, base_camp["id"], sample, insert_rows=True)
-    say(f"{name:10s} baseline on {sample:,} subscribers, one at a time: check only {check_only:,.0f} recipients/s; "
-        f"check + insert {base:,.0f} recipients/s")  # fmt: skip
+    say(
+        f"{name:10s} baseline on {sample:,} subscribers, one at a time: check only {check_only:,.0f} recipients/s; "
+        f"check + insert {base:,.0f} recipients/s"
+    )
     t0 = time.perf_counter()
     with c.db.read() as conn:
         dry = audience.dry_run(conn, program["id"], {})
     t_dry = time.perf_counter() - t0
     dry_rate = dry.total / t_dry
-    say(f"{name:10s} audience build (set-based dry run, {dry.total:,} subscribers, {sum(dry.excluded.values()):,} "
+    say(
+        f"{name:10s} audience build (set-based dry run, {dry.total:,} subscribers, {sum(dry.excluded.values()):,} "
         f"excluded): {t_dry:.2f}s = {dry_rate:,.0f} recipients/s = {dry_rate / check_only:,.0f}x the per-recipient "
-        f"check (targets: >= 300,000/s, >= 50x)")  # fmt: skip
+        f"check (targets: >= 300,000/s, >= 50x)"
+    )
     t0 = time.perf_counter()
     with c.db.transaction() as conn:
         queued = audience.materialise(conn, camp, program, c.clock.now())
     t_mat = time.perf_counter() - t0
     mat_rate = queued / t_mat
-    say(f"{name:10s} materialise {queued:,} outbox rows (INSERT … SELECT): {t_mat:.2f}s = {mat_rate:,.0f} "
-        f"recipients/s = {mat_rate / base:,.0f}x per-recipient check + insert")  # fmt: skip
+    say(
+        f"{name:10s} materialise {queued:,} outbox rows (INSERT … SELECT): {t_mat:.2f}s = {mat_rate:,.0f} "
+        f"recipients/s = {mat_rate / base:,.0f}x per-recipient check + insert"
+    )
     c.close()
     assert queued == dry.recipients, (queued, dry.recipients)
     return lines
@@ -168,8 +197,9 @@ def main() -> None:
     for engine in [] if args.reuse else args.engines.split(","):
         if engine == "sqlite":
             with tempfile.TemporaryDirectory() as tmp:
-                results += run_engine(f"sqlite:///{Path(tmp) / 'bench.db'}", args.contacts, args.opted_out,
-                                      args.baseline_sample)  # fmt: skip
+                results += run_engine(
+                    f"sqlite:///{Path(tmp) / 'bench.db'}", args.contacts, args.opted_out, args.baseline_sample
+                )
             continue
         admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
         db = f"optline_bench_{uuid.uuid4().hex[:8]}"

@@ -26,17 +26,47 @@ from optline.services import checkpoints, proof
 def _fill(container, count: int) -> None:  # type: ignore[no-untyped-def]
     at = datetime(2026, 1, 1, tzinfo=UTC)
     with container.db.transaction() as conn:
-        conn.execute(insert(contacts), [{"id": i, "phone": f"+1415{2000000 + i:07d}", "created_at": at, "updated_at": at,
-                                         "number_type": "mobile", "attributes": {}} for i in range(1, count + 1)])  # fmt: skip
+        conn.execute(
+            insert(contacts),
+            [
+                {
+                    "id": i,
+                    "phone": f"+1415{2000000 + i:07d}",
+                    "created_at": at,
+                    "updated_at": at,
+                    "number_type": "mobile",
+                    "attributes": {},
+                }
+                for i in range(1, count + 1)
+            ],
+        )
         events = []
         for i in range(1, count + 1):
-            first = ledger.build_event(contact_id=i, seq=1, prev_hash="0" * 64, program_id=None, brand="Acme",
-                                       action=Action.OPT_IN, channel=Channel.SMS_KEYWORD,
-                                       evidence={"message_text": "JOIN"}, occurred_at=at, recorded_at=at)  # fmt: skip
+            first = ledger.build_event(
+                contact_id=i,
+                seq=1,
+                prev_hash="0" * 64,
+                program_id=None,
+                brand="Acme",
+                action=Action.OPT_IN,
+                channel=Channel.SMS_KEYWORD,
+                evidence={"message_text": "JOIN"},
+                occurred_at=at,
+                recorded_at=at,
+            )
             later = at + timedelta(days=1)
-            second = ledger.build_event(contact_id=i, seq=2, prev_hash=first["hash"], program_id=None, brand="Acme",
-                                        action=Action.OPT_OUT, channel=Channel.SMS_KEYWORD,
-                                        evidence={"message_text": "STOP"}, occurred_at=later, recorded_at=later)  # fmt: skip
+            second = ledger.build_event(
+                contact_id=i,
+                seq=2,
+                prev_hash=first["hash"],
+                program_id=None,
+                brand="Acme",
+                action=Action.OPT_OUT,
+                channel=Channel.SMS_KEYWORD,
+                evidence={"message_text": "STOP"},
+                occurred_at=later,
+                recorded_at=later,
+            )
             events += [first, second]
         for start in range(0, len(events), 5000):
             ledger.insert_events(conn, events[start : start + 5000])
@@ -44,8 +74,12 @@ def _fill(container, count: int) -> None:  # type: ignore[no-untyped-def]
 
 def run(engine: str, count: int) -> None:
     with fresh_database(engine) as url, tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(env="test", database_url=url, ledger_signing_key_file=str(Path(tmp) / "k"),
-                            ledger_checkpoint_log=str(Path(tmp) / "log.jsonl"))  # fmt: skip
+        settings = Settings(
+            env="test",
+            database_url=url,
+            ledger_signing_key_file=str(Path(tmp) / "k"),
+            ledger_checkpoint_log=str(Path(tmp) / "log.jsonl"),
+        )
         c = build(settings, clock=FrozenClock(datetime(2026, 6, 1, tzinfo=UTC)))
         _fill(c, count)
         with c.db.read() as conn:
@@ -62,8 +96,15 @@ def run(engine: str, count: int) -> None:
         def one() -> object:
             with c.db.read() as conn:
                 found, problems, source = checkpoints.for_proof(c, conn)
-                return proof.build(conn, "+14152000042", "US", now=c.clock.now(), checkpoints=found,
-                                   checkpoint_problems=problems, checkpoint_source=source)  # fmt: skip
+                return proof.build(
+                    conn,
+                    "+14152000042",
+                    "US",
+                    now=c.clock.now(),
+                    checkpoints=found,
+                    checkpoint_problems=problems,
+                    checkpoint_source=source,
+                )
 
         one_proof, _ = timed(one)
         print(f"{engine}: {count:,} contacts, {2 * count:,} events")

@@ -145,8 +145,10 @@ def print_eval(part: str, rows: list[dict[str, str]], errors: bool) -> None:
             c = classify(r["text"])
             auto = c.intent.value == "optout" and not c.review
             if (r["label"] == "optout") != auto:
-                print(f"  {r['language']} {r['label']:>6}/{r['kind']:<11} -> {c.intent.value:<6}"
-                      f"{' review' if c.review else '':<7} {c.reason:<38} {r['text'][:80]!r}")  # fmt: skip
+                print(
+                    f"  {r['language']} {r['label']:>6}/{r['kind']:<11} -> {c.intent.value:<6}"
+                    f"{' review' if c.review else '':<7} {c.reason:<38} {r['text'][:80]!r}"
+                )
 
 
 def scores(rule: Callable[[str], str], rows: list[tuple[str, str]], intent: str) -> tuple[float, float]:

@@ -64,8 +64,22 @@ RATE_MARGIN = 0.95
 
 class Fake:
     def __init__(self, latency: float, cap: int = 0) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.fake_twilio", "--port", "0", "--latency",
-                                      str(latency), "--cap", str(cap)], cwd=ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.fake_twilio",
+                "--port",
+                "0",
+                "--latency",
+                str(latency),
+                "--cap",
+                str(cap),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline().split()[1])}"
         self.endpoint = f"{self.url}/2010-04-01/Accounts/{SID}/Messages.json"
@@ -100,8 +114,9 @@ def aiohttp_loop(endpoint: str, n: int) -> float:
         )
         auth = None if headers else aiohttp.BasicAuth(SID, TOKEN)
         sem = asyncio.Semaphore(IN_FLIGHT)
-        async with aiohttp.ClientSession(auth=auth, headers=headers,
-                                         connector=aiohttp.TCPConnector(limit=IN_FLIGHT)) as session:  # fmt: skip
+        async with aiohttp.ClientSession(
+            auth=auth, headers=headers, connector=aiohttp.TCPConnector(limit=IN_FLIGHT)
+        ) as session:
 
             async def one(i: int) -> None:
                 async with sem, session.post(endpoint, data=form(i)) as r:
@@ -182,25 +197,41 @@ def check_log(c: Container, log: list[dict[str, Any]], opted_out: dict[str, floa
     dupes = [to for to, k in per.items() if k > 1]
     assert not dupes, f"duplicates at the fake: {dupes[:5]}"
     with c.db.read() as conn:
-        sent = {r.phone for r in conn.execute(select(contacts.c.phone).join(messages, messages.c.contact_id == contacts.c.id)
-                                               .where(messages.c.status == "sent", messages.c.campaign_id.is_not(None)))}  # fmt: skip
+        sent = {
+            r.phone
+            for r in conn.execute(
+                select(contacts.c.phone)
+                .join(messages, messages.c.contact_id == contacts.c.id)
+                .where(messages.c.status == "sent", messages.c.campaign_id.is_not(None))
+            )
+        }
     assert set(per) == sent, f"fake accepted {len(per)}, database says sent {len(sent)}"
     if not opted_out:
         return f"log ok: {len(per)} recipients, each accepted once"
     # Invariant 2: a message may reach the provider after an opt-out only if its send-time check came
     # before the opt-out committed (the call was already on its way). The check's time is handed_over_at.
     with c.db.read() as conn:
-        checked = {r.phone: as_utc(r.handed_over_at).timestamp() for r in conn.execute(
-            select(contacts.c.phone, messages.c.handed_over_at).join(messages, messages.c.contact_id == contacts.c.id)
-            .where(contacts.c.phone.in_(list(opted_out)), messages.c.campaign_id.is_not(None),
-                   messages.c.handed_over_at.is_not(None)))}  # fmt: skip
+        checked = {
+            r.phone: as_utc(r.handed_over_at).timestamp()
+            for r in conn.execute(
+                select(contacts.c.phone, messages.c.handed_over_at)
+                .join(messages, messages.c.contact_id == contacts.c.id)
+                .where(
+                    contacts.c.phone.in_(list(opted_out)),
+                    messages.c.campaign_id.is_not(None),
+                    messages.c.handed_over_at.is_not(None),
+                )
+            )
+        }
     sent_after = [
         m["to"] for m in campaign_msgs if m["to"] in opted_out and m["arrived"] > opted_out[m["to"]]
     ]
     late = [to for to in sent_after if checked[to] >= opted_out[to]]
     assert not late, f"checked after the opt-out committed, and texted: {late[:5]}"
-    return (f"log ok: {len(per)} recipients, each accepted once; of {len(opted_out)} who opted out, none checked after "
-            f"their opt-out was texted ({len(sent_after)} calls were already checked and on their way)")  # fmt: skip
+    return (
+        f"log ok: {len(per)} recipients, each accepted once; of {len(opted_out)} who opted out, none checked after "
+        f"their opt-out was texted ({len(sent_after)} calls were already checked and on their way)"
+    )
 
 
 def spread(values: list[float]) -> str:
@@ -224,15 +255,20 @@ def line_ceiling(engine: str, args: argparse.Namespace) -> str:
                 ceilings.append(ceiling)
                 workers.append(rate)
                 ratios.append(rate / ceiling)
-                print(f"  {engine}: worker {rate:,.0f}/s, aiohttp ceiling {ceiling:,.0f}/s = {rate / ceiling:.0%}; "
-                      f"threads+httpx {threads[-1]:,.0f}/s, httpx async {async_httpx[-1]:,.0f}/s", flush=True)  # fmt: skip
+                print(
+                    f"  {engine}: worker {rate:,.0f}/s, aiohttp ceiling {ceiling:,.0f}/s = {rate / ceiling:.0%}; "
+                    f"threads+httpx {threads[-1]:,.0f}/s, httpx async {async_httpx[-1]:,.0f}/s",
+                    flush=True,
+                )
             fake.reset()
             c.close()
     finally:
         fake.close()
-    return (f"{engine:10s} one worker (K={IN_FLIGHT}) {spread(workers)} msgs/s vs aiohttp ceiling {spread(ceilings)} msgs/s "
-            f"= {statistics.median(ratios):.0%} (range {min(ratios):.0%}–{max(ratios):.0%}; target >= 80%); same rounds: "
-            f"100 threads+httpx {spread(threads)}, httpx async {spread(async_httpx)} msgs/s; fake latency {args.latency * 1000:.0f} ms")  # fmt: skip
+    return (
+        f"{engine:10s} one worker (K={IN_FLIGHT}) {spread(workers)} msgs/s vs aiohttp ceiling {spread(ceilings)} msgs/s "
+        f"= {statistics.median(ratios):.0%} (range {min(ratios):.0%}–{max(ratios):.0%}; target >= 80%); same rounds: "
+        f"100 threads+httpx {spread(threads)}, httpx async {spread(async_httpx)} msgs/s; fake latency {args.latency * 1000:.0f} ms"
+    )
 
 
 def line_zero_latency(engine: str, args: argparse.Namespace) -> str:
@@ -250,8 +286,10 @@ def line_zero_latency(engine: str, args: argparse.Namespace) -> str:
             c.close()
     finally:
         fake.close()
-    return (f"{engine:10s} zero latency: worker {spread(rates)} msgs/s, {statistics.median(cpus):.2f} CPU ms/message "
-            f"(worker process) vs aiohttp loop {spread(ceilings)} msgs/s = {statistics.median(rates) / statistics.median(ceilings):.0%}")  # fmt: skip
+    return (
+        f"{engine:10s} zero latency: worker {spread(rates)} msgs/s, {statistics.median(cpus):.2f} CPU ms/message "
+        f"(worker process) vs aiohttp loop {spread(ceilings)} msgs/s = {statistics.median(rates) / statistics.median(ceilings):.0%}"
+    )
 
 
 def line_four_workers(args: argparse.Namespace) -> str:
@@ -265,8 +303,16 @@ def line_four_workers(args: argparse.Namespace) -> str:
                    "OPTLINE_TWILIO_ACCOUNT_SID": SID, "OPTLINE_TWILIO_AUTH_TOKEN": TOKEN, "OPTLINE_TWILIO_BASE_URL": fake.url,
                    "OPTLINE_SEND_RATE_PER_SECOND": str(cap * RATE_MARGIN), "OPTLINE_WORKER_POLL_SECONDS": "0.1",
                    "OPTLINE_SECRET_KEY": "bench-secret-key-0123456789-abcdefghij", "OPTLINE_PUBLIC_URL": "https://acme.test"}  # fmt: skip
-            procs = [subprocess.Popen([sys.executable, "-m", "optline", "worker"], cwd=ROOT, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(4)]  # fmt: skip
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "optline", "worker"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for _ in range(4)
+            ]
             try:
                 deadline = time.monotonic() + n / cap * 3 + 120
                 while time.monotonic() < deadline:
@@ -292,8 +338,10 @@ def line_four_workers(args: argparse.Namespace) -> str:
             c.close()
     finally:
         fake.close()
-    return (f"postgresql 4 workers, sender capped at {cap}/s by the fake (configured {cap * RATE_MARGIN:g}/s): aggregate {rate:,.1f} msgs/s = {rate / cap:.0%} of the cap "
-            f"(target 90–100%), peak {peak} accepted in any 1 s, {log['throttled']} answered 429; {len(times)} messages; {verdict}")  # fmt: skip
+    return (
+        f"postgresql 4 workers, sender capped at {cap}/s by the fake (configured {cap * RATE_MARGIN:g}/s): aggregate {rate:,.1f} msgs/s = {rate / cap:.0%} of the cap "
+        f"(target 90–100%), peak {peak} accepted in any 1 s, {log['throttled']} answered 429; {len(times)} messages; {verdict}"
+    )
 
 
 def line_stop_latency(engine: str, args: argparse.Namespace) -> str:
@@ -303,8 +351,13 @@ def line_stop_latency(engine: str, args: argparse.Namespace) -> str:
         with fresh_database(engine) as db_url:
             c = prepare(db_url, n)
             sender = TwilioSender(SID, TOKEN, fake.url)
-            dispatcher = Dispatcher(c.db, c.clock, sender, DispatchConfig(public_url="https://acme.test",
-                                                                          concurrency=IN_FLIGHT), worker_id="bench")  # fmt: skip
+            dispatcher = Dispatcher(
+                c.db,
+                c.clock,
+                sender,
+                DispatchConfig(public_url="https://acme.test", concurrency=IN_FLIGHT),
+                worker_id="bench",
+            )
             committed: dict[str, float] = {}
             done = threading.Event()
 
@@ -313,8 +366,13 @@ def line_stop_latency(engine: str, args: argparse.Namespace) -> str:
                 while not done.is_set() and i > 0:
                     to = outbound.phone(i)
                     with c.db.transaction() as conn:
-                        inbound.record_inbound(conn, c.clock, InboundSms("twilio", f"SMstop{i}", to, SENDER, "STOP",
-                                                                         received_at=datetime.now(UTC)))  # fmt: skip
+                        inbound.record_inbound(
+                            conn,
+                            c.clock,
+                            InboundSms(
+                                "twilio", f"SMstop{i}", to, SENDER, "STOP", received_at=datetime.now(UTC)
+                            ),
+                        )
                     committed[to] = time.time()
                     i -= max(1, n // 60)
                     time.sleep(0.25)
@@ -340,8 +398,10 @@ def line_stop_latency(engine: str, args: argparse.Namespace) -> str:
     finally:
         fake.close()
     p99 = waits[min(len(waits) - 1, int(len(waits) * 0.99))] if waits else float("nan")
-    return (f"{engine:10s} STOP → confirmation accepted, during a {n:,}-message campaign: {len(waits)}/{len(committed)} confirmed, "
-            f"p50 {statistics.median(waits) * 1000:,.0f} ms, p99 {p99 * 1000:,.0f} ms (target p99 < 5 s); {verdict}")  # fmt: skip
+    return (
+        f"{engine:10s} STOP → confirmation accepted, during a {n:,}-message campaign: {len(waits)}/{len(committed)} confirmed, "
+        f"p50 {statistics.median(waits) * 1000:,.0f} ms, p99 {p99 * 1000:,.0f} ms (target p99 < 5 s); {verdict}"
+    )
 
 
 def main() -> None:

@@ -68,16 +68,34 @@ class Fake:
         now = time.time()
         sid = "SM" + uuid.uuid4().hex
         self.log.append({"sid": sid, "to": to, "from": sender, "body": body, "arrived": arrived, "at": now})
-        return web.json_response({"sid": sid, "account_sid": SID, "to": to, "from": sender, "body": body,
-                                  "status": "queued", "num_segments": "1", "direction": "outbound-api",
-                                  "error_code": None, "error_message": None}, status=201)  # fmt: skip
+        return web.json_response(
+            {
+                "sid": sid,
+                "account_sid": SID,
+                "to": to,
+                "from": sender,
+                "body": body,
+                "status": "queued",
+                "num_segments": "1",
+                "direction": "outbound-api",
+                "error_code": None,
+                "error_message": None,
+            },
+            status=201,
+        )
 
     async def list(self, request: web.Request) -> web.Response:
         to, sender = request.query.get("To"), request.query.get("From")
         found = [m for m in self.log if (not to or m["to"] == to) and (not sender or m["from"] == sender)]
-        return web.json_response({"messages": [{"sid": m["sid"], "to": m["to"], "from": m["from"],
-                                                "body": m["body"], "status": "sent"} for m in found[:50]],
-                                  "next_page_uri": None})  # fmt: skip
+        return web.json_response(
+            {
+                "messages": [
+                    {"sid": m["sid"], "to": m["to"], "from": m["from"], "body": m["body"], "status": "sent"}
+                    for m in found[:50]
+                ],
+                "next_page_uri": None,
+            }
+        )
 
     async def get_log(self, request: web.Request) -> web.Response:
         return web.json_response({"accepted": self.log, "throttled": self.throttled})

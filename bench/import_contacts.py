@@ -190,9 +190,16 @@ def row_at_a_time(url: str, path: Path, limit: int) -> float:
                 with c.db.transaction() as conn:
                     contact, _ = contacts.get_or_create(conn, phone, c.clock.now())
                     if row[2]:
-                        consent.record(conn, c.clock, contact_id=contact["id"], program=program,
-                                       action=Action.OPT_IN, channel=Channel.IMPORT,
-                                       evidence={"source": row[3]}, occurred_at=parse_datetime(row[2]))  # fmt: skip
+                        consent.record(
+                            conn,
+                            c.clock,
+                            contact_id=contact["id"],
+                            program=program,
+                            action=Action.OPT_IN,
+                            channel=Channel.IMPORT,
+                            evidence={"source": row[3]},
+                            occurred_at=parse_datetime(row[2]),
+                        )
             return done
 
         elapsed, done = timed(run)
@@ -219,11 +226,13 @@ def main() -> None:
                 floor_after = plain_copy(url, path)
             floor = (floor_before + floor_after) / 2
             rate = r["rows"] / r["elapsed"]
-            print(f"  [{engine}] {r['rows']:,} rows in {r['elapsed']:.1f}s: {r['created']:,} contacts, "
-                  f"{r['consent']:,} consent events, {r['rejected']:,} rejected ({r['duplicates']:,} duplicates); "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB ({r['peak_tree_mb']:.0f} MB with the parse workers: PSS, sampled); "
-                  f"import process CPU {r['cpu']:.1f}s "
-                  f"({r['rows'] / r['cpu']:,.0f} rows per CPU-second)")  # fmt: skip
+            print(
+                f"  [{engine}] {r['rows']:,} rows in {r['elapsed']:.1f}s: {r['created']:,} contacts, "
+                f"{r['consent']:,} consent events, {r['rejected']:,} rejected ({r['duplicates']:,} duplicates); "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB ({r['peak_tree_mb']:.0f} MB with the parse workers: PSS, sampled); "
+                f"import process CPU {r['cpu']:.1f}s "
+                f"({r['rows'] / r['cpu']:,.0f} rows per CPU-second)"
+            )
             report(f"[{engine}] import rows/s", rate, "rows/s", "plain COPY, floor", floor)
             print(f"  [{engine}] the import costs {floor / rate:,.0f}x the floor's time per row")
             report(f"[{engine}] import rows/s", rate, "rows/s", "row-at-a-time", baseline)

@@ -77,8 +77,13 @@ def one_import(engine: str, path: Path, recorded: bool) -> tuple[float, int]:
             read_db, n_db = timed(lambda: sum(1 for _ in imports.rejects_rows(c.db, record)))
             read_file, n_file = timed(lambda: sum(1 for _ in csv.reader(rejects.open(encoding="utf-8"))))
             assert n_db == n_file, (n_db, n_file)  # every row of the rejects file is in the database
-            report(f"{engine}: rejects CSV read from the database", read_db / n_db * 1e6, "µs/row",
-                   "the rejects file read by csv", read_file / n_file * 1e6)  # fmt: skip
+            report(
+                f"{engine}: rejects CSV read from the database",
+                read_db / n_db * 1e6,
+                "µs/row",
+                "the rejects file read by csv",
+                read_file / n_file * 1e6,
+            )
             return seconds, summary.rejected
         finally:
             c.close()
@@ -97,8 +102,13 @@ def main() -> None:
                 for recorded in (False, True):
                     seconds, rejected = one_import(engine, path, recorded)
                     best[recorded] = min(best[recorded], seconds)
-            report(f"{engine}: import + record ({rejected:,} rejects stored)", rows / best[True], "rows/s",
-                   "import alone", rows / best[False])  # fmt: skip
+            report(
+                f"{engine}: import + record ({rejected:,} rejects stored)",
+                rows / best[True],
+                "rows/s",
+                "import alone",
+                rows / best[False],
+            )
 
 
 if __name__ == "__main__":

@@ -116,8 +116,13 @@ def cpu_seconds(pid: int) -> float:
 @contextmanager
 def running(argv: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     SERVERS[url] = process.pid
     try:
         _wait_ready(url, process)
@@ -152,11 +157,30 @@ def load(url: str, start: int, seconds: float, connections: int, rate: float = 0
     """One run of the load generator; with the server's CPU time per request (``cpu_ms``)."""
     cpu = cpu_seconds(SERVERS[url])
     done = subprocess.run(
-        [sys.executable, "-m", "bench._load", "--url", url + "/webhooks/twilio/sms", "--token", TOKEN,
-         "--start", str(start), "--seconds", str(seconds), "--connections", str(connections),
-         "--tag", uuid.uuid4().hex[:8], "--rate", str(rate)],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bench._load",
+            "--url",
+            url + "/webhooks/twilio/sms",
+            "--token",
+            TOKEN,
+            "--start",
+            str(start),
+            "--seconds",
+            str(seconds),
+            "--connections",
+            str(connections),
+            "--tag",
+            uuid.uuid4().hex[:8],
+            "--rate",
+            str(rate),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result: dict[str, Any] = json.loads(done.stdout)
     result["cpu_ms"] = 1000 * (cpu_seconds(SERVERS[url]) - cpu) / max(1, result["requests"])
     return result
@@ -169,8 +193,11 @@ def line(label: str, r: dict[str, Any], base: dict[str, Any] | None = None) -> N
     bad = {k: v for k, v in r["statuses"].items() if not str(k).startswith("2")}
     extra = f"  non-2xx {bad}" if bad else ""
     extra += f"  transport errors {r['errors']}" if r["errors"] else ""
-    print(f"  {label:<34} {r['rps']:>8,.0f} req/s   p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms"
-          f"   CPU {r['cpu_ms']:5.2f} ms/req{share}{extra}", flush=True)  # fmt: skip
+    print(
+        f"  {label:<34} {r['rps']:>8,.0f} req/s   p50 {r['p50_ms']:7.1f} ms   p99 {r['p99_ms']:7.1f} ms"
+        f"   CPU {r['cpu_ms']:5.2f} ms/req{share}{extra}",
+        flush=True,
+    )
 
 
 def median(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -210,16 +237,26 @@ def in_process(db_url: str, start: int, n: int, profile: bool) -> None:
     from optline.entrypoints.api.webhooks import handle
 
     url = "http://127.0.0.1:1/webhooks/twilio/sms"
-    c = build(Settings(env="test", database_url=db_url, twilio_auth_token=TOKEN, public_url=url.rsplit("/w", 1)[0]),
-              clock=SystemClock())  # fmt: skip
+    c = build(
+        Settings(env="test", database_url=db_url, twilio_auth_token=TOKEN, public_url=url.rsplit("/w", 1)[0]),
+        clock=SystemClock(),
+    )
     validator = RequestValidator(TOKEN)
     from bench._load import signed
 
     requests = []
     for i in range(start, start + n):
         _, body, headers = signed(validator, url, i, uuid.uuid4().hex[:8])
-        requests.append(WebhookRequest(method="POST", url=url, headers={k.lower(): v for k, v in headers.items()},
-                                       body=body, query=[], received_at=c.clock.now()))  # fmt: skip
+        requests.append(
+            WebhookRequest(
+                method="POST",
+                url=url,
+                headers={k.lower(): v for k, v in headers.items()},
+                body=body,
+                query=[],
+                received_at=c.clock.now(),
+            )
+        )
     statements: list[str] = []
     event.listen(c.db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
     handle(c, "twilio", "sms", requests[0])  # warm caches and the pool
@@ -235,8 +272,11 @@ def in_process(db_url: str, start: int, n: int, profile: bool) -> None:
         profiler.disable()
     cpu = (time.process_time() - cpu) / (n - 1)
     wall = (time.perf_counter() - wall) / (n - 1)
-    print(f"  in process: {cpu * 1000:.2f} ms CPU, {wall * 1000:.2f} ms wall, "
-          f"{len(statements) / (n - 1):.1f} SQL statements per STOP (over {n - 1})", flush=True)  # fmt: skip
+    print(
+        f"  in process: {cpu * 1000:.2f} ms CPU, {wall * 1000:.2f} ms wall, "
+        f"{len(statements) / (n - 1):.1f} SQL statements per STOP (over {n - 1})",
+        flush=True,
+    )
     if profiler:
         pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "cumulative")).print_stats(
             int(os.environ.get("ROWS", "35"))
@@ -334,8 +374,12 @@ def main() -> None:
         help="SQLite: the in-process worker does not send the confirmations during the run (the webhook path "
         "alone; without it serve's CPU per request includes sending each STOP's confirmation)",
     )
-    parser.add_argument("--optout-scope", choices=("program", "brand"), default="program",
-                        help="the program's opt-out scope (brand: every STOP is brand-wide)")  # fmt: skip
+    parser.add_argument(
+        "--optout-scope",
+        choices=("program", "brand"),
+        default="program",
+        help="the program's opt-out scope (brand: every STOP is brand-wide)",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the in-process STOPs")
     parser.add_argument("--in-process-only", action="store_true", help="skip the HTTP load")
     args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])

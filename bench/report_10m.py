@@ -111,9 +111,16 @@ def load(conn: Connection, n: int) -> None:
         start = time.perf_counter()
         conn.execute(
             text(MESSAGES_SQL),
-            {"programs": PROGRAMS, "contacts": CONTACTS, "campaigns": CAMPAIGNS, "t0": T0, "lo": lo, "hi": hi,
-             "prefix": "bench-"},
-        )  # fmt: skip
+            {
+                "programs": PROGRAMS,
+                "contacts": CONTACTS,
+                "campaigns": CAMPAIGNS,
+                "t0": T0,
+                "lo": lo,
+                "hi": hi,
+                "prefix": "bench-",
+            },
+        )
         conn.commit()
         print(f"    messages {hi:>11,} ({time.perf_counter() - start:.1f} s)", flush=True)
 
@@ -146,11 +153,18 @@ def add_optouts(conn: Connection) -> None:
         channel = [Channel.SMS_KEYWORD, Channel.SMS_TEXT, Channel.WEB, Channel.PROVIDER][j % 4]
         events.append(
             ledger.build_event(
-                contact_id=contact, seq=1, prev_hash=chain.GENESIS, program_id=(c % PROGRAMS) + 1, brand="Bench",
-                action=Action.OPT_OUT, channel=channel, evidence={"message_text": "STOP"}, occurred_at=occurred,
+                contact_id=contact,
+                seq=1,
+                prev_hash=chain.GENESIS,
+                program_id=(c % PROGRAMS) + 1,
+                brand="Bench",
+                action=Action.OPT_OUT,
+                channel=channel,
+                evidence={"message_text": "STOP"},
+                occurred_at=occurred,
                 recorded_at=now,
             )
-        )  # fmt: skip
+        )
     for i in range(0, len(events), 5000):
         ledger.insert_events(conn, events[i : i + 5000])
     conn.commit()
@@ -197,11 +211,15 @@ def main() -> None:
             )
         with engine.connect() as conn:
             sizes = conn.execute(
-                text("SELECT (SELECT count(*) FROM message_counts), (SELECT count(*) FROM optout_counts),"
-                     " (SELECT count(*) FROM frequency_exposures)")
-            ).one()  # fmt: skip
-        print(f"  aggregate rows read by the report: message_counts {sizes[0]:,}, optout_counts {sizes[1]:,},"
-              f" frequency_exposures {sizes[2]:,}")  # fmt: skip
+                text(
+                    "SELECT (SELECT count(*) FROM message_counts), (SELECT count(*) FROM optout_counts),"
+                    " (SELECT count(*) FROM frequency_exposures)"
+                )
+            ).one()
+        print(
+            f"  aggregate rows read by the report: message_counts {sizes[0]:,}, optout_counts {sizes[1]:,},"
+            f" frequency_exposures {sizes[2]:,}"
+        )
 
         report_times = []
         for _ in range(5):
@@ -228,9 +246,11 @@ def main() -> None:
             print(
                 f"  mismatches (campaign, report, naive): {mismatches[:5]}; {len(rep.campaigns)} vs {len(direct)}"
             )
-        print(f"  report: {len(rep.campaigns)} campaigns, {rep.totals.sent:,} sent, {rep.totals.optouts:,} opt-outs"
-              f" ({rep.attributed:,} attributed), {sum(c.flagged for c in rep.campaigns)} flagged;"
-              f" per-campaign counts agree with the naive query: {'yes' if agree else 'NO'}")  # fmt: skip
+        print(
+            f"  report: {len(rep.campaigns)} campaigns, {rep.totals.sent:,} sent, {rep.totals.optouts:,} opt-outs"
+            f" ({rep.attributed:,} attributed), {sum(c.flagged for c in rep.campaigns)} flagged;"
+            f" per-campaign counts agree with the naive query: {'yes' if agree else 'NO'}"
+        )
 
         # What the trigger costs a writer: insert + two status updates per message, with and without it.
         queued_sql = (
@@ -251,11 +271,22 @@ def main() -> None:
                 set_triggers(conn, with_trigger)
             start = time.perf_counter()
             with engine.begin() as conn:
-                ids = conn.execute(
-                    text(queued_sql),
-                    {"programs": PROGRAMS, "contacts": CONTACTS, "campaigns": CAMPAIGNS,
-                     "t0": T0 + timedelta(days=95), "lo": 0, "hi": n, "prefix": prefix},
-                ).scalars().all()  # fmt: skip
+                ids = (
+                    conn.execute(
+                        text(queued_sql),
+                        {
+                            "programs": PROGRAMS,
+                            "contacts": CONTACTS,
+                            "campaigns": CAMPAIGNS,
+                            "t0": T0 + timedelta(days=95),
+                            "lo": 0,
+                            "hi": n,
+                            "prefix": prefix,
+                        },
+                    )
+                    .scalars()
+                    .all()
+                )
             for step in (
                 "status = 'sent', sent_at = created_at",
                 "status = 'delivered', delivered_at = created_at",
@@ -279,10 +310,14 @@ def main() -> None:
         print(f"RESULT report over {args.messages:,} messages: {t_report * 1000:.1f} ms (median of 5)")
         print(f"RESULT naive GROUP BY over messages:        {t_naive * 1000:.1f} ms (median of 3, warm)")
         print(f"RESULT ratio naive / report: {t_naive / t_report:,.0f}x")
-        print(f"RESULT incremental rollup: {attributed:,} opt-outs in {t_rollup:.2f} s"
-              f" ({t_rollup / max(attributed, 1) * 1e6:.0f} us per opt-out)")  # fmt: skip
-        print(f"RESULT writer cost (insert + sent + delivered) of {n_write:,} messages: {t_with:.2f} s with the"
-              f" trigger, {t_without:.2f} s without ({t_with / t_without:.2f}x)")  # fmt: skip
+        print(
+            f"RESULT incremental rollup: {attributed:,} opt-outs in {t_rollup:.2f} s"
+            f" ({t_rollup / max(attributed, 1) * 1e6:.0f} us per opt-out)"
+        )
+        print(
+            f"RESULT writer cost (insert + sent + delivered) of {n_write:,} messages: {t_with:.2f} s with the"
+            f" trigger, {t_without:.2f} s without ({t_with / t_without:.2f}x)"
+        )
         print(f"(load {t_load:.0f} s, one-off counter backfill {t_backfill:.0f} s)")
     finally:
         engine.dispose()

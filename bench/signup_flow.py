@@ -27,10 +27,16 @@ from optline.services.programs import create_program
 
 def _contacts(conn, n: int, offset: int, now) -> list[dict]:  # type: ignore[no-untyped-def]
     rows = [
-        {"phone": f"+1415{offset + i:07d}", "number_type": "mobile", "attributes": {}, "created_at": now,
-         "updated_at": now, "time_zone_overridden": False}
+        {
+            "phone": f"+1415{offset + i:07d}",
+            "number_type": "mobile",
+            "attributes": {},
+            "created_at": now,
+            "updated_at": now,
+            "time_zone_overridden": False,
+        }
         for i in range(n)
-    ]  # fmt: skip
+    ]
     return [dict(r._mapping) for r in conn.execute(insert(contacts).returning(*contacts.c), rows)]
 
 
@@ -38,8 +44,16 @@ def run(engine: str, n: int, expiring: int) -> None:
     with fresh_database(engine) as url:
         c = build(Settings(env="test", database_url=url), clock=SystemClock())
         with c.db.transaction() as conn:
-            program = create_program(conn, c.clock, help_contact="https://acme.example/help", name="deals", brand="Acme", double_opt_in=True,
-                                     join_keywords=["JOIN"], sender_numbers=["+14155550100"])  # fmt: skip
+            program = create_program(
+                conn,
+                c.clock,
+                help_contact="https://acme.example/help",
+                name="deals",
+                brand="Acme",
+                double_opt_in=True,
+                join_keywords=["JOIN"],
+                sender_numbers=["+14155550100"],
+            )
             plain = create_program(
                 conn, c.clock, help_contact="https://acme.example/help", name="plain", brand="Plain"
             )
@@ -49,15 +63,28 @@ def run(engine: str, n: int, expiring: int) -> None:
         def single() -> None:
             for person in others:
                 with c.db.transaction() as conn:
-                    consent.record(conn, c.clock, contact_id=person["id"], program=plain, action=Action.OPT_IN,
-                                   channel=Channel.API, evidence={"source": "bench", "disclosure_text": "x"})  # fmt: skip
+                    consent.record(
+                        conn,
+                        c.clock,
+                        contact_id=person["id"],
+                        program=plain,
+                        action=Action.OPT_IN,
+                        channel=Channel.API,
+                        evidence={"source": "bench", "disclosure_text": "x"},
+                    )
 
         def double() -> None:
             for i, person in enumerate(people):
                 for text in ("JOIN", "YES"):
                     with c.db.transaction() as conn:
-                        assert signup.handle_inbound(conn, c.clock, program=program, contact=person, text=text,
-                                                     evidence={"provider_message_id": f"{text}{i}"})  # fmt: skip
+                        assert signup.handle_inbound(
+                            conn,
+                            c.clock,
+                            program=program,
+                            contact=person,
+                            text=text,
+                            evidence={"provider_message_id": f"{text}{i}"},
+                        )
 
         base, _ = timed(single)
         took, _ = timed(double)
@@ -69,11 +96,18 @@ def run(engine: str, n: int, expiring: int) -> None:
             version = signup.current_disclosure(conn, clock, program)
             pending = _contacts(conn, expiring, 2 * n, clock.now())
             rows = [
-                {"contact_id": p["id"], "program_id": program["id"], "channel": "web", "status": "pending",
-                 "disclosure_version_id": version["id"], "evidence": {}, "started_at": clock.now(),
-                 "expires_at": clock.now() + timedelta(hours=24)}
+                {
+                    "contact_id": p["id"],
+                    "program_id": program["id"],
+                    "channel": "web",
+                    "status": "pending",
+                    "disclosure_version_id": version["id"],
+                    "evidence": {},
+                    "started_at": clock.now(),
+                    "expires_at": clock.now() + timedelta(hours=24),
+                }
                 for p in pending
-            ]  # fmt: skip
+            ]
             conn.execute(insert(signups), rows)
         clock.advance(hours=25)
         half = [p["id"] for p in pending[: expiring // 2]]

@@ -47,8 +47,10 @@ def run(engine: str, contacts: int) -> None:
         c = build(Settings(env="test", database_url=url, public_url="http://testserver"))
         started = time.perf_counter()
         summary = demo.load(c, contacts=contacts)
-        print(f"  [{engine}] demo: {summary.contacts:,} contacts, {summary.sent:,} messages in "
-              f"{time.perf_counter() - started:.1f}s")  # fmt: skip
+        print(
+            f"  [{engine}] demo: {summary.contacts:,} contacts, {summary.sent:,} messages in "
+            f"{time.perf_counter() - started:.1f}s"
+        )
         app = create_app(c)
         app.state.optout_limiter.limit = 10**9  # measuring the page, not the limiter
         client = TestClient(app)
@@ -56,8 +58,13 @@ def run(engine: str, contacts: int) -> None:
             token = conn.execute(
                 select(messages.c.optout_token).where(messages.c.optout_token.is_not(None))
             ).scalar()
-        report(f"[{engine}] GET /u/<token>", _rate(client, f"/u/{token}"), "req/s",
-               "GET /healthz", _rate(client, "/healthz"))  # fmt: skip
+        report(
+            f"[{engine}] GET /u/<token>",
+            _rate(client, f"/u/{token}"),
+            "req/s",
+            "GET /healthz",
+            _rate(client, "/healthz"),
+        )
         now = c.clock.now()
 
         def overview() -> None:
@@ -69,8 +76,13 @@ def run(engine: str, contacts: int) -> None:
             with c.db.read() as conn:
                 conn.execute(select(func.count()).select_from(messages)).scalar_one()
 
-        report(f"[{engine}] overview + campaigns queries", 1e6 / _per_second(overview), "µs",
-               "count(*) of messages", 1e6 / _per_second(count))  # fmt: skip
+        report(
+            f"[{engine}] overview + campaigns queries",
+            1e6 / _per_second(overview),
+            "µs",
+            "count(*) of messages",
+            1e6 / _per_second(count),
+        )
         c.close()
 
 
@@ -93,13 +105,21 @@ def console(engine: str, contacts: int, campaign_size: int = 100_000) -> None:
         batch = 50_000
         for start in range(0, contacts, batch):
             with c.db.transaction() as conn:
-                ids = outbound.insert_contacts(conn, c.clock.now(), start, min(batch, contacts - start),
-                                               attributes=lambda i: {"first_name": f"P{i}", "last_name": "Doe"})  # fmt: skip
+                ids = outbound.insert_contacts(
+                    conn,
+                    c.clock.now(),
+                    start,
+                    min(batch, contacts - start),
+                    attributes=lambda i: {"first_name": f"P{i}", "last_name": "Doe"},
+                )
                 if start < campaign_size:  # the campaign's audience
                     outbound.subscribe(conn, c.clock, program, ids[: max(0, campaign_size - start)])
         with c.db.transaction() as conn:  # one person with a rare name, near the end
-            conn.execute(update(contacts_table).where(contacts_table.c.phone == outbound.phone(contacts - 7))
-                         .values(attributes={"first_name": "Zelda", "last_name": "Quintanilha"}))  # fmt: skip
+            conn.execute(
+                update(contacts_table)
+                .where(contacts_table.c.phone == outbound.phone(contacts - 7))
+                .values(attributes={"first_name": "Zelda", "last_name": "Quintanilha"})
+            )
         print(f"  [{engine}] {contacts:,} contacts in {time.perf_counter() - started:.1f}s")
         if engine == "postgresql":  # what autovacuum does within a minute of a bulk load: planner statistics
             with c.db.engine.connect() as raw:  # (the expression indexes' among them)
@@ -121,21 +141,43 @@ def console(engine: str, contacts: int, campaign_size: int = 100_000) -> None:
                 conn.execute(select(func.count()).select_from(contacts_table)).scalar_one()
 
         with c.db.read() as conn:  # the id the 1,000th page starts after
-            deep = conn.execute(select(contacts_table.c.id).order_by(contacts_table.c.id)
-                                .offset(min(contacts - 100, 999 * contact_search.PAGE_SIZE)).limit(1)).scalar_one()  # fmt: skip
-        report(f"[{engine}] search '{spelled}'", 1e6 / _per_second(lambda: search(spelled), 2), "µs",
-               "get_by_phone (unique index)", 1e6 / _per_second(lookup, 2))  # fmt: skip
-        report(f"[{engine}] search a rare name", 1e6 / _per_second(lambda: search("quintanilha"), 3), "µs",
-               f"count(*) of {contacts:,} contacts", 1e6 / _per_second(count, 3))  # fmt: skip
-        report(f"[{engine}] keyset page 1,000", 1e6 / _per_second(lambda: search(after=deep), 2), "µs",
-               "page 1", 1e6 / _per_second(search, 2))  # fmt: skip
+            deep = conn.execute(
+                select(contacts_table.c.id)
+                .order_by(contacts_table.c.id)
+                .offset(min(contacts - 100, 999 * contact_search.PAGE_SIZE))
+                .limit(1)
+            ).scalar_one()
+        report(
+            f"[{engine}] search '{spelled}'",
+            1e6 / _per_second(lambda: search(spelled), 2),
+            "µs",
+            "get_by_phone (unique index)",
+            1e6 / _per_second(lookup, 2),
+        )
+        report(
+            f"[{engine}] search a rare name",
+            1e6 / _per_second(lambda: search("quintanilha"), 3),
+            "µs",
+            f"count(*) of {contacts:,} contacts",
+            1e6 / _per_second(count, 3),
+        )
+        report(
+            f"[{engine}] keyset page 1,000",
+            1e6 / _per_second(lambda: search(after=deep), 2),
+            "µs",
+            "page 1",
+            1e6 / _per_second(search, 2),
+        )
 
         with c.db.transaction() as conn:
             row = campaign_service.create(conn, c.clock, program="deals", name="big", template="Acme news")
             campaign_service.start(conn, c.clock, row, public_url=c.settings.public_url)
             half = select(messages.c.id).where(messages.c.campaign_id == row["id"]).limit(campaign_size // 2)
-            conn.execute(update(messages).where(messages.c.id.in_(half.scalar_subquery()))
-                         .values(status="delivered", sent_at=c.clock.now(), delivered_at=c.clock.now()))  # fmt: skip
+            conn.execute(
+                update(messages)
+                .where(messages.c.id.in_(half.scalar_subquery()))
+                .values(status="delivered", sent_at=c.clock.now(), delivered_at=c.clock.now())
+            )
             conn.execute(update(campaigns).where(campaigns.c.id == row["id"]).values(status="sending"))
 
         def campaign_page() -> None:
@@ -148,8 +190,13 @@ def console(engine: str, contacts: int, campaign_size: int = 100_000) -> None:
             with c.db.read() as conn:
                 dashboard.campaigns_summary(conn, c.clock)
 
-        report(f"[{engine}] campaign page, {campaign_size:,} messages half sent", 1e6 / _per_second(campaign_page, 3),
-               "µs", "campaigns list queries", 1e6 / _per_second(campaigns_list, 3))  # fmt: skip
+        report(
+            f"[{engine}] campaign page, {campaign_size:,} messages half sent",
+            1e6 / _per_second(campaign_page, 3),
+            "µs",
+            "campaigns list queries",
+            1e6 / _per_second(campaigns_list, 3),
+        )
         c.close()
 
 

@@ -55,9 +55,13 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         with c.db.transaction() as conn:
             program = outbound.make_program(conn, c.clock, "spring")
             ids = outbound.insert_contacts(
-                conn, c.clock.now(), 0, len(NAMES), time_zone=zone,
+                conn,
+                c.clock.now(),
+                0,
+                len(NAMES),
+                time_zone=zone,
                 attributes=lambda i: {"first_name": NAMES[i][0], "last_name": NAMES[i][1]},
-            )  # fmt: skip
+            )
             outbound.subscribe(conn, c.clock, program, ids)
         c.close()
         browser = launch(p)
@@ -139,8 +143,11 @@ def test_campaign_from_compose_to_delivered(console: Console) -> None:
     context.close()
 
     context, page, watch = _page(console, PHONE)
-    for path, name in ((campaign_url, "campaign"), (console.server.url + "/dashboard/campaigns", "campaigns"),
-                       (console.server.url + "/dashboard/campaigns/new", "compose")):  # fmt: skip
+    for path, name in (
+        (campaign_url, "campaign"),
+        (console.server.url + "/dashboard/campaigns", "campaigns"),
+        (console.server.url + "/dashboard/campaigns/new", "compose"),
+    ):
         page.goto(path)
         _fits_the_phone(page)
         _shot(page, f"console-{name}-phone")
@@ -310,8 +317,11 @@ def test_program_page_turns_the_link_off_and_edits_sending_window_and_disclosure
     assert "HELP instructions" in disclosure_error.inner_text()
     assert page.locator("#e-disclosure").get_attribute("aria-invalid") == "true"
     watch.clear()
-    page.fill("#e-disclosure", "Acme autumn deals by text, up to 4 msgs/month. Msg & data rates may apply. "
-                               "Consent is not a condition of purchase. Reply HELP for help, STOP to cancel.")  # fmt: skip
+    page.fill(
+        "#e-disclosure",
+        "Acme autumn deals by text, up to 4 msgs/month. Msg & data rates may apply. "
+        "Consent is not a condition of purchase. Reply HELP for help, STOP to cancel.",
+    )
     with page.expect_navigation():
         page.click("text=Save settings")
     assert "Settings saved." in page.inner_text("main")

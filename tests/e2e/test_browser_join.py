@@ -34,11 +34,31 @@ def server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     env = {**os.environ, "OPTLINE_DATABASE_URL": db, "OPTLINE_ENV": "test", "OPTLINE_SECRET_KEY": SECRET}
     subprocess.run([OPTLINE, "init"], env=env, check=True, capture_output=True)
     subprocess.run(
-        [OPTLINE, "programs", "create", "--help-contact", "help@acme.example", "deals", "--brand", "Acme Coffee", "--sender", "+14155550100",
-         "--double-opt-in", "--join-keyword", "JOIN", "--frequency", "Up to 4 msgs/month",
-         "--terms-url", "https://acme.example/terms", "--privacy-url", "https://acme.example/privacy"],
-        env=env, check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            OPTLINE,
+            "programs",
+            "create",
+            "--help-contact",
+            "help@acme.example",
+            "deals",
+            "--brand",
+            "Acme Coffee",
+            "--sender",
+            "+14155550100",
+            "--double-opt-in",
+            "--join-keyword",
+            "JOIN",
+            "--frequency",
+            "Up to 4 msgs/month",
+            "--terms-url",
+            "https://acme.example/terms",
+            "--privacy-url",
+            "https://acme.example/privacy",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     with serve(db, OPTLINE_SECRET_KEY=SECRET) as running:
         yield {"base": running.url, "env": {**env, "OPTLINE_PUBLIC_URL": running.url}, "db": db}
 
@@ -83,8 +103,11 @@ def confirm_by_sms(server: dict[str, Any], text: str) -> None:
     """The person's reply, through the simulator provider's signed webhook path (`optline inbound simulate`)."""
     done = subprocess.run(
         [OPTLINE, "inbound", "simulate", "--from", PHONE, "--to", "+14155550100", "--body", text],
-        env=server["env"], capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=server["env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -94,9 +117,16 @@ def test_web_form_double_opt_in_in_the_browser(server: dict[str, Any], browser: 
     box = page.get_by_role("checkbox")
     assert not box.is_checked()  # unchecked when shown
     label = page.locator("label[for=consent]").inner_text()
-    for element in ("Acme Coffee", "Up to 4 msgs/month", "Msg & data rates may apply", "Reply HELP",
-                    "STOP", "Consent is not a condition of purchase", "https://acme.example/terms",
-                    "https://acme.example/privacy"):  # fmt: skip
+    for element in (
+        "Acme Coffee",
+        "Up to 4 msgs/month",
+        "Msg & data rates may apply",
+        "Reply HELP",
+        "STOP",
+        "Consent is not a condition of purchase",
+        "https://acme.example/terms",
+        "https://acme.example/privacy",
+    ):
         assert element in label
     shot(page, "form")
 
@@ -141,11 +171,19 @@ def test_web_form_double_opt_in_in_the_browser(server: dict[str, Any], browser: 
 def test_form_works_without_javascript_and_inside_an_iframe(server: dict[str, Any], browser: Any) -> None:
     # The embedding site: another origin (localhost vs 127.0.0.1) serving a page with an iframe.
     html = f'<!doctype html><title>shop</title><iframe src="{server["base"]}/join/deals" width="400" height="700"></iframe>'
-    handler = type("H", (http.server.BaseHTTPRequestHandler,), {
-        "do_GET": lambda self: (self.send_response(200), self.send_header("Content-Type", "text/html"),
-                                self.end_headers(), self.wfile.write(html.encode())),
-        "log_message": lambda self, *a: None,
-    })  # fmt: skip
+    handler = type(
+        "H",
+        (http.server.BaseHTTPRequestHandler,),
+        {
+            "do_GET": lambda self: (
+                self.send_response(200),
+                self.send_header("Content-Type", "text/html"),
+                self.end_headers(),
+                self.wfile.write(html.encode()),
+            ),
+            "log_message": lambda self, *a: None,
+        },
+    )
     shop = http.server.HTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=shop.serve_forever, daemon=True).start()
     try:

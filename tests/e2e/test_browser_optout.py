@@ -59,10 +59,19 @@ def _shot(page: Any, name: str) -> None:
 def _optline(db_url: str, *args: str) -> str:
     """An ``optline`` command as the operator types it; its output (fails the test on a non-zero exit)."""
     done = subprocess.run(
-        [sys.executable, "-m", "optline", *args], capture_output=True, text=True, timeout=300, check=False,
-        env={"PATH": "/usr/bin:/bin", "OPTLINE_DATABASE_URL": db_url, "OPTLINE_ENV": "test", "COLUMNS": "200",
-             "NO_COLOR": "1"},
-    )  # fmt: skip
+        [sys.executable, "-m", "optline", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "OPTLINE_DATABASE_URL": db_url,
+            "OPTLINE_ENV": "test",
+            "COLUMNS": "200",
+            "NO_COLOR": "1",
+        },
+    )
     assert done.returncode == 0, f"optline {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 

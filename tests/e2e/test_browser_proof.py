@@ -67,8 +67,9 @@ def test_download_evidence_from_the_contact_page_and_print_it(browser: Any, tmp_
         watch.check("download evidence")
 
         # The HTML evidence, as a person prints it: Chromium's own print to PDF on both paper sizes.
-        html = page.request.get(server.url + f"/dashboard/contacts/proof?phone={opted_out.replace('+', '%2B')}"
-                                "&format=html").text()  # fmt: skip
+        html = page.request.get(
+            server.url + f"/dashboard/contacts/proof?phone={opted_out.replace('+', '%2B')}&format=html"
+        ).text()
         assert "Consent evidence for " + opted_out in html and "opt out" in html.lower()
         saved = page.context.new_page()  # as a saved file opens: no dashboard origin, no dashboard CSP
         saved.set_content(html)
@@ -76,8 +77,9 @@ def test_download_evidence_from_the_contact_page_and_print_it(browser: Any, tmp_
             printed = tmp_path / f"proof-html-{paper}.pdf"
             saved.pdf(path=str(printed), format=paper, print_background=True)
             prefix = ARTIFACTS / f"proof-html-print-{paper}"
-            subprocess.run(["pdftoppm", "-png", "-r", "70", "-f", "1", "-l", "1", str(printed), str(prefix)],
-                           check=True)  # fmt: skip
+            subprocess.run(
+                ["pdftoppm", "-png", "-r", "70", "-f", "1", "-l", "1", str(printed), str(prefix)], check=True
+            )
             assert next(ARTIFACTS.glob(f"{prefix.name}*.png")).stat().st_size > 10_000
         # Nothing runs off the page: the widest element fits an A4 page's printable width (180 mm ≈ 680 px).
         saved.emulate_media(media="print")

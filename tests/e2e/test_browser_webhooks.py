@@ -97,8 +97,15 @@ def test_register_watch_a_delivery_land_and_replay_it(
             program = web.program(container)
             person = web.subscriber(container, program)
             with container.db.transaction() as conn:
-                consent.record(conn, container.clock, contact_id=person["id"], program=program,
-                               action=Action.OPT_OUT, channel=Channel.API, evidence={"source": "e2e"})  # fmt: skip
+                consent.record(
+                    conn,
+                    container.clock,
+                    contact_id=person["id"],
+                    program=program,
+                    action=Action.OPT_OUT,
+                    channel=Channel.API,
+                    evidence={"source": "e2e"},
+                )
 
             def count(table: Any, *where: Any) -> int:
                 with container.db.read() as conn:

@@ -56,8 +56,9 @@ def test_send_100k_with_opt_outs_while_running_and_quiet_hours(
     c = build(Settings(env="test", database_url=db_url), clock=SystemClock(), migrate_db=True)
     day, night = outbound.zone_where(True), outbound.zone_where(False)
     total, quiet = 100_000, 500
-    program, ids = outbound.seed(c, total, batch=25_000, time_zone=lambda i: night if i % 200 == 7 else day,
-                                 us_state=None)  # fmt: skip
+    program, ids = outbound.seed(
+        c, total, batch=25_000, time_zone=lambda i: night if i % 200 == 7 else day, us_state=None
+    )
     before = ids[3::5000]  # opted out after the audience is built, before sending
     env = cli_env(db_url, fake_server)
     created = optline(
@@ -66,8 +67,13 @@ def test_send_100k_with_opt_outs_while_running_and_quiet_hours(
     assert created.returncode == 0, created.stderr
     while_running = [ids[i] for i in range(11, total, 997) if i % 200 != 7]  # not the quiet-hour group
     committed: dict[int, datetime] = {}
-    proc = subprocess.Popen([OPTLINE, "campaigns", "send", "big", "-p", "deals"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [OPTLINE, "campaigns", "send", "big", "-p", "deals"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     def opt_outs() -> None:
         def queued() -> int:  # a fresh transaction per look: one snapshot would never see the rows arrive
@@ -96,8 +102,14 @@ def test_send_100k_with_opt_outs_while_running_and_quiet_hours(
     to_counts = Counter(m["to"] for m in received)
     assert max(to_counts.values()) == 1, "someone got the campaign twice"
     with c.db.read() as conn:
-        rows = {r.contact_id: r for r in conn.execute(select(messages.c.contact_id, messages.c.status,
-                                                              messages.c.handed_over_at, messages.c.to_phone))}  # fmt: skip
+        rows = {
+            r.contact_id: r
+            for r in conn.execute(
+                select(
+                    messages.c.contact_id, messages.c.status, messages.c.handed_over_at, messages.c.to_phone
+                )
+            )
+        }
     statuses = Counter(r.status for r in rows.values())
     assert statuses["deferred"] == quiet and statuses["sent"] == len(received)
     assert statuses["sent"] + statuses["suppressed"] + statuses["deferred"] == total
@@ -154,8 +166,9 @@ def test_worker_killed_with_sigkill_restarts_without_duplicates_or_losses(
 
         def finished() -> bool:
             with c.db.read() as conn:
-                left = conn.execute(select(func.count()).select_from(messages)
-                                    .where(messages.c.status != "sent")).scalar()  # fmt: skip
+                left = conn.execute(
+                    select(func.count()).select_from(messages).where(messages.c.status != "sent")
+                ).scalar()
             return left == 0
 
         wait_for(finished, timeout=180, every=0.5)

@@ -113,8 +113,20 @@ def test_production_refuses_default_secret(tmp_path: Path) -> None:
 def test_a_sender_typed_in_a_common_format_still_receives_stop(db_url: str) -> None:
     """Issue 12, item 2: ``--sender "(415) 555-0100"`` is stored as E.164, so replies to +14155550100 land."""
     for name, sender in (("deals", "(415) 555-0100"), ("news", "415.555.0101")):
-        made = run(db_url, "programs", "create", name, "--brand", "Acme", "--sender", sender, "--scope", "program",
-                   "--help-contact", "help@acme.example")  # fmt: skip
+        made = run(
+            db_url,
+            "programs",
+            "create",
+            name,
+            "--brand",
+            "Acme",
+            "--sender",
+            sender,
+            "--scope",
+            "program",
+            "--help-contact",
+            "help@acme.example",
+        )
         assert made.returncode == 0, made.stderr
     listed = run(db_url, "programs", "list").stdout
     assert "+14155550100" in listed and "+14155550101" in listed and "(415)" not in listed
@@ -171,8 +183,11 @@ def test_a_cli_import_is_recorded_for_the_dashboard(db_url: str, tmp_path: Path)
             record = imports.get(conn, int(link.group(1)))
         assert record is not None
         assert (record["source"], record["file_name"], record["program"], record["status"]) == (
-            "cli", "list.csv", "deals", "done",
-        )  # fmt: skip
+            "cli",
+            "list.csv",
+            "deals",
+            "done",
+        )
         assert record["counts"]["rejected"] == 1 and record["imported_by"]
         rows = list(imports.rejects_rows(c.db, record))
     finally:
@@ -183,8 +198,17 @@ def test_a_cli_import_is_recorded_for_the_dashboard(db_url: str, tmp_path: Path)
 
 def test_programs_set_changes_the_link_and_sending_window_and_refuses_an_impossible_one(db_url: str) -> None:
     assert run(db_url, "init").returncode == 0
-    made = run(db_url, "programs", "create", "deals", "--brand", "Acme", "--help-contact", "help@acme.example",
-               "--no-optout-link")  # fmt: skip
+    made = run(
+        db_url,
+        "programs",
+        "create",
+        "deals",
+        "--brand",
+        "Acme",
+        "--help-contact",
+        "help@acme.example",
+        "--no-optout-link",
+    )
     assert made.returncode == 0, made.stderr
     on = run(db_url, "programs", "set", "deals", "--optout-link", "--sending-window", "09:00-20:00")
     assert on.returncode == 0, on.stderr

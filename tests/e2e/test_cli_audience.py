@@ -14,9 +14,11 @@ from tests.support.cli import CREATE_DEALS
 def test_unknown_filter_key_fails_naming_the_known_keys(db_url: str, tmp_path: Path) -> None:
     assert run(db_url, *CREATE_DEALS).returncode == 0
     csv = tmp_path / "list.csv"
-    csv.write_text("phone,first_name,color,consented_at,consent_source\n"
-                   "+14155550134,Ann,red,2024-01-01,web\n+14155550135,Bob,,2024-01-01,web\n",
-                   encoding="utf-8")  # fmt: skip
+    csv.write_text(
+        "phone,first_name,color,consented_at,consent_source\n"
+        "+14155550134,Ann,red,2024-01-01,web\n+14155550135,Bob,,2024-01-01,web\n",
+        encoding="utf-8",
+    )
     assert run(db_url, "contacts", "import", str(csv), "--program", "deals").returncode == 0
 
     typo = run(db_url, "campaigns", "create", "reds", "-p", "deals", "-t", "Hi", "--filter", "colour=red")
@@ -37,8 +39,10 @@ def test_unknown_filter_key_fails_naming_the_known_keys(db_url: str, tmp_path: P
     with engine.begin() as conn:
         conn.execute(update(campaigns).values(audience_filter={"colour": "red"}))
     engine.dispose()
-    for args in (("campaigns", "audience", "reds", "-p", "deals"),
-                 ("campaigns", "send", "reds", "-p", "deals", "--no-wait")):  # fmt: skip
+    for args in (
+        ("campaigns", "audience", "reds", "-p", "deals"),
+        ("campaigns", "send", "reds", "-p", "deals", "--no-wait"),
+    ):
         refused = run(db_url, *args)
         assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
         assert "'colour'" in refused.stderr and "color" in refused.stderr

@@ -61,7 +61,8 @@ def test_arguments_and_flags_are_named_as_in_unix_manuals() -> None:
 
 def test_the_installed_command_too() -> None:
     env = {**os.environ, "COLUMNS": "100"}
-    result = subprocess.run([sys.executable, "-m", "optline", "--help"], capture_output=True, text=True, env=env,
-                            timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "optline", "--help"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert result.returncode == 0 and "--version" in result.stdout
     _clean(result.stdout)

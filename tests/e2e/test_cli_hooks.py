@@ -23,8 +23,9 @@ def run(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
         "NO_COLOR": "1",
         "OPTLINE_ENV": "test",
     }
-    return subprocess.run([sys.executable, "-m", "optline", *args], capture_output=True, text=True, env=env,
-                          timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "optline", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_hooks_commands(db_url: str) -> None:
@@ -50,8 +51,15 @@ def test_hooks_commands(db_url: str) -> None:
         program = web.program(container)
         person = web.subscriber(container, program)  # an opt-in: one delivery
         with container.db.transaction() as conn:
-            consent.record(conn, container.clock, contact_id=person["id"], program=program, action=Action.OPT_OUT,
-                           channel=Channel.API, evidence={"source": "test"})  # fmt: skip
+            consent.record(
+                conn,
+                container.clock,
+                contact_id=person["id"],
+                program=program,
+                action=Action.OPT_OUT,
+                channel=Channel.API,
+                evidence={"source": "test"},
+            )
     finally:
         container.close()
     deliveries = run(db_url, "hooks", "deliveries")

@@ -31,8 +31,14 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OPTLINE_DATABASE_URL": db_url, "COLUMNS": str(columns), "OPTLINE_ENV": "development",
            **env_extra}  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "optline", *args], capture_output=True, text=True, env=env,
-                          input=stdin, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "optline", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        input=stdin,
+        timeout=120,
+    )
 
 
 def one_clear_line(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -123,8 +129,18 @@ def test_schedule_takes_words_in_the_operators_zone_and_explains_bad_ones(deals:
     past = run(deals, "campaigns", "schedule", "spring", "-p", "deals", "--at", "2020-01-01T00:00:00Z")
     one_clear_line(past, "has passed")
 
-    ok = run(deals, "campaigns", "schedule", "spring", "-p", "deals", "--at", "tomorrow 10:00",
-             "--tz", "America/New_York")  # fmt: skip
+    ok = run(
+        deals,
+        "campaigns",
+        "schedule",
+        "spring",
+        "-p",
+        "deals",
+        "--at",
+        "tomorrow 10:00",
+        "--tz",
+        "America/New_York",
+    )
     assert ok.returncode == 0, ok.stderr
     zone = ZoneInfo("America/New_York")
     tomorrow = datetime.now(zone).date() + timedelta(days=1)
@@ -166,8 +182,21 @@ def test_lint_and_audience_count_recipients_missing_a_field_and_a_default_silenc
 
 
 def test_a_campaign_with_no_recipients_says_so_and_is_done(deals: str) -> None:
-    assert run(deals, "campaigns", "create", "nobody", "-p", "deals", "-t", "Hi at Acme",
-               "--filter", "us_state=ZZ").returncode == 0  # fmt: skip
+    assert (
+        run(
+            deals,
+            "campaigns",
+            "create",
+            "nobody",
+            "-p",
+            "deals",
+            "-t",
+            "Hi at Acme",
+            "--filter",
+            "us_state=ZZ",
+        ).returncode
+        == 0
+    )
     sent = run(deals, "campaigns", "send", "nobody", "-p", "deals")
     assert sent.returncode == 0, sent.stderr
     assert "no recipients" in sent.stdout and "campaigns audience" in sent.stdout
@@ -235,10 +264,16 @@ def test_classify_dash_reads_standard_input() -> None:
 
 
 def test_inbound_simulate_validates_numbers_and_prints_a_readable_outcome(deals: str) -> None:
-    one_clear_line(run(deals, "inbound", "simulate", "--from", "abc", "--to", "+14155550100", "--body", "STOP"),
-                   "--from", "'abc'")  # fmt: skip
-    one_clear_line(run(deals, "inbound", "simulate", "--from", "+14155550134", "--to", "123", "--body", "STOP"),
-                   "--to", "'123'")  # fmt: skip
+    one_clear_line(
+        run(deals, "inbound", "simulate", "--from", "abc", "--to", "+14155550100", "--body", "STOP"),
+        "--from",
+        "'abc'",
+    )
+    one_clear_line(
+        run(deals, "inbound", "simulate", "--from", "+14155550134", "--to", "123", "--body", "STOP"),
+        "--to",
+        "'123'",
+    )
     out = run(
         deals, "inbound", "simulate", "--from", "(415) 555-0134", "--to", "+14155550100", "--body", "STOP"
     )
@@ -246,14 +281,40 @@ def test_inbound_simulate_validates_numbers_and_prints_a_readable_outcome(deals:
     assert "+14155550134 → +14155550100: read as optout" in out.stdout
     assert "consent changed: ledger event #" in out.stdout and "reply queued: " in out.stdout
     assert "{" not in out.stdout  # no raw JSON unless asked
-    again = run(deals, "inbound", "simulate", "--from", "+14155550134", "--to", "+14155550100", "--body", "thanks",
-                "--json")  # fmt: skip
+    again = run(
+        deals,
+        "inbound",
+        "simulate",
+        "--from",
+        "+14155550134",
+        "--to",
+        "+14155550100",
+        "--body",
+        "thanks",
+        "--json",
+    )
     assert json.loads(again.stdout)["intent"] == "other"
 
 
 def test_signups_list_keeps_whole_numbers_at_80_columns(db_url: str) -> None:
-    assert run(db_url, "programs", "create", "--help-contact", "help@acme.example", "deals", "--brand", "Acme", "--sender", "+14155550100",
-               "--join-keyword", "JOIN", "--double-opt-in").returncode == 0  # fmt: skip
+    assert (
+        run(
+            db_url,
+            "programs",
+            "create",
+            "--help-contact",
+            "help@acme.example",
+            "deals",
+            "--brand",
+            "Acme",
+            "--sender",
+            "+14155550100",
+            "--join-keyword",
+            "JOIN",
+            "--double-opt-in",
+        ).returncode
+        == 0
+    )
     run(db_url, "inbound", "simulate", "--from", "+14155550134", "--to", "+14155550100", "--body", "JOIN")
     listed = run(db_url, "signups", "list", columns=80)
     assert listed.returncode == 0, listed.stderr
@@ -287,8 +348,18 @@ def test_a_program_needs_a_support_contact_and_help_names_it(db_url: str) -> Non
     one_clear_line(missing, "--help-contact", "support contact", "website", "email", "phone")
     useless = run(db_url, "programs", "create", "news", "--brand", "Acme", "--help-contact", "contact us")
     one_clear_line(useless, "--help-contact", "'contact us'")
-    made = run(db_url, "programs", "create", "news", "--brand", "Acme", "--sender", "+14155550101",
-               "--help-contact", "(800) 555-0199")  # fmt: skip
+    made = run(
+        db_url,
+        "programs",
+        "create",
+        "news",
+        "--brand",
+        "Acme",
+        "--sender",
+        "+14155550101",
+        "--help-contact",
+        "(800) 555-0199",
+    )
     assert made.returncode == 0, made.stderr
     helped = run(
         db_url, "inbound", "simulate", "--from", "+14155550134", "--to", "+14155550101", "--body", "HELP"
@@ -303,8 +374,13 @@ def test_serve_on_another_port_builds_links_for_that_port(tmp_path: Path) -> Non
         port = probe.getsockname()[1]
     env = {**os.environ, "OPTLINE_DATABASE_URL": url, "COLUMNS": "200", "OPTLINE_ENV": "development"}
     env.pop("OPTLINE_PUBLIC_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "optline", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "optline", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     lines = []
     try:

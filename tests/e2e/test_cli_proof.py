@@ -25,14 +25,20 @@ def cli(db_url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[
     env = {**os.environ, "OPTLINE_DATABASE_URL": db_url, "COLUMNS": "200", "OPTLINE_ENV": "development",
            "OPTLINE_LEDGER_SIGNING_KEY_FILE": str(tmp_path / "keys" / "ledger.key"),
            "OPTLINE_LEDGER_CHECKPOINT_LOG": str(tmp_path / "elsewhere" / "checkpoints.jsonl")}  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "optline", *args], capture_output=True, text=True, env=env,
-                          timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "optline", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def independent(*args: Path | str) -> subprocess.CompletedProcess[str]:
     """The auditor's check: ``python -I -S`` (no site-packages, no PYTHONPATH), so optline cannot be imported."""
-    return subprocess.run([sys.executable, "-I", "-S", str(SCRIPT), *map(str, args)], capture_output=True,
-                          text=True, timeout=60, cwd="/")  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-I", "-S", str(SCRIPT), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
 
 
 def _setup(db_url: str, tmp_path: Path) -> None:
@@ -157,7 +163,12 @@ def test_production_starts_no_worker_that_cannot_sign_checkpoints(db_url: str, t
     env = {**os.environ, "OPTLINE_DATABASE_URL": db_url, "OPTLINE_ENV": "production",
            "OPTLINE_SECRET_KEY": "Kq3vN8xT2mW7pR4sL9yB6hD1fG5jZ0cE-production-test"}  # fmt: skip
     env.pop("OPTLINE_LEDGER_SIGNING_KEY", None)
-    done = subprocess.run([sys.executable, "-m", "optline", "worker", "--once"], capture_output=True, text=True,
-                          env=env, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "optline", "worker", "--once"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 1 and "OPTLINE_LEDGER_SIGNING_KEY" in done.stderr, done.stderr
     assert not list(tmp_path.glob("*.key"))

@@ -38,8 +38,10 @@ def test_imports_report_and_audit(container: Container, db_url: str, tmp_path: P
     assert "letters" in rejects[1][1] and "expected one number per line" in rejects[2][1]
 
     rnd = tmp_path / "rnd.csv"
-    rnd.write_text("phone number,disconnect date\n4155550134,2026-05-01\n4155550135,05/02/2026\n"
-                   "4155550136,someday\n4155550137\n4155550138,2099-01-01\n")  # fmt: skip
+    rnd.write_text(
+        "phone number,disconnect date\n4155550134,2026-05-01\n4155550135,05/02/2026\n"
+        "4155550136,someday\n4155550137\n4155550138,2099-01-01\n"
+    )
     done = optline(db_url, "reassigned", "import", str(rnd), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rejects = list(csv.reader((tmp_path / "rnd.rejects.csv").open()))

@@ -82,14 +82,19 @@ def docker_engine() -> bool:
 def test_the_image_builds_when_docker_runs() -> None:
     if not docker_engine():
         pytest.skip("no Docker engine on this machine (docker info fails); the files are checked above")
-    built = subprocess.run(["docker", "build", "-t", "optline:test", str(ROOT)], capture_output=True, text=True,
-                           timeout=1200)  # fmt: skip
+    built = subprocess.run(
+        ["docker", "build", "-t", "optline:test", str(ROOT)], capture_output=True, text=True, timeout=1200
+    )
     assert built.returncode == 0, built.stderr[-2000:]
 
 
 def test_the_built_wheel_carries_templates_and_migrations_and_initialises(tmp_path: Path) -> None:
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w",
-                            str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path / "dist"), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("optline-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -99,8 +104,10 @@ def test_the_built_wheel_carries_templates_and_migrations_and_initialises(tmp_pa
     zipfile.ZipFile(wheel).extractall(site)
     db = tmp_path / "optline.db"
     env = {"PYTHONPATH": str(site), "OPTLINE_DATABASE_URL": f"sqlite:///{db}", "PATH": "/usr/bin:/bin"}
-    code = "import optline, sys; print(optline.__file__); sys.argv = ['optline', 'init']; " \
-           "from optline.entrypoints.cli import main; main()"  # fmt: skip
+    code = (
+        "import optline, sys; print(optline.__file__); sys.argv = ['optline', 'init']; "
+        "from optline.entrypoints.cli import main; main()"
+    )
     ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.startswith(str(site)) and db.exists()  # the wheel's code, not the checkout's
@@ -114,6 +121,9 @@ def test_readyz_says_ready_only_when_migrated(container: Container) -> None:
     with container.db.transaction() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
     stale = client.get("/readyz")
-    assert stale.status_code == 503 and stale.json() == {"status": "not migrated", "schema": "0002",
-                                                         "expected": ready.json()["schema"]}  # fmt: skip
+    assert stale.status_code == 503 and stale.json() == {
+        "status": "not migrated",
+        "schema": "0002",
+        "expected": ready.json()["schema"],
+    }
     assert client.get("/healthz").status_code == 200  # alive, just not ready

@@ -42,8 +42,10 @@ def test_serve_answers_the_request_in_flight_then_exits_0(live: Container) -> No
         signed = signing.sign("twilio", fx, server.url)
         host, port = server.url.removeprefix("http://").split(":")
         head = "".join(f"{k}: {v}\r\n" for k, v in signed.headers.items())
-        request = (f"POST {signed.path} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}"
-                   f"Content-Length: {len(signed.body)}\r\nConnection: close\r\n\r\n").encode()  # fmt: skip
+        request = (
+            f"POST {signed.path} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}"
+            f"Content-Length: {len(signed.body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
         with socket.create_connection((host, int(port)), timeout=30) as conn:
             half = len(signed.body) // 2
             conn.sendall(request + signed.body[:half])  # the app is running, waiting for the rest
@@ -79,8 +81,9 @@ def test_worker_finishes_its_batch_on_sigterm_then_exits_0(
            "OPTLINE_TWILIO_AUTH_TOKEN": fp.TWILIO_TOKEN, "OPTLINE_TWILIO_BASE_URL": fake_server.url,
            "OPTLINE_WORKER_BATCH_SIZE": "10", "OPTLINE_WORKER_POLL_SECONDS": "0.2",
            "OPTLINE_PUBLIC_URL": "https://acme.test", "COLUMNS": "200"}  # fmt: skip
-    proc = subprocess.Popen([OPTLINE, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [OPTLINE, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         wait_for(lambda: len(fake_server.received) >= 3)  # mid-batch
         proc.send_signal(signal.SIGTERM)

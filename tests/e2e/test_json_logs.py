@@ -32,8 +32,12 @@ def test_log_lines_are_json_with_the_request_id_and_no_bodies_or_secrets(live: C
         def post(body: str, sid: str, **headers: str) -> tuple[httpx.Response, signing.Signed]:
             fx = signing.inbound_fixture("twilio", sid=sid, from_=outbound.phone(0), to=SENDER, body=body)
             signed = signing.sign("twilio", fx, server.url)
-            response = httpx.post(server.url + signed.path, content=signed.body,
-                                  headers={**signed.headers, **headers}, timeout=30)  # fmt: skip
+            response = httpx.post(
+                server.url + signed.path,
+                content=signed.body,
+                headers={**signed.headers, **headers},
+                timeout=30,
+            )
             return response, signed
 
         stop, stop_signed = post("STOP", "SMlog1", **{"X-Request-ID": "req-stop-1"})
@@ -64,8 +68,11 @@ def test_log_lines_are_json_with_the_request_id_and_no_bodies_or_secrets(live: C
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)", line["time"]), line
     access = {line["request_id"]: line for line in lines if line["logger"] == "optline.access"}
     assert access["req-stop-1"] | {"duration_ms": 0} == access["req-stop-1"] | {
-        "method": "POST", "route": "/webhooks/twilio/sms", "status": 200, "duration_ms": 0,
-    }  # fmt: skip
+        "method": "POST",
+        "route": "/webhooks/twilio/sms",
+        "status": 200,
+        "duration_ms": 0,
+    }
     assert access[generated]["status"] == 200 and access["req-forged"]["status"] == 403
     assert access[scraped.headers["x-request-id"]]["route"] == "/metrics"
     (refused,) = [line for line in lines if line["logger"] == "optline.webhooks"]

@@ -34,10 +34,19 @@ def test_serve_reports_the_workers_provider_calls(
            "OPTLINE_TWILIO_ACCOUNT_SID": fp.TWILIO_SID, "OPTLINE_TWILIO_AUTH_TOKEN": fp.TWILIO_TOKEN,
            "OPTLINE_TWILIO_BASE_URL": fake_server.url}  # fmt: skip
     worker = subprocess.run(
-        [OPTLINE, "worker", "--once"], capture_output=True, text=True, timeout=120, check=False,
-        env={**os.environ, **env, "OPTLINE_DATABASE_URL": live.settings.database_url, "OPTLINE_ENV": "test",
-             "OPTLINE_PUBLIC_URL": "https://acme.test"},
-    )  # fmt: skip
+        [OPTLINE, "worker", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={
+            **os.environ,
+            **env,
+            "OPTLINE_DATABASE_URL": live.settings.database_url,
+            "OPTLINE_ENV": "test",
+            "OPTLINE_PUBLIC_URL": "https://acme.test",
+        },
+    )
     assert worker.returncode == 0, worker.stderr
     assert len(fake_server.received) == 7
 

@@ -42,8 +42,9 @@ def test_serve_workers_answer_and_every_stop_lands(pg_live: Container) -> None:
     with serve(pg_live.settings.database_url, "--workers", "2", **env) as server:
 
         def stop(i: int) -> int:
-            fx = signing.inbound_fixture("twilio", sid=f"SMworkers{i:024d}", from_=outbound.phone(i), to=SENDER,
-                                         body="STOP")  # fmt: skip
+            fx = signing.inbound_fixture(
+                "twilio", sid=f"SMworkers{i:024d}", from_=outbound.phone(i), to=SENDER, body="STOP"
+            )
             signed = signing.sign("twilio", fx, server.url)
             r = httpx.post(server.url + signed.path, content=signed.body, headers=signed.headers, timeout=30)
             return r.status_code
@@ -65,9 +66,10 @@ def test_serve_workers_answer_and_every_stop_lands(pg_live: Container) -> None:
     assert log.count("Finished server process") == 2, log  # both processes shut down the graceful way
     with pg_live.db.read() as conn:
         states = conn.execute(
-            select(subscriptions.c.status, func.count()).where(subscriptions.c.contact_id.in_(ids))
+            select(subscriptions.c.status, func.count())
+            .where(subscriptions.c.contact_id.in_(ids))
             .group_by(subscriptions.c.status)
-        ).all()  # fmt: skip
+        ).all()
         assert states == [("unsubscribed", PEOPLE)]
         assert (
             conn.execute(select(func.count()).where(consent_events.c.action == "opt_out")).scalar() == PEOPLE
@@ -78,8 +80,13 @@ def test_serve_workers_answer_and_every_stop_lands(pg_live: Container) -> None:
 def test_workers_need_postgresql(tmp_path: object) -> None:
     env = {**os.environ, "OPTLINE_DATABASE_URL": f"sqlite:///{tmp_path}/optline.db", "OPTLINE_ENV": "test",
            "COLUMNS": "200"}  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "optline", "serve", "--workers", "2", "--port", "1"], env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "optline", "serve", "--workers", "2", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0
     assert "--workers > 1 needs PostgreSQL" in done.stdout + done.stderr
 

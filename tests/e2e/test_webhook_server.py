@@ -21,8 +21,9 @@ PERSON, SENDER = "+14155550134", "+14155550100"
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "optline", *args], env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "optline", *args], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return done
 
@@ -33,8 +34,18 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     settings = {"OPTLINE_TWILIO_AUTH_TOKEN": TOKEN, "OPTLINE_ENV": "development", "COLUMNS": "200"}
     env = {**os.environ, "OPTLINE_DATABASE_URL": db, **settings}
     cli(env, "init")
-    cli(env, "programs", "create", "deals", "--brand", "Acme Coffee", "--sender", SENDER,
-        "--help-contact", "help@acme.example")  # fmt: skip
+    cli(
+        env,
+        "programs",
+        "create",
+        "deals",
+        "--brand",
+        "Acme Coffee",
+        "--sender",
+        SENDER,
+        "--help-contact",
+        "help@acme.example",
+    )
     csv = tmp_path / "list.csv"
     csv.write_text(f"phone,consented_at,consent_source\n{PERSON},2026-01-01,web form\n", encoding="utf-8")
     cli(env, "contacts", "import", str(csv), "--program", "deals")

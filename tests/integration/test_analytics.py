@@ -38,20 +38,37 @@ def _contact(conn: Any, container: Container, i: int) -> dict[str, Any]:
 
 def _counter_snapshot(conn: Any) -> tuple[list[Any], list[Any]]:
     mc = conn.execute(
-        select(message_counts.c.program_id, message_counts.c.campaign_id, message_counts.c.kind,
-               message_counts.c.day, func.sum(message_counts.c.sent), func.sum(message_counts.c.delivered))
-        .group_by(message_counts.c.program_id, message_counts.c.campaign_id, message_counts.c.kind,
-                  message_counts.c.day)
+        select(
+            message_counts.c.program_id,
+            message_counts.c.campaign_id,
+            message_counts.c.kind,
+            message_counts.c.day,
+            func.sum(message_counts.c.sent),
+            func.sum(message_counts.c.delivered),
+        )
+        .group_by(
+            message_counts.c.program_id,
+            message_counts.c.campaign_id,
+            message_counts.c.kind,
+            message_counts.c.day,
+        )
         .having((func.sum(message_counts.c.sent) != 0) | (func.sum(message_counts.c.delivered) != 0))
-        .order_by(message_counts.c.program_id, message_counts.c.campaign_id, message_counts.c.kind,
-                  message_counts.c.day)
-    ).all()  # fmt: skip
+        .order_by(
+            message_counts.c.program_id,
+            message_counts.c.campaign_id,
+            message_counts.c.kind,
+            message_counts.c.day,
+        )
+    ).all()
     fe = conn.execute(
-        select(frequency_exposures.c.program_id, frequency_exposures.c.messages_30d,
-               func.sum(frequency_exposures.c.sent))
+        select(
+            frequency_exposures.c.program_id,
+            frequency_exposures.c.messages_30d,
+            func.sum(frequency_exposures.c.sent),
+        )
         .group_by(frequency_exposures.c.program_id, frequency_exposures.c.messages_30d)
         .order_by(frequency_exposures.c.program_id, frequency_exposures.c.messages_30d)
-    ).all()  # fmt: skip
+    ).all()
     return [tuple(r) for r in mc], [tuple(r) for r in fe]
 
 
@@ -79,11 +96,14 @@ def world(container: Container) -> dict[str, Any]:
         w["campaigns"] = [
             rows.campaign(conn, w[p], f"{p}-{i}", T0, tag=tag, message_type=mt)
             for p, i, tag, mt in [
-                ("deals", 1, "promo", "marketing"), ("deals", 2, "promo", "marketing"),
-                ("deals", 3, None, "transactional"), ("news", 1, "weekly", "marketing"),
-                ("news", 2, "weekly", "marketing"), ("other", 1, None, "marketing"),
+                ("deals", 1, "promo", "marketing"),
+                ("deals", 2, "promo", "marketing"),
+                ("deals", 3, None, "transactional"),
+                ("news", 1, "weekly", "marketing"),
+                ("news", 2, "weekly", "marketing"),
+                ("other", 1, None, "marketing"),
             ]
-        ]  # fmt: skip
+        ]
         w["contacts"] = [_contact(conn, container, i) for i in range(30)]
         statuses = ["delivered"] * 6 + ["sent", "undelivered", "failed", "suppressed", "queued", "cancelled"]
         for contact in w["contacts"]:
@@ -91,8 +111,9 @@ def world(container: Container) -> dict[str, Any]:
             for at in times:
                 camp = rnd.choice(w["campaigns"])
                 prog = next(p for p in (w["deals"], w["news"], w["other"]) if p["id"] == camp["program_id"])
-                rows.message(conn, program=prog, contact=contact, at=at, campaign=camp,
-                             status=rnd.choice(statuses))  # fmt: skip
+                rows.message(
+                    conn, program=prog, contact=contact, at=at, campaign=camp, status=rnd.choice(statuses)
+                )
             # A reply (not a campaign message): counted per kind, never attributed.
             rows.message(conn, program=w["deals"], contact=contact, at=times[-1], kind="help")
     with container.db.transaction() as conn:
@@ -100,9 +121,16 @@ def world(container: Container) -> dict[str, Any]:
             for _ in range(rnd.choice([0, 1, 1, 2])):
                 at = T0 + timedelta(seconds=rnd.randrange(52 * 86400))
                 program = rnd.choice([w["deals"], w["news"], w["other"]])
-                consent.record(conn, clock, contact_id=contact["id"], program=program, action=Action.OPT_OUT,
-                               channel=rnd.choice(CHANNELS), evidence={"message_text": "stop"},
-                               occurred_at=at)  # fmt: skip
+                consent.record(
+                    conn,
+                    clock,
+                    contact_id=contact["id"],
+                    program=program,
+                    action=Action.OPT_OUT,
+                    channel=rnd.choice(CHANNELS),
+                    evidence={"message_text": "stop"},
+                    occurred_at=at,
+                )
     return w
 
 
@@ -127,8 +155,10 @@ def test_triggers_keep_counts_equal_to_a_rebuild(container: Container, world: di
         assert _counter_snapshot(conn)[0] == by_trigger[0]
         # And against a direct count over the raw table.
         sent = conn.execute(
-            select(func.count()).where((messages.c.sent_at.is_not(None)) | messages.c.status.in_(counters.SENT_STATUSES))
-        ).scalar_one()  # fmt: skip
+            select(func.count()).where(
+                (messages.c.sent_at.is_not(None)) | messages.c.status.in_(counters.SENT_STATUSES)
+            )
+        ).scalar_one()
         delivered = conn.execute(select(func.count()).where(messages.c.status == "delivered")).scalar_one()
     assert sum(r[4] for r in by_trigger[0]) == sent > 0
     assert sum(r[5] for r in by_trigger[0]) == delivered > 0
@@ -137,8 +167,12 @@ def test_triggers_keep_counts_equal_to_a_rebuild(container: Container, world: di
 def _naive_attribution(conn: Any, window: timedelta) -> dict[int, int | None]:
     """event id -> campaign id, straight from the rule's words, in Python over every raw row."""
     brand_of = {r.id: r.brand for r in conn.execute(select(programs))}
-    msgs = [r for r in conn.execute(select(messages)) if r.campaign_id is not None
-            and (r.sent_at is not None or r.status in ("sent", "delivered", "undelivered"))]  # fmt: skip
+    msgs = [
+        r
+        for r in conn.execute(select(messages))
+        if r.campaign_id is not None
+        and (r.sent_at is not None or r.status in ("sent", "delivered", "undelivered"))
+    ]
     out: dict[int, int | None] = {}
     for e in conn.execute(select(consent_events).where(consent_events.c.action == "opt_out")):
         occurred = e.occurred_at.replace(tzinfo=UTC) if e.occurred_at.tzinfo is None else e.occurred_at
@@ -148,10 +182,12 @@ def _naive_attribution(conn: Any, window: timedelta) -> dict[int, int | None]:
             return t.replace(tzinfo=UTC) if t.tzinfo is None else t
 
         candidates = [
-            m for m in msgs
-            if m.contact_id == e.contact_id and occurred - window <= when(m) <= occurred
+            m
+            for m in msgs
+            if m.contact_id == e.contact_id
+            and occurred - window <= when(m) <= occurred
             and (m.program_id == e.program_id if e.program_id else brand_of[m.program_id] == e.brand)
-        ]  # fmt: skip
+        ]
         best = max(candidates, key=lambda m: (when(m), m.id), default=None)
         out[e.id] = best.campaign_id if best else None
     return out
@@ -214,10 +250,12 @@ def test_report_filters_by_program_and_since(container: Container, world: dict[s
         report = analytics.report(conn, container.clock, program=world["deals"], since=since)
         expected_sent = conn.execute(
             select(func.count()).where(
-                (messages.c.program_id == world["deals"]["id"]) & messages.c.kind.in_(counters.FATIGUE_KINDS)
-                & messages.c.sent_at.is_not(None) & (messages.c.sent_at >= datetime.combine(since, datetime.min.time(), UTC))
+                (messages.c.program_id == world["deals"]["id"])
+                & messages.c.kind.in_(counters.FATIGUE_KINDS)
+                & messages.c.sent_at.is_not(None)
+                & (messages.c.sent_at >= datetime.combine(since, datetime.min.time(), UTC))
             )
-        ).scalar_one()  # fmt: skip
+        ).scalar_one()
     assert report.totals.sent == expected_sent
     assert sum(r.sent for r in report.by_frequency) == expected_sent  # the fatigue curve follows --since too
     assert {r.program for r in report.campaigns} == {"deals"}
@@ -239,11 +277,27 @@ def test_a_campaign_above_baseline_and_critical_level_is_flagged(container: Cont
                 rows.message(conn, program=program, contact=person, at=T0 + timedelta(days=10), campaign=loud)
         # calm: 2 of 300 opt out a day after it; loud: 10 of 100 (10%) a day after it.
         for person in people[100:102]:
-            consent.record(conn, clock, contact_id=person["id"], program=program, action=Action.OPT_OUT,
-                           channel=Channel.SMS_KEYWORD, evidence={}, occurred_at=T0 + timedelta(days=1))  # fmt: skip
+            consent.record(
+                conn,
+                clock,
+                contact_id=person["id"],
+                program=program,
+                action=Action.OPT_OUT,
+                channel=Channel.SMS_KEYWORD,
+                evidence={},
+                occurred_at=T0 + timedelta(days=1),
+            )
         for person in people[:10]:
-            consent.record(conn, clock, contact_id=person["id"], program=program, action=Action.OPT_OUT,
-                           channel=Channel.SMS_KEYWORD, evidence={}, occurred_at=T0 + timedelta(days=11))  # fmt: skip
+            consent.record(
+                conn,
+                clock,
+                contact_id=person["id"],
+                program=program,
+                action=Action.OPT_OUT,
+                channel=Channel.SMS_KEYWORD,
+                evidence={},
+                occurred_at=T0 + timedelta(days=11),
+            )
         analytics.refresh(conn, clock)
         report = analytics.report(conn, clock, program=program)
     loud_row, calm_row = report.campaigns  # flagged first

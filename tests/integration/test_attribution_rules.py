@@ -19,11 +19,25 @@ from tests.support import outbox_rows as rows
 T = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 
 
-def _opt_out(conn: Any, container: Container, contact: dict[str, Any], program: dict[str, Any],
-             channel: Channel = Channel.SMS_KEYWORD, brand_wide: bool | None = None) -> int:  # fmt: skip
-    change = consent.record(conn, container.clock, contact_id=contact["id"], program=program,
-                            action=Action.OPT_OUT, channel=channel, evidence={"message_text": "STOP"},
-                            occurred_at=T, brand_wide=brand_wide)  # fmt: skip
+def _opt_out(
+    conn: Any,
+    container: Container,
+    contact: dict[str, Any],
+    program: dict[str, Any],
+    channel: Channel = Channel.SMS_KEYWORD,
+    brand_wide: bool | None = None,
+) -> int:
+    change = consent.record(
+        conn,
+        container.clock,
+        contact_id=contact["id"],
+        program=program,
+        action=Action.OPT_OUT,
+        channel=channel,
+        evidence={"message_text": "STOP"},
+        occurred_at=T,
+        brand_wide=brand_wide,
+    )
     return int(change.event["id"])
 
 
@@ -85,8 +99,9 @@ def test_attribution_rules(container: Container) -> None:
         cases["nothing received"] = (_opt_out(conn, container, p, deals), None)
 
         p = people[5]  # sent but undelivered still was sent to them
-        rows.message(conn, program=deals, contact=p, at=T - timedelta(days=1), campaign=c_deals,
-                     status="undelivered")  # fmt: skip
+        rows.message(
+            conn, program=deals, contact=p, at=T - timedelta(days=1), campaign=c_deals, status="undelivered"
+        )
         cases["undelivered"] = (_opt_out(conn, container, p, deals, Channel.PROVIDER), c_deals["id"])
 
         analytics.refresh(conn, clock, window_days=7)

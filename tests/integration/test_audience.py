@@ -33,11 +33,24 @@ def test_exclusion_reasons_and_materialise(container: Container) -> None:
             conn, clock, program, [ok, out, held, landline, invalid, dnc_import, filtered, a, b]
         )
         outbound.subscribe(conn, clock, program, [dnc_web], Channel.WEB, WEB)
-        outbound.subscribe(conn, clock, program, [dnc_ewc], Channel.IMPORT,
-                           {"source": "paper form", "express_written_consent": True})  # fmt: skip
+        outbound.subscribe(
+            conn,
+            clock,
+            program,
+            [dnc_ewc],
+            Channel.IMPORT,
+            {"source": "paper form", "express_written_consent": True},
+        )
         outbound.opt_out(conn, clock, program, out)
-        consent.record(conn, clock, contact_id=held, program=program, action=Action.REVIEW_HOLD,
-                       channel=Channel.ADMIN, evidence={"reason": "ambiguous reply"})  # fmt: skip
+        consent.record(
+            conn,
+            clock,
+            contact_id=held,
+            program=program,
+            action=Action.REVIEW_HOLD,
+            channel=Channel.ADMIN,
+            evidence={"reason": "ambiguous reply"},
+        )
         from sqlalchemy import update
 
         from optline.adapters.db.tables import contacts
@@ -45,17 +58,35 @@ def test_exclusion_reasons_and_materialise(container: Container) -> None:
         conn.execute(update(contacts).where(contacts.c.id == landline).values(number_type="fixed_line"))
         conn.execute(update(contacts).where(contacts.c.id == invalid).values(number_type="unknown"))
         phones = dict(conn.execute(select(contacts.c.id, contacts.c.phone)).all())
-        conn.execute(insert(dnc_numbers), [{"phone": phones[c], "source": "national", "imported_at": clock.now()}
-                                           for c in (dnc_import, dnc_web, dnc_ewc)])  # fmt: skip
+        conn.execute(
+            insert(dnc_numbers),
+            [
+                {"phone": phones[c], "source": "national", "imported_at": clock.now()}
+                for c in (dnc_import, dnc_web, dnc_ewc)
+            ],
+        )
         dry = audience.dry_run(conn, program["id"], {"tier": "gold"})
     assert dry.recipients == 5  # ok, dnc_web, dnc_ewc, a, b
-    assert dry.excluded == {"opted_out": 1, "not_confirmed": 0, "no_consent_evidence": 0, "held": 1,
-                            "filtered_out": 1, "invalid_number": 1, "not_sms_capable": 1,
-                            "dnc_without_express_consent": 1}  # fmt: skip
+    assert dry.excluded == {
+        "opted_out": 1,
+        "not_confirmed": 0,
+        "no_consent_evidence": 0,
+        "held": 1,
+        "filtered_out": 1,
+        "invalid_number": 1,
+        "not_sms_capable": 1,
+        "dnc_without_express_consent": 1,
+    }
 
     with container.db.transaction() as conn:
-        campaign = campaigns.create(conn, clock, program="deals", name="black friday", template="Hi {{ tier }} member",
-                                    audience_filter={"tier": "gold"})  # fmt: skip
+        campaign = campaigns.create(
+            conn,
+            clock,
+            program="deals",
+            name="black friday",
+            template="Hi {{ tier }} member",
+            audience_filter={"tier": "gold"},
+        )
         campaign, queued = campaigns.start(conn, clock, campaign, public_url=container.settings.public_url)
     assert queued == 5 and campaign["status"] == "sending"
     with container.db.read() as conn:
@@ -70,8 +101,14 @@ def test_filters_on_columns_and_lists(container: Container) -> None:
     clock = container.clock
     with container.db.transaction() as conn:
         program = outbound.make_program(conn, clock)
-        ids = outbound.insert_contacts(conn, clock.now(), 0, 6, us_state=lambda i: ["CA", "NY", "TX"][i % 3],
-                                       attributes=lambda i: {"score": i, "vip": i % 2 == 0})  # fmt: skip
+        ids = outbound.insert_contacts(
+            conn,
+            clock.now(),
+            0,
+            6,
+            us_state=lambda i: ["CA", "NY", "TX"][i % 3],
+            attributes=lambda i: {"score": i, "vip": i % 2 == 0},
+        )
         outbound.subscribe(conn, clock, program, ids)
         assert audience.dry_run(conn, program["id"], {"us_state": ["CA", "TX"]}).recipients == 4
         assert audience.dry_run(conn, program["id"], {"vip": True}).recipients == 3
@@ -85,8 +122,14 @@ def _preview_and_send(container: Container, name: str, audience_filter: dict) ->
         program = conn.execute(select(programs_table).where(programs_table.c.name == "deals")).one()
         dry = audience.dry_run(conn, program.id, audience_filter)
     with container.db.transaction() as conn:
-        campaign = campaigns.create(conn, clock, program="deals", name=name, template="Hi {{ first_name }}",
-                                    audience_filter=audience_filter)  # fmt: skip
+        campaign = campaigns.create(
+            conn,
+            clock,
+            program="deals",
+            name=name,
+            template="Hi {{ first_name }}",
+            audience_filter=audience_filter,
+        )
         _, queued = campaigns.start(conn, clock, campaign, public_url=container.settings.public_url)
     return dry, queued
 
@@ -105,8 +148,9 @@ def _seed_mixed_attributes(container: Container) -> list[int]:
                 a["vip"] = i % 2 == 0
             return a
 
-        ids = outbound.insert_contacts(conn, container.clock.now(), 0, 24, attributes=attrs,
-                                       us_state=lambda i: ["CA", "NY"][i % 2])  # fmt: skip
+        ids = outbound.insert_contacts(
+            conn, container.clock.now(), 0, 24, attributes=attrs, us_state=lambda i: ["CA", "NY"][i % 2]
+        )
         outbound.subscribe(conn, container.clock, program, ids)
         outbound.opt_out(conn, container.clock, program, ids[0])  # a red contact who left
     return ids
@@ -158,10 +202,19 @@ def test_unknown_filter_key_names_the_known_keys(container: Container) -> None:
     # A campaign stored with a key no contact has (e.g. created before an import was undone) is refused at
     # preview and at send as well, never previewed as everyone and sent to no one.
     with container.db.transaction() as conn:
-        campaign = campaigns.create(conn, clock, program="deals", name="later", template="Hi {{ first_name }}",
-                                    audience_filter={"color": "red"})  # fmt: skip
-        conn.execute(update(campaigns_table).where(campaigns_table.c.id == campaign["id"])
-                     .values(audience_filter={"colour": "red"}))  # fmt: skip
+        campaign = campaigns.create(
+            conn,
+            clock,
+            program="deals",
+            name="later",
+            template="Hi {{ first_name }}",
+            audience_filter={"color": "red"},
+        )
+        conn.execute(
+            update(campaigns_table)
+            .where(campaigns_table.c.id == campaign["id"])
+            .values(audience_filter={"colour": "red"})
+        )
     with container.db.read() as conn, pytest.raises(audience.FilterError, match=r"'colour'.*color"):
         audience.dry_run(conn, campaign["program_id"], {"colour": "red"})
     with pytest.raises(audience.FilterError, match=r"'colour'.*color"), container.db.transaction() as conn:

@@ -55,47 +55,93 @@ def seeded(container: Container) -> dict[str, Any]:
             """A row written around the normalising code path (an old import, a direct SQL load)."""
             now = clock.now()
             row = conn.execute(
-                insert(contacts_table).values(phone=phone, number_type="unknown", attributes={},
-                                              created_at=now, updated_at=now).returning(*contacts_table.c)
-            ).one()  # fmt: skip
+                insert(contacts_table)
+                .values(phone=phone, number_type="unknown", attributes={}, created_at=now, updated_at=now)
+                .returning(*contacts_table.c)
+            ).one()
             s[name] = dict(row._mapping)
             return s[name]
 
         def web_opt_in(c: dict[str, Any], program: dict[str, Any], at: str) -> None:
-            consent.record(conn, clock, contact_id=c["id"], program=program, action=Action.OPT_IN,
-                           channel=Channel.WEB, evidence=WEB, occurred_at=d(at))  # fmt: skip
+            consent.record(
+                conn,
+                clock,
+                contact_id=c["id"],
+                program=program,
+                action=Action.OPT_IN,
+                channel=Channel.WEB,
+                evidence=WEB,
+                occurred_at=d(at),
+            )
 
         def import_opt_in(
             c: dict[str, Any], program: dict[str, Any], at: str, evidence: dict[str, Any]
         ) -> None:
-            consent.record_opt_ins(conn, clock, program, Channel.IMPORT,
-                                   [consent.BatchOptIn(c["id"], evidence, d(at))])  # fmt: skip
+            consent.record_opt_ins(
+                conn, clock, program, Channel.IMPORT, [consent.BatchOptIn(c["id"], evidence, d(at))]
+            )
 
         # ---- clean: none of these may show up
         web_opt_in(person("good_web", "+14155550101"), deals, "2026-06-01")
         rows.message(
             conn, program=deals, contact=s["good_web"], at=clock.now(), campaign=campaign, status="queued"
         )
-        consent.record(conn, clock, contact_id=person("good_keyword_dnc", "+14155550102")["id"], program=news,
-                       action=Action.OPT_IN, channel=Channel.SMS_KEYWORD, evidence={"message_text": "JOIN"},
-                       occurred_at=d("2026-05-01"))  # fmt: skip
+        consent.record(
+            conn,
+            clock,
+            contact_id=person("good_keyword_dnc", "+14155550102")["id"],
+            program=news,
+            action=Action.OPT_IN,
+            channel=Channel.SMS_KEYWORD,
+            evidence={"message_text": "JOIN"},
+            occurred_at=d("2026-05-01"),
+        )
         import_opt_in(person("good_old_but_engaged", "+14155550103"), deals, "2024-01-01", {"source": "crm"})
         rows.inbound(
             conn, contact=s["good_old_but_engaged"], program=deals, body="thanks!", at=d("2026-11-01")
         )
         web_opt_in(person("good_opted_out", "+14155550104"), deals, "2026-06-01")
-        consent.record(conn, clock, contact_id=s["good_opted_out"]["id"], program=deals, action=Action.OPT_OUT,
-                       channel=Channel.SMS_KEYWORD, evidence={"message_text": "STOP"})  # fmt: skip
-        rows.message(conn, program=deals, contact=s["good_opted_out"], at=d("2026-10-01"), campaign=campaign,
-                     status="suppressed")  # fmt: skip
+        consent.record(
+            conn,
+            clock,
+            contact_id=s["good_opted_out"]["id"],
+            program=deals,
+            action=Action.OPT_OUT,
+            channel=Channel.SMS_KEYWORD,
+            evidence={"message_text": "STOP"},
+        )
+        rows.message(
+            conn,
+            program=deals,
+            contact=s["good_opted_out"],
+            at=d("2026-10-01"),
+            campaign=campaign,
+            status="suppressed",
+        )
         web_opt_in(person("good_reassigned_before", "+14155550105"), deals, "2026-06-01")
         web_opt_in(person("good_recent_review", "+14155550106"), deals, "2026-06-01")
-        rows.inbound(conn, contact=s["good_recent_review"], program=deals, body="maybe later", review=True,
-                     at=clock.now() - timedelta(hours=3))  # fmt: skip
-        rows.inbound(conn, contact=s["good_recent_review"], program=deals, body="hmm", review=True,
-                     at=d("2026-11-01"), decided_at=d("2026-11-02"))  # fmt: skip
-        web_opt_in(person("good_own_spelling", "+14155550107", attributes={"mobile": "(415) 555-0107"}), deals,
-                   "2026-06-01")  # fmt: skip
+        rows.inbound(
+            conn,
+            contact=s["good_recent_review"],
+            program=deals,
+            body="maybe later",
+            review=True,
+            at=clock.now() - timedelta(hours=3),
+        )
+        rows.inbound(
+            conn,
+            contact=s["good_recent_review"],
+            program=deals,
+            body="hmm",
+            review=True,
+            at=d("2026-11-01"),
+            decided_at=d("2026-11-02"),
+        )
+        web_opt_in(
+            person("good_own_spelling", "+14155550107", attributes={"mobile": "(415) 555-0107"}),
+            deals,
+            "2026-06-01",
+        )
         person("canonical", "+14155550177")
         web_opt_in(s["canonical"], deals, "2026-06-01")
 
@@ -103,33 +149,66 @@ def seeded(container: Container) -> dict[str, Any]:
         import_opt_in(person("no_evidence", "+14155550201"), deals, "2026-10-01", {"file_line": 7})
         import_opt_in(person("stale", "+14155550202"), news, "2024-02-01", {"source": "crm"})
         web_opt_in(person("opted_out_queued", "+14155550203"), deals, "2026-06-01")
-        rows.message(conn, program=deals, contact=s["opted_out_queued"], at=clock.now(), campaign=campaign,
-                     status="queued")  # fmt: skip
-        consent.record(conn, clock, contact_id=s["opted_out_queued"]["id"], program=deals, action=Action.OPT_OUT,
-                       channel=Channel.SMS_TEXT, evidence={"message_text": "please stop"})  # fmt: skip
+        rows.message(
+            conn,
+            program=deals,
+            contact=s["opted_out_queued"],
+            at=clock.now(),
+            campaign=campaign,
+            status="queued",
+        )
+        consent.record(
+            conn,
+            clock,
+            contact_id=s["opted_out_queued"]["id"],
+            program=deals,
+            action=Action.OPT_OUT,
+            channel=Channel.SMS_TEXT,
+            evidence={"message_text": "please stop"},
+        )
         web_opt_in(person("held_queued", "+14155550204"), deals, "2026-06-01")
-        consent.record(conn, clock, contact_id=s["held_queued"]["id"], program=deals, action=Action.REVIEW_HOLD,
-                       channel=Channel.SMS_TEXT, evidence={"message_text": "who is this"})  # fmt: skip
-        rows.message(conn, program=deals, contact=s["held_queued"], at=clock.now(), campaign=campaign,
-                     status="queued")  # fmt: skip
+        consent.record(
+            conn,
+            clock,
+            contact_id=s["held_queued"]["id"],
+            program=deals,
+            action=Action.REVIEW_HOLD,
+            channel=Channel.SMS_TEXT,
+            evidence={"message_text": "who is this"},
+        )
+        rows.message(
+            conn, program=deals, contact=s["held_queued"], at=clock.now(), campaign=campaign, status="queued"
+        )
         import_opt_in(raw_person("invalid", "+15550000000"), deals, "2026-10-01", {"source": "crm"})
         web_opt_in(person("landline", "+442079460018"), news, "2026-06-01")
-        web_opt_in(person("dup_attribute", "+14155550205", attributes={"alt_phone": "(415) 555-0101"}), news,
-                   "2026-06-01")  # fmt: skip
+        web_opt_in(
+            person("dup_attribute", "+14155550205", attributes={"alt_phone": "(415) 555-0101"}),
+            news,
+            "2026-06-01",
+        )
         raw_person("dup_national", "4155550177")  # the canonical contact's number, national form, no consent
         import_opt_in(person("dnc", "+14155550206"), deals, "2026-10-01", {"source": "crm"})
         web_opt_in(person("reassigned", "+14155550207"), deals, "2026-03-01")
         web_opt_in(person("review_waiting", "+14155550208"), deals, "2026-06-01")
-        rows.inbound(conn, contact=s["review_waiting"], program=deals, body="not sure i want these", review=True,
-                     at=clock.now() - timedelta(days=2))  # fmt: skip
+        rows.inbound(
+            conn,
+            contact=s["review_waiting"],
+            program=deals,
+            body="not sure i want these",
+            review=True,
+            at=clock.now() - timedelta(days=2),
+        )
 
         for phone in ("+14155550206", "+14155550102"):
             conn.execute(
                 insert(dnc_numbers).values(phone=phone, source="national DNC", imported_at=clock.now())
             )
         for phone, when in (("+14155550207", "2026-05-01"), ("+14155550105", "2026-01-01")):
-            conn.execute(insert(reassigned_numbers).values(phone=phone, disconnected_at=d(when), source="RND",
-                                                           imported_at=clock.now()))  # fmt: skip
+            conn.execute(
+                insert(reassigned_numbers).values(
+                    phone=phone, disconnected_at=d(when), source="RND", imported_at=clock.now()
+                )
+            )
     return s
 
 
@@ -192,9 +271,14 @@ def test_fix_holds_and_cancels_as_ledger_events_never_deleting(
     fixed = audit.run(container.db, container.clock, _cfg(), fix=True)
     by_contact = {(f.reason, f.contact_id): f for f in fixed.findings}
     R = audit.Reason
-    for name, reason in (("no_evidence", R.NO_CONSENT_EVIDENCE), ("invalid", R.INVALID_NUMBER),
-                         ("landline", R.NOT_MOBILE), ("dnc", R.DNC_WITHOUT_EXPRESS_CONSENT),
-                         ("reassigned", R.REASSIGNED_AFTER_CONSENT), ("review_waiting", R.REVIEW_OVERDUE)):  # fmt: skip
+    for name, reason in (
+        ("no_evidence", R.NO_CONSENT_EVIDENCE),
+        ("invalid", R.INVALID_NUMBER),
+        ("landline", R.NOT_MOBILE),
+        ("dnc", R.DNC_WITHOUT_EXPRESS_CONSENT),
+        ("reassigned", R.REASSIGNED_AFTER_CONSENT),
+        ("review_waiting", R.REVIEW_OVERDUE),
+    ):
         assert (by_contact[(reason, seeded[name]["id"])].fixed or "").startswith("review_hold event"), name
     for name in ("opted_out_queued", "held_queued"):
         assert (by_contact[(R.SUPPRESSED_IN_QUEUE, seeded[name]["id"])].fixed or "").startswith("cancelled")

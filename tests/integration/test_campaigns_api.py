@@ -63,8 +63,10 @@ def test_unknown_filter_key_is_a_422_naming_the_known_keys(container: Container)
     assert client.get(f"/v1/campaigns/{cid}/audience", headers=auth).json()["recipients"] == 2
     with container.db.transaction() as conn:  # a stored filter whose key no contact has any more
         conn.execute(update(campaigns).where(campaigns.c.id == cid).values(audience_filter={"colour": "red"}))
-    for response in (client.get(f"/v1/campaigns/{cid}/audience", headers=auth),
-                     client.post(f"/v1/campaigns/{cid}/send", headers=auth)):  # fmt: skip
+    for response in (
+        client.get(f"/v1/campaigns/{cid}/audience", headers=auth),
+        client.post(f"/v1/campaigns/{cid}/send", headers=auth),
+    ):
         assert response.status_code == 422, response.text
         assert "'colour'" in response.json()["detail"] and "first_name" in response.json()["detail"]
     assert client.get(f"/v1/campaigns/{cid}", headers=auth).json()["status"] == "draft"

@@ -92,9 +92,13 @@ def test_consent_api_commits_before_the_response_starts(
 ) -> None:
     body = json.dumps({"program": "deals", "action": "opt_out"}).encode()
     status, seen = call(
-        container, "POST", "/v1/contacts/+14155550134/consent", headers=auth, body=body,
+        container,
+        "POST",
+        "/v1/contacts/+14155550134/consent",
+        headers=auth,
+        body=body,
         probe=_status_of(contact["id"]),
-    )  # fmt: skip
+    )
     assert status == 201
     assert seen == "unsubscribed"
 

@@ -51,12 +51,26 @@ def test_opt_in_then_brand_wide_opt_out(container: Container, world: dict) -> No
     cid = world["contact"]["id"]
     with container.db.transaction() as conn:
         for name in ("deals", "news", "other"):
-            consent.record(conn, container.clock, contact_id=cid, program=world[name], action=Action.OPT_IN,
-                           channel=Channel.WEB, evidence=WEB)  # fmt: skip
+            consent.record(
+                conn,
+                container.clock,
+                contact_id=cid,
+                program=world[name],
+                action=Action.OPT_IN,
+                channel=Channel.WEB,
+                evidence=WEB,
+            )
     assert _status(container, cid, world["deals"]) == (Status.SUBSCRIBED, False)
     with container.db.transaction() as conn:
-        change = consent.record(conn, container.clock, contact_id=cid, program=world["deals"],
-                                action=Action.OPT_OUT, channel=Channel.SMS_KEYWORD, evidence={"message_text": "STOP"})  # fmt: skip
+        change = consent.record(
+            conn,
+            container.clock,
+            contact_id=cid,
+            program=world["deals"],
+            action=Action.OPT_OUT,
+            channel=Channel.SMS_KEYWORD,
+            evidence={"message_text": "STOP"},
+        )
     assert change.event["program_id"] is None  # the program's policy is brand-wide
     assert change.was_subscribed
     assert _status(container, cid, world["deals"])[0] is Status.UNSUBSCRIBED
@@ -68,10 +82,24 @@ def test_program_scoped_opt_out_leaves_sibling(container: Container, world: dict
     cid = world["contact"]["id"]
     with container.db.transaction() as conn:
         for name in ("deals", "news"):
-            consent.record(conn, container.clock, contact_id=cid, program=world[name], action=Action.OPT_IN,
-                           channel=Channel.WEB, evidence=WEB)  # fmt: skip
-        consent.record(conn, container.clock, contact_id=cid, program=world["news"], action=Action.OPT_OUT,
-                       channel=Channel.WEB, evidence={})  # fmt: skip
+            consent.record(
+                conn,
+                container.clock,
+                contact_id=cid,
+                program=world[name],
+                action=Action.OPT_IN,
+                channel=Channel.WEB,
+                evidence=WEB,
+            )
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=cid,
+            program=world["news"],
+            action=Action.OPT_OUT,
+            channel=Channel.WEB,
+            evidence={},
+        )
     assert _status(container, cid, world["news"])[0] is Status.UNSUBSCRIBED
     assert _status(container, cid, world["deals"])[0] is Status.SUBSCRIBED
 
@@ -81,27 +109,55 @@ def test_import_never_resubscribes_and_brand_optout_covers_new_programs(
 ) -> None:
     cid = world["contact"]["id"]
     with container.db.transaction() as conn:
-        consent.record(conn, container.clock, contact_id=cid, program=world["deals"], action=Action.OPT_OUT,
-                       channel=Channel.SMS_TEXT, evidence={"message_text": "stop texting me"})  # fmt: skip
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=cid,
+            program=world["deals"],
+            action=Action.OPT_OUT,
+            channel=Channel.SMS_TEXT,
+            evidence={"message_text": "stop texting me"},
+        )
         later = create_program(
             conn, container.clock, help_contact="https://acme.example/help", name="later", brand="Acme"
         )
     for program in (world["deals"], later):
         with container.db.transaction() as conn, pytest.raises(ConsentRefused):
-            consent.record(conn, container.clock, contact_id=cid, program=program, action=Action.OPT_IN,
-                           channel=Channel.IMPORT, evidence={"source": "crm"})  # fmt: skip
+            consent.record(
+                conn,
+                container.clock,
+                contact_id=cid,
+                program=program,
+                action=Action.OPT_IN,
+                channel=Channel.IMPORT,
+                evidence={"source": "crm"},
+            )
     # Their own keyword (START) does bring them back.
     with container.db.transaction() as conn:
-        consent.record(conn, container.clock, contact_id=cid, program=world["deals"], action=Action.OPT_IN,
-                       channel=Channel.SMS_KEYWORD, evidence={"message_text": "START"})  # fmt: skip
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=cid,
+            program=world["deals"],
+            action=Action.OPT_IN,
+            channel=Channel.SMS_KEYWORD,
+            evidence={"message_text": "START"},
+        )
     assert _status(container, cid, world["deals"])[0] is Status.SUBSCRIBED
 
 
 def test_opt_in_without_evidence_is_refused_and_records_nothing(container: Container, world: dict) -> None:
     cid = world["contact"]["id"]
     with container.db.transaction() as conn, pytest.raises(ConsentRefused, match="disclosure_text"):
-        consent.record(conn, container.clock, contact_id=cid, program=world["deals"], action=Action.OPT_IN,
-                       channel=Channel.API, evidence={"source": "crm"})  # fmt: skip
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=cid,
+            program=world["deals"],
+            action=Action.OPT_IN,
+            channel=Channel.API,
+            evidence={"source": "crm"},
+        )
     with container.db.read() as conn:
         assert conn.execute(select(consent_events)).first() is None
         assert conn.execute(select(subscriptions)).first() is None
@@ -110,14 +166,35 @@ def test_opt_in_without_evidence_is_refused_and_records_nothing(container: Conta
 def test_review_hold_is_a_flag_that_clears(container: Container, world: dict) -> None:
     cid = world["contact"]["id"]
     with container.db.transaction() as conn:
-        consent.record(conn, container.clock, contact_id=cid, program=world["deals"], action=Action.OPT_IN,
-                       channel=Channel.WEB, evidence=WEB)  # fmt: skip
-        consent.record(conn, container.clock, contact_id=cid, program=world["deals"], action=Action.REVIEW_HOLD,
-                       channel=Channel.SMS_TEXT, evidence={"message_text": "no"})  # fmt: skip
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=cid,
+            program=world["deals"],
+            action=Action.OPT_IN,
+            channel=Channel.WEB,
+            evidence=WEB,
+        )
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=cid,
+            program=world["deals"],
+            action=Action.REVIEW_HOLD,
+            channel=Channel.SMS_TEXT,
+            evidence={"message_text": "no"},
+        )
     assert _status(container, cid, world["deals"]) == (Status.SUBSCRIBED, True)
     with container.db.transaction() as conn:
-        consent.record(conn, container.clock, contact_id=cid, program=world["deals"],
-                       action=Action.REVIEW_CLEARED, channel=Channel.ADMIN, evidence={"operator": "ann"})  # fmt: skip
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=cid,
+            program=world["deals"],
+            action=Action.REVIEW_CLEARED,
+            channel=Channel.ADMIN,
+            evidence={"operator": "ann"},
+        )
     assert _status(container, cid, world["deals"]) == (Status.SUBSCRIBED, False)
 
 
@@ -125,8 +202,15 @@ def test_ledger_verifies_and_detects_tampering(container: Container, world: dict
     cid = world["contact"]["id"]
     with container.db.transaction() as conn:
         for action in (Action.OPT_IN, Action.OPT_OUT, Action.OPT_IN):  # back by their own START
-            consent.record(conn, container.clock, contact_id=cid, program=world["deals"], action=action,
-                           channel=Channel.SMS_KEYWORD, evidence={**WEB, "message_text": "START"})  # fmt: skip
+            consent.record(
+                conn,
+                container.clock,
+                contact_id=cid,
+                program=world["deals"],
+                action=action,
+                channel=Channel.SMS_KEYWORD,
+                evidence={**WEB, "message_text": "START"},
+            )
         ledger.record_digest(conn, container.clock.now())
     with container.db.read() as conn:
         result = ledger.verify(conn)
@@ -146,8 +230,15 @@ def test_deleting_newest_events_is_detected_by_digest(container: Container, worl
     cid = world["contact"]["id"]
     with container.db.transaction() as conn:
         for action in (Action.OPT_IN, Action.OPT_OUT):
-            consent.record(conn, container.clock, contact_id=cid, program=world["deals"], action=action,
-                           channel=Channel.WEB, evidence=WEB)  # fmt: skip
+            consent.record(
+                conn,
+                container.clock,
+                contact_id=cid,
+                program=world["deals"],
+                action=action,
+                channel=Channel.WEB,
+                evidence=WEB,
+            )
         ledger.record_digest(conn, container.clock.now())
     _force(container, "DELETE FROM consent_events WHERE seq = 2")  # hides the opt-out; chain alone looks fine
     with container.db.read() as conn:

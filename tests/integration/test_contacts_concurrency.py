@@ -69,8 +69,13 @@ def test_two_first_messages_from_a_new_number_at_once(container: Container) -> N
         )
 
     def first_message(sid: str) -> Callable[[Connection], Any]:
-        sms = InboundSms(provider="twilio", provider_message_id=sid, from_phone=NEW, to_phone="+14155550100",
-                         body="hi, is the shop open today?")  # fmt: skip
+        sms = InboundSms(
+            provider="twilio",
+            provider_message_id=sid,
+            from_phone=NEW,
+            to_phone="+14155550100",
+            body="hi, is the shop open today?",
+        )
         return lambda conn: record_inbound(conn, container.clock, sms)
 
     results, errors = race(container, first_message("SMa"), first_message("SMb"))
@@ -107,8 +112,9 @@ def test_an_import_racing_a_first_message_merges_into_the_new_contact(
         )
     path = tmp_path / "list.csv"
     path.write_text("phone,name\n(415) 555-0177,Ann\n4155550178,Bob\n", encoding="utf-8")
-    sms = InboundSms(provider="twilio", provider_message_id="SMc", from_phone=NEW, to_phone="+14155550100",
-                     body="hello")  # fmt: skip
+    sms = InboundSms(
+        provider="twilio", provider_message_id="SMc", from_phone=NEW, to_phone="+14155550100", body="hello"
+    )
     inbound_started = threading.Event()
     outcome: dict[str, Any] = {}
 

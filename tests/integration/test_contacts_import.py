@@ -93,8 +93,15 @@ def test_import_never_resubscribes_an_opted_out_contact(
     import_file(container.db, container.clock, path, program)
     with container.db.transaction() as conn:
         cid = contacts.get_by_phone(conn, "+14155550134")["id"]  # type: ignore[index]
-        consent.record(conn, container.clock, contact_id=cid, program=program, action=Action.OPT_OUT,
-                       channel=Channel.SMS_KEYWORD, evidence={"message_text": "STOP"})  # fmt: skip
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=cid,
+            program=program,
+            action=Action.OPT_OUT,
+            channel=Channel.SMS_KEYWORD,
+            evidence={"message_text": "STOP"},
+        )
     newer = write(tmp_path, "phone,consented_at,consent_source\n4155550134,2026-11-01,web\n", "newer.csv")
     s = import_file(container.db, container.clock, newer, program)
     assert s.kept_opted_out == 1 and s.consent_recorded == 0

@@ -209,8 +209,15 @@ def test_mid_size_import_accounts_for_every_row(container: Container, program: d
                 conn, parse_phone(phone), container.clock.now(), attributes={"vip": "y"}
             )
             if phone in opted_out:
-                consent.record(conn, container.clock, contact_id=contact["id"], program=program,
-                               action=Action.OPT_OUT, channel=Channel.SMS_KEYWORD, evidence={"message_text": "STOP"})  # fmt: skip
+                consent.record(
+                    conn,
+                    container.clock,
+                    contact_id=contact["id"],
+                    program=program,
+                    action=Action.OPT_OUT,
+                    channel=Channel.SMS_KEYWORD,
+                    evidence={"message_text": "STOP"},
+                )
     expected = {"bad": 0, "dup": 0}
     lines = []
     for i in range(n):
@@ -278,8 +285,9 @@ def test_an_import_notifies_opt_in_endpoints(container: Container, program: dict
     from optline.services import event_hooks
 
     with container.db.transaction() as conn:
-        event_hooks.create_endpoint(conn, container.clock, url="https://crm.example/optline", events=["opt_in"],
-                                    development=True)  # fmt: skip
+        event_hooks.create_endpoint(
+            conn, container.clock, url="https://crm.example/optline", events=["opt_in"], development=True
+        )
     path = tmp_path / "contacts.csv"
     path.write_text(HEADER + ROWS, encoding="utf-8")
     s = import_file(container.db, container.clock, path, program)

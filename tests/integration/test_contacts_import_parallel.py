@@ -56,8 +56,15 @@ def test_workers_and_this_process_parse_a_file_alike(
     messy_file(path, 6000)
     here, here_rejects = run(container, path, "here")
     with container.db.read() as conn:
-        stored = conn.execute(select(contacts.c.phone, contacts.c.attributes, contacts.c.number_type,
-                                     contacts.c.time_zone, contacts.c.us_state).order_by(contacts.c.phone)).all()  # fmt: skip
+        stored = conn.execute(
+            select(
+                contacts.c.phone,
+                contacts.c.attributes,
+                contacts.c.number_type,
+                contacts.c.time_zone,
+                contacts.c.us_state,
+            ).order_by(contacts.c.phone)
+        ).all()
         evidence = sorted(
             str(sorted(e.items())) for e in conn.execute(select(consent_events.c.evidence)).scalars()
         )
@@ -76,8 +83,18 @@ def test_workers_and_this_process_parse_a_file_alike(
     assert here.consent_recorded == workers.consent_recorded > 1000
     assert here_rejects == workers_rejects  # the same lines, reasons and cells, in the same order
     with container.db.read() as conn:
-        assert stored == conn.execute(select(contacts.c.phone, contacts.c.attributes, contacts.c.number_type,
-                                             contacts.c.time_zone, contacts.c.us_state).order_by(contacts.c.phone)).all()  # fmt: skip
+        assert (
+            stored
+            == conn.execute(
+                select(
+                    contacts.c.phone,
+                    contacts.c.attributes,
+                    contacts.c.number_type,
+                    contacts.c.time_zone,
+                    contacts.c.us_state,
+                ).order_by(contacts.c.phone)
+            ).all()
+        )
         both = sorted(
             str(sorted(e.items())) for e in conn.execute(select(consent_events.c.evidence)).scalars()
         )

@@ -61,9 +61,15 @@ def test_demo_refuses_a_database_with_messages_waiting(container: Container) -> 
         from optline.services import outbox
 
         outbox.enqueue(
-            conn, container.clock, program_id=program["id"], contact_id=cid, to_phone=outbound.phone(0),
-            kind=outbox.Kind.TRANSACTIONAL, body="Your order shipped", idempotency_key="order-1",
-        )  # fmt: skip
+            conn,
+            container.clock,
+            program_id=program["id"],
+            contact_id=cid,
+            to_phone=outbound.phone(0),
+            kind=outbox.Kind.TRANSACTIONAL,
+            body="Your order shipped",
+            idempotency_key="order-1",
+        )
     with pytest.raises(demo.DemoRefused, match="1 messages are waiting to be sent"):
         demo.load(container, contacts=20)
     with container.db.read() as conn:

@@ -33,8 +33,13 @@ def make_dispatcher(
     container: Container, fake: fp.FakeProviders, clock: Any = None, **config: Any
 ) -> Dispatcher:
     sender = TwilioSender(fp.TWILIO_SID, fp.TWILIO_TOKEN, fake.url)
-    return Dispatcher(container.db, clock or container.clock, sender,
-                      DispatchConfig(public_url="https://acme.test", **config), worker_id="w1")  # fmt: skip
+    return Dispatcher(
+        container.db,
+        clock or container.clock,
+        sender,
+        DispatchConfig(public_url="https://acme.test", **config),
+        worker_id="w1",
+    )
 
 
 def drain(dispatcher: Dispatcher) -> Counts:
@@ -102,8 +107,15 @@ def test_opt_out_after_the_audience_is_built_is_suppressed(
         from optline.domain.consent import Action, Channel
         from optline.services import consent
 
-        consent.record(conn, container.clock, contact_id=ids[2], program=program, action=Action.REVIEW_HOLD,
-                       channel=Channel.ADMIN, evidence={"reason": "check"})  # fmt: skip
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=ids[2],
+            program=program,
+            action=Action.REVIEW_HOLD,
+            channel=Channel.ADMIN,
+            evidence={"reason": "check"},
+        )
     counts = drain(make_dispatcher(container, fake))
     assert (counts.sent, counts.suppressed) == (2, 2)
     by_contact = {r.contact_id: r for r in rows(container)}
@@ -232,8 +244,16 @@ def test_florida_three_per_day_and_eight_pm(container: Container, fake: fp.FakeP
     dispatcher = make_dispatcher(container, fake)
     for n in range(4):
         with container.db.transaction() as conn:
-            outbox.enqueue(conn, container.clock, program_id=program["id"], contact_id=ids[0], kind=outbox.Kind.MARKETING,
-                           to_phone=outbound.phone(0), body=f"Acme deal {n} STOP", idempotency_key=f"fl{n}")  # fmt: skip
+            outbox.enqueue(
+                conn,
+                container.clock,
+                program_id=program["id"],
+                contact_id=ids[0],
+                kind=outbox.Kind.MARKETING,
+                to_phone=outbound.phone(0),
+                body=f"Acme deal {n} STOP",
+                idempotency_key=f"fl{n}",
+            )
         drain(dispatcher)
         container.clock.advance(minutes=10)
     statuses = [r.status for r in rows(container)]
@@ -335,8 +355,11 @@ def test_provider_opted_out_error_becomes_a_ledger_event(
     counts = drain(make_dispatcher(container, fake))
     assert (counts.sent, counts.suppressed) == (1, 1)
     with container.db.read() as conn:
-        event = conn.execute(select(consent_events).where(consent_events.c.contact_id == ids[0])
-                             .order_by(consent_events.c.seq.desc())).first()  # fmt: skip
+        event = conn.execute(
+            select(consent_events)
+            .where(consent_events.c.contact_id == ids[0])
+            .order_by(consent_events.c.seq.desc())
+        ).first()
         sub = conn.execute(
             select(subscriptions.c.status).where(subscriptions.c.contact_id == ids[0])
         ).scalar()
@@ -350,8 +373,16 @@ def test_replies_bypass_consent_and_quiet_hours(container: Container, fake: fp.F
     with container.db.transaction() as conn:
         outbound.opt_out(conn, container.clock, program, ids[0])
         for kind in (outbox.Kind.CONFIRMATION, outbox.Kind.MARKETING, outbox.Kind.TRANSACTIONAL):
-            outbox.enqueue(conn, container.clock, program_id=program["id"], contact_id=ids[0], kind=kind,
-                           to_phone=outbound.phone(0), body=f"Acme {kind}", idempotency_key=f"k-{kind}")  # fmt: skip
+            outbox.enqueue(
+                conn,
+                container.clock,
+                program_id=program["id"],
+                contact_id=ids[0],
+                kind=kind,
+                to_phone=outbound.phone(0),
+                body=f"Acme {kind}",
+                idempotency_key=f"k-{kind}",
+            )
     drain(make_dispatcher(container, fake))
     assert [r.status for r in rows(container)] == ["sent", "suppressed", "suppressed"]
     assert [m["body"] for m in fake.received] == ["Acme confirmation"]

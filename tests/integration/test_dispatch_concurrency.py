@@ -129,8 +129,12 @@ def test_results_are_stored_as_the_calls_return(live: Container, fake: fp.FakePr
     thread.start()
     while thread.is_alive():
         rows = statuses(live)
-        seen.append((sum(r.status == "sent" and r.provider_message_id is not None for r in rows),
-                     sum(r.status == "sending" for r in rows)))  # fmt: skip
+        seen.append(
+            (
+                sum(r.status == "sent" and r.provider_message_id is not None for r in rows),
+                sum(r.status == "sending" for r in rows),
+            )
+        )
         time.sleep(0.05)
     thread.join()
     dispatcher.close()

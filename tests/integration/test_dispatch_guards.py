@@ -34,9 +34,15 @@ def test_a_confirmation_enqueued_behind_a_campaign_is_in_the_next_claimed_batch(
     start_campaign(container)
     with container.db.transaction() as conn:
         confirmation = outbox.enqueue(
-            conn, container.clock, program_id=program["id"], contact_id=ids[-1], to_phone=outbound.phone(1999),
-            kind=outbox.Kind.CONFIRMATION, body="Acme: you are unsubscribed.", idempotency_key="confirm-1",
-        )  # fmt: skip
+            conn,
+            container.clock,
+            program_id=program["id"],
+            contact_id=ids[-1],
+            to_phone=outbound.phone(1999),
+            kind=outbox.Kind.CONFIRMATION,
+            body="Acme: you are unsubscribed.",
+            idempotency_key="confirm-1",
+        )
     dispatcher = make_dispatcher(container, fake, batch_size=100)
     with container.db.transaction() as conn:
         claimed = dispatcher.claim(conn, container.clock.now(), 100)
@@ -53,8 +59,16 @@ def test_the_reply_lane_is_served_by_its_index_on_postgresql(
     program, ids = outbound.seed(container, 2000)
     start_campaign(container)
     with container.db.transaction() as conn:
-        outbox.enqueue(conn, container.clock, program_id=program["id"], contact_id=ids[0], to_phone=outbound.phone(0),
-                       kind=outbox.Kind.HELP, body="Acme help", idempotency_key="help-1")  # fmt: skip
+        outbox.enqueue(
+            conn,
+            container.clock,
+            program_id=program["id"],
+            contact_id=ids[0],
+            to_phone=outbound.phone(0),
+            kind=outbox.Kind.HELP,
+            body="Acme help",
+            idempotency_key="help-1",
+        )
         conn.execute(text("ANALYZE messages"))
     dispatcher = make_dispatcher(container, fake)
     with container.db.transaction() as conn:

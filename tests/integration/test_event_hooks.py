@@ -73,8 +73,15 @@ def register(container: Container, url: str, *events: str) -> event_hooks.Create
 
 def opt_out(container: Container, world: dict[str, Any]) -> None:
     with container.db.transaction() as conn:
-        consent.record(conn, container.clock, contact_id=world["person"]["id"], program=world["program"],
-                       action=Action.OPT_OUT, channel=Channel.API, evidence={"source": "test"})  # fmt: skip
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=world["person"]["id"],
+            program=world["program"],
+            action=Action.OPT_OUT,
+            channel=Channel.API,
+            evidence={"source": "test"},
+        )
 
 
 def rows(container: Container, table: Any) -> list[dict[str, Any]]:
@@ -240,9 +247,12 @@ def test_a_signed_stop_queues_its_opt_out_event_in_the_same_transaction(
         event.remove(container.db.engine, "commit", refuse)
     with container.db.read() as conn:
         assert conn.execute(select(func.count()).select_from(webhook_deliveries)).scalar_one() == 0
-        assert conn.execute(
-            select(func.count()).select_from(consent_events).where(consent_events.c.action == "opt_out")
-        ).scalar_one() == 0  # fmt: skip
+        assert (
+            conn.execute(
+                select(func.count()).select_from(consent_events).where(consent_events.c.action == "opt_out")
+            ).scalar_one()
+            == 0
+        )
 
     assert stop_via_twilio(client, clock).status_code == 200  # the retry commits: the change and its event
     (opt_out_event,) = [e for e in rows(container, consent_events) if e["action"] == "opt_out"]
@@ -264,8 +274,9 @@ def test_review_and_message_outcomes_are_events_too(
     with container.db.transaction() as conn:
         ids = []
         for n in (1, 2):
-            mid = outbox_rows.message(conn, program=world["program"], contact=world["person"], at=clock.now(),
-                                      status="sent")  # fmt: skip
+            mid = outbox_rows.message(
+                conn, program=world["program"], contact=world["person"], at=clock.now(), status="sent"
+            )
             conn.execute(
                 update(messages)
                 .where(messages.c.id == mid)
@@ -324,8 +335,13 @@ def test_an_endpoint_registered_by_another_process_gets_events_within_the_cache_
     other = Database(make_engine(container.settings.database_url))  # another process's connection pool
     try:
         with other.transaction() as conn:
-            event_hooks.create_endpoint(conn, container.clock, url="https://crm.example.com/hooks",
-                                        events=["opt_in"], development=False)  # fmt: skip
+            event_hooks.create_endpoint(
+                conn,
+                container.clock,
+                url="https://crm.example.com/hooks",
+                events=["opt_in"],
+                development=False,
+            )
         with other.read() as conn:  # the registering process itself sees it at once
             assert event_hooks.subscribers(conn, event_hooks.rules.EventType.OPT_IN) != []
     finally:

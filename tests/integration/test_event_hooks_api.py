@@ -31,8 +31,10 @@ def test_endpoints_need_an_api_key(container: Container) -> None:
 
 
 def test_register_list_deliveries_replay_and_disable(container: Container, client: TestClient) -> None:
-    created = client.post("/v1/webhook-endpoints", json={"url": "https://crm.example.com/optline",
-                                                         "events": ["opt_out"], "description": "CRM"})  # fmt: skip
+    created = client.post(
+        "/v1/webhook-endpoints",
+        json={"url": "https://crm.example.com/optline", "events": ["opt_out"], "description": "CRM"},
+    )
     assert created.status_code == 201, created.text
     endpoint = created.json()
     assert endpoint["secret"].startswith("whsec_") and endpoint["events"] == ["opt_out"]
@@ -43,8 +45,15 @@ def test_register_list_deliveries_replay_and_disable(container: Container, clien
     program = web.program(container)
     person = web.subscriber(container, program)
     with container.db.transaction() as conn:
-        consent.record(conn, container.clock, contact_id=person["id"], program=program, action=Action.OPT_OUT,
-                       channel=Channel.API, evidence={"source": "test"})  # fmt: skip
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=person["id"],
+            program=program,
+            action=Action.OPT_OUT,
+            channel=Channel.API,
+            evidence={"source": "test"},
+        )
     (delivery,) = client.get(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries").json()
     assert delivery["event_type"] == "opt_out" and delivery["status"] == "pending"
     assert delivery["message_id"].startswith("msg_") and delivery["attempt_list"] == []
@@ -71,11 +80,20 @@ def test_register_list_deliveries_replay_and_disable(container: Container, clien
 
 def _rejoin_and_leave(container: Container, program: dict, person: dict) -> None:
     """The person texts START, then STOP again: one opt_out event for the endpoint's subscription."""
-    for action, channel, evidence in ((Action.OPT_IN, Channel.SMS_KEYWORD, {"message_text": "START"}),
-                                      (Action.OPT_OUT, Channel.API, {"source": "test"})):  # fmt: skip
+    for action, channel, evidence in (
+        (Action.OPT_IN, Channel.SMS_KEYWORD, {"message_text": "START"}),
+        (Action.OPT_OUT, Channel.API, {"source": "test"}),
+    ):
         with container.db.transaction() as conn:
-            consent.record(conn, container.clock, contact_id=person["id"], program=program, action=action,
-                           channel=channel, evidence=evidence)  # fmt: skip
+            consent.record(
+                conn,
+                container.clock,
+                contact_id=person["id"],
+                program=program,
+                action=action,
+                channel=channel,
+                evidence=evidence,
+            )
 
 
 @pytest.mark.parametrize(

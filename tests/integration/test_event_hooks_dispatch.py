@@ -25,8 +25,13 @@ def fake() -> Iterator[fp.FakeProviders]:
 
 def test_a_permanent_failure_queues_message_failed(container: Container, fake: fp.FakeProviders) -> None:
     with container.db.transaction() as conn:
-        event_hooks.create_endpoint(conn, container.clock, url="https://crm.example.com/hooks",
-                                    events=["message.failed", "message.delivered"], development=False)  # fmt: skip
+        event_hooks.create_endpoint(
+            conn,
+            container.clock,
+            url="https://crm.example.com/hooks",
+            events=["message.failed", "message.delivered"],
+            development=False,
+        )
     outbound.seed(container, 2)
     start_campaign(container)
     fake.fail(status=400, body={"code": 21211, "message": "Invalid 'To' Phone Number"}, to=outbound.phone(0))

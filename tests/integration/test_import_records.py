@@ -24,8 +24,9 @@ from tests.support import web
 
 
 def run(container: Container, program: dict[str, Any], path: Path, **kw: Any) -> tuple[int, Any]:
-    import_id = imports.start(container.db, container.clock, program, file_name=path.name, source="cli",
-                              imported_by="maria")  # fmt: skip
+    import_id = imports.start(
+        container.db, container.clock, program, file_name=path.name, source="cli", imported_by="maria"
+    )
     return import_id, imports.run(container.db, container.clock, import_id, path, program, **kw)
 
 
@@ -53,8 +54,15 @@ def test_every_rejected_and_held_row_is_stored_as_the_rejects_file_has_it(
         contact, _ = contact_repo.get_or_create(
             conn, parse_phone("+14155550135", "US"), container.clock.now()
         )
-        consent.record(conn, container.clock, contact_id=contact["id"], program=program, action=Action.OPT_OUT,
-                       channel=Channel.SMS_KEYWORD, evidence={"message_text": "STOP"})  # fmt: skip
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=contact["id"],
+            program=program,
+            action=Action.OPT_OUT,
+            channel=Channel.SMS_KEYWORD,
+            evidence={"message_text": "STOP"},
+        )
     path = tmp_path / "messy.csv"
     path.write_text(MESSY + '=HYPERLINK("http://x");<b>Eve</b>;;;;\n', encoding="utf-8")
     import_id, summary = run(container, program, path)
@@ -62,8 +70,11 @@ def test_every_rejected_and_held_row_is_stored_as_the_rejects_file_has_it(
     rows = stored(container, import_id)
     file_rows = rejects_file(summary.rejects_path)
     # The same header and the same rows (the file: in the order found; the record: in line order).
-    assert rows[0] == file_rows[0] == ["line", "reason", "phone", "first_name", "consented_at",
-                                       "consent_source", "consent_text", "ip"]  # fmt: skip
+    assert (
+        rows[0]
+        == file_rows[0]
+        == ["line", "reason", "phone", "first_name", "consented_at", "consent_source", "consent_text", "ip"]
+    )
     file_rows[1:] = sorted(file_rows[1:], key=lambda r: int(r[0]))
     assert [escape_row(r) for r in as_text(rows)] == file_rows
     lines = {row[0]: row[1] for row in rows[1:]}

@@ -38,8 +38,11 @@ def upload(container: Container) -> Any:
     assert 'name="encoding"' in page and 'value="cp1252"' in page
 
     def post(data: bytes, **form: str) -> Any:
-        r = client.post(f"/dashboard/programs/{prog['id']}/import", data={"csrf": csrf, **form},
-                        files={"file": ("list.csv", data, "text/csv")})  # fmt: skip
+        r = client.post(
+            f"/dashboard/programs/{prog['id']}/import",
+            data={"csrf": csrf, **form},
+            files={"file": ("list.csv", data, "text/csv")},
+        )
         r.page = html.unescape(r.text)
         return r
 

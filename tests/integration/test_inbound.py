@@ -43,8 +43,15 @@ def settings(db_url: str) -> Settings:
 @pytest.fixture
 def world(container: Container) -> dict[str, Any]:
     with container.db.transaction() as conn:
-        deals = create_program(conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme Coffee", sender_numbers=[SENDER],
-                               optout_scope="program")  # fmt: skip
+        deals = create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme Coffee",
+            sender_numbers=[SENDER],
+            optout_scope="program",
+        )
         news = create_program(
             conn,
             container.clock,
@@ -55,8 +62,15 @@ def world(container: Container) -> dict[str, Any]:
         )
         person, _ = contact_repo.get_or_create(conn, parse_phone(PERSON), container.clock.now())
         for program in (deals, news):
-            consent.record(conn, container.clock, contact_id=person["id"], program=program, action=Action.OPT_IN,
-                           channel=Channel.WEB, evidence=WEB)  # fmt: skip
+            consent.record(
+                conn,
+                container.clock,
+                contact_id=person["id"],
+                program=program,
+                action=Action.OPT_IN,
+                channel=Channel.WEB,
+                evidence=WEB,
+            )
     return {"deals": deals, "news": news, "person": person}
 
 
@@ -92,8 +106,9 @@ def events(container: Container, action: str | None = None) -> list[dict[str, An
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_stop_unsubscribes_before_the_answer(container: Container, world: dict, client: TestClient,
-                                             clock: FrozenClock, provider: str) -> None:  # fmt: skip
+def test_stop_unsubscribes_before_the_answer(
+    container: Container, world: dict, client: TestClient, clock: FrozenClock, provider: str
+) -> None:
     response = reply(client, clock, "STOP", f"{provider}-1", provider)
     assert response.status_code == 200, response.text
     if provider == "twilio":
@@ -121,8 +136,9 @@ def test_duplicate_delivery_records_once(
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_forged_request_is_refused_and_records_nothing(container: Container, world: dict, client: TestClient,
-                                                       clock: FrozenClock, provider: str) -> None:  # fmt: skip
+def test_forged_request_is_refused_and_records_nothing(
+    container: Container, world: dict, client: TestClient, clock: FrozenClock, provider: str
+) -> None:
     fx = signing.inbound_fixture(provider, sid="forged", from_="+14155550199", to=SENDER, body="STOP")
     s = signing.sign(provider, fx, "http://testserver", now=clock.now().timestamp())
     forged = s.body.replace(b"STOP", b"QUIT") if s.body else s.body
@@ -203,8 +219,9 @@ def test_ambiguous_reply_holds_marketing_for_review(
     assert rows(container, messages) == []  # no reply to an ambiguous message
 
 
-def test_stopall_is_brand_wide_and_twilio_optout_type_is_respected(container: Container, world: dict,
-                                                                   client: TestClient, clock: FrozenClock) -> None:  # fmt: skip
+def test_stopall_is_brand_wide_and_twilio_optout_type_is_respected(
+    container: Container, world: dict, client: TestClient, clock: FrozenClock
+) -> None:
     fx = signing.inbound_fixture("twilio", sid="SMall", from_=PERSON, to=SENDER, body="STOPALL")
     fx["params"]["OptOutType"] = "STOP"
     assert post(client, clock, "twilio", fx).status_code == 200
@@ -220,13 +237,26 @@ def test_attribution_to_last_campaign(
     container: Container, world: dict, client: TestClient, clock: FrozenClock
 ) -> None:
     with container.db.transaction() as conn:
-        ids = [conn.execute(insert(campaigns).values(program_id=world["deals"]["id"], name=n, template="hi",
-                                                     created_at=clock.now()).returning(campaigns.c.id)).scalar()
-               for n in ("fall", "winter")]  # fmt: skip
+        ids = [
+            conn.execute(
+                insert(campaigns)
+                .values(program_id=world["deals"]["id"], name=n, template="hi", created_at=clock.now())
+                .returning(campaigns.c.id)
+            ).scalar()
+            for n in ("fall", "winter")
+        ]
         for n, campaign_id in enumerate(ids):
-            msg = outbox.enqueue(conn, clock, program_id=world["deals"]["id"], contact_id=world["person"]["id"],
-                                 to_phone=PERSON, kind=Kind.MARKETING, body="Deal", idempotency_key=f"c{n}",
-                                 campaign_id=campaign_id)  # fmt: skip
+            msg = outbox.enqueue(
+                conn,
+                clock,
+                program_id=world["deals"]["id"],
+                contact_id=world["person"]["id"],
+                to_phone=PERSON,
+                kind=Kind.MARKETING,
+                body="Deal",
+                idempotency_key=f"c{n}",
+                campaign_id=campaign_id,
+            )
             clock.advance(minutes=1)
             conn.execute(
                 update(messages).where(messages.c.id == msg["id"]).values(status="sent", sent_at=clock.now())
@@ -239,18 +269,36 @@ def test_attribution_to_last_campaign(
 
 def _sent_message(container: Container, world: dict, provider: str, sid: str) -> int:
     with container.db.transaction() as conn:
-        msg = outbox.enqueue(conn, container.clock, program_id=world["deals"]["id"], contact_id=world["person"]["id"],
-                             to_phone=PERSON, kind=Kind.MARKETING, body="Deal", idempotency_key=sid)  # fmt: skip
-        conn.execute(update(messages).where(messages.c.id == msg["id"])
-                     .values(status="sent", provider=provider, provider_message_id=sid))  # fmt: skip
+        msg = outbox.enqueue(
+            conn,
+            container.clock,
+            program_id=world["deals"]["id"],
+            contact_id=world["person"]["id"],
+            to_phone=PERSON,
+            kind=Kind.MARKETING,
+            body="Deal",
+            idempotency_key=sid,
+        )
+        conn.execute(
+            update(messages)
+            .where(messages.c.id == msg["id"])
+            .values(status="sent", provider=provider, provider_message_id=sid)
+        )
     return int(msg["id"])
 
 
 @pytest.mark.parametrize(
     ("provider", "code", "raw_status"), [("twilio", "21610", "failed"), ("telnyx", "40300", "sending_failed")]
 )
-def test_provider_opted_out_status_becomes_a_ledger_event(container: Container, world: dict, client: TestClient,
-                                                          clock: FrozenClock, provider: str, code: str, raw_status: str) -> None:  # fmt: skip
+def test_provider_opted_out_status_becomes_a_ledger_event(
+    container: Container,
+    world: dict,
+    client: TestClient,
+    clock: FrozenClock,
+    provider: str,
+    code: str,
+    raw_status: str,
+) -> None:
     msg_id = _sent_message(container, world, provider, "SMout1")
     fx = signing.status_fixture(provider, sid="SMout1", status=raw_status, error_code=code)
     for _ in range(2):  # at least once: the second delivery changes nothing
@@ -284,8 +332,9 @@ def test_delivery_status_moves_forward_only(
     assert events(container, "opt_out") == []
 
 
-def test_failure_to_commit_answers_500_and_records_nothing(container: Container, world: dict, client: TestClient,
-                                                           clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_failure_to_commit_answers_500_and_records_nothing(
+    container: Container, world: dict, client: TestClient, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from optline.services import consent as consent_service
 
     def broken(*args: Any, **kwargs: Any) -> Any:
@@ -299,13 +348,22 @@ def test_failure_to_commit_answers_500_and_records_nothing(container: Container,
     assert status(container, world)[0] is Status.UNSUBSCRIBED
 
 
-def test_double_opt_in_programs_hand_keyword_opt_ins_to_the_signup_seam(container: Container, client: TestClient,
-                                                                       clock: FrozenClock) -> None:  # fmt: skip
+def test_double_opt_in_programs_hand_keyword_opt_ins_to_the_signup_seam(
+    container: Container, client: TestClient, clock: FrozenClock
+) -> None:
     from optline.entrypoints.api.webhooks import SIGNUP_HOOK
 
     with container.db.transaction() as conn:
-        vip = create_program(conn, clock, help_contact="https://acme.example/help", name="vip", brand="Acme", sender_numbers=[SENDER], double_opt_in=True,
-                             join_keywords=["vip"])  # fmt: skip
+        vip = create_program(
+            conn,
+            clock,
+            help_contact="https://acme.example/help",
+            name="vip",
+            brand="Acme",
+            sender_numbers=[SENDER],
+            double_opt_in=True,
+            join_keywords=["vip"],
+        )
     calls: list[dict[str, Any]] = []
     container.extras[SIGNUP_HOOK] = lambda conn, clock, **kw: calls.append(kw)
     assert reply(client, clock, "START", "SMvip").status_code == 200  # an explicit opt-in word
@@ -336,8 +394,14 @@ INBOUND_FIXTURES = [
 @pytest.mark.parametrize(
     ("provider", "fx"), INBOUND_FIXTURES, ids=[f"{p}:{f['name']}" for p, f in INBOUND_FIXTURES]
 )
-def test_every_inbound_fixture_over_http(container: Container, world: dict, client: TestClient, clock: FrozenClock,
-                                         provider: str, fx: dict[str, Any]) -> None:  # fmt: skip
+def test_every_inbound_fixture_over_http(
+    container: Container,
+    world: dict,
+    client: TestClient,
+    clock: FrozenClock,
+    provider: str,
+    fx: dict[str, Any],
+) -> None:
     if provider == "vonage":  # the signature method is an account setting at Vonage, and so here
         container.settings.vonage_signature_method = fx.get("mode", "md5hash")
     assert post(client, clock, provider, fx).status_code == 200

@@ -44,8 +44,15 @@ def world(container: Container) -> dict[str, Any]:
             sender_numbers=[SENDER],
         )
         person, _ = contact_repo.get_or_create(conn, parse_phone(PERSON), container.clock.now())
-        consent.record(conn, container.clock, contact_id=person["id"], program=deals, action=Action.OPT_IN,
-                       channel=Channel.WEB, evidence=WEB)  # fmt: skip
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=person["id"],
+            program=deals,
+            action=Action.OPT_IN,
+            channel=Channel.WEB,
+            evidence=WEB,
+        )
     return {"deals": deals, "person": person}
 
 
@@ -71,17 +78,32 @@ def status(container: Container, world: dict[str, Any]) -> tuple[Status, bool]:
 
 def marketing_sent(container: Container, world: dict[str, Any], body: str = "Weekend deal: 2 for 1") -> None:
     with container.db.transaction() as conn:
-        msg = outbox.enqueue(conn, container.clock, program_id=world["deals"]["id"], contact_id=world["person"]["id"],
-                             to_phone=PERSON, kind=Kind.MARKETING, body=body, idempotency_key=f"m{next(_ids)}")  # fmt: skip
-        conn.execute(update(messages).where(messages.c.id == msg["id"])
-                     .values(status="delivered", sent_at=container.clock.now()))  # fmt: skip
+        msg = outbox.enqueue(
+            conn,
+            container.clock,
+            program_id=world["deals"]["id"],
+            contact_id=world["person"]["id"],
+            to_phone=PERSON,
+            kind=Kind.MARKETING,
+            body=body,
+            idempotency_key=f"m{next(_ids)}",
+        )
+        conn.execute(
+            update(messages)
+            .where(messages.c.id == msg["id"])
+            .values(status="delivered", sent_at=container.clock.now())
+        )
 
 
 @pytest.mark.parametrize(
     ("body", "words"),
-    [("dejen de mandarme mensajes", "te has dado de baja"), ("ne m'envoyez plus de messages", "désabonné"),
-     ("não quero mais receber mensagens", "cancelou a inscrição"), ("please stop texting me", "unsubscribed")],
-)  # fmt: skip
+    [
+        ("dejen de mandarme mensajes", "te has dado de baja"),
+        ("ne m'envoyez plus de messages", "désabonné"),
+        ("não quero mais receber mensagens", "cancelou a inscrição"),
+        ("please stop texting me", "unsubscribed"),
+    ],
+)
 def test_opt_out_is_confirmed_in_the_language_of_the_reply(
     container: Container, world: dict, body: str, words: str
 ) -> None:
@@ -104,8 +126,15 @@ def test_help_and_rejoin_answer_in_the_language_of_the_reply(container: Containe
 
 def test_a_custom_help_text_stays_as_configured(container: Container, world: dict) -> None:
     with container.db.transaction() as conn:
-        create_program(conn, container.clock, help_contact="https://acme.example/help", name="vip", brand="Acme VIP", sender_numbers=["+14155550111"],
-                       help_text="Acme VIP: call 555-0100.")  # fmt: skip
+        create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="vip",
+            brand="Acme VIP",
+            sender_numbers=["+14155550111"],
+            help_text="Acme VIP: call 555-0100.",
+        )
     sms = InboundSms("simulator", "SMvip", PERSON, "+14155550111", "AIDE")
     with container.db.transaction() as conn:
         record_inbound(conn, container.clock, sms)

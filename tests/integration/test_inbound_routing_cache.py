@@ -21,8 +21,14 @@ def test_a_program_created_by_another_process_owns_its_number_at_once(container:
     other = build(container.settings, clock=container.clock)  # another process, its own cache
     try:
         with other.db.transaction() as conn:
-            create_program(conn, other.clock, help_contact="https://acme.example/help", name="news",
-                           brand="Acme", sender_numbers=["(415) 555-0177"])  # fmt: skip
+            create_program(
+                conn,
+                other.clock,
+                help_contact="https://acme.example/help",
+                name="news",
+                brand="Acme",
+                sender_numbers=["(415) 555-0177"],
+            )
     finally:
         other.close()
     with container.db.read() as conn:
@@ -46,8 +52,14 @@ def test_a_stop_to_a_number_added_elsewhere_is_routed_not_revoke_all(container: 
             outbound.subscribe(conn, other.clock, news, ids)
     finally:
         other.close()
-    sms = InboundSms(provider="twilio", provider_message_id="SMcache1", from_phone=outbound.phone(0),
-                     to_phone="+14155550188", body="STOP", received_at=container.clock.now())  # fmt: skip
+    sms = InboundSms(
+        provider="twilio",
+        provider_message_id="SMcache1",
+        from_phone=outbound.phone(0),
+        to_phone="+14155550188",
+        body="STOP",
+        received_at=container.clock.now(),
+    )
     with container.db.transaction() as conn:
         result = record_inbound(conn, container.clock, sms)
         row = conn.execute(select(inbound_messages).where(inbound_messages.c.id == result.inbound_id)).one()

@@ -93,8 +93,15 @@ def test_events_after_the_checkpoint_do_not_break_it(signed: Container, clock: F
     with signed.db.transaction() as conn:  # a newcomer and a help request: newer than the checkpoint
         program = programs.get_by_name(conn, "deals") or {}
         cid = contacts.get_or_create(conn, parse_phone("+14155559999"), clock.now())[0]["id"]
-        consent.record(conn, clock, contact_id=cid, program=program, action=Action.OPT_IN,
-                       channel=Channel.SMS_KEYWORD, evidence={"message_text": "JOIN"})  # fmt: skip
+        consent.record(
+            conn,
+            clock,
+            contact_id=cid,
+            program=program,
+            action=Action.OPT_IN,
+            channel=Channel.SMS_KEYWORD,
+            evidence={"message_text": "JOIN"},
+        )
     plain, against = _against_log(signed)
     assert plain.ok and plain.events == 3 and against == []
 
@@ -106,8 +113,14 @@ def test_a_checkpoint_signed_by_another_key_or_edited_is_refused(signed: Contain
     key = keys.public_key_hex(signed.settings)
     edited = json.loads(taken.to_json()) | {"events": 1}
     forged_key = keys.decode_seed("11" * 32, "test")
-    forged = cp.sign(forged_key, created_at=signed.clock.now(), digest_id=taken.digest_id,
-                     digest="f" * 64, chains=1, events=2)  # fmt: skip
+    forged = cp.sign(
+        forged_key,
+        created_at=signed.clock.now(),
+        digest_id=taken.digest_id,
+        digest="f" * 64,
+        chains=1,
+        events=2,
+    )
     found = [("edited", cp.parse(json.dumps(edited))), ("forged", forged)]
     good, bad = checkpoints.trusted(found, key)
     assert good == []

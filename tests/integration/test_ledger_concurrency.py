@@ -44,8 +44,15 @@ def test_concurrent_appends_keep_every_chain_intact(container: Container) -> Non
                 cid = ids[(n + i) % len(ids)]  # several writers hit the same contact at the same moment
                 action = Action.REVIEW_HOLD if i % 2 else Action.REVIEW_CLEARED
                 with container.db.transaction() as conn:
-                    consent.record(conn, container.clock, contact_id=cid, program=program, action=action,
-                                   channel=Channel.ADMIN, evidence={"writer": n, "i": i})  # fmt: skip
+                    consent.record(
+                        conn,
+                        container.clock,
+                        contact_id=cid,
+                        program=program,
+                        action=action,
+                        channel=Channel.ADMIN,
+                        evidence={"writer": n, "i": i},
+                    )
         except BaseException as exc:  # collected, re-raised in the main thread
             errors.append(exc)
 
@@ -79,8 +86,15 @@ def test_a_held_contact_lock_does_not_block_other_contacts(container: Container,
         def other() -> None:
             with container.db.transaction() as conn:
                 conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
-                consent.record(conn, container.clock, contact_id=b, program=program, action=Action.OPT_OUT,
-                               channel=Channel.WEB, evidence={})  # fmt: skip
+                consent.record(
+                    conn,
+                    container.clock,
+                    contact_id=b,
+                    program=program,
+                    action=Action.OPT_OUT,
+                    channel=Channel.WEB,
+                    evidence={},
+                )
             done.set()
 
         t = threading.Thread(target=other)
@@ -107,8 +121,15 @@ def test_concurrent_digests_extend_one_digest_chain(container: Container) -> Non
             cid = contacts.get_or_create(conn, parse_phone(f"+1415555{i:04d}"), container.clock.now())[0][
                 "id"
             ]
-            consent.record(conn, container.clock, contact_id=cid, program=program, action=Action.OPT_OUT,
-                           channel=Channel.ADMIN, evidence={"operator": "ann", "note": "asked by phone"})  # fmt: skip
+            consent.record(
+                conn,
+                container.clock,
+                contact_id=cid,
+                program=program,
+                action=Action.OPT_OUT,
+                channel=Channel.ADMIN,
+                evidence={"operator": "ann", "note": "asked by phone"},
+            )
     errors: list[BaseException] = []
     recorded: list[str | None] = []
     start = threading.Barrier(DIGESTERS)
@@ -144,11 +165,21 @@ def test_a_forking_digest_is_refused_by_the_database(container: Container) -> No
             conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme"
         )
         cid = contacts.get_or_create(conn, parse_phone("+14155550100"), container.clock.now())[0]["id"]
-        consent.record(conn, container.clock, contact_id=cid, program=program, action=Action.OPT_OUT,
-                       channel=Channel.ADMIN, evidence={"operator": "ann", "note": "asked by phone"})  # fmt: skip
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=cid,
+            program=program,
+            action=Action.OPT_OUT,
+            channel=Channel.ADMIN,
+            evidence={"operator": "ann", "note": "asked by phone"},
+        )
         first = ledger.record_digest(conn, container.clock.now())
         ledger.record_digest(conn, container.clock.now())
     # A second digest claiming the same predecessor as an existing one would fork the digest chain.
     with pytest.raises(IntegrityError), container.db.transaction() as conn:
-        conn.execute(insert(ledger_digests).values(created_at=container.clock.now(), chains=1,
-                                                   prev_digest=first, digest="f" * 64))  # fmt: skip
+        conn.execute(
+            insert(ledger_digests).values(
+                created_at=container.clock.now(), chains=1, prev_digest=first, digest="f" * 64
+            )
+        )

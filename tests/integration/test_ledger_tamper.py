@@ -34,10 +34,24 @@ def _opted_out(container: Container, count: int) -> list[int]:
             cid = contacts.get_or_create(conn, parse_phone(f"+1415555{i:04d}"), container.clock.now())[0][
                 "id"
             ]
-            consent.record(conn, container.clock, contact_id=cid, program=program, action=Action.OPT_IN,
-                           channel=Channel.WEB, evidence=WEB)  # fmt: skip
-            consent.record(conn, container.clock, contact_id=cid, program=program, action=Action.OPT_OUT,
-                           channel=Channel.SMS_KEYWORD, evidence={"message_text": "STOP"})  # fmt: skip
+            consent.record(
+                conn,
+                container.clock,
+                contact_id=cid,
+                program=program,
+                action=Action.OPT_IN,
+                channel=Channel.WEB,
+                evidence=WEB,
+            )
+            consent.record(
+                conn,
+                container.clock,
+                contact_id=cid,
+                program=program,
+                action=Action.OPT_OUT,
+                channel=Channel.SMS_KEYWORD,
+                evidence={"message_text": "STOP"},
+            )
             ids.append(cid)
     return ids
 

@@ -33,11 +33,19 @@ def refusing(container: Container) -> Iterator[Container]:
     """A database that refuses any reply mentioning a PIN (what any failed write looks like to the route)."""
     with container.db.transaction() as conn:
         if container.settings.is_sqlite:
-            conn.execute(text("CREATE TRIGGER refuse_pin BEFORE INSERT ON inbound_messages "
-                              "WHEN NEW.body LIKE '%PIN%' BEGIN SELECT RAISE(ABORT, 'refused'); END"))  # fmt: skip
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_pin BEFORE INSERT ON inbound_messages "
+                    "WHEN NEW.body LIKE '%PIN%' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                )
+            )
         else:
-            conn.execute(text("ALTER TABLE inbound_messages ADD CONSTRAINT refuse_pin "
-                              "CHECK (body NOT LIKE '%PIN%') NOT VALID"))  # fmt: skip
+            conn.execute(
+                text(
+                    "ALTER TABLE inbound_messages ADD CONSTRAINT refuse_pin "
+                    "CHECK (body NOT LIKE '%PIN%') NOT VALID"
+                )
+            )
     yield container
 
 

@@ -79,8 +79,12 @@ def test_metrics_after_a_campaign_and_a_stop(container: Container, fake: fp.Fake
     signed = signing.sign("twilio", fx, "http://testserver")
     with TestClient(create_app(container)) as client:
         ok = client.request(signed.method, signed.path, headers=signed.headers, content=signed.body)
-        forged = client.request(signed.method, signed.path, content=signed.body,
-                                headers={**signed.headers, "X-Twilio-Signature": "forged"})  # fmt: skip
+        forged = client.request(
+            signed.method,
+            signed.path,
+            content=signed.body,
+            headers={**signed.headers, "X-Twilio-Signature": "forged"},
+        )
     assert (ok.status_code, forged.status_code) == (200, 403)
     after = scrape(container)
 
@@ -112,8 +116,16 @@ def test_queue_review_and_digest_gauges(container: Container, clock: FrozenClock
     start = clock.now()
     with container.db.transaction() as conn:
         for i, (cid, kind) in enumerate(zip(ids, (Kind.MARKETING, Kind.MARKETING, Kind.HELP), strict=True)):
-            outbox.enqueue(conn, clock, program_id=program["id"], contact_id=cid, to_phone=outbound.phone(i),
-                           kind=kind, body="hello", idempotency_key=f"k{i}")  # fmt: skip
+            outbox.enqueue(
+                conn,
+                clock,
+                program_id=program["id"],
+                contact_id=cid,
+                to_phone=outbound.phone(i),
+                kind=kind,
+                body="hello",
+                idempotency_key=f"k{i}",
+            )
             clock.advance(seconds=30)
     no_digest = scrape(container)
     assert math.isnan(value(no_digest, "optline_ledger_digest_age_seconds", default=0.0))

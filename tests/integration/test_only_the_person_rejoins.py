@@ -76,8 +76,10 @@ def count(container: Container, table: Any) -> int:
 
 
 def opt_in(client: TestClient, occurred_at: str) -> Any:
-    return client.post(f"/v1/contacts/{PERSON}/consent",
-                       json={"program": "deals", "action": "opt_in", "evidence": EVIDENCE, "occurred_at": occurred_at})  # fmt: skip
+    return client.post(
+        f"/v1/contacts/{PERSON}/consent",
+        json={"program": "deals", "action": "opt_in", "evidence": EVIDENCE, "occurred_at": occurred_at},
+    )
 
 
 def subscribed_then_stopped(container: Container, client: TestClient, clock: FrozenClock) -> None:
@@ -154,8 +156,11 @@ def test_an_import_holds_opted_out_rows_with_the_reason(
 ) -> None:
     subscribed_then_stopped(container, client, clock)
     path = tmp_path / "crm.csv"
-    path.write_text("phone,name,consented_at,consent_source\n4155550134,Ann,2026-11-26,crm\n"
-                    "4155550135,Bob,2026-11-01,crm\n", encoding="utf-8")  # fmt: skip
+    path.write_text(
+        "phone,name,consented_at,consent_source\n4155550134,Ann,2026-11-26,crm\n"
+        "4155550135,Bob,2026-11-01,crm\n",
+        encoding="utf-8",
+    )
     summary = import_file(container.db, container.clock, path, program)
     assert (summary.consent_recorded, summary.kept_opted_out, summary.rejected) == (1, 1, 0)
     assert list(summary.held_reasons) == [
@@ -180,8 +185,11 @@ def test_the_dashboard_import_shows_why_consent_was_not_recorded(
     page = web.get("/dashboard/programs").text
     csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
     body = b"phone,consented_at,consent_source\n(415) 555-0134,2026-11-26,kiosk\n"
-    r = web.post(f"/dashboard/programs/{program['id']}/import", data={"csrf": csrf},
-                 files={"file": ("list.csv", body, "text/csv")})  # fmt: skip
+    r = web.post(
+        f"/dashboard/programs/{program['id']}/import",
+        data={"csrf": csrf},
+        files={"file": ("list.csv", body, "text/csv")},
+    )
     assert r.status_code == 200, r.text
     shown = html.unescape(r.text)
     assert (

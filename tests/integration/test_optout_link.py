@@ -31,16 +31,22 @@ LINK = re.compile(r"(http://testserver/u/([A-Za-z0-9]+))$")
 
 def _send(container: Container, name: str, template: str = TEMPLATE, message_type: str = "marketing") -> None:
     with container.db.transaction() as conn:
-        draft = campaigns.create(conn, container.clock, program="deals", name=name, template=template,
-                                 message_type=message_type)  # fmt: skip
+        draft = campaigns.create(
+            conn, container.clock, program="deals", name=name, template=template, message_type=message_type
+        )
         campaigns.start(conn, container.clock, draft, public_url=container.settings.public_url)
     run(container, threading.Event(), once=True)  # the worker, its send-time check and the simulator
 
 
 def _sent(container: Container) -> list[Any]:
     with container.db.read() as conn:
-        return list(conn.execute(select(simulator_messages).where(simulator_messages.c.direction == "out")
-                                 .order_by(simulator_messages.c.id)))  # fmt: skip
+        return list(
+            conn.execute(
+                select(simulator_messages)
+                .where(simulator_messages.c.direction == "out")
+                .order_by(simulator_messages.c.id)
+            )
+        )
 
 
 def test_the_link_in_the_text_unsubscribes_that_person(container: Container) -> None:
@@ -63,13 +69,21 @@ def test_the_link_in_the_text_unsubscribes_that_person(container: Container) -> 
     client = TestClient(create_app(container))
     page = client.get(url)
     assert page.status_code == 200 and "Unsubscribe" in page.text
-    done = client.post(url, data={"csrf": web.csrf(page.text), "scope": "program"},
-                       headers={"origin": "http://testserver", "user-agent": "Phone/1.0"})  # fmt: skip
+    done = client.post(
+        url,
+        data={"csrf": web.csrf(page.text), "scope": "program"},
+        headers={"origin": "http://testserver", "user-agent": "Phone/1.0"},
+    )
     assert done.status_code == 200 and "You're unsubscribed" in done.text
     with container.db.read() as conn:
         event = conn.execute(select(consent_events).order_by(consent_events.c.id.desc()).limit(1)).one()
-        status = dict(conn.execute(select(subscriptions.c.contact_id, subscriptions.c.status)
-                                   .where(subscriptions.c.program_id == program["id"])).all())  # fmt: skip
+        status = dict(
+            conn.execute(
+                select(subscriptions.c.contact_id, subscriptions.c.status).where(
+                    subscriptions.c.program_id == program["id"]
+                )
+            ).all()
+        )
     assert (event.action, event.channel, event.contact_id) == ("opt_out", "web", ids[0])
     assert event.evidence["message_id"] == rows[outbound.phone(0)].id and event.evidence["url"] == url
     assert status == {ids[0]: "unsubscribed", ids[1]: "subscribed"}  # only the person whose link it was
@@ -85,9 +99,16 @@ def test_what_is_predicted_before_sending_is_what_is_sent(container: Container) 
     }
     with container.db.read() as conn:
         lint = campaigns.lint(conn, container.clock, draft, public_url=container.settings.public_url)
-        preview = campaign_view.preview(conn, container.clock, program_id=program["id"], template=TEMPLATE,
-                                        message_type="marketing", audience_filter={}, at=None,
-                                        public_url=container.settings.public_url)  # fmt: skip
+        preview = campaign_view.preview(
+            conn,
+            container.clock,
+            program_id=program["id"],
+            template=TEMPLATE,
+            message_type="marketing",
+            audience_filter={},
+            at=None,
+            public_url=container.settings.public_url,
+        )
     _send(container, "autumn")
     (sms,) = _sent(container)
     with container.db.read() as conn:
@@ -147,8 +168,9 @@ def test_the_setting_through_the_api_create_and_read(container: Container) -> No
         "start": "09:00",
         "end": "20:00",
     }
-    assert client.patch("/v1/programs/quiet", json={"optout_instruction": "monthly"}).json()["quiet_hours"] == {
-        "start": "09:00", "end": "20:00"}  # fmt: skip
+    assert client.patch("/v1/programs/quiet", json={"optout_instruction": "monthly"}).json()[
+        "quiet_hours"
+    ] == {"start": "09:00", "end": "20:00"}
     early = client.patch("/v1/programs/quiet", json={"quiet_hours": {"start": "07:30", "end": "20:00"}})
     assert early.status_code == 422 and "sending window start 07:30 is before 08:00" in early.text
     assert client.patch("/v1/programs/nope", json={"optout_link": False}).status_code == 404

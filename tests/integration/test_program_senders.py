@@ -45,22 +45,35 @@ def subscribe(container: Container, *names_programs: dict[str, Any]) -> dict[str
     with container.db.transaction() as conn:
         person, _ = contact_repo.get_or_create(conn, parse_phone(PERSON), container.clock.now())
         for program in names_programs:
-            consent.record(conn, container.clock, contact_id=person["id"], program=program, action=Action.OPT_IN,
-                           channel=Channel.WEB, evidence=WEB)  # fmt: skip
+            consent.record(
+                conn,
+                container.clock,
+                contact_id=person["id"],
+                program=program,
+                action=Action.OPT_IN,
+                channel=Channel.WEB,
+                evidence=WEB,
+            )
     return person
 
 
 def test_the_service_stores_senders_in_one_form(container: Container) -> None:
     with container.db.transaction() as conn:
         create_program(
-            conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme", short_code=" 87654 ",
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme",
+            short_code=" 87654 ",
             sender_numbers=["(415) 555-0100", "+1 415 555 0100", "415.555.0101", "12345"],
-        )  # fmt: skip
+        )
     assert stored_senders(container, "deals") == (["+14155550100", "+14155550101", "12345"], "87654")
 
 
-@pytest.mark.parametrize(("field", "value"), [("sender_numbers", ["hello"]), ("sender_numbers", ["123"]),
-                                              ("short_code", "12")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("field", "value"), [("sender_numbers", ["hello"]), ("sender_numbers", ["123"]), ("short_code", "12")]
+)
 def test_the_service_refuses_what_is_not_a_sender_naming_it(
     container: Container, field: str, value: Any
 ) -> None:
@@ -84,10 +97,24 @@ def test_stop_to_the_e164_form_opts_out_of_the_program_created_with_a_typed_numb
     container: Container, to: str
 ) -> None:
     with container.db.transaction() as conn:
-        deals = create_program(conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme", optout_scope="program",
-                               sender_numbers=["(415) 555-0100"])  # fmt: skip
-        news = create_program(conn, container.clock, help_contact="https://acme.example/help", name="news", brand="Acme", optout_scope="program",
-                              sender_numbers=["415-555-0101"])  # fmt: skip
+        deals = create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme",
+            optout_scope="program",
+            sender_numbers=["(415) 555-0100"],
+        )
+        news = create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="news",
+            brand="Acme",
+            optout_scope="program",
+            sender_numbers=["415-555-0101"],
+        )
     person = subscribe(container, deals, news)
     sms = InboundSms(
         provider="twilio", provider_message_id="SM1", from_phone=PERSON, to_phone=to, body="STOP"
@@ -122,8 +149,9 @@ def test_a_sender_stored_before_normalisation_still_matches(container: Container
             programs.update().where(programs.c.id == deals["id"]).values(sender_numbers=["(415) 555-0100"])
         )
     person = subscribe(container, deals)
-    sms = InboundSms(provider="twilio", provider_message_id="SM1", from_phone=PERSON, to_phone="+14155550100",
-                     body="STOP")  # fmt: skip
+    sms = InboundSms(
+        provider="twilio", provider_message_id="SM1", from_phone=PERSON, to_phone="+14155550100", body="STOP"
+    )
     with container.db.transaction() as conn:
         assert record_inbound(conn, container.clock, sms).program_id == deals["id"]
         assert consent.current(conn, person["id"], deals)[0] is Status.UNSUBSCRIBED
@@ -134,13 +162,29 @@ def test_the_api_normalises_senders_and_refuses_bad_ones(container: Container) -
         key = api_keys.create(conn, "tests", container.clock.now())
     client = TestClient(create_app(container))
     auth = {"Authorization": f"Bearer {key}"}
-    ok = client.post("/v1/programs", json={"help_contact": "help@acme.example", "name": "deals", "brand": "Acme", "sender_numbers": ["(415) 555-0100"]},
-                     headers=auth)  # fmt: skip
+    ok = client.post(
+        "/v1/programs",
+        json={
+            "help_contact": "help@acme.example",
+            "name": "deals",
+            "brand": "Acme",
+            "sender_numbers": ["(415) 555-0100"],
+        },
+        headers=auth,
+    )
     assert ok.status_code == 201, ok.text
     assert ok.json()["sender_numbers"] == ["+14155550100"]
     for bad in ("hello", "123"):
-        refused = client.post("/v1/programs", json={"help_contact": "help@acme.example", "name": f"x{bad}", "brand": "Acme", "sender_numbers": [bad]},
-                              headers=auth)  # fmt: skip
+        refused = client.post(
+            "/v1/programs",
+            json={
+                "help_contact": "help@acme.example",
+                "name": f"x{bad}",
+                "brand": "Acme",
+                "sender_numbers": [bad],
+            },
+            headers=auth,
+        )
         assert refused.status_code == 422, refused.text
         assert refused.json()["detail"].startswith(f"sender {bad!r} is neither a phone number")
     short = client.post(
@@ -162,7 +206,10 @@ def test_the_dashboard_form_uses_the_same_rule(container: Container) -> None:
     form = {"csrf": csrf, "brand": "Acme", "scope": "program", "help_contact": "help@acme.example"}
     bad = web.post("/dashboard/programs", data={**form, "name": "x", "sender": "hello"})
     assert bad.status_code == 400 and "sender 'hello' is neither a phone number" in html.unescape(bad.text)
-    ok = web.post("/dashboard/programs", data={**form, "name": "deals", "sender": "(415) 555-0100"},
-                  follow_redirects=False)  # fmt: skip
+    ok = web.post(
+        "/dashboard/programs",
+        data={**form, "name": "deals", "sender": "(415) 555-0100"},
+        follow_redirects=False,
+    )
     assert ok.status_code == 303
     assert stored_senders(container, "deals") == (["+14155550100"], None)

@@ -47,8 +47,15 @@ def _story(c: Container, clock: FrozenClock) -> dict[str, int]:
     run(c, threading.Event(), once=True)  # the worker also writes the scheduled checkpoint
     clock.advance(hours=1)
     with c.db.transaction() as conn:
-        consent.record(conn, clock, contact_id=person["id"], program=prog, action=Action.OPT_OUT,
-                       channel=Channel.SMS_KEYWORD, evidence={"message_text": "STOP"})  # fmt: skip
+        consent.record(
+            conn,
+            clock,
+            contact_id=person["id"],
+            program=prog,
+            action=Action.OPT_OUT,
+            channel=Channel.SMS_KEYWORD,
+            evidence={"message_text": "STOP"},
+        )
     clock.advance(minutes=2)
     second = web.message_with_link(c, prog, person)
     run(c, threading.Event(), once=True)
@@ -63,8 +70,15 @@ def web_program_id(c: Container) -> int:
 def _bundle(c: Container) -> dict:  # type: ignore[type-arg]
     with c.db.read() as conn:
         found, problems, source = checkpoints.for_proof(c, conn)
-        return proof_service.build(conn, PHONE, "US", now=c.clock.now(), checkpoints=found,
-                                   checkpoint_problems=problems, checkpoint_source=source)  # fmt: skip
+        return proof_service.build(
+            conn,
+            PHONE,
+            "US",
+            now=c.clock.now(),
+            checkpoints=found,
+            checkpoint_problems=problems,
+            checkpoint_source=source,
+        )
 
 
 def test_the_proof_ties_each_message_to_its_consent_and_the_opt_out_to_its_suppression(
@@ -74,8 +88,15 @@ def test_the_proof_ties_each_message_to_its_consent_and_the_opt_out_to_its_suppr
     clock.advance(days=1)
     with signed.db.transaction() as conn:  # the person's own START: newer than any checkpoint
         program = {"id": web_program_id(signed), "brand": "Acme Coffee"}
-        consent.record(conn, clock, contact_id=ids["contact"], program=program, action=Action.OPT_IN,
-                       channel=Channel.SMS_KEYWORD, evidence={"message_text": "START"})  # fmt: skip
+        consent.record(
+            conn,
+            clock,
+            contact_id=ids["contact"],
+            program=program,
+            action=Action.OPT_IN,
+            channel=Channel.SMS_KEYWORD,
+            evidence={"message_text": "START"},
+        )
     p = _bundle(signed)
     opt_in, opt_out, start = p["consent_events"]
     assert opt_in["action"] == "opt_in" and opt_in["evidence"]["disclosure_text"] == "Reply STOP to opt out"
@@ -140,8 +161,9 @@ def test_a_message_handed_over_after_the_opt_out_on_older_consent_is_named(
     opt_in = _bundle(signed)["consent_events"][0]
     with signed.db.transaction() as conn:
         conn.execute(
-            update(messages).where(messages.c.id == ids["second"])
+            update(messages)
+            .where(messages.c.id == ids["second"])
             .values(status="sent", handed_over_at=clock.now(), consent_event_id=opt_in["id"])
-        )  # fmt: skip
+        )
     (stop,) = _bundle(signed)["opt_outs"]
     assert stop["sent_after_on_older_consent"] == [ids["second"]]

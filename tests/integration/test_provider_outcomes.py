@@ -35,10 +35,16 @@ def fake() -> Iterator[fp.FakeProviders]:
         yield server
 
 
-def dispatcher(container: Container, fake: fp.FakeProviders, name: str, concurrency: int = 16,
-               **kw: Any) -> Dispatcher:  # fmt: skip
-    return Dispatcher(container.db, container.clock, build(name, fake.url, **kw),
-                      DispatchConfig(public_url="https://acme.test", concurrency=concurrency), worker_id="w1")  # fmt: skip
+def dispatcher(
+    container: Container, fake: fp.FakeProviders, name: str, concurrency: int = 16, **kw: Any
+) -> Dispatcher:
+    return Dispatcher(
+        container.db,
+        container.clock,
+        build(name, fake.url, **kw),
+        DispatchConfig(public_url="https://acme.test", concurrency=concurrency),
+        worker_id="w1",
+    )
 
 
 def opt_outs(container: Container) -> list[Any]:
@@ -64,9 +70,12 @@ CONFIG_ERRORS: list[tuple[str, str, Callable[[fp.FakeProviders], None] | None]] 
     ("name", "code", "breakage"), CONFIG_ERRORS, ids=[f"{n}-{c}" for n, c, _ in CONFIG_ERRORS]
 )
 def test_a_configuration_error_opts_nobody_out_and_holds_the_batch_back(
-    container: Container, fake: fp.FakeProviders, name: str, code: str,
+    container: Container,
+    fake: fp.FakeProviders,
+    name: str,
+    code: str,
     breakage: Callable[[fp.FakeProviders], None] | None,
-) -> None:  # fmt: skip
+) -> None:
     outbound.seed(container, 3)
     start_campaign(container)
     if breakage is not None:

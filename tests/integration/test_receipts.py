@@ -58,8 +58,13 @@ def post(client: TestClient, clock: FrozenClock, provider: str, fx: dict[str, An
 
 def opt_outs(container: Container, contact_id: int) -> list[Any]:
     with container.db.read() as conn:
-        return list(conn.execute(select(consent_events).where(
-            consent_events.c.contact_id == contact_id, consent_events.c.action == "opt_out")))  # fmt: skip
+        return list(
+            conn.execute(
+                select(consent_events).where(
+                    consent_events.c.contact_id == contact_id, consent_events.c.action == "opt_out"
+                )
+            )
+        )
 
 
 def kept(container: Container) -> list[Any]:
@@ -86,8 +91,9 @@ class ReceiptFirst:
 
 
 def dispatcher(container: Container, sender: Sender) -> Dispatcher:
-    return Dispatcher(container.db, container.clock, sender, DispatchConfig(public_url="https://acme.test"),
-                      worker_id="w1")  # fmt: skip
+    return Dispatcher(
+        container.db, container.clock, sender, DispatchConfig(public_url="https://acme.test"), worker_id="w1"
+    )
 
 
 def test_a_receipt_that_arrives_before_the_provider_id_is_stored_is_kept_and_applied(
@@ -156,10 +162,21 @@ def _twilio(
 def _telnyx(
     sid: str, to: str, sender: str
 ) -> dict[str, Any]:  # https://developers.telnyx.com/api/errors/40300
-    payload = {"data": {"event_type": "message.finalized", "id": f"ev-{sid}", "record_type": "event", "payload": {
-        "id": sid, "direction": "outbound", "type": "SMS", "from": {"phone_number": sender},
-        "to": [{"phone_number": to, "status": "delivery_failed"}],
-        "errors": [{"code": "40300", "title": "Blocked due to STOP message"}]}}}  # fmt: skip
+    payload = {
+        "data": {
+            "event_type": "message.finalized",
+            "id": f"ev-{sid}",
+            "record_type": "event",
+            "payload": {
+                "id": sid,
+                "direction": "outbound",
+                "type": "SMS",
+                "from": {"phone_number": sender},
+                "to": [{"phone_number": to, "status": "delivery_failed"}],
+                "errors": [{"code": "40300", "title": "Blocked due to STOP message"}],
+            },
+        }
+    }
     return {"path": "/webhooks/telnyx/status", "payload": payload}
 
 
@@ -193,8 +210,15 @@ def test_an_opt_out_receipt_from_a_sender_no_program_owns_stops_every_subscribed
 ) -> None:
     deals, ids = outbound.seed(container, 1)
     with container.db.transaction() as conn:
-        news = create_program(conn, container.clock, help_contact="https://acme.example/help", name="news", brand="Acme", sender_numbers=["+14155550101"],
-                              optout_scope="program")  # fmt: skip
+        news = create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="news",
+            brand="Acme",
+            sender_numbers=["+14155550101"],
+            optout_scope="program",
+        )
         outbound.subscribe(conn, container.clock, news, ids)
     receipt = fp.plivo_opt_out_receipt("uuid-unknown", outbound.phone(0).lstrip("+"), "14155550199")
     assert post(client, container.clock, "plivo", receipt).status_code == 200
@@ -216,8 +240,11 @@ def test_the_status_webhook_answers_only_after_the_kept_receipt_is_committed(con
             # The moment the answer starts: what does another connection see?
             with container.db.read() as conn:
                 at_start["status"] = message["status"]
-                at_start["opt_outs"] = conn.execute(select(func.count()).select_from(consent_events).where(
-                    consent_events.c.action == "opt_out")).scalar()  # fmt: skip
+                at_start["opt_outs"] = conn.execute(
+                    select(func.count())
+                    .select_from(consent_events)
+                    .where(consent_events.c.action == "opt_out")
+                ).scalar()
                 at_start["kept"] = conn.execute(
                     select(func.count()).select_from(tables.pending_receipts)
                 ).scalar()

@@ -30,8 +30,16 @@ def test_reports_need_a_key_and_answer(container: Container) -> None:
             person = contacts.get_or_create(conn, parse_phone(f"+1415555{i:04d}"), T)[0]
             rows.message(conn, program=deals, contact=person, at=T, campaign=camp)
             if i < 3:
-                consent.record(conn, clock, contact_id=person["id"], program=deals, action=Action.OPT_OUT,
-                               channel=Channel.WEB, evidence={}, occurred_at=T + timedelta(hours=1))  # fmt: skip
+                consent.record(
+                    conn,
+                    clock,
+                    contact_id=person["id"],
+                    program=deals,
+                    action=Action.OPT_OUT,
+                    channel=Channel.WEB,
+                    evidence={},
+                    occurred_at=T + timedelta(hours=1),
+                )
     client = TestClient(create_app(container))
     assert client.get("/v1/reports/optouts").status_code == 401
     auth = {"Authorization": f"Bearer {key}"}

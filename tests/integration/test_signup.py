@@ -30,10 +30,18 @@ def inbound(text: str, n: int = 1) -> dict[str, Any]:
 def world(container: Container) -> dict[str, Any]:
     with container.db.transaction() as conn:
         program = create_program(
-            conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme Coffee", sender_numbers=[SENDER],
-            double_opt_in=True, join_keywords=["join", "DEALS"], frequency_text="Up to 4 msgs/month",
-            terms_url="https://acme.example/terms", privacy_url="https://acme.example/privacy",
-        )  # fmt: skip
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme Coffee",
+            sender_numbers=[SENDER],
+            double_opt_in=True,
+            join_keywords=["join", "DEALS"],
+            frequency_text="Up to 4 msgs/month",
+            terms_url="https://acme.example/terms",
+            privacy_url="https://acme.example/privacy",
+        )
         contact, _ = contacts.get_or_create(conn, parse_phone(PHONE), container.clock.now())
     return {"program": program, "contact": contact}
 
@@ -41,9 +49,13 @@ def world(container: Container) -> dict[str, Any]:
 def reply(container: Container, world: dict[str, Any], text: str, n: int = 1) -> bool:
     with container.db.transaction() as conn:
         return signup.handle_inbound(
-            conn, container.clock, program=world["program"], contact=world["contact"], text=text,
+            conn,
+            container.clock,
+            program=world["program"],
+            contact=world["contact"],
+            text=text,
             evidence=inbound(text, n),
-        )  # fmt: skip
+        )
 
 
 def state(container: Container, world: dict[str, Any]) -> Status:
@@ -70,8 +82,16 @@ def test_keyword_join_then_yes_subscribes_with_both_messages_as_evidence(
     assert prompt["kind"] == "signup" and prompt["to_phone"] == PHONE and prompt["from_phone"] == SENDER
     # CTIA's opt-in confirmation elements, each once, within two segments (the full disclosure stays in the
     # evidence by version).
-    for element in ("Acme Coffee", "Reply Y to confirm", "STOP to cancel", "Msg & data rates may apply",
-                    "Up to 4 msgs/month", "not a condition of purchase", "https://acme.example/terms", "HELP"):  # fmt: skip
+    for element in (
+        "Acme Coffee",
+        "Reply Y to confirm",
+        "STOP to cancel",
+        "Msg & data rates may apply",
+        "Up to 4 msgs/month",
+        "not a condition of purchase",
+        "https://acme.example/terms",
+        "HELP",
+    ):
         assert prompt["body"].count(element) == 1, prompt["body"]
     assert segments.count(prompt["body"]).segments <= 2
 
@@ -144,16 +164,30 @@ def test_yes_without_pending_signup_changes_nothing(container: Container, world:
 def test_opted_out_person_rejoins_only_explicitly(container: Container, world: dict[str, Any]) -> None:
     cid = world["contact"]["id"]
     with container.db.transaction() as conn:
-        consent.record(conn, container.clock, contact_id=cid, program=world["program"], action=Action.OPT_OUT,
-                       channel=Channel.SMS_KEYWORD, evidence={"message_text": "STOP"})  # fmt: skip
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=cid,
+            program=world["program"],
+            action=Action.OPT_OUT,
+            channel=Channel.SMS_KEYWORD,
+            evidence={"message_text": "STOP"},
+        )
     assert reply(container, world, "YES", 1) is False  # no sign-up pending: not a rejoin
     assert state(container, world) is Status.UNSUBSCRIBED
     assert reply(container, world, "JOIN", 2) is True  # the explicit path: keyword, then the yes
     assert state(container, world) is Status.PENDING
     # While pending, an import cannot complete the sign-up (it could hide the earlier opt-out).
     with container.db.transaction() as conn:
-        consent.record(conn, container.clock, contact_id=cid, program=world["program"], action=Action.OPT_IN,
-                       channel=Channel.IMPORT, evidence={"source": "crm.csv"})  # fmt: skip
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=cid,
+            program=world["program"],
+            action=Action.OPT_IN,
+            channel=Channel.IMPORT,
+            evidence={"source": "crm.csv"},
+        )
     assert state(container, world) is Status.PENDING
     assert reply(container, world, "oui", 3) is True
     assert state(container, world) is Status.SUBSCRIBED
@@ -162,8 +196,15 @@ def test_opted_out_person_rejoins_only_explicitly(container: Container, world: d
 def test_stop_while_pending_cancels_the_signup(container: Container, world: dict[str, Any]) -> None:
     reply(container, world, "JOIN", 1)
     with container.db.transaction() as conn:
-        consent.record(conn, container.clock, contact_id=world["contact"]["id"], program=world["program"],
-                       action=Action.OPT_OUT, channel=Channel.SMS_KEYWORD, evidence={"message_text": "STOP"})  # fmt: skip
+        consent.record(
+            conn,
+            container.clock,
+            contact_id=world["contact"]["id"],
+            program=world["program"],
+            action=Action.OPT_OUT,
+            channel=Channel.SMS_KEYWORD,
+            evidence={"message_text": "STOP"},
+        )
     assert reply(container, world, "YES", 2) is False
     assert state(container, world) is Status.UNSUBSCRIBED
     with container.db.read() as conn:
@@ -190,8 +231,14 @@ def test_each_opt_in_points_at_the_version_shown_and_changes_make_versions(
         with pytest.raises(signup.SignupError, match="Msg & data rates may apply"):
             signup.set_disclosure(conn, container.clock, program, "Acme Coffee deals. Reply STOP to stop.")
         other, _ = contacts.get_or_create(conn, parse_phone("+14155550199"), container.clock.now())
-        signup.start(conn, container.clock, program=program, contact=other, channel=Channel.SMS_KEYWORD,
-                     evidence={"message_text": "JOIN"})  # fmt: skip
+        signup.start(
+            conn,
+            container.clock,
+            program=program,
+            contact=other,
+            channel=Channel.SMS_KEYWORD,
+            evidence={"message_text": "JOIN"},
+        )
         assert [v["version"] for v in signup_repo.disclosures_of(conn, program["id"])] == [1, 2]
         first = conn.execute(
             select(consent_events.c.evidence).where(consent_events.c.contact_id == world["contact"]["id"])
@@ -217,10 +264,26 @@ def test_web_signup_is_double_opt_in_and_does_not_resend_while_pending(
     single = {**world["program"], "double_opt_in": False}  # even a single opt-in program confirms by SMS
     web = {"ip": "203.0.113.7", "user_agent": "UA", "source_url": "http://testserver/join/deals"}
     with container.db.transaction() as conn:
-        first = signup.start_for_phone(conn, container.clock, program=single, phone="(415) 555-0134",
-                                       region="US", channel=Channel.WEB, evidence=web, client_ip="203.0.113.7")  # fmt: skip
-        again = signup.start_for_phone(conn, container.clock, program=single, phone="415.555.0134",
-                                       region="US", channel=Channel.WEB, evidence=web, client_ip="203.0.113.7")  # fmt: skip
+        first = signup.start_for_phone(
+            conn,
+            container.clock,
+            program=single,
+            phone="(415) 555-0134",
+            region="US",
+            channel=Channel.WEB,
+            evidence=web,
+            client_ip="203.0.113.7",
+        )
+        again = signup.start_for_phone(
+            conn,
+            container.clock,
+            program=single,
+            phone="415.555.0134",
+            region="US",
+            channel=Channel.WEB,
+            evidence=web,
+            client_ip="203.0.113.7",
+        )
         assert signup_repo.started_from_ip(conn, "203.0.113.7", container.clock.now()) == 1
     assert (first.outcome, again.outcome) == ("pending", "already_pending")
     assert len(outbox(container)) == 1  # one prompt per window, however often the form is sent
@@ -242,8 +305,14 @@ def test_single_opt_in_keyword_subscribes_at_once(container: Container, world: d
 
 def test_api_signup_needs_evidence(container: Container, world: dict[str, Any]) -> None:
     with container.db.transaction() as conn, pytest.raises(signup.ConsentRefused, match="disclosure_text"):
-        signup.start(conn, container.clock, program=world["program"], contact=world["contact"],
-                     channel=Channel.API, evidence={"source": "kiosk"})  # fmt: skip
+        signup.start(
+            conn,
+            container.clock,
+            program=world["program"],
+            contact=world["contact"],
+            channel=Channel.API,
+            evidence={"source": "kiosk"},
+        )
     assert state(container, world) is Status.NEVER and outbox(container) == []
 
 
@@ -251,12 +320,20 @@ def test_join_from_an_unknown_number_creates_the_contact(container: Container, w
     evidence = {"provider": "simulator", "provider_message_id": "SM9", "from_phone": "+14155550177",
                 "to_phone": SENDER}  # fmt: skip
     with container.db.transaction() as conn:
-        assert signup.handle_inbound(conn, container.clock, program=world["program"], contact=None, text="JOIN",
-                                     evidence=evidence)  # fmt: skip
-        assert not signup.handle_inbound(conn, container.clock, program=world["program"], contact=None,
-                                         text="hello", evidence={**evidence, "from_phone": "+14155550178"})  # fmt: skip
-        assert not signup.handle_inbound(conn, container.clock, program=None, contact=None, text="JOIN",
-                                         evidence=evidence)  # fmt: skip
+        assert signup.handle_inbound(
+            conn, container.clock, program=world["program"], contact=None, text="JOIN", evidence=evidence
+        )
+        assert not signup.handle_inbound(
+            conn,
+            container.clock,
+            program=world["program"],
+            contact=None,
+            text="hello",
+            evidence={**evidence, "from_phone": "+14155550178"},
+        )
+        assert not signup.handle_inbound(
+            conn, container.clock, program=None, contact=None, text="JOIN", evidence=evidence
+        )
         contact = contacts.get_by_phone(conn, "+14155550177")
         assert contact is not None and contacts.get_by_phone(conn, "+14155550178") is None
         assert consent.current(conn, contact["id"], world["program"])[0] is Status.PENDING
@@ -292,8 +369,14 @@ def test_concurrent_first_views_create_one_disclosure_version(
 
 def test_double_opt_in_hook_starts_a_keyword_signup(container: Container, world: dict[str, Any]) -> None:
     with container.db.transaction() as conn:
-        event_id = signup.double_opt_in_hook(conn, container.clock, program=world["program"],
-                                             contact=world["contact"], inbound_id=7, text="START")  # fmt: skip
+        event_id = signup.double_opt_in_hook(
+            conn,
+            container.clock,
+            program=world["program"],
+            contact=world["contact"],
+            inbound_id=7,
+            text="START",
+        )
     assert event_id is not None and state(container, world) is Status.PENDING
     [event] = events(container, world)
     assert event["id"] == event_id and event["evidence"]["inbound_id"] == 7

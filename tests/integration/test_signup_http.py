@@ -24,9 +24,15 @@ from optline.services.programs import create_program, get_program
 def client(container: Container) -> TestClient:
     with container.db.transaction() as conn:
         create_program(
-            conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme Coffee", sender_numbers=["+14155550100"],
-            terms_url="https://acme.example/terms", privacy_url="https://acme.example/privacy",
-        )  # fmt: skip
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme Coffee",
+            sender_numbers=["+14155550100"],
+            terms_url="https://acme.example/terms",
+            privacy_url="https://acme.example/privacy",
+        )
         key = api_keys.create(conn, "crm", container.clock.now())
     client = TestClient(create_app(container))
     client.headers["x-test-key"] = key
@@ -131,8 +137,11 @@ def test_join_form_refuses_unchecked_box_and_bad_token(client: TestClient, conta
 def test_join_form_signup_keeps_web_evidence(client: TestClient, container: Container) -> None:
     page = client.get("/join/deals", headers={"referer": "https://shop.example/checkout"})
     token = form_token(page.text)
-    r = client.post("/join/deals", data={"phone": "(415) 555-0134", "consent": "yes", "token": token},
-                    headers={"user-agent": "Browser/1.0", "referer": "https://shop.example/checkout"})  # fmt: skip
+    r = client.post(
+        "/join/deals",
+        data={"phone": "(415) 555-0134", "consent": "yes", "token": token},
+        headers={"user-agent": "Browser/1.0", "referer": "https://shop.example/checkout"},
+    )
     assert r.status_code == 200 and "Check your phone" in r.text and "0134" in r.text
     assert status_of(container, "+14155550134") is Status.PENDING
     with container.db.read() as conn:
@@ -156,8 +165,10 @@ def test_join_form_signup_keeps_web_evidence(client: TestClient, container: Cont
 
 def test_join_form_honeypot_and_ip_limit(client: TestClient, container: Container) -> None:
     token = form_token(client.get("/join/deals").text)
-    r = client.post("/join/deals", data={"phone": "4155550134", "consent": "yes", "token": token,
-                                         "website": "http://spam.example"})  # fmt: skip
+    r = client.post(
+        "/join/deals",
+        data={"phone": "4155550134", "consent": "yes", "token": token, "website": "http://spam.example"},
+    )
     assert r.status_code == 200 and "Check your phone" in r.text  # a bot learns nothing
     assert outbox(container) == []
     limit = container.settings.join_signups_per_ip_per_hour
@@ -200,8 +211,10 @@ def test_join_form_for_a_program_name_that_needs_escaping(client: TestClient, co
         )
     page = client.get("/join/vip%20%26%20friends%3F")
     assert page.status_code == 200 and 'action="/join/vip%20%26%20friends%3F"' in page.text
-    r = client.post("/join/vip%20%26%20friends%3F",
-                    data={"phone": "4155550134", "consent": "yes", "token": form_token(page.text)})  # fmt: skip
+    r = client.post(
+        "/join/vip%20%26%20friends%3F",
+        data={"phone": "4155550134", "consent": "yes", "token": form_token(page.text)},
+    )
     assert r.status_code == 200 and "Check your phone" in r.text
     with container.db.read() as conn:
         contact = contact_repo.get_by_phone(conn, "+14155550134")

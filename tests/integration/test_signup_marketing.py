@@ -22,23 +22,45 @@ CONFIRMED, PENDING, EXPIRED, WEB_PENDING = "+12125550101", "+12125550102", "+121
 
 
 def drain(container: Container, clock: FrozenClock) -> None:
-    dispatcher = Dispatcher(container.db, clock, SimulatorSender(container.db, clock),
-                            DispatchConfig(public_url="http://testserver"), worker_id="w1")  # fmt: skip
+    dispatcher = Dispatcher(
+        container.db,
+        clock,
+        SimulatorSender(container.db, clock),
+        DispatchConfig(public_url="http://testserver"),
+        worker_id="w1",
+    )
     while dispatcher.run_once().claimed:
         pass
 
 
 def test_unconfirmed_signups_get_no_marketing(container: Container, clock: FrozenClock) -> None:
     with container.db.transaction() as conn:
-        program = create_program(conn, clock, help_contact="https://acme.example/help", name="deals", brand="Acme Coffee", sender_numbers=[SENDER],
-                                 double_opt_in=True, join_keywords=["JOIN"], optout_scope="program")  # fmt: skip
-        people = {p: contacts.get_or_create(conn, parse_phone(p), clock.now())[0]
-                  for p in (CONFIRMED, PENDING, EXPIRED)}  # fmt: skip
+        program = create_program(
+            conn,
+            clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme Coffee",
+            sender_numbers=[SENDER],
+            double_opt_in=True,
+            join_keywords=["JOIN"],
+            optout_scope="program",
+        )
+        people = {
+            p: contacts.get_or_create(conn, parse_phone(p), clock.now())[0]
+            for p in (CONFIRMED, PENDING, EXPIRED)
+        }
 
     def text(phone: str, body: str) -> bool:
         with container.db.transaction() as conn:
-            return signup.handle_inbound(conn, clock, program=program, contact=people[phone], text=body,
-                                         evidence={"from_phone": phone, "to_phone": SENDER})  # fmt: skip
+            return signup.handle_inbound(
+                conn,
+                clock,
+                program=program,
+                contact=people[phone],
+                text=body,
+                evidence={"from_phone": phone, "to_phone": SENDER},
+            )
 
     text(EXPIRED, "JOIN")
     clock.advance(hours=25)
@@ -49,8 +71,9 @@ def test_unconfirmed_signups_get_no_marketing(container: Container, clock: Froze
     text(CONFIRMED, "YES")
     web = {"ip": "203.0.113.5", "user_agent": "UA", "source_url": "http://testserver/join/deals"}
     with container.db.transaction() as conn:
-        signup.start_for_phone(conn, clock, program=program, phone=WEB_PENDING, region="US", channel=Channel.WEB,
-                               evidence=web)  # fmt: skip
+        signup.start_for_phone(
+            conn, clock, program=program, phone=WEB_PENDING, region="US", channel=Channel.WEB, evidence=web
+        )
 
     with container.db.read() as conn:
         dry = audience.dry_run(conn, program["id"])
@@ -60,9 +83,16 @@ def test_unconfirmed_signups_get_no_marketing(container: Container, clock: Froze
         campaign = campaigns.create(conn, clock, program="deals", name="launch", template="New beans are in!")
         campaigns.start(conn, clock, campaign, public_url=container.settings.public_url)
         # A marketing message slipped past the audience (a stale list, a bug): the send-time check stops it.
-        outbox.enqueue(conn, clock, program_id=program["id"], contact_id=people[PENDING]["id"],
-                       to_phone=PENDING, kind=Kind.MARKETING, body="Acme Coffee: sale! Reply STOP to opt out.",
-                       idempotency_key="stray-marketing")  # fmt: skip
+        outbox.enqueue(
+            conn,
+            clock,
+            program_id=program["id"],
+            contact_id=people[PENDING]["id"],
+            to_phone=PENDING,
+            kind=Kind.MARKETING,
+            body="Acme Coffee: sale! Reply STOP to opt out.",
+            idempotency_key="stray-marketing",
+        )
     drain(container, clock)
 
     with container.db.read() as conn:
@@ -86,11 +116,25 @@ def test_the_worker_expires_unconfirmed_signups(container: Container, clock: Fro
     from optline.entrypoints.worker import run
 
     with container.db.transaction() as conn:
-        program = create_program(conn, clock, help_contact="https://acme.example/help", name="deals", brand="Acme Coffee", sender_numbers=[SENDER],
-                                 double_opt_in=True, join_keywords=["JOIN"])  # fmt: skip
+        program = create_program(
+            conn,
+            clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme Coffee",
+            sender_numbers=[SENDER],
+            double_opt_in=True,
+            join_keywords=["JOIN"],
+        )
         person, _ = contacts.get_or_create(conn, parse_phone(PENDING), clock.now())
-        signup.start(conn, clock, program=program, contact=person, channel=Channel.SMS_KEYWORD,
-                     evidence={"message_text": "JOIN"})  # fmt: skip
+        signup.start(
+            conn,
+            clock,
+            program=program,
+            contact=person,
+            channel=Channel.SMS_KEYWORD,
+            evidence={"message_text": "JOIN"},
+        )
     clock.advance(hours=24, minutes=1)
     run(container, threading.Event(), once=True)
     with container.db.read() as conn:

@@ -33,8 +33,16 @@ def settings(db_url: str) -> Settings:
 @pytest.fixture
 def program(container: Container) -> dict[str, Any]:
     with container.db.transaction() as conn:
-        return create_program(conn, container.clock, help_contact="https://acme.example/help", name="deals", brand="Acme Coffee", sender_numbers=[SENDER],
-                              double_opt_in=True, join_keywords=["JOIN", "DEALS"])  # fmt: skip
+        return create_program(
+            conn,
+            container.clock,
+            help_contact="https://acme.example/help",
+            name="deals",
+            brand="Acme Coffee",
+            sender_numbers=[SENDER],
+            double_opt_in=True,
+            join_keywords=["JOIN", "DEALS"],
+        )
 
 
 @pytest.fixture
@@ -85,8 +93,9 @@ def test_keyword_join_and_yes_through_signed_webhooks(
 def test_forged_join_records_nothing(
     container: Container, program: dict[str, Any], client: TestClient, clock: FrozenClock
 ) -> None:
-    fx = signing.inbound_fixture("twilio", sid="SMforged00000000000000000000000001", from_=PERSON, to=SENDER,
-                                 body="JOIN")  # fmt: skip
+    fx = signing.inbound_fixture(
+        "twilio", sid="SMforged00000000000000000000000001", from_=PERSON, to=SENDER, body="JOIN"
+    )
     s = signing.sign("twilio", fx, "http://testserver", now=clock.now().timestamp())
     forged = s.body.replace(b"JOIN", b"DEALS")
     assert client.request(s.method, s.path, headers=s.headers, content=forged).status_code in (401, 403)

@@ -41,16 +41,42 @@ def world(container: Container) -> dict[str, Any]:
     clock = container.clock
     with container.db.transaction() as conn:
         made = {
-            name: create_program(conn, clock, help_contact="https://acme.example/help", name=name, brand=brand, optout_scope="program", sender_numbers=[n])
-            for name, brand, n in [("deals", "Acme Coffee", "+14155550100"), ("news", "Acme Coffee", "+14155550101"),
-                                   ("books", "Beta Books", "+14155550102"), ("other", "Gamma Gym", "+14155550103")]
-        }  # fmt: skip
+            name: create_program(
+                conn,
+                clock,
+                help_contact="https://acme.example/help",
+                name=name,
+                brand=brand,
+                optout_scope="program",
+                sender_numbers=[n],
+            )
+            for name, brand, n in [
+                ("deals", "Acme Coffee", "+14155550100"),
+                ("news", "Acme Coffee", "+14155550101"),
+                ("books", "Beta Books", "+14155550102"),
+                ("other", "Gamma Gym", "+14155550103"),
+            ]
+        }
         person, _ = contact_repo.get_or_create(conn, parse_phone(PERSON), clock.now())
         for name in ("deals", "news"):
-            consent.record(conn, clock, contact_id=person["id"], program=made[name], action=Action.OPT_IN,
-                           channel=Channel.WEB, evidence=WEB)  # fmt: skip
-        consent.record(conn, clock, contact_id=person["id"], program={**made["books"], "double_opt_in": True},
-                       action=Action.OPT_IN, channel=Channel.WEB, evidence=WEB)  # fmt: skip
+            consent.record(
+                conn,
+                clock,
+                contact_id=person["id"],
+                program=made[name],
+                action=Action.OPT_IN,
+                channel=Channel.WEB,
+                evidence=WEB,
+            )
+        consent.record(
+            conn,
+            clock,
+            contact_id=person["id"],
+            program={**made["books"], "double_opt_in": True},
+            action=Action.OPT_IN,
+            channel=Channel.WEB,
+            evidence=WEB,
+        )
     return {**made, "person": person}
 
 
@@ -79,16 +105,29 @@ def test_an_opt_out_to_a_number_of_no_program_stops_every_subscription(
 ) -> None:
     # The person also got a message from "deals" last: the old fallback would have stopped only that program.
     with container.db.transaction() as conn:
-        conn.execute(messages.insert().values(
-            program_id=world["deals"]["id"], contact_id=world["person"]["id"], to_phone=PERSON,
-            from_phone="+14155550100", kind="marketing", body="Deals!", segments=1, status="sent",
-            idempotency_key="m1", attempts=0, created_at=container.clock.now(), updated_at=container.clock.now(),
-        ))  # fmt: skip
+        conn.execute(
+            messages.insert().values(
+                program_id=world["deals"]["id"],
+                contact_id=world["person"]["id"],
+                to_phone=PERSON,
+                from_phone="+14155550100",
+                kind="marketing",
+                body="Deals!",
+                segments=1,
+                status="sent",
+                idempotency_key="m1",
+                attempts=0,
+                created_at=container.clock.now(),
+                updated_at=container.clock.now(),
+            )
+        )
     result = receive(container, body)
     assert statuses(container, world) == {
-        "deals": Status.UNSUBSCRIBED, "news": Status.UNSUBSCRIBED, "books": Status.UNSUBSCRIBED,
+        "deals": Status.UNSUBSCRIBED,
+        "news": Status.UNSUBSCRIBED,
+        "books": Status.UNSUBSCRIBED,
         "other": Status.NEVER,  # never joined Gamma Gym: nothing to stop there
-    }  # fmt: skip
+    }
     opt_outs = [e for e in rows(container, consent_events) if e["action"] == "opt_out"]
     assert [(e["brand"], e["program_id"]) for e in opt_outs] == [("Acme Coffee", None), ("Beta Books", None)]
     for event in opt_outs:
@@ -193,7 +232,8 @@ def test_the_dashboard_review_list_shows_it(
     assert 'value="seen"' in page.text and 'value="not_opt_out"' not in page.text
     (inbound,) = rows(container, inbound_messages)
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-    done = client.post(f"/dashboard/review/{inbound['id']}", data={"csrf": csrf, "decision": "seen"},
-                       follow_redirects=False)  # fmt: skip
+    done = client.post(
+        f"/dashboard/review/{inbound['id']}", data={"csrf": csrf, "decision": "seen"}, follow_redirects=False
+    )
     assert done.status_code == 303
     assert "a number that belongs to no program" not in client.get("/dashboard/review").text

@@ -152,8 +152,10 @@ def test_program_page_edits_the_link_the_sending_window_and_the_disclosure(
     assert "HELP instructions" in web.page_text(bad_text.text) and 'aria-invalid="true"' in bad_text.text
 
     # A complete disclosure is saved as a new version; the sending window is what dispatch now reads.
-    good = ("Get Acme deals by text, up to 4 msgs/month. Msg & data rates may apply. Consent is not a "
-            "condition of purchase. Reply HELP for help, STOP to cancel.")  # fmt: skip
+    good = (
+        "Get Acme deals by text, up to 4 msgs/month. Msg & data rates may apply. Consent is not a "
+        "condition of purchase. Reply HELP for help, STOP to cancel."
+    )
     assert client.post(url, data={**form, "disclosure": good}, follow_redirects=False).status_code == 303
     with container.db.read() as conn:
         versions = signup_repo.disclosures_of(conn, int(program["id"]))

@@ -38,10 +38,15 @@ def test_preview_shows_the_text_as_sent_segments_lint_and_the_audience(
     client: TestClient, program: dict[str, object]
 ) -> None:
     csrf = _form(client)
-    r = client.post("/dashboard/campaigns/preview", data={
-        "csrf": csrf, "program_id": str(program["id"]), "template": "Hi {{ first_name }} — 20% off at bit.ly/x",
-        "filters": "",
-    })  # fmt: skip
+    r = client.post(
+        "/dashboard/campaigns/preview",
+        data={
+            "csrf": csrf,
+            "program_id": str(program["id"]),
+            "template": "Hi {{ first_name }} — 20% off at bit.ly/x",
+            "filters": "",
+        },
+    )
     assert r.status_code == 200
     text = web.page_text(r.text)
     # The recipient's view: the brand prefix and the opt-out instruction that compose adds, a real first name.
@@ -53,23 +58,44 @@ def test_preview_shows_the_text_as_sent_segments_lint_and_the_audience(
     assert "UCS-2" in text and "— (U+2014)" in text  # the character that forces UCS-2, named
     assert "public link shortener bit.ly" in text  # lint, inline (an error: it blocks sending)
     assert "4 recipients" in text and "1 excluded: opted out" in text  # the dry run and its reasons
-    bad = client.post("/dashboard/campaigns/preview", data={
-        "csrf": csrf, "program_id": str(program["id"]), "template": "Hi", "filters": "tier=gold",
-    })  # fmt: skip
+    bad = client.post(
+        "/dashboard/campaigns/preview",
+        data={
+            "csrf": csrf,
+            "program_id": str(program["id"]),
+            "template": "Hi",
+            "filters": "tier=gold",
+        },
+    )
     assert "unknown audience filter key 'tier'" in web.page_text(bad.text)
-    nonsense = client.post("/dashboard/campaigns/preview", data={
-        "csrf": csrf, "program_id": str(program["id"]), "template": "Hi", "filters": "tier",
-    })  # fmt: skip
+    nonsense = client.post(
+        "/dashboard/campaigns/preview",
+        data={
+            "csrf": csrf,
+            "program_id": str(program["id"]),
+            "template": "Hi",
+            "filters": "tier",
+        },
+    )
     assert "use key=value" in web.page_text(nonsense.text)
 
 
 def test_send_now_reaches_delivered_through_the_simulator(
     container: Container, client: TestClient, program: dict[str, object]
 ) -> None:
-    r = client.post("/dashboard/campaigns/new", data={
-        "csrf": _form(client), "program_id": str(program["id"]), "name": "spring", "message_type": "marketing",
-        "template": "Hi {{ first_name }}, spring sale today", "intent": "send", "tz": "UTC",
-    }, follow_redirects=False)  # fmt: skip
+    r = client.post(
+        "/dashboard/campaigns/new",
+        data={
+            "csrf": _form(client),
+            "program_id": str(program["id"]),
+            "name": "spring",
+            "message_type": "marketing",
+            "template": "Hi {{ first_name }}, spring sale today",
+            "intent": "send",
+            "tz": "UTC",
+        },
+        follow_redirects=False,
+    )
     assert r.status_code == 303, web.page_text(r.text)
     page = client.get(r.headers["location"])
     assert "Sending" in web.page_text(page.text) and 'data-testid="funnel-queued">4<' in page.text
@@ -89,10 +115,16 @@ def test_send_now_reaches_delivered_through_the_simulator(
 
 
 def test_lint_errors_block_the_send_and_keep_the_form(client: TestClient, program: dict[str, object]) -> None:
-    r = client.post("/dashboard/campaigns/new", data={
-        "csrf": _form(client), "program_id": str(program["id"]), "name": "short", "template": "See bit.ly/x",
-        "intent": "send",
-    })  # fmt: skip
+    r = client.post(
+        "/dashboard/campaigns/new",
+        data={
+            "csrf": _form(client),
+            "program_id": str(program["id"]),
+            "name": "short",
+            "template": "See bit.ly/x",
+            "intent": "send",
+        },
+    )
     assert r.status_code == 400
     assert "lint errors block sending" in web.page_text(r.text) and "See bit.ly/x</textarea>" in r.text
     assert "short" not in web.page_text(client.get("/dashboard/campaigns").text)  # nothing saved
@@ -101,10 +133,19 @@ def test_lint_errors_block_the_send_and_keep_the_form(client: TestClient, progra
 def test_schedule_in_the_operators_zone_shown_in_utc_too(
     container: Container, client: TestClient, program: dict[str, object]
 ) -> None:
-    r = client.post("/dashboard/campaigns/new", data={
-        "csrf": _form(client), "program_id": str(program["id"]), "name": "later", "template": "Acme news",
-        "intent": "schedule", "at": "2026-12-01T10:00", "tz": "America/New_York",
-    }, follow_redirects=False)  # fmt: skip
+    r = client.post(
+        "/dashboard/campaigns/new",
+        data={
+            "csrf": _form(client),
+            "program_id": str(program["id"]),
+            "name": "later",
+            "template": "Acme news",
+            "intent": "schedule",
+            "at": "2026-12-01T10:00",
+            "tz": "America/New_York",
+        },
+        follow_redirects=False,
+    )
     assert r.status_code == 303, web.page_text(r.text)
     with container.db.read() as conn:
         row = conn.execute(select(campaigns).where(campaigns.c.name == "later")).one()
@@ -114,20 +155,35 @@ def test_schedule_in_the_operators_zone_shown_in_utc_too(
     assert "2026-12-01 10:00 EST (2026-12-01 15:00 UTC)" in web.page_text(
         client.get(r.headers["location"]).text
     )
-    bad = client.post("/dashboard/campaigns/new", data={
-        "csrf": _form(client), "program_id": str(program["id"]), "name": "bad", "template": "Acme news",
-        "intent": "schedule", "at": "next tuesday", "tz": "UTC",
-    })  # fmt: skip
+    bad = client.post(
+        "/dashboard/campaigns/new",
+        data={
+            "csrf": _form(client),
+            "program_id": str(program["id"]),
+            "name": "bad",
+            "template": "Acme news",
+            "intent": "schedule",
+            "at": "next tuesday",
+            "tz": "UTC",
+        },
+    )
     assert bad.status_code == 400 and "unrecognised time 'next tuesday'" in web.page_text(bad.text)
 
 
 def test_draft_pause_resume_cancel_and_csrf(
     container: Container, client: TestClient, program: dict[str, object]
 ) -> None:
-    r = client.post("/dashboard/campaigns/new", data={
-        "csrf": _form(client), "program_id": str(program["id"]), "name": "flow", "template": "Acme news",
-        "intent": "draft",
-    }, follow_redirects=False)  # fmt: skip
+    r = client.post(
+        "/dashboard/campaigns/new",
+        data={
+            "csrf": _form(client),
+            "program_id": str(program["id"]),
+            "name": "flow",
+            "template": "Acme news",
+            "intent": "draft",
+        },
+        follow_redirects=False,
+    )
     url = r.headers["location"].split("?")[0]
     csrf = web.csrf(client.get(url).text)
     assert client.post(url, data={"action": "send"}).status_code == 403  # no token: refused

@@ -29,10 +29,16 @@ def people(container: Container) -> dict[str, Any]:
     program, ids = outbound.seed(container, 6)
     with container.db.transaction() as conn:
         outbound.opt_out(conn, container.clock, program, ids[1])
-        conn.execute(update(contacts).where(contacts.c.id == ids[2])
-                     .values(attributes={"first_name": "Ana", "last_name": "Lima", "tier": "Gold"}))  # fmt: skip
-        conn.execute(update(contacts).where(contacts.c.id == ids[3])
-                     .values(attributes={"first_name": "=HYPERLINK(\"http://x\")", "tier": "silver"}))  # fmt: skip
+        conn.execute(
+            update(contacts)
+            .where(contacts.c.id == ids[2])
+            .values(attributes={"first_name": "Ana", "last_name": "Lima", "tier": "Gold"})
+        )
+        conn.execute(
+            update(contacts)
+            .where(contacts.c.id == ids[3])
+            .values(attributes={"first_name": '=HYPERLINK("http://x")', "tier": "silver"})
+        )
     return {"program": program, "ids": ids, "phones": [outbound.phone(i) for i in range(6)]}
 
 
@@ -47,8 +53,12 @@ def test_search_by_phone_in_any_spelling_name_attribute_and_status(
 ) -> None:
     phones = people["phones"]
     national = phones[4][2:]  # +12122000004 -> 2122000004
-    for spelling in (f"({national[:3]}) {national[3:6]}-{national[6:]}", f"1.{national[:3]}.{national[3:6]}.{national[6:]}",
-                     phones[4], f"+1 {national}"):  # fmt: skip
+    for spelling in (
+        f"({national[:3]}) {national[3:6]}-{national[6:]}",
+        f"1.{national[:3]}.{national[3:6]}.{national[6:]}",
+        phones[4],
+        f"+1 {national}",
+    ):
         assert _search(container, text=spelling) == [phones[4]], spelling
     assert _search(container, text="ana") == [phones[2]]  # a name, case-insensitive
     assert _search(container, text="ana lima") == [phones[2]]  # first and last
@@ -143,8 +153,9 @@ def test_list_review_applies_fixes_after_confirmation_and_flags_a_stale_result(
     assert unconfirmed.status_code == 400 and "Tick the confirmation" in web.page_text(unconfirmed.text)
     with container.db.read() as conn:
         assert audit.latest_run(conn).fix is False  # type: ignore[union-attr]
-    r = client.post("/dashboard/list-review", data={"csrf": csrf, "fix": "yes", "confirm": "yes"},
-                    follow_redirects=False)  # fmt: skip
+    r = client.post(
+        "/dashboard/list-review", data={"csrf": csrf, "fix": "yes", "confirm": "yes"}, follow_redirects=False
+    )
     assert r.status_code == 303
     with container.db.read() as conn:
         assert audit.latest_run(conn).fix is True  # type: ignore[union-attr]

@@ -37,9 +37,10 @@ def client(container: Container) -> TestClient:
 def _login(client: TestClient, next_path: str = "/dashboard") -> str:
     page = client.get("/login")
     r = client.post(
-        "/login", data={"username": "maria", "password": PASSWORD, "csrf": _csrf(page.text), "next": next_path},
+        "/login",
+        data={"username": "maria", "password": PASSWORD, "csrf": _csrf(page.text), "next": next_path},
         follow_redirects=False,
-    )  # fmt: skip
+    )
     assert r.status_code == 303, r.text
     return str(r.headers["location"])
 
@@ -173,9 +174,17 @@ def test_create_program_from_the_dashboard(container: Container, client: TestCli
     )
     assert bad.status_code == 400 and "Sender number" in bad.text
     ok = client.post(
-        "/dashboard/programs", data={"csrf": csrf, "help_contact": "help@acme.example", "name": "deals", "brand": "Acme", "sender": "(415) 555-0100",
-                                     "scope": "program"}, follow_redirects=False,
-    )  # fmt: skip
+        "/dashboard/programs",
+        data={
+            "csrf": csrf,
+            "help_contact": "help@acme.example",
+            "name": "deals",
+            "brand": "Acme",
+            "sender": "(415) 555-0100",
+            "scope": "program",
+        },
+        follow_redirects=False,
+    )
     assert ok.status_code == 303
     listing = client.get("/dashboard/programs").text
     assert "deals" in listing and "+1 415-555-0100" in listing and "this program only" in listing
@@ -204,9 +213,10 @@ def test_one_time_password_must_be_changed_first(container: Container) -> None:
     )
     assert short.status_code == 400 and "at least 10" in short.text
     ok = client.post(
-        "/account/password", data={"csrf": _csrf(form), "current": password, "new": PASSWORD, "confirm": PASSWORD},
+        "/account/password",
+        data={"csrf": _csrf(form), "current": password, "new": PASSWORD, "confirm": PASSWORD},
         follow_redirects=False,
-    )  # fmt: skip
+    )
     assert ok.headers["location"] == "/dashboard?flash=password"
     assert client.get("/dashboard").status_code == 200
 

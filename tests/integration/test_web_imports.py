@@ -41,8 +41,11 @@ def client(container: Container) -> TestClient:
 def uploaded(container: Container, client: TestClient) -> Any:
     prog = web.program(container)
     csrf = web.csrf(client.get("/dashboard/programs").text)
-    r = client.post(f"/dashboard/programs/{prog['id']}/import", data={"csrf": csrf},
-                    files={"file": ("list.csv", FILE, "text/csv")})  # fmt: skip
+    r = client.post(
+        f"/dashboard/programs/{prog['id']}/import",
+        data={"csrf": csrf},
+        files={"file": ("list.csv", FILE, "text/csv")},
+    )
     assert r.status_code == 200, r.text
     m = re.fullmatch(r"/dashboard/imports/(\d+)", r.url.path)
     assert m, r.url  # post/redirect/get: the import's own page
@@ -118,8 +121,11 @@ def test_the_imports_list_links_to_each_import(
 def test_a_refused_file_is_listed_with_its_reason(container: Container, client: TestClient) -> None:
     prog = web.program(container)
     csrf = web.csrf(client.get("/dashboard/programs").text)
-    r = client.post(f"/dashboard/programs/{prog['id']}/import", data={"csrf": csrf},
-                    files={"file": ("names.csv", b"name\nAnn\n", "text/csv")})  # fmt: skip
+    r = client.post(
+        f"/dashboard/programs/{prog['id']}/import",
+        data={"csrf": csrf},
+        files={"file": ("names.csv", b"name\nAnn\n", "text/csv")},
+    )
     assert r.status_code == 400 and "no phone column" in html.unescape(r.text)
     listed = web.page_text(client.get("/dashboard/imports").text)
     assert "names.csv" in listed and "refused" in listed
@@ -145,8 +151,11 @@ def test_the_rejects_csv_fixed_imports_again_as_the_original_would(
     with container.db.read() as conn:
         prog_id = conn.execute(select(programs.c.id)).scalar_one()
     csrf = web.csrf(client.get("/dashboard/programs").text)
-    r = client.post(f"/dashboard/programs/{prog_id}/import", data={"csrf": csrf},
-                    files={"file": ("list.rejects.csv", out.getvalue().encode(), "text/csv")})  # fmt: skip
+    r = client.post(
+        f"/dashboard/programs/{prog_id}/import",
+        data={"csrf": csrf},
+        files={"file": ("list.rejects.csv", out.getvalue().encode(), "text/csv")},
+    )
     assert re.search(r"<dt>Contacts created</dt><dd>2</dd>", r.text) and re.search(
         r"<dt>Rejected</dt><dd>0</dd>", r.text
     )

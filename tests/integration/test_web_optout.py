@@ -75,9 +75,10 @@ def test_post_unsubscribes_this_program_with_web_evidence(container: Container, 
     web.subscriber(container, other)  # same person, second program of the brand
     page = client.get(f"/u/{msg['optout_token']}")
     r = client.post(
-        f"/u/{msg['optout_token']}", data={"csrf": _csrf(page.text), "scope": "program"},
+        f"/u/{msg['optout_token']}",
+        data={"csrf": _csrf(page.text), "scope": "program"},
         headers={"user-agent": "TestPhone/1.0", "origin": "http://testserver"},
-    )  # fmt: skip
+    )
     assert r.status_code == 200 and "You're unsubscribed" in r.text
     statuses, events = _ledger(container, person["id"])
     assert statuses == {prog["id"]: "unsubscribed", other["id"]: "subscribed"}

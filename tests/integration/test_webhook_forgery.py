@@ -43,9 +43,14 @@ def opted_out(container: Container) -> dict[str, Any]:
     contact = web.subscriber(container, prog, PERSON)
     with container.db.transaction() as conn:
         consent.record(
-            conn, container.clock, contact_id=contact["id"], program=prog, action=Action.OPT_OUT,
-            channel=Channel.SMS_KEYWORD, evidence={"text": "STOP"},
-        )  # fmt: skip
+            conn,
+            container.clock,
+            contact_id=contact["id"],
+            program=prog,
+            action=Action.OPT_OUT,
+            channel=Channel.SMS_KEYWORD,
+            evidence={"text": "STOP"},
+        )
     return contact
 
 
@@ -74,9 +79,10 @@ def test_plivo_signature_over_the_url_does_not_cover_a_json_body(
     forged = {"From": PERSON.lstrip("+"), "To": SENDER.lstrip("+"), "Text": "START", "MessageUUID": "m-2"}
     before = recorded(container)
     response = client.post(
-        url.removeprefix("http://testserver"), content=json.dumps(forged).encode(),
+        url.removeprefix("http://testserver"),
+        content=json.dumps(forged).encode(),
         headers={**headers, "content-type": "application/json"},
-    )  # fmt: skip
+    )
     assert response.status_code == 415, response.text
     assert "application/x-www-form-urlencoded" in response.text
     assert recorded(container) == before
@@ -98,9 +104,14 @@ def test_plivo_signed_form_with_its_body_swapped_for_json_is_refused(
 
 @pytest.mark.parametrize(
     ("provider", "content_type"),
-    [("twilio", "text/plain"), ("plivo", "text/plain"), ("telnyx", "application/x-www-form-urlencoded"),
-     ("simulator", "application/x-www-form-urlencoded"), ("vonage", "text/plain")],
-)  # fmt: skip
+    [
+        ("twilio", "text/plain"),
+        ("plivo", "text/plain"),
+        ("telnyx", "application/x-www-form-urlencoded"),
+        ("simulator", "application/x-www-form-urlencoded"),
+        ("vonage", "text/plain"),
+    ],
+)
 def test_a_body_type_the_provider_never_sends_is_refused_unread(
     client: TestClient, container: Container, provider: str, content_type: str
 ) -> None:

@@ -19,8 +19,13 @@ from optline.adapters.providers.twilio.send import TwilioSender
 from optline.adapters.providers.vonage.send import VonageSender
 from tests.support import fake_providers as fp
 
-SMS = OutboundSms(to="+14155550134", from_="+14155550100", body="Acme: hi. Reply STOP to opt out.",
-                  idempotency_key="c1:42", status_callback_url="https://acme.test/webhooks/x/status")  # fmt: skip
+SMS = OutboundSms(
+    to="+14155550134",
+    from_="+14155550100",
+    body="Acme: hi. Reply STOP to opt out.",
+    idempotency_key="c1:42",
+    status_callback_url="https://acme.test/webhooks/x/status",
+)
 SECRETS = {
     "twilio": fp.TWILIO_TOKEN,
     "vonage": fp.VONAGE_SECRET,
@@ -80,8 +85,15 @@ def test_telnyx_idempotency_key_prevents_a_second_send(fake: fp.FakeProviders) -
 
 
 def _twilio(status: int, code: int) -> dict[str, Any]:  # https://www.twilio.com/docs/usage/twilios-response
-    return {"status": status, "body": {"code": code, "message": f"error {code}", "status": status,
-                                       "more_info": f"https://www.twilio.com/docs/errors/{code}"}}  # fmt: skip
+    return {
+        "status": status,
+        "body": {
+            "code": code,
+            "message": f"error {code}",
+            "status": status,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        },
+    }
 
 
 def _vonage(status: str, text: str) -> dict[str, Any]:  # HTTP 200 whatever the outcome
@@ -249,11 +261,17 @@ def test_plivo_list_honours_limit_and_reconciliation_follows_meta_next(fake: fp.
     before = datetime.now(UTC)
     result = send(sender, SMS)
     _others(fake, "plivo", 45)  # newer, to other people: ours is on the third page of 20
-    page = httpx.get(f"{fake.url}/v1/Account/{fp.PLIVO_ID}/Message/", params={"limit": 50},
-                     auth=(fp.PLIVO_ID, fp.PLIVO_TOKEN))  # fmt: skip
+    page = httpx.get(
+        f"{fake.url}/v1/Account/{fp.PLIVO_ID}/Message/",
+        params={"limit": 50},
+        auth=(fp.PLIVO_ID, fp.PLIVO_TOKEN),
+    )
     assert page.status_code == 400  # limit is 1..20
-    page = httpx.get(f"{fake.url}/v1/Account/{fp.PLIVO_ID}/Message/", params={"limit": 20},
-                     auth=(fp.PLIVO_ID, fp.PLIVO_TOKEN)).json()  # fmt: skip
+    page = httpx.get(
+        f"{fake.url}/v1/Account/{fp.PLIVO_ID}/Message/",
+        params={"limit": 20},
+        auth=(fp.PLIVO_ID, fp.PLIVO_TOKEN),
+    ).json()
     assert (
         len(page["objects"]) == 20
         and page["meta"]["total_count"] == 46

@@ -117,9 +117,12 @@ def test_simulator_query_string_is_not_read() -> None:
     """The simulator signs its JSON body only: a query parameter added to a captured request is ignored."""
     body, headers = simulator.encode({"sid": "s-1", "status": "delivered"}, signing.SECRET_KEY)
     req = WebhookRequest(
-        method="POST", url="http://testserver/webhooks/simulator/status?error_code=opted_out", headers=headers,
-        body=body, query=[("error_code", "opted_out")],
-    )  # fmt: skip
+        method="POST",
+        url="http://testserver/webhooks/simulator/status?error_code=opted_out",
+        headers=headers,
+        body=body,
+        query=[("error_code", "opted_out")],
+    )
     simulator.verify(req, signing.SECRET_KEY)
     update = simulator.parse_status(req)
     assert update.error_code is None and not update.opted_out

@@ -67,9 +67,12 @@ def test_every_api_operation_survives_generated_requests(api: tuple[Any, dict[st
     for operation in api_operations:
 
         @hypothesis_settings(
-            max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+            max_examples=EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
             suppress_health_check=list(HealthCheck),
-        )  # fmt: skip
+        )
         @given(case=operation.as_strategy())
         def run(case: Any) -> None:
             response = case.call(headers=headers)

@@ -78,8 +78,10 @@ def test_sigkilled_workers_deliver_every_message_exactly_once(
     duplicates = [p for p, n in counts.items() if n > 1]
     missing = [p for p in map(outbound.phone, range(TOTAL)) if p not in by_phone]
     assert duplicates == [] and missing == [], f"duplicates {duplicates[:5]}, missing {missing[:5]}"
-    print(f"\ncrash: {TOTAL} messages, {WORKERS} workers, {KILLS} SIGKILLs mid-call (provider 150 ms), "
-          f"duplicates 0, lost 0")  # fmt: skip
+    print(
+        f"\ncrash: {TOTAL} messages, {WORKERS} workers, {KILLS} SIGKILLs mid-call (provider 150 ms), "
+        f"duplicates 0, lost 0"
+    )
 
 
 def _arrived(fake: fp.RemoteFake) -> int:

@@ -47,13 +47,19 @@ def start_worker(db_url: str, fake: fp.RemoteFake) -> subprocess.Popen[bytes]:
            "OPTLINE_TWILIO_BASE_URL": fake.url, "OPTLINE_SEND_CONCURRENCY": "20", "OPTLINE_SEND_WINDOW_SECONDS": "1",
            "OPTLINE_WORKER_LEASE_SECONDS": "1", "OPTLINE_WORKER_POLL_SECONDS": "0.2",
            "OPTLINE_SECRET_KEY": "crash-test-secret-key-0123456789-abcdefgh", "OPTLINE_PUBLIC_URL": "https://acme.test"}  # fmt: skip
-    return subprocess.Popen([sys.executable, "-m", "optline", "worker"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "optline", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_call_loses_and_repeats_nothing(live: Container, db_url: str,
-                                                            fake_server: fp.RemoteFake) -> None:  # fmt: skip
+def test_a_worker_killed_mid_call_loses_and_repeats_nothing(
+    live: Container, db_url: str, fake_server: fp.RemoteFake
+) -> None:
     outbound.seed(live, COUNT, time_zone=outbound.zone_where(True), us_state=None)
     with live.db.transaction() as conn:
         campaign = campaigns.create(conn, live.clock, program="deals", name="crash", template="Hi, 20% off")
@@ -86,8 +92,11 @@ def test_a_worker_killed_mid_call_loses_and_repeats_nothing(live: Container, db_
     per = Counter(m["to"] for m in received)
     assert [to for to, n in per.items() if n > 1] == []  # nothing sent twice
     with live.db.read() as conn:
-        rows = conn.execute(select(contacts.c.phone, messages.c.status, messages.c.provider_message_id)
-                            .join(contacts, contacts.c.id == messages.c.contact_id)).all()  # fmt: skip
+        rows = conn.execute(
+            select(contacts.c.phone, messages.c.status, messages.c.provider_message_id).join(
+                contacts, contacts.c.id == messages.c.contact_id
+            )
+        ).all()
     assert len(rows) == COUNT and all(r.status == "sent" for r in rows)  # nothing lost
     by_phone = {m["to"]: m["sid"] for m in received}
     assert {r.phone: r.provider_message_id for r in rows} == by_phone  # the provider's own ids, reconciled

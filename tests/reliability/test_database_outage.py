@@ -55,8 +55,9 @@ def test_workers_and_api_ride_out_a_postgres_restart(fake_server: fp.RemoteFake,
                 _wait_for_progress(fake_server, BODY, at_least=200)
                 _outage(cluster)  # during dispatch
                 pool = ThreadPoolExecutor(8)  # the provider posts replies concurrently
-                stops = pool.map(lambda i: fleet.send_stop(api.url, stoppers[i], f"SMout{i:030d}"),
-                                 range(STOPS))  # fmt: skip
+                stops = pool.map(
+                    lambda i: fleet.send_stop(api.url, stoppers[i], f"SMout{i:030d}"), range(STOPS)
+                )
                 time.sleep(1.0)
                 _outage(cluster)  # while STOPs arrive (and dispatch goes on)
                 results.extend(stops)
@@ -64,10 +65,13 @@ def test_workers_and_api_ride_out_a_postgres_restart(fake_server: fp.RemoteFake,
                 fleet.wait_settled(c, timeout=300)
                 alive = [p.poll() is None for p in procs] + [api.process.poll() is None]
             with c.db.read() as conn:
-                unsubscribed = set(conn.execute(
-                    select(contacts.c.phone).join(subscriptions, subscriptions.c.contact_id == contacts.c.id)
-                    .where(subscriptions.c.status == "unsubscribed")
-                ).scalars())  # fmt: skip
+                unsubscribed = set(
+                    conn.execute(
+                        select(contacts.c.phone)
+                        .join(subscriptions, subscriptions.c.contact_id == contacts.c.id)
+                        .where(subscriptions.c.status == "unsubscribed")
+                    ).scalars()
+                )
         finally:
             c.close()
 
@@ -86,8 +90,10 @@ def test_workers_and_api_ride_out_a_postgres_restart(fake_server: fp.RemoteFake,
     stopped = {r.phone for r in results}
     missing = [p for p in map(outbound.phone, range(TOTAL)) if p not in by_phone and p not in stopped]
     assert missing == [], f"{len(missing)} recipients never got the campaign: {missing[:5]}"
-    print(f"\ndatabase outage: 2 restarts ({DOWN_SECONDS:.0f}s down each), {TOTAL} messages, {STOPS} STOPs, "
-          f"{len(refused)} STOPs refused during the outage and recorded on retry, duplicates 0, lost 0")  # fmt: skip
+    print(
+        f"\ndatabase outage: 2 restarts ({DOWN_SECONDS:.0f}s down each), {TOTAL} messages, {STOPS} STOPs, "
+        f"{len(refused)} STOPs refused during the outage and recorded on retry, duplicates 0, lost 0"
+    )
 
 
 def _outage(cluster: Cluster) -> None:

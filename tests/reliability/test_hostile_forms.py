@@ -40,8 +40,14 @@ _FIELD = st.one_of(
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     # No per-IP limits in the way: every example must reach the code under test.
-    return Settings(env="test", database_url=db_url, public_url=hostile.BASE, join_posts_per_ip=10**6,
-                    join_signups_per_ip_per_hour=10**6, **signing.SETTINGS)  # fmt: skip
+    return Settings(
+        env="test",
+        database_url=db_url,
+        public_url=hostile.BASE,
+        join_posts_per_ip=10**6,
+        join_signups_per_ip_per_hour=10**6,
+        **signing.SETTINGS,
+    )
 
 
 @pytest.fixture
@@ -61,9 +67,12 @@ def test_hostile_requests_to_the_consent_pages_get_no_5xx_and_record_nothing(
     before = recorded(container)
 
     @hypothesis_settings(
-        max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    )  # fmt: skip
+    )
     @given(
         segment=_SEGMENT,
         raw=st.booleans(),

@@ -34,10 +34,16 @@ KINDS = ("sms", "status")
 # What a refusal names: the field, the body (not UTF-8 / not JSON / too large), the Content-Type, the query.
 NAMES_WHAT = re.compile(r"field|body|payload|data\.|Content-Type|query|event_type|signature")
 FUZZ = hypothesis_settings(
-    max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                           HealthCheck.data_too_large],
-)  # fmt: skip
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 
 
 @pytest.fixture
@@ -138,9 +144,13 @@ def test_a_stop_with_nul_characters_is_recorded_without_them(
 @pytest.mark.parametrize("engine_name", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(
     ("provider", "field", "value", "named"),
-    [("twilio", "MessageSid", "SM" + "9" * 200, "MessageSid"), ("twilio", "From", "+1415555\x000134", "From"),
-     ("plivo", "MessageUUID", "\x00", "MessageUUID"), ("vonage", "msisdn", "1" * 40, "msisdn")],
-)  # fmt: skip
+    [
+        ("twilio", "MessageSid", "SM" + "9" * 200, "MessageSid"),
+        ("twilio", "From", "+1415555\x000134", "From"),
+        ("plivo", "MessageUUID", "\x00", "MessageUUID"),
+        ("vonage", "msisdn", "1" * 40, "msisdn"),
+    ],
+)
 def test_a_signed_but_unusable_field_is_a_400_naming_it(
     client: TestClient, container: Container, provider: str, field: str, value: str, named: str
 ) -> None:

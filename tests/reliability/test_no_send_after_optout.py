@@ -62,11 +62,21 @@ def test_no_recipient_is_texted_after_their_opt_out_committed(
                 fleet.wait_settled(c, timeout=600)
         by_phone = fleet.arrivals(fake_server, BODY)
         with c.db.read() as conn:
-            rows = {r.to_phone: r for r in conn.execute(select(messages.c.to_phone, messages.c.status,
-                                                               messages.c.handed_over_at)
-                                                        .where(messages.c.campaign_id.is_not(None)))}  # fmt: skip
-            unsubscribed = int(conn.execute(select(func.count()).select_from(subscriptions)
-                                            .where(subscriptions.c.status == "unsubscribed")).scalar_one())  # fmt: skip
+            rows = {
+                r.to_phone: r
+                for r in conn.execute(
+                    select(messages.c.to_phone, messages.c.status, messages.c.handed_over_at).where(
+                        messages.c.campaign_id.is_not(None)
+                    )
+                )
+            }
+            unsubscribed = int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(subscriptions)
+                    .where(subscriptions.c.status == "unsubscribed")
+                ).scalar_one()
+            )
     finally:
         c.close()
         pg.drop(db_url)
@@ -87,11 +97,16 @@ def test_no_recipient_is_texted_after_their_opt_out_committed(
     stopped = {r.phone for r in results}
     counts = Counter({phone: len(got) for phone, got in by_phone.items()})
     assert max(counts.values()) == 1, f"duplicates: {[p for p, n in counts.items() if n > 1][:5]}"
-    missing = [outbound.phone(i) for i in range(TOTAL) if outbound.phone(i) not in stopped
-               and outbound.phone(i) not in by_phone]  # fmt: skip
+    missing = [
+        outbound.phone(i)
+        for i in range(TOTAL)
+        if outbound.phone(i) not in stopped and outbound.phone(i) not in by_phone
+    ]
     assert missing == [], f"{len(missing)} recipients who never opted out got nothing: {missing[:5]}"
     # The figures the README's Guarantees section quotes.
-    print(f"\nno-send-after-opt-out: {TOTAL} messages, {WORKERS} workers, {STOPS} STOPs "
-          f"({texted_before} texted before their STOP, {STOPS - texted_before} suppressed), "
-          f"late sends {len(late)}, duplicates 0, retried STOPs "
-          f"{sum(len(r.attempts) > 1 for r in results)}")  # fmt: skip
+    print(
+        f"\nno-send-after-opt-out: {TOTAL} messages, {WORKERS} workers, {STOPS} STOPs "
+        f"({texted_before} texted before their STOP, {STOPS - texted_before} suppressed), "
+        f"late sends {len(late)}, duplicates 0, retried STOPs "
+        f"{sum(len(r.attempts) > 1 for r in results)}"
+    )

@@ -70,15 +70,22 @@ def test_every_message_is_delivered_once_or_failed_with_a_reason(
     container.clock = SystemClock()  # the fake's list lag and Retry-After are real seconds
     outbound.seed(container, MESSAGES, time_zone=outbound.zone_where(True), us_state=None)
     with container.db.transaction() as conn:
-        campaign = campaigns.create(conn, container.clock, program="deals", name="faults",
-                                    template="Hi {{ first_name }}, 20% off")  # fmt: skip
+        campaign = campaigns.create(
+            conn, container.clock, program="deals", name="faults", template="Hi {{ first_name }}, 20% off"
+        )
         campaigns.start(conn, container.clock, campaign, public_url=container.settings.public_url)
     fake.chaos(**FAULTS)
     if name == "twilio":  # two recipients the provider never accepts: they use up their budget and fail
         for i in (0, 1):
             fake.fail(provider=name, to=outbound.phone(i), status=503, body={"message": "down"}, times=100)
-    config = DispatchConfig(public_url="https://acme.test", batch_size=50, max_attempts=MAX_ATTEMPTS,
-                            backoff_base=0.2, backoff_max=2.0, concurrency=8)  # fmt: skip
+    config = DispatchConfig(
+        public_url="https://acme.test",
+        batch_size=50,
+        max_attempts=MAX_ATTEMPTS,
+        backoff_base=0.2,
+        backoff_max=2.0,
+        concurrency=8,
+    )
     dispatcher = Dispatcher(container.db, container.clock, build(name, fake.url), config, worker_id="w1")
     total, started = Counts(), time.monotonic()
     while time.monotonic() - started < DEADLINE:

@@ -71,11 +71,30 @@ TELNYX_KEY = "KEYtelnyxtest"
 DEFAULT_LATENCY = (0.1, 0.3)  # seconds, the issue's "100–300 ms"
 Latency = float | tuple[float, float]
 # The send answers for an opted-out recipient of the providers that refuse at send time (module docstring).
-OPTED_OUT = {"twilio": (400, {"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400,
-                              "more_info": "https://www.twilio.com/docs/errors/21610"}),
-             "telnyx": (409, {"errors": [{"code": "40300", "title": "Blocked due to STOP message",
-                                          "detail": "Messages cannot be sent from your number to this destination "
-                                                    "because the destination has sent your number a stop message."}]})}  # fmt: skip
+OPTED_OUT = {
+    "twilio": (
+        400,
+        {
+            "code": 21610,
+            "message": "Attempt to send to unsubscribed recipient",
+            "status": 400,
+            "more_info": "https://www.twilio.com/docs/errors/21610",
+        },
+    ),
+    "telnyx": (
+        409,
+        {
+            "errors": [
+                {
+                    "code": "40300",
+                    "title": "Blocked due to STOP message",
+                    "detail": "Messages cannot be sent from your number to this destination "
+                    "because the destination has sent your number a stop message.",
+                }
+            ]
+        },
+    ),
+}
 VONAGE_OUT_OF_CREDIT = {
     "message-count": "1",
     "messages": [{"status": "9", "error-text": "Partner Quota Violation"}],
@@ -118,12 +137,28 @@ def telnyx_opt_out_receipt(message_id: str, to: str, sender: str) -> dict[str, A
     (https://developers.telnyx.com/docs/messaging/messages/error-codes/index; payload shape:
     https://developers.telnyx.com/docs/messaging/messages/receiving-webhooks)."""
     now = datetime.now(UTC).isoformat()
-    payload = {"data": {"event_type": "message.finalized", "id": str(uuid.uuid4()), "occurred_at": now,
-                        "record_type": "event", "payload": {
-                            "id": message_id, "direction": "outbound", "completed_at": now,
-                            "from": {"phone_number": sender}, "to": [{"phone_number": to, "status": "delivery_failed"}],
-                            "errors": [{"code": "40300", "title": "Blocked due to STOP message",
-                                        "detail": "Messages cannot be sent to this number because it replied STOP"}]}}}  # fmt: skip
+    payload = {
+        "data": {
+            "event_type": "message.finalized",
+            "id": str(uuid.uuid4()),
+            "occurred_at": now,
+            "record_type": "event",
+            "payload": {
+                "id": message_id,
+                "direction": "outbound",
+                "completed_at": now,
+                "from": {"phone_number": sender},
+                "to": [{"phone_number": to, "status": "delivery_failed"}],
+                "errors": [
+                    {
+                        "code": "40300",
+                        "title": "Blocked due to STOP message",
+                        "detail": "Messages cannot be sent to this number because it replied STOP",
+                    }
+                ],
+            },
+        }
+    }
     return {"provider": "telnyx", "path": "/webhooks/telnyx/status", "payload": payload}
 
 
@@ -192,8 +227,9 @@ class State:
                     roll -= rates.get(name, 0.0)
         return None
 
-    def record(self, provider: str, to: str, from_: str, body: str, key: str | None = None,
-               initial: str = "queued") -> dict[str, Any]:  # fmt: skip
+    def record(
+        self, provider: str, to: str, from_: str, body: str, key: str | None = None, initial: str = "queued"
+    ) -> dict[str, Any]:
         # Id shapes: Twilio "SM" + 32 hex; Vonage 16 hex ("0C000000217B7F02"); Plivo and Telnyx UUIDs.
         hex_ = uuid.uuid4().hex
         sid = {"twilio": "SM" + hex_, "vonage": hex_[:16].upper()}.get(provider) or str(uuid.UUID(hex_))
@@ -427,7 +463,9 @@ class Handler(BaseHTTPRequestHandler):
                     continue
                 if "DateSent>" in bounds and sent < bounds["DateSent>"]:
                     continue
-                if "DateSent<" in bounds and sent > bounds["DateSent<"] + (timedelta(days=1) if len(q["DateSent<"]) == 10 else timedelta()):  # fmt: skip
+                if "DateSent<" in bounds and sent > bounds["DateSent<"] + (
+                    timedelta(days=1) if len(q["DateSent<"]) == 10 else timedelta()
+                ):
                     continue
             rows.append((sent or datetime.max.replace(tzinfo=UTC), m))
         rows.sort(key=lambda r: r[0], reverse=True)  # not yet sent first: the newest
@@ -440,11 +478,20 @@ class Handler(BaseHTTPRequestHandler):
             return f"{base}?{urlencode(filters | extra)}"
 
         more = offset + size < len(rows)
-        self._send(200, {"messages": [self._twilio_resource(m, now) for _, m in chunk], "page": page,
-                         "page_size": size, "start": offset, "end": offset + max(len(chunk), 1) - 1,
-                         "uri": uri(page, offset or None), "first_page_uri": uri(0, None),
-                         "next_page_uri": uri(page + 1, offset + size) if more else None,
-                         "previous_page_uri": uri(page - 1, max(0, offset - size)) if page else None})  # fmt: skip
+        self._send(
+            200,
+            {
+                "messages": [self._twilio_resource(m, now) for _, m in chunk],
+                "page": page,
+                "page_size": size,
+                "start": offset,
+                "end": offset + max(len(chunk), 1) - 1,
+                "uri": uri(page, offset or None),
+                "first_page_uri": uri(0, None),
+                "next_page_uri": uri(page + 1, offset + size) if more else None,
+                "previous_page_uri": uri(page - 1, max(0, offset - size)) if page else None,
+            },
+        )
 
     # -- Vonage -------------------------------------------------------------------------------------
     def _vonage(self, raw: bytes) -> None:
@@ -465,9 +512,23 @@ class Handler(BaseHTTPRequestHandler):
             with self.state.lock:
                 self.state.receipts.append(vonage_opt_out_receipt(m["sid"], to, sender))
         # HTTP 200, one entry per part with status "0" (https://developer.vonage.com/messaging/sms/guides/troubleshooting-sms).
-        self._send(200, {"message-count": "1", "messages": [{
-            "to": to, "message-id": m["sid"], "status": "0", "remaining-balance": "15.53590000",
-            "message-price": "0.03330000", "network": "23410", "client-ref": form.get("client-ref", "")}]})  # fmt: skip
+        self._send(
+            200,
+            {
+                "message-count": "1",
+                "messages": [
+                    {
+                        "to": to,
+                        "message-id": m["sid"],
+                        "status": "0",
+                        "remaining-balance": "15.53590000",
+                        "message-price": "0.03330000",
+                        "network": "23410",
+                        "client-ref": form.get("client-ref", ""),
+                    }
+                ],
+            },
+        )
 
     def _vonage_search(self, q: dict[str, str]) -> None:
         """Search messages by ``date`` (YYYY-MM-DD) and ``to``, both required together (Developer API,
@@ -521,8 +582,11 @@ class Handler(BaseHTTPRequestHandler):
         now = datetime.now(UTC)
         try:
             limit, offset = int(q.get("limit", "20")), int(q.get("offset", "0"))
-            times = {op: datetime.fromisoformat(q[f"message_time__{op}"]).replace(tzinfo=UTC)
-                     for op in ("gte", "gt", "lte", "lt") if f"message_time__{op}" in q}  # fmt: skip
+            times = {
+                op: datetime.fromisoformat(q[f"message_time__{op}"]).replace(tzinfo=UTC)
+                for op in ("gte", "gt", "lte", "lt")
+                if f"message_time__{op}" in q
+            }
         except ValueError as exc:
             self._send(400, {"api_id": "fake", "error": f"invalid parameter: {exc}"})
             return
@@ -533,9 +597,12 @@ class Handler(BaseHTTPRequestHandler):
             times = {"gte": now - timedelta(hours=24)}
         checks = {"gte": lambda a, b: a >= b, "gt": lambda a, b: a > b, "lte": lambda a, b: a <= b,
                   "lt": lambda a, b: a < b}  # fmt: skip
-        rows = [m for m in self.state.listed("plivo", now)
-                if all(checks[op](m["created"], at) for op, at in times.items())
-                and q.get("message_direction", "outbound") == "outbound"]  # fmt: skip
+        rows = [
+            m
+            for m in self.state.listed("plivo", now)
+            if all(checks[op](m["created"], at) for op, at in times.items())
+            and q.get("message_direction", "outbound") == "outbound"
+        ]
         rows.sort(key=lambda m: m["created"], reverse=True)
         chunk = rows[offset : offset + limit]
         base = f"/v1/Account/{PLIVO_ID}/Message/"
@@ -574,16 +641,35 @@ class Handler(BaseHTTPRequestHandler):
             if original == raw:
                 self._send(200, answer)
             else:
-                self._send(422, {"errors": [{"code": "10015", "title": "Bad Request", "detail":
-                                             "Idempotency-Key was already used with a different request body"}]})  # fmt: skip
+                self._send(
+                    422,
+                    {
+                        "errors": [
+                            {
+                                "code": "10015",
+                                "title": "Bad Request",
+                                "detail": "Idempotency-Key was already used with a different request body",
+                            }
+                        ]
+                    },
+                )
             return
 
         def accept() -> dict[str, Any]:
             m = self.state.record("telnyx", to, sender, text, key)
-            answer = {"data": {"record_type": "message", "direction": "outbound", "id": m["sid"], "type": "SMS",
-                               "from": {"phone_number": sender}, "text": text, "parts": 1,
-                               "to": [{"phone_number": to, "status": "queued"}],
-                               "received_at": m["created"].isoformat()}}  # fmt: skip
+            answer = {
+                "data": {
+                    "record_type": "message",
+                    "direction": "outbound",
+                    "id": m["sid"],
+                    "type": "SMS",
+                    "from": {"phone_number": sender},
+                    "text": text,
+                    "parts": 1,
+                    "to": [{"phone_number": to, "status": "queued"}],
+                    "received_at": m["created"].isoformat(),
+                }
+            }
             if key:
                 with self.state.lock:
                     self.state.idempotency[key] = (raw, answer)
@@ -688,8 +774,12 @@ class RemoteFake:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--latency", type=parse_latency, default=DEFAULT_LATENCY,
-                        help="seconds per request, or a range MIN-MAX (default 0.1-0.3)")  # fmt: skip
+    parser.add_argument(
+        "--latency",
+        type=parse_latency,
+        default=DEFAULT_LATENCY,
+        help="seconds per request, or a range MIN-MAX (default 0.1-0.3)",
+    )
     parser.add_argument("--settle", type=float, default=1.0, help="seconds from queued to sent")
     parser.add_argument("--list-lag", type=float, default=0.0, help="seconds before a message is listed")
     args = parser.parse_args()

@@ -37,8 +37,9 @@ def env_for(db_url: str, fake: fp.RemoteFake, **extra: str) -> dict[str, str]:
 
 
 def optline(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([OPTLINE, *args], env=env, capture_output=True, text=True, timeout=timeout,
-                          check=False)  # fmt: skip
+    done = subprocess.run(
+        [OPTLINE, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     assert done.returncode == 0, f"optline {' '.join(args)}: {done.stdout}{done.stderr}"
     return done
 
@@ -75,8 +76,10 @@ def send_stop(base_url: str, phone: str, sid: str, *, deadline: float = 120.0) -
     url = f"{base_url}/webhooks/twilio/sms"
     params = {"MessageSid": sid, "AccountSid": fp.TWILIO_SID, "From": phone, "To": SENDER, "Body": "STOP",
               "NumMedia": "0"}  # fmt: skip
-    headers = {"X-Twilio-Signature": RequestValidator(fp.TWILIO_TOKEN).compute_signature(url, params),
-               "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
+    headers = {
+        "X-Twilio-Signature": RequestValidator(fp.TWILIO_TOKEN).compute_signature(url, params),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
     sent = StopSent(phone=phone, first_sent=datetime.now(UTC))
     give_up = time.monotonic() + deadline
     with httpx.Client(timeout=15) as client:

@@ -39,9 +39,24 @@ _HOSTILE = st.one_of(
     st.text(alphabet="\x00\x01\x1f\x7f\u2028\ufeff\ufffdSTOP ", max_size=12),
     st.integers(101, 3000).map(lambda n: "S" * n),  # longer than any id column
     st.integers(-(10**400), 10**400).map(str),  # huge numbers
-    st.sampled_from(["STOP\x00", "\x00", "STOP\x00please", "+1415555\x000134", '{"a":{"b":[1,{"c":null}]}}',
-                     "[[[[[[[[]]]]]]]]", "null", "true", "1e999", "NaN", "-0", "%00", "\r\nX-Injected: 1"]),
-)  # fmt: skip
+    st.sampled_from(
+        [
+            "STOP\x00",
+            "\x00",
+            "STOP\x00please",
+            "+1415555\x000134",
+            '{"a":{"b":[1,{"c":null}]}}',
+            "[[[[[[[[]]]]]]]]",
+            "null",
+            "true",
+            "1e999",
+            "NaN",
+            "-0",
+            "%00",
+            "\r\nX-Injected: 1",
+        ]
+    ),
+)
 # JSON-only values: lone surrogates (legal escapes in JSON text, not encodable as UTF-8), wrong types, nesting.
 _JSON_LEAF = st.one_of(
     _HOSTILE,
@@ -78,8 +93,10 @@ def status(provider: str, sid: str) -> dict[str, Any]:
         return {"path": "/webhooks/plivo/status", "params": params}
     if provider == "telnyx":
         return signing.status_fixture("telnyx", sid=sid, status="delivery_failed", error_code="40300")
-    return {"path": "/webhooks/simulator/status", "payload": {"sid": sid, "status": "failed",
-                                                              "error_code": "opted_out"}}  # fmt: skip
+    return {
+        "path": "/webhooks/simulator/status",
+        "payload": {"sid": sid, "status": "failed", "error_code": "opted_out"},
+    }
 
 
 @dataclass
@@ -165,8 +182,15 @@ def requests(draw: st.DrawFn, provider: str, kind: str, *, signed: bool) -> Host
             return Hostile(provider, path, FORM, body, None, signed=signed, note="bad-utf8")
         if shape == "json":
             body = json.dumps(dict(pairs)).encode()  # Vonage may POST JSON: prepare() signs inside it
-            return Hostile(provider, path, JSON, body, pairs if provider == "vonage" else None, signed=signed,
-                           note="json")  # fmt: skip
+            return Hostile(
+                provider,
+                path,
+                JSON,
+                body,
+                pairs if provider == "vonage" else None,
+                signed=signed,
+                note="json",
+            )
         ct = FORM if shape == "form" else draw(st.sampled_from(WRONG_TYPES))
         method = "GET" if provider == "vonage" and draw(st.booleans()) and shape == "form" else "POST"
         return Hostile(provider, path, ct, urlencode(pairs).encode(), pairs, method=method, signed=signed)
@@ -174,10 +198,20 @@ def requests(draw: st.DrawFn, provider: str, kind: str, *, signed: bool) -> Host
     shape = draw(st.sampled_from(["json", "json", "json", "raw", "wrong-type"]))
     if shape == "raw":  # not UTF-8, truncated, not an object, NaN, deep nesting
         body = draw(
-            st.sampled_from([b"\xff\xfe{}", b'{"data": ', b"[]", b'"x"', b"{\"data\": NaN}", b"\x00",
-                             b"[" * 5000 + b"]" * 5000, b'{"data":{"payload":1e99999}}'])
+            st.sampled_from(
+                [
+                    b"\xff\xfe{}",
+                    b'{"data": ',
+                    b"[]",
+                    b'"x"',
+                    b'{"data": NaN}',
+                    b"\x00",
+                    b"[" * 5000 + b"]" * 5000,
+                    b'{"data":{"payload":1e99999}}',
+                ]
+            )
             | st.binary(max_size=64)
-        )  # fmt: skip
+        )
         return Hostile(provider, path, JSON, body, None, signed=signed, note="raw")
     body = json.dumps(payload).encode()  # lone surrogates become \ud800 escapes, as any JSON encoder writes
     ct = JSON if shape == "json" else draw(st.sampled_from(WRONG_TYPES))

@@ -53,8 +53,7 @@ def make_program(conn: Connection, clock: Clock, name: str = "deals", **values: 
     return create_program(conn, clock, help_contact="https://acme.example/help", name=name, **values)
 
 
-def insert_contacts(conn: Connection, now: datetime, start: int, count: int,
-                    **columns: Any) -> list[int]:  # fmt: skip
+def insert_contacts(conn: Connection, now: datetime, start: int, count: int, **columns: Any) -> list[int]:
     rows = []
     for i in range(start, start + count):
         row = {"phone": phone(i), "region": "US", "number_type": "fixed_line_or_mobile",
@@ -73,17 +72,35 @@ def insert_contacts(conn: Connection, now: datetime, start: int, count: int,
     return [found[p] for p in phones]
 
 
-def subscribe(conn: Connection, clock: Clock, program: Mapping[str, Any], contact_ids: Iterable[int],
-              channel: Channel = Channel.IMPORT, evidence: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+def subscribe(
+    conn: Connection,
+    clock: Clock,
+    program: Mapping[str, Any],
+    contact_ids: Iterable[int],
+    channel: Channel = Channel.IMPORT,
+    evidence: Mapping[str, Any] | None = None,
+) -> None:
     items = [consent.BatchOptIn(cid, dict(evidence or IMPORT_EVIDENCE), clock.now()) for cid in contact_ids]
     for i in range(0, len(items), 5000):
         consent.record_opt_ins(conn, clock, program, channel, items[i : i + 5000])
 
 
-def opt_out(conn: Connection, clock: Clock, program: Mapping[str, Any], contact_id: int,
-            channel: Channel = Channel.SMS_KEYWORD) -> None:  # fmt: skip
-    consent.record(conn, clock, contact_id=contact_id, program=program, action=Action.OPT_OUT, channel=channel,
-                   evidence={"message_text": "STOP"})  # fmt: skip
+def opt_out(
+    conn: Connection,
+    clock: Clock,
+    program: Mapping[str, Any],
+    contact_id: int,
+    channel: Channel = Channel.SMS_KEYWORD,
+) -> None:
+    consent.record(
+        conn,
+        clock,
+        contact_id=contact_id,
+        program=program,
+        action=Action.OPT_OUT,
+        channel=channel,
+        evidence={"message_text": "STOP"},
+    )
 
 
 def seed(

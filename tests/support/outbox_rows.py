@@ -43,17 +43,30 @@ def message(
     mid = conn.execute(
         insert(messages)
         .values(
-            campaign_id=campaign["id"] if campaign else None, program_id=program["id"],
-            contact_id=contact["id"], kind=kind, to_phone=contact["phone"], body="hi", segments=1,
-            status="queued", idempotency_key=f"test-{n}", attempts=0, created_at=at, updated_at=at,
+            campaign_id=campaign["id"] if campaign else None,
+            program_id=program["id"],
+            contact_id=contact["id"],
+            kind=kind,
+            to_phone=contact["phone"],
+            body="hi",
+            segments=1,
+            status="queued",
+            idempotency_key=f"test-{n}",
+            attempts=0,
+            created_at=at,
+            updated_at=at,
         )
         .returning(messages.c.id)
-    ).scalar_one()  # fmt: skip
+    ).scalar_one()
     path = {
-        "queued": [], "cancelled": ["cancelled"], "suppressed": ["suppressed"], "failed": ["sending", "failed"],
-        "sent": ["sending", "sent"], "delivered": ["sending", "sent", "delivered"],
+        "queued": [],
+        "cancelled": ["cancelled"],
+        "suppressed": ["suppressed"],
+        "failed": ["sending", "failed"],
+        "sent": ["sending", "sent"],
+        "delivered": ["sending", "sent", "delivered"],
         "undelivered": ["sending", "sent", "undelivered"],
-    }[status]  # fmt: skip
+    }[status]
     for step in path:
         values: dict[str, Any] = {"status": step, "updated_at": at}
         if step == "sent":
@@ -65,18 +78,33 @@ def message(
 
 
 def inbound(
-    conn: Connection, *, contact: dict[str, Any], program: dict[str, Any], body: str, at: datetime,
-    intent: str = "other", review: bool = False, decided_at: datetime | None = None,
-) -> int:  # fmt: skip
+    conn: Connection,
+    *,
+    contact: dict[str, Any],
+    program: dict[str, Any],
+    body: str,
+    at: datetime,
+    intent: str = "other",
+    review: bool = False,
+    decided_at: datetime | None = None,
+) -> int:
     n = next(_seq)
     return int(
         conn.execute(
             insert(inbound_messages)
             .values(
-                provider="simulator", provider_message_id=f"in-{n}", from_phone=contact["phone"],
-                to_phone="+14155550100", body=body, contact_id=contact["id"], program_id=program["id"],
-                intent=intent, review=review, review_decided_at=decided_at, received_at=at,
+                provider="simulator",
+                provider_message_id=f"in-{n}",
+                from_phone=contact["phone"],
+                to_phone="+14155550100",
+                body=body,
+                contact_id=contact["id"],
+                program_id=program["id"],
+                intent=intent,
+                review=review,
+                review_decided_at=decided_at,
+                received_at=at,
             )
             .returning(inbound_messages.c.id)
         ).scalar_one()
-    )  # fmt: skip
+    )

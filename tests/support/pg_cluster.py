@@ -58,8 +58,9 @@ class Cluster:
 
     def start(self) -> None:
         opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data_dir} -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data_dir), "-o", opts, "-l", str(self.data_dir / "log"), "-w",
-                  "start")  # fmt: skip
+        self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-o", opts, "-l", str(self.data_dir / "log"), "-w", "start"
+        )
 
     def stop(self) -> None:
         """A fast shutdown: every open connection is cut and in-flight transactions roll back."""
@@ -94,8 +95,9 @@ def private_cluster() -> Iterator[Cluster]:
         shutil.chown(root, user)
         shutil.chown(data, user)
     cluster = Cluster(bin_dir=bin_dir, data_dir=data, port=free_port(), user=user)
-    cluster._run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync",
-                 timeout=120)  # fmt: skip
+    cluster._run(
+        "initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", timeout=120
+    )
     cluster.start()
     try:
         yield cluster

@@ -60,8 +60,11 @@ def serve(database_url: str, *args: str, **env: str) -> Iterator[Server]:
     }  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "optline", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
-        env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     server = Server(url=url, database_url=database_url, process=process)
     reader = threading.Thread(target=_pump, args=(process, server.output), daemon=True)
     reader.start()

@@ -149,8 +149,18 @@ def inbound_fixture(provider: str, *, sid: str, from_: str, to: str, body: str) 
         }
         return {"path": "/webhooks/plivo/sms", "params": params}
     if provider == "telnyx":
-        payload = {"data": {"event_type": "message.received", "id": f"ev-{sid}", "payload": {
-            "id": sid, "text": body, "from": {"phone_number": from_}, "to": [{"phone_number": to}]}}}  # fmt: skip
+        payload = {
+            "data": {
+                "event_type": "message.received",
+                "id": f"ev-{sid}",
+                "payload": {
+                    "id": sid,
+                    "text": body,
+                    "from": {"phone_number": from_},
+                    "to": [{"phone_number": to}],
+                },
+            }
+        }
         return {"path": "/webhooks/telnyx/sms", "payload": payload}
     return {"path": "/webhooks/simulator/sms", "payload": {"sid": sid, "from": from_, "to": to, "body": body}}
 
@@ -165,7 +175,12 @@ def status_fixture(provider: str, *, sid: str, status: str, error_code: str | No
         return {"path": "/webhooks/twilio/status", "params": params}
     if provider == "telnyx":
         errors = [{"code": error_code, "title": "blocked"}] if error_code else []
-        payload = {"data": {"event_type": "message.finalized", "id": f"ev-{sid}", "payload": {
-            "id": sid, "errors": errors, "to": [{"phone_number": "+1", "status": status}]}}}  # fmt: skip
+        payload = {
+            "data": {
+                "event_type": "message.finalized",
+                "id": f"ev-{sid}",
+                "payload": {"id": sid, "errors": errors, "to": [{"phone_number": "+1", "status": status}]},
+            }
+        }
         return {"path": "/webhooks/telnyx/status", "payload": payload}
     raise ValueError(provider)

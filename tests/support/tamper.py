@@ -42,15 +42,18 @@ def force(container: Container, *statements: str) -> None:
 
 def delete_newest_event(container: Container, contact_id: int) -> None:
     """Remove a contact's newest ledger event (say, their opt-out); the projection is left as it was."""
-    force(container, f"DELETE FROM consent_events WHERE contact_id = {int(contact_id)} AND seq = "
-                     f"(SELECT max(seq) FROM consent_events WHERE contact_id = {int(contact_id)})")  # fmt: skip
+    force(
+        container,
+        f"DELETE FROM consent_events WHERE contact_id = {int(contact_id)} AND seq = "
+        f"(SELECT max(seq) FROM consent_events WHERE contact_id = {int(contact_id)})",
+    )
 
 
 def hide_newest_event(container: Container, contact_id: int) -> None:
     """Remove a contact's newest event and point the projection back at the one before, as a careful
     attacker would: the chain and the projection then agree, and only a ledger digest can tell."""
     cid = int(contact_id)
-    previous = f"(SELECT id FROM consent_events WHERE contact_id = {cid} AND seq = (SELECT max(seq) - 1 FROM consent_events WHERE contact_id = {cid}))"  # fmt: skip
+    previous = f"(SELECT id FROM consent_events WHERE contact_id = {cid} AND seq = (SELECT max(seq) - 1 FROM consent_events WHERE contact_id = {cid}))"
     force(
         container,
         f"UPDATE subscriptions SET status = 'subscribed', last_event_id = {previous}, "
@@ -86,9 +89,10 @@ def _rehash_digests(conn: Connection) -> None:
     prev = chain.GENESIS
     for d in conn.execute(select(ledger_digests.c.id).order_by(ledger_digests.c.id)).all():
         heads = conn.execute(
-            select(ledger_digest_heads.c.contact_id, ledger_digest_heads.c.seq, ledger_digest_heads.c.hash)
-            .where(ledger_digest_heads.c.digest_id == d.id)
-        ).all()  # fmt: skip
+            select(
+                ledger_digest_heads.c.contact_id, ledger_digest_heads.c.seq, ledger_digest_heads.c.hash
+            ).where(ledger_digest_heads.c.digest_id == d.id)
+        ).all()
         value = chain.digest_of_heads([tuple(h) for h in heads], prev)
         conn.execute(
             update(ledger_digests).where(ledger_digests.c.id == d.id).values(prev_digest=prev, digest=value)
@@ -108,14 +112,17 @@ def rewrite_event(container: Container, contact_id: int, seq: int, **evidence: A
             event["prev_hash"] = prev
             event["hash"] = prev = chain.event_hash(event)
             conn.execute(
-                update(consent_events).where(consent_events.c.id == event["id"])
+                update(consent_events)
+                .where(consent_events.c.id == event["id"])
                 .values(evidence=event["evidence"], prev_hash=event["prev_hash"], hash=event["hash"])
-            )  # fmt: skip
+            )
             conn.execute(
                 update(ledger_digest_heads)
-                .where(ledger_digest_heads.c.contact_id == contact_id, ledger_digest_heads.c.seq == event["seq"])
+                .where(
+                    ledger_digest_heads.c.contact_id == contact_id, ledger_digest_heads.c.seq == event["seq"]
+                )
                 .values(hash=event["hash"])
-            )  # fmt: skip
+            )
         _rehash_digests(conn)
 
 

@@ -36,8 +36,11 @@ def page_text(page: str) -> str:
 
 def log_in(client: TestClient, username: str, password: str) -> int:
     login = client.get("/login")
-    r = client.post("/login", data={"username": username, "password": password, "csrf": csrf(login.text)},
-                    follow_redirects=False)  # fmt: skip
+    r = client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf": csrf(login.text)},
+        follow_redirects=False,
+    )
     return r.status_code
 
 
@@ -70,9 +73,14 @@ def subscriber(container: Container, prog: dict[str, Any], phone: str = "+141555
     with container.db.transaction() as conn:
         contact, _ = contact_repo.get_or_create(conn, parse_phone(phone, "US"), clock.now())
         consent.record(
-            conn, clock, contact_id=contact["id"], program=prog, action=Action.OPT_IN, channel=Channel.API,
+            conn,
+            clock,
+            contact_id=contact["id"],
+            program=prog,
+            action=Action.OPT_IN,
+            channel=Channel.API,
             evidence={"source": "test", "disclosure_text": "Reply STOP to opt out"},
-        )  # fmt: skip
+        )
     return contact
 
 
@@ -80,7 +88,13 @@ def message_with_link(container: Container, prog: dict[str, Any], contact: dict[
     token = new_token()
     with container.db.transaction() as conn:
         return outbox.enqueue(
-            conn, container.clock, program_id=prog["id"], contact_id=contact["id"], to_phone=contact["phone"],
-            kind=outbox.Kind.MARKETING, body=f"{prog['brand']}: 20% off today. Stop: http://testserver/u/{token}",
-            idempotency_key=outbox.key("test", token), optout_token=token,
-        )  # fmt: skip
+            conn,
+            container.clock,
+            program_id=prog["id"],
+            contact_id=contact["id"],
+            to_phone=contact["phone"],
+            kind=outbox.Kind.MARKETING,
+            body=f"{prog['brand']}: 20% off today. Stop: http://testserver/u/{token}",
+            idempotency_key=outbox.key("test", token),
+            optout_token=token,
+        )

@@ -29,11 +29,14 @@ def test_a_checkpoint_round_trips_and_its_signature_checks_with_any_ed25519_tool
 
 @pytest.mark.parametrize(
     ("line", "message"),
-    [("not json", "log:3: not JSON"), ("[1]", "expected a JSON object"),
-     ('{"version": 1}', "missing created_at, digest_id"),
-     (_signed().to_json().replace('"version": 1', '"version": 9'), "unknown checkpoint version 9"),
-     (_signed().to_json().replace('"digest_id": 7', '"digest_id": "seven"'), "invalid literal")],
-)  # fmt: skip
+    [
+        ("not json", "log:3: not JSON"),
+        ("[1]", "expected a JSON object"),
+        ('{"version": 1}', "missing created_at, digest_id"),
+        (_signed().to_json().replace('"version": 1', '"version": 9'), "unknown checkpoint version 9"),
+        (_signed().to_json().replace('"digest_id": 7', '"digest_id": "seven"'), "invalid literal"),
+    ],
+)
 def test_a_malformed_checkpoint_is_named(line: str, message: str) -> None:
     with pytest.raises(cp.CheckpointError, match=message):
         cp.parse(line, "log:3")
@@ -47,10 +50,12 @@ def test_a_changed_field_breaks_the_signature() -> None:
 
 @pytest.mark.parametrize(
     ("body", "instruction"),
-    [("Acme: 20% off today. Reply STOP to opt out.", "Reply STOP to opt out."),
-     ("Acme: new beans! Opt out: https://x.example/u/abc123", "Opt out: https://x.example/u/abc123"),
-     ("Acme: hola. Responde BAJA para darte de baja.", "Responde BAJA para darte de baja."),
-     ("Acme: your order shipped.", None)],
-)  # fmt: skip
+    [
+        ("Acme: 20% off today. Reply STOP to opt out.", "Reply STOP to opt out."),
+        ("Acme: new beans! Opt out: https://x.example/u/abc123", "Opt out: https://x.example/u/abc123"),
+        ("Acme: hola. Responde BAJA para darte de baja.", "Responde BAJA para darte de baja."),
+        ("Acme: your order shipped.", None),
+    ],
+)
 def test_the_opt_out_instruction_a_message_carried(body: str, instruction: str | None) -> None:
     assert optout_instruction(body) == instruction

@@ -103,9 +103,17 @@ def test_ambiguous_short_replies_go_to_review(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "language"),
-    [("ALTO", "es"), ("dejen de mandarme mensajes", "es"), ("ARRÊT", "fr"), ("ne m'envoyez plus de messages", "fr"),
-     ("não quero mais receber", "pt"), ("SAIR", "pt"), ("STOP", "en"), ("please stop texting me", "en")],
-)  # fmt: skip
+    [
+        ("ALTO", "es"),
+        ("dejen de mandarme mensajes", "es"),
+        ("ARRÊT", "fr"),
+        ("ne m'envoyez plus de messages", "fr"),
+        ("não quero mais receber", "pt"),
+        ("SAIR", "pt"),
+        ("STOP", "en"),
+        ("please stop texting me", "en"),
+    ],
+)
 def test_language(text: str, language: str) -> None:
     assert classify(text).language == language
 
@@ -137,8 +145,10 @@ def test_deterministic_and_explained() -> None:
     assert classify("STOP").reason == "keyword:stop"
 
 
-@pytest.mark.parametrize(("raw", "normal"), [("  STÓPPPP!!! 🛑", "stop"), ("Don’t text", "dont text"),
-                                             ("&lt;#&gt; mins", "# mins")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [("  STÓPPPP!!! 🛑", "stop"), ("Don’t text", "dont text"), ("&lt;#&gt; mins", "# mins")],
+)
 def test_normalise(raw: str, normal: str) -> None:
     assert normalise(raw) == normal
 

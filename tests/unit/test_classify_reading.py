@@ -58,11 +58,13 @@ def test_the_same_verbs_about_something_else_are_not(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "reason"),
-    [("stop calling my mom", "other-sense:en:stop calling+mom"),
-     ("no me mandes la factura todavía", "other-sense:es:mandes+factura"),
-     ("dejen de mandarme mensajes", "composed:es:dejen de mandarme+mensajes"),
-     ("would you mind not messaging this number", "composed:en:messaging+this number")],
-)  # fmt: skip
+    [
+        ("stop calling my mom", "other-sense:en:stop calling+mom"),
+        ("no me mandes la factura todavía", "other-sense:es:mandes+factura"),
+        ("dejen de mandarme mensajes", "composed:es:dejen de mandarme+mensajes"),
+        ("would you mind not messaging this number", "composed:en:messaging+this number"),
+    ],
+)
 def test_the_reason_names_the_action_and_the_object(text: str, reason: str) -> None:
     assert classify(text).reason == reason
 
@@ -128,10 +130,20 @@ def test_segment_takes_the_longest_phrase() -> None:
 # whole request; the object, when there is one, decides as for any action.
 @pytest.mark.parametrize(
     "text",
-    ["go away please", "I'm blocking you", "we want out", "count me out of this", "I want out of your list",
-     "déjenme en paz", "me salgo de la lista", "je veux sortir de la liste", "sai fora daqui",
-     "me deixem em paz", "quero sair da lista"],
-)  # fmt: skip
+    [
+        "go away please",
+        "I'm blocking you",
+        "we want out",
+        "count me out of this",
+        "I want out of your list",
+        "déjenme en paz",
+        "me salgo de la lista",
+        "je veux sortir de la liste",
+        "sai fora daqui",
+        "me deixem em paz",
+        "quero sair da lista",
+    ],
+)
 def test_dismissals_and_exits_are_opt_outs(text: str) -> None:
     result = classify(text)
     assert result.intent is Intent.OPTOUT and not result.review, result
@@ -139,10 +151,17 @@ def test_dismissals_and_exits_are_opt_outs(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["the pain will go away", "I'm out of milk, can you grab some", "count me in", "block the card please",
-     "vou sair pra jantar com a Ana", "I want out of the lease", "je veux sortir ce soir",
-     "quiero salir a cenar"],
-)  # fmt: skip
+    [
+        "the pain will go away",
+        "I'm out of milk, can you grab some",
+        "count me in",
+        "block the card please",
+        "vou sair pra jantar com a Ana",
+        "I want out of the lease",
+        "je veux sortir ce soir",
+        "quiero salir a cenar",
+    ],
+)
 def test_dismissal_and_exit_words_in_statements_or_about_something_else_are_not(text: str) -> None:
     assert classify(text).intent is Intent.OTHER, classify(text)
 
@@ -150,10 +169,17 @@ def test_dismissal_and_exit_words_in_statements_or_about_something_else_are_not(
 # A negation reaches across a helper verb ("volver a", "keep", "essayer de", "continuar").
 @pytest.mark.parametrize(
     "text",
-    ["please don't keep texting me", "do not try to message this number", "no vuelvas a escribirme",
-     "no sigan mandándome mensajes", "n'essayez plus de m'écrire", "ne continuez pas à m'envoyer des sms",
-     "não voltem a me mandar sms", "nunca mais voltem a me escrever"],
-)  # fmt: skip
+    [
+        "please don't keep texting me",
+        "do not try to message this number",
+        "no vuelvas a escribirme",
+        "no sigan mandándome mensajes",
+        "n'essayez plus de m'écrire",
+        "ne continuez pas à m'envoyer des sms",
+        "não voltem a me mandar sms",
+        "nunca mais voltem a me escrever",
+    ],
+)
 def test_negation_reaches_across_a_helper_verb(text: str) -> None:
     result = classify(text)
     assert result.intent is Intent.OPTOUT and not result.review, result
@@ -162,11 +188,17 @@ def test_negation_reaches_across_a_helper_verb(text: str) -> None:
 # Fixed phrases go through the same object check as the reading.
 @pytest.mark.parametrize(
     ("text", "review"),
-    [("take me off the wait list", False), ("remove me from the group chat", False),
-     ("sáquenme de la lista de espera", False), ("retirez-moi de la liste d'attente", False),
-     ("me tirem da lista de espera", False), ("no me manden el sillón", True),
-     ("ne m'envoyez pas la lampe", True), ("stop sending my daughter's grades", True)],
-)  # fmt: skip
+    [
+        ("take me off the wait list", False),
+        ("remove me from the group chat", False),
+        ("sáquenme de la lista de espera", False),
+        ("retirez-moi de la liste d'attente", False),
+        ("me tirem da lista de espera", False),
+        ("no me manden el sillón", True),
+        ("ne m'envoyez pas la lampe", True),
+        ("stop sending my daughter's grades", True),
+    ],
+)
 def test_fixed_phrases_check_their_object(text: str, review: bool) -> None:
     result = classify(text)
     assert result.intent is Intent.OTHER and result.review is review, result
@@ -179,10 +211,17 @@ def test_a_phrase_about_messages_keeps_its_reading() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["I'd rather you didn't message me", "prefiero que no me escriban", "je préférerais que vous ne m'écriviez plus",
-     "stop sending those, thanks a lot", "please drop this number", "get off my phone", "stop pestering me",
-     "para de encher o saco"],
-)  # fmt: skip
+    [
+        "I'd rather you didn't message me",
+        "prefiero que no me escriban",
+        "je préférerais que vous ne m'écriviez plus",
+        "stop sending those, thanks a lot",
+        "please drop this number",
+        "get off my phone",
+        "stop pestering me",
+        "para de encher o saco",
+    ],
+)
 def test_wishes_messaging_verbs_and_numbers_are_opt_outs(text: str) -> None:
     result = classify(text)
     assert result.intent is Intent.OPTOUT and not result.review, result
@@ -190,9 +229,15 @@ def test_wishes_messaging_verbs_and_numbers_are_opt_outs(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["you didn't text me back yesterday", "drop me off at the corner", "no dejen de mandar los cupones",
-     "não parem de mandar as promoções", "n'arrêtez pas les offres", "get off the train at Main St"],
-)  # fmt: skip
+    [
+        "you didn't text me back yesterday",
+        "drop me off at the corner",
+        "no dejen de mandar los cupones",
+        "não parem de mandar as promoções",
+        "n'arrêtez pas les offres",
+        "get off the train at Main St",
+    ],
+)
 def test_statements_and_negated_stops_are_not(text: str) -> None:
     result = classify(text)
     assert result.intent is Intent.OTHER and not result.review, result
@@ -207,25 +252,39 @@ def test_a_pronoun_after_a_repeated_sending_is_the_messages() -> None:
 
 @pytest.mark.parametrize(
     ("text", "intent"),
-    [("I want my details deleted", Intent.OPTOUT), ("quiero mi número eliminado", Intent.OPTOUT),
-     ("how did you get my number? delete it", Intent.OPTOUT), ("can you delete it?", Intent.OTHER),
-     ("cancelem o envio de mensagens", Intent.OPTOUT), ("cancel the membership of my gym", Intent.OTHER),
-     ("stop the sending of alerts", Intent.OPTOUT)],
-)  # fmt: skip
+    [
+        ("I want my details deleted", Intent.OPTOUT),
+        ("quiero mi número eliminado", Intent.OPTOUT),
+        ("how did you get my number? delete it", Intent.OPTOUT),
+        ("can you delete it?", Intent.OTHER),
+        ("cancelem o envio de mensagens", Intent.OPTOUT),
+        ("cancel the membership of my gym", Intent.OTHER),
+        ("stop the sending of alerts", Intent.OPTOUT),
+    ],
+)
 def test_objects_before_participles_across_clauses_and_after_of(text: str, intent: Intent) -> None:
     assert classify(text).intent is intent, classify(text)
 
 
 @pytest.mark.parametrize(
     ("text", "intent"),
-    [("not interested, thanks", Intent.OPTOUT), ("ya no tengo interés", Intent.OPTOUT),
-     ("sem interesse", Intent.OPTOUT), ("je ne suis plus intéressée", Intent.OPTOUT),
-     ("not interested in the blue one, do you have red", Intent.OTHER),
-     ("I want to stop receiving them", Intent.OPTOUT), ("dejar de recibir el periódico", Intent.OTHER),
-     ("me tira desse grupo de oração", Intent.OTHER), ("remove me from the carpool", Intent.OTHER),
-     ("take my number off your records", Intent.OPTOUT), ("retirez-moi de vos fichiers clients", Intent.OPTOUT),
-     ("não me liguem", Intent.OPTOUT), ("favor me remover", Intent.OPTOUT), ("I'm sick of these texts", Intent.OPTOUT)],
-)  # fmt: skip
+    [
+        ("not interested, thanks", Intent.OPTOUT),
+        ("ya no tengo interés", Intent.OPTOUT),
+        ("sem interesse", Intent.OPTOUT),
+        ("je ne suis plus intéressée", Intent.OPTOUT),
+        ("not interested in the blue one, do you have red", Intent.OTHER),
+        ("I want to stop receiving them", Intent.OPTOUT),
+        ("dejar de recibir el periódico", Intent.OTHER),
+        ("me tira desse grupo de oração", Intent.OTHER),
+        ("remove me from the carpool", Intent.OTHER),
+        ("take my number off your records", Intent.OPTOUT),
+        ("retirez-moi de vos fichiers clients", Intent.OPTOUT),
+        ("não me liguem", Intent.OPTOUT),
+        ("favor me remover", Intent.OPTOUT),
+        ("I'm sick of these texts", Intent.OPTOUT),
+    ],
+)
 def test_interest_receiving_sources_and_clitics(text: str, intent: Intent) -> None:
     result = classify(text)
     assert result.intent is intent and (intent is Intent.OTHER or not result.review), result
@@ -233,11 +292,16 @@ def test_interest_receiving_sources_and_clitics(text: str, intent: Intent) -> No
 
 @pytest.mark.parametrize(
     ("text", "intent"),
-    [("please refrain from messaging me", Intent.OPTOUT), ("je refuse de recevoir ces sms", Intent.OPTOUT),
-     ("me niego a recibir sus mensajes", Intent.OPTOUT), ("parem com isso", Intent.OPTOUT),
-     ("stop all communication", Intent.OPTOUT), ("não tenho interesse nessa cor", Intent.OTHER),
-     ("not interested in the annual plan", Intent.OTHER)],
-)  # fmt: skip
+    [
+        ("please refrain from messaging me", Intent.OPTOUT),
+        ("je refuse de recevoir ces sms", Intent.OPTOUT),
+        ("me niego a recibir sus mensajes", Intent.OPTOUT),
+        ("parem com isso", Intent.OPTOUT),
+        ("stop all communication", Intent.OPTOUT),
+        ("não tenho interesse nessa cor", Intent.OTHER),
+        ("not interested in the annual plan", Intent.OTHER),
+    ],
+)
 def test_refusals_and_interest_in_something_named(text: str, intent: Intent) -> None:
     result = classify(text)
     assert result.intent is intent and (intent is Intent.OTHER or not result.review), result
@@ -245,11 +309,17 @@ def test_refusals_and_interest_in_something_named(text: str, intent: Intent) -> 
 
 @pytest.mark.parametrize(
     ("text", "intent"),
-    [("ok, arrêtez", Intent.OPTOUT), ("¿cómo me salgo de la lista?", Intent.OPTOUT),
-     ("como faço pra sair da lista", Intent.OPTOUT), ("no me llamen ni me escriban", Intent.OPTOUT),
-     ("don't call me honey", Intent.OTHER), ("no me mandes fotos, mejor texto", Intent.OTHER),
-     ("I've told you to stop several times", Intent.OPTOUT), ("I'm tired of them eating my lunch", Intent.OTHER)],
-)  # fmt: skip
+    [
+        ("ok, arrêtez", Intent.OPTOUT),
+        ("¿cómo me salgo de la lista?", Intent.OPTOUT),
+        ("como faço pra sair da lista", Intent.OPTOUT),
+        ("no me llamen ni me escriban", Intent.OPTOUT),
+        ("don't call me honey", Intent.OTHER),
+        ("no me mandes fotos, mejor texto", Intent.OTHER),
+        ("I've told you to stop several times", Intent.OPTOUT),
+        ("I'm tired of them eating my lunch", Intent.OTHER),
+    ],
+)
 def test_clauses_questions_conjunctions_and_names(text: str, intent: Intent) -> None:
     result = classify(text)
     assert result.intent is intent and (intent is Intent.OTHER or not result.review), result
@@ -257,10 +327,15 @@ def test_clauses_questions_conjunctions_and_names(text: str, intent: Intent) -> 
 
 @pytest.mark.parametrize(
     ("text", "intent"),
-    [("delete my previous text please", Intent.OTHER), ("borra mi mensaje anterior", Intent.OTHER),
-     ("remove my text alerts", Intent.OPTOUT), ("I've blocked you", Intent.OPTOUT),
-     ("I'm out of here by noon", Intent.OTHER), ("je ne veux plus être importuné", Intent.OPTOUT)],
-)  # fmt: skip
+    [
+        ("delete my previous text please", Intent.OTHER),
+        ("borra mi mensaje anterior", Intent.OTHER),
+        ("remove my text alerts", Intent.OPTOUT),
+        ("I've blocked you", Intent.OPTOUT),
+        ("I'm out of here by noon", Intent.OTHER),
+        ("je ne veux plus être importuné", Intent.OPTOUT),
+    ],
+)
 def test_own_messages_places_and_passives(text: str, intent: Intent) -> None:
     result = classify(text)
     assert result.intent is intent and (intent is Intent.OTHER or not result.review), result
@@ -268,10 +343,15 @@ def test_own_messages_places_and_passives(text: str, intent: Intent) -> None:
 
 @pytest.mark.parametrize(
     ("text", "intent"),
-    [("I'd like to be unsubscribed", Intent.OPTOUT), ("quero ser excluído", Intent.OPTOUT),
-     ("I would like to be removed from the carpool", Intent.OTHER), ("can we stop receiving these?", Intent.OPTOUT),
-     ("arrêtez vos envois", Intent.OPTOUT), ("não mandem mais nada nesse número", Intent.OPTOUT)],
-)  # fmt: skip
+    [
+        ("I'd like to be unsubscribed", Intent.OPTOUT),
+        ("quero ser excluído", Intent.OPTOUT),
+        ("I would like to be removed from the carpool", Intent.OTHER),
+        ("can we stop receiving these?", Intent.OPTOUT),
+        ("arrêtez vos envois", Intent.OPTOUT),
+        ("não mandem mais nada nesse número", Intent.OPTOUT),
+    ],
+)
 def test_passive_requests_and_questions(text: str, intent: Intent) -> None:
     result = classify(text)
     assert result.intent is intent and (intent is Intent.OTHER or not result.review), result

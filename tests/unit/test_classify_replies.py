@@ -11,11 +11,13 @@ from optline.services.programs import default_help_text
 
 @pytest.mark.parametrize(
     ("text", "words"),
-    [("dejen de mandarme mensajes", "te has dado de baja de Acme deals"),
-     ("ne m'envoyez plus de messages", "vous êtes désabonné(e) de Acme deals"),
-     ("não quero mais receber", "você cancelou a inscrição em Acme deals"),
-     ("STOP", "you are unsubscribed from Acme deals")],
-)  # fmt: skip
+    [
+        ("dejen de mandarme mensajes", "te has dado de baja de Acme deals"),
+        ("ne m'envoyez plus de messages", "vous êtes désabonné(e) de Acme deals"),
+        ("não quero mais receber", "você cancelou a inscrição em Acme deals"),
+        ("STOP", "you are unsubscribed from Acme deals"),
+    ],
+)
 def test_opt_out_confirmation_follows_the_language_the_classifier_read(text: str, words: str) -> None:
     body = replies.optout_confirmation("Acme", "deals", brand_wide=False, language=classify(text).language)
     assert body.startswith("Acme") and words in body and "START" in body

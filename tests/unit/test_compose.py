@@ -2,8 +2,17 @@ import pytest
 
 from optline.domain import compose, segments
 
-BASE = dict(brand="Acme", program_name="deals", phone="+14155550100", locale=None, settings={},
-            marketing=True, first_this_month=True, public_url="https://x.test", optout_token="AbCdEfGhJk")  # fmt: skip
+BASE = dict(
+    brand="Acme",
+    program_name="deals",
+    phone="+14155550100",
+    locale=None,
+    settings={},
+    marketing=True,
+    first_this_month=True,
+    public_url="https://x.test",
+    optout_token="AbCdEfGhJk",
+)
 
 
 LINK = "https://x.test/u/AbCdEfGhJk"
@@ -42,12 +51,15 @@ def test_sandbox_refuses_python_internals() -> None:
         compose.render("{{ ''.__class__.__mro__ }}", {})
 
 
-@pytest.mark.parametrize(("locale", "text"), [
-    ("es-MX", f"Responde STOP para darte de baja o toca {LINK}"),
-    ("fr", f"Répondez STOP pour vous désabonner ou touchez {LINK}"),
-    ("pt_BR", f"Responda STOP para cancelar ou toque {LINK}"),
-    ("de", f"Reply STOP to opt out or tap {LINK}"),  # no German wording: English
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("locale", "text"),
+    [
+        ("es-MX", f"Responde STOP para darte de baja o toca {LINK}"),
+        ("fr", f"Répondez STOP pour vous désabonner ou touchez {LINK}"),
+        ("pt_BR", f"Responda STOP para cancelar ou toque {LINK}"),
+        ("de", f"Reply STOP to opt out or tap {LINK}"),  # no German wording: English
+    ],
+)
 def test_instruction_and_link_in_the_contacts_language(locale: str, text: str) -> None:
     out = compose.compose("Acme news", attributes={}, **{**BASE, "locale": locale})
     assert out.body == f"Acme news. {text}"

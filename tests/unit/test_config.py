@@ -19,12 +19,15 @@ def test_production_demands_an_explicit_key() -> None:
 @pytest.mark.parametrize(
     ("secret", "why"),
     [
-        ("dev-insecure-change-me", "published default"), ("changeme", "published default"),
-        ("", "unset"), ("short-but-not-default", "at least 32 characters"),
-        ("a" * 32, "1 distinct characters"), ("ab" * 24, "2 distinct characters"),
+        ("dev-insecure-change-me", "published default"),
+        ("changeme", "published default"),
+        ("", "unset"),
+        ("short-but-not-default", "at least 32 characters"),
+        ("a" * 32, "1 distinct characters"),
+        ("ab" * 24, "2 distinct characters"),
         ("0123456789" * 2 + "abcdefgh", "at least 32 characters"),
     ],
-)  # fmt: skip
+)
 def test_production_refuses_default_short_or_low_entropy_keys(secret: str, why: str) -> None:
     with pytest.raises(ValidationError, match="OPTLINE_SECRET_KEY") as refused:
         Settings(env="production", secret_key=secret)

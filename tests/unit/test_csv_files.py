@@ -46,10 +46,22 @@ def test_report_csv_escapes_names_and_tags() -> None:
     row = analytics.RateRow(key='=HYPERLINK("http://evil")', sent=10, delivered=9, optouts=1)
     campaign = analytics.CampaignRow(key="@launch", campaign_id=1, program="-deals", tag="+vip", sent=5)
     rep = analytics.Report(
-        generated_at=datetime(2026, 11, 26, tzinfo=UTC), program=None, since=date(2026, 1, 1), window_days=30,
-        totals=analytics.RateRow(key="all"), attributed=0, unattributed=0, campaigns=[campaign],
-        by_type=[], by_tag=[row], by_program=[], by_day=[], by_week=[], by_channel=[], by_frequency=[],
-    )  # fmt: skip
+        generated_at=datetime(2026, 11, 26, tzinfo=UTC),
+        program=None,
+        since=date(2026, 1, 1),
+        window_days=30,
+        totals=analytics.RateRow(key="all"),
+        attributed=0,
+        unattributed=0,
+        campaigns=[campaign],
+        by_type=[],
+        by_tag=[row],
+        by_program=[],
+        by_day=[],
+        by_week=[],
+        by_channel=[],
+        by_frequency=[],
+    )
     out = io.StringIO()
     report_cli.write_csv(rep, out)
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
@@ -58,8 +70,14 @@ def test_report_csv_escapes_names_and_tags() -> None:
 
 
 def test_audit_csv_escapes_phones_and_details() -> None:
-    finding = Finding(reason=Reason.INVALID_NUMBER, contact_id=7, phone="+14155550134", program_id=None,
-                      detail="=cmd|' /C calc'!A0", action="@remove")  # fmt: skip
+    finding = Finding(
+        reason=Reason.INVALID_NUMBER,
+        contact_id=7,
+        phone="+14155550134",
+        program_id=None,
+        detail="=cmd|' /C calc'!A0",
+        action="@remove",
+    )
     out = io.StringIO()
     audit_cli.write_csv([finding], out)
     row = next(csv.DictReader(io.StringIO(out.getvalue())))

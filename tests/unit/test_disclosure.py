@@ -29,9 +29,26 @@ def test_explicit_yes(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "   ", "yes?", "ok", "okay", "sure", "yes stop", "STOP", "no", "N", "maybe", "yess", "y y",
-             "who is this", "YES but not marketing", "👍"],
-)  # fmt: skip
+    "text",
+    [
+        "",
+        "   ",
+        "yes?",
+        "ok",
+        "okay",
+        "sure",
+        "yes stop",
+        "STOP",
+        "no",
+        "N",
+        "maybe",
+        "yess",
+        "y y",
+        "who is this",
+        "YES but not marketing",
+        "👍",
+    ],
+)
 def test_not_an_explicit_yes(text: str) -> None:
     assert not disclosure.is_confirmation(text)
 
@@ -47,9 +64,17 @@ def test_join_keywords_match_whole_messages_only() -> None:
 
 def test_default_disclosure_has_every_ctia_element() -> None:
     text = disclosure.call_to_action(PROGRAM)
-    for element in ("Acme Coffee", "Up to 4 msgs/month", "Msg & data rates may apply", "STOP", "HELP",
-                    "Consent is not a condition of purchase", PROGRAM["terms_url"], PROGRAM["privacy_url"],
-                    "recurring automated marketing text messages"):  # fmt: skip
+    for element in (
+        "Acme Coffee",
+        "Up to 4 msgs/month",
+        "Msg & data rates may apply",
+        "STOP",
+        "HELP",
+        "Consent is not a condition of purchase",
+        PROGRAM["terms_url"],
+        PROGRAM["privacy_url"],
+        "recurring automated marketing text messages",
+    ):
         assert element in text
     assert disclosure.missing_elements(text, PROGRAM) == []
 

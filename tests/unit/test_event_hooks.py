@@ -13,8 +13,12 @@ from optline.domain import event_hooks as rules
 
 def test_signature_matches_the_specifications_published_example() -> None:
     # The example of the Standard Webhooks specification (and of its reference libraries' tests).
-    sig = rules.signature("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330,
-                          b'{"test": 2432232314}')  # fmt: skip
+    sig = rules.signature(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        1614265330,
+        b'{"test": 2432232314}',
+    )
     assert sig == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 
 
@@ -30,8 +34,10 @@ def test_headers_verify_with_the_standardwebhooks_package() -> None:
         Webhook(secret).verify(body.replace(b"0134", b"0135"), headers)  # a changed body is refused
 
 
-@pytest.mark.parametrize("url", ["https://crm.example.com/hooks", "http://127.0.0.1:8080/x", "http://localhost/x",
-                                 "http://[::1]:9000/x"])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    ["https://crm.example.com/hooks", "http://127.0.0.1:8080/x", "http://localhost/x", "http://[::1]:9000/x"],
+)
 def test_accepted_urls(url: str) -> None:
     assert rules.check_url(f"  {url} ", development=False) == url
 

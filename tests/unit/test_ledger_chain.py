@@ -116,22 +116,32 @@ _text = st.text(
     alphabet=st.characters(codec="utf-8"), max_size=12
 )  # any character: é, 中文, emoji, \x00, \n, "
 _values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _text
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | _text
     | st.datetimes(timezones=st.none() | st.just(UTC)),  # a datetime in evidence goes through default=str
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
     max_leaves=8,
-)  # fmt: skip
+)
 _times = st.datetimes(
     min_value=datetime(1970, 1, 2), timezones=st.none() | st.just(UTC) | st.timezones()
 )  # naive (SQLite), UTC, or any zone: hashed as the same UTC instant
 
 
 @given(
-    contact_id=st.integers(1, 2**62), seq=st.integers(1, 10**6), program_id=st.none() | st.integers(1, 10**9),
-    brand=_text, action=st.sampled_from(list(Action)), channel=st.sampled_from(list(Channel)),
-    evidence=st.none() | st.dictionaries(_text, _values, max_size=6), occurred_at=_times, recorded_at=_times,
+    contact_id=st.integers(1, 2**62),
+    seq=st.integers(1, 10**6),
+    program_id=st.none() | st.integers(1, 10**9),
+    brand=_text,
+    action=st.sampled_from(list(Action)),
+    channel=st.sampled_from(list(Channel)),
+    evidence=st.none() | st.dictionaries(_text, _values, max_size=6),
+    occurred_at=_times,
+    recorded_at=_times,
     prev_hash=st.sampled_from([ledger.GENESIS, "ab" * 32]),
-)  # fmt: skip
+)
 def test_the_hashed_bytes_are_exactly_as_first_written(**event: Any) -> None:
     event["action"], event["channel"] = event["action"].value, event["channel"].value
     assert ledger.canonical(event) == _canonical_as_first_written(event)

@@ -11,8 +11,13 @@ def codes(result: lint.LintResult, level: str) -> set[str]:
 
 
 def test_clean_template() -> None:
-    result = lint.lint("Acme: hi {{ first_name }}! Reply STOP to opt out.", brand="Acme", settings={},
-                       known_fields={"first_name"}, public_url=URL)  # fmt: skip
+    result = lint.lint(
+        "Acme: hi {{ first_name }}! Reply STOP to opt out.",
+        brand="Acme",
+        settings={},
+        known_fields={"first_name"},
+        public_url=URL,
+    )
     assert result.ok and not result.findings and result.segments and result.segments.segments == 1
 
 
@@ -37,9 +42,15 @@ def test_errors_unknown_field_shortener_and_segments() -> None:
 
 
 def test_ucs2_warning_and_quiet_hours_window() -> None:
-    result = lint.lint("Acme: it\u2019s on. STOP", brand="Acme", settings={}, known_fields=(), public_url=URL,
-                       send_at=datetime(2026, 11, 26, 13, 0, tzinfo=UTC),
-                       audience_zones=["America/New_York", "America/Los_Angeles"])  # fmt: skip
+    result = lint.lint(
+        "Acme: it\u2019s on. STOP",
+        brand="Acme",
+        settings={},
+        known_fields=(),
+        public_url=URL,
+        send_at=datetime(2026, 11, 26, 13, 0, tzinfo=UTC),
+        audience_zones=["America/New_York", "America/Los_Angeles"],
+    )
     assert codes(result, "warning") == {"ucs2", "quiet_hours"}
     assert "America/Los_Angeles" in next(f.message for f in result.findings if f.code == "quiet_hours")
 
@@ -59,9 +70,19 @@ def test_segment_estimate_counts_the_personal_link_at_its_real_length() -> None:
     )
     assert without.segments and without.segments.segments == 1
     assert with_link.segments and with_link.segments.segments == 2
-    sent = compose.compose(template, brand="Acme", program_name="p", phone="+14155550100", attributes={},
-                           locale=None, settings={}, marketing=True, first_this_month=True, public_url=URL,
-                           optout_token="zZ9" * 3 + "q").body  # fmt: skip
+    sent = compose.compose(
+        template,
+        brand="Acme",
+        program_name="p",
+        phone="+14155550100",
+        attributes={},
+        locale=None,
+        settings={},
+        marketing=True,
+        first_this_month=True,
+        public_url=URL,
+        optout_token="zZ9" * 3 + "q",
+    ).body
     assert segments.count(sent) == with_link.segments and len(SAMPLE_TOKEN) == TOKEN_LENGTH
     # A longer public URL costs more: the figure follows OPTLINE_PUBLIC_URL.
     longer = lint.lint(
@@ -91,9 +112,23 @@ def test_missing_optout_warning_names_the_link_when_it_is_on() -> None:
 def test_quiet_hours_warning_uses_the_programs_window() -> None:
     at = datetime(2026, 11, 26, 13, 30, tzinfo=UTC)  # 8:30 in New York: inside the law's window
     settings = {"quiet_hours": {"start": "09:00", "end": "20:00"}}
-    law = lint.lint("Acme: STOP", brand="Acme", settings={}, known_fields=(), public_url=URL, send_at=at,
-                    audience_zones=["America/New_York"])  # fmt: skip
-    narrow = lint.lint("Acme: STOP", brand="Acme", settings=settings, known_fields=(), public_url=URL, send_at=at,
-                       audience_zones=["America/New_York"])  # fmt: skip
+    law = lint.lint(
+        "Acme: STOP",
+        brand="Acme",
+        settings={},
+        known_fields=(),
+        public_url=URL,
+        send_at=at,
+        audience_zones=["America/New_York"],
+    )
+    narrow = lint.lint(
+        "Acme: STOP",
+        brand="Acme",
+        settings=settings,
+        known_fields=(),
+        public_url=URL,
+        send_at=at,
+        audience_zones=["America/New_York"],
+    )
     assert "quiet_hours" not in codes(law, "warning")
     assert "deferred to 09:00 local" in next(f.message for f in narrow.findings if f.code == "quiet_hours")

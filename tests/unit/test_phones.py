@@ -116,9 +116,15 @@ def test_fast_path_agrees_with_phonenumbers(national: int, region: str) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "stored"),
-    [("(415) 555-0100", "+14155550100"), ("415.555.0100", "+14155550100"), ("+1 415 555 0100", "+14155550100"),
-     ("+44 7911 123456", "+447911123456"), ("12345", "12345"), (" 123456 ", "123456")],
-)  # fmt: skip
+    [
+        ("(415) 555-0100", "+14155550100"),
+        ("415.555.0100", "+14155550100"),
+        ("+1 415 555 0100", "+14155550100"),
+        ("+44 7911 123456", "+447911123456"),
+        ("12345", "12345"),
+        (" 123456 ", "123456"),
+    ],
+)
 def test_a_sender_is_stored_as_e164_or_as_a_short_codes_digits(raw: str, stored: str) -> None:
     assert normalize_sender(raw) == stored
 
@@ -139,9 +145,14 @@ def test_short_code_field_takes_five_or_six_digits_only() -> None:
 
 @pytest.mark.parametrize(
     ("to", "stored"),
-    [("+14155550100", "+14155550100"), ("14155550100", "+14155550100"), ("447911123456", "+447911123456"),
-     ("12345", "12345"), ("AcmeCoffee", None)],
-)  # fmt: skip
+    [
+        ("+14155550100", "+14155550100"),
+        ("14155550100", "+14155550100"),
+        ("447911123456", "+447911123456"),
+        ("12345", "12345"),
+        ("AcmeCoffee", None),
+    ],
+)
 def test_the_number_an_inbound_message_was_sent_to_reads_as_a_stored_sender(
     to: str, stored: str | None
 ) -> None:

@@ -53,14 +53,17 @@ def test_a_programs_window_narrows_the_law_never_widens_it() -> None:
     )
 
 
-@pytest.mark.parametrize(("start", "end", "says"), [
-    ("07:00", "20:00", "before 08:00, the earliest the law allows"),
-    ("09:00", "22:00", "after 21:00, the latest the law allows"),
-    ("20:00", "21:00", "leaves no time in FL, MD, OK"),
-    ("18:00", "10:00", "must be before its end"),
-    ("9am", "20:00", "start '9am' is not a time like 09:00"),
-    ("09:00", "", "end '' is not a time like 09:00"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("start", "end", "says"),
+    [
+        ("07:00", "20:00", "before 08:00, the earliest the law allows"),
+        ("09:00", "22:00", "after 21:00, the latest the law allows"),
+        ("20:00", "21:00", "leaves no time in FL, MD, OK"),
+        ("18:00", "10:00", "must be before its end"),
+        ("9am", "20:00", "start '9am' is not a time like 09:00"),
+        ("09:00", "", "end '' is not a time like 09:00"),
+    ],
+)
 def test_an_impossible_window_is_refused_naming_the_value(start: str, end: str, says: str) -> None:
     with pytest.raises(qh.QuietHoursError, match=says):
         qh.read_window(start, end)

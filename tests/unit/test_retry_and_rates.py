@@ -30,8 +30,9 @@ POLICY = RetryPolicy(max_attempts=3, backoff_base=2.0, backoff_max=60.0, config_
         ("bad_request", "21211", 1, None, Verdict.FAIL, None),
     ],
 )
-def test_retry_policy(kind: str, code: str, attempts: int, retry_after: float | None, verdict: Verdict,
-                      delay: float | None) -> None:  # fmt: skip
+def test_retry_policy(
+    kind: str, code: str, attempts: int, retry_after: float | None, verdict: Verdict, delay: float | None
+) -> None:
     decision = retry.decide(kind, code, attempts, retry_after, POLICY)
     assert (decision.verdict, decision.delay) == (verdict, delay)
     assert decision.reason

@@ -17,9 +17,15 @@ from optline.adapters.providers.webhook_request import (
 
 @pytest.mark.parametrize(
     ("value", "problem"),
-    [("S" * 101, "longer than 100"), ("SM\x001", "control"), ("SM\n1", "control"), ("\ud800", "control"),
-     ({"a": 1}, "not a string"), (True, "not a string")],
-)  # fmt: skip
+    [
+        ("S" * 101, "longer than 100"),
+        ("SM\x001", "control"),
+        ("SM\n1", "control"),
+        ("\ud800", "control"),
+        ({"a": 1}, "not a string"),
+        (True, "not a string"),
+    ],
+)
 def test_an_unusable_id_is_refused_naming_the_field(value: object, problem: str) -> None:
     with pytest.raises(PayloadError, match=f"twilio webhook: field MessageSid .*{problem}"):
         checked(value, "MessageSid", provider="twilio")

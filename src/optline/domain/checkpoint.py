@@ -44,9 +44,14 @@ class Checkpoint:
 
     def signed_fields(self) -> dict[str, Any]:
         return {
-            "version": VERSION, "created_at": self.created_at, "digest_id": self.digest_id,
-            "digest": self.digest, "chains": self.chains, "events": self.events, "public_key": self.public_key,
-        }  # fmt: skip
+            "version": VERSION,
+            "created_at": self.created_at,
+            "digest_id": self.digest_id,
+            "digest": self.digest,
+            "chains": self.chains,
+            "events": self.events,
+            "public_key": self.public_key,
+        }
 
     def signed_bytes(self) -> bytes:
         return canonical(self.signed_fields())
@@ -63,9 +68,14 @@ def sign(
     key: SigningKey, *, created_at: datetime, digest_id: int, digest: str, chains: int, events: int
 ) -> Checkpoint:
     unsigned = Checkpoint(
-        created_at=iso(created_at), digest_id=digest_id, digest=digest, chains=chains, events=events,
-        public_key=key.verify_key.encode().hex(), signature="",
-    )  # fmt: skip
+        created_at=iso(created_at),
+        digest_id=digest_id,
+        digest=digest,
+        chains=chains,
+        events=events,
+        public_key=key.verify_key.encode().hex(),
+        signature="",
+    )
     return replace(unsigned, signature=key.sign(unsigned.signed_bytes()).signature.hex())
 
 
@@ -84,10 +94,14 @@ def parse(line: str, where: str = "checkpoint") -> Checkpoint:
         raise CheckpointError(f"{where}: unknown checkpoint version {data['version']!r}")
     try:
         return Checkpoint(
-            created_at=str(data["created_at"]), digest_id=int(data["digest_id"]), digest=str(data["digest"]),
-            chains=int(data["chains"]), events=int(data["events"]), public_key=str(data["public_key"]),
+            created_at=str(data["created_at"]),
+            digest_id=int(data["digest_id"]),
+            digest=str(data["digest"]),
+            chains=int(data["chains"]),
+            events=int(data["events"]),
+            public_key=str(data["public_key"]),
             signature=str(data["signature"]),
-        )  # fmt: skip
+        )
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{where}: {exc}") from None
 

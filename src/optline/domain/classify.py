@@ -476,9 +476,12 @@ def _classify(text: str, hint: str | None) -> Classification:
             lang = hint  # "STOP" is written the same in every language: the contact's language is the better guess
         exact = words == word or words == _squeeze(word)
         return Classification(
-            intent, 0.99 if exact else 0.95, _lang(lang, tokens, hint), f"keyword:{word}",
+            intent,
+            0.99 if exact else 0.95,
+            _lang(lang, tokens, hint),
+            f"keyword:{word}",
             brand_wide=word in _BRAND_WIDE or ("all" in tokens and intent is _OPTOUT),
-        )  # fmt: skip
+        )
 
     # 2. Ambiguous short replies.
     amb = lx.AMBIGUOUS_OPTOUT.get(words) or (
@@ -515,9 +518,12 @@ def _classify(text: str, hint: str | None) -> Classification:
         chit = _keyword(cw)
         if chit and chit[0] is _OPTOUT and (chit[2] in _STRONG or (len(tokens) <= 10 and " " in chit[2])):
             return Classification(
-                _OPTOUT, 0.9, _lang(chit[1], tokens, hint), f"clause-keyword:{chit[2]}",
+                _OPTOUT,
+                0.9,
+                _lang(chit[1], tokens, hint),
+                f"clause-keyword:{chit[2]}",
                 brand_wide=chit[2] in _BRAND_WIDE,
-            )  # fmt: skip
+            )
 
     # 5. The compositional reading (domain/reading.py): action + object, negation scope, sense guards.
     reading = None
@@ -531,9 +537,12 @@ def _classify(text: str, hint: str | None) -> Classification:
         reading = reading_.read([words.split()], len(tokens))
     if reading is not None and reading.verdict is _V_OPTOUT:
         return Classification(
-            _OPTOUT, reading.confidence, _lang(reading.language, tokens, hint), reading.reason,
+            _OPTOUT,
+            reading.confidence,
+            _lang(reading.language, tokens, hint),
+            reading.reason,
             brand_wide=bool(_EVERYTHING.search(words)),
-        )  # fmt: skip
+        )
     if reading is not None and reading.guarded:
         # Clauses about an order, an invoice or another person, or asking for a pause, are not read again
         # by the phrases below.
@@ -576,9 +585,12 @@ def _classify(text: str, hint: str | None) -> Classification:
         everything = brand or bool(_EVERYTHING.search(words))
         conf = 0.85 if len(tokens) <= 20 else 0.75
         return Classification(
-            _OPTOUT, conf, lang,
-            f"phrase:{lang}:{name}:{m.group(0).strip()}", brand_wide=everything,
-        )  # fmt: skip
+            _OPTOUT,
+            conf,
+            lang,
+            f"phrase:{lang}:{name}:{m.group(0).strip()}",
+            brand_wide=everything,
+        )
 
     if reading is not None:
         lang = _lang(reading.language, tokens, hint)

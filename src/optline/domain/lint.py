@@ -78,20 +78,36 @@ def lint(
     known = set(known_fields) | compose.BUILTIN_FIELDS
     unknown = sorted(required - known)
     if unknown:
-        findings.append(Finding("error", "unknown_field",
-                                f"unknown template field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"))  # fmt: skip
+        findings.append(
+            Finding(
+                "error",
+                "unknown_field",
+                f"unknown template field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})",
+            )
+        )
     for field, count in sorted((missing or {}).items()):
         if count and field not in unknown:
             who = (
                 f"{count:,} of {recipients:,} recipients" if recipients is not None else plural_people(count)
             )
-            findings.append(Finding("warning", "missing_field", (
-                f"{who} {'has' if count == 1 else 'have'} no {field}: their messages would fail; "
-                f"give a fallback, e.g. {{{{ {field} | default(\"there\") }}}}"
-            )))  # fmt: skip
+            findings.append(
+                Finding(
+                    "warning",
+                    "missing_field",
+                    (
+                        f"{who} {'has' if count == 1 else 'have'} no {field}: their messages would fail; "
+                        f'give a fallback, e.g. {{{{ {field} | default("there") }}}}'
+                    ),
+                )
+            )
     if not compose.has_brand(template, brand) and "brand" not in used:
-        findings.append(Finding("warning", "missing_brand",
-                                f"the text does not name the brand {brand!r}; it will be prefixed with '{brand}: '"))  # fmt: skip
+        findings.append(
+            Finding(
+                "warning",
+                "missing_brand",
+                f"the text does not name the brand {brand!r}; it will be prefixed with '{brand}: '",
+            )
+        )
     if marketing and not compose.has_optout_instruction(template):
         policy = settings.get("optout_instruction", "every")
         when = "every message" if policy == "every" else "the first message of each month"
@@ -100,29 +116,49 @@ def lint(
             if compose.optout_link_on(settings)
             else "'Reply STOP to opt out'"
         )
-        findings.append(Finding("warning", "missing_optout", f"no opt-out instruction; {added} is added to {when}"))  # fmt: skip
+        findings.append(
+            Finding("warning", "missing_optout", f"no opt-out instruction; {added} is added to {when}")
+        )
     for host in sorted({m.group(1).lower() for m in _URL_HOST.finditer(template)}):
         if host in LINK_SHORTENERS:
-            findings.append(Finding("error", "link_shortener",
-                                    f"public link shortener {host} is filtered by carriers; use a branded domain"))  # fmt: skip
+            findings.append(
+                Finding(
+                    "error",
+                    "link_shortener",
+                    f"public link shortener {host} is filtered by carriers; use a branded domain",
+                )
+            )
     info = None
     if not unknown:
         # Example values, long-ish and GSM-7, so the count is an honest estimate; the link is a real one's length.
         fields = {**{f: "x" * 10 for f in used}, **(sample or {})}
         try:
             text = compose.compose(
-                template, brand=brand, program_name="", phone="", attributes=fields, locale=None,
-                settings=settings, marketing=marketing, first_this_month=True, public_url=public_url,
+                template,
+                brand=brand,
+                program_name="",
+                phone="",
+                attributes=fields,
+                locale=None,
+                settings=settings,
+                marketing=marketing,
+                first_this_month=True,
+                public_url=public_url,
                 optout_token=SAMPLE_TOKEN,
-            ).body  # fmt: skip
+            ).body
         except compose.TemplateError as exc:
             findings.append(Finding("error", "render", str(exc)))
         else:
             info = segments.count(text)
             limit = int(settings.get("max_segments", DEFAULT_MAX_SEGMENTS))
             if info.segments > limit:
-                findings.append(Finding("error", "too_many_segments",
-                                        f"{info.segments} segments (limit {limit}): {segments.describe(info)}"))  # fmt: skip
+                findings.append(
+                    Finding(
+                        "error",
+                        "too_many_segments",
+                        f"{info.segments} segments (limit {limit}): {segments.describe(info)}",
+                    )
+                )
             elif info.ucs2_chars:
                 findings.append(Finding("warning", "ucs2", segments.describe(info)))
     if send_at is not None:
@@ -130,8 +166,13 @@ def lint(
         window = quiet_hours.program_window(settings)
         quiet = [z for z in zones if not quiet_hours.allowed_in(send_at, z, window)]
         if quiet:
-            findings.append(Finding("warning", "quiet_hours",
-                                    f"at {send_at:%Y-%m-%d %H:%M} UTC it is quiet hours in {', '.join(quiet[:5])}"
-                                    f"{' …' if len(quiet) > 5 else ''}; those recipients are deferred to "
-                                    f"{window.start:%H:%M} local"))  # fmt: skip
+            findings.append(
+                Finding(
+                    "warning",
+                    "quiet_hours",
+                    f"at {send_at:%Y-%m-%d %H:%M} UTC it is quiet hours in {', '.join(quiet[:5])}"
+                    f"{' …' if len(quiet) > 5 else ''}; those recipients are deferred to "
+                    f"{window.start:%H:%M} local",
+                )
+            )
     return LintResult(findings, info)

@@ -52,8 +52,9 @@ class Decision:
     reason: str
 
 
-def decide(kind: str, code: str | None, attempts: int, retry_after: float | None,
-           policy: RetryPolicy) -> Decision:  # fmt: skip
+def decide(
+    kind: str, code: str | None, attempts: int, retry_after: float | None, policy: RetryPolicy
+) -> Decision:
     """The fate of a message whose ``attempts``-th call failed with an error of ``kind`` (ErrorKind value)."""
     if kind == "retry" and (code or "") in THROTTLE_CODES:
         pause = retry_after if retry_after is not None and retry_after > 0 else DEFAULT_THROTTLE_PAUSE

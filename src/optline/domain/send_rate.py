@@ -22,8 +22,9 @@ class Reservation:
     next_free: float  # the new shared state
 
 
-def reserve(next_free: float, paused_until: float, now: float, rate: float, n: int,
-            horizon: float) -> Reservation:  # fmt: skip
+def reserve(
+    next_free: float, paused_until: float, now: float, rate: float, n: int, horizon: float
+) -> Reservation:
     """Up to ``n`` start times at ``rate`` per second, none at or after ``now + horizon``.
 
     An idle sender does not bank credit: the first slot is never earlier than ``now``.

@@ -33,16 +33,27 @@ def dispatcher_for(container: Container, worker_id: str | None = None) -> Dispat
 
     s = container.settings
     config = DispatchConfig(
-        batch_size=s.worker_batch_size, batch_seconds=s.worker_batch_seconds, concurrency=concurrency(s),
-        lease=timedelta(seconds=s.worker_lease_seconds), backoff_base=s.retry_backoff_seconds,
-        rate_per_second=s.send_rate_per_second or None, send_window=s.send_window_seconds,
-        public_url=s.public_url, status_callback_url=status_callback_url(s),
-    )  # fmt: skip
+        batch_size=s.worker_batch_size,
+        batch_seconds=s.worker_batch_seconds,
+        concurrency=concurrency(s),
+        lease=timedelta(seconds=s.worker_lease_seconds),
+        backoff_base=s.retry_backoff_seconds,
+        rate_per_second=s.send_rate_per_second or None,
+        send_window=s.send_window_seconds,
+        public_url=s.public_url,
+        status_callback_url=status_callback_url(s),
+    )
     return Dispatcher(container.db, container.clock, sender(container), config, worker_id)
 
 
-def run(container: Container, stop: threading.Event, *, once: bool = False,
-        on_batch: Callable[[Counts], None] | None = None, digest_every: float = DIGEST_EVERY_SECONDS) -> Counts:  # fmt: skip
+def run(
+    container: Container,
+    stop: threading.Event,
+    *,
+    once: bool = False,
+    on_batch: Callable[[Counts], None] | None = None,
+    digest_every: float = DIGEST_EVERY_SECONDS,
+) -> Counts:
     """Dispatch until ``stop`` is set (``once``: until the queue has nothing due). Returns the totals."""
     dispatcher = dispatcher_for(container)
     total = Counts()
@@ -119,8 +130,14 @@ class Failures:
             log.exception("%s batch failed; retrying in %.1fs", self.what, delay)
         else:
             first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
-            log.warning("%s still failing (%d tries): %s: %s; retrying in %.1fs", self.what, self.count,
-                        type(exc).__name__, first_line, delay)  # fmt: skip
+            log.warning(
+                "%s still failing (%d tries): %s: %s; retrying in %.1fs",
+                self.what,
+                self.count,
+                type(exc).__name__,
+                first_line,
+                delay,
+            )
         return delay
 
     def succeeded(self) -> None:
@@ -152,8 +169,9 @@ class _Hooks:
             failing = Failures("webhook delivery", self.poll)
             while not self.stop.is_set():
                 try:
-                    counts = event_hooks.deliver_due(self.container.db, self.container.clock, client,
-                                                     self.config, stop=self.stop)  # fmt: skip
+                    counts = event_hooks.deliver_due(
+                        self.container.db, self.container.clock, client, self.config, stop=self.stop
+                    )
                 except Exception as exc:  # like dispatch: logged, retried, never the end of the worker
                     self.stop.wait(failing.failed(exc))
                     continue
@@ -214,8 +232,10 @@ def worker(
         signal.signal(sig, lambda *_: stop.set())
     console.print(f"[bold]optline worker[/bold] (provider: {c.settings.provider})")
     total = run(c, stop, once=once)
-    console.print(f"sent {total.sent}, suppressed {total.suppressed}, deferred {total.deferred}, "
-                  f"skipped {total.skipped}, retried {total.retried}, failed {total.failed}")  # fmt: skip
+    console.print(
+        f"sent {total.sent}, suppressed {total.suppressed}, deferred {total.deferred}, "
+        f"skipped {total.skipped}, retried {total.retried}, failed {total.failed}"
+    )
     c.close()
 
 

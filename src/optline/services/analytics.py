@@ -149,15 +149,21 @@ def _candidates(conn: Connection, after_id: int, window_days: int, limit: int) -
     done = select(optout_attributions.c.event_id).where(optout_attributions.c.event_id == e.c.id)
     new = (
         select(
-            e.c.id.label("event_id"), e.c.contact_id, e.c.program_id.label("event_program_id"), e.c.brand,
-            e.c.channel, e.c.occurred_at, _day_of(conn, e.c.occurred_at).label("day"),
-            last_message.label("message_id"), recent.label("messages_30d"),
+            e.c.id.label("event_id"),
+            e.c.contact_id,
+            e.c.program_id.label("event_program_id"),
+            e.c.brand,
+            e.c.channel,
+            e.c.occurred_at,
+            _day_of(conn, e.c.occurred_at).label("day"),
+            last_message.label("message_id"),
+            recent.label("messages_30d"),
         )
         .where((e.c.id > after_id) & (e.c.action == "opt_out") & ~done.exists())
         .order_by(e.c.id)
         .limit(limit)
         .subquery()
-    )  # fmt: skip
+    )
     rows = conn.execute(
         select(new, messages.c.campaign_id, messages.c.program_id.label("message_program_id")).outerjoin(
             messages, messages.c.id == new.c.message_id
@@ -225,15 +231,23 @@ def refresh(conn: Connection, clock: Clock, *, window_days: int = DEFAULT_WINDOW
             break
         conn.execute(optout_attributions.insert(), batch)
         totals: Counter[tuple[Any, ...]] = Counter(
-            (r["program_id"] or 0, r["brand"], r["campaign_id"] or 0, r["channel"], r["day"],
-             min(r["messages_30d"], counters.FREQUENCY_CAP))
+            (
+                r["program_id"] or 0,
+                r["brand"],
+                r["campaign_id"] or 0,
+                r["channel"],
+                r["day"],
+                min(r["messages_30d"], counters.FREQUENCY_CAP),
+            )
             for r in batch
-        )  # fmt: skip
+        )
         keys = ("program_id", "brand", "campaign_id", "channel", "day", "messages_30d")
         _upsert(
-            conn, optout_counts, [{**dict(zip(keys, k, strict=True)), "optouts": n} for k, n in totals.items()],
+            conn,
+            optout_counts,
+            [{**dict(zip(keys, k, strict=True)), "optouts": n} for k, n in totals.items()],
             ["optouts"],
-        )  # fmt: skip
+        )
         done += len(batch)
         after = batch[-1]["event_id"]
     now = clock.now()
@@ -356,20 +370,33 @@ def report(
     if pid is not None:
         where.append(mc.c.program_id == pid)
     counts = conn.execute(
-        select(mc.c.program_id, mc.c.campaign_id, mc.c.kind, mc.c.day,
-               func.sum(mc.c.sent).label("sent"), func.sum(mc.c.delivered).label("delivered"))
+        select(
+            mc.c.program_id,
+            mc.c.campaign_id,
+            mc.c.kind,
+            mc.c.day,
+            func.sum(mc.c.sent).label("sent"),
+            func.sum(mc.c.delivered).label("delivered"),
+        )
         .where(*where)
         .group_by(mc.c.program_id, mc.c.campaign_id, mc.c.kind, mc.c.day)
-    ).all()  # fmt: skip
+    ).all()
     owhere = [oc.c.day >= since] if since else []
     if pid is not None:
         owhere.append(oc.c.program_id == pid)
     optouts = conn.execute(
-        select(oc.c.program_id, oc.c.brand, oc.c.campaign_id, oc.c.channel, oc.c.day, oc.c.messages_30d,
-               func.sum(oc.c.optouts).label("n"))
+        select(
+            oc.c.program_id,
+            oc.c.brand,
+            oc.c.campaign_id,
+            oc.c.channel,
+            oc.c.day,
+            oc.c.messages_30d,
+            func.sum(oc.c.optouts).label("n"),
+        )
         .where(*owhere)
         .group_by(oc.c.program_id, oc.c.brand, oc.c.campaign_id, oc.c.channel, oc.c.day, oc.c.messages_30d)
-    ).all()  # fmt: skip
+    ).all()
     exposures = conn.execute(
         select(fe.c.messages_30d, func.sum(fe.c.sent).label("sent"))
         .where(
@@ -383,10 +410,15 @@ def report(
     camp = {
         r.id: r
         for r in conn.execute(
-            select(campaigns.c.id, campaigns.c.name, campaigns.c.program_id, campaigns.c.message_type,
-                   campaigns.c.tag).where(campaigns.c.id.in_(sorted(campaign_ids)))
+            select(
+                campaigns.c.id,
+                campaigns.c.name,
+                campaigns.c.program_id,
+                campaigns.c.message_type,
+                campaigns.c.tag,
+            ).where(campaigns.c.id.in_(sorted(campaign_ids)))
         )
-    }  # fmt: skip
+    }
     program_names = {r.id: r.name for r in conn.execute(select(programs.c.id, programs.c.name))}
 
     totals = RateRow("total")
@@ -406,10 +438,12 @@ def report(
         if cid not in by_campaign:
             c = camp.get(cid)
             by_campaign[cid] = CampaignRow(
-                key=c.name if c else f"campaign {cid}", campaign_id=cid,
+                key=c.name if c else f"campaign {cid}",
+                campaign_id=cid,
                 program=program_names.get(c.program_id, "") if c else "",
-                message_type=c.message_type if c else "", tag=c.tag if c else None,
-            )  # fmt: skip
+                message_type=c.message_type if c else "",
+                tag=c.tag if c else None,
+            )
         return by_campaign[cid]
 
     for r in counts:
@@ -426,8 +460,11 @@ def report(
                     t.delivered += delivered
         if r.kind not in counters.FATIGUE_KINDS:
             continue  # replies (confirmations, help) are not what the sender chose to send
-        for t in (totals, row(by_program, program_names.get(r.program_id, str(r.program_id))),
-                  row(by_day, _as_date(r.day))):  # fmt: skip
+        for t in (
+            totals,
+            row(by_program, program_names.get(r.program_id, str(r.program_id))),
+            row(by_day, _as_date(r.day)),
+        ):
             t.sent += sent
             t.delivered += delivered
 
@@ -466,8 +503,13 @@ def report(
 
     campaign_rows = _flag(list(by_campaign.values()))
     return Report(
-        generated_at=clock.now(), program=program["name"] if program else None, since=since,
-        window_days=window_days, totals=totals, attributed=attributed, unattributed=unattributed,
+        generated_at=clock.now(),
+        program=program["name"] if program else None,
+        since=since,
+        window_days=window_days,
+        totals=totals,
+        attributed=attributed,
+        unattributed=unattributed,
         campaigns=campaign_rows,
         by_type=sorted(by_type.values(), key=lambda r: r.key),
         by_tag=sorted(by_tag.values(), key=lambda r: r.key),
@@ -476,7 +518,7 @@ def report(
         by_week=[by_week[w] for w in sorted(by_week)],
         by_channel=list(by_channel.values()),
         by_frequency=[r for r in by_frequency.values() if r.sent or r.optouts],
-    )  # fmt: skip
+    )
 
 
 def _relabel(r: RateRow, day: date) -> RateRow:

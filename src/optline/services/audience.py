@@ -133,11 +133,15 @@ def _matches(conn: Connection, key: str, value: Any) -> ColumnElement[bool]:
     options: list[ColumnElement[bool]] = []
     for v in values:
         if isinstance(v, bool):
-            options.append(field.as_boolean() == v if conn.dialect.name == "sqlite"
-                           else field.as_string() == ("true" if v else "false"))  # fmt: skip
+            options.append(
+                field.as_boolean() == v
+                if conn.dialect.name == "sqlite"
+                else field.as_string() == ("true" if v else "false")
+            )
         elif isinstance(v, int | float):
-            options.append(field.as_float() == float(v) if conn.dialect.name == "sqlite"
-                           else field.as_string() == str(v))  # fmt: skip
+            options.append(
+                field.as_float() == float(v) if conn.dialect.name == "sqlite" else field.as_string() == str(v)
+            )
         else:
             options.append(field.as_string() == str(v))
     return func.coalesce(or_(*options), false())
@@ -165,10 +169,12 @@ def _reason(conn: Connection, audience_filter: Mapping[str, Any]) -> ColumnEleme
         (not_(_filter_clause(conn, audience_filter)), "filtered_out"),
         (contacts.c.number_type == "unknown", "invalid_number"),
         (contacts.c.number_type.not_in(sorted(SMS_CAPABLE)), "not_sms_capable"),
-        (and_(dnc_numbers.c.phone.is_not(None), not_(express_written_consent(conn))),
-         "dnc_without_express_consent"),
+        (
+            and_(dnc_numbers.c.phone.is_not(None), not_(express_written_consent(conn))),
+            "dnc_without_express_consent",
+        ),
         else_=None,
-    )  # fmt: skip
+    )
 
 
 def audience_rows(conn: Connection, program_id: int, audience_filter: Mapping[str, Any] | None) -> Any:
@@ -178,13 +184,15 @@ def audience_rows(conn: Connection, program_id: int, audience_filter: Mapping[st
     check_filter(conn, program_id, audience_filter or {})
     return (
         select(
-            subscriptions.c.contact_id, contacts.c.phone, subscriptions.c.consent_event_id,
+            subscriptions.c.contact_id,
+            contacts.c.phone,
+            subscriptions.c.consent_event_id,
             _reason(conn, audience_filter or {}).label("reason"),
         )
         .select_from(_joined())
         .where(subscriptions.c.program_id == program_id)
         .subquery("audience")
-    )  # fmt: skip
+    )
 
 
 @dataclass
@@ -228,12 +236,22 @@ def recipients_select(
         from_phone = literal(senders[0] if senders else program.get("short_code"), String)
     now = campaign["_now"]
     return select(
-        literal(campaign["id"]), literal(program["id"]), rows.c.contact_id, literal(campaign["message_type"]),
-        rows.c.phone, from_phone, literal(campaign["template"]), literal(0), literal("queued"),
-        idempotency_key_sql(campaign["id"], rows.c.contact_id), rows.c.consent_event_id,
-        literal(0), literal(campaign.get("scheduled_at"), messages.c.not_before.type),
-        literal(now, messages.c.created_at.type), literal(now, messages.c.updated_at.type),
-    ).where(rows.c.reason.is_(None))  # fmt: skip
+        literal(campaign["id"]),
+        literal(program["id"]),
+        rows.c.contact_id,
+        literal(campaign["message_type"]),
+        rows.c.phone,
+        from_phone,
+        literal(campaign["template"]),
+        literal(0),
+        literal("queued"),
+        idempotency_key_sql(campaign["id"], rows.c.contact_id),
+        rows.c.consent_event_id,
+        literal(0),
+        literal(campaign.get("scheduled_at"), messages.c.not_before.type),
+        literal(now, messages.c.created_at.type),
+        literal(now, messages.c.updated_at.type),
+    ).where(rows.c.reason.is_(None))
 
 
 INSERT_COLUMNS = ("campaign_id", "program_id", "contact_id", "kind", "to_phone", "from_phone", "body",

@@ -181,11 +181,16 @@ def _no_consent_evidence(conn: Connection, program_id: int | None) -> Iterator[F
                 f"{', '.join(missing) or 'an opt-in'}"
             )
         yield Finding(
-            Reason.NO_CONSENT_EVIDENCE, r.contact_id, r.phone, r.program_id, detail,
+            Reason.NO_CONSENT_EVIDENCE,
+            r.contact_id,
+            r.phone,
+            r.program_id,
+            detail,
             "hold marketing; find the sign-up record (source, disclosure shown, time) or ask the person to "
             "opt in again",
-            {"consent_event_id": r.consent_event_id}, Fix.HOLD,
-        )  # fmt: skip
+            {"consent_event_id": r.consent_event_id},
+            Fix.HOLD,
+        )
 
 
 def _stale_consent(
@@ -203,19 +208,24 @@ def _stale_consent(
     )
     for r in rows:
         yield Finding(
-            Reason.STALE_CONSENT, r.contact_id, r.phone, r.program_id,
+            Reason.STALE_CONSENT,
+            r.contact_id,
+            r.phone,
+            r.program_id,
             f"consent to {r.program} given {_when(r.occurred_at)} (older than {cfg.consent_max_age.days} days) "
             "and no reply since",
             "send a re-permission message (reply YES to keep receiving) and hold those who do not answer",
             {"consent_event_id": r.consent_event_id, "consented_at": _when(r.occurred_at)},
-        )  # fmt: skip
+        )
 
 
 def _brand_opt_out(contact_id: Any, brand: Any) -> ColumnElement[bool]:
     return exists().where(
-        (consent_events.c.contact_id == contact_id) & consent_events.c.program_id.is_(None)
-        & (consent_events.c.brand == brand) & (consent_events.c.action == Action.OPT_OUT.value)
-    )  # fmt: skip
+        (consent_events.c.contact_id == contact_id)
+        & consent_events.c.program_id.is_(None)
+        & (consent_events.c.brand == brand)
+        & (consent_events.c.action == Action.OPT_OUT.value)
+    )
 
 
 def _suppressed_in_queue(conn: Connection, program_id: int | None) -> Iterator[Finding]:
@@ -228,9 +238,18 @@ def _suppressed_in_queue(conn: Connection, program_id: int | None) -> Iterator[F
     held = and_(messages.c.kind == "marketing", subscriptions.c.held == true())
     q = (
         select(
-            messages.c.id, messages.c.contact_id, messages.c.program_id, messages.c.to_phone, messages.c.kind,
-            messages.c.campaign_id, messages.c.status.label("message_status"), programs.c.name.label("program"),
-            subscriptions.c.status, subscriptions.c.held, subscriptions.c.since, subscriptions.c.last_event_id,
+            messages.c.id,
+            messages.c.contact_id,
+            messages.c.program_id,
+            messages.c.to_phone,
+            messages.c.kind,
+            messages.c.campaign_id,
+            messages.c.status.label("message_status"),
+            programs.c.name.label("program"),
+            subscriptions.c.status,
+            subscriptions.c.held,
+            subscriptions.c.since,
+            subscriptions.c.last_event_id,
         )
         .select_from(
             messages.join(programs, programs.c.id == messages.c.program_id).outerjoin(
@@ -240,28 +259,37 @@ def _suppressed_in_queue(conn: Connection, program_id: int | None) -> Iterator[F
             )
         )
         .where(
-            messages.c.status.in_(QUEUED), messages.c.campaign_id.is_not(None),
-            messages.c.kind.in_(("marketing", "transactional")), or_(opted_out, held),
+            messages.c.status.in_(QUEUED),
+            messages.c.campaign_id.is_not(None),
+            messages.c.kind.in_(("marketing", "transactional")),
+            or_(opted_out, held),
         )
         .order_by(messages.c.id)
-    )  # fmt: skip
+    )
     if program_id:
         q = q.where(messages.c.program_id == program_id)
     for r in conn.execute(q):
         status = r.status or Status.UNSUBSCRIBED.value  # no row: the brand-wide opt-out
         why = "opted out" if status == Status.UNSUBSCRIBED.value else "held for review"
         yield Finding(
-            Reason.SUPPRESSED_IN_QUEUE, r.contact_id, r.to_phone, r.program_id,
+            Reason.SUPPRESSED_IN_QUEUE,
+            r.contact_id,
+            r.to_phone,
+            r.program_id,
             f"{why} but still in {r.message_status} {r.kind} message {r.id} of campaign {r.campaign_id}",
             "nothing will be sent (the send-time check suppresses it); cancel the message so the queue "
             "agrees",
             {
-                "message_id": r.id, "subscription_status": status, "held": bool(r.held),
-                "since": _when(r.since), "last_event_id": r.last_event_id,
+                "message_id": r.id,
+                "subscription_status": status,
+                "held": bool(r.held),
+                "since": _when(r.since),
+                "last_event_id": r.last_event_id,
                 "send_time_check": f"{r.kind} needs a subscribed, unheld contact: this one is {why}",
             },
-            Fix.CANCEL, message_id=r.id,
-        )  # fmt: skip
+            Fix.CANCEL,
+            message_id=r.id,
+        )
 
 
 def _dnc_without_express_consent(conn: Connection, program_id: int | None) -> Iterator[Finding]:
@@ -272,12 +300,16 @@ def _dnc_without_express_consent(conn: Connection, program_id: int | None) -> It
     )
     for r in rows:
         yield Finding(
-            Reason.DNC_WITHOUT_EXPRESS_CONSENT, r.contact_id, r.phone, r.program_id,
+            Reason.DNC_WITHOUT_EXPRESS_CONSENT,
+            r.contact_id,
+            r.phone,
+            r.program_id,
             f"on the Do-Not-Call list ({r.source}) and subscribed to {r.program} by {r.channel or 'no'} "
             "consent, which is not express written consent",
             "hold marketing; text only after a signed web form or keyword opt-in",
-            {"consent_event_id": r.consent_event_id, "dnc_source": r.source}, Fix.HOLD,
-        )  # fmt: skip
+            {"consent_event_id": r.consent_event_id, "dnc_source": r.source},
+            Fix.HOLD,
+        )
 
 
 def _reassigned_after_consent(conn: Connection, program_id: int | None) -> Iterator[Finding]:
@@ -289,12 +321,16 @@ def _reassigned_after_consent(conn: Connection, program_id: int | None) -> Itera
     )
     for r in rows:
         yield Finding(
-            Reason.REASSIGNED_AFTER_CONSENT, r.contact_id, r.phone, r.program_id,
+            Reason.REASSIGNED_AFTER_CONSENT,
+            r.contact_id,
+            r.phone,
+            r.program_id,
             f"number disconnected {_when(r.disconnected_at)}, after the consent to {r.program} given "
             f"{_when(r.occurred_at)}: the consent was someone else's",
             "hold marketing; the new owner of the number must opt in themselves",
-            {"consent_event_id": r.consent_event_id, "disconnected_at": _when(r.disconnected_at)}, Fix.HOLD,
-        )  # fmt: skip
+            {"consent_event_id": r.consent_event_id, "disconnected_at": _when(r.disconnected_at)},
+            Fix.HOLD,
+        )
 
 
 def _review_overdue(
@@ -308,11 +344,12 @@ def _review_overdue(
             & (subscriptions.c.program_id == inbound_messages.c.program_id),
         )
         .where(
-            inbound_messages.c.review == true(), inbound_messages.c.review_decided_at.is_(None),
+            inbound_messages.c.review == true(),
+            inbound_messages.c.review_decided_at.is_(None),
             inbound_messages.c.received_at < now - cfg.review_overdue_after,
         )
         .order_by(inbound_messages.c.received_at)
-    )  # fmt: skip
+    )
     if program_id:
         q = q.where(inbound_messages.c.program_id == program_id)
     for r in conn.execute(q):
@@ -320,13 +357,16 @@ def _review_overdue(
         # If marketing could still go out while nobody decided, holding it is the safe interim step.
         unheld = r.status == Status.SUBSCRIBED.value and not r.held and r.contact_id and r.program_id
         yield Finding(
-            Reason.REVIEW_OVERDUE, r.contact_id, r.from_phone, r.program_id,
+            Reason.REVIEW_OVERDUE,
+            r.contact_id,
+            r.from_phone,
+            r.program_id,
             f"reply {r.body[:60]!r} received {_when(r.received_at)} has waited {waited.days}d "
             f"{waited.seconds // 3600}h for a decision",
             "decide in the review queue: record the opt-out it may be, or clear it",
             {"inbound_message_id": r.id, "intent": r.intent},
             Fix.HOLD if unheld else None,
-        )  # fmt: skip
+        )
 
 
 _PHONE_KEY = re.compile(r"phone|mobile|cell|tel|msisdn|number", re.IGNORECASE)
@@ -387,29 +427,46 @@ def _numbers(conn: Connection, program_id: int | None, cfg: AuditConfig) -> Iter
                         spellings.setdefault(e164, []).append((c, f"its attribute {key!r} is {value!r}"))
             if problem:
                 for s in sendable.get(c.id, []):
-                    action = ("hold marketing; correct the number from the source or remove the contact "
-                              "from the list") if problem[0] is Reason.INVALID_NUMBER else (
-                              "hold marketing; ask for a mobile number")  # fmt: skip
-                    yield Finding(problem[0], c.id, c.phone, s.program_id, f"{problem[1]} (on {s.name})",
-                                  action, {"number_type": c.number_type}, Fix.HOLD)  # fmt: skip
+                    action = (
+                        (
+                            "hold marketing; correct the number from the source or remove the contact "
+                            "from the list"
+                        )
+                        if problem[0] is Reason.INVALID_NUMBER
+                        else ("hold marketing; ask for a mobile number")
+                    )
+                    yield Finding(
+                        problem[0],
+                        c.id,
+                        c.phone,
+                        s.program_id,
+                        f"{problem[1]} (on {s.name})",
+                        action,
+                        {"number_type": c.number_type},
+                        Fix.HOLD,
+                    )
         if spellings:
             owners = {
-                r.phone: r.id for r in conn.execute(
+                r.phone: r.id
+                for r in conn.execute(
                     select(contacts.c.id, contacts.c.phone).where(contacts.c.phone.in_(sorted(spellings)))
                 )
-            }  # fmt: skip
+            }
             for e164, holders in spellings.items():
                 for c, where in holders:
                     other = owners.get(e164)
                     if other is None or other == c.id:
                         continue
                     yield Finding(
-                        Reason.DUPLICATE_NUMBER, c.id, c.phone, None,
+                        Reason.DUPLICATE_NUMBER,
+                        c.id,
+                        c.phone,
+                        None,
                         f"contact {c.id} and contact {other} are the same number {e164}: {where}",
                         f"merge the two records (keep contact {other}, the E.164 one), then check that "
                         "consent and opt-outs of both apply to the one person",
                         {"same_as_contact_id": other, "e164": e164},
-                    )  # fmt: skip
+                    )
 
 
 def find(conn: Connection, now: datetime, cfg: AuditConfig, program_id: int | None = None) -> list[Finding]:
@@ -454,11 +511,20 @@ def _apply_fixes(conn: Connection, clock: Clock, run_id: int, findings: list[Fin
                     held[key] = "already held or opted out"
                 else:
                     change = consent.record(
-                        conn, clock, contact_id=f.contact_id, program=program, action=Action.REVIEW_HOLD,
-                        channel=Channel.ADMIN, brand_wide=False,
-                        evidence={"operator": "optline audit", "note": f.detail, "reason": f.reason.value,
-                                  "audit_run_id": run_id},
-                    )  # fmt: skip
+                        conn,
+                        clock,
+                        contact_id=f.contact_id,
+                        program=program,
+                        action=Action.REVIEW_HOLD,
+                        channel=Channel.ADMIN,
+                        brand_wide=False,
+                        evidence={
+                            "operator": "optline audit",
+                            "note": f.detail,
+                            "reason": f.reason.value,
+                            "audit_run_id": run_id,
+                        },
+                    )
                     held[key] = f"review_hold event {change.event['id']}"
             f.fixed = held[key]
         if f.fixed:
@@ -515,10 +581,17 @@ def _store(
     program_id = program["id"] if program else None
     run_id = conn.execute(
         insert(audit_runs)
-        .values(trigger=trigger, program_id=program_id, fix=fix, started_at=started, findings=len(findings),
-                fixed=0, summary=dict(Counter(f.reason.value for f in findings)))
+        .values(
+            trigger=trigger,
+            program_id=program_id,
+            fix=fix,
+            started_at=started,
+            findings=len(findings),
+            fixed=0,
+            summary=dict(Counter(f.reason.value for f in findings)),
+        )
         .returning(audit_runs.c.id)
-    ).scalar_one()  # fmt: skip
+    ).scalar_one()
     fixed = _apply_fixes(conn, clock, run_id, findings) if fix else 0
     finished = clock.now()
     conn.execute(
@@ -528,12 +601,20 @@ def _store(
         conn.execute(
             insert(audit_findings),
             [
-                {"run_id": run_id, "reason": f.reason.value, "contact_id": f.contact_id, "phone": f.phone,
-                 "program_id": f.program_id, "detail": f.detail, "action": f.action, "proof": f.proof,
-                 "fixed": f.fixed}
+                {
+                    "run_id": run_id,
+                    "reason": f.reason.value,
+                    "contact_id": f.contact_id,
+                    "phone": f.phone,
+                    "program_id": f.program_id,
+                    "detail": f.detail,
+                    "action": f.action,
+                    "proof": f.proof,
+                    "fixed": f.fixed,
+                }
                 for f in findings
             ],
-        )  # fmt: skip
+        )
     return AuditRun(
         run_id, trigger, program["name"] if program else None, fix, started, finished, findings, fixed
     )
@@ -564,12 +645,29 @@ def latest_run(conn: Connection, trigger: str | None = None) -> AuditRun | None:
         select(audit_findings).where(audit_findings.c.run_id == r.id).order_by(audit_findings.c.id)
     )
     findings = [
-        Finding(Reason(f.reason), f.contact_id, f.phone, f.program_id, f.detail, f.action, f.proof or {},
-                message_id=(f.proof or {}).get("message_id"), fixed=f.fixed)
+        Finding(
+            Reason(f.reason),
+            f.contact_id,
+            f.phone,
+            f.program_id,
+            f.detail,
+            f.action,
+            f.proof or {},
+            message_id=(f.proof or {}).get("message_id"),
+            fixed=f.fixed,
+        )
         for f in rows
-    ]  # fmt: skip
-    return AuditRun(r.id, r.trigger, program, r.fix, as_utc(r.started_at),
-                    as_utc(r.finished_at) if r.finished_at else None, findings, r.fixed)  # fmt: skip
+    ]
+    return AuditRun(
+        r.id,
+        r.trigger,
+        program,
+        r.fix,
+        as_utc(r.started_at),
+        as_utc(r.finished_at) if r.finished_at else None,
+        findings,
+        r.fixed,
+    )
 
 
 def run_scheduled_audit(container: Any) -> AuditRun | None:

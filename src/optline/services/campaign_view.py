@@ -98,11 +98,18 @@ def preview(
     for attributes, locale, who in attempts:
         try:
             text = compose.compose(
-                template, brand=program["brand"], program_name=program["name"],
-                phone=who if who != "placeholders" else "+15555550100", attributes=attributes, locale=locale,
-                settings=program.get("settings") or {}, marketing=message_type == Kind.MARKETING.value,
-                first_this_month=True, public_url=public_url, optout_token=SAMPLE_TOKEN,
-            ).body  # fmt: skip
+                template,
+                brand=program["brand"],
+                program_name=program["name"],
+                phone=who if who != "placeholders" else "+15555550100",
+                attributes=attributes,
+                locale=locale,
+                settings=program.get("settings") or {},
+                marketing=message_type == Kind.MARKETING.value,
+                first_this_month=True,
+                public_url=public_url,
+                optout_token=SAMPLE_TOKEN,
+            ).body
         except compose.TemplateError:
             continue
         sample_of = who
@@ -162,20 +169,29 @@ def progress(conn: Connection, campaign_id: int) -> Progress:
         .order_by(func.count().desc())
     ).all()
     return Progress(
-        campaign, program, counts, deferred, first, last,
+        campaign,
+        program,
+        counts,
+        deferred,
+        first,
+        last,
         failures=[(f"{s}: {r}" if r != s else s, int(n)) for s, r, n in failures],
         replies=[(str(i), int(n)) for i, n in replies],
-    )  # fmt: skip
+    )
 
 
 def recent_replies(conn: Connection, campaign_id: int, limit: int = 20) -> list[dict[str, Any]]:
     rows = conn.execute(
-        select(inbound_messages.c.from_phone, inbound_messages.c.body, inbound_messages.c.intent,
-               inbound_messages.c.received_at)
+        select(
+            inbound_messages.c.from_phone,
+            inbound_messages.c.body,
+            inbound_messages.c.intent,
+            inbound_messages.c.received_at,
+        )
         .where(inbound_messages.c.attributed_campaign_id == campaign_id)
         .order_by(inbound_messages.c.received_at.desc(), inbound_messages.c.id.desc())
         .limit(limit)
-    )  # fmt: skip
+    )
     return [dict(r._mapping) for r in rows]
 
 
@@ -186,15 +202,25 @@ def message_page(
     the ledger event the audience (and then the send-time check) found for that person."""
     rows = conn.execute(
         select(
-            messages.c.id, messages.c.to_phone, messages.c.status, messages.c.reason, messages.c.body,
-            messages.c.segments, messages.c.not_before, messages.c.sent_at, messages.c.delivered_at,
-            messages.c.consent_event_id, consent_events.c.seq.label("consent_seq"),
-            consent_events.c.action.label("consent_action"), consent_events.c.channel.label("consent_channel"),
-            consent_events.c.occurred_at.label("consent_at"), consent_events.c.evidence.label("consent_evidence"),
+            messages.c.id,
+            messages.c.to_phone,
+            messages.c.status,
+            messages.c.reason,
+            messages.c.body,
+            messages.c.segments,
+            messages.c.not_before,
+            messages.c.sent_at,
+            messages.c.delivered_at,
+            messages.c.consent_event_id,
+            consent_events.c.seq.label("consent_seq"),
+            consent_events.c.action.label("consent_action"),
+            consent_events.c.channel.label("consent_channel"),
+            consent_events.c.occurred_at.label("consent_at"),
+            consent_events.c.evidence.label("consent_evidence"),
         )
         .outerjoin(consent_events, consent_events.c.id == messages.c.consent_event_id)
         .where(messages.c.campaign_id == campaign_id, messages.c.id > after)
         .order_by(messages.c.id)
         .limit(limit)
-    )  # fmt: skip
+    )
     return [dict(r._mapping) for r in rows]

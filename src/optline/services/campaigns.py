@@ -46,9 +46,17 @@ class Status:
         return sum(self.counts.get(s, 0) for s in ("queued", "claimed", "sending"))
 
 
-def create(conn: Connection, clock: Clock, *, program: str, name: str, template: str,
-           message_type: str = "marketing", audience_filter: Mapping[str, Any] | None = None,
-           tag: str | None = None) -> dict[str, Any]:  # fmt: skip
+def create(
+    conn: Connection,
+    clock: Clock,
+    *,
+    program: str,
+    name: str,
+    template: str,
+    message_type: str = "marketing",
+    audience_filter: Mapping[str, Any] | None = None,
+    tag: str | None = None,
+) -> dict[str, Any]:
     prog = require_program(conn, program)
     if message_type not in MESSAGE_TYPES:
         raise CampaignError(f"message type must be one of {', '.join(MESSAGE_TYPES)}, not {message_type!r}")
@@ -59,10 +67,20 @@ def create(conn: Connection, clock: Clock, *, program: str, name: str, template:
     ).first():
         raise CampaignError(f"program {program!r} already has a campaign named {name!r}")
     audience.check_filter(conn, prog["id"], audience_filter or {})  # FilterError naming the bad key
-    row = conn.execute(insert(campaigns).values(
-        program_id=prog["id"], name=name, template=template, message_type=message_type, tag=tag,
-        audience_filter=dict(audience_filter or {}), status="draft", created_at=clock.now(),
-    ).returning(*campaigns.c)).one()  # fmt: skip
+    row = conn.execute(
+        insert(campaigns)
+        .values(
+            program_id=prog["id"],
+            name=name,
+            template=template,
+            message_type=message_type,
+            tag=tag,
+            audience_filter=dict(audience_filter or {}),
+            status="draft",
+            created_at=clock.now(),
+        )
+        .returning(*campaigns.c)
+    ).one()
     return dict(row._mapping)
 
 
@@ -98,9 +116,11 @@ def list_all(conn: Connection, program: str | None = None) -> list[dict[str, Any
 def known_fields(conn: Connection, program_id: int) -> set[str]:
     """Attribute names found on (a sample of) the program's subscribers: what a template may use."""
     rows = conn.execute(
-        select(contacts.c.attributes).join(subscriptions, subscriptions.c.contact_id == contacts.c.id)
-        .where(subscriptions.c.program_id == program_id).limit(ATTRIBUTE_SAMPLE)
-    )  # fmt: skip
+        select(contacts.c.attributes)
+        .join(subscriptions, subscriptions.c.contact_id == contacts.c.id)
+        .where(subscriptions.c.program_id == program_id)
+        .limit(ATTRIBUTE_SAMPLE)
+    )
     names: set[str] = set()
     for (attrs,) in rows:
         names.update((attrs or {}).keys())
@@ -109,9 +129,11 @@ def known_fields(conn: Connection, program_id: int) -> set[str]:
 
 def audience_zones(conn: Connection, program_id: int) -> list[str]:
     rows = conn.execute(
-        select(contacts.c.time_zone).distinct().join(subscriptions, subscriptions.c.contact_id == contacts.c.id)
+        select(contacts.c.time_zone)
+        .distinct()
+        .join(subscriptions, subscriptions.c.contact_id == contacts.c.id)
         .where(subscriptions.c.program_id == program_id, contacts.c.time_zone.is_not(None))
-    )  # fmt: skip
+    )
     return [r[0] for r in rows]
 
 
@@ -136,14 +158,21 @@ def lint(
         needed = set()  # lint reports the syntax error itself
     recipients, missing = (
         audience.missing_fields(conn, program["id"], campaign.get("audience_filter") or {}, needed)
-        if needed else (None, {})
-    )  # fmt: skip
+        if needed
+        else (None, {})
+    )
     return lint_rules.lint(
-        campaign["template"], brand=program["brand"], settings=program.get("settings") or {},
-        known_fields=known, public_url=public_url, marketing=campaign["message_type"] == Kind.MARKETING.value,
-        send_at=send_at, audience_zones=audience_zones(conn, program["id"]), missing=missing,
+        campaign["template"],
+        brand=program["brand"],
+        settings=program.get("settings") or {},
+        known_fields=known,
+        public_url=public_url,
+        marketing=campaign["message_type"] == Kind.MARKETING.value,
+        send_at=send_at,
+        audience_zones=audience_zones(conn, program["id"]),
+        missing=missing,
         recipients=recipients,
-    )  # fmt: skip
+    )
 
 
 def _lock(conn: Connection, campaign_id: int) -> dict[str, Any]:
@@ -215,15 +244,23 @@ def cancel(conn: Connection, clock: Clock, campaign: Mapping[str, Any]) -> tuple
     if current["status"] in ("done", "cancelled"):
         raise CampaignError(f"campaign {current['name']!r} is already {current['status']}")
     now = clock.now()
-    n = conn.execute(update(messages).where(
-        messages.c.campaign_id == current["id"], messages.c.status.in_(("queued", "deferred", "claimed")),
-    ).values(status="cancelled", reason="campaign cancelled", lease_owner=None, updated_at=now)).rowcount  # fmt: skip
+    n = conn.execute(
+        update(messages)
+        .where(
+            messages.c.campaign_id == current["id"],
+            messages.c.status.in_(("queued", "deferred", "claimed")),
+        )
+        .values(status="cancelled", reason="campaign cancelled", lease_owner=None, updated_at=now)
+    ).rowcount
     return _set(conn, current["id"], status="cancelled", finished_at=now), int(n or 0)
 
 
 def status(conn: Connection, campaign: Mapping[str, Any]) -> Status:
-    rows = conn.execute(select(messages.c.status, func.count()).where(messages.c.campaign_id == campaign["id"])
-                        .group_by(messages.c.status))  # fmt: skip
+    rows = conn.execute(
+        select(messages.c.status, func.count())
+        .where(messages.c.campaign_id == campaign["id"])
+        .group_by(messages.c.status)
+    )
     return Status(get_by_id(conn, campaign["id"]), {s: n for s, n in rows})
 
 
@@ -232,9 +269,10 @@ def deferred_window(
 ) -> tuple[int, datetime | None, datetime | None]:
     """Deferred messages (quiet hours, frequency cap): how many, and the earliest and latest time they may go."""
     row = conn.execute(
-        select(func.count(), func.min(messages.c.not_before), func.max(messages.c.not_before))
-        .where(messages.c.campaign_id == campaign["id"], messages.c.status == "deferred")
-    ).one()  # fmt: skip
+        select(func.count(), func.min(messages.c.not_before), func.max(messages.c.not_before)).where(
+            messages.c.campaign_id == campaign["id"], messages.c.status == "deferred"
+        )
+    ).one()
     first, last = (as_utc(row[1]) if row[1] else None), (as_utc(row[2]) if row[2] else None)
     return int(row[0]), first, last
 
@@ -242,8 +280,17 @@ def deferred_window(
 def finish_if_done(conn: Connection, clock: Clock, campaign_ids: Iterable[int]) -> None:
     """A sending campaign with nothing queued, claimed, sending or deferred is done."""
     for cid in campaign_ids:
-        busy = conn.execute(select(messages.c.id).where(
-            messages.c.campaign_id == cid, messages.c.status.in_(("queued", "claimed", "sending", "deferred"))).limit(1)).first()  # fmt: skip
+        busy = conn.execute(
+            select(messages.c.id)
+            .where(
+                messages.c.campaign_id == cid,
+                messages.c.status.in_(("queued", "claimed", "sending", "deferred")),
+            )
+            .limit(1)
+        ).first()
         if busy is None:
-            conn.execute(update(campaigns).where(campaigns.c.id == cid, campaigns.c.status == "sending")
-                         .values(status="done", finished_at=clock.now()))  # fmt: skip
+            conn.execute(
+                update(campaigns)
+                .where(campaigns.c.id == cid, campaigns.c.status == "sending")
+                .values(status="done", finished_at=clock.now())
+            )

@@ -40,8 +40,14 @@ def take(container: Container, *, only_if_moved: bool = False) -> cp.Checkpoint 
         newest = ledger.newest_digest(conn)
     if newest is None:
         return None
-    signed = cp.sign(key, created_at=container.clock.now(), digest_id=newest.id, digest=newest.digest,
-                     chains=chains, events=events)  # fmt: skip
+    signed = cp.sign(
+        key,
+        created_at=container.clock.now(),
+        digest_id=newest.id,
+        digest=newest.digest,
+        chains=chains,
+        events=events,
+    )
     checkpoint_log.append(target, signed)
     # The copy only once the log has it: a log that refused this one gets it again at the next interval.
     with container.db.transaction() as conn:
@@ -82,8 +88,10 @@ def trusted(found: Iterable[tuple[str, cp.Checkpoint]], public_key: str) -> tupl
 
 def stored(conn: Connection, public_key: str) -> tuple[list[Checked], list[Break]]:
     """The database's copies of the checkpoints, each checked against the signing key."""
-    found = [(f"checkpoint {i}", cp.parse(body, f"checkpoint {i}"))
-             for i, body in enumerate(ledger.checkpoint_bodies(conn), start=1)]  # fmt: skip
+    found = [
+        (f"checkpoint {i}", cp.parse(body, f"checkpoint {i}"))
+        for i, body in enumerate(ledger.checkpoint_bodies(conn), start=1)
+    ]
     return trusted(found, public_key)
 
 
@@ -101,9 +109,16 @@ def breaks(links: dict[int, ledger.DigestLink], checkpoints: Iterable[Checked]) 
                 Break(0, 0, 0, f"{signed}, which is no longer in the database: digests were removed")
             )
         elif link.recomputed != c.checkpoint.digest:
-            found.append(Break(0, 0, 0, f"{signed} = {c.checkpoint.digest[:16]}…, but the database's heads "
-                                        f"recompute to {link.recomputed[:16]}…: events it covers were changed, "
-                                        "removed or reordered"))  # fmt: skip
+            found.append(
+                Break(
+                    0,
+                    0,
+                    0,
+                    f"{signed} = {c.checkpoint.digest[:16]}…, but the database's heads "
+                    f"recompute to {link.recomputed[:16]}…: events it covers were changed, "
+                    "removed or reordered",
+                )
+            )
     return found
 
 

@@ -303,8 +303,18 @@ def revoke_all(
         by_brand.setdefault(row.brand, dict(row._mapping))
     changes = []
     for program in by_brand.values():
-        changes.append(record(conn, clock, contact_id=contact_id, program=program, action=Action.OPT_OUT,
-                              channel=channel, evidence=evidence, brand_wide=True))  # fmt: skip
+        changes.append(
+            record(
+                conn,
+                clock,
+                contact_id=contact_id,
+                program=program,
+                action=Action.OPT_OUT,
+                channel=channel,
+                evidence=evidence,
+                brand_wide=True,
+            )
+        )
     return changes
 
 
@@ -337,8 +347,10 @@ def _project(
     values = _subscription_values(old, new, held, event, action)
     if not exists:
         values.setdefault("since", event["occurred_at"])
-    conn.execute(_projection_write(exists, frozenset(values)), {**values, "b_contact": contact_id,
-                                                                 "b_program": program_id})  # fmt: skip
+    conn.execute(
+        _projection_write(exists, frozenset(values)),
+        {**values, "b_contact": contact_id, "b_program": program_id},
+    )
 
 
 _PROJECTION_WRITES: dict[tuple[bool, frozenset[str]], Any] = {}
@@ -479,11 +491,18 @@ def record_opt_ins(
         seq, prev = heads.get(item.contact_id, (0, ledger.chain.GENESIS))
         events.append(
             ledger.build_event(
-                contact_id=item.contact_id, seq=seq + 1, prev_hash=prev, program_id=program["id"],
-                brand=program["brand"], action=Action.OPT_IN, channel=channel, evidence=item.evidence,
-                occurred_at=item.occurred_at, recorded_at=now,
+                contact_id=item.contact_id,
+                seq=seq + 1,
+                prev_hash=prev,
+                program_id=program["id"],
+                brand=program["brand"],
+                action=Action.OPT_IN,
+                channel=channel,
+                evidence=item.evidence,
+                occurred_at=item.occurred_at,
+                recorded_at=now,
             )
-        )  # fmt: skip
+        )
         transitions[item.contact_id] = (status, held, new)
     ledger.insert_events(conn, events)
     inserts, updates = [], []

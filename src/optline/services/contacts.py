@@ -74,9 +74,16 @@ def change_consent(
     parsed = parse_phone(phone, region)
     contact, _ = repo.get_or_create(conn, parsed, clock.now())
     change = consent.record(
-        conn, clock, contact_id=contact["id"], program=program, action=Action(action), channel=channel,
-        evidence=evidence, occurred_at=occurred_at, brand_wide=brand_wide,
-    )  # fmt: skip
+        conn,
+        clock,
+        contact_id=contact["id"],
+        program=program,
+        action=Action(action),
+        channel=channel,
+        evidence=evidence,
+        occurred_at=occurred_at,
+        brand_wide=brand_wide,
+    )
     names = {p["id"]: p["name"] for p in [program, *_brand_programs(conn, program)]}
     return {
         "event": change.event,

@@ -124,8 +124,15 @@ class ImportSummary:
 
     def add(self, merged: ImportSummary) -> None:
         """Add a merged chunk's outcome (phase 2) to this file's summary."""
-        for name in ("created", "updated", "unchanged", "consent_recorded", "already_subscribed",
-                     "kept_opted_out", "without_consent"):  # fmt: skip
+        for name in (
+            "created",
+            "updated",
+            "unchanged",
+            "consent_recorded",
+            "already_subscribed",
+            "kept_opted_out",
+            "without_consent",
+        ):
             setattr(self, name, getattr(self, name) + getattr(merged, name))
         self.held_reasons.update(merged.held_reasons)
 
@@ -425,8 +432,13 @@ def _reject_duplicates(conn: Connection, summary: ImportSummary, rejects: SafeWr
             .order_by(staging.c.line)
         ).all()
         for r in repeats:
-            _reject(summary, rejects, r.line, f"duplicate: phone {r.phone} is already on line {r.first}",
-                    json.loads(r.raw))  # fmt: skip
+            _reject(
+                summary,
+                rejects,
+                r.line,
+                f"duplicate: phone {r.phone} is already on line {r.first}",
+                json.loads(r.raw),
+            )
         if repeats:
             earlier = staging.alias("earlier")
             conn.execute(
@@ -489,14 +501,20 @@ def _merge_chunk(
     ids = _merge_existing(conn, start, end, now, summary, {})  # phone -> contact id, for every staged row
     new = (
         select(
-            staging.c.phone, staging.c.region, staging.c.number_type,
-            func.coalesce(staging.c.time_zone, staging.c.number_tz), staging.c.time_zone.is_not(None),
-            staging.c.us_state, staging.c.locale, staging.c.attributes,
-            literal(now, UtcDateTime), literal(now, UtcDateTime),
+            staging.c.phone,
+            staging.c.region,
+            staging.c.number_type,
+            func.coalesce(staging.c.time_zone, staging.c.number_tz),
+            staging.c.time_zone.is_not(None),
+            staging.c.us_state,
+            staging.c.locale,
+            staging.c.attributes,
+            literal(now, UtcDateTime),
+            literal(now, UtcDateTime),
         )
         .where(_in_chunk(start, end))
         .where(~exists().where(contacts.c.phone == staging.c.phone))
-    )  # fmt: skip
+    )
     # ON CONFLICT DO NOTHING: a first text or a sign-up from one of these numbers may create its contact
     # between the read above and this insert; that row is then merged below instead of failing the chunk.
     inserted = conn.execute(
@@ -520,11 +538,18 @@ def _merge_existing(
     adds each one's phone and id to ``ids`` (rows already there were merged before) and returns it."""
     rows = conn.execute(
         select(
-            contacts.c.id, contacts.c.phone, contacts.c.attributes, contacts.c.locale, contacts.c.time_zone,
-            staging.c.attributes.label("new_attributes"), staging.c.locale.label("new_locale"),
+            contacts.c.id,
+            contacts.c.phone,
+            contacts.c.attributes,
+            contacts.c.locale,
+            contacts.c.time_zone,
+            staging.c.attributes.label("new_attributes"),
+            staging.c.locale.label("new_locale"),
             staging.c.time_zone.label("new_time_zone"),
-        ).join(contacts, contacts.c.phone == staging.c.phone).where(_in_chunk(start, end))
-    ).all()  # fmt: skip
+        )
+        .join(contacts, contacts.c.phone == staging.c.phone)
+        .where(_in_chunk(start, end))
+    ).all()
     changed: list[dict[str, Any]] = []
     for r in rows:
         if r.phone in ids:
@@ -543,11 +568,13 @@ def _merge_existing(
             update(contacts)
             .where(contacts.c.id == bindparam("b_id"))
             .values(
-                attributes=bindparam("attributes"), locale=bindparam("locale"),
-                time_zone=bindparam("time_zone"), updated_at=bindparam("updated_at"),
+                attributes=bindparam("attributes"),
+                locale=bindparam("locale"),
+                time_zone=bindparam("time_zone"),
+                updated_at=bindparam("updated_at"),
             ),
             changed,
-        )  # fmt: skip
+        )
         summary.updated += len(changed)
     return ids
 

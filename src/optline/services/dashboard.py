@@ -145,11 +145,13 @@ def daily_trend(conn: Connection, now: datetime, days: int = 30) -> list[DayPoin
         day = all_days[i]
         points.append(
             DayPoint(
-                day, optouts.get(day, 0), sent.get(day, 0),
+                day,
+                optouts.get(day, 0),
+                sent.get(day, 0),
                 rolling_optouts=sum(optouts.get(d, 0) for d in window),
                 rolling_sent=sum(sent.get(d, 0) for d in window),
             )
-        )  # fmt: skip
+        )
     return points
 
 

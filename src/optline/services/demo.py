@@ -102,14 +102,26 @@ CAMPAIGNS = (
     _Plan(
         "Autumn blend launch",
         "{{ brand }}: Our autumn blend is here. 15% off beans all week in store and online. Opt out: {{ optout_url }}",
-        days_ago=24, stop=0.006, free_text=0.003, link=0.003, help=0.01, chatter=0.03, ambiguous=2,
+        days_ago=24,
+        stop=0.006,
+        free_text=0.003,
+        link=0.003,
+        help=0.01,
+        chatter=0.03,
+        ambiguous=2,
     ),
     _Plan(
         "Weekend 2-for-1 lattes",
         "{{ brand }}: LAST CHANCE!!! 2-for-1 lattes this weekend only. Don't miss out! Opt out: {{ optout_url }}",
-        days_ago=6, stop=0.035, free_text=0.02, link=0.015, help=0.006, chatter=0.02, ambiguous=3,
+        days_ago=6,
+        stop=0.035,
+        free_text=0.02,
+        link=0.015,
+        help=0.006,
+        chatter=0.02,
+        ambiguous=3,
     ),
-)  # fmt: skip
+)
 UNDELIVERED = 0.02  # share of handsets the simulated carrier cannot reach
 BATCH = 100  # messages per dispatch batch, as a worker takes them
 
@@ -133,14 +145,24 @@ def load(container: Container, *, contacts: int = 300, seed: int = 7) -> DemoSum
                 f"{waiting} messages are waiting to be sent; load the demo into a fresh database"
             )
         program = program_service.create_program(
-            conn, clock, help_contact="https://acme.example/help", name=PROGRAM, brand=BRAND, sender_numbers=[SENDER], optout_scope="brand",
-            frequency_text="Up to 4 msgs/month", terms_url="https://example.com/terms",
-        )  # fmt: skip
+            conn,
+            clock,
+            help_contact="https://acme.example/help",
+            name=PROGRAM,
+            brand=BRAND,
+            sender_numbers=[SENDER],
+            optout_scope="brand",
+            frequency_text="Up to 4 msgs/month",
+            terms_url="https://example.com/terms",
+        )
         people = _contacts(conn, clock, program, contacts, rnd)
     summary = DemoSummary(PROGRAM, len(people), 0, 0, 0, 0, 0)
     # The lease outlasts the demo by an hour (see the module docstring): measured from its oldest clock.
-    config = DispatchConfig(batch_size=BATCH, lease=end - clock.now() + timedelta(hours=1),
-                            public_url=container.settings.public_url)  # fmt: skip
+    config = DispatchConfig(
+        batch_size=BATCH,
+        lease=end - clock.now() + timedelta(hours=1),
+        public_url=container.settings.public_url,
+    )
     dispatcher = Dispatcher(db, clock, SimulatorSender(db, clock), config, worker_id="optline-demo")
     for plan in CAMPAIGNS:
         # Quiet hours: each campaign goes out at 17:30 UTC of its (past) day on the demo's clock, not the
@@ -188,8 +210,13 @@ def _claim_all(conn: Connection, clock: FrozenClock, dispatcher: Dispatcher) -> 
     return claimed
 
 
-def _send(db: Database, clock: FrozenClock, dispatcher: Dispatcher, claimed: list[dict[str, Any]],
-          rnd: random.Random) -> Counts:  # fmt: skip
+def _send(
+    db: Database,
+    clock: FrozenClock,
+    dispatcher: Dispatcher,
+    claimed: list[dict[str, Any]],
+    rnd: random.Random,
+) -> Counts:
     """The dispatcher's stages for claimed messages, batch by batch (check, hand over, record), then the
     simulated handsets' delivery receipts through the inbound status path."""
     total = Counts(claimed=len(claimed))
@@ -221,19 +248,29 @@ def _delivery_receipts(
         return
     with db.transaction() as conn:
         rows = conn.execute(
-            select(messages.c.id, messages.c.provider_message_id).where(messages.c.id.in_(ids))
+            select(messages.c.id, messages.c.provider_message_id)
+            .where(messages.c.id.in_(ids))
             .order_by(messages.c.id)
-        ).all()  # fmt: skip
+        ).all()
         for row in rows:
             delivered = rnd.random() >= UNDELIVERED
             if not delivered:  # the simulated phone never got it: its copy says so too
-                conn.execute(update(simulator_messages).where(simulator_messages.c.sid == row.provider_message_id)
-                             .values(status="undelivered"))  # fmt: skip
-            inbound.record_status(conn, clock, StatusUpdate(
-                provider="simulator", provider_message_id=row.provider_message_id,
-                status="delivered" if delivered else "undelivered",
-                error_code=None if delivered else "30003", error_message=None if delivered else "unreachable handset",
-            ))  # fmt: skip
+                conn.execute(
+                    update(simulator_messages)
+                    .where(simulator_messages.c.sid == row.provider_message_id)
+                    .values(status="undelivered")
+                )
+            inbound.record_status(
+                conn,
+                clock,
+                StatusUpdate(
+                    provider="simulator",
+                    provider_message_id=row.provider_message_id,
+                    status="delivered" if delivered else "undelivered",
+                    error_code=None if delivered else "30003",
+                    error_message=None if delivered else "unreachable handset",
+                ),
+            )
 
 
 def _campaign(
@@ -260,10 +297,13 @@ def _campaign(
             dict(r._mapping)
             for r in conn.execute(
                 select(messages.c.id, messages.c.contact_id, messages.c.to_phone, messages.c.optout_token)
-                .where(messages.c.campaign_id == campaign["id"], messages.c.status.in_(("delivered", "undelivered")))
+                .where(
+                    messages.c.campaign_id == campaign["id"],
+                    messages.c.status.in_(("delivered", "undelivered")),
+                )
                 .order_by(messages.c.id)
             )
-        ]  # fmt: skip
+        ]
     summary.campaigns += 1
     summary.sent += counts.sent
 
@@ -272,8 +312,13 @@ def _campaign(
     pool = list(sent)
     rnd.shuffle(pool)
     cursor = 0
-    for kind, share in (("stop", plan.stop), ("free", plan.free_text), ("link", plan.link),
-                        ("help", plan.help), ("chatter", plan.chatter)):  # fmt: skip
+    for kind, share in (
+        ("stop", plan.stop),
+        ("free", plan.free_text),
+        ("link", plan.link),
+        ("help", plan.help),
+        ("chatter", plan.chatter),
+    ):
         n = max(1, round(share * len(sent)))
         for msg in pool[cursor : cursor + n]:
             reactions.append((_reply_time(start, rnd, end), kind, msg))
@@ -286,10 +331,14 @@ def _campaign(
         if kind == "link":
             with db.transaction() as conn:
                 web_optout.unsubscribe(
-                    conn, clock, msg["optout_token"], all_brand=False, ip=f"203.0.113.{rnd.randint(2, 250)}",
+                    conn,
+                    clock,
+                    msg["optout_token"],
+                    all_brand=False,
+                    ip=f"203.0.113.{rnd.randint(2, 250)}",
                     user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
                     url=optout_url(public_url, msg["optout_token"]),
-                )  # fmt: skip
+                )
             summary.optouts += 1
             continue
         words = {"stop": STOP_WORDS, "free": FREE_TEXT_OPTOUTS, "help": HELP_WORDS, "chatter": CHATTER}
@@ -307,20 +356,32 @@ def _reply_time(start: datetime, rnd: random.Random, end: datetime) -> datetime:
     return min(at, end - timedelta(minutes=5))
 
 
-def _receive(db: Database, clock: FrozenClock, dispatcher: Dispatcher, phone: str, text: str,
-             rnd: random.Random) -> InboundResult:  # fmt: skip
+def _receive(
+    db: Database, clock: FrozenClock, dispatcher: Dispatcher, phone: str, text: str, rnd: random.Random
+) -> InboundResult:
     """A reply typed on the simulated phone, through the inbound service (classified, acted on, answered);
     the answer it queues (opt-out confirmation, HELP text) is dispatched like any message."""
     sid, now = "SM" + secrets.token_hex(16), clock.now()
     with db.transaction() as conn:
         conn.execute(
             insert(simulator_messages).values(
-                direction="in", sid=sid, from_phone=phone, to_phone=SENDER, body=text, status="received",
+                direction="in",
+                sid=sid,
+                from_phone=phone,
+                to_phone=SENDER,
+                body=text,
+                status="received",
                 created_at=now,
             )
-        )  # fmt: skip
-        sms = InboundSms(provider="simulator", provider_message_id=sid, from_phone=phone, to_phone=SENDER,
-                         body=text, received_at=now)  # fmt: skip
+        )
+        sms = InboundSms(
+            provider="simulator",
+            provider_message_id=sid,
+            from_phone=phone,
+            to_phone=SENDER,
+            body=text,
+            received_at=now,
+        )
         result = inbound.record_inbound(conn, clock, sms)
         claimed = _claim_all(conn, clock, dispatcher) if result.replies else []
     if claimed:

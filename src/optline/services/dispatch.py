@@ -115,8 +115,14 @@ _STOP = -1  # the batch key that tells the recorder thread to finish
 
 
 class Dispatcher(SendCheck, Recording):
-    def __init__(self, db: Database, clock: Clock, sender: Sender, config: DispatchConfig | None = None,
-                 worker_id: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        sender: Sender,
+        config: DispatchConfig | None = None,
+        worker_id: str | None = None,
+    ) -> None:
         self.db, self.clock, self.sender = db, clock, sender
         self.config = config or DispatchConfig()
         self.worker_id = worker_id or default_worker_id()
@@ -140,8 +146,9 @@ class Dispatcher(SendCheck, Recording):
     def _the_pool(self) -> Pool:
         if self._pool is None:
             self._pool = Pool(self.sender, self.config.concurrency, self.clock.now)
-            self._recorder = threading.Thread(target=self._record_loop, args=(self._pool,),
-                                              name="optline-record", daemon=True)  # fmt: skip
+            self._recorder = threading.Thread(
+                target=self._record_loop, args=(self._pool,), name="optline-record", daemon=True
+            )
             self._recorder.start()
         return self._pool
 
@@ -385,8 +392,9 @@ class Dispatcher(SendCheck, Recording):
     def next_due(self) -> datetime | None:
         """When the earliest waiting message becomes due (the worker sleeps until then, or its poll)."""
         with self.db.read() as conn:
-            value = conn.execute(select(func.min(messages.c.not_before)).where(
-                messages.c.status.in_(("queued", "deferred")))).scalar()  # fmt: skip
+            value = conn.execute(
+                select(func.min(messages.c.not_before)).where(messages.c.status.in_(("queued", "deferred")))
+            ).scalar()
         return as_utc(value) if value else None
 
 

@@ -58,10 +58,16 @@ def create_endpoint(
     secret = rules.new_secret()
     endpoint_id = conn.execute(
         insert(webhook_endpoints)
-        .values(url=checked, description=description.strip()[:200], secret=secret, events=chosen,
-                enabled=True, created_at=clock.now())
+        .values(
+            url=checked,
+            description=description.strip()[:200],
+            secret=secret,
+            events=chosen,
+            enabled=True,
+            created_at=clock.now(),
+        )
         .returning(webhook_endpoints.c.id)
-    ).scalar_one()  # fmt: skip
+    ).scalar_one()
     _forget_subscribers(conn)
     return CreatedEndpoint(int(endpoint_id), checked, chosen, secret)
 
@@ -165,14 +171,25 @@ def _queue(
     for payload in payloads:
         body = json.dumps(
             {"type": event_type.value, "timestamp": now.isoformat(), "data": dict(payload)},
-            separators=(",", ":"), default=str, ensure_ascii=False,
-        )  # fmt: skip
+            separators=(",", ":"),
+            default=str,
+            ensure_ascii=False,
+        )
         rows += [
-            {"endpoint_id": eid, "message_id": rules.new_message_id(), "event_type": event_type.value,
-             "body": body, "status": "pending", "attempts": 0, "next_attempt_at": now,
-             "retry_until": now + rules.RETRY_WINDOW, "replay": False, "created_at": now}
+            {
+                "endpoint_id": eid,
+                "message_id": rules.new_message_id(),
+                "event_type": event_type.value,
+                "body": body,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "retry_until": now + rules.RETRY_WINDOW,
+                "replay": False,
+                "created_at": now,
+            }
             for eid in endpoints
-        ]  # fmt: skip
+        ]
     if rows:
         conn.execute(insert(webhook_deliveries), rows)
     return len(rows)
@@ -321,11 +338,15 @@ def record_attempt(
     now = clock.now()
     conn.execute(
         insert(webhook_attempts).values(
-            delivery_id=delivery["id"], attempted_at=now, status_code=attempt.status_code,
-            duration_ms=attempt.duration_ms, response_snippet=attempt.snippet, error=attempt.error,
+            delivery_id=delivery["id"],
+            attempted_at=now,
+            status_code=attempt.status_code,
+            duration_ms=attempt.duration_ms,
+            response_snippet=attempt.snippet,
+            error=attempt.error,
             replay=delivery["replay"],
         )
-    )  # fmt: skip
+    )
     # Counted in SQL and guarded on 'pending': a deliverer whose claim lapsed and another that re-claimed
     # the row may both record; neither loses the other's attempt or undoes a success.
     values: dict[str, Any] = {
@@ -391,8 +412,11 @@ def deliver_due(
             counts.delivered += 1
         elif status == "failed":
             counts.failed += 1
-            log.warning("webhook delivery %s to endpoint %s failed for a day; replay it from the dashboard",
-                        delivery["id"], delivery["endpoint_id"])  # fmt: skip
+            log.warning(
+                "webhook delivery %s to endpoint %s failed for a day; replay it from the dashboard",
+                delivery["id"],
+                delivery["endpoint_id"],
+            )
         else:
             counts.retrying += 1
     return counts

@@ -48,8 +48,15 @@ def contacts_rows(db: Database, query: contact_search.Query, region: str) -> Ite
                 if s is None:
                     yield [c["phone"], c["name"], "", "", "", "", attrs]
                 else:
-                    yield [c["phone"], c["name"], s["program"], s["status"], "yes" if s["held"] else "no",
-                           _text(s["since"]), attrs]  # fmt: skip
+                    yield [
+                        c["phone"],
+                        c["name"],
+                        s["program"],
+                        s["status"],
+                        "yes" if s["held"] else "no",
+                        _text(s["since"]),
+                        attrs,
+                    ]
         if nxt is None:
             return
         after = nxt
@@ -62,17 +69,31 @@ def optouts_rows(db: Database) -> Iterator[Row]:
     while True:
         with db.read() as conn:
             rows = conn.execute(
-                select(consent_events.c.id, consent_events.c.occurred_at, contacts.c.phone, programs.c.name,
-                       consent_events.c.brand, consent_events.c.channel, consent_events.c.evidence)
+                select(
+                    consent_events.c.id,
+                    consent_events.c.occurred_at,
+                    contacts.c.phone,
+                    programs.c.name,
+                    consent_events.c.brand,
+                    consent_events.c.channel,
+                    consent_events.c.evidence,
+                )
                 .join(contacts, contacts.c.id == consent_events.c.contact_id)
                 .outerjoin(programs, programs.c.id == consent_events.c.program_id)
                 .where(consent_events.c.action == Action.OPT_OUT.value, consent_events.c.id > after)
                 .order_by(consent_events.c.id)
                 .limit(BATCH)
-            ).all()  # fmt: skip
+            ).all()
         for r in rows:
-            yield [str(r.id), _text(r.occurred_at), r.phone, r.name or f"all of {r.brand}", r.brand, r.channel,
-                   _text(r.evidence)]  # fmt: skip
+            yield [
+                str(r.id),
+                _text(r.occurred_at),
+                r.phone,
+                r.name or f"all of {r.brand}",
+                r.brand,
+                r.channel,
+                _text(r.evidence),
+            ]
         if len(rows) < BATCH:
             return
         after = rows[-1].id
@@ -80,8 +101,22 @@ def optouts_rows(db: Database) -> Iterator[Row]:
 
 def report_rows(db: Database, clock: Clock, window_days: int) -> Iterator[Row]:
     """The opt-out report per campaign (analytics.report: the one attribution rule), as of now."""
-    yield ["campaign", "program", "type", "tag", "sent", "delivered", "optouts", "rate", "rate_basis",
-           "ci_low", "ci_high", "program_baseline", "flagged", "why"]  # fmt: skip
+    yield [
+        "campaign",
+        "program",
+        "type",
+        "tag",
+        "sent",
+        "delivered",
+        "optouts",
+        "rate",
+        "rate_basis",
+        "ci_low",
+        "ci_high",
+        "program_baseline",
+        "flagged",
+        "why",
+    ]
     with db.transaction() as conn:
         analytics.refresh(conn, clock, window_days=window_days)
     with db.read() as conn:
@@ -91,9 +126,22 @@ def report_rows(db: Database, clock: Clock, window_days: int) -> Iterator[Row]:
         return "" if v is None else f"{v:.4f}"
 
     for r in rep.campaigns:
-        yield [r.key, r.program, r.message_type, r.tag or "", str(r.sent), str(r.delivered), str(r.optouts),
-               pct(r.rate), r.basis, pct(r.ci_low), pct(r.ci_high), pct(r.baseline), "yes" if r.flagged else "no",
-               "; ".join(r.why)]  # fmt: skip
+        yield [
+            r.key,
+            r.program,
+            r.message_type,
+            r.tag or "",
+            str(r.sent),
+            str(r.delivered),
+            str(r.optouts),
+            pct(r.rate),
+            r.basis,
+            pct(r.ci_low),
+            pct(r.ci_high),
+            pct(r.baseline),
+            "yes" if r.flagged else "no",
+            "; ".join(r.why),
+        ]
 
 
 def findings_rows(db: Database) -> Iterator[Row]:
@@ -114,7 +162,7 @@ def findings_rows(db: Database) -> Iterator[Row]:
                 .where(audit_findings.c.run_id == run_id, audit_findings.c.id > after)
                 .order_by(audit_findings.c.id)
                 .limit(BATCH)
-            ).all()  # fmt: skip
+            ).all()
         for r in rows:
             yield [str(r.run_id), r.reason, r.phone or "", r.program or "", r.detail, r.action, r.fixed or ""]
         if len(rows) < BATCH:

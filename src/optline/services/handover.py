@@ -82,8 +82,9 @@ class Run:
         return moment >= self.deadline or moment - self.checked_at > self.max_check_age
 
 
-async def deliver_one(http: aiohttp.ClientSession, sender: Sender, item: Handover,
-                      now: Callable[[], datetime]) -> Delivery:  # fmt: skip
+async def deliver_one(
+    http: aiohttp.ClientSession, sender: Sender, item: Handover, now: Callable[[], datetime]
+) -> Delivery:
     """Reconcile first when an earlier hand-over may have reached the provider, else (or if it did not)
     send. Provider errors become a Delivery; anything else is a bug and propagates."""
     calling = 0.0

@@ -90,12 +90,16 @@ def start(
             conn.execute(
                 insert(imports)
                 .values(
-                    program_id=program["id"], file_name=file_name[:255], source=source,
-                    imported_by=imported_by[:100], started_at=clock.now(), status="running",
+                    program_id=program["id"],
+                    file_name=file_name[:255],
+                    source=source,
+                    imported_by=imported_by[:100],
+                    started_at=clock.now(),
+                    status="running",
                 )
                 .returning(imports.c.id)
             ).scalar_one()
-        )  # fmt: skip
+        )
 
 
 def run(
@@ -116,9 +120,16 @@ def run(
     recorder = _Recorder(db, import_id)
     try:
         summary = import_file(
-            db, clock, path, program, default_region=default_region, rejects_path=rejects_path,
-            on_progress=on_progress, encoding=encoding, reject_sink=recorder,
-        )  # fmt: skip
+            db,
+            clock,
+            path,
+            program,
+            default_region=default_region,
+            rejects_path=rejects_path,
+            on_progress=on_progress,
+            encoding=encoding,
+            reject_sink=recorder,
+        )
     except ImportInterrupted as exc:
         recorder.flush()
         _finish(db, clock, import_id, "interrupted", exc.summary, recorder.columns, str(exc))
@@ -164,9 +175,11 @@ def _finish(
     }
     if summary is not None:
         values.update(
-            counts=counts(summary), encoding=summary.encoding or None,
-            reject_reasons=dict(summary.reject_reasons), held_reasons=dict(summary.held_reasons),
-        )  # fmt: skip
+            counts=counts(summary),
+            encoding=summary.encoding or None,
+            reject_reasons=dict(summary.reject_reasons),
+            held_reasons=dict(summary.held_reasons),
+        )
     with db.transaction() as conn:
         if drop_rejects:
             conn.execute(delete(import_rejects).where(import_rejects.c.import_id == import_id))

@@ -80,20 +80,29 @@ def record_inbound(
     if unrouted:
         program = None
 
-    inbound_id = _claim(conn, sms, contact, program, result, now, review=result.review or unrouted,
-                        attribute=not unrouted)  # fmt: skip
+    inbound_id = _claim(
+        conn, sms, contact, program, result, now, review=result.review or unrouted, attribute=not unrouted
+    )
     if inbound_id is None:
         return InboundResult(None, duplicate=True, note="already recorded (provider retried)")
     if (
         result.review or unrouted
     ):  # an operator must decide: pushed to endpoints that asked, in this transaction
-        event_hooks.emit(conn, clock, EventType.REVIEW_NEEDED, {
-            "inbound_id": inbound_id, "contact_id": contact and contact["id"],
-            "phone": (contact or {}).get("phone") or sms.from_phone, "to_phone": sms.to_phone, "body": sms.body,
-            "program_id": program and program["id"],
-            "reason": unrouted_reason(sms.to_phone) if unrouted else result.reason,
-            "received_at": (sms.received_at or now).isoformat(),
-        })  # fmt: skip
+        event_hooks.emit(
+            conn,
+            clock,
+            EventType.REVIEW_NEEDED,
+            {
+                "inbound_id": inbound_id,
+                "contact_id": contact and contact["id"],
+                "phone": (contact or {}).get("phone") or sms.from_phone,
+                "to_phone": sms.to_phone,
+                "body": sms.body,
+                "program_id": program and program["id"],
+                "reason": unrouted_reason(sms.to_phone) if unrouted else result.reason,
+                "received_at": (sms.received_at or now).isoformat(),
+            },
+        )
     outcome = InboundResult(
         inbound_id, False, result, contact["id"] if contact else None, program["id"] if program else None
     )
@@ -103,8 +112,9 @@ def record_inbound(
     }  # fmt: skip
     if unrouted:
         assert contact is not None
-        event_id = _revoke_all(conn, clock, sms, contact, result, evidence, provider_opt_out, default_region,
-                               outcome)  # fmt: skip
+        event_id = _revoke_all(
+            conn, clock, sms, contact, result, evidence, provider_opt_out, default_region, outcome
+        )
         conn.execute(
             update(inbound_messages)
             .where(inbound_messages.c.id == inbound_id)
@@ -119,15 +129,33 @@ def record_inbound(
     # A join keyword, or the yes to a pending double opt-in, belongs to the sign-up flow (services/signup.py);
     # STOP and HELP never do (signup reserves them), so they still reach _act.
     if signup.handle_inbound(
-        conn, clock, program=program, contact=contact, text=sms.body,
-        evidence={**evidence, "from_phone": contact["phone"], "to_phone": sms.to_phone,
-                  "received_at": (sms.received_at or now).isoformat()},
-    ):  # fmt: skip
+        conn,
+        clock,
+        program=program,
+        contact=contact,
+        text=sms.body,
+        evidence={
+            **evidence,
+            "from_phone": contact["phone"],
+            "to_phone": sms.to_phone,
+            "received_at": (sms.received_at or now).isoformat(),
+        },
+    ):
         outcome.note = "sign-up: join keyword or confirmation"
         event_id = None
     else:
-        event_id = _act(conn, clock, sms, contact, program, result, evidence, provider_opt_out,
-                        double_opt_in or signup.double_opt_in_hook, outcome)  # fmt: skip
+        event_id = _act(
+            conn,
+            clock,
+            sms,
+            contact,
+            program,
+            result,
+            evidence,
+            provider_opt_out,
+            double_opt_in or signup.double_opt_in_hook,
+            outcome,
+        )
     outcome.consent_event_id = event_id
     if event_id is not None:  # (the campaign it answers was attributed when the row was claimed)
         conn.execute(_SET_EVENT, {"b_id": inbound_id, "consent_event_id": event_id})
@@ -158,9 +186,15 @@ def _act(
     if result.intent is Intent.OPTOUT and not result.review:
         channel = Channel.SMS_KEYWORD if result.reason.startswith("keyword:") else Channel.SMS_TEXT
         change = consent.record(
-            conn, clock, contact_id=cid, program=program, action=Action.OPT_OUT, channel=channel,
-            evidence=evidence, brand_wide=True if result.brand_wide else None,
-        )  # fmt: skip
+            conn,
+            clock,
+            contact_id=cid,
+            program=program,
+            action=Action.OPT_OUT,
+            channel=channel,
+            evidence=evidence,
+            brand_wide=True if result.brand_wide else None,
+        )
         # When the provider itself stopped the number (Twilio Advanced Opt-Out), it has already answered.
         if provider_opt_out != "STOP" and (change.was_subscribed or _confirmation_due(conn, clock, cid)):
             brand_wide = change.event["program_id"] is None
@@ -172,9 +206,14 @@ def _act(
 
     if provider_opt_out == "STOP":  # the provider blocked the number: agree with it in the ledger
         change = consent.record(
-            conn, clock, contact_id=cid, program=program, action=Action.OPT_OUT, channel=Channel.PROVIDER,
+            conn,
+            clock,
+            contact_id=cid,
+            program=program,
+            action=Action.OPT_OUT,
+            channel=Channel.PROVIDER,
             evidence={**evidence, "provider_opt_out_type": "STOP"},
-        )  # fmt: skip
+        )
         return int(change.event["id"])
 
     status, held = consent.current(conn, cid, program)
@@ -183,9 +222,14 @@ def _act(
     if result.intent is Intent.OPTOUT:  # review: hold marketing until an operator decides
         if status in (Status.SUBSCRIBED, Status.PENDING) and not held:
             change = consent.record(
-                conn, clock, contact_id=cid, program=program, action=Action.REVIEW_HOLD,
-                channel=Channel.SMS_TEXT, evidence=evidence,
-            )  # fmt: skip
+                conn,
+                clock,
+                contact_id=cid,
+                program=program,
+                action=Action.REVIEW_HOLD,
+                channel=Channel.SMS_TEXT,
+                evidence=evidence,
+            )
             return int(change.event["id"])
         return None
 
@@ -197,9 +241,14 @@ def _act(
                 conn, clock, program=program, contact=contact, inbound_id=outcome.inbound_id, text=sms.body
             )
         change = consent.record(
-            conn, clock, contact_id=cid, program=program, action=Action.OPT_IN, channel=Channel.SMS_KEYWORD,
+            conn,
+            clock,
+            contact_id=cid,
+            program=program,
+            action=Action.OPT_IN,
+            channel=Channel.SMS_KEYWORD,
             evidence=evidence,
-        )  # fmt: skip
+        )
         if change.statuses.get(program["id"], (None, None))[1] is Status.SUBSCRIBED:
             body = optin_confirmation(program, result.language)
             outcome.replies.append(
@@ -230,9 +279,12 @@ def _revoke_all(
     channel = Channel.SMS_KEYWORD if result.reason.startswith("keyword:") else Channel.SMS_TEXT
     reason = unrouted_reason(sms.to_phone)
     changes = consent.revoke_all(
-        conn, clock, contact_id=contact["id"], channel=channel,
+        conn,
+        clock,
+        contact_id=contact["id"],
+        channel=channel,
         evidence={**evidence, "to_phone": sms.to_phone, "unrouted": reason},
-    )  # fmt: skip
+    )
     outcome.note = f"unrouted opt-out ({reason}): stopped {len(changes)} brand(s); in the review queue"
     if not changes:
         return None
@@ -243,11 +295,16 @@ def _revoke_all(
     due = any(c.was_subscribed for c in changes) or _confirmation_due(conn, clock, contact["id"])
     if sender is not None and provider_opt_out != "STOP" and due:
         row = outbox.enqueue(  # filed under a program of the first brand stopped (a message needs one)
-            conn, clock, program_id=min(changes[0].statuses), contact_id=contact["id"],
-            to_phone=contact["phone"], from_phone=sender, kind=Kind.CONFIRMATION,
+            conn,
+            clock,
+            program_id=min(changes[0].statuses),
+            contact_id=contact["id"],
+            to_phone=contact["phone"],
+            from_phone=sender,
+            kind=Kind.CONFIRMATION,
             body=revoke_all_confirmation([str(c.event["brand"]) for c in changes]),
             idempotency_key=outbox.key("reply", "optout", sms.provider, sms.provider_message_id),
-        )  # fmt: skip
+        )
         outcome.replies.append(int(row["id"]))
     return int(changes[0].event["id"])
 
@@ -274,9 +331,14 @@ def _review_cue(
         if held:
             return None  # already held for an earlier reply; this one waits in the same queue
         change = consent.record(
-            conn, clock, contact_id=contact_id, program=program, action=Action.REVIEW_HOLD,
-            channel=Channel.SMS_TEXT, evidence=evidence,
-        )  # fmt: skip
+            conn,
+            clock,
+            contact_id=contact_id,
+            program=program,
+            action=Action.REVIEW_HOLD,
+            channel=Channel.SMS_TEXT,
+            evidence=evidence,
+        )
         return int(change.event["id"])
     conn.execute(
         update(inbound_messages).where(inbound_messages.c.id == outcome.inbound_id).values(review=False)
@@ -350,10 +412,16 @@ def _reply(
     purpose: str,
 ) -> int:
     row = outbox.enqueue(
-        conn, clock, program_id=program["id"], contact_id=contact["id"], to_phone=contact["phone"],
-        from_phone=sms.to_phone, kind=kind, body=body,
+        conn,
+        clock,
+        program_id=program["id"],
+        contact_id=contact["id"],
+        to_phone=contact["phone"],
+        from_phone=sms.to_phone,
+        kind=kind,
+        body=body,
         idempotency_key=outbox.key("reply", purpose, sms.provider, sms.provider_message_id),
-    )  # fmt: skip
+    )
     return int(row["id"])
 
 

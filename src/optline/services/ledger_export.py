@@ -28,14 +28,21 @@ def _line(value: dict[str, Any]) -> str:
 
 
 def lines(conn: Connection, *, since: datetime | None, now: datetime) -> Iterator[str]:
-    yield _line({"type": "export", "format": FORMAT, "created_at": iso(now),
-                 "since": iso(since) if since else None})  # fmt: skip
+    yield _line(
+        {"type": "export", "format": FORMAT, "created_at": iso(now), "since": iso(since) if since else None}
+    )
     for e in ordered_events(conn):
         if since is not None and e["recorded_at"] is not None and _aware(e["recorded_at"]) < since:
             continue
         event = {k: e[k] for k in EVENT_FIELDS}
-        event.update(type="event", id=e["id"], hash=e["hash"], evidence=e["evidence"] or {},
-                     occurred_at=iso(e["occurred_at"]), recorded_at=iso(e["recorded_at"]))  # fmt: skip
+        event.update(
+            type="event",
+            id=e["id"],
+            hash=e["hash"],
+            evidence=e["evidence"] or {},
+            occurred_at=iso(e["occurred_at"]),
+            recorded_at=iso(e["recorded_at"]),
+        )
         yield _line(event)
     heads: dict[int, list[list[Any]]] = {}
     for h in conn.execution_options(yield_per=10000).execute(
@@ -45,8 +52,16 @@ def lines(conn: Connection, *, since: datetime | None, now: datetime) -> Iterato
     ):
         heads.setdefault(h.digest_id, []).append([h.contact_id, h.seq, h.hash])
     for d in conn.execute(select(ledger_digests).order_by(ledger_digests.c.id)):
-        yield _line({"type": "digest", "id": d.id, "created_at": iso(d.created_at), "prev_digest": d.prev_digest,
-                     "digest": d.digest, "heads": heads.get(d.id, [])})  # fmt: skip
+        yield _line(
+            {
+                "type": "digest",
+                "id": d.id,
+                "created_at": iso(d.created_at),
+                "prev_digest": d.prev_digest,
+                "digest": d.digest,
+                "heads": heads.get(d.id, []),
+            }
+        )
 
 
 def _aware(value: datetime) -> datetime:

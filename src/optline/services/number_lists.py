@@ -150,9 +150,14 @@ def _number(text: str, region: str) -> str:
 
 
 def import_dnc(
-    db: Database, clock: Clock, path: Path, *, source: str | None = None, default_region: str = "US",
+    db: Database,
+    clock: Clock,
+    path: Path,
+    *,
+    source: str | None = None,
+    default_region: str = "US",
     rejects_path: Path | None = None,
-) -> ListImportSummary:  # fmt: skip
+) -> ListImportSummary:
     now = clock.now()
     label = (source or f"dnc file {path.name}")[:100]
     phone_index: list[int] = []
@@ -178,9 +183,14 @@ def import_dnc(
 
 
 def import_reassigned(
-    db: Database, clock: Clock, path: Path, *, source: str | None = None, default_region: str = "US",
+    db: Database,
+    clock: Clock,
+    path: Path,
+    *,
+    source: str | None = None,
+    default_region: str = "US",
     rejects_path: Path | None = None,
-) -> ListImportSummary:  # fmt: skip
+) -> ListImportSummary:
     now = clock.now()
     label = (source or f"FCC RND results {path.name}")[:200]
 

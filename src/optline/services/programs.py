@@ -72,8 +72,9 @@ def program_for_sender(conn: Connection, to_phone: str, default_region: str = "U
     is looked up again in the database before the reply is called unrouted."""
     wanted = {to_phone.strip(), read_sender(to_phone, default_region)} - {None}
     for fresh in (False, True):
-        table = repo.cached(conn, ("senders", default_region), lambda c: _sender_table(c, default_region),
-                            fresh=fresh)  # fmt: skip
+        table = repo.cached(
+            conn, ("senders", default_region), lambda c: _sender_table(c, default_region), fresh=fresh
+        )
         found = [table[number] for number in wanted if number in table]
         if found:
             return dict(min(found, key=lambda owner: owner[0])[1])

@@ -163,17 +163,24 @@ def _opt_outs(
         at = _aware(e["recorded_at"])
         program = names[e["program_id"]][0] if e["program_id"] else None
         in_scope = [
-            m for m in sent
-            if m["status"] == "suppressed" and m["updated_at"] and m["updated_at"] >= chain.iso(at)
+            m
+            for m in sent
+            if m["status"] == "suppressed"
+            and m["updated_at"]
+            and m["updated_at"] >= chain.iso(at)
             and (program is None or m["program"] == program)
-        ]  # fmt: skip
+        ]
         first = min(in_scope, key=lambda m: m["updated_at"], default=None)
         # What must never exist (invariant 2): a message handed over after the opt-out on consent older than it.
         after = [
-            m["id"] for m in sent
-            if m["authorised_by"] and m["authorised_by"]["seq"] < e["seq"] and m["handed_over_at"]
-            and m["handed_over_at"] > chain.iso(at) and (program is None or m["program"] == program)
-        ]  # fmt: skip
+            m["id"]
+            for m in sent
+            if m["authorised_by"]
+            and m["authorised_by"]["seq"] < e["seq"]
+            and m["handed_over_at"]
+            and m["handed_over_at"] > chain.iso(at)
+            and (program is None or m["program"] == program)
+        ]
         found.append({
             "event_id": e["id"], "seq": e["seq"], "channel": e["channel"], "program": program,
             "brand": e["brand"], "recorded_at": chain.iso(at),
@@ -204,8 +211,11 @@ def _verification(
         )
     ).all()
     hashes = {e["seq"]: e["hash"] for e in history}
-    found += [f"seq {r.seq}, recorded by digest {r.digest_id}, is missing or changed" for r in recorded
-              if hashes.get(r.seq) != r.hash]  # fmt: skip
+    found += [
+        f"seq {r.seq}, recorded by digest {r.digest_id}, is missing or changed"
+        for r in recorded
+        if hashes.get(r.seq) != r.hash
+    ]
     latest = max(checkpoints, key=lambda c: c.checkpoint.digest_id, default=None)
     if latest is not None:
         found += [b.reason for b in breaks(ledger.recomputed_digests(conn), [latest])]
@@ -213,8 +223,10 @@ def _verification(
     if latest is None:
         statement = "The chain recomputes, but no signed checkpoint exists yet: nothing outside the database vouches for it."
     elif ok:
-        statement = (f"The chain recomputes and agrees with the latest signed checkpoint ({latest.where}, "
-                     f"{latest.checkpoint.created_at}): no event it covers was changed, removed or reordered.")  # fmt: skip
+        statement = (
+            f"The chain recomputes and agrees with the latest signed checkpoint ({latest.where}, "
+            f"{latest.checkpoint.created_at}): no event it covers was changed, removed or reordered."
+        )
     else:
         statement = "VERIFICATION FAILED: " + "; ".join(found)
     return {

@@ -104,10 +104,15 @@ def apply_pending(conn: Connection, clock: Clock, provider: str, ids: Mapping[st
     for receipt in sorted(kept, key=lambda r: (_RANK.get(r.status, 5), r.id)):
         msg = conn.execute(select(messages).where(messages.c.id == ids[receipt.provider_message_id])).one()
         update_ = StatusUpdate(
-            provider=provider, provider_message_id=receipt.provider_message_id, status=receipt.status,
-            error_code=receipt.error_code, error_message=receipt.error_message, opted_out=receipt.opted_out,
-            recipient=receipt.recipient, sender=receipt.sender,
-        )  # fmt: skip
+            provider=provider,
+            provider_message_id=receipt.provider_message_id,
+            status=receipt.status,
+            error_code=receipt.error_code,
+            error_message=receipt.error_message,
+            opted_out=receipt.opted_out,
+            recipient=receipt.recipient,
+            sender=receipt.sender,
+        )
         _apply(conn, clock, dict(msg._mapping), update_)
     if kept:
         conn.execute(delete(pending_receipts).where(pending_receipts.c.id.in_([r.id for r in kept])))
@@ -136,11 +141,19 @@ def _apply(conn: Connection, clock: Clock, msg: dict[str, Any], update_: StatusU
             status, _ = consent.current(conn, msg["contact_id"], program)
             if status is not Status.UNSUBSCRIBED:
                 change = consent.record(
-                    conn, clock, contact_id=msg["contact_id"], program=program, action=Action.OPT_OUT,
+                    conn,
+                    clock,
+                    contact_id=msg["contact_id"],
+                    program=program,
+                    action=Action.OPT_OUT,
                     channel=Channel.PROVIDER,
-                    evidence={"provider": update_.provider, "provider_message_id": update_.provider_message_id,
-                              "error_code": update_.error_code, "message_id": msg["id"]},
-                )  # fmt: skip
+                    evidence={
+                        "provider": update_.provider,
+                        "provider_message_id": update_.provider_message_id,
+                        "error_code": update_.error_code,
+                        "message_id": msg["id"],
+                    },
+                )
                 result.consent_event_id = int(change.event["id"])
     return result
 
@@ -150,15 +163,19 @@ def _keep(conn: Connection, clock: Clock, update_: StatusUpdate) -> StatusResult
     stored = conn.execute(
         dialect.insert(pending_receipts)
         .values(
-            provider=update_.provider, provider_message_id=update_.provider_message_id,
-            status=update_.status[:20], error_code=(update_.error_code or None) and update_.error_code[:50],
-            error_message=update_.error_message, opted_out=update_.opted_out,
+            provider=update_.provider,
+            provider_message_id=update_.provider_message_id,
+            status=update_.status[:20],
+            error_code=(update_.error_code or None) and update_.error_code[:50],
+            error_message=update_.error_message,
+            opted_out=update_.opted_out,
             recipient=(update_.recipient or None) and update_.recipient[:20],
-            sender=(update_.sender or None) and update_.sender[:20], received_at=clock.now(),
+            sender=(update_.sender or None) and update_.sender[:20],
+            received_at=clock.now(),
         )
         .on_conflict_do_nothing(index_elements=["provider", "provider_message_id", "status"])
         .returning(pending_receipts.c.id)
-    ).scalar()  # fmt: skip
+    ).scalar()
     result = StatusResult(None, False, pending=True, note="kept until its message's provider id is stored")
     if stored is None:  # the same receipt again: already kept (and its opt-out already recorded)
         return result
@@ -181,8 +198,12 @@ def _opt_out_from_numbers(conn: Connection, clock: Clock, update_: StatusUpdate)
     try:
         phone = parse_phone(update_.recipient or "")
     except InvalidPhoneNumber:
-        log.error("opt-out receipt %s/%s names no usable recipient number (%r): kept, not recorded",
-                  update_.provider, update_.provider_message_id, update_.recipient)  # fmt: skip
+        log.error(
+            "opt-out receipt %s/%s names no usable recipient number (%r): kept, not recorded",
+            update_.provider,
+            update_.provider_message_id,
+            update_.recipient,
+        )
         return None
     contact, _ = contact_repo.get_or_create(conn, phone, clock.now())
     program = _sender_program(conn, update_.sender)
@@ -207,8 +228,15 @@ def _opt_out_from_numbers(conn: Connection, clock: Clock, update_: StatusUpdate)
         status, _ = consent.current(conn, contact["id"], target)
         if status is Status.UNSUBSCRIBED:
             continue
-        change = consent.record(conn, clock, contact_id=contact["id"], program=target, action=Action.OPT_OUT,
-                                channel=Channel.PROVIDER, evidence=evidence)  # fmt: skip
+        change = consent.record(
+            conn,
+            clock,
+            contact_id=contact["id"],
+            program=target,
+            action=Action.OPT_OUT,
+            channel=Channel.PROVIDER,
+            evidence=evidence,
+        )
         first = first if first is not None else int(change.event["id"])
     return first
 

@@ -73,14 +73,27 @@ def write(conn: Connection, clock: Clock, outcomes: list[Outcome], *, expect: tu
         # SQLite: which rows the guard matches, then one executemany for them. The write transaction holds
         # the database's write lock from its first statement (BEGIN IMMEDIATE), so nothing commits between
         # the two; the UPDATE keeps the guard all the same.
-        matched = set(conn.execute(select(messages.c.id).where(
-            one_of(conn, messages.c.id, [r["b_id"] for r in rows]), messages.c.status == status,
-            messages.c.lease_owner == owner)).scalars())  # fmt: skip
+        matched = set(
+            conn.execute(
+                select(messages.c.id).where(
+                    one_of(conn, messages.c.id, [r["b_id"] for r in rows]),
+                    messages.c.status == status,
+                    messages.c.lease_owner == owner,
+                )
+            ).scalars()
+        )
         mine = [r for r in rows if r["b_id"] in matched]
         if mine:
-            conn.execute(update(messages).where(messages.c.id == bindparam("b_id"), messages.c.status == status,
-                                                messages.c.lease_owner == owner)
-                         .values({c: bindparam(c) for c in columns}), mine)  # fmt: skip
+            conn.execute(
+                update(messages)
+                .where(
+                    messages.c.id == bindparam("b_id"),
+                    messages.c.status == status,
+                    messages.c.lease_owner == owner,
+                )
+                .values({c: bindparam(c) for c in columns}),
+                mine,
+            )
         written |= matched
     # A message that failed for good is an event for webhook endpoints, queued in this same write.
     failed = [o.id for o in outcomes if o.values.get("status") == "failed" and o.id in written]
@@ -112,8 +125,12 @@ def tally(outcomes: list[Outcome], written: set[int], counts: Counts, step: str)
             setattr(counts, o.tally, getattr(counts, o.tally) + 1)
     lost = [o.id for o in outcomes if o.id not in written]
     if lost:
-        log.warning("%s: %d message(s) no longer ours, left alone (cancelled or reclaimed): %s",
-                    step, len(lost), lost[:20])  # fmt: skip
+        log.warning(
+            "%s: %d message(s) no longer ours, left alone (cancelled or reclaimed): %s",
+            step,
+            len(lost),
+            lost[:20],
+        )
 
 
 class Recording:
@@ -157,8 +174,15 @@ class Recording:
             errors = {"error_code": exc.code, "error_message": exc.message[:500]}
             if decision.verdict is retry.Verdict.THROTTLED:
                 assert decision.delay is not None
-                return Outcome(item.row["id"], {**untouched, **errors, "reason": decision.reason,
-                                                "not_before": now + timedelta(seconds=decision.delay)})  # fmt: skip
+                return Outcome(
+                    item.row["id"],
+                    {
+                        **untouched,
+                        **errors,
+                        "reason": decision.reason,
+                        "not_before": now + timedelta(seconds=decision.delay),
+                    },
+                )
             if decision.verdict is retry.Verdict.CONFIG:
                 config_error = exc
             elif decision.verdict is retry.Verdict.RETRY:
@@ -166,8 +190,16 @@ class Recording:
                 # An accepted message may show in the provider's list only later: the retry reconciles
                 # first, so it waits at least the sender's reconcile_after.
                 delay = max(decision.delay, reconcile_delay(self.sender, exc))
-                return Outcome(item.row["id"], {**base, **errors, "status": "queued", "reason": decision.reason,
-                                                "not_before": now + timedelta(seconds=delay)})  # fmt: skip
+                return Outcome(
+                    item.row["id"],
+                    {
+                        **base,
+                        **errors,
+                        "status": "queued",
+                        "reason": decision.reason,
+                        "not_before": now + timedelta(seconds=delay),
+                    },
+                )
             elif decision.verdict is retry.Verdict.OPTED_OUT:
                 return Outcome(
                     item.row["id"], {**base, **errors, "status": "suppressed", "reason": decision.reason}
@@ -186,12 +218,28 @@ class Recording:
             wait = (
                 None if item.row["campaign_id"] else now + timedelta(seconds=self.config.policy.config_pause)
             )
-            return Outcome(item.row["id"], {**untouched, "reason": f"{what} ({config_error.code}): {config_error.message}"[:200],
-                                            "error_code": config_error.code, "error_message": config_error.message[:500],
-                                            "not_before": wait})  # fmt: skip
+            return Outcome(
+                item.row["id"],
+                {
+                    **untouched,
+                    "reason": f"{what} ({config_error.code}): {config_error.message}"[:200],
+                    "error_code": config_error.code,
+                    "error_message": config_error.message[:500],
+                    "not_before": wait,
+                },
+            )
         assert delivery.provider_id is not None
-        return Outcome(item.row["id"], {**base, "status": "sent", "provider_message_id": delivery.provider_id,
-                                        "sent_at": now, "error_code": None, "error_message": None})  # fmt: skip
+        return Outcome(
+            item.row["id"],
+            {
+                **base,
+                "status": "sent",
+                "provider_message_id": delivery.provider_id,
+                "sent_at": now,
+                "error_code": None,
+                "error_message": None,
+            },
+        )
 
     def record(self, conn: Connection, items: list[ToSend], outcomes: list[Outcome], counts: Counts) -> None:
         # Only rows still 'sending' and ours are updated; a reclaimer reconciles anything we lost.
@@ -206,17 +254,31 @@ class Recording:
         written = write(conn, self.clock, outcomes, expect=("sending", self.worker_id))
         tally(outcomes, written, counts, "record")
         # Receipts that arrived before their message's provider id was stored: applied now, in this write.
-        receipts.apply_pending(conn, self.clock, self.sender.name,
-                               {pid: mid for pid, mid in provider_ids.items() if mid in written})  # fmt: skip
+        receipts.apply_pending(
+            conn,
+            self.clock,
+            self.sender.name,
+            {pid: mid for pid, mid in provider_ids.items() if mid in written},
+        )
         by_id = {i.row["id"]: i for i in items}
         for o in outcomes:
             item = by_id[o.id]
             if o.values["status"] == "suppressed":
                 # The provider says this person opted out: that is a consent event (ledger), never ignored.
-                consent.record(conn, self.clock, contact_id=item.row["contact_id"], program=item.opted_out_program or {},
-                               action=Action.OPT_OUT, channel=Channel.PROVIDER,
-                               evidence={"provider": self.sender.name, "error_code": o.values["error_code"],
-                                         "message_id": item.row["id"], "error_message": o.values["error_message"]})  # fmt: skip
+                consent.record(
+                    conn,
+                    self.clock,
+                    contact_id=item.row["contact_id"],
+                    program=item.opted_out_program or {},
+                    action=Action.OPT_OUT,
+                    channel=Channel.PROVIDER,
+                    evidence={
+                        "provider": self.sender.name,
+                        "error_code": o.values["error_code"],
+                        "message_id": item.row["id"],
+                        "error_message": o.values["error_message"],
+                    },
+                )
             reason = str(o.values.get("reason") or "")
             if reason.startswith("throttled"):
                 until = time.time() + max(0.0, (o.values["not_before"] - self.clock.now()).total_seconds())
@@ -228,8 +290,10 @@ class Recording:
         """A configuration error: every further message would fail the same way. The campaign stops
         (paused, with the reason, until an operator fixes the account and resumes it) — loudly."""
         row = conn.execute(
-            update(campaigns).where(campaigns.c.id == campaign_id, campaigns.c.status == "sending")
-            .values(status="paused", pause_reason=reason[:300]).returning(campaigns.c.name)
-        ).first()  # fmt: skip
+            update(campaigns)
+            .where(campaigns.c.id == campaign_id, campaigns.c.status == "sending")
+            .values(status="paused", pause_reason=reason[:300])
+            .returning(campaigns.c.name)
+        ).first()
         if row is not None:
             log.error("campaign %r paused: %s; fix the provider account, then resume it", row.name, reason)

@@ -68,9 +68,14 @@ def decide(
             raise ReviewError(f"reply {inbound_id} has no known program to decide for")
         action = Action.OPT_OUT if decision is Decision.OPT_OUT else Action.REVIEW_CLEARED
         event = consent.record(
-            conn, clock, contact_id=row.contact_id, program=program, action=action, channel=Channel.ADMIN,
+            conn,
+            clock,
+            contact_id=row.contact_id,
+            program=program,
+            action=action,
+            channel=Channel.ADMIN,
             evidence=evidence,
-        ).event  # fmt: skip
+        ).event
     # A guarded update: if two operators click at once, only one decision marks the row.
     marked = conn.execute(
         update(inbound_messages)
@@ -95,7 +100,10 @@ def _decide_unrouted(
     if decision is not Decision.OPT_OUT:
         return None  # nothing was held for an unclear reply without a program: nothing to lift
     changes = consent.revoke_all(
-        conn, clock, contact_id=row["contact_id"], channel=Channel.ADMIN,
+        conn,
+        clock,
+        contact_id=row["contact_id"],
+        channel=Channel.ADMIN,
         evidence={**evidence, "unrouted": unrouted_reason(row["to_phone"])},
-    )  # fmt: skip
+    )
     return changes[0].event if changes else None

@@ -73,8 +73,14 @@ class History:
     Read set-based for the whole batch, then updated in memory as the batch approves messages.
     """
 
-    def __init__(self, conn: Connection, now: datetime, batch: list[dict[str, Any]],
-                 programs: Mapping[int, Any], people: Mapping[int, Any]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        conn: Connection,
+        now: datetime,
+        batch: list[dict[str, Any]],
+        programs: Mapping[int, Any],
+        people: Mapping[int, Any],
+    ) -> None:
         self.now = now
         self.conn = conn
         self.people = people
@@ -90,10 +96,15 @@ class History:
             list
         )  # contact -> (program, kind, at)
         rows = conn.execute(
-            select(messages.c.contact_id, messages.c.program_id, messages.c.kind, messages.c.handed_over_at).where(
-                one_of(conn, messages.c.contact_id, contact_ids), messages.c.status.in_(HANDED_OVER),
-                messages.c.handed_over_at >= since, messages.c.kind.in_((Kind.MARKETING.value, Kind.TRANSACTIONAL.value)))
-        )  # fmt: skip
+            select(
+                messages.c.contact_id, messages.c.program_id, messages.c.kind, messages.c.handed_over_at
+            ).where(
+                one_of(conn, messages.c.contact_id, contact_ids),
+                messages.c.status.in_(HANDED_OVER),
+                messages.c.handed_over_at >= since,
+                messages.c.kind.in_((Kind.MARKETING.value, Kind.TRANSACTIONAL.value)),
+            )
+        )
         for r in rows:
             self.sent[r.contact_id].append((r.program_id, r.kind, as_utc(r.handed_over_at)))
         self.month_start = month_start
@@ -104,11 +115,14 @@ class History:
             self.sent[m["contact_id"]].append((m["program_id"], m["kind"], at))
 
     def first_this_month(self, m: Mapping[str, Any]) -> bool:
-        return not any(p == m["program_id"] and k == Kind.MARKETING.value and at >= self.month_start
-                       for p, k, at in self.sent[m["contact_id"]])  # fmt: skip
+        return not any(
+            p == m["program_id"] and k == Kind.MARKETING.value and at >= self.month_start
+            for p, k, at in self.sent[m["contact_id"]]
+        )
 
-    def quiet_or_capped(self, m: Mapping[str, Any], person: Mapping[str, Any], settings: Mapping[str, Any],
-                        kind: Kind) -> tuple[str, datetime | None, str] | None:  # fmt: skip
+    def quiet_or_capped(
+        self, m: Mapping[str, Any], person: Mapping[str, Any], settings: Mapping[str, Any], kind: Kind
+    ) -> tuple[str, datetime | None, str] | None:
         """(status, not_before, reason) when the message must wait or be skipped; None when it may go."""
         zones = _zones(person)
         window = quiet_hours.window_for(person.get("us_state"), quiet_hours.program_window(settings))
@@ -177,17 +191,23 @@ class SendCheck:
         rows = conn.execute(
             update(messages)
             .where(messages.c.id.in_(self.pick(conn, now, limit, reply=reply).scalar_subquery()))
-            .values(status="claimed", lease_owner=self.worker_id, lease_expires_at=now + self._lease(),
-                    updated_at=now)
+            .values(
+                status="claimed",
+                lease_owner=self.worker_id,
+                lease_expires_at=now + self._lease(),
+                updated_at=now,
+            )
             .returning(*messages.c)
-        ).all()  # fmt: skip
+        ).all()
         return [r._asdict() for r in rows]
 
     def pick(self, conn: Connection, now: datetime, limit: int, *, reply: bool) -> Select[tuple[int]]:
         """The ids one lane's claim takes (its own statement, so a test can EXPLAIN it)."""
         sending_campaigns = select(campaigns.c.id).where(campaigns.c.status == "sending")
-        ready = and_(messages.c.status.in_(("queued", "deferred")),
-                     or_(messages.c.not_before.is_(None), messages.c.not_before <= now))  # fmt: skip
+        ready = and_(
+            messages.c.status.in_(("queued", "deferred")),
+            or_(messages.c.not_before.is_(None), messages.c.not_before <= now),
+        )
         stale = and_(messages.c.status.in_(("claimed", "sending")), messages.c.lease_expires_at < now)
         # A literal, not a parameter: only then can the planner prove the reply lane's partial index
         # (ix_messages_reply_lane, WHERE priority = 0) applies, in every plan it caches.
@@ -214,45 +234,78 @@ class SendCheck:
         return self._lease() + timedelta(seconds=getattr(self.sender, "reconcile_after", 0.0))
 
     # -- 2. the send-time check --------------------------------------------------------------------
-    def check(self, conn: Connection, claimed: list[dict[str, Any]], counts: Counts,
-              slots: Mapping[int, float] | None = None) -> list[ToSend]:  # fmt: skip
+    def check(
+        self,
+        conn: Connection,
+        claimed: list[dict[str, Any]],
+        counts: Counts,
+        slots: Mapping[int, float] | None = None,
+    ) -> list[ToSend]:
         """THE SEND-TIME CHECK of a claimed batch; ``slots``: each message's reserved start (rate limits)."""
         slots = slots or {}
         ids = [m["id"] for m in claimed]
         # Re-read our rows: only those still claimed by us go on (a slow worker may have lost its lease).
-        current = {r.id: r for r in conn.execute(
-            select(messages.c.id, messages.c.status, messages.c.lease_owner).where(one_of(conn, messages.c.id, ids)))}  # fmt: skip
-        ours = [m for m in claimed if current[m["id"]].status == "claimed"
-                and current[m["id"]].lease_owner == self.worker_id]  # fmt: skip
+        current = {
+            r.id: r
+            for r in conn.execute(
+                select(messages.c.id, messages.c.status, messages.c.lease_owner).where(
+                    one_of(conn, messages.c.id, ids)
+                )
+            )
+        }
+        ours = [
+            m
+            for m in claimed
+            if current[m["id"]].status == "claimed" and current[m["id"]].lease_owner == self.worker_id
+        ]
         counts.lost += len(claimed) - len(ours)
         claimed = ours
         if not claimed:
             return []
-        campaign_status = {r.id: r.status for r in conn.execute(
-            select(campaigns.c.id, campaigns.c.status).where(
-                campaigns.c.id.in_({m["campaign_id"] for m in claimed if m["campaign_id"]})))}  # fmt: skip
+        campaign_status = {
+            r.id: r.status
+            for r in conn.execute(
+                select(campaigns.c.id, campaigns.c.status).where(
+                    campaigns.c.id.in_({m["campaign_id"] for m in claimed if m["campaign_id"]})
+                )
+            )
+        }
         programs = {pid: program_repo.get(conn, pid) for pid in {m["program_id"] for m in claimed}}
-        people: dict[int, Any] = {r.id: r._mapping for r in conn.execute(
-            select(*(contacts.c[c] for c in PERSON_COLUMNS)).where(
-                one_of(conn, contacts.c.id, sorted({m["contact_id"] for m in claimed}))))}  # fmt: skip
+        people: dict[int, Any] = {
+            r.id: r._mapping
+            for r in conn.execute(
+                select(*(contacts.c[c] for c in PERSON_COLUMNS)).where(
+                    one_of(conn, contacts.c.id, sorted({m["contact_id"] for m in claimed}))
+                )
+            )
+        }
 
         # THE CHECK: the consent projection, read now, after the claim (see the module docstring).
         pairs = sorted({(m["contact_id"], m["program_id"]) for m in claimed if m["kind"] not in REPLY_KINDS})
         consent_rows: dict[tuple[int, int], Any] = {}
         if pairs:
-            stmt = select(subscriptions.c.contact_id, subscriptions.c.program_id, subscriptions.c.status,
-                          subscriptions.c.held, subscriptions.c.consent_event_id).where(
+            stmt = select(
+                subscriptions.c.contact_id,
+                subscriptions.c.program_id,
+                subscriptions.c.status,
+                subscriptions.c.held,
+                subscriptions.c.consent_event_id,
+            ).where(
                 # Both keys as arrays (one parameter each, whatever the batch size); pairs outside the
                 # batch that this also matches are dropped below.
                 one_of(conn, subscriptions.c.contact_id, sorted({c for c, _ in pairs})),
-                one_of(conn, subscriptions.c.program_id, sorted({p for _, p in pairs})))  # fmt: skip
+                one_of(conn, subscriptions.c.program_id, sorted({p for _, p in pairs})),
+            )
             if conn.dialect.name == "postgresql":
                 stmt = stmt.order_by(subscriptions.c.contact_id, subscriptions.c.program_id).with_for_update(
                     read=True
                 )
             wanted = set(pairs)
-            consent_rows = {(r.contact_id, r.program_id): r for r in conn.execute(stmt)
-                            if (r.contact_id, r.program_id) in wanted}  # fmt: skip
+            consent_rows = {
+                (r.contact_id, r.program_id): r
+                for r in conn.execute(stmt)
+                if (r.contact_id, r.program_id) in wanted
+            }
         # Taken after the read: handed_over_at is later than every opt-out the check could see.
         now = self.clock.now()
 
@@ -297,34 +350,68 @@ class SendCheck:
                 token = token or new_token()
                 try:
                     composed = compose.compose(
-                        m["body"], brand=program["brand"], program_name=program["name"], phone=person["phone"],
-                        attributes=person.get("attributes") or {}, locale=person.get("locale"),
-                        settings=settings, marketing=kind is Kind.MARKETING,
-                        first_this_month=history.first_this_month(m), public_url=self.config.public_url,
+                        m["body"],
+                        brand=program["brand"],
+                        program_name=program["name"],
+                        phone=person["phone"],
+                        attributes=person.get("attributes") or {},
+                        locale=person.get("locale"),
+                        settings=settings,
+                        marketing=kind is Kind.MARKETING,
+                        first_this_month=history.first_this_month(m),
+                        public_url=self.config.public_url,
                         optout_token=token,
-                    )  # fmt: skip
+                    )
                 except compose.TemplateError as exc:
-                    outcomes.append(Outcome(m["id"], {**base, "status": "failed", "reason": str(exc)[:200],
-                                                       "error_code": "template"}, "failed"))  # fmt: skip
+                    outcomes.append(
+                        Outcome(
+                            m["id"],
+                            {**base, "status": "failed", "reason": str(exc)[:200], "error_code": "template"},
+                            "failed",
+                        )
+                    )
                     continue
                 body, segs = composed.body, segments.count(composed.body).segments
             history.note_handover(m, now)
-            outcomes.append(Outcome(m["id"], {
-                "status": "sending", "handed_over_at": now, "attempts": m["attempts"] + 1, "body": body,
-                "segments": segs, "optout_token": token, "provider": self.sender.name, "reason": None, "updated_at": now,
-                "consent_event_id": authorised_by,
-                "lease_expires_at": now + self._sending_lease(),
-            }))  # fmt: skip
+            outcomes.append(
+                Outcome(
+                    m["id"],
+                    {
+                        "status": "sending",
+                        "handed_over_at": now,
+                        "attempts": m["attempts"] + 1,
+                        "body": body,
+                        "segments": segs,
+                        "optout_token": token,
+                        "provider": self.sender.name,
+                        "reason": None,
+                        "updated_at": now,
+                        "consent_event_id": authorised_by,
+                        "lease_expires_at": now + self._sending_lease(),
+                    },
+                )
+            )
             reconcile = as_utc(m["handed_over_at"]) if m["handed_over_at"] else None
             sender_number = (
                 m["from_phone"]
                 or next(iter(program.get("sender_numbers") or []), None)
                 or program.get("short_code")
             )
-            sms = OutboundSms(to=m["to_phone"], from_=sender_number, body=body,
-                              idempotency_key=m["idempotency_key"], status_callback_url=self.config.status_callback_url)  # fmt: skip
-            handover = Handover(m["id"], sms, reconcile, rate_key(m, program), slots.get(m["id"]),
-                                reply=m["priority"] == REPLY_LANE)  # fmt: skip
+            sms = OutboundSms(
+                to=m["to_phone"],
+                from_=sender_number,
+                body=body,
+                idempotency_key=m["idempotency_key"],
+                status_callback_url=self.config.status_callback_url,
+            )
+            handover = Handover(
+                m["id"],
+                sms,
+                reconcile,
+                rate_key(m, program),
+                slots.get(m["id"]),
+                reply=m["priority"] == REPLY_LANE,
+            )
             to_send.append(ToSend({**m, "body": body}, handover, m["attempts"] + 1, program))
         to_send = self._hold_for_campaigns(conn, to_send, outcomes, now)
         # Every write is guarded (still 'claimed', still ours): a cancel or a reclaim that committed since
@@ -402,17 +489,37 @@ class SendCheck:
             if m["id"] in held:
                 until = paused[rate_key(m, programs[m["program_id"]])]
                 due = datetime.fromtimestamp(until, UTC) + (stamp - datetime.now(UTC))
-                released.append(Outcome(m["id"], {"status": "queued", "not_before": due, "lease_owner": None,
-                                                  "lease_expires_at": None, "updated_at": stamp}, "released"))  # fmt: skip
+                released.append(
+                    Outcome(
+                        m["id"],
+                        {
+                            "status": "queued",
+                            "not_before": due,
+                            "lease_owner": None,
+                            "lease_expires_at": None,
+                            "updated_at": stamp,
+                        },
+                        "released",
+                    )
+                )
         rated = {k: (r, [m for m in ms if m["id"] not in held]) for k, (r, ms) in rated.items()}
         rated = {k: v for k, v in rated.items() if v[1]}
         if not rated:
             return {}, released
-        lanes = {k: ([m for m in ms if m["priority"] == REPLY_LANE], [m for m in ms if m["priority"] != REPLY_LANE])
-                 for k, (_, ms) in rated.items()}  # fmt: skip
+        lanes = {
+            k: (
+                [m for m in ms if m["priority"] == REPLY_LANE],
+                [m for m in ms if m["priority"] != REPLY_LANE],
+            )
+            for k, (_, ms) in rated.items()
+        }
         with self.db.transaction() as conn:
-            got = sender_limits.reserve(conn, {k: (rated[k][0], len(r), len(b)) for k, (r, b) in lanes.items()},
-                                        now, self.config.send_window)  # fmt: skip
+            got = sender_limits.reserve(
+                conn,
+                {k: (rated[k][0], len(r), len(b)) for k, (r, b) in lanes.items()},
+                now,
+                self.config.send_window,
+            )
         slots: dict[int, float] = {}
         for key, (rate, _ms) in rated.items():
             left: list[dict[str, Any]] = []
@@ -424,8 +531,19 @@ class SendCheck:
             after = last + 1 / rate if last is not None else now + self.config.send_window / 2
             due = datetime.fromtimestamp(after, UTC) + (stamp - datetime.now(UTC))  # on the dispatch clock
             for m in left:
-                released.append(Outcome(m["id"], {"status": "queued", "not_before": due, "lease_owner": None,
-                                                  "lease_expires_at": None, "updated_at": stamp}, "released"))  # fmt: skip
+                released.append(
+                    Outcome(
+                        m["id"],
+                        {
+                            "status": "queued",
+                            "not_before": due,
+                            "lease_owner": None,
+                            "lease_expires_at": None,
+                            "updated_at": stamp,
+                        },
+                        "released",
+                    )
+                )
         return slots, released
 
     # -- 3. hand over and record --------------------------------------------------------------------

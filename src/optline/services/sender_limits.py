@@ -34,8 +34,9 @@ def _ensure(conn: Connection, senders: Iterable[str]) -> None:
     conn.execute(dialect.insert(sender_limits).values(rows).on_conflict_do_nothing(index_elements=["sender"]))
 
 
-def reserve(conn: Connection, wanted: dict[str, tuple[float, int, int]], now: float,
-            horizon: float) -> dict[str, tuple[list[float], list[float]]]:  # fmt: skip
+def reserve(
+    conn: Connection, wanted: dict[str, tuple[float, int, int]], now: float, horizon: float
+) -> dict[str, tuple[list[float], list[float]]]:
     """Slots for each sender: ``wanted`` = {sender: (rate per second, replies, other messages)}; returns
     their start times (epoch seconds; fewer than asked when the window is full). Call in a transaction of
     its own.
@@ -60,8 +61,11 @@ def reserve(conn: Connection, wanted: dict[str, tuple[float, int, int]], now: fl
         then = send_rate.reserve(first.next_free, row.paused_until, now, rate, rest, horizon / 2)
         out[row.sender] = (first.slots, then.slots)
         if then.next_free != row.next_free:
-            conn.execute(update(sender_limits).where(sender_limits.c.sender == row.sender)
-                         .values(next_free=then.next_free))  # fmt: skip
+            conn.execute(
+                update(sender_limits)
+                .where(sender_limits.c.sender == row.sender)
+                .values(next_free=then.next_free)
+            )
     return out
 
 
@@ -76,8 +80,11 @@ def pause(conn: Connection, sender: str, until: float, reason: str) -> None:
         stmt = stmt.with_for_update()
     row = conn.execute(stmt).one()
     next_free, paused_until = send_rate.pause(row.next_free, row.paused_until, until)
-    conn.execute(update(sender_limits).where(sender_limits.c.sender == sender)
-                 .values(next_free=next_free, paused_until=paused_until, pause_reason=reason[:300]))  # fmt: skip
+    conn.execute(
+        update(sender_limits)
+        .where(sender_limits.c.sender == sender)
+        .values(next_free=next_free, paused_until=paused_until, pause_reason=reason[:300])
+    )
 
 
 def paused_until(conn: Connection, senders: Iterable[str], now: float) -> dict[str, float]:
@@ -85,6 +92,9 @@ def paused_until(conn: Connection, senders: Iterable[str], now: float) -> dict[s
     keys = sorted(set(senders))
     if not keys:
         return {}
-    rows = conn.execute(select(sender_limits.c.sender, sender_limits.c.paused_until).where(
-        sender_limits.c.sender.in_(keys), sender_limits.c.paused_until > now))  # fmt: skip
+    rows = conn.execute(
+        select(sender_limits.c.sender, sender_limits.c.paused_until).where(
+            sender_limits.c.sender.in_(keys), sender_limits.c.paused_until > now
+        )
+    )
     return {r.sender: r.paused_until for r in rows}

@@ -147,8 +147,16 @@ def start(
     sender = from_phone or _default_sender(program)
     if status is Status.SUBSCRIBED:
         if channel is Channel.SMS_KEYWORD:  # they asked by text: tell them; a form gets the generic page
-            reply = _reply(conn, clock, program, contact, Kind.CONFIRMATION, words.already_subscribed(program),
-                           ("already", evidence.get("provider_message_id") or now.isoformat()), sender)  # fmt: skip
+            reply = _reply(
+                conn,
+                clock,
+                program,
+                contact,
+                Kind.CONFIRMATION,
+                words.already_subscribed(program),
+                ("already", evidence.get("provider_message_id") or now.isoformat()),
+                sender,
+            )
             return Started("already_subscribed", contact, message=reply)
         return Started("already_subscribed", contact)
 
@@ -162,15 +170,25 @@ def start(
     if pending is not None and as_utc(pending["expires_at"]) <= now:
         repo.set_fields(conn, pending["id"], status="expired", expired_at=now)
     elif pending is not None and status is not Status.PENDING:
-        repo.set_fields(conn, pending["id"], status="cancelled", cancelled_at=now,
-                        cancel_reason=f"a new sign-up started while the status was {status.value}")  # fmt: skip
+        repo.set_fields(
+            conn,
+            pending["id"],
+            status="cancelled",
+            cancelled_at=now,
+            cancel_reason=f"a new sign-up started while the status was {status.value}",
+        )
     elif pending is not None:
         if channel is not Channel.SMS_KEYWORD:
             # A form or API call must not make a phone ring twice in one window (someone else may be typing
             # the number): the first prompt stands.
             return Started("already_pending", contact, signup=pending)
-        repo.set_fields(conn, pending["id"], status="cancelled", cancelled_at=now,
-                        cancel_reason="superseded by a new keyword sign-up")  # fmt: skip
+        repo.set_fields(
+            conn,
+            pending["id"],
+            status="cancelled",
+            cancelled_at=now,
+            cancel_reason="superseded by a new keyword sign-up",
+        )
 
     double = channel is not Channel.SMS_KEYWORD or bool(program.get("double_opt_in"))
     prompt = (
@@ -188,21 +206,40 @@ def start(
     if channel is not Channel.API:  # the text optline showed; an API caller vouches for the text it showed
         first_step["disclosure_text"] = version["text"]
     signup = repo.create(
-        conn, contact_id=contact["id"], program_id=program["id"], channel=channel.value,
-        status="pending" if double else "confirmed", disclosure_version_id=version["id"],
-        evidence=first_step, client_ip=client_ip, started_at=now, expires_at=now + window(program),
+        conn,
+        contact_id=contact["id"],
+        program_id=program["id"],
+        channel=channel.value,
+        status="pending" if double else "confirmed",
+        disclosure_version_id=version["id"],
+        evidence=first_step,
+        client_ip=client_ip,
+        started_at=now,
+        expires_at=now + window(program),
         confirmed_at=None if double else now,
-    )  # fmt: skip
+    )
     first_step["signup_id"] = signup["id"]
     # record() decides pending vs subscribed from the program's double_opt_in; web/API force it on.
     change = consent.record(
-        conn, clock, contact_id=contact["id"], program={**program, "double_opt_in": double},
-        action=Action.OPT_IN, channel=channel, evidence=first_step, occurred_at=occurred_at, signup=double,
-    )  # fmt: skip
+        conn,
+        clock,
+        contact_id=contact["id"],
+        program={**program, "double_opt_in": double},
+        action=Action.OPT_IN,
+        channel=channel,
+        evidence=first_step,
+        occurred_at=occurred_at,
+        signup=double,
+    )
     kind = Kind.SIGNUP if double else Kind.CONFIRMATION
     message = _reply(conn, clock, program, contact, kind, prompt, ("signup", signup["id"]), sender)
-    repo.set_fields(conn, signup["id"], opt_in_event_id=change.event["id"], prompt_message_id=message["id"],
-                    evidence=first_step)  # fmt: skip
+    repo.set_fields(
+        conn,
+        signup["id"],
+        opt_in_event_id=change.event["id"],
+        prompt_message_id=message["id"],
+        evidence=first_step,
+    )
     signup.update(opt_in_event_id=change.event["id"], prompt_message_id=message["id"], evidence=first_step)
     return Started("pending" if double else "subscribed", contact, signup=signup, message=message)
 
@@ -247,13 +284,26 @@ def confirm(
         if now - as_utc(signup["expired_at"]) > window(program):
             return False
         body = words.expired_notice(program, program.get("join_keywords") or [])
-        _reply(conn, clock, program, contact, Kind.SIGNUP, body, ("expired", signup["id"]),
-               _reply_from(program, evidence.get("to_phone")))  # fmt: skip
+        _reply(
+            conn,
+            clock,
+            program,
+            contact,
+            Kind.SIGNUP,
+            body,
+            ("expired", signup["id"]),
+            _reply_from(program, evidence.get("to_phone")),
+        )
         return True
     status, _ = consent.current(conn, contact["id"], program)
     if status is not Status.PENDING:  # e.g. they replied STOP in between: the sign-up is over
-        repo.set_fields(conn, signup["id"], status="cancelled", cancelled_at=now,
-                        cancel_reason=f"status became {status.value} before the confirmation")  # fmt: skip
+        repo.set_fields(
+            conn,
+            signup["id"],
+            status="cancelled",
+            cancelled_at=now,
+            cancel_reason=f"status became {status.value} before the confirmation",
+        )
         return False
     version = repo.disclosure(conn, signup["disclosure_version_id"]) or {}
     prompt = _message(conn, signup["prompt_message_id"])
@@ -275,14 +325,27 @@ def confirm(
         ),
     }
     change = consent.record(
-        conn, clock, contact_id=contact["id"], program=program, action=Action.OPT_IN_CONFIRMED,
-        channel=Channel.SMS_KEYWORD, evidence=proof,
-    )  # fmt: skip
+        conn,
+        clock,
+        contact_id=contact["id"],
+        program=program,
+        action=Action.OPT_IN_CONFIRMED,
+        channel=Channel.SMS_KEYWORD,
+        evidence=proof,
+    )
     repo.set_fields(
         conn, signup["id"], status="confirmed", confirmed_at=now, confirm_event_id=change.event["id"]
     )
-    _reply(conn, clock, program, contact, Kind.CONFIRMATION, words.welcome(program), ("welcome", signup["id"]),
-           _reply_from(program, evidence.get("to_phone")))  # fmt: skip
+    _reply(
+        conn,
+        clock,
+        program,
+        contact,
+        Kind.CONFIRMATION,
+        words.welcome(program),
+        ("welcome", signup["id"]),
+        _reply_from(program, evidence.get("to_phone")),
+    )
     return True
 
 
@@ -320,10 +383,14 @@ def handle_inbound(
         return False
     if keyword is not None:
         start(
-            conn, clock, program=program, contact=contact, channel=Channel.SMS_KEYWORD,
+            conn,
+            clock,
+            program=program,
+            contact=contact,
+            channel=Channel.SMS_KEYWORD,
             evidence={**evidence, "message_text": text, "keyword": keyword},
             from_phone=_reply_from(program, evidence.get("to_phone")),
-        )  # fmt: skip
+        )
         return True
     return confirm(conn, clock, program=program, contact=contact, text=text, evidence=evidence)
 
@@ -340,8 +407,14 @@ def double_opt_in_hook(
     """The inbound service's hook for an explicit opt-in word (START, UNSTOP, YES …) on a double opt-in
     program when no sign-up was pending: it starts one, so the person gets the disclosure and must confirm.
     Returns the ``opt_in`` event id (None when nothing was recorded, e.g. already subscribed)."""
-    started = start(conn, clock, program=program, contact=contact, channel=Channel.SMS_KEYWORD,
-                    evidence={"message_text": text, "inbound_id": inbound_id})  # fmt: skip
+    started = start(
+        conn,
+        clock,
+        program=program,
+        contact=contact,
+        channel=Channel.SMS_KEYWORD,
+        evidence={"message_text": text, "inbound_id": inbound_id},
+    )
     return started.signup["opt_in_event_id"] if started.signup else None
 
 
@@ -378,10 +451,16 @@ def _reply(
     from_phone: str | None,
 ) -> dict[str, Any]:
     return outbox.enqueue(
-        conn, clock, program_id=program["id"], contact_id=contact["id"], to_phone=contact["phone"], kind=kind,
-        body=body, idempotency_key=outbox.key(kind.value, program["id"], contact["id"], *key_parts),
+        conn,
+        clock,
+        program_id=program["id"],
+        contact_id=contact["id"],
+        to_phone=contact["phone"],
+        kind=kind,
+        body=body,
+        idempotency_key=outbox.key(kind.value, program["id"], contact["id"], *key_parts),
         from_phone=from_phone,
-    )  # fmt: skip
+    )
 
 
 def _message(conn: Connection, message_id: int | None) -> dict[str, Any] | None:

@@ -56,11 +56,13 @@ def create(
     row = conn.execute(
         insert(users)
         .values(
-            username=username, password_hash=_hasher.hash(password),
-            must_change_password=must_change_password, created_at=clock.now(),
+            username=username,
+            password_hash=_hasher.hash(password),
+            must_change_password=must_change_password,
+            created_at=clock.now(),
         )
         .returning(*users.c)
-    ).one()  # fmt: skip
+    ).one()
     return dict(row._mapping)
 
 
@@ -171,9 +173,15 @@ def reset_password(conn: Connection, username: str) -> str:
 
 def list_all(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(
-        select(users.c.id, users.c.username, users.c.created_at, users.c.last_login_at, users.c.disabled_at,
-               users.c.must_change_password).order_by(users.c.username)
-    )  # fmt: skip
+        select(
+            users.c.id,
+            users.c.username,
+            users.c.created_at,
+            users.c.last_login_at,
+            users.c.disabled_at,
+            users.c.must_change_password,
+        ).order_by(users.c.username)
+    )
     return [dict(r._mapping) for r in rows]
 
 

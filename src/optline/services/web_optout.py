@@ -104,12 +104,15 @@ def find(conn: Connection, token: str) -> OptoutPage | None:
     brand_programs = program_repo.of_brand(conn, program["brand"])
     statuses = {p["id"]: consent.current(conn, data["contact_id"], p)[0] for p in brand_programs}
     return OptoutPage(
-        token=token, message_id=data["message_id"], contact_id=data["contact_id"], program=program,
+        token=token,
+        message_id=data["message_id"],
+        contact_id=data["contact_id"],
+        program=program,
         masked_phone=mask_phone(data["phone"]),
         brand_wide_by_policy=program["optout_scope"] == OptOutScope.BRAND.value,
         already_out=statuses.get(program["id"]) is Status.UNSUBSCRIBED,
         all_out=all(s is Status.UNSUBSCRIBED for s in statuses.values()),
-    )  # fmt: skip
+    )
 
 
 def unsubscribe(
@@ -134,7 +137,13 @@ def unsubscribe(
         "url": url, "scope": "brand" if brand_wide else "program",
     }  # fmt: skip
     change = consent.record(
-        conn, clock, contact_id=page.contact_id, program=page.program, action=Action.OPT_OUT,
-        channel=Channel.WEB, evidence=evidence, brand_wide=True if brand_wide else None,
-    )  # fmt: skip
+        conn,
+        clock,
+        contact_id=page.contact_id,
+        program=page.program,
+        action=Action.OPT_OUT,
+        channel=Channel.WEB,
+        evidence=evidence,
+        brand_wide=True if brand_wide else None,
+    )
     return OptoutResult(page=page, brand_wide=brand_wide, recorded=True, event_id=int(change.event["id"]))

@@ -42,9 +42,15 @@ def authenticate(conn: Connection, token: str, now: datetime) -> str | None:
 def list_all(conn: Connection) -> list[dict[str, Any]]:
     """Every key, newest first, without its hash (what the dashboard lists)."""
     rows = conn.execute(
-        select(api_keys.c.id, api_keys.c.name, api_keys.c.prefix, api_keys.c.created_at,
-               api_keys.c.last_used_at, api_keys.c.revoked_at).order_by(api_keys.c.id.desc())
-    )  # fmt: skip
+        select(
+            api_keys.c.id,
+            api_keys.c.name,
+            api_keys.c.prefix,
+            api_keys.c.created_at,
+            api_keys.c.last_used_at,
+            api_keys.c.revoked_at,
+        ).order_by(api_keys.c.id.desc())
+    )
     return [{**dict(r._mapping), "shown_as": f"{PREFIX}_{r.prefix}_…"} for r in rows]
 
 

@@ -130,8 +130,10 @@ class Database:
             yield
             return
         if not self._writer.acquire(timeout=SQLITE_BUSY_SECONDS):
-            raise TimeoutError(f"SQLite: another write transaction of this process held the database for "
-                               f"{SQLITE_BUSY_SECONDS} s (a write transaction opened inside another?)")  # fmt: skip
+            raise TimeoutError(
+                f"SQLite: another write transaction of this process held the database for "
+                f"{SQLITE_BUSY_SECONDS} s (a write transaction opened inside another?)"
+            )
         try:
             yield
         finally:

@@ -76,9 +76,17 @@ def append(
         lock_contact(conn, contact_id)
     seq, prev = head if head is not None and locked else head_of(conn, contact_id)
     event = build_event(
-        contact_id=contact_id, seq=seq + 1, prev_hash=prev, program_id=program_id, brand=brand,
-        action=action, channel=channel, evidence=evidence, occurred_at=occurred_at, recorded_at=recorded_at,
-    )  # fmt: skip
+        contact_id=contact_id,
+        seq=seq + 1,
+        prev_hash=prev,
+        program_id=program_id,
+        brand=brand,
+        action=action,
+        channel=channel,
+        evidence=evidence,
+        occurred_at=occurred_at,
+        recorded_at=recorded_at,
+    )
     insert_events(conn, [event])
     return event
 
@@ -240,20 +248,28 @@ def projection_breaks(conn: Connection, heads: Mapping[int, tuple[int, str]]) ->
     (the chain's head is then older than the projection). This catches a deleted newest event (an
     opt-out) before any digest was recorded; a digest catches it when the projection was edited too."""
     found: list[chain.Break] = []
-    for column, role in ((subscriptions.c.last_event_id, "last event"),
-                         (subscriptions.c.consent_event_id, "consent evidence")):  # fmt: skip
+    for column, role in (
+        (subscriptions.c.last_event_id, "last event"),
+        (subscriptions.c.consent_event_id, "consent evidence"),
+    ):
         event = consent_events.alias("named")
         rows = conn.execute(
-            select(subscriptions.c.contact_id, subscriptions.c.program_id, subscriptions.c.status,
-                   column.label("event_id"))
+            select(
+                subscriptions.c.contact_id,
+                subscriptions.c.program_id,
+                subscriptions.c.status,
+                column.label("event_id"),
+            )
             .outerjoin(event, and_(event.c.id == column, event.c.contact_id == subscriptions.c.contact_id))
             .where(column.is_not(None), event.c.id.is_(None))
-        )  # fmt: skip
+        )
         for r in rows:
             seq = heads.get(r.contact_id, (0, ""))[0]
             head = f"its head is seq {seq}" if seq else "it has no events"
-            reason = (f"the projection says {r.status} for program {r.program_id} with event {r.event_id} as its "
-                      f"{role}, but that event is not in the contact's chain ({head}): deleted or moved")  # fmt: skip
+            reason = (
+                f"the projection says {r.status} for program {r.program_id} with event {r.event_id} as its "
+                f"{role}, but that event is not in the contact's chain ({head}): deleted or moved"
+            )
             found.append(chain.Break(r.event_id, r.contact_id, 0, reason))  # seq 0: the event is gone
     return sorted(found, key=lambda b: (b.contact_id, b.event_id))
 
@@ -341,9 +357,13 @@ def recomputed_digests(conn: Connection) -> dict[int, DigestLink]:
     ).all()
     # Heads streamed in digest order and grouped: one digest's heads in memory at a time.
     rows = conn.execution_options(yield_per=10000).execute(
-        select(ledger_digest_heads.c.digest_id, ledger_digest_heads.c.contact_id, ledger_digest_heads.c.seq,
-               ledger_digest_heads.c.hash).order_by(ledger_digest_heads.c.digest_id)
-    )  # fmt: skip
+        select(
+            ledger_digest_heads.c.digest_id,
+            ledger_digest_heads.c.contact_id,
+            ledger_digest_heads.c.seq,
+            ledger_digest_heads.c.hash,
+        ).order_by(ledger_digest_heads.c.digest_id)
+    )
     groups = groupby(rows, key=lambda r: r.digest_id)
     pending = next(groups, None)
     links: dict[int, DigestLink] = {}

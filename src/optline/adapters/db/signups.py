@@ -48,10 +48,15 @@ def add_disclosure(
             with conn.begin_nested():
                 row = conn.execute(
                     insert(disclosure_versions)
-                    .values(program_id=program_id, version=(latest["version"] if latest else 0) + 1, text=text,
-                            custom=custom, created_at=now)
+                    .values(
+                        program_id=program_id,
+                        version=(latest["version"] if latest else 0) + 1,
+                        text=text,
+                        custom=custom,
+                        created_at=now,
+                    )
                     .returning(*disclosure_versions.c)
-                ).one()  # fmt: skip
+                ).one()
             return dict(row._mapping)
         except IntegrityError:
             continue

@@ -49,12 +49,21 @@ class Answer:
 def session(limit: int = 100) -> aiohttp.ClientSession:
     """The session of one worker's provider calls: up to ``limit`` connections, all kept alive (create it
     inside the event loop that uses it)."""
-    return aiohttp.ClientSession(timeout=DEFAULT_TIMEOUT, connector=aiohttp.TCPConnector(limit=limit),
-                                 raise_for_status=False)  # fmt: skip
+    return aiohttp.ClientSession(
+        timeout=DEFAULT_TIMEOUT, connector=aiohttp.TCPConnector(limit=limit), raise_for_status=False
+    )
 
 
-async def request(http: aiohttp.ClientSession, provider: str, secrets: list[str], method: str, url: str,
-                  *, form: Mapping[str, str] | None = None, **kwargs: Any) -> Answer:  # fmt: skip
+async def request(
+    http: aiohttp.ClientSession,
+    provider: str,
+    secrets: list[str],
+    method: str,
+    url: str,
+    *,
+    form: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> Answer:
     """One request, its answer read in full; a transport failure or timeout is a ProviderError. ``form``: an
     application/x-www-form-urlencoded body (encoded here: aiohttp's own ``data=dict`` builds a multipart
     writer first, a measurable share of a call's CPU)."""
@@ -118,8 +127,13 @@ def from_response(
             ErrorKind.RETRY, text, code=code or "429", retry_after=retry_after(response.headers)
         )
     if response.status >= 500:  # a server error may come after the message was accepted
-        return ProviderError(ErrorKind.RETRY, text, code=code or str(response.status),
-                             retry_after=retry_after(response.headers), outcome_unknown=True)  # fmt: skip
+        return ProviderError(
+            ErrorKind.RETRY,
+            text,
+            code=code or str(response.status),
+            retry_after=retry_after(response.headers),
+            outcome_unknown=True,
+        )
     if response.status in (401, 403):
         return ProviderError(ErrorKind.BAD_CONFIG, text, code=code or str(response.status))
     return ProviderError(ErrorKind.BAD_REQUEST, text, code=code or str(response.status))

@@ -38,8 +38,9 @@ def http_sender(settings: Settings) -> Sender:
     if name == "vonage":
         from optline.adapters.providers.vonage.send import VonageSender
 
-        return VonageSender(settings.vonage_api_key, settings.vonage_api_secret.get_secret_value(),
-                            settings.vonage_base_url)  # fmt: skip
+        return VonageSender(
+            settings.vonage_api_key, settings.vonage_api_secret.get_secret_value(), settings.vonage_base_url
+        )
     if name == "plivo":
         from optline.adapters.providers.plivo.send import PlivoSender
 

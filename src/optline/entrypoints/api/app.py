@@ -35,10 +35,13 @@ def mount_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url="/openapi.json", title="optline API", oauth2_redirect_url="/docs/oauth2-redirect",
-            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            openapi_url="/openapi.json",
+            title="optline API",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
-        )  # fmt: skip
+        )
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False)
     def oauth2_redirect() -> HTMLResponse:
@@ -47,12 +50,15 @@ def mount_docs(app: FastAPI) -> None:
 
 def create_app(container: Container) -> FastAPI:
     app = FastAPI(
-        title="optline", version=optline.__version__, description="SMS campaigns built around consent",
-        docs_url=None, redoc_url=None,  # served below from local, pinned assets: /docs works offline
+        title="optline",
+        version=optline.__version__,
+        description="SMS campaigns built around consent",
+        docs_url=None,
+        redoc_url=None,  # served below from local, pinned assets: /docs works offline
         # optline's metrics are Prometheus (/metrics); FastAPI's OpenTelemetry bridge asked on every request
         # whether a provider had been configured, a tenth of a webhook's time in the event loop.
         telemetry={"tracing": False, "metrics": False, "logs": False},
-    )  # fmt: skip
+    )
     app.state.container = container
     app.state.group_commit = GroupCommit(container.db)  # the webhooks' writes (adapters/db/group_commit.py)
     mount_docs(app)

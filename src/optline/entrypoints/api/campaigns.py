@@ -105,7 +105,13 @@ def audience_dry_run(_key: ApiKeyDep, campaign_id: IdPath, conn: ConnDep) -> dic
 
 
 @router.post("/{campaign_id}/send", response_model=CampaignPublic)
-def send_campaign(_key: ApiKeyDep, campaign_id: IdPath, conn: ConnDep, container: ContainerDep, body: SendRequest | None = None) -> dict[str, Any]:  # fmt: skip
+def send_campaign(
+    _key: ApiKeyDep,
+    campaign_id: IdPath,
+    conn: ConnDep,
+    container: ContainerDep,
+    body: SendRequest | None = None,
+) -> dict[str, Any]:
     try:
         row, _ = service.start(
             conn,

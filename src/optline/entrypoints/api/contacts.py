@@ -22,9 +22,14 @@ def create_contact(
 ) -> dict[str, Any]:
     try:
         return contact_service.create_contact(
-            conn, container.clock, body.phone, container.settings.default_region,
-            attributes=body.attributes, locale=body.locale, time_zone=body.time_zone,
-        )  # fmt: skip
+            conn,
+            container.clock,
+            body.phone,
+            container.settings.default_region,
+            attributes=body.attributes,
+            locale=body.locale,
+            time_zone=body.time_zone,
+        )
     except InvalidPhoneNumber as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"phone: {exc}") from None
     except ValueError as exc:
@@ -62,10 +67,16 @@ def change_consent(
         evidence["api_client_ip"] = request.client.host
     try:
         return contact_service.change_consent(
-            conn, container.clock, phone, container.settings.default_region, program_name=body.program,
-            action=body.action, evidence=evidence, occurred_at=body.occurred_at,
+            conn,
+            container.clock,
+            phone,
+            container.settings.default_region,
+            program_name=body.program,
+            action=body.action,
+            evidence=evidence,
+            occurred_at=body.occurred_at,
             brand_wide=True if body.all_programs_of_brand else None,
-        )  # fmt: skip
+        )
     except InvalidPhoneNumber as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"phone: {exc}") from None
     except OptedOut as exc:

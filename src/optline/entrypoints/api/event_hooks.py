@@ -73,9 +73,13 @@ def create_endpoint(
 ) -> dict[str, Any]:
     try:
         created = event_hooks.create_endpoint(
-            conn, container.clock, url=body.url, events=body.events, description=body.description,
+            conn,
+            container.clock,
+            url=body.url,
+            events=body.events,
+            description=body.description,
             development=container.settings.env == "development",
-        )  # fmt: skip
+        )
     except EndpointError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     (row,) = [e for e in event_hooks.list_endpoints(conn) if e["id"] == created.id]

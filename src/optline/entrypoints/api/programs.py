@@ -65,8 +65,9 @@ def change_settings(
         changes.update(quiet_start=body.quiet_hours.start, quiet_end=body.quiet_hours.end)
     try:
         return _public(
-            program_service.change_settings(conn, program, default_region=container.settings.default_region,
-                                            **changes)
-        )  # fmt: skip
+            program_service.change_settings(
+                conn, program, default_region=container.settings.default_region, **changes
+            )
+        )
     except ValueError as exc:  # QuietHoursError names the time and the rule
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None

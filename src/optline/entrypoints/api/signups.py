@@ -79,9 +79,15 @@ def start_signup(
     }
     try:
         started = signup_service.start_for_phone(
-            conn, container.clock, program=program, phone=body.phone, region=container.settings.default_region,
-            channel=Channel.API, evidence=evidence, occurred_at=body.occurred_at,
-        )  # fmt: skip
+            conn,
+            container.clock,
+            program=program,
+            phone=body.phone,
+            region=container.settings.default_region,
+            channel=Channel.API,
+            evidence=evidence,
+            occurred_at=body.occurred_at,
+        )
     except InvalidPhoneNumber as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"phone: {exc}") from None
     except OptedOut as exc:  # the number said STOP minutes ago: nothing is sent

@@ -132,9 +132,13 @@ def _record_inbound(
     conn: Connection, container: Container, sms: InboundSms, opt_out_type: str | None
 ) -> dict[str, Any]:
     result = inbound_service.record_inbound(
-        conn, container.clock, sms, default_region=container.settings.default_region,
-        provider_opt_out=opt_out_type, double_opt_in=container.extras.get(SIGNUP_HOOK),
-    )  # fmt: skip
+        conn,
+        container.clock,
+        sms,
+        default_region=container.settings.default_region,
+        provider_opt_out=opt_out_type,
+        double_opt_in=container.extras.get(SIGNUP_HOOK),
+    )
     c = result.classification
     return {
         "status": "duplicate" if result.duplicate else "recorded",
@@ -183,8 +187,9 @@ async def _answer(request: Request, provider: str, kind: str) -> tuple[Response,
     except PayloadError as exc:
         return PlainTextResponse(f"bad request: {exc}", status_code=400), "bad_request"
     except Exception as exc:  # not committed: ask the provider to retry (invariant 3)
-        log.error("%s %s webhook failed (%s); answering 500 so the provider retries", provider, kind,
-                  describe(exc))  # fmt: skip
+        log.error(
+            "%s %s webhook failed (%s); answering 500 so the provider retries", provider, kind, describe(exc)
+        )
         log.debug("%s %s webhook failure", provider, kind, exc_info=True)  # may hold the body
         return PlainTextResponse("error: not recorded, please retry", status_code=500), "error"
     committed(payload)

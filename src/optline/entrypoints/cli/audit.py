@@ -47,11 +47,25 @@ def audit(
     else:
         with c.db.read() as conn:
             names = {p["id"]: p["name"] for p in list_programs(conn)}
-        table = Table("reason", "contact", "program", "finding", "what to do", "fixed",
-                      title=f"audit run {result.id}: {len(result.findings)} findings", title_justify="left")  # fmt: skip
+        table = Table(
+            "reason",
+            "contact",
+            "program",
+            "finding",
+            "what to do",
+            "fixed",
+            title=f"audit run {result.id}: {len(result.findings)} findings",
+            title_justify="left",
+        )
         for f in result.findings:
-            table.add_row(f.reason.value, f"{f.phone} (#{f.contact_id})", names.get(f.program_id or 0, ""), f.detail,
-                          f.action, f.fixed or "")  # fmt: skip
+            table.add_row(
+                f.reason.value,
+                f"{f.phone} (#{f.contact_id})",
+                names.get(f.program_id or 0, ""),
+                f.detail,
+                f.action,
+                f.fixed or "",
+            )
         console.print(table)
         for reason, n in sorted(result.summary.items()):
             console.print(f"  {reason}: {n}")

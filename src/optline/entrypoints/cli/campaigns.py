@@ -20,8 +20,11 @@ from optline.services import campaigns as service
 app = typer.Typer(help="Campaigns: compose, lint, send and watch.", no_args_is_help=True)
 
 ProgramOpt = typer.Option(..., "--program", "-p", help="the program the campaign belongs to")
-TzOpt = typer.Option(None, "--tz", help="your time zone for times without one (IANA, e.g. America/New_York; "
-                     "default: this machine's)")  # fmt: skip
+TzOpt = typer.Option(
+    None,
+    "--tz",
+    help="your time zone for times without one (IANA, e.g. America/New_York; default: this machine's)",
+)
 
 
 def _when(text: str, tz: str | None, now: Any) -> Any:
@@ -73,8 +76,16 @@ def create(
     c = container()
     with c.db.transaction() as conn:
         try:
-            row = service.create(conn, c.clock, program=program, name=name, template=template,
-                                 message_type=message_type, audience_filter=_filters(filter_), tag=tag)  # fmt: skip
+            row = service.create(
+                conn,
+                c.clock,
+                program=program,
+                name=name,
+                template=template,
+                message_type=message_type,
+                audience_filter=_filters(filter_),
+                tag=tag,
+            )
         except (LookupError, ValueError) as exc:
             fail(str(exc))
     console.print(f"created campaign [bold]{row['name']}[/bold] (id {row['id']}, draft)")
@@ -93,9 +104,12 @@ def _print_lint(result: Any) -> None:
 
 
 @app.command("lint")
-def lint(name: str, program: str = ProgramOpt,
-         at: str = typer.Option(None, help="planned send time; default: the schedule or now"),
-         tz: str = TzOpt) -> None:  # fmt: skip
+def lint(
+    name: str,
+    program: str = ProgramOpt,
+    at: str = typer.Option(None, help="planned send time; default: the schedule or now"),
+    tz: str = TzOpt,
+) -> None:
     """Check a campaign: errors block sending, warnings are shown. Exit 1 on errors."""
     c = container()
     when = _when(at, tz, c.clock.now()) if at else None
@@ -137,8 +151,12 @@ def _print_dry_run(dry: audience.DryRun) -> None:
 
 
 @app.command("schedule")
-def schedule(name: str, program: str = ProgramOpt,
-             at: str = typer.Option(..., help=f"when to start: {WHEN_FORMATS}"), tz: str = TzOpt) -> None:  # fmt: skip
+def schedule(
+    name: str,
+    program: str = ProgramOpt,
+    at: str = typer.Option(..., help=f"when to start: {WHEN_FORMATS}"),
+    tz: str = TzOpt,
+) -> None:
     """Queue the audience now, to be sent from ``--at`` by the workers."""
     c = container()
     when = _when(at, tz, c.clock.now())
@@ -151,8 +169,10 @@ def schedule(name: str, program: str = ProgramOpt,
         except ValueError as exc:
             fail(str(exc))
     if queued == 0:
-        console.print(f"[yellow]{row['name']}: no recipients[/yellow] — nothing to schedule; the campaign is done "
-                      "(see `optline campaigns audience` for who was excluded and why)")  # fmt: skip
+        console.print(
+            f"[yellow]{row['name']}: no recipients[/yellow] — nothing to schedule; the campaign is done "
+            "(see `optline campaigns audience` for who was excluded and why)"
+        )
         return
     console.print(
         f"scheduled [bold]{row['name']}[/bold]: {plural(queued, 'message')} from {_both_zones(when, tz)}"
@@ -182,15 +202,19 @@ def send(
             except ValueError as exc:
                 fail(str(exc))
             if queued == 0:
-                console.print(f"[yellow]{campaign['name']}: no recipients[/yellow] — nothing was queued and the "
-                              "campaign is done (see `optline campaigns audience` for who was excluded and why)")  # fmt: skip
+                console.print(
+                    f"[yellow]{campaign['name']}: no recipients[/yellow] — nothing was queued and the "
+                    "campaign is done (see `optline campaigns audience` for who was excluded and why)"
+                )
                 return
             console.print(f"queued {plural(queued, 'message')}")
         elif campaign["status"] not in ("sending",):
             fail(f"campaign {name!r} is {campaign['status']}")
     if not dispatch:
-        console.print("not dispatching here (--no-dispatch): a worker must be running to send them — "
-                      "`optline worker`, or `optline serve` on SQLite")  # fmt: skip
+        console.print(
+            "not dispatching here (--no-dispatch): a worker must be running to send them — "
+            "`optline worker`, or `optline serve` on SQLite"
+        )
     if not wait:
         return
     stop = threading.Event()
@@ -242,8 +266,10 @@ def _watch(c: Any, campaign: dict[str, Any]) -> service.Status:
             with c.db.read() as conn:
                 st = service.status(conn, campaign)
             n = st.counts
-            detail = (f"sent {n.get('sent', 0) + n.get('delivered', 0):,}  suppressed {n.get('suppressed', 0):,}  "
-                      f"deferred {n.get('deferred', 0):,}  failed {n.get('failed', 0):,}")  # fmt: skip
+            detail = (
+                f"sent {n.get('sent', 0) + n.get('delivered', 0):,}  suppressed {n.get('suppressed', 0):,}  "
+                f"deferred {n.get('deferred', 0):,}  failed {n.get('failed', 0):,}"
+            )
             progress.update(task, total=st.total, completed=st.total - st.remaining, detail=detail)
             if st.remaining == 0 or st.campaign["status"] in ("paused", "cancelled", "done"):
                 return st
@@ -267,8 +293,11 @@ def _simple(action: str) -> Any:
                 fail(str(exc))
         console.print(f"{row['name']}: {row['status']}")
 
-    command.__doc__ = {"pause": "Stop claiming this campaign's messages.", "resume": "Continue a paused campaign.",
-                       "cancel": "Cancel: nothing not yet handed over is sent."}[action]  # fmt: skip
+    command.__doc__ = {
+        "pause": "Stop claiming this campaign's messages.",
+        "resume": "Continue a paused campaign.",
+        "cancel": "Cancel: nothing not yet handed over is sent.",
+    }[action]
     return command
 
 
@@ -302,6 +331,12 @@ def list_(program: str = typer.Option(None, "--program", "-p")) -> None:
             fail(str(exc))
     table = Table("id", "name", "program id", "type", "status", "created")
     for r in rows:
-        table.add_row(str(r["id"]), r["name"], str(r["program_id"]), r["message_type"], r["status"],
-                      f"{r['created_at']:%Y-%m-%d %H:%M}")  # fmt: skip
+        table.add_row(
+            str(r["id"]),
+            r["name"],
+            str(r["program_id"]),
+            r["message_type"],
+            r["status"],
+            f"{r['created_at']:%Y-%m-%d %H:%M}",
+        )
     console.print(table)

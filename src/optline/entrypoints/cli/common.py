@@ -87,8 +87,13 @@ def exit_code(code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def show_import(title: str, outcomes: Iterable[tuple[str, int]], reject_reasons: Counter[str],
-                rejected: int, rejects_path: Path | None) -> None:  # fmt: skip
+def show_import(
+    title: str,
+    outcomes: Iterable[tuple[str, int]],
+    reject_reasons: Counter[str],
+    rejected: int,
+    rejects_path: Path | None,
+) -> None:
     """An import's outcome table, the reasons rows were rejected, and where the rejected rows went."""
     table = Table("outcome", "rows", title=title)
     for label, value in outcomes:

@@ -62,9 +62,16 @@ def import_(
         task = progress.add_task(file.name, total=file.stat().st_size)
         try:
             s = imports.run(
-                c.db, c.clock, import_id, file, prog, default_region=region, rejects_path=rejects,
-                on_progress=lambda n: progress.advance(task, n), encoding=encoding,
-            )  # fmt: skip
+                c.db,
+                c.clock,
+                import_id,
+                file,
+                prog,
+                default_region=region,
+                rejects_path=rejects,
+                on_progress=lambda n: progress.advance(task, n),
+                encoding=encoding,
+            )
         except ImportError_ as exc:
             fail(f"{file.name}: {exc}")
     counts = imports.counts(s)
@@ -109,8 +116,10 @@ def show(
         print(json.dumps(_as_json(found, timeline), ensure_ascii=False, indent=2, default=_json_value))
         return
     attributes = ", ".join(f"{k}={v}" for k, v in sorted((found["attributes"] or {}).items())) or "none"
-    console.print(f"[bold]{found['phone']}[/bold]  {found['number_type'].replace('_', ' ')}, "
-                  f"time zone {found['time_zone'] or 'unknown'}, state {found['us_state'] or '-'}")  # fmt: skip
+    console.print(
+        f"[bold]{found['phone']}[/bold]  {found['number_type'].replace('_', ' ')}, "
+        f"time zone {found['time_zone'] or 'unknown'}, state {found['us_state'] or '-'}"
+    )
     console.print(f"attributes: {attributes}", highlight=False)
     subs = Table("program", "status", "held for review", "since", title="subscriptions")
     for s in found["subscriptions"]:

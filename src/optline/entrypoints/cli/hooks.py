@@ -26,8 +26,14 @@ def add(
     c = container()
     try:
         with c.db.transaction() as conn:
-            created = event_hooks.create_endpoint(conn, c.clock, url=url, events=event, description=description,
-                                                  development=c.settings.env == "development")  # fmt: skip
+            created = event_hooks.create_endpoint(
+                conn,
+                c.clock,
+                url=url,
+                events=event,
+                description=description,
+                development=c.settings.env == "development",
+            )
     except EndpointError as exc:
         fail(str(exc))
     console.print(f"endpoint {created.id}: {created.url} ({', '.join(created.events)})")
@@ -43,8 +49,9 @@ def list_() -> None:
         rows = event_hooks.list_endpoints(conn)
     table = Table("id", "url", "events", "enabled", "description")
     for r in rows:
-        table.add_row(str(r["id"]), r["url"], ", ".join(r["events"]), "yes" if r["enabled"] else "no",
-                      r["description"])  # fmt: skip
+        table.add_row(
+            str(r["id"]), r["url"], ", ".join(r["events"]), "yes" if r["enabled"] else "no", r["description"]
+        )
     console.print(table if rows else "no webhook endpoints (add one: optline hooks add URL --event opt_out)")
 
 
@@ -83,8 +90,15 @@ def deliveries(
     for r in rows:
         last = r["attempt_list"][-1] if r["attempt_list"] else None
         answer = "" if last is None else str(last["status_code"] or last["error"])
-        table.add_row(str(r["id"]), str(r["endpoint_id"]), r["event_type"], r["message_id"], r["status"],
-                      str(r["attempts"]), answer)  # fmt: skip
+        table.add_row(
+            str(r["id"]),
+            str(r["endpoint_id"]),
+            r["event_type"],
+            r["message_id"],
+            r["status"],
+            str(r["attempts"]),
+            answer,
+        )
     console.print(table if rows else "no deliveries yet")
 
 

@@ -49,10 +49,20 @@ def classify(
         for line in stream:
             text = line.rstrip("\r\n")
             c = classify_text(text, language_hint=language)
-            out.write(json.dumps({
-                "text": text, "intent": c.intent.value, "confidence": c.confidence, "language": c.language,
-                "reason": c.reason, "review": c.review,
-            }, ensure_ascii=False) + "\n")  # fmt: skip
+            out.write(
+                json.dumps(
+                    {
+                        "text": text,
+                        "intent": c.intent.value,
+                        "confidence": c.confidence,
+                        "language": c.language,
+                        "reason": c.reason,
+                        "review": c.review,
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
     finally:
         if stream is not sys.stdin:
             stream.close()
@@ -86,14 +96,24 @@ def simulate(
     payload, headers = simulator.encode({"sid": sid, "from": from_, "to": to, "body": body}, c.secret_key())
     now = c.clock.now()
     req = WebhookRequest(
-        method="POST", url=public_url(c.settings.public_url, "/webhooks/simulator/sms"), headers=headers,
-        body=payload, received_at=now,
-    )  # fmt: skip
+        method="POST",
+        url=public_url(c.settings.public_url, "/webhooks/simulator/sms"),
+        headers=headers,
+        body=payload,
+        received_at=now,
+    )
     with c.db.transaction() as conn:
-        conn.execute(insert(simulator_messages).values(
-            direction="in", sid=sid, from_phone=from_, to_phone=to, body=body, status="received",
-            created_at=now,
-        ))  # fmt: skip
+        conn.execute(
+            insert(simulator_messages).values(
+                direction="in",
+                sid=sid,
+                from_phone=from_,
+                to_phone=to,
+                body=body,
+                status="received",
+                created_at=now,
+            )
+        )
     try:
         result = handle_inbound(c, "simulator", req)
     except (PayloadError, SignatureError) as exc:
@@ -111,8 +131,10 @@ def _print_outcome(c: Any, from_: str, to: str, result: dict[str, Any]) -> None:
     from optline.adapters.db.tables import messages
 
     intent = result.get("intent") or "unclassified"
-    console.print(f"{from_} → {to}: read as [bold]{intent.replace('_', ' ')}[/bold]"
-                  + (" (held for review)" if result.get("review") else ""))  # fmt: skip
+    console.print(
+        f"{from_} → {to}: read as [bold]{intent.replace('_', ' ')}[/bold]"
+        + (" (held for review)" if result.get("review") else "")
+    )
     if result.get("status") == "duplicate":
         console.print("already received (same message id): nothing changed")
     if result.get("consent_event_id"):

@@ -109,8 +109,11 @@ def checkpoint() -> None:
     if signed is None:
         console.print("the ledger is empty: nothing to checkpoint")
         return
-    console.print(f"checkpoint of digest {signed.digest_id} ({plural(signed.events, 'event')} in "
-                  f"{plural(signed.chains, 'chain')}) appended to {_log_name(c)}", highlight=False)  # fmt: skip
+    console.print(
+        f"checkpoint of digest {signed.digest_id} ({plural(signed.events, 'event')} in "
+        f"{plural(signed.chains, 'chain')}) appended to {_log_name(c)}",
+        highlight=False,
+    )
 
 
 def _log_name(c: Container) -> str:

@@ -34,8 +34,9 @@ def dnc_import(
     """Import Do-Not-Call numbers: one per line, 'area code,number' pairs, or a CSV with a phone column."""
     c = container()
     try:
-        s = number_lists.import_dnc(c.db, c.clock, file, source=source, default_region=c.settings.default_region,
-                                    rejects_path=rejects)  # fmt: skip
+        s = number_lists.import_dnc(
+            c.db, c.clock, file, source=source, default_region=c.settings.default_region, rejects_path=rejects
+        )
     except number_lists.ListImportError as exc:
         fail(str(exc))
     _show(f"{file.name} → Do-Not-Call list", s)
@@ -50,8 +51,9 @@ def reassigned_import(
     """Import FCC Reassigned Numbers Database results: 'number, disconnect date' per line."""
     c = container()
     try:
-        s = number_lists.import_reassigned(c.db, c.clock, file, source=source,
-                                           default_region=c.settings.default_region, rejects_path=rejects)  # fmt: skip
+        s = number_lists.import_reassigned(
+            c.db, c.clock, file, source=source, default_region=c.settings.default_region, rejects_path=rejects
+        )
     except number_lists.ListImportError as exc:
         fail(str(exc))
     _show(f"{file.name} → reassigned numbers", s)

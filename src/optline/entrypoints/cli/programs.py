@@ -45,10 +45,22 @@ def create(
     with c.db.transaction() as conn:
         try:
             program = service.create_program(
-                conn, c.clock, default_region=c.settings.default_region, name=name, brand=brand, sender_numbers=list(sender), help_text=help_text, help_contact=help_contact,
-                frequency_text=frequency, terms_url=terms_url, privacy_url=privacy_url, optout_scope=scope,
-                double_opt_in=double_opt_in, join_keywords=list(join_keyword), optout_link=optout_link,
-            )  # fmt: skip
+                conn,
+                c.clock,
+                default_region=c.settings.default_region,
+                name=name,
+                brand=brand,
+                sender_numbers=list(sender),
+                help_text=help_text,
+                help_contact=help_contact,
+                frequency_text=frequency,
+                terms_url=terms_url,
+                privacy_url=privacy_url,
+                optout_scope=scope,
+                double_opt_in=double_opt_in,
+                join_keywords=list(join_keyword),
+                optout_link=optout_link,
+            )
         except SupportContactError as exc:
             fail(f"--help-contact: {exc}")
         except ValueError as exc:
@@ -117,7 +129,11 @@ def list_() -> None:
     table = Table("id", "name", "brand", "senders", "opt-out scope", "double opt-in")
     for p in rows:
         table.add_row(
-            str(p["id"]), p["name"], p["brand"], ", ".join(p["sender_numbers"] or []) or "-",
-            p["optout_scope"], "yes" if p["double_opt_in"] else "no",
-        )  # fmt: skip
+            str(p["id"]),
+            p["name"],
+            p["brand"],
+            ", ".join(p["sender_numbers"] or []) or "-",
+            p["optout_scope"],
+            "yes" if p["double_opt_in"] else "no",
+        )
     console.print(table)

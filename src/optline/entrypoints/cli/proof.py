@@ -41,9 +41,14 @@ def proof(
         with c.db.read() as conn:
             found, problems, source = checkpoints.for_proof(c, conn, checkpoints_file)
             bundle = proof_service.build(
-                conn, phone, c.settings.default_region, now=c.clock.now(), checkpoints=found,
-                checkpoint_problems=problems, checkpoint_source=source,
-            )  # fmt: skip
+                conn,
+                phone,
+                c.settings.default_region,
+                now=c.clock.now(),
+                checkpoints=found,
+                checkpoint_problems=problems,
+                checkpoint_source=source,
+            )
     except (InvalidPhoneNumber, proof_service.UnknownContact, CheckpointError) as exc:
         fail(str(exc))
     try:
@@ -60,5 +65,8 @@ def proof(
         return
     out.write_bytes(data)
     verdict = "verified" if bundle["verification"]["ok"] else "[red]VERIFICATION FAILED[/red]"
-    console.print(f"wrote {out} ({fmt}, {len(bundle['consent_events'])} consent events, "
-                  f"{len(bundle['messages'])} messages; {verdict})", highlight=False)  # fmt: skip
+    console.print(
+        f"wrote {out} ({fmt}, {len(bundle['consent_events'])} consent events, "
+        f"{len(bundle['messages'])} messages; {verdict})",
+        highlight=False,
+    )

@@ -34,8 +34,14 @@ def _section_table(title: str, rows: list[analytics.RateRow]) -> Table:
         "", "sent", "delivered", "opt-outs", "/ delivered", "/ sent", title=title, title_justify="left"
     )
     for r in rows:
-        table.add_row(r.key, f"{r.sent:,}", f"{r.delivered:,}", f"{r.optouts:,}", _pct(r.rate_delivered),
-                      _pct(r.rate_sent))  # fmt: skip
+        table.add_row(
+            r.key,
+            f"{r.sent:,}",
+            f"{r.delivered:,}",
+            f"{r.optouts:,}",
+            _pct(r.rate_delivered),
+            _pct(r.rate_sent),
+        )
     return table
 
 
@@ -48,14 +54,36 @@ def print_table(rep: analytics.Report) -> None:
         f"delivered ({_pct(t.rate_sent)} per sent); {rep.attributed:,} attributed to a campaign within "
         f"{rep.window_days} days, {rep.unattributed:,} unattributed"
     )
-    camp = Table("campaign", "program", "type", "tag", "sent", "delivered", "opt-outs", "rate", "95% CI",
-                 "baseline", "flag", title="Campaigns (rate per delivered message; per sent when no receipts)",
-                 title_justify="left")  # fmt: skip
+    camp = Table(
+        "campaign",
+        "program",
+        "type",
+        "tag",
+        "sent",
+        "delivered",
+        "opt-outs",
+        "rate",
+        "95% CI",
+        "baseline",
+        "flag",
+        title="Campaigns (rate per delivered message; per sent when no receipts)",
+        title_justify="left",
+    )
     for c in rep.campaigns:
         ci = "-" if c.ci_low is None else f"{_pct(c.ci_low)}–{_pct(c.ci_high)}"
-        camp.add_row(c.key, c.program, c.message_type, c.tag or "", f"{c.sent:,}", f"{c.delivered:,}",
-                     f"{c.optouts:,}", _pct(c.rate), ci, _pct(c.baseline),
-                     "[red]FLAG[/red]" if c.flagged else "")  # fmt: skip
+        camp.add_row(
+            c.key,
+            c.program,
+            c.message_type,
+            c.tag or "",
+            f"{c.sent:,}",
+            f"{c.delivered:,}",
+            f"{c.optouts:,}",
+            _pct(c.rate),
+            ci,
+            _pct(c.baseline),
+            "[red]FLAG[/red]" if c.flagged else "",
+        )
     console.print(camp)
     for c in rep.campaigns:
         for why in c.why:

@@ -47,8 +47,10 @@ def serve(
     if workers > 1 and c.settings.is_sqlite:
         # SQLite takes one writer at a time and its dispatch worker runs inside serve: one process is the
         # design (DESIGN.md); several processes share a PostgreSQL database.
-        fail("--workers > 1 needs PostgreSQL (OPTLINE_DATABASE_URL=postgresql+psycopg://…); SQLite serves "
-             "from one process")  # fmt: skip
+        fail(
+            "--workers > 1 needs PostgreSQL (OPTLINE_DATABASE_URL=postgresql+psycopg://…); SQLite serves "
+            "from one process"
+        )
     # Before anything is created or printed: a first start on a taken port used to create the admin, print
     # its one-time password and then fail, so the password was lost with the process.
     _require_free_port(host, port)
@@ -124,9 +126,15 @@ def _serve_processes(c: Container, host: str, port: int, workers: int) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir  # inherited by the processes started below
     c.close()  # the processes open their own connections; none is shared across a fork
     config = uvicorn.Config(
-        "optline.entrypoints.cli.server:process_app", factory=True, host=host, port=port, workers=workers,
-        log_level="info", access_log=False, log_config=None,
-    )  # fmt: skip
+        "optline.entrypoints.cli.server:process_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+        log_config=None,
+    )
     console.print(f"  processes  {workers} (PostgreSQL: run `optline worker` to send)")
     try:
         Multiprocess(config, sockets=[config.bind_socket()]).run()

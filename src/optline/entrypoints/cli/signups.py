@@ -42,9 +42,15 @@ def list_(
     for r in rows:
         closed = r["confirmed_at"] or r["expired_at"] or r["cancelled_at"]
         table.add_row(
-            str(r["id"]), r["phone"], r["program"], r["channel"], r["status"], f"{r['started_at']:%Y-%m-%d %H:%M}",
-            f"{r['expires_at']:%Y-%m-%d %H:%M}", f"{closed:%Y-%m-%d %H:%M}" if closed else "",
-        )  # fmt: skip
+            str(r["id"]),
+            r["phone"],
+            r["program"],
+            r["channel"],
+            r["status"],
+            f"{r['started_at']:%Y-%m-%d %H:%M}",
+            f"{r['expires_at']:%Y-%m-%d %H:%M}",
+            f"{closed:%Y-%m-%d %H:%M}" if closed else "",
+        )
     console.print(table)
 
 
@@ -88,8 +94,12 @@ def disclosure(
             fail(str(exc))
     table = Table("version", "created", "kind", "text", title=f"disclosure of {program['name']}")
     for v in versions:
-        table.add_row(str(v["version"]), f"{v['created_at']:%Y-%m-%d %H:%M}", "custom" if v["custom"] else "default",
-                      v["text"])  # fmt: skip
+        table.add_row(
+            str(v["version"]),
+            f"{v['created_at']:%Y-%m-%d %H:%M}",
+            "custom" if v["custom"] else "default",
+            v["text"],
+        )
     console.print(table)
     hours = service.window(program).total_seconds() / 3600
     state = "new version" if created else "current version"

@@ -47,8 +47,12 @@ def list_() -> None:
         rows = conn.execute(select(users_table).order_by(users_table.c.username)).all()
     table = Table("username", "created", "last login", "must change password")
     for r in rows:
-        table.add_row(r.username, str(r.created_at), str(r.last_login_at or "-"),
-                      "yes" if r.must_change_password else "")  # fmt: skip
+        table.add_row(
+            r.username,
+            str(r.created_at),
+            str(r.last_login_at or "-"),
+            "yes" if r.must_change_password else "",
+        )
     console.print(table)
 
 

@@ -34,9 +34,13 @@ def mount(app: FastAPI, container: Container) -> None:
     app.state.login_limiter = RateLimiter(container.db, "login", limit=10, window_seconds=300)
 
     app.add_middleware(
-        SessionMiddleware, secret_key=secret, session_cookie="optline_session", max_age=auth.SESSION_MAX_AGE,
-        same_site="lax", https_only=settings.public_url.startswith("https://"),
-    )  # fmt: skip
+        SessionMiddleware,
+        secret_key=secret,
+        session_cookie="optline_session",
+        max_age=auth.SESSION_MAX_AGE,
+        same_site="lax",
+        https_only=settings.public_url.startswith("https://"),
+    )
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(optout.router)

@@ -157,9 +157,14 @@ def _program_form(program: dict[str, Any], disclosure_text: str) -> dict[str, An
 
 
 def _program_page(
-    request: Request, user: dict[str, Any], program_id: int, form: dict[str, Any] | None = None,
-    status_code: int = 200, errors: dict[str, str] | None = None, flash: str | None = None,
-) -> Response:  # fmt: skip
+    request: Request,
+    user: dict[str, Any],
+    program_id: int,
+    form: dict[str, Any] | None = None,
+    status_code: int = 200,
+    errors: dict[str, str] | None = None,
+    flash: str | None = None,
+) -> Response:
     with container_of(request).db.read() as conn:
         program = program_repo.get(conn, program_id)
         shown = _disclosure_now(conn, program) if program else ""
@@ -177,9 +182,20 @@ def _program_page(
     # Each error sits beside its field; the banner only says that something needs fixing (and says what
     # when it belongs to no field).
     banner = errors.get("") or ("Nothing was saved: fix the fields marked below." if errors else None)
-    return page(request, user, "program_edit.html", "programs", status_code, program=program,
-                form=form or _program_form(program, shown), errors=errors, error=banner, flash_text=flash,
-                federal=quiet_hours.FEDERAL, public_url=container_of(request).settings.public_url.rstrip("/"))  # fmt: skip
+    return page(
+        request,
+        user,
+        "program_edit.html",
+        "programs",
+        status_code,
+        program=program,
+        form=form or _program_form(program, shown),
+        errors=errors,
+        error=banner,
+        flash_text=flash,
+        federal=quiet_hours.FEDERAL,
+        public_url=container_of(request).settings.public_url.rstrip("/"),
+    )
 
 
 @router.get("/dashboard/programs/{program_id}")
@@ -244,12 +260,21 @@ def save_program(
             before = program_repo.get(conn, program_id)
             shown = _disclosure_now(conn, before) if before else ""
             program = program_service.update_program(
-                conn, program_id, default_region=container.settings.default_region, help_contact=help_contact,
-                help_text=help_text, frequency_text=frequency_text,
-                sender_numbers=[s for s in re.split(r"[\n,]+", senders) if s.strip()], optout_scope=optout_scope,
-                optout_instruction=optout_instruction, max_segments=int(max_segments) if max_segments.strip() else None,
-                frequency_cap=cap, optout_link=optout_link == "on", quiet_start=quiet_start, quiet_end=quiet_end,
-            )  # fmt: skip
+                conn,
+                program_id,
+                default_region=container.settings.default_region,
+                help_contact=help_contact,
+                help_text=help_text,
+                frequency_text=frequency_text,
+                sender_numbers=[s for s in re.split(r"[\n,]+", senders) if s.strip()],
+                optout_scope=optout_scope,
+                optout_instruction=optout_instruction,
+                max_segments=int(max_segments) if max_segments.strip() else None,
+                frequency_cap=cap,
+                optout_link=optout_link == "on",
+                quiet_start=quiet_start,
+                quiet_end=quiet_end,
+            )
             # Only an edited disclosure makes a new version (an empty box: back to the composed default).
             if " ".join(disclosure_text.split()) != " ".join(shown.split()):
                 signup.set_disclosure(

@@ -79,9 +79,18 @@ def _form_page(
         programs = read.programs_summary(conn, container.clock.now())
         preview = _preview(request, conn, form) if form.get("program_id") and form.get("template") else None
     return page(
-        request, user, "campaign_new.html", "campaigns", status_code, programs=programs, form=form,
-        zones=_zones(), preview=preview, labels=REASON_LABELS, error=error,
-    )  # fmt: skip
+        request,
+        user,
+        "campaign_new.html",
+        "campaigns",
+        status_code,
+        programs=programs,
+        form=form,
+        zones=_zones(),
+        preview=preview,
+        labels=REASON_LABELS,
+        error=error,
+    )
 
 
 def _preview(request: Request, conn: Any, form: dict[str, Any]) -> dict[str, Any]:
@@ -99,10 +108,15 @@ def _preview(request: Request, conn: Any, form: dict[str, Any]) -> dict[str, Any
         return {"error": f"Audience filter {exc}"}
     try:
         result = campaign_view.preview(
-            conn, container.clock, program_id=int(form["program_id"]), template=form["template"],
-            message_type=form.get("message_type", "marketing"), audience_filter=filters, at=when,
+            conn,
+            container.clock,
+            program_id=int(form["program_id"]),
+            template=form["template"],
+            message_type=form.get("message_type", "marketing"),
+            audience_filter=filters,
+            at=when,
             public_url=container.settings.public_url,
-        )  # fmt: skip
+        )
     except (LookupError, ValueError) as exc:
         return {"error": str(exc)}
     return {
@@ -185,9 +199,14 @@ def create_campaign(
             if program is None:
                 raise LookupError(f"no program with id {form['program_id']}")
             row = service.create(
-                conn, container.clock, program=program["name"], name=form["name"], template=form["template"],
-                message_type=form["message_type"], audience_filter=audience_filter,
-            )  # fmt: skip
+                conn,
+                container.clock,
+                program=program["name"],
+                name=form["name"],
+                template=form["template"],
+                message_type=form["message_type"],
+                audience_filter=audience_filter,
+            )
             if intent in ("send", "schedule"):
                 service.start(conn, container.clock, row, at=when, public_url=container.settings.public_url)
     except (LookupError, ValueError) as exc:  # the whole form stays as typed; nothing was saved
@@ -199,9 +218,14 @@ def create_campaign(
 
 
 def _campaign_page(
-    request: Request, user: dict[str, Any], campaign_id: int, tz: str, after: int = 0,
-    status_code: int = 200, error: str | None = None,
-) -> Response:  # fmt: skip
+    request: Request,
+    user: dict[str, Any],
+    campaign_id: int,
+    tz: str,
+    after: int = 0,
+    status_code: int = 200,
+    error: str | None = None,
+) -> Response:
     container = container_of(request)
     with container.db.transaction() as conn:
         read.refresh(conn, container.clock, window_days=int(container.settings.optout_attribution_days))
@@ -211,19 +235,37 @@ def _campaign_page(
         except LookupError as exc:
             return page(request, user, "campaign.html", "campaigns", 404, progress=None, error=str(exc))
         summary = next(
-            (c for c in read.campaigns_summary(conn, container.clock,
-                                               window_days=int(container.settings.optout_attribution_days))
-             if c["id"] == campaign_id), None,
-        )  # fmt: skip
+            (
+                c
+                for c in read.campaigns_summary(
+                    conn, container.clock, window_days=int(container.settings.optout_attribution_days)
+                )
+                if c["id"] == campaign_id
+            ),
+            None,
+        )
         rows = campaign_view.message_page(conn, campaign_id, after)
         replies = campaign_view.recent_replies(conn, campaign_id)
     flash = FLASHES.get(request.query_params.get("flash", ""))
     return page(
-        request, user, "campaign.html", "campaigns", status_code, progress=progress, summary=summary,
-        rows=rows, after=after, next_after=rows[-1]["id"] if len(rows) == campaign_view.PAGE_SIZE else None,
-        replies=replies, tz=tz, both_zones=both_zones, zones=_zones(), error=error, flash_text=flash,
+        request,
+        user,
+        "campaign.html",
+        "campaigns",
+        status_code,
+        progress=progress,
+        summary=summary,
+        rows=rows,
+        after=after,
+        next_after=rows[-1]["id"] if len(rows) == campaign_view.PAGE_SIZE else None,
+        replies=replies,
+        tz=tz,
+        both_zones=both_zones,
+        zones=_zones(),
+        error=error,
+        flash_text=flash,
         live=progress.campaign["status"] == "sending",
-    )  # fmt: skip
+    )
 
 
 @router.get("/dashboard/campaigns/{campaign_id}")

@@ -97,10 +97,17 @@ def overview(request: Request, user: CurrentUser) -> Response:
         stats = read.overview(conn, now)
         camps = read.campaigns_summary(conn, container.clock, window_days=_window(container))[:5]
     return _page(
-        request, user, "overview.html", "overview", stats=stats, chart=charts.trend_chart(stats["trend"]),
-        chart_compact=charts.trend_chart(stats["trend"], compact=True), channels=charts.channel_bars(stats["channels"]),
-        campaigns=camps, delivery_bar=charts.delivery_bar,
-    )  # fmt: skip
+        request,
+        user,
+        "overview.html",
+        "overview",
+        stats=stats,
+        chart=charts.trend_chart(stats["trend"]),
+        chart_compact=charts.trend_chart(stats["trend"], compact=True),
+        channels=charts.channel_bars(stats["channels"]),
+        campaigns=camps,
+        delivery_bar=charts.delivery_bar,
+    )
 
 
 @router.post("/dashboard/demo")
@@ -147,10 +154,15 @@ def create_program(
         try:  # the service normalises and validates the sender (one rule for CLI, API and dashboard)
             with container.db.transaction() as conn:
                 program_service.create_program(
-                    conn, container.clock, default_region=container.settings.default_region, name=form["name"],
-                    brand=form["brand"], sender_numbers=[form["sender"]] if form["sender"] else [],
-                    optout_scope=scope, help_contact=form["help_contact"],
-                )  # fmt: skip
+                    conn,
+                    container.clock,
+                    default_region=container.settings.default_region,
+                    name=form["name"],
+                    brand=form["brand"],
+                    sender_numbers=[form["sender"]] if form["sender"] else [],
+                    optout_scope=scope,
+                    help_contact=form["help_contact"],
+                )
         except SupportContactError as exc:
             error = f"Support contact: {exc}"
         except InvalidPhoneNumber as exc:
@@ -187,8 +199,16 @@ def import_contacts(
         rows = read.programs_summary(conn, container.clock.now())
         program = program_repo.get(conn, program_id)
     if program is None:
-        return _page(request, user, "programs.html", "programs", 404, programs=rows, form={},
-                     error=f"No program with id {program_id}.")  # fmt: skip
+        return _page(
+            request,
+            user,
+            "programs.html",
+            "programs",
+            404,
+            programs=rows,
+            form={},
+            error=f"No program with id {program_id}.",
+        )
     with tempfile.TemporaryDirectory(prefix="optline-import-") as tmp:
         path = Path(tmp) / "contacts.csv"
         size = 0
@@ -196,30 +216,76 @@ def import_contacts(
             while chunk := file.file.read(1 << 20):
                 size += len(chunk)
                 if size > MAX_UPLOAD_BYTES:
-                    return _page(request, user, "programs.html", "programs", 413, programs=rows, form={},
-                                 error="That file is over 200 MB; import it with `optline contacts import`.")  # fmt: skip
+                    return _page(
+                        request,
+                        user,
+                        "programs.html",
+                        "programs",
+                        413,
+                        programs=rows,
+                        form={},
+                        error="That file is over 200 MB; import it with `optline contacts import`.",
+                    )
                 out.write(chunk)
         name = file.filename or "upload.csv"
         try:
-            import_id = imports.start(container.db, container.clock, program, file_name=name, source="dashboard",
-                                      imported_by=str(user["username"]))  # fmt: skip
+            import_id = imports.start(
+                container.db,
+                container.clock,
+                program,
+                file_name=name,
+                source="dashboard",
+                imported_by=str(user["username"]),
+            )
             imports.run(
-                container.db, container.clock, import_id, path, program,
-                default_region=container.settings.default_region, rejects_path=Path(tmp) / "rejects.csv",
+                container.db,
+                container.clock,
+                import_id,
+                path,
+                program,
+                default_region=container.settings.default_region,
+                rejects_path=Path(tmp) / "rejects.csv",
                 encoding=encoding or None,
-            )  # fmt: skip
+            )
         except ImportInterrupted as exc:
-            return _page(request, user, "programs.html", "programs", 503, programs=rows, form={},
-                         error=f"{name}: {exc}", imported=exc.summary, imported_into=program["name"],
-                         imported_file=name, import_id=import_id)  # fmt: skip
+            return _page(
+                request,
+                user,
+                "programs.html",
+                "programs",
+                503,
+                programs=rows,
+                form={},
+                error=f"{name}: {exc}",
+                imported=exc.summary,
+                imported_into=program["name"],
+                imported_file=name,
+                import_id=import_id,
+            )
         except ImportError_ as exc:
-            return _page(request, user, "programs.html", "programs", 400, programs=rows, form={},
-                         error=f"{name}: {exc}")  # fmt: skip
+            return _page(
+                request,
+                user,
+                "programs.html",
+                "programs",
+                400,
+                programs=rows,
+                form={},
+                error=f"{name}: {exc}",
+            )
         except SQLAlchemyError as exc:  # before the merge began: only the temporary staging table was written
             log.exception("contacts import of %s failed", name)
-            return _page(request, user, "programs.html", "programs", 503, programs=rows, form={},
-                         error=f"{name}: the database failed while reading the file "
-                         f"({type(getattr(exc, 'orig', None) or exc).__name__}); nothing was imported — try again.")  # fmt: skip
+            return _page(
+                request,
+                user,
+                "programs.html",
+                "programs",
+                503,
+                programs=rows,
+                form={},
+                error=f"{name}: the database failed while reading the file "
+                f"({type(getattr(exc, 'orig', None) or exc).__name__}); nothing was imported — try again.",
+            )
     # Post/redirect/get: the results page is the import's own (reloading it never imports the file again).
     return RedirectResponse(f"/dashboard/imports/{import_id}", status_code=303)
 
@@ -232,17 +298,27 @@ def campaigns_page(request: Request, user: CurrentUser) -> Response:
         rows = read.campaigns_summary(conn, container.clock, window_days=_window(container))
     critical = CRITICAL_OPTOUT_RATE
     return _page(
-        request, user, "campaigns.html", "campaigns", campaigns=rows,
+        request,
+        user,
+        "campaigns.html",
+        "campaigns",
+        campaigns=rows,
         chart=charts.campaign_rates_chart(rows, critical),
-        chart_compact=charts.campaign_rates_chart(rows, critical, compact=True), delivery_bar=charts.delivery_bar,
-    )  # fmt: skip
+        chart_compact=charts.campaign_rates_chart(rows, critical, compact=True),
+        delivery_bar=charts.delivery_bar,
+    )
 
 
 @router.get("/dashboard/contacts")
 def contacts_page(
-    request: Request, user: CurrentUser, phone: str = "", q: str = "", program: str = "", status: str = "",
+    request: Request,
+    user: CurrentUser,
+    phone: str = "",
+    q: str = "",
+    program: str = "",
+    status: str = "",
     after: int = 0,
-) -> Response:  # fmt: skip
+) -> Response:
     """Search (services/contact_search.py) and, for one phone number, the person's page with every consent
     event and every message in and out."""
     from optline.services import contact_search
@@ -296,16 +372,24 @@ def contact_proof(request: Request, user: CurrentUser, phone: str, format: str =
         with container.db.read() as conn:
             found, problems, source = checkpoints.for_proof(container, conn)
             bundle = proof_service.build(
-                conn, phone, container.settings.default_region, now=container.clock.now(), checkpoints=found,
-                checkpoint_problems=problems, checkpoint_source=source,
-            )  # fmt: skip
+                conn,
+                phone,
+                container.settings.default_region,
+                now=container.clock.now(),
+                checkpoints=found,
+                checkpoint_problems=problems,
+                checkpoint_source=source,
+            )
     except (InvalidPhoneNumber, proof_service.UnknownContact) as exc:
         return Response(f"{exc}", 404, media_type="text/plain")
     data = proof_formats.render(bundle, format)
     suffix = {"text": "txt"}.get(format, format)
     name = f"consent-evidence-{bundle['contact']['phone'].lstrip('+')}.{suffix}"
-    return Response(data, media_type=proof_formats.MEDIA_TYPES[format],
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
+    return Response(
+        data,
+        media_type=proof_formats.MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @router.get("/dashboard/review")
@@ -359,10 +443,18 @@ def _list_review(
         stale = run is not None and read.changed_since(conn, run.finished_at or run.started_at)
     summary = sorted(run.summary.items(), key=lambda kv: -kv[1]) if run else []
     return _page(
-        request, user, "list_review.html", "list-review", status_code, review=run, summary=summary,
-        labels=REASON_LABELS, stale=stale, error=error,
+        request,
+        user,
+        "list_review.html",
+        "list-review",
+        status_code,
+        review=run,
+        summary=summary,
+        labels=REASON_LABELS,
+        stale=stale,
+        error=error,
         chart=charts.channel_bars([(REASON_LABELS.get(k, k), n) for k, n in summary], unit_labels=False),
-    )  # fmt: skip
+    )
 
 
 @router.post("/dashboard/list-review")

@@ -56,6 +56,7 @@ def export_csv(
         return Response(f"no export {name!r}: contacts, optouts, report or findings", 404)
     day = container.clock.now().strftime("%Y-%m-%d")
     return StreamingResponse(
-        csv_chunks(rows), media_type="text/csv; charset=utf-8",
+        csv_chunks(rows),
+        media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="optline-{name}-{day}.csv"'},
-    )  # fmt: skip
+    )

@@ -31,8 +31,17 @@ def _hooks_page(request: Request, user: dict[str, Any], status_code: int = 200, 
     if flash and "flash_text" not in ctx:
         ctx["flash_text"] = flash
     ctx.setdefault("form", {"events": ["opt_out"]})
-    return _page(request, user, "webhooks.html", "webhooks", status_code, endpoints=endpoints,
-                 deliveries=deliveries, event_types=EVENT_TYPES, **ctx)  # fmt: skip
+    return _page(
+        request,
+        user,
+        "webhooks.html",
+        "webhooks",
+        status_code,
+        endpoints=endpoints,
+        deliveries=deliveries,
+        event_types=EVENT_TYPES,
+        **ctx,
+    )
 
 
 @router.get(PATH)
@@ -55,9 +64,13 @@ def add_endpoint(
     try:
         with container.db.transaction() as conn:
             created = event_hooks.create_endpoint(
-                conn, container.clock, url=url, events=events or [], description=description,
+                conn,
+                container.clock,
+                url=url,
+                events=events or [],
+                description=description,
                 development=container.settings.env == "development",
-            )  # fmt: skip
+            )
     except EndpointError as exc:
         return _hooks_page(request, user, 400, form=form, error=str(exc))
     # Rendered, not redirected: the secret is shown on this one page and never again.
@@ -66,9 +79,12 @@ def add_endpoint(
 
 @router.post(PATH + "/endpoints/{endpoint_id}/{switch}")
 def switch_endpoint(
-    request: Request, user: CurrentUser, endpoint_id: int, switch: Literal["enable", "disable"],
+    request: Request,
+    user: CurrentUser,
+    endpoint_id: int,
+    switch: Literal["enable", "disable"],
     csrf: Annotated[str, Form()] = "",
-) -> Response:  # fmt: skip
+) -> Response:
     require_csrf(request, csrf)
     container = container_of(request)
     change = event_hooks.enable_endpoint if switch == "enable" else event_hooks.disable_endpoint

@@ -37,13 +37,31 @@ def import_page(request: Request, user: CurrentUser, import_id: int, after: int 
     with container_of(request).db.read() as conn:
         record = imports.get(conn, import_id)
         if record is None:
-            return page(request, user, "imports.html", "imports", 404, imports=[], older=None, columns=COLUMNS,
-                        error=f"No import with id {import_id}.")  # fmt: skip
+            return page(
+                request,
+                user,
+                "imports.html",
+                "imports",
+                404,
+                imports=[],
+                older=None,
+                columns=COLUMNS,
+                error=f"No import with id {import_id}.",
+            )
         rejects, next_after = imports.rejects_page(conn, import_id, after=max(after, 0))
     return page(
-        request, user, "import.html", "imports", record=record, rejects=rejects, next_after=next_after,
-        after=after, outcomes=imports.OUTCOMES, columns=COLUMNS, held_prefix=contacts_import.HELD + ": ",
-    )  # fmt: skip
+        request,
+        user,
+        "import.html",
+        "imports",
+        record=record,
+        rejects=rejects,
+        next_after=next_after,
+        after=after,
+        outcomes=imports.OUTCOMES,
+        columns=COLUMNS,
+        held_prefix=contacts_import.HELD + ": ",
+    )
 
 
 @router.get("/dashboard/imports/{import_id}/rejects.csv")
@@ -56,6 +74,7 @@ def rejects_csv(request: Request, user: CurrentUser, import_id: int) -> Response
     # The uploaded name is the person's: only safe characters go into the header.
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", record["file_name"].rsplit(".", 1)[0])[:100] or "import"
     return StreamingResponse(
-        csv_chunks(imports.rejects_rows(container.db, record)), media_type="text/csv; charset=utf-8",
+        csv_chunks(imports.rejects_rows(container.db, record)),
+        media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{stem}.rejects.csv"'},
-    )  # fmt: skip
+    )

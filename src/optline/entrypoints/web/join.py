@@ -135,14 +135,19 @@ def _form(
         "program": program, "disclosure": version["text"], "disclosure_html": linkify(version["text"]),
         "token": token, "errors": errors or {}, "phone": phone, "checked": checked, "hours": f"{hours:g}",
     }  # fmt: skip
-    return _render(request, container, "form.html", context, status_code=status_code, program=program,
-                   nonce=nonce)  # fmt: skip
+    return _render(
+        request, container, "form.html", context, status_code=status_code, program=program, nonce=nonce
+    )
 
 
 def _not_found(request: Request, container: Container, name: str) -> HTMLResponse:
-    return _render(request, container, "message.html",
-                   {"title": "Sign-up not found", "text": f"There is no sign-up page named “{name}”."},
-                   status_code=404)  # fmt: skip
+    return _render(
+        request,
+        container,
+        "message.html",
+        {"title": "Sign-up not found", "text": f"There is no sign-up page named “{name}”."},
+        status_code=404,
+    )
 
 
 @router.get("/join/{name}", response_class=HTMLResponse)
@@ -171,14 +176,23 @@ def join_submit(
     ip = request.client.host if request.client else "unknown"
     current = signup_service.current_disclosure(conn, container.clock, program)
     if _limiter(container).hit(ip, conn=conn) is not None:
-        return _render(request, container, "message.html", {"title": "Too many attempts",
-                       "text": "Too many sign-up attempts from your network. Please try again in 10 minutes."},
-                       status_code=429, program=program)  # fmt: skip
+        return _render(
+            request,
+            container,
+            "message.html",
+            {
+                "title": "Too many attempts",
+                "text": "Too many sign-up attempts from your network. Please try again in 10 minutes.",
+            },
+            status_code=429,
+            program=program,
+        )
 
     claims, shown_at, problem = _check_token(request, container, program, token)
     if problem:
-        return _form(request, container, program, current, errors={"form": problem}, phone=phone,
-                     status_code=403)  # fmt: skip
+        return _form(
+            request, container, program, current, errors={"form": problem}, phone=phone, status_code=403
+        )
 
     if website.strip():  # a bot: answer as if it worked, do nothing
         return _sent(request, container, program, phone)
@@ -194,9 +208,17 @@ def join_submit(
         since = container.clock.now().timestamp() - 3600
         recent = signup_repo.started_from_ip(conn, ip, datetime.fromtimestamp(since, UTC))
         if recent >= limit:
-            return _render(request, container, "message.html", {"title": "Too many sign-ups",
-                           "text": "Too many sign-ups from your network in the last hour. Please try later."},
-                           status_code=429, program=program)  # fmt: skip
+            return _render(
+                request,
+                container,
+                "message.html",
+                {
+                    "title": "Too many sign-ups",
+                    "text": "Too many sign-ups from your network in the last hour. Please try later.",
+                },
+                status_code=429,
+                program=program,
+            )
         evidence = {
             "ip": ip,
             "user_agent": request.headers.get("user-agent") or "(none sent by the browser)",
@@ -210,17 +232,33 @@ def join_submit(
         }
         try:
             started = signup_service.start_for_phone(
-                conn, container.clock, program=program, phone=phone, region=container.settings.default_region,
-                channel=Channel.WEB, evidence=evidence, disclosure_version_id=version["id"], client_ip=ip,
-            )  # fmt: skip
+                conn,
+                container.clock,
+                program=program,
+                phone=phone,
+                region=container.settings.default_region,
+                channel=Channel.WEB,
+                evidence=evidence,
+                disclosure_version_id=version["id"],
+                client_ip=ip,
+            )
         except InvalidPhoneNumber as exc:
             errors["phone"] = f"Enter a valid mobile number, for example (415) 555-0134 ({exc})."
         except (ConsentRefused, signup_service.SignupError) as exc:
             errors["form"] = str(exc)
         else:
             return _sent(request, container, program, started.contact["phone"])
-    return _form(request, container, program, version, errors=errors, phone=phone, checked=consent == "yes",
-                 status_code=400, embedded_in=claims.get("e"))  # fmt: skip
+    return _form(
+        request,
+        container,
+        program,
+        version,
+        errors=errors,
+        phone=phone,
+        checked=consent == "yes",
+        status_code=400,
+        embedded_in=claims.get("e"),
+    )
 
 
 def _check_token(

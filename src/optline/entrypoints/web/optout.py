@@ -62,9 +62,14 @@ def optout_submit(
         return render(request, "optout_expired.html", {"token": token}, status_code=403)
     with container.db.transaction() as conn:
         result = web_optout.unsubscribe(
-            conn, container.clock, token, all_brand=scope == "brand", ip=client_ip(request),
-            user_agent=request.headers.get("user-agent", ""), url=str(request.url),
-        )  # fmt: skip
+            conn,
+            container.clock,
+            token,
+            all_brand=scope == "brand",
+            ip=client_ip(request),
+            user_agent=request.headers.get("user-agent", ""),
+            url=str(request.url),
+        )
     if result is None:
         return render(request, "optout_unknown.html", status_code=404)
     return render(request, "optout_done.html", {"result": result, "page": result.page})

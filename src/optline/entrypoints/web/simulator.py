@@ -36,14 +36,24 @@ def simulated_reply(container: Container, from_phone: str, to_phone: str, body: 
     )
     now = container.clock.now()
     request = WebhookRequest(
-        method="POST", url=public_url(container.settings.public_url, "/webhooks/simulator/sms"), headers=headers,
-        body=payload, received_at=now,
-    )  # fmt: skip
+        method="POST",
+        url=public_url(container.settings.public_url, "/webhooks/simulator/sms"),
+        headers=headers,
+        body=payload,
+        received_at=now,
+    )
     with container.db.transaction() as conn:  # the simulated phone's outbox, as the CLI records it
-        conn.execute(insert(simulator_messages).values(
-            direction="in", sid=sid, from_phone=from_phone[:20], to_phone=to_phone[:20], body=body,
-            status="received", created_at=now,
-        ))  # fmt: skip
+        conn.execute(
+            insert(simulator_messages).values(
+                direction="in",
+                sid=sid,
+                from_phone=from_phone[:20],
+                to_phone=to_phone[:20],
+                body=body,
+                status="received",
+                created_at=now,
+            )
+        )
     return handle_inbound(container, "simulator", request)
 
 
@@ -51,11 +61,17 @@ def _simulator_page(request: Request, user: dict[str, Any], status_code: int = 2
     show = request.query_params.get("show", "")
     with container_of(request).db.read() as conn:
         log = read.simulator_log(conn, limit=50, direction=show or None)
-        senders = sorted({n for p in read.programs_summary(conn, container_of(request).clock.now())
-                          for n in (p["sender_numbers"] or [])})  # fmt: skip
+        senders = sorted(
+            {
+                n
+                for p in read.programs_summary(conn, container_of(request).clock.now())
+                for n in (p["sender_numbers"] or [])
+            }
+        )
     ctx.setdefault("form", {"to": senders[0] if senders else ""})
-    return _page(request, user, "simulator.html", "simulator", status_code, log=log, senders=senders, show=show,
-                 **ctx)  # fmt: skip
+    return _page(
+        request, user, "simulator.html", "simulator", status_code, log=log, senders=senders, show=show, **ctx
+    )
 
 
 @router.get("/dashboard/simulator")

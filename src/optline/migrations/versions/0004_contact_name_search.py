@@ -24,8 +24,10 @@ def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
     for field in FIELDS:
         if postgres:  # text_pattern_ops: the index serves LIKE 'prefix%' whatever the database's collation
-            op.execute(f"CREATE INDEX ix_contacts_{field} ON contacts "
-                       f"(lower(attributes ->> '{field}') text_pattern_ops)")  # fmt: skip
+            op.execute(
+                f"CREATE INDEX ix_contacts_{field} ON contacts "
+                f"(lower(attributes ->> '{field}') text_pattern_ops)"
+            )
         else:
             op.execute(
                 f"CREATE INDEX ix_contacts_{field} ON contacts (lower(json_extract(attributes, '$.{field}')))"

@@ -58,8 +58,9 @@ class PlivoSender:
         payload = {"src": (sms.from_ or "").lstrip("+"), "dst": sms.to.lstrip("+"), "text": sms.body}
         if sms.status_callback_url:
             payload.update(url=sms.status_callback_url, method="POST")
-        response = await http_errors.request(http, self.name, self._secrets, "POST", self._url, json=payload,
-                                             headers=self._headers)  # fmt: skip
+        response = await http_errors.request(
+            http, self.name, self._secrets, "POST", self._url, json=payload, headers=self._headers
+        )
         data = response.json()
         uuids = data.get("message_uuid")
         if response.status in (200, 202) and isinstance(uuids, list) and uuids:
@@ -81,8 +82,9 @@ class PlivoSender:
         for _ in range(MAX_PAGES):
             if url is None:
                 return None
-            response = await http_errors.request(http, self.name, self._secrets, "GET", url, params=params,
-                                                 headers=self._headers)  # fmt: skip
+            response = await http_errors.request(
+                http, self.name, self._secrets, "GET", url, params=params, headers=self._headers
+            )
             if response.status != 200:
                 raise http_errors.from_response(self.name, response, None, response.text[:200], self._secrets)
             data = response.json()

@@ -50,10 +50,17 @@ class SimulatorSender:
         sid = sid_for(sms.idempotency_key)
         try:
             with self._db.transaction() as conn:
-                conn.execute(insert(simulator_messages).values(
-                    direction="out", sid=sid, from_phone=sms.from_ or SIMULATOR_NUMBER, to_phone=sms.to,
-                    body=sms.body, status="delivered", created_at=self._clock.now(),
-                ))  # fmt: skip
+                conn.execute(
+                    insert(simulator_messages).values(
+                        direction="out",
+                        sid=sid,
+                        from_phone=sms.from_ or SIMULATOR_NUMBER,
+                        to_phone=sms.to,
+                        body=sms.body,
+                        status="delivered",
+                        created_at=self._clock.now(),
+                    )
+                )
         except IntegrityError:
             pass  # already "sent": the same message, the same sid
         if self._receipts is not None:  # providers post receipts at least once: a resend posts it again

@@ -51,17 +51,24 @@ def verify(request: WebhookRequest, secret: str) -> None:
 def parse_inbound(request: WebhookRequest) -> InboundSms:
     p = request.json_params()
     return InboundSms(
-        provider=NAME, provider_message_id=require(p, "sid", provider=NAME),
+        provider=NAME,
+        provider_message_id=require(p, "sid", provider=NAME),
         from_phone=require(p, "from", provider=NAME, limit=PHONE_LENGTH),
         to_phone=require(p, "to", provider=NAME, limit=PHONE_LENGTH),
-        body=message_text(p.get("body", "")), received_at=request.received_at, raw=p,
-    )  # fmt: skip
+        body=message_text(p.get("body", "")),
+        received_at=request.received_at,
+        raw=p,
+    )
 
 
 def parse_status(request: WebhookRequest) -> StatusUpdate:
     p = request.json_params()
     code = optional(p, "error_code", provider=NAME, limit=CODE_LENGTH)
     return StatusUpdate(
-        provider=NAME, provider_message_id=require(p, "sid", provider=NAME),
-        status=require(p, "status", provider=NAME, limit=STATUS_LENGTH), error_code=code, opted_out=code == OPTED_OUT_CODE, raw=p,
-    )  # fmt: skip
+        provider=NAME,
+        provider_message_id=require(p, "sid", provider=NAME),
+        status=require(p, "status", provider=NAME, limit=STATUS_LENGTH),
+        error_code=code,
+        opted_out=code == OPTED_OUT_CODE,
+        raw=p,
+    )

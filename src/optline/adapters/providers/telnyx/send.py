@@ -76,8 +76,9 @@ class TelnyxSender:
         if sms.status_callback_url:
             payload["webhook_url"] = sms.status_callback_url
         headers = {"Authorization": self._auth, "Idempotency-Key": sms.idempotency_key}
-        response = await http_errors.request(http, self.name, self._secrets, "POST", self._url, json=payload,
-                                             headers=headers)  # fmt: skip
+        response = await http_errors.request(
+            http, self.name, self._secrets, "POST", self._url, json=payload, headers=headers
+        )
         data = response.json()
         body = data.get("data")
         if response.status in (200, 201, 202) and isinstance(body, dict) and body.get("id"):

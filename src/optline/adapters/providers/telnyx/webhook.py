@@ -105,10 +105,14 @@ def is_inbound(request: WebhookRequest) -> bool:
 def parse_inbound(request: WebhookRequest) -> InboundSms:
     p = _payload(request, "message.received")
     return InboundSms(
-        provider=NAME, provider_message_id=require(p, "id", provider=NAME),
-        from_phone=_required_phone(p.get("from"), "from"), to_phone=_required_phone(p.get("to"), "to"),
-        body=message_text(p.get("text") or ""), received_at=request.received_at, raw=p,
-    )  # fmt: skip
+        provider=NAME,
+        provider_message_id=require(p, "id", provider=NAME),
+        from_phone=_required_phone(p.get("from"), "from"),
+        to_phone=_required_phone(p.get("to"), "to"),
+        body=message_text(p.get("text") or ""),
+        received_at=request.received_at,
+        raw=p,
+    )
 
 
 def parse_status(request: WebhookRequest) -> StatusUpdate:
@@ -121,12 +125,20 @@ def parse_status(request: WebhookRequest) -> StatusUpdate:
     )
     errors = p.get("errors") or []
     error = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
-    code = None if error.get("code") is None else checked(error["code"], "payload.errors.code", provider=NAME,
-                                                          limit=CODE_LENGTH)  # fmt: skip
+    code = (
+        None
+        if error.get("code") is None
+        else checked(error["code"], "payload.errors.code", provider=NAME, limit=CODE_LENGTH)
+    )
     message = error.get("detail") or error.get("title")
     return StatusUpdate(
-        provider=NAME, provider_message_id=require(p, "id", provider=NAME),
-        status=_STATUSES.get(raw_status.lower(), raw_status.lower()), error_code=code,
-        error_message=message_text(message) or None, opted_out=is_opt_out(ERRORS, code), raw=p,  # send.py
-        recipient=_phone(first, "to"), sender=_phone(p.get("from"), "from"),
-    )  # fmt: skip
+        provider=NAME,
+        provider_message_id=require(p, "id", provider=NAME),
+        status=_STATUSES.get(raw_status.lower(), raw_status.lower()),
+        error_code=code,
+        error_message=message_text(message) or None,
+        opted_out=is_opt_out(ERRORS, code),
+        raw=p,  # send.py
+        recipient=_phone(first, "to"),
+        sender=_phone(p.get("from"), "from"),
+    )

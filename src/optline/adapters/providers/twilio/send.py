@@ -53,8 +53,14 @@ class TwilioSender:
     # promise that a message it just created is in the list answer at once.
     reconcile_after = 30.0
 
-    def __init__(self, account_sid: str, auth_token: str, base_url: str, messaging_service_sid: str = "",
-                 reconcile_after: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        base_url: str,
+        messaging_service_sid: str = "",
+        reconcile_after: float | None = None,
+    ) -> None:
         if reconcile_after is not None:
             self.reconcile_after = reconcile_after
         if not account_sid or not auth_token:
@@ -72,14 +78,21 @@ class TwilioSender:
             form["MessagingServiceSid"] = self._service
         if sms.status_callback_url:
             form["StatusCallback"] = sms.status_callback_url
-        response = await http_errors.request(http, self.name, self._secrets, "POST", self._url, form=form,
-                                             headers=self._headers)  # fmt: skip
+        response = await http_errors.request(
+            http, self.name, self._secrets, "POST", self._url, form=form, headers=self._headers
+        )
         data = response.json()
         if response.status in (200, 201) and data.get("sid"):
             return SendResult(str(data["sid"]), str(data.get("status") or "queued"))
         code = str(data["code"]) if data.get("code") is not None else None
-        raise http_errors.from_response(self.name, response, code, str(data.get("message") or response.text[:200]),
-                                        self._secrets, SEND_ERRORS)  # fmt: skip
+        raise http_errors.from_response(
+            self.name,
+            response,
+            code,
+            str(data.get("message") or response.text[:200]),
+            self._secrets,
+            SEND_ERRORS,
+        )
 
     async def find_sent(self, http: aiohttp.ClientSession, sms: OutboundSms, since: datetime) -> str | None:
         params = {"To": sms.to, "PageSize": str(PAGE_SIZE)}  # no DateSent: it hides queued messages
@@ -89,13 +102,21 @@ class TwilioSender:
         for _ in range(MAX_PAGES):
             if url is None:
                 return None
-            response = await http_errors.request(http, self.name, self._secrets, "GET", url,
-                                                 params=params if url == self._url else None, headers=self._headers)  # fmt: skip
+            response = await http_errors.request(
+                http,
+                self.name,
+                self._secrets,
+                "GET",
+                url,
+                params=params if url == self._url else None,
+                headers=self._headers,
+            )
             data = response.json()
             if response.status != 200:
                 code = str(data["code"]) if data.get("code") is not None else None
-                raise http_errors.from_response(self.name, response, code, str(data.get("message") or ""),
-                                                self._secrets, SEND_ERRORS)  # fmt: skip
+                raise http_errors.from_response(
+                    self.name, response, code, str(data.get("message") or ""), self._secrets, SEND_ERRORS
+                )
             for item in data.get("messages") or []:
                 if (
                     item.get("to") == sms.to
@@ -107,9 +128,12 @@ class TwilioSender:
             url = str(URL(self._url).join(URL(str(nxt)))) if nxt else None
         if url is None:
             return None
-        raise ProviderError(ErrorKind.RETRY, f"twilio reconciliation: more than {MAX_PAGES * PAGE_SIZE} messages "
-                            f"to this recipient; cannot tell whether it was sent",
-                            code="reconcile")  # fmt: skip
+        raise ProviderError(
+            ErrorKind.RETRY,
+            f"twilio reconciliation: more than {MAX_PAGES * PAGE_SIZE} messages "
+            f"to this recipient; cannot tell whether it was sent",
+            code="reconcile",
+        )
 
 
 def _created(item: dict[str, object]) -> datetime:

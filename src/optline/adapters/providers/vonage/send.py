@@ -65,14 +65,21 @@ class VonageSender:
         self._base = base_url.rstrip("/")
 
     async def send(self, http: aiohttp.ClientSession, sms: OutboundSms) -> SendResult:
-        form = {"api_key": self._key, "api_secret": self._secret, "to": sms.to.lstrip("+"),
-                "from": (sms.from_ or "").lstrip("+"), "text": sms.body, "client-ref": sms.idempotency_key[:40]}  # fmt: skip
+        form = {
+            "api_key": self._key,
+            "api_secret": self._secret,
+            "to": sms.to.lstrip("+"),
+            "from": (sms.from_ or "").lstrip("+"),
+            "text": sms.body,
+            "client-ref": sms.idempotency_key[:40],
+        }
         if not is_gsm7(sms.body):
             form["type"] = "unicode"
         if sms.status_callback_url:
             form["callback"] = sms.status_callback_url
-        response = await http_errors.request(http, self.name, self._secrets, "POST", f"{self._base}/sms/json",
-                                             form=form)  # fmt: skip
+        response = await http_errors.request(
+            http, self.name, self._secrets, "POST", f"{self._base}/sms/json", form=form
+        )
         data = response.json()
         parts = data.get("messages") if isinstance(data.get("messages"), list) else None
         if response.status != 200 or not parts:
@@ -101,8 +108,9 @@ class VonageSender:
 
     async def _search(self, http: aiohttp.ClientSession, sms: OutboundSms, date: str) -> str | None:
         params = {"api_key": self._key, "api_secret": self._secret, "date": date, "to": sms.to.lstrip("+")}
-        response = await http_errors.request(http, self.name, self._secrets, "GET", f"{self._base}/search/messages",
-                                             params=params)  # fmt: skip
+        response = await http_errors.request(
+            http, self.name, self._secrets, "GET", f"{self._base}/search/messages", params=params
+        )
         if response.status != 200:
             raise http_errors.from_response(self.name, response, None, response.text[:200], self._secrets)
         for item in response.json().get("items", []) or []:
