@@ -690,12 +690,19 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, accept())
 
 
+class _Server(ThreadingHTTPServer):
+    # A provider's front end accepts connections as they come. socketserver's default listen backlog is 5:
+    # with 4 workers x 100 calls in flight, connections waited in the kernel's queue, and a request whose
+    # client had already timed out (10 s) was accepted and processed up to a minute later, after the retry
+    # had reconciled and found nothing: a duplicate no real provider produces (Twilio answers or refuses).
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 def make_server(port: int = 0, **config: Any) -> ThreadingHTTPServer:
     state = State(**config)
     handler = type("BoundHandler", (Handler,), {"state": state})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
-    return server
+    return _Server(("127.0.0.1", port), handler)
 
 
 class FakeProviders:
