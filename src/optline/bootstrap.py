@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optline.adapters.clock import Clock, SystemClock
 from optline.adapters.db.database import Database, make_engine, migrate
 from optline.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from optline.adapters.secret_box import SecretBox
 
 
 @dataclass
@@ -39,6 +42,26 @@ class Container:
                     )
             self.extras["secret_key"] = key
         return str(self.extras["secret_key"])
+
+    def secret_box(self) -> SecretBox:
+        """Encrypts the secrets kept in the database (adapters/secret_box.py) under a key derived from
+        ``secret_key()``; the previous keys of OPTLINE_PREVIOUS_SECRET_KEYS still decrypt."""
+        if "secret_box" not in self.extras:
+            from optline.adapters.secret_box import SecretBox
+
+            previous = self.settings.previous_secret_key_values()
+            if self.settings.secret_key and self.settings.secret_key.get_secret_value():
+                # An installation that ran on its generated key and was then given OPTLINE_SECRET_KEY: what it
+                # stored under the generated key stays readable (until `optline secrets rotate`).
+                from optline.adapters.db import installation
+
+                with self.db.read() as conn:
+                    generated = installation.get(conn, "secret_key")
+                if generated is not None:
+                    previous.append(generated)
+            self.extras["secret_box"] = SecretBox(self.secret_key(), previous)
+        box: SecretBox = self.extras["secret_box"]
+        return box
 
     def close(self) -> None:
         self.db.dispose()

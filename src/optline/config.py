@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     # Signs sessions, CSRF tokens and simulator webhooks. Unset outside production: the installation generates
     # a random key on first start and keeps it in its database (bootstrap.Container.secret_key).
     secret_key: SecretStr | None = None
+    # Keys OPTLINE_SECRET_KEY had before, comma-separated, newest first: stored secrets encrypted under one of
+    # them (adapters/secret_box.py) stay readable after a key change until `optline secrets rotate`
+    # re-encrypts them under the current key. Only ever used to decrypt.
+    previous_secret_keys: SecretStr | None = None
     default_region: str = "US"
     public_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
@@ -62,6 +66,11 @@ class Settings(BaseSettings):
     # No provider call begins later than this after its send-time consent check committed (seconds).
     send_window_seconds: float = 5.0
     retry_backoff_seconds: float = 2.0
+    # Seconds a retry waits after a provider call whose outcome is unknown (a timeout, a lost answer) before
+    # it reconciles (looks the message up at the provider), and how much longer a crashed hand-over stays
+    # leased. Unset: the configured provider's own value (its send module's Sender.reconcile_after: twilio 30,
+    # plivo 60, vonage 300, telnyx 0). One value, not one per provider: an installation sends through one.
+    reconcile_after_seconds: float | None = Field(default=None, ge=0)
     # Outbound event webhooks (services/event_hooks.py): the first retry's delay (doubling up to 3 h, for a
     # day) and each request's timeout.
     webhook_retry_base_seconds: float = 30.0
@@ -83,6 +92,12 @@ class Settings(BaseSettings):
     audit_consent_max_age_days: int = 540  # consent older than this, with no engagement since, is stale
     audit_interval_hours: float = 24.0  # how often the worker runs the list review
     review_overdue_hours: float = 24.0  # a review-queue item waiting longer than this is a finding
+
+    # Retention (services/retention.py, run by the worker's housekeeping): status callbacks kept for a
+    # message that never matched (pending_receipts) and the rejected rows of finished imports
+    # (import_rejects) are deleted after this many days. 0 keeps them for ever. Never the ledger or messages.
+    pending_receipts_retention_days: float = Field(default=7.0, ge=0)
+    import_rejects_retention_days: float = Field(default=90.0, ge=0)
 
     # Operations (issue 17). /metrics answers a request bearing this token; unset, only loopback clients
     # (a Prometheus beside the process) — entrypoints/api/metrics.py.
@@ -120,6 +135,11 @@ class Settings(BaseSettings):
                 f"random value (at least {MIN_SECRET_DISTINCT_CHARACTERS} distinct characters)"
             )
         return self
+
+    def previous_secret_key_values(self) -> list[str]:
+        """OPTLINE_PREVIOUS_SECRET_KEYS as a list (blank entries ignored)."""
+        raw = self.previous_secret_keys.get_secret_value() if self.previous_secret_keys else ""
+        return [k.strip() for k in raw.split(",") if k.strip()]
 
     @field_validator("database_url")
     @classmethod

@@ -284,9 +284,15 @@ def test_an_import_notifies_opt_in_endpoints(container: Container, program: dict
     from optline.adapters.db.tables import webhook_deliveries
     from optline.services import event_hooks
 
+    box = container.secret_box()  # outside the transaction: it may write the generated key
     with container.db.transaction() as conn:
         event_hooks.create_endpoint(
-            conn, container.clock, url="https://crm.example/optline", events=["opt_in"], development=True
+            conn,
+            container.clock,
+            box,
+            url="https://crm.example/optline",
+            events=["opt_in"],
+            development=True,
         )
     path = tmp_path / "contacts.csv"
     path.write_text(HEADER + ROWS, encoding="utf-8")

@@ -67,7 +67,12 @@ def world(container: Container) -> dict[str, Any]:
 def register(container: Container, url: str, *events: str) -> event_hooks.CreatedEndpoint:
     with container.db.transaction() as conn:
         return event_hooks.create_endpoint(
-            conn, container.clock, url=url, events=list(events or ["opt_out"]), development=False
+            conn,
+            container.clock,
+            container.secret_box(),
+            url=url,
+            events=list(events or ["opt_out"]),
+            development=False,
         )
 
 
@@ -90,7 +95,7 @@ def rows(container: Container, table: Any) -> list[dict[str, Any]]:
 
 
 def deliver(container: Container, http: httpx.Client) -> event_hooks.DeliveryCounts:
-    return event_hooks.deliver_due(container.db, container.clock, http, CONFIG)
+    return event_hooks.deliver_due(container.db, container.clock, http, CONFIG, container.secret_box())
 
 
 def test_nothing_is_written_when_no_endpoint_subscribes(container: Container, world: dict[str, Any]) -> None:
@@ -201,7 +206,7 @@ def test_two_deliverers_at_once_send_each_event_exactly_once(
         with httpx.Client() as own:
             barrier.wait()
             while event_hooks.deliver_due(
-                container.db, container.clock, own, DelivererConfig(batch_size=4)
+                container.db, container.clock, own, DelivererConfig(batch_size=4), container.secret_box()
             ).attempted:
                 pass
 
@@ -338,6 +343,7 @@ def test_an_endpoint_registered_by_another_process_gets_events_within_the_cache_
             event_hooks.create_endpoint(
                 conn,
                 container.clock,
+                container.secret_box(),
                 url="https://crm.example.com/hooks",
                 events=["opt_in"],
                 development=False,

@@ -24,10 +24,12 @@ def fake() -> Iterator[fp.FakeProviders]:
 
 
 def test_a_permanent_failure_queues_message_failed(container: Container, fake: fp.FakeProviders) -> None:
+    box = container.secret_box()  # outside the transaction: it may write the generated key
     with container.db.transaction() as conn:
         event_hooks.create_endpoint(
             conn,
             container.clock,
+            box,
             url="https://crm.example.com/hooks",
             events=["message.failed", "message.delivered"],
             development=False,

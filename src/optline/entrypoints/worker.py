@@ -24,6 +24,9 @@ from optline.services.dispatch import Counts, DispatchConfig, Dispatcher
 log = logging.getLogger("optline.worker")
 DIGEST_EVERY_SECONDS = 300.0
 HOUSEKEEPING_EVERY_SECONDS = 60.0
+# The retention purges (services/retention.py) work in days: once an hour is plenty, and the first loop runs
+# them so a worker restarted often still purges.
+RETENTION_EVERY_SECONDS = 3600.0
 
 app = typer.Typer()
 
@@ -59,6 +62,7 @@ def run(
     total = Counts()
     last_digest = -digest_every  # the first loop seals what happened while no worker ran
     last_housekeeping = -HOUSEKEEPING_EVERY_SECONDS  # first loop
+    last_retention = -RETENTION_EVERY_SECONDS  # first loop
     checkpoint_every = container.settings.ledger_checkpoint_minutes * 60
     last_checkpoint = -checkpoint_every  # first loop: a worker restarted often still writes checkpoints
     poll = container.settings.worker_poll_seconds
@@ -96,6 +100,9 @@ def run(
                     expire_due(conn, container.clock)
             except Exception:
                 log.exception("expiring unconfirmed sign-ups failed")
+        if time.monotonic() - last_retention >= RETENTION_EVERY_SECONDS:
+            last_retention = time.monotonic()
+            purge_expired(container)
         if counts.claimed == 0:
             if once:
                 break
@@ -170,7 +177,12 @@ class _Hooks:
             while not self.stop.is_set():
                 try:
                     counts = event_hooks.deliver_due(
-                        self.container.db, self.container.clock, client, self.config, stop=self.stop
+                        self.container.db,
+                        self.container.clock,
+                        client,
+                        self.config,
+                        self.container.secret_box(),
+                        stop=self.stop,
                     )
                 except Exception as exc:  # like dispatch: logged, retried, never the end of the worker
                     self.stop.wait(failing.failed(exc))
@@ -183,6 +195,22 @@ class _Hooks:
         """Finish the request in flight; claimed deliveries not yet sent fall due again after their lease."""
         self.stop.set()
         self.thread.join()
+
+
+def purge_expired(container: Container) -> None:
+    """Delete pending receipts and import rejects past their retention (counted in the log by the purge)."""
+    from optline.services import retention
+
+    s = container.settings
+    try:
+        retention.purge(
+            container.db,
+            container.clock,
+            pending_receipts_days=s.pending_receipts_retention_days,
+            import_rejects_days=s.import_rejects_retention_days,
+        )
+    except Exception:  # the next interval retries; dispatch must not stop for it
+        log.exception("the retention purge (pending receipts, import rejects) failed")
 
 
 def _record_digest(container: Container) -> None:

@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, Select, event, insert, select, update
 from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db.database import Database, one_of
 from optline.adapters.db.tables import messages, webhook_attempts, webhook_deliveries, webhook_endpoints
+from optline.adapters.secret_box import SecretBox, SecretBoxError, is_sealed
 from optline.domain import event_hooks as rules
 
 log = logging.getLogger("optline.event_hooks")
@@ -51,8 +52,17 @@ class CreatedEndpoint:
 
 
 def create_endpoint(
-    conn: Connection, clock: Clock, *, url: str, events: list[str], description: str = "", development: bool
+    conn: Connection,
+    clock: Clock,
+    box: SecretBox,
+    *,
+    url: str,
+    events: list[str],
+    description: str = "",
+    development: bool,
 ) -> CreatedEndpoint:
+    """Register an endpoint. Its signing secret is stored encrypted (``box``) and returned in clear this
+    once, for the operator to copy into the receiver."""
     checked = rules.check_url(url, development=development)
     chosen = rules.parse_events(events)
     secret = rules.new_secret()
@@ -61,7 +71,7 @@ def create_endpoint(
         .values(
             url=checked,
             description=description.strip()[:200],
-            secret=secret,
+            secret=box.seal(secret),
             events=chosen,
             enabled=True,
             created_at=clock.now(),
@@ -313,10 +323,13 @@ class Attempt:
     error: str | None
 
 
-def post(client: httpx.Client, clock: Clock, delivery: Mapping[str, Any], timeout: float) -> Attempt:
+def post(
+    client: httpx.Client, clock: Clock, delivery: Mapping[str, Any], secret: str, timeout: float
+) -> Attempt:
+    """Sign ``delivery`` with its endpoint's ``secret`` (in clear) and send it."""
     body = delivery["body"].encode()
     timestamp = int(clock.now().timestamp())
-    headers = rules.headers(delivery["secret"], delivery["message_id"], timestamp, body)
+    headers = rules.headers(secret, delivery["message_id"], timestamp, body)
     started = time.monotonic()
     try:
         response = client.post(delivery["url"], content=body, headers=headers, timeout=timeout)
@@ -325,6 +338,20 @@ def post(client: httpx.Client, clock: Clock, delivery: Mapping[str, Any], timeou
         error = f"{type(exc).__name__}: {exc}"[:300]
         return Attempt(None, _ms_since(started), "", error)
     return Attempt(response.status_code, _ms_since(started), response.text[: rules.SNIPPET_CHARS], None)
+
+
+def _sign_and_post(
+    client: httpx.Client, clock: Clock, delivery: Mapping[str, Any], box: SecretBox, timeout: float
+) -> Attempt:
+    what = f"the signing secret of webhook endpoint {delivery['endpoint_id']}"
+    try:
+        secret = box.open(delivery["secret"], what=what)
+    except SecretBoxError as exc:
+        # Not sent (an unsigned or wrongly signed event is worse than a late one): recorded as a failed
+        # attempt, so the delivery retries with backoff and sends once the key is configured again.
+        log.error("webhook delivery %s not sent: %s", delivery["id"], exc)
+        return Attempt(None, 0, "", str(exc)[:300])
+    return post(client, clock, delivery, secret, timeout)
 
 
 def _ms_since(started: float) -> int:
@@ -391,11 +418,12 @@ def deliver_due(
     clock: Clock,
     client: httpx.Client,
     config: DelivererConfig,
+    box: SecretBox,
     *,
     stop: threading.Event | None = None,
 ) -> DeliveryCounts:
     """One batch: claim what is due, send it, record each attempt. When ``stop`` is set, the rest of the
-    batch is left to fall due again after its lease."""
+    batch is left to fall due again after its lease. ``box`` opens the endpoints' stored signing secrets."""
     counts = DeliveryCounts()
     with db.read() as conn:  # most polls find nothing: then no write transaction (SQLite's write lock) at all
         if not conn.execute(_due(clock.now()).limit(1)).first():
@@ -405,7 +433,7 @@ def deliver_due(
     for delivery in claimed:
         if stop is not None and stop.is_set():
             break
-        attempt = post(client, clock, delivery, config.timeout)
+        attempt = _sign_and_post(client, clock, delivery, box, config.timeout)
         with db.transaction() as conn:
             status = record_attempt(conn, clock, delivery, attempt, config)
         if status == "delivered":
@@ -419,6 +447,55 @@ def deliver_due(
             )
         else:
             counts.retrying += 1
+    return counts
+
+
+# -- rotation -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RotationCounts:
+    encrypted: int = 0  # legacy clear text, now encrypted
+    re_encrypted: int = 0  # sealed under a previous key, now under the current one
+    unchanged: int = 0  # already under the current key
+
+
+def rotate_secrets(conn: Connection, box: SecretBox) -> RotationCounts:
+    """Re-encrypt every endpoint's signing secret under the current key (``optline secrets rotate``), in the
+    caller's transaction. All or nothing: when any secret cannot be opened, SecretBoxError names the
+    endpoints and nothing is changed."""
+    query = select(webhook_endpoints.c.id, webhook_endpoints.c.secret).order_by(webhook_endpoints.c.id)
+    if conn.dialect.name == "postgresql":
+        query = (
+            query.with_for_update()
+        )  # an endpoint created meanwhile is sealed under the current key anyway
+    counts = RotationCounts()
+    updates: list[tuple[int, str]] = []
+    unreadable: list[int] = []
+    for row in conn.execute(query):
+        if box.is_current(row.secret):
+            counts.unchanged += 1
+            continue
+        try:
+            updates.append((row.id, box.rotate(row.secret, what=f"webhook endpoint {row.id}'s secret")))
+        except SecretBoxError:
+            unreadable.append(row.id)
+            continue
+        if is_sealed(row.secret):
+            counts.re_encrypted += 1
+        else:
+            counts.encrypted += 1
+    if unreadable:
+        raise SecretBoxError(
+            f"the signing secrets of webhook endpoint(s) {', '.join(map(str, unreadable))} cannot be "
+            "decrypted with OPTLINE_SECRET_KEY or OPTLINE_PREVIOUS_SECRET_KEYS; nothing was changed. List the "
+            "key they were stored under in OPTLINE_PREVIOUS_SECRET_KEYS, or disable those endpoints and "
+            "register them again (a new secret)"
+        )
+    for endpoint_id, sealed in updates:
+        conn.execute(
+            update(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id).values(secret=sealed)
+        )
     return counts
 
 

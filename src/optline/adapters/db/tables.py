@@ -472,6 +472,9 @@ imports = Table(
     Column("counts", JSON, nullable=False, default=dict),  # ImportSummary's counters: rows, created, …
     Column("reject_reasons", JSON, nullable=False, default=dict),  # reason -> count
     Column("held_reasons", JSON, nullable=False, default=dict),
+    # Set when the retention purge (services/retention.py) deleted this import's rows in import_rejects; the
+    # counts and reasons above stay.
+    Column("rejects_purged_at", UtcDateTime),
     Index("ix_imports_started", "started_at"),
 )
 
@@ -586,7 +589,7 @@ webhook_endpoints = Table(
     Column("id", BigId, primary_key=True),
     Column("url", String(500), nullable=False),
     Column("description", String(200), nullable=False, default=""),
-    Column("secret", String(100), nullable=False),
+    Column("secret", String(500), nullable=False),
     Column("events", JSON, nullable=False, default=list),  # domain.event_hooks.EVENT_TYPES chosen
     Column("enabled", Boolean, nullable=False, default=True),
     Column("created_at", UtcDateTime, nullable=False),

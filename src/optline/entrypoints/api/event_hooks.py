@@ -75,6 +75,7 @@ def create_endpoint(
         created = event_hooks.create_endpoint(
             conn,
             container.clock,
+            container.secret_box(),
             url=body.url,
             events=body.events,
             description=body.description,

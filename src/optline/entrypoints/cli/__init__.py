@@ -18,6 +18,7 @@ from optline.entrypoints.cli import inbound as inbound_cli
 from optline.entrypoints.cli import lists as lists_cli
 from optline.entrypoints.cli import proof as proof_cli
 from optline.entrypoints.cli import report as report_cli
+from optline.entrypoints.cli import secrets_at_rest as secrets_cli
 from optline.entrypoints.cli import users as users_cli
 from optline.entrypoints.cli.common import CliError, err_console, seal_ledger
 
@@ -62,6 +63,7 @@ app.add_typer(lists_cli.reassigned_app, name="reassigned")
 app.add_typer(users_cli.app, name="users")
 app.registered_commands += demo_cli.app.registered_commands
 app.add_typer(hooks_cli.app, name="hooks")
+app.add_typer(secrets_cli.app, name="secrets")
 app.registered_commands += proof_cli.app.registered_commands
 
 

@@ -25,10 +25,12 @@ def add(
     """Register an endpoint; prints its signing secret once."""
     c = container()
     try:
+        box = c.secret_box()  # before the transaction: it may read the database
         with c.db.transaction() as conn:
             created = event_hooks.create_endpoint(
                 conn,
                 c.clock,
+                box,
                 url=url,
                 events=event,
                 description=description,

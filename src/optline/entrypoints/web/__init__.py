@@ -26,6 +26,9 @@ from optline.entrypoints.web.security import FormSigner, RateLimiter, SecurityHe
 def mount(app: FastAPI, container: Container) -> None:
     settings = container.settings
     secret = container.secret_key()
+    # Built now, outside any request's transaction (it may read the database): endpoint registration seals
+    # webhook secrets with it inside one.
+    container.secret_box()
     app.state.optout_signer = FormSigner(
         secret, salt="optline.optout-form", max_age_seconds=optout.FORM_MAX_AGE
     )

@@ -62,10 +62,12 @@ def add_endpoint(
     container = container_of(request)
     form = {"url": url, "description": description, "events": events or []}
     try:
+        box = container.secret_box()  # before the transaction: it may read the database
         with container.db.transaction() as conn:
             created = event_hooks.create_endpoint(
                 conn,
                 container.clock,
+                box,
                 url=url,
                 events=events or [],
                 description=description,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 12:08:18.700847
+Create Date: 2026-11-30 15:37:29.308843
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("url", sa.String(length=500), nullable=False),
         sa.Column("description", sa.String(length=200), nullable=False),
-        sa.Column("secret", sa.String(length=100), nullable=False),
+        sa.Column("secret", sa.String(length=500), nullable=False),
         sa.Column("events", sa.JSON(), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -343,6 +343,7 @@ def upgrade() -> None:
         sa.Column("counts", sa.JSON(), nullable=False),
         sa.Column("reject_reasons", sa.JSON(), nullable=False),
         sa.Column("held_reasons", sa.JSON(), nullable=False),
+        sa.Column("rejects_purged_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_imports_program_id_programs")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_imports")),
     )

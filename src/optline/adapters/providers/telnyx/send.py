@@ -57,9 +57,19 @@ ERRORS: CodeTable = {
 
 class TelnyxSender:
     name = "telnyx"
-    reconcile_after = 0.0  # the resend with the same key is the reconciliation (module docstring)
+    # The resend with the same key is the reconciliation (module docstring): no wait is needed, but an
+    # operator may set one (OPTLINE_RECONCILE_AFTER_SECONDS) to space out resends to a struggling API.
+    reconcile_after = 0.0
 
-    def __init__(self, api_key: str, base_url: str, messaging_profile_id: str = "") -> None:
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str,
+        messaging_profile_id: str = "",
+        reconcile_after: float | None = None,
+    ) -> None:
+        if reconcile_after is not None:
+            self.reconcile_after = reconcile_after
         if not api_key:
             raise ValueError("telnyx needs OPTLINE_TELNYX_API_KEY")
         self._secrets = [api_key]
