@@ -74,9 +74,14 @@ def opt_out(c: Container, phone: str = "+14155550134") -> None:
     person = web.subscriber(c, program, phone)
     with c.db.transaction() as conn:
         consent.record(
-            conn, c.clock, contact_id=person["id"], program=program, action=Action.OPT_OUT,
-            channel=Channel.API, evidence={"source": "test"},
-        )  # fmt: skip
+            conn,
+            c.clock,
+            contact_id=person["id"],
+            program=program,
+            action=Action.OPT_OUT,
+            channel=Channel.API,
+            evidence={"source": "test"},
+        )
 
 
 def raw_secret(c: Container, endpoint_id: int) -> str:
