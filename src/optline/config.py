@@ -6,7 +6,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Secrets that were published in the code or docs (an older release defaulted to the first): refused in
@@ -140,6 +140,17 @@ class Settings(BaseSettings):
         """OPTLINE_PREVIOUS_SECRET_KEYS as a list (blank entries ignored)."""
         raw = self.previous_secret_keys.get_secret_value() if self.previous_secret_keys else ""
         return [k.strip() for k in raw.split(",") if k.strip()]
+
+    @field_validator("pending_receipts_retention_days", "import_rejects_retention_days")
+    @classmethod
+    def _whole_days(cls, days: float, info: ValidationInfo) -> float:
+        # Shorter than a day could delete a receipt before dispatch records its message's id (a lease plus
+        # reconcile_after: minutes), or rejected rows while an operator is still reading them.
+        if 0 < days < 1:
+            raise ValueError(
+                f"OPTLINE_{(info.field_name or '').upper()} must be 0 (keep for ever) or at least 1"
+            )
+        return days
 
     @field_validator("database_url")
     @classmethod

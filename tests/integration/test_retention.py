@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, insert, select
 
 from optline.adapters.clock import FrozenClock
@@ -16,6 +17,7 @@ from optline.adapters.db import ledger
 from optline.adapters.db.tables import consent_events, import_rejects, imports, pending_receipts
 from optline.adapters.providers.base import StatusUpdate
 from optline.bootstrap import Container
+from optline.config import Settings
 from optline.entrypoints import worker
 from optline.services import receipts, retention
 from tests.support import web
@@ -147,3 +149,12 @@ def test_the_worker_purges_with_the_settings_and_counts_in_the_log(
     with caplog.at_level(logging.INFO, logger="optline.retention"):
         worker.purge_expired(container)
     assert caplog.text == ""  # nothing deleted: nothing logged
+
+
+@pytest.mark.parametrize("name", ["pending_receipts_retention_days", "import_rejects_retention_days"])
+def test_retention_settings_are_0_or_at_least_a_day(name: str) -> None:
+    assert getattr(Settings(env="test", **{name: 0}), name) == 0
+    with pytest.raises(ValidationError, match=f"OPTLINE_{name.upper()} must be 0"):
+        Settings(env="test", **{name: 0.5})
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        Settings(env="test", **{name: -1})
