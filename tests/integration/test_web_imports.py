@@ -162,3 +162,21 @@ def test_the_rejects_csv_fixed_imports_again_as_the_original_would(
     with container.db.read() as conn:
         formula = contact_repo.get_by_phone(conn, "+14155550135")
     assert formula is not None and formula["attributes"]["name"] == '=HYPERLINK("http://evil.example","x")'
+
+
+def test_the_page_says_when_the_retention_purge_deleted_the_rejected_rows(
+    container: Container, client: TestClient, uploaded: Any
+) -> None:
+    from optline.services import retention
+
+    _, import_id = uploaded
+    container.clock.advance(days=91)
+    deleted, purged = retention.purge_import_rejects(container.db, container.clock, 90)
+    assert deleted == BAD and purged == 1
+    again = web.signed_in(container, "ana")  # maria's session of 91 days ago has expired
+    text = web.page_text(again.get(f"/dashboard/imports/{import_id}").text)
+    assert (
+        "The rejected and held rows were deleted on" in text
+        and "OPTLINE_IMPORT_REJECTS_RETENTION_DAYS" in text
+    )
+    assert "No rows were rejected" not in text
