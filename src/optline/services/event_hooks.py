@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -458,44 +458,33 @@ class RotationCounts:
     encrypted: int = 0  # legacy clear text, now encrypted
     re_encrypted: int = 0  # sealed under a previous key, now under the current one
     unchanged: int = 0  # already under the current key
+    unreadable: list[int] = field(default_factory=list)  # endpoints whose secret no configured key opens
 
 
 def rotate_secrets(conn: Connection, box: SecretBox) -> RotationCounts:
     """Re-encrypt every endpoint's signing secret under the current key (``optline secrets rotate``), in the
-    caller's transaction. All or nothing: when any secret cannot be opened, SecretBoxError names the
-    endpoints and nothing is changed."""
+    caller's transaction. A secret no configured key opens is left as it is and named in ``unreadable``:
+    one lost key must not keep every other secret from moving to the new key."""
     query = select(webhook_endpoints.c.id, webhook_endpoints.c.secret).order_by(webhook_endpoints.c.id)
     if conn.dialect.name == "postgresql":
-        query = (
-            query.with_for_update()
-        )  # an endpoint created meanwhile is sealed under the current key anyway
+        # Two rotations at once: the second waits and then finds everything current. (An endpoint created
+        # meanwhile is sealed under the current key anyway; SQLite's write transaction serialises all this.)
+        query = query.with_for_update()
     counts = RotationCounts()
-    updates: list[tuple[int, str]] = []
-    unreadable: list[int] = []
-    for row in conn.execute(query):
+    for row in conn.execute(query).all():
         if box.is_current(row.secret):
             counts.unchanged += 1
             continue
         try:
-            updates.append((row.id, box.rotate(row.secret, what=f"webhook endpoint {row.id}'s secret")))
+            sealed = box.rotate(row.secret, what=f"webhook endpoint {row.id}'s secret")
         except SecretBoxError:
-            unreadable.append(row.id)
+            counts.unreadable.append(row.id)
             continue
+        conn.execute(update(webhook_endpoints).where(webhook_endpoints.c.id == row.id).values(secret=sealed))
         if is_sealed(row.secret):
             counts.re_encrypted += 1
         else:
             counts.encrypted += 1
-    if unreadable:
-        raise SecretBoxError(
-            f"the signing secrets of webhook endpoint(s) {', '.join(map(str, unreadable))} cannot be "
-            "decrypted with OPTLINE_SECRET_KEY or OPTLINE_PREVIOUS_SECRET_KEYS; nothing was changed. List the "
-            "key they were stored under in OPTLINE_PREVIOUS_SECRET_KEYS, or disable those endpoints and "
-            "register them again (a new secret)"
-        )
-    for endpoint_id, sealed in updates:
-        conn.execute(
-            update(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id).values(secret=sealed)
-        )
     return counts
 
 

@@ -582,7 +582,9 @@ signups = Table(
 # --- outbound event webhooks (issue 17) -------------------------------------------------------------------
 
 # Where an operator wants events pushed (a CRM, a data warehouse …). ``secret`` signs each delivery
-# (Standard Webhooks); it is shown once at creation and kept here because signing needs the key itself.
+# (Standard Webhooks); it is shown once at creation and kept because signing needs the key itself: encrypted,
+# ``v1:`` + a Fernet token under a key derived from OPTLINE_SECRET_KEY (adapters/secret_box.py; a value
+# without the prefix is clear text from before, encrypted by `optline secrets rotate`).
 webhook_endpoints = Table(
     "webhook_endpoints",
     metadata,
