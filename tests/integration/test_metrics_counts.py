@@ -216,7 +216,7 @@ def test_counts_after_direct_writes_bulk_statements_and_deletes(container: Conta
                     "created_at",
                     "updated_at",
                     "campaign_id",
-                ],  # fmt: skip
+                ],
                 select(
                     messages.c.program_id,
                     messages.c.contact_id,
@@ -229,7 +229,7 @@ def test_counts_after_direct_writes_bulk_statements_and_deletes(container: Conta
                     messages.c.created_at,
                     messages.c.updated_at,
                     messages.c.campaign_id,
-                ).where(messages.c.id.in_(ids[:12])),  # fmt: skip
+                ).where(messages.c.id.in_(ids[:12])),
             )
         )
     assert_exact(container)

@@ -36,9 +36,15 @@ def history(container: Container, n: int) -> None:
         )
         person = contacts.get_or_create(conn, parse_phone("+14155550001"), T)[0]
         rows.bulk_history(
-            conn, program_id=program["id"], contact_id=person["id"], at=T, messages_=n, events=n,
-            inbound_=n, digests=n // 4,
-        )  # fmt: skip
+            conn,
+            program_id=program["id"],
+            contact_id=person["id"],
+            at=T,
+            messages_=n,
+            events=n,
+            inbound_=n,
+            digests=n // 4,
+        )
         # A few live rows: queued in each lane, one reply waiting for review.
         live = contacts.get_or_create(conn, parse_phone("+14155550002"), T)[0]
         for lane in (0, 1):

@@ -126,9 +126,18 @@ def series(conn: Connection, n: int) -> Any:
 
 
 def bulk_history(
-    conn: Connection, *, program_id: int, contact_id: int, at: datetime, messages_: int, events: int,
-    inbound_: int, digests: int, status: str = "delivered", tag: str = "h",
-) -> None:  # fmt: skip
+    conn: Connection,
+    *,
+    program_id: int,
+    contact_id: int,
+    at: datetime,
+    messages_: int,
+    events: int,
+    inbound_: int,
+    digests: int,
+    status: str = "delivered",
+    tag: str = "h",
+) -> None:
     """Years of history in a few statements: ``messages_`` messages in ``status`` (priority 1, provider
     twilio; kind confirmation, which the fatigue counters skip: all go to one contact), ``events`` opt-in events on one contact's chain, ``inbound_`` decided replies, ``digests`` ledger
     digests, all at ``at``. Not a valid ledger (fake hashes): for plans and scrape costs only."""
@@ -136,37 +145,104 @@ def bulk_history(
     s = series(conn, messages_)
     conn.execute(
         insert(messages).from_select(
-            ["program_id", "contact_id", "kind", "priority", "to_phone", "body", "segments", "status",
-             "idempotency_key", "provider", "provider_message_id", "attempts", "created_at", "updated_at",
-             "sent_at"],
-            select(literal(program_id), literal(contact_id), literal("confirmation"), literal(1),
-                   literal("+14155550000"), literal("hi"), literal(1), literal(status),
-                   literal(f"{tag}-") + cast(s.c.x, String), literal("twilio"),
-                   literal(f"SM{tag}") + cast(s.c.x, String), literal(1), when, when, when),
+            [
+                "program_id",
+                "contact_id",
+                "kind",
+                "priority",
+                "to_phone",
+                "body",
+                "segments",
+                "status",
+                "idempotency_key",
+                "provider",
+                "provider_message_id",
+                "attempts",
+                "created_at",
+                "updated_at",
+                "sent_at",
+            ],
+            select(
+                literal(program_id),
+                literal(contact_id),
+                literal("confirmation"),
+                literal(1),
+                literal("+14155550000"),
+                literal("hi"),
+                literal(1),
+                literal(status),
+                literal(f"{tag}-") + cast(s.c.x, String),
+                literal("twilio"),
+                literal(f"SM{tag}") + cast(s.c.x, String),
+                literal(1),
+                when,
+                when,
+                when,
+            ),
         )
-    )  # fmt: skip
+    )
     if events:
         s = series(conn, events)
         conn.execute(
             insert(consent_events).from_select(
-                ["contact_id", "seq", "program_id", "brand", "action", "channel", "evidence", "occurred_at",
-                 "recorded_at", "prev_hash", "hash"],
-                select(literal(contact_id), s.c.x + 1000, literal(program_id), literal("B"),
-                       literal("opt_in"), literal("import"), literal({}, JSON), when, when,
-                       literal("0" * 64), literal("0" * 64)),
+                [
+                    "contact_id",
+                    "seq",
+                    "program_id",
+                    "brand",
+                    "action",
+                    "channel",
+                    "evidence",
+                    "occurred_at",
+                    "recorded_at",
+                    "prev_hash",
+                    "hash",
+                ],
+                select(
+                    literal(contact_id),
+                    s.c.x + 1000,
+                    literal(program_id),
+                    literal("B"),
+                    literal("opt_in"),
+                    literal("import"),
+                    literal({}, JSON),
+                    when,
+                    when,
+                    literal("0" * 64),
+                    literal("0" * 64),
+                ),
             )
-        )  # fmt: skip
+        )
     if inbound_:
         s = series(conn, inbound_)
         conn.execute(
             insert(inbound_messages).from_select(
-                ["provider", "provider_message_id", "from_phone", "to_phone", "body", "contact_id", "intent",
-                 "review", "review_decided_at", "received_at"],
-                select(literal("twilio"), literal(f"IN{tag}") + cast(s.c.x, String), literal("+14155550000"),
-                       literal("+14155550100"), literal("ok"), literal(contact_id), literal("other"),
-                       literal(True), when, when),
+                [
+                    "provider",
+                    "provider_message_id",
+                    "from_phone",
+                    "to_phone",
+                    "body",
+                    "contact_id",
+                    "intent",
+                    "review",
+                    "review_decided_at",
+                    "received_at",
+                ],
+                select(
+                    literal("twilio"),
+                    literal(f"IN{tag}") + cast(s.c.x, String),
+                    literal("+14155550000"),
+                    literal("+14155550100"),
+                    literal("ok"),
+                    literal(contact_id),
+                    literal("other"),
+                    literal(True),
+                    when,
+                    when,
+                ),
             )
-        )  # fmt: skip
+        )
     if digests:
         s = series(conn, digests)
         conn.execute(
@@ -174,4 +250,4 @@ def bulk_history(
                 ["created_at", "chains", "prev_digest", "digest"],
                 select(when, literal(1), literal(f"{tag}-") + cast(s.c.x, String), literal("0" * 64)),
             )
-        )  # fmt: skip
+        )
