@@ -11,7 +11,7 @@ from datetime import datetime
 from itertools import count
 from typing import Any
 
-from sqlalchemy import JSON, Connection, String, cast, func, insert, literal, select, update
+from sqlalchemy import JSON, Connection, String, case, cast, func, insert, literal, select, update
 
 from optline.adapters.db.tables import (
     UtcDateTime,
@@ -138,9 +138,11 @@ def bulk_history(
     status: str = "delivered",
     tag: str = "h",
 ) -> None:
-    """Years of history in a few statements: ``messages_`` messages in ``status`` (priority 1, provider
-    twilio; kind confirmation, which the fatigue counters skip: all go to one contact), ``events`` opt-in events on one contact's chain, ``inbound_`` decided replies, ``digests`` ledger
-    digests, all at ``at``. Not a valid ledger (fake hashes): for plans and scrape costs only."""
+    """Years of history in a few statements, all at ``at``: ``messages_`` messages in ``status`` (priority
+    1, provider twilio; kind confirmation, which the fatigue counters skip: all go to one contact),
+    ``events`` ledger events on one contact's chain (one in ten an opt-out; seq from 1001, so one call per
+    contact), ``inbound_`` decided replies, ``digests`` ledger digests. Not a valid ledger (fake hashes):
+    for plans and scrape costs only."""
     when = literal(at, UtcDateTime)
     s = series(conn, messages_)
     conn.execute(
@@ -203,8 +205,8 @@ def bulk_history(
                     s.c.x + 1000,
                     literal(program_id),
                     literal("B"),
-                    literal("opt_in"),
-                    literal("import"),
+                    case((s.c.x % 10 == 0, "opt_out"), else_="opt_in"),  # one in ten: an opt-out
+                    case((s.c.x % 10 == 0, "sms_keyword"), else_="import"),
                     literal({}, JSON),
                     when,
                     when,
