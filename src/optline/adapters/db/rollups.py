@@ -93,8 +93,10 @@ BEGIN
         {_pg_msg_apply(_pg_msg_rows("new_rows", ""))}
     ELSIF TG_OP = 'UPDATE' THEN
         {_pg_msg_apply(_pg_msg_rows("new_rows", "") + " UNION ALL " + _pg_msg_rows("old_rows", "-"))}
-    ELSE
+    ELSIF TG_OP = 'DELETE' THEN
         {_pg_msg_apply(_pg_msg_rows("old_rows", "-"))}
+    ELSE  -- TRUNCATE (no row triggers fire): it holds an exclusive lock, so no writer is counting now
+        DELETE FROM message_status_counts;
     END IF;
     RETURN NULL;
 END $$;
@@ -121,6 +123,8 @@ POSTGRES_TRIGGERS = [
     "FOR EACH STATEMENT EXECUTE FUNCTION optline_message_status_counts()",
     "CREATE TRIGGER messages_status_counts_delete AFTER DELETE ON messages REFERENCING OLD TABLE AS old_rows "
     "FOR EACH STATEMENT EXECUTE FUNCTION optline_message_status_counts()",
+    "CREATE TRIGGER messages_status_counts_truncate AFTER TRUNCATE ON messages "
+    "FOR EACH STATEMENT EXECUTE FUNCTION optline_message_status_counts()",
     _PG_EVT_FUNCTION,
     # Insert only: the ledger refuses UPDATE and DELETE (migration 0002).
     "CREATE TRIGGER consent_event_counts_insert AFTER INSERT ON consent_events "
@@ -130,6 +134,7 @@ POSTGRES_DROP = [
     "DROP TRIGGER IF EXISTS messages_status_counts_insert ON messages",
     "DROP TRIGGER IF EXISTS messages_status_counts_update ON messages",
     "DROP TRIGGER IF EXISTS messages_status_counts_delete ON messages",
+    "DROP TRIGGER IF EXISTS messages_status_counts_truncate ON messages",
     "DROP TRIGGER IF EXISTS consent_event_counts_insert ON consent_events",
     "DROP FUNCTION IF EXISTS optline_message_status_counts()",
     "DROP FUNCTION IF EXISTS optline_consent_event_counts()",
