@@ -90,8 +90,9 @@ def run(
             except Exception:
                 log.exception("scheduled opt-out roll-up / list review failed")
             try:  # fold the scrape counts' per-connection rows (adapters/db/rollups.py), so /metrics reads few
-                with container.db.transaction() as conn:
-                    rollups.compact(conn)
+                if not container.db.is_sqlite:  # one row per key there: no write lock taken for nothing
+                    with container.db.transaction() as conn:
+                        rollups.compact(conn)
             except Exception:
                 log.exception("folding the metrics counts failed")
             try:  # close double opt-ins whose confirmation window has passed (nothing is sent to them)
