@@ -20,11 +20,17 @@ from datetime import datetime
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, func, literal_column, select
 
 from optline.adapters.clock import as_utc
 from optline.adapters.db.database import Database
-from optline.adapters.db.tables import consent_events, inbound_messages, ledger_digests, messages
+from optline.adapters.db.tables import (
+    consent_event_counts,
+    inbound_messages,
+    ledger_digests,
+    message_status_counts,
+    messages,
+)
 
 log = logging.getLogger("optline.metrics")
 
@@ -56,9 +62,12 @@ LANES = {0: "reply", 1: "bulk"}  # messages.priority (services/outbox.py REPLY_L
 
 
 class DatabaseCollector(Collector):
-    """Gauges computed at scrape time, each with one aggregate query over an index:
-    messages by status (``ix_messages_claim`` leads with status), queued per lane, opt-out events
-    (``ix_consent_events_action_time``), undecided review items (``ix_inbound_review``), the last digest.
+    """Gauges computed at scrape time, each a read that costs the same however long the history:
+    messages by status and provider, and queued per lane, summed from ``message_status_counts``; opt-outs
+    by channel from ``consent_event_counts`` (both kept by triggers, adapters/db/rollups.py); the oldest
+    queued per lane (one probe each of ``ix_messages_queued_age``), undecided review items
+    (``ix_inbound_review``: only the undecided are read), the last digest (``ix_ledger_digests_created``).
+    tests/integration/test_metrics_plans.py checks each plan on both engines.
     A database that does not answer gives ``optline_database_up 0`` instead of a failed scrape."""
 
     def __init__(self, db: Database, now: Callable[[], datetime]) -> None:
@@ -85,13 +94,27 @@ class DatabaseCollector(Collector):
         by_status = GaugeMetricFamily(
             "optline_messages", "Messages in the outbox by status and provider", labels=["status", "provider"]
         )
-        rows = conn.execute(
-            select(messages.c.status, messages.c.provider, func.count()).group_by(
-                messages.c.status, messages.c.provider
+        per_status: dict[tuple[str, str], int] = {}
+        queued = dict.fromkeys(LANES, 0)
+        for status, provider, priority, count in conn.execute(
+            select(
+                message_status_counts.c.status,
+                message_status_counts.c.provider,
+                message_status_counts.c.priority,
+                func.sum(message_status_counts.c.messages),
+            ).group_by(
+                message_status_counts.c.status,
+                message_status_counts.c.provider,
+                message_status_counts.c.priority,
             )
-        )
-        for status, provider, count in rows:
-            by_status.add_metric([status, provider or "none"], count)
+        ):
+            key = (status, provider or "none")  # '' in the counts' key: no provider yet
+            per_status[key] = per_status.get(key, 0) + int(count)
+            if status == "queued":
+                queued[priority] = queued.get(priority, 0) + int(count)
+        # A status once seen keeps its series at 0 (compaction keeps shard 0's zero rows).
+        for (status, provider), count in sorted(per_status.items()):
+            by_status.add_metric([status, provider], count)
         yield by_status
 
         depth = GaugeMetricFamily(
@@ -102,17 +125,9 @@ class DatabaseCollector(Collector):
             "Age of the oldest queued message per lane (0 when the lane is empty)",
             labels=["lane"],
         )
-        queued = {
-            priority: (count, oldest)
-            for priority, count, oldest in conn.execute(
-                select(messages.c.priority, func.count(), func.min(messages.c.created_at))
-                .where(messages.c.status == "queued")
-                .group_by(messages.c.priority)
-            )
-        }
         for priority, lane in LANES.items():
-            count, oldest = queued.get(priority, (0, None))
-            depth.add_metric([lane], count)
+            depth.add_metric([lane], queued.get(priority, 0))
+            oldest = conn.execute(_OLDEST_QUEUED[priority]).scalar() if queued.get(priority) else None
             age.add_metric([lane], (now - as_utc(oldest)).total_seconds() if oldest else 0.0)
         yield depth
         yield age
@@ -121,11 +136,11 @@ class DatabaseCollector(Collector):
             "optline_opt_outs", "Opt-out events in the consent ledger, by channel", labels=["channel"]
         )
         for channel, count in conn.execute(
-            select(consent_events.c.channel, func.count())
-            .where(consent_events.c.action == "opt_out")
-            .group_by(consent_events.c.channel)
+            select(consent_event_counts.c.channel, func.sum(consent_event_counts.c.events))
+            .where(consent_event_counts.c.action == "opt_out")
+            .group_by(consent_event_counts.c.channel)
         ):
-            opt_outs.add_metric([channel], count)
+            opt_outs.add_metric([channel], int(count))
         yield opt_outs
 
         review = conn.execute(
@@ -144,3 +159,13 @@ class DatabaseCollector(Collector):
             "Seconds since the last ledger digest (the worker records one every few minutes)",
             value=(now - as_utc(last)).total_seconds() if last else float("nan"),
         )
+
+
+# The oldest queued message of each lane: literals, not parameters, so that both planners can prove the
+# partial index ``ix_messages_queued_age`` (WHERE status = 'queued') applies, and read one entry of it.
+_OLDEST_QUEUED = {
+    priority: select(func.min(messages.c.created_at)).where(
+        messages.c.status == literal_column("'queued'"), messages.c.priority == literal_column(str(priority))
+    )
+    for priority in LANES
+}

@@ -16,7 +16,7 @@ import httpx
 import typer
 
 from optline.adapters import ledger_signing
-from optline.adapters.db import ledger
+from optline.adapters.db import ledger, rollups
 from optline.bootstrap import Container, sender
 from optline.services import event_hooks
 from optline.services.dispatch import Counts, DispatchConfig, Dispatcher
@@ -93,6 +93,12 @@ def run(
                 run_scheduled_audit(container)
             except Exception:
                 log.exception("scheduled opt-out roll-up / list review failed")
+            try:  # fold the scrape counts' per-connection rows (adapters/db/rollups.py), so /metrics reads few
+                if not container.db.is_sqlite:  # one row per key there: no write lock taken for nothing
+                    with container.db.transaction() as conn:
+                        rollups.compact(conn)
+            except Exception:
+                log.exception("folding the metrics counts failed")
             try:  # close double opt-ins whose confirmation window has passed (nothing is sent to them)
                 from optline.services.signup import expire_due
 

@@ -130,6 +130,7 @@ ledger_digests = Table(
     # verification would call tampering) cannot both be stored, whatever the locking.
     Column("prev_digest", String(64), nullable=False, unique=True),
     Column("digest", String(64), nullable=False),
+    Index("ix_ledger_digests_created", "created_at"),  # /metrics' digest age: max() is one probe
 )
 
 # The chain heads each digest covered (heads that moved since the previous digest). Append-only too:
@@ -244,6 +245,16 @@ messages = Table(
         "not_before",
         sqlite_where=text("priority = 0"),
         postgresql_where=text("priority = 0"),
+    ),
+    # /metrics' age of the oldest queued message per lane (adapters/metrics.py): one probe per lane. Only
+    # queued rows are in it: an entry is added at enqueue and removed at the claim, so it stays as small as
+    # the queue and costs the delivered history nothing.
+    Index(
+        "ix_messages_queued_age",
+        "priority",
+        "created_at",
+        sqlite_where=text("status = 'queued'"),
+        postgresql_where=text("status = 'queued'"),
     ),
     Index("ix_messages_campaign_status", "campaign_id", "status"),
     Index("ix_messages_contact_time", "contact_id", "created_at"),
@@ -398,6 +409,33 @@ optout_counts = Table(
     Column("day", Date, primary_key=True),
     Column("messages_30d", Integer, primary_key=True),
     Column("optouts", BigInteger, nullable=False, default=0),
+)
+
+# --- Scrape-time counts (issue 17): /metrics reads these small tables, never a GROUP BY over the outbox or
+# the ledger, so a scrape costs the same at 10M messages as at none. Kept by database triggers in the same
+# transaction as every write (adapters/db/rollups.py, migration 0005). ``shard``: the writing backend's pid
+# on PostgreSQL (0 on SQLite), so concurrent workers never update the same row; readers sum over shards and
+# the worker's housekeeping folds them into shard 0.
+
+# Messages by (status, provider, lane). ``provider`` '' stands for none yet (NULL cannot be in the key).
+message_status_counts = Table(
+    "message_status_counts",
+    metadata,
+    Column("status", String(20), primary_key=True),
+    Column("provider", String(20), primary_key=True),
+    Column("priority", SmallInteger, primary_key=True, autoincrement=False),
+    Column("shard", Integer, primary_key=True, autoincrement=False),
+    Column("messages", BigInteger, nullable=False, default=0),
+)
+
+# Consent events by (action, channel): the ledger is append-only, so these only grow.
+consent_event_counts = Table(
+    "consent_event_counts",
+    metadata,
+    Column("action", String(20), primary_key=True),
+    Column("channel", String(20), primary_key=True),
+    Column("shard", Integer, primary_key=True, autoincrement=False),
+    Column("events", BigInteger, nullable=False, default=0),
 )
 
 # Small named values for incremental jobs (the opt-out rollup's ledger watermark).

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 15:37:29.308843
+Create Date: 2026-11-30 16:20:58.211499
 """
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ def upgrade() -> None:
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("prefix", name=op.f("uq_api_keys_prefix")),
+    )
+    op.create_table(
+        "consent_event_counts",
+        sa.Column("action", sa.String(length=20), nullable=False),
+        sa.Column("channel", sa.String(length=20), nullable=False),
+        sa.Column("shard", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("events", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("action", "channel", "shard", name=op.f("pk_consent_event_counts")),
     )
     op.create_table(
         "contacts",
@@ -96,6 +104,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_digests")),
         sa.UniqueConstraint("prev_digest", name=op.f("uq_ledger_digests_prev_digest")),
     )
+    with op.batch_alter_table("ledger_digests", schema=None) as batch_op:
+        batch_op.create_index("ix_ledger_digests_created", ["created_at"], unique=False)
+
     op.create_table(
         "message_counts",
         sa.Column("program_id", sa.BigInteger(), nullable=False),
@@ -107,6 +118,17 @@ def upgrade() -> None:
         sa.Column("delivered", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint(
             "program_id", "campaign_id", "kind", "day", "shard", name=op.f("pk_message_counts")
+        ),
+    )
+    op.create_table(
+        "message_status_counts",
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("provider", sa.String(length=20), nullable=False),
+        sa.Column("priority", sa.SmallInteger(), autoincrement=False, nullable=False),
+        sa.Column("shard", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("messages", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "status", "provider", "priority", "shard", name=op.f("pk_message_status_counts")
         ),
     )
     op.create_table(
@@ -548,6 +570,13 @@ def upgrade() -> None:
             postgresql_where=sa.text("provider_message_id IS NOT NULL"),
         )
         batch_op.create_index(
+            "ix_messages_queued_age",
+            ["priority", "created_at"],
+            unique=False,
+            sqlite_where=sa.text("status = 'queued'"),
+            postgresql_where=sa.text("status = 'queued'"),
+        )
+        batch_op.create_index(
             "ix_messages_reply_lane",
             ["status", "not_before"],
             unique=False,
@@ -720,6 +749,11 @@ def downgrade() -> None:
             postgresql_where=sa.text("priority = 0"),
         )
         batch_op.drop_index(
+            "ix_messages_queued_age",
+            sqlite_where=sa.text("status = 'queued'"),
+            postgresql_where=sa.text("status = 'queued'"),
+        )
+        batch_op.drop_index(
             "ix_messages_provider_id",
             sqlite_where=sa.text("provider_message_id IS NOT NULL"),
             postgresql_where=sa.text("provider_message_id IS NOT NULL"),
@@ -781,13 +815,18 @@ def downgrade() -> None:
         batch_op.drop_index("ix_optout_attributions_campaign")
 
     op.drop_table("optout_attributions")
+    op.drop_table("message_status_counts")
     op.drop_table("message_counts")
+    with op.batch_alter_table("ledger_digests", schema=None) as batch_op:
+        batch_op.drop_index("ix_ledger_digests_created")
+
     op.drop_table("ledger_digests")
     op.drop_table("ledger_checkpoints")
     op.drop_table("installation_secrets")
     op.drop_table("frequency_exposures")
     op.drop_table("dnc_numbers")
     op.drop_table("contacts")
+    op.drop_table("consent_event_counts")
     op.drop_table("api_keys")
     op.drop_table("analytics_state")
     # ### end Alembic commands ###
