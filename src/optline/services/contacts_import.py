@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -43,6 +44,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    cast,
     delete,
     exists,
     func,
@@ -61,6 +63,7 @@ from optline.adapters.db.tables import UtcDateTime, contacts
 from optline.domain.consent import Channel, ConsentRefused, check_opt_in_time
 from optline.domain.csv_safety import SafeWriter, unescape_cell
 from optline.domain.dates import parse_datetime
+from optline.domain.ledger import canonical_json
 from optline.domain.phones import InvalidPhoneNumber, parse_phone
 from optline.services import consent
 
@@ -91,7 +94,9 @@ staging = Table(
     Column("locale", String(10)),
     Column("attributes", JSON, nullable=False),
     Column("consented_at", String(40)),  # ISO 8601 with offset, read back with datetime.fromisoformat
-    Column("evidence", JSON),  # NULL: no consent evidence in the row
+    # NULL: no consent evidence in the row. Its canonical JSON text (domain.ledger.canonical_json), computed in
+    # the parse workers: the merge hashes and stores it as it is, with no dict in between.
+    Column("evidence", JSON),
     Column("raw", Text, nullable=False),  # the row's fields as JSON, for the rejects file
     prefixes=["TEMPORARY"],
 )
@@ -396,7 +401,7 @@ class _RowParser:
             line, phone.e164, phone.region, phone.number_type, phone.time_zone, time_zone, phone.us_state,
             values.get("locale") or values.get("language") or None, json.dumps(attributes),
             consented_at.isoformat() if consented_at and evidence else None,
-            json.dumps(evidence) if evidence else None, json.dumps(row),
+            canonical_json(evidence) if evidence else None, json.dumps(row),
         )  # fmt: skip
 
 
@@ -579,6 +584,10 @@ def _merge_existing(
     return ids
 
 
+# Staged times of consent are few distinct texts in most files (a date per campaign): each parsed once.
+_time_of = lru_cache(maxsize=4096)(datetime.fromisoformat)
+
+
 def _record_consent(
     conn: Connection,
     clock: Clock,
@@ -592,17 +601,19 @@ def _record_consent(
     ids: dict[str, int],
 ) -> None:
     # The chunk's rows with evidence, read from staging alone: their contacts' ids are known (no join).
+    # The evidence as its stored text (the SQL cast): it is hashed and stored as it is, never decoded.
+    evidence = cast(staging.c.evidence, Text)
     rows = [
-        (ids[r.phone], r.line, r.consented_at, r.evidence)
-        for r in conn.execute(
-            select(staging.c.phone, staging.c.line, staging.c.consented_at, staging.c.evidence).where(
+        (ids[phone], line, at, text)
+        for phone, line, at, text in conn.execute(
+            select(staging.c.phone, staging.c.line, staging.c.consented_at, evidence).where(
                 _in_chunk(start, end) & staging.c.evidence.is_not(None)
             )
         )
-        if r.phone in ids
+        if phone in ids
     ]
     summary.without_consent += staged - len(rows)
-    items = [consent.BatchOptIn(cid, evidence, datetime.fromisoformat(at)) for cid, _, at, evidence in rows]
+    items = [consent.BatchOptIn(cid, text, _time_of(at)) for cid, _, at, text in rows]
     outcome = consent.record_opt_ins(conn, clock, program, Channel.IMPORT, items, created_here=created_here)
     summary.consent_recorded += outcome.recorded
     summary.already_subscribed += outcome.already_subscribed

@@ -127,6 +127,45 @@ def insert_events(conn: Connection, events: list[dict[str, Any]]) -> None:
 
 _INSERT_ONE = insert(consent_events).returning(consent_events.c.id)
 
+_FIRST_EVENT_COLUMNS = (
+    "id", "contact_id", "seq", "program_id", "brand", "action", "channel", "evidence", "occurred_at",
+    "recorded_at", "prev_hash", "hash",
+)  # fmt: skip
+
+
+def insert_first_events(
+    conn: Connection,
+    *,
+    program_id: int | None,
+    brand: str,
+    action: Action,
+    channel: Channel,
+    recorded_at: datetime,
+    items: list[tuple[int, str, datetime]],
+) -> list[int]:
+    """Start the chains of contacts this transaction created: one event each, seq 1 after GENESIS, from
+    ``(contact_id, evidence as canonical JSON text, occurred_at)``. Returns the events' ids, in order.
+
+    Only for contacts nobody else can see yet (inserted by this transaction): they have no head to read and
+    no lock to take. Rows are inserted as tuples (COPY on PostgreSQL), never as dicts: an import's million."""
+    if not items:
+        return []
+    hash_of = chain.first_event_hasher(
+        program_id=program_id,
+        brand=brand,
+        action=action.value,
+        channel=channel.value,
+        recorded_at=recorded_at,
+    )
+    ids = bulk.allocate_ids(conn, consent_events, len(items))
+    fixed = (program_id, brand, action.value, channel.value)
+    rows = [
+        (event_id, cid, 1, *fixed, evidence, at, recorded_at, chain.GENESIS, hash_of(cid, evidence, at))
+        for event_id, (cid, evidence, at) in zip(ids, items, strict=True)
+    ]
+    bulk.insert_values(conn, consent_events, _FIRST_EVENT_COLUMNS, rows)
+    return ids
+
 
 HEAD = (
     select(consent_events.c.seq, consent_events.c.hash)
