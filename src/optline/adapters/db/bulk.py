@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import JSON, Connection, DateTime, Table, func, insert, select, text
+from sqlalchemy import JSON, Connection, DateTime, Table, func, insert, select
 from sqlalchemy.exc import DBAPIError
 
 # Below this, COPY's round trips cost more than they save.
@@ -151,12 +151,19 @@ def allocate_ids(conn: Connection, table: Table, count: int) -> list[int]:
     write transaction holds SQLite's write lock from its start (``BEGIN IMMEDIATE``, ``Database.transaction``).
     """
     if conn.dialect.name == "postgresql":
-        return list(
-            conn.execute(
-                text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
-                {"table": table.name, "n": count},
-            ).scalars()
-        )
+        # The sequence's name in a scalar subquery, looked up once: as a plain argument of nextval,
+        # pg_get_serial_sequence ran for every row (7.5 µs of the server's time per id, 0.8 without). Read by
+        # the driver's cursor, as one array: SQLAlchemy's result rows cost more than the ids themselves.
+        driver = conn.connection.driver_connection
+        with driver.cursor() as cur:  # type: ignore[union-attr]
+            cur.execute(
+                "SELECT array(SELECT nextval((SELECT pg_get_serial_sequence(%s, 'id'))::regclass)"
+                " FROM generate_series(1, %s))",
+                (table.name, count),
+            )
+            row = cur.fetchone()
+            assert row is not None
+            return list(row[0])
     top = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
     return list(range(top + 1, top + 1 + count))
 
