@@ -399,13 +399,24 @@ class _RowParser:
         time_zone = values.get("time_zone") or values.get("timezone") or None
         return (
             line, phone.e164, phone.region, phone.number_type, phone.time_zone, time_zone, phone.us_state,
-            values.get("locale") or values.get("language") or None, json.dumps(attributes),
+            values.get("locale") or values.get("language") or None, _json_object(attributes),
             consented_at.isoformat() if consented_at and evidence else None,
-            canonical_json(evidence) if evidence else None, json.dumps(row),
+            canonical_json(evidence) if evidence else None, _json_list(row),
         )  # fmt: skip
 
 
 _EVIDENCE_COLUMNS = tuple(sorted(CONSENT_COLUMNS - {"consented_at"}))
+_quote = json.encoder.encode_basestring_ascii  # what json.dumps quotes strings with
+
+
+# JSON text of a row's cells and of its attributes (strings only), as json.dumps writes them but without
+# building an encoder per call: that was a third of a row's parsing.
+def _json_list(cells: list[str]) -> str:
+    return "[" + ", ".join(map(_quote, cells)) + "]"
+
+
+def _json_object(items: dict[str, str]) -> str:
+    return "{" + ", ".join([f"{_quote(k)}: {_quote(v)}" for k, v in items.items()]) + "}"
 
 
 def _write_staged(conn: Connection, batch: list[tuple[Any, ...]]) -> None:
