@@ -201,16 +201,6 @@ def test_the_import_hasher_hashes_what_event_hash_hashes(
     assert hash_of(contact_id, ledger.canonical_json(evidence), occurred) == ledger.event_hash(event)
 
 
-@given(
-    st.dictionaries(
-        st.text(max_size=10), st.text(max_size=30) | st.integers() | st.booleans() | st.none(), max_size=8
-    )
-)
-def test_canonical_json_of_flat_evidence_is_the_encoders(evidence: dict[str, Any]) -> None:
-    # The shortcut for flat dicts of strings and integers; booleans and None take the encoder's way.
-    assert ledger.canonical_json(evidence) == ledger._CANONICAL.encode(evidence)
-
-
 def test_json_text_of_a_row_is_json_dumps() -> None:
     from optline.services import contacts_import
 

@@ -30,7 +30,6 @@ def iso(value: datetime) -> str:
 
 # Built once: ``json.dumps`` with these options builds an encoder per call (an import hashes a million events).
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-_quote = json.encoder.encode_basestring  # what _CANONICAL quotes strings with (ensure_ascii=False)
 
 
 @lru_cache(maxsize=4096)
@@ -62,21 +61,7 @@ def event_hash(event: Mapping[str, Any]) -> str:
 
 
 def canonical_json(value: Any) -> str:
-    """A value (an event's evidence) in the canonical form ``canonical`` embeds it in.
-
-    A flat dict of strings and integers (an import's evidence) is encoded without building an encoder (the
-    json module makes one per call: most of the cost for a small dict); anything else by ``_CANONICAL``.
-    Both give the same text: tests/unit/test_ledger_chain.py compares them."""
-    if type(value) is dict and all(
-        type(k) is str and (type(v) is str or type(v) is int) for k, v in value.items()
-    ):
-        return (
-            "{"
-            + ",".join(
-                f"{_quote(k)}:{_quote(v) if type(v) is str else int(v)}" for k, v in sorted(value.items())
-            )
-            + "}"
-        )
+    """A value (an event's evidence) in the canonical form ``canonical`` embeds it in."""
     return _CANONICAL.encode(value)
 
 
