@@ -14,9 +14,13 @@ Two phases, on one connection:
 2. **Merge** in chunks of lines, one transaction each (so inbound opt-outs never wait long for the write
    lock): new contacts by ``INSERT … SELECT … ON CONFLICT DO NOTHING``; existing ones merged; consent
    evidence through ``consent.record_opt_ins`` (the ledger rules: an opted-out person's import is held, never
-   re-subscribed — invariant 4). If the database fails in this phase, ``ImportInterrupted`` reports exactly
-   which lines were imported and which were not (importing the same file again finishes it: imports are
-   idempotent).
+   re-subscribed — invariant 4). Contacts the chunk created (most rows) start their chains in bulk: the parse
+   workers already wrote each row's evidence in its canonical JSON text, so the merge hashes and stores it as
+   it is, and events and projection rows go out as tuples (``COPY`` on PostgreSQL), never as dicts. On
+   PostgreSQL the server's own work per row (indexes, the six foreign-key checks of an event and its
+   projection row) is then most of the merge. If the database fails in this phase, ``ImportInterrupted``
+   reports exactly which lines were imported and which were not (importing the same file again finishes it:
+   imports are idempotent).
 
 Memory stays bounded: rows are staged in batches (at most two batches per worker in flight); duplicate
 detection is in the database, not a Python set.
