@@ -148,3 +148,15 @@ def test_a_chunk_that_fails_inside_its_writes_leaves_nothing_of_itself(
     )  # fmt: skip
     with container.db.read() as conn:
         assert ledger_repo.verify(conn).ok
+
+
+def test_evidence_not_in_its_canonical_text_is_refused(container: Container, program: dict) -> None:
+    # Hashing text in another form (keys unsorted, spaces) would store events whose hashes never verify.
+    with container.db.transaction() as conn:
+        contact, _ = contacts.get_or_create(conn, parse_phone("+14155550199"), container.clock.now())
+        with pytest.raises(ValueError, match="not in its canonical JSON text"):
+            ledger_repo.insert_first_events(
+                conn, program_id=program["id"], brand=program["brand"], action=Action.OPT_IN,
+                channel=Channel.IMPORT, recorded_at=container.clock.now(),
+                items=[(contact["id"], '{"source": "web", "ip": "1.2.3.4"}', container.clock.now())],
+            )  # fmt: skip
