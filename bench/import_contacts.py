@@ -37,7 +37,9 @@ process CPU 45.3 s; PostgreSQL 5,393 rows/s (107x its floor of 578,376/s), CPU 2
 on the same 200,000-row file, alternating (main, branch, branch, main; load 4.9–5.7), rows/s and import
 process CPU: SQLite main 6,708 / 8,293 (15.2 / 15.1 s), branch 12,820 / 12,275 (9.7 / 9.3 s): 1.7x the rows/s,
 0.62x the CPU; PostgreSQL main 6,585 / 4,143 (9.8 / 10.2 s), branch 6,149 / 5,460 (5.5 / 5.5 s): the import
-process's CPU halved, rows/s within the noise — the server's own work bounds it. Measured apart (load ~4,
+process's CPU halved, rows/s within the noise — the server's own work bounds it. Again (load 3.3–4.5): SQLite
+main 8,889 / 10,470 (12.9 / 13.6 s), branch 14,446 / 10,751 (8.8 / 10.0 s): 1.3x, 0.71x the CPU; PostgreSQL
+main 9,108 / 7,471 (8.9 / 8.7 s), branch 10,655 / 8,563 (4.4 / 4.9 s): 1.16x, 0.53x the CPU. Measured apart (load ~4,
 50,000 rows): COPY into consent_events 30 µs a row (15 of them the heap and text, 10 its four indexes, 4–6 its
 two foreign keys), into subscriptions 39 µs (7.5 without its four foreign-key checks), the contacts
 INSERT … SELECT 28 µs; none of this can be cut without dropping a constraint or an index.
