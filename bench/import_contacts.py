@@ -24,6 +24,25 @@ These figures measure the machine's load more than the import: re-measure on a q
 SQLite main 5,237 / 4,281 (18.3 / 17.6 s), branch 2,280 (the load rose from 6 to 25 during it) / 5,879
 (13.7 / 12.6 s); PostgreSQL main 2,395 / 3,238 (14.1 / 14.6 s), branch 2,810 / 4,003 (8.8 / 8.8 s). The
 parse workers' CPU is on top of the import process's.
+
+After (branch import-fast2: new contacts' chains started in bulk from the evidence's canonical text, which the
+parse workers compute; events and projection rows written as tuples; ids for COPY without a
+pg_get_serial_sequence call per id; a row's JSON without an encoder per call), 1M rows, load average 2.4–7.0
+(four other sessions' tests and benches on 2 cores): SQLite 8,952 rows/s (floor 376,927/s: 42x the floor's
+time per row; row-at-a-time 1,305/s), PostgreSQL 4,317 rows/s (floor 784,709/s: 182x; row-at-a-time 108/s);
+import process CPU 58.5 s / 33.9 s (was 68 / 49.6 quiet); peak RSS 256 / 192 MB, 469 / 470 MB with the parse
+workers (PSS). Accounting exact: 985,024 created, 787,089 consent events, 14,976 rejected (5,007 duplicates).
+An earlier run of the same merge code at load 4–6: SQLite 9,770 rows/s (24x its floor of 236,775/s), import
+process CPU 45.3 s; PostgreSQL 5,393 rows/s (107x its floor of 578,376/s), CPU 27.6 s. Main and this branch
+on the same 200,000-row file, alternating (main, branch, branch, main; load 4.9–5.7), rows/s and import
+process CPU: SQLite main 6,708 / 8,293 (15.2 / 15.1 s), branch 12,820 / 12,275 (9.7 / 9.3 s): 1.7x the rows/s,
+0.62x the CPU; PostgreSQL main 6,585 / 4,143 (9.8 / 10.2 s), branch 6,149 / 5,460 (5.5 / 5.5 s): the import
+process's CPU halved, rows/s within the noise — the server's own work bounds it. Again (load 3.3–4.5): SQLite
+main 8,889 / 10,470 (12.9 / 13.6 s), branch 14,446 / 10,751 (8.8 / 10.0 s): 1.3x, 0.71x the CPU; PostgreSQL
+main 9,108 / 7,471 (8.9 / 8.7 s), branch 10,655 / 8,563 (4.4 / 4.9 s): 1.16x, 0.53x the CPU. Measured apart (load ~4,
+50,000 rows): COPY into consent_events 30 µs a row (15 of them the heap and text, 10 its four indexes, 4–6 its
+two foreign keys), into subscriptions 39 µs (7.5 without its four foreign-key checks), the contacts
+INSERT … SELECT 28 µs; none of this can be cut without dropping a constraint or an index.
 """
 
 from __future__ import annotations

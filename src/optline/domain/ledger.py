@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -58,6 +58,39 @@ def canonical(event: Mapping[str, Any]) -> bytes:
 
 def event_hash(event: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(event)).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    """A value (an event's evidence) in the canonical form ``canonical`` embeds it in."""
+    return _CANONICAL.encode(value)
+
+
+def first_event_hasher(
+    *, program_id: int | None, brand: str, action: str, channel: str, recorded_at: datetime
+) -> Callable[[int, str, datetime], str]:
+    """``event_hash`` of the first event of new chains (seq 1 after GENESIS) that share everything but the
+    contact, the evidence and the time of consent: ``hash_of(contact_id, canonical_json(evidence),
+    occurred_at)``. Built for imports: the evidence arrives already in its canonical text (computed in the
+    parse workers), so a million events are hashed without building and encoding a million dicts.
+
+    The same bytes as ``canonical`` (its keys in sorted order, each fixed part encoded by the same encoder):
+    tests/unit/test_ledger_chain.py compares the two over awkward evidence."""
+    enc = _CANONICAL.encode
+    head = f'{{"action":{enc(action)},"brand":{enc(brand)},"channel":{enc(channel)},"contact_id":'
+    tail = (
+        f'"prev_hash":{enc(GENESIS)},"program_id":{enc(program_id)},'
+        f'"recorded_at":{enc(_iso_cached(recorded_at))},"seq":1}}'
+    )
+    sha256 = hashlib.sha256
+
+    def hash_of(contact_id: int, evidence_json: str, occurred_at: datetime) -> str:
+        body = (
+            f'{head}{int(contact_id)},"evidence":{evidence_json},'
+            f'"occurred_at":"{_iso_cached(occurred_at)}",{tail}'
+        )
+        return sha256(body.encode()).hexdigest()
+
+    return hash_of
 
 
 def digest_of_heads(heads: Iterable[tuple[int, int, str]], prev_digest: str) -> str:

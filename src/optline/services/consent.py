@@ -5,6 +5,7 @@ This is the only code path that writes ``consent_events`` or ``subscriptions``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -392,8 +393,13 @@ def subscriptions_of(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
 @dataclass(frozen=True)
 class BatchOptIn:
     contact_id: int
-    evidence: Mapping[str, Any]
+    # A str is the evidence already in its canonical JSON text (``domain.ledger.canonical_json``): an import
+    # computes it in its parse workers, and a contact it created needs no dict at all.
+    evidence: Mapping[str, Any] | str
     occurred_at: datetime
+
+    def evidence_dict(self) -> Mapping[str, Any]:
+        return json.loads(self.evidence) if isinstance(self.evidence, str) else self.evidence
 
 
 @dataclass
@@ -428,6 +434,13 @@ def record_opt_ins(
     if not items:
         return outcome
     now = clock.now()
+    fresh = [i for i in items if i.contact_id in created_here]
+    if fresh:
+        _start_chains(conn, clock, now, program, channel, fresh, outcome)
+        if len(fresh) == len(items):
+            return outcome
+        items = [i for i in items if i.contact_id not in created_here]
+        created_here = frozenset()
     ids = sorted(i.contact_id for i in items)
     # Contacts this transaction created have no projection row, no events and no chain yet (nobody else can
     # write for them before it commits): only the others are looked up — none at all in a fresh import.
@@ -498,7 +511,7 @@ def record_opt_ins(
                 brand=program["brand"],
                 action=Action.OPT_IN,
                 channel=channel,
-                evidence=item.evidence,
+                evidence=item.evidence_dict(),
                 occurred_at=item.occurred_at,
                 recorded_at=now,
             )
@@ -524,12 +537,81 @@ def record_opt_ins(
             .values({k: bindparam(k) for k in updates[0] if k != "b_contact_id"}),
             updates,
         )
-    outcome.recorded = len(events)
+    outcome.recorded += len(events)
     if events:  # one query for the numbers, and only when an endpoint subscribes to opt-ins
         event_hooks.emit_many(
             conn, clock, EventType.OPT_IN, lambda: _batch_payloads(conn, events, program, transitions)
         )
     return outcome
+
+
+def _start_chains(
+    conn: Connection,
+    clock: Clock,
+    now: datetime,
+    program: Mapping[str, Any],
+    channel: Channel,
+    items: list[BatchOptIn],
+    outcome: BatchOutcome,
+) -> None:
+    """``record_opt_ins`` for contacts this transaction created (most of an import): the same rules, applied
+    once for all of them — they have no projection row, no event and no opt-out, so each starts from
+    ``Status.NEVER`` — and their events and projection rows written as tuples, never as dicts."""
+    new = next_status(Status.NEVER, Action.OPT_IN, channel)
+    accepted: list[tuple[int, str, datetime]] = []
+    for item in items:
+        try:
+            check_opt_in_time(as_utc(item.occurred_at), now=now, last_opt_out=None)
+        except ConsentRefused as exc:
+            outcome.held[item.contact_id] = str(exc)
+            continue
+        evidence = item.evidence
+        accepted.append(
+            (item.contact_id, evidence if isinstance(evidence, str) else ledger.chain.canonical_json(evidence),
+             item.occurred_at)
+        )  # fmt: skip
+    ids = ledger.insert_first_events(
+        conn,
+        program_id=program["id"],
+        brand=program["brand"],
+        action=Action.OPT_IN,
+        channel=channel,
+        recorded_at=now,
+        items=accepted,
+    )
+    # The projection row as _subscription_values writes it (one place for how it follows an event), with
+    # markers where each row's own event id and time go.
+    event_id, at = object(), object()
+    values = _subscription_values(
+        Status.NEVER,
+        new,
+        held_after(False, Action.OPT_IN),
+        {"id": event_id, "occurred_at": at},
+        Action.OPT_IN,
+    )
+    values.setdefault("since", at)
+    columns = ["contact_id", "program_id", *values]
+    program_id = program["id"]
+    rows = [
+        (cid, program_id, *(eid if v is event_id else occurred if v is at else v for v in values.values()))
+        for eid, (cid, _, occurred) in zip(ids, accepted, strict=True)
+    ]
+    bulk.insert_values(conn, subscriptions, columns, rows)
+    outcome.recorded += len(ids)
+    if not ids:
+        return
+
+    def payloads() -> list[dict[str, Any]]:  # only when an endpoint subscribes to opt-ins
+        # What hook_payload reads of an event (never the evidence: it may hold message text).
+        events = [
+            {"id": eid, "contact_id": cid, "program_id": program_id, "brand": program["brand"],
+             "channel": channel.value, "occurred_at": occurred}
+            for eid, (cid, _, occurred) in zip(ids, accepted, strict=True)
+        ]  # fmt: skip
+        transitions = {e["contact_id"]: (Status.NEVER, False, new) for e in events}
+        return _batch_payloads(conn, events, program, transitions)
+
+    event_hooks.emit_many(conn, clock, EventType.OPT_IN, payloads)
 
 
 def _batch_payloads(

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import JSON, Connection, DateTime, Table, func, insert, select, text
+from sqlalchemy import JSON, Connection, DateTime, Table, func, insert, select
+from sqlalchemy.exc import DBAPIError
 
 # Below this, COPY's round trips cost more than they save.
 COPY_FROM = 64
@@ -76,6 +77,33 @@ def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]])
     insert_tuples(conn, table.name, columns, values)
 
 
+def insert_values(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert tuples of Python values (JSON columns already as JSON text): COPY on PostgreSQL (psycopg adapts
+    the values), one prepared ``executemany`` on SQLite with times converted by the columns' own type, so
+    they are stored exactly as an ordinary insert stores them. No dicts, no defaults: the fast path of
+    ``copy_rows`` for callers that build every column themselves (an import's million events)."""
+    if not rows or conn.dialect.name == "postgresql":
+        insert_tuples(conn, table.name, columns, rows)
+        return
+    converters = [
+        (i, _converter(table.c[name].type, conn))
+        for i, name in enumerate(columns)
+        if isinstance(table.c[name].type, DateTime)
+    ]
+    if converters:
+        converted = []
+        for row in rows:
+            values = list(row)
+            for i, convert in converters:
+                if convert is not None and values[i] is not None:
+                    values[i] = convert(values[i])
+            converted.append(tuple(values))
+        rows = converted
+    insert_tuples(conn, table.name, columns, rows)
+
+
 def _converter(type_: Any, conn: Connection) -> Callable[[Any], Any] | None:
     """The column type's bind processor; for times, remembered per value: a batch's rows share a few
     (an import's events one ``recorded_at`` and few distinct times of consent), each formatted once."""
@@ -100,9 +128,17 @@ def insert_tuples(
     names = ", ".join(columns)
     if conn.dialect.name == "postgresql":
         driver = conn.connection.driver_connection
-        with driver.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:  # type: ignore[union-attr]
-            for row in rows:
-                copy.write_row(row)
+        statement = f"COPY {table} ({names}) FROM STDIN"
+        dbapi = conn.dialect.loaded_dbapi
+        try:
+            with driver.cursor() as cur, cur.copy(statement) as copy:  # type: ignore[union-attr]
+                for row in rows:
+                    copy.write_row(row)
+        except dbapi.Error as exc:
+            # Raised as SQLAlchemy raises a failed statement (a foreign key refused, the server gone): callers
+            # catch DBAPIError, and a driver's own exception would escape them (an import would not say
+            # which lines were imported).
+            raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
         return
     marks = ", ".join("?" * len(columns))
     conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks})", list(rows))
@@ -115,12 +151,19 @@ def allocate_ids(conn: Connection, table: Table, count: int) -> list[int]:
     write transaction holds SQLite's write lock from its start (``BEGIN IMMEDIATE``, ``Database.transaction``).
     """
     if conn.dialect.name == "postgresql":
-        return list(
-            conn.execute(
-                text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
-                {"table": table.name, "n": count},
-            ).scalars()
-        )
+        # The sequence's name in a scalar subquery, looked up once: as a plain argument of nextval,
+        # pg_get_serial_sequence ran for every row (7.5 µs of the server's time per id, 0.8 without). Read by
+        # the driver's cursor, as one array: SQLAlchemy's result rows cost more than the ids themselves.
+        driver = conn.connection.driver_connection
+        with driver.cursor() as cur:  # type: ignore[union-attr]
+            cur.execute(
+                "SELECT array(SELECT nextval((SELECT pg_get_serial_sequence(%s, 'id'))::regclass)"
+                " FROM generate_series(1, %s))",
+                (table.name, count),
+            )
+            row = cur.fetchone()
+            assert row is not None
+            return list(row[0])
     top = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
     return list(range(top + 1, top + 1 + count))
 

@@ -17,6 +17,7 @@ never per append, which would make every writer wait for one lock.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -126,6 +127,50 @@ def insert_events(conn: Connection, events: list[dict[str, Any]]) -> None:
 
 
 _INSERT_ONE = insert(consent_events).returning(consent_events.c.id)
+
+_FIRST_EVENT_COLUMNS = (
+    "id", "contact_id", "seq", "program_id", "brand", "action", "channel", "evidence", "occurred_at",
+    "recorded_at", "prev_hash", "hash",
+)  # fmt: skip
+
+
+def insert_first_events(
+    conn: Connection,
+    *,
+    program_id: int | None,
+    brand: str,
+    action: Action,
+    channel: Channel,
+    recorded_at: datetime,
+    items: list[tuple[int, str, datetime]],
+) -> list[int]:
+    """Start the chains of contacts this transaction created: one event each, seq 1 after GENESIS, from
+    ``(contact_id, evidence as canonical JSON text, occurred_at)``. Returns the events' ids, in order.
+
+    Only for contacts nobody else can see yet (inserted by this transaction): they have no head to read and
+    no lock to take. Rows are inserted as tuples (COPY on PostgreSQL), never as dicts: an import's million."""
+    if not items:
+        return []
+    # The hash is taken over the text as given: text in any other form (a JSONB column's, say) would give
+    # events whose hashes do not verify. Checked on a batch's first row: the form is systematic, not per row.
+    sample = items[0][1]
+    if chain.canonical_json(json.loads(sample)) != sample:
+        raise ValueError(f"evidence is not in its canonical JSON text: {sample[:80]!r}")
+    hash_of = chain.first_event_hasher(
+        program_id=program_id,
+        brand=brand,
+        action=action.value,
+        channel=channel.value,
+        recorded_at=recorded_at,
+    )
+    ids = bulk.allocate_ids(conn, consent_events, len(items))
+    fixed = (program_id, brand, action.value, channel.value)
+    rows = [
+        (event_id, cid, 1, *fixed, evidence, at, recorded_at, chain.GENESIS, hash_of(cid, evidence, at))
+        for event_id, (cid, evidence, at) in zip(ids, items, strict=True)
+    ]
+    bulk.insert_values(conn, consent_events, _FIRST_EVENT_COLUMNS, rows)
+    return ids
 
 
 HEAD = (
