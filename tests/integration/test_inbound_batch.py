@@ -68,6 +68,18 @@ def _world(container: Container) -> dict[str, Any]:
                 channel=Channel.WEB,
                 evidence={"test": True},
             )
+        for person in (7, 107):  # a brand-wide opt-out before a program of the brand existed
+            consent.record(
+                conn,
+                clock,
+                contact_id=ids[person if person < 100 else person - 90],
+                program=p1,
+                action=Action.OPT_OUT,
+                channel=Channel.WEB,
+                evidence={"test": True},
+                brand_wide=True,
+            )
+        outbound.make_program(conn, clock, "later", sender_numbers=["+14155550108"])
     return {"p1": p1, "p2": p2}
 
 

@@ -135,6 +135,23 @@ _BRAND_STATES_AND_HEAD = (
 
 State = tuple[Status, bool, bool]  # (status, held, whether the projection has a row)
 
+# Several contacts' chain heads, one index probe each (correlated), and their existence (the rows present).
+_HEADS = select(
+    contacts.c.id,
+    *(
+        select(column)
+        .where(consent_events.c.contact_id == contacts.c.id)
+        .order_by(consent_events.c.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label(column.name)
+        for column in (consent_events.c.seq, consent_events.c.hash)
+    ),
+).where(contacts.c.id.in_(bindparam("ids", expanding=True)))
+_SUBSCRIPTIONS_OF = select(
+    subscriptions.c.contact_id, subscriptions.c.program_id, subscriptions.c.status, subscriptions.c.held
+).where(subscriptions.c.contact_id.in_(bindparam("ids", expanding=True)))
+
 
 def _state_of(row: Any) -> State:
     if row.status is not None:
@@ -317,9 +334,9 @@ def _lock_contacts(conn: Connection, contact_ids: list[int]) -> None:
     """``ledger.lock_contact`` for several: on PostgreSQL in id order, so that two batches cannot deadlock
     on each other (SQLite: the existence check alone; its write transaction is the lock)."""
     stmt = select(contacts.c.id).where(one_of(conn, contacts.c.id, contact_ids)).order_by(contacts.c.id)
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    found = set(conn.execute(stmt).scalars())
+    if conn.dialect.name != "postgresql":
+        return  # the existence check rides along with the heads (_states_and_heads)
+    found = set(conn.execute(stmt.with_for_update()).scalars())
     for contact_id in contact_ids:
         if contact_id not in found:
             raise LookupError(f"contact {contact_id} does not exist")
@@ -328,8 +345,9 @@ def _lock_contacts(conn: Connection, contact_ids: list[int]) -> None:
 def _states_and_heads(
     conn: Connection, changes: list[Change], scopes: list[bool]
 ) -> list[tuple[dict[int, State], tuple[int, str]]]:
-    """What ``_state_and_head`` (or ``_brand_states_and_head``) reads, for distinct contacts at once, in four
-    statements whatever their number (read after ``_lock_contacts``, as those are after the lock)."""
+    """What ``_state_and_head`` (or ``_brand_states_and_head``) reads, for distinct contacts at once, in two
+    statements whatever their number (three with a brand's programs; read after ``_lock_contacts``, as those
+    are after the lock)."""
     ids = [c.contact_id for c in changes]
     brands = sorted({c.program["brand"] for c, wide in zip(changes, scopes, strict=True) if wide})
     of_brand: dict[str, list[int]] = {}
@@ -340,30 +358,28 @@ def _states_and_heads(
             .order_by(programs_table.c.id)
         ):
             of_brand.setdefault(r.brand, []).append(r.id)
+    heads: dict[int, tuple[int, str]] = {}
+    for r in conn.execute(_HEADS, {"ids": ids}):
+        heads[r.id] = (r.seq, r.hash) if r.seq is not None else (0, ledger.chain.GENESIS)
+    for contact_id in ids:  # (SQLite: this is the existence check that _lock_contacts leaves to it)
+        if contact_id not in heads:
+            raise LookupError(f"contact {contact_id} does not exist")
     rows = {
         (r.contact_id, r.program_id): (Status(r.status), bool(r.held), True)
-        for r in conn.execute(
-            select(
-                subscriptions.c.contact_id,
-                subscriptions.c.program_id,
-                subscriptions.c.status,
-                subscriptions.c.held,
-            ).where(one_of(conn, subscriptions.c.contact_id, ids))
-        )
+        for r in conn.execute(_SUBSCRIPTIONS_OF, {"ids": ids})
     }
+    # A brand-wide opt-out matters only where a program has no projection row yet: rare in a burst of
+    # replies from subscribed people, so asked person by person (a set-based form of this question had
+    # both planners scan every brand-wide opt-out there is, through the action or program index).
     brand_out = {
-        (r.contact_id, r.brand)
-        for r in conn.execute(
-            select(consent_events.c.contact_id, consent_events.c.brand)
-            .where(
-                one_of(conn, consent_events.c.contact_id, ids)
-                & consent_events.c.program_id.is_(None)
-                & (consent_events.c.action == Action.OPT_OUT.value)
-            )
-            .distinct()
+        (c.contact_id, c.program["brand"])
+        for c, wide in zip(changes, scopes, strict=True)
+        if any(
+            (c.contact_id, pid) not in rows
+            for pid in (of_brand.get(c.program["brand"], []) if wide else [c.program["id"]])
         )
+        and conn.execute(_BRAND_OPT_OUT, {"contact_id": c.contact_id, "brand": c.program["brand"]}).first()
     }
-    heads = ledger.heads(conn, ids)
     read = []
     for c, wide in zip(changes, scopes, strict=True):
         brand = c.program["brand"]
