@@ -11,18 +11,26 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, insert, select, update
 
 from optline.adapters.db import ledger
 from optline.adapters.db.group_commit import GroupCommit
-from optline.adapters.db.tables import consent_events, contacts, inbound_messages, messages, subscriptions
+from optline.adapters.db.tables import (
+    campaigns,
+    consent_events,
+    contacts,
+    inbound_messages,
+    messages,
+    subscriptions,
+)
 from optline.adapters.providers.base import InboundSms
 from optline.bootstrap import Container
 from optline.domain.consent import Action, Channel
 from optline.entrypoints.api import webhooks
-from optline.services import consent
+from optline.services import consent, outbox
 from optline.services import inbound as inbound_service
 from optline.services.inbound import Reply, record_inbound, record_inbound_many
+from optline.services.outbox import Kind
 from tests.support import outbound
 
 S1, S2, NOBODY = "+14155550100", "+14155550109", "+14155550177"
@@ -80,6 +88,32 @@ def _world(container: Container) -> dict[str, Any]:
                 brand_wide=True,
             )
         outbound.make_program(conn, clock, "later", sender_numbers=["+14155550108"])
+        # People 0 and 100 got campaign "fall", then "winter": their STOP is attributed to "winter".
+        for person in (0, 100):
+            cid = ids[person if person < 100 else person - 90]
+            for n in ("fall", "winter"):
+                campaign_id = conn.execute(
+                    insert(campaigns)
+                    .values(program_id=p1["id"], name=f"{n}{person}", template="hi", created_at=clock.now())
+                    .returning(campaigns.c.id)
+                ).scalar()
+                msg = outbox.enqueue(
+                    conn,
+                    clock,
+                    program_id=p1["id"],
+                    contact_id=cid,
+                    to_phone=outbound.phone(person),
+                    kind=Kind.MARKETING,
+                    body="Deal",
+                    idempotency_key=f"c{n}{person}",
+                    campaign_id=campaign_id,
+                )
+                clock.advance(minutes=1)  # type: ignore[attr-defined]
+                conn.execute(
+                    update(messages)
+                    .where(messages.c.id == msg["id"])
+                    .values(status="sent", sent_at=clock.now())
+                )
     return {"p1": p1, "p2": p2}
 
 
@@ -135,15 +169,20 @@ def _state(conn: Connection, base: int) -> dict[Any, Any]:
             .order_by(messages.c.id)
         ).all()
         linked = conn.execute(
-            select(inbound_messages.c.consent_event_id.is_not(None))
+            select(
+                inbound_messages.c.consent_event_id.is_not(None),
+                select(campaigns.c.name)
+                .where(campaigns.c.id == inbound_messages.c.attributed_campaign_id)
+                .scalar_subquery(),
+            )
             .where(inbound_messages.c.contact_id == cid)
             .order_by(inbound_messages.c.id)
-        ).scalars()
+        ).all()
         state[person] = (
             [tuple(e) for e in events],
             [tuple(s) for s in subs],
             [tuple(m) for m in sent],
-            list(linked),
+            [(ok, (name or "").rstrip("0123456789") or None) for ok, name in linked],
         )
     return state
 
@@ -175,7 +214,8 @@ def test_a_batch_gives_what_one_reply_after_another_gives(
     # The person who wrote twice: two opt-outs, seq 3 then 4 (after the opt-ins to both programs), one confirmation.
     events, _, sent, _ = batched[0]
     assert [(e[0], e[1]) for e in events if e[1] == "opt_out"] == [(3, "opt_out"), (4, "opt_out")]
-    assert [m[0] for m in sent] == ["confirmation"]
+    assert [m[0] for m in sent] == ["marketing", "marketing", "confirmation"]
+    assert batched[0][3] == [(True, "winter"), (True, "winter")]  # both replies answer the last campaign
 
 
 def test_two_stops_of_one_person_in_one_batch_chain_in_order(container: Container) -> None:

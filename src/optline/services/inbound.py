@@ -17,6 +17,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from optline.adapters.clock import Clock, as_utc
+from optline.adapters.db import bulk
 from optline.adapters.db import contacts as contact_repo
 from optline.adapters.db import programs as program_repo
 from optline.adapters.db.tables import inbound_messages, messages
@@ -609,19 +610,24 @@ def _is_join_keyword(body: str, program: Mapping[str, Any]) -> bool:
 
 # The campaign this contact last received from the program (attribution for analytics): a scalar subquery
 # of the claim's INSERT, so it costs no round trip of its own.
-_LAST_CAMPAIGN = (
-    select(messages.c.campaign_id)
-    .where(
-        (messages.c.contact_id == bindparam("a_contact"))
-        & (messages.c.program_id == bindparam("a_program"))
-        & messages.c.campaign_id.is_not(None)
-        # Not IN (…): an IN list is an "expanding" parameter, rendered into the SQL again on every execution.
-        & ((messages.c.status == "sent") | (messages.c.status == "delivered"))
+def _last_campaign(contact_id: Any, program_id: Any) -> Any:
+    return (
+        select(messages.c.campaign_id)
+        .where(
+            (messages.c.contact_id == contact_id)
+            & (messages.c.program_id == program_id)
+            & messages.c.campaign_id.is_not(None)
+            # Not IN (…): an IN list is an "expanding" parameter, rendered into the SQL again on every
+            # execution.
+            & ((messages.c.status == "sent") | (messages.c.status == "delivered"))
+        )
+        .order_by(messages.c.sent_at.desc().nulls_last(), messages.c.created_at.desc(), messages.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
     )
-    .order_by(messages.c.sent_at.desc().nulls_last(), messages.c.created_at.desc(), messages.c.id.desc())
-    .limit(1)
-    .scalar_subquery()
-)
+
+
+_LAST_CAMPAIGN = _last_campaign(bindparam("a_contact"), bindparam("a_program"))
 _CLAIMS: dict[tuple[str, bool], Any] = {}
 
 
@@ -678,6 +684,23 @@ def _claim_values(
 
 
 _CLAIMS_MANY: dict[str, Any] = {}
+_CLAIM_COLUMNS = [
+    "provider", "provider_message_id", "from_phone", "to_phone", "body", "contact_id", "program_id", "intent",
+    "confidence", "language", "reason", "review", "received_at",
+]  # fmt: skip
+_CLAIM_ROWS = bulk.unnested(inbound_messages, _CLAIM_COLUMNS)
+_CLAIM_UNNESTED = (
+    postgresql.insert(inbound_messages)
+    .from_select(
+        [*_CLAIM_COLUMNS, "attributed_campaign_id"],
+        select(
+            *(_CLAIM_ROWS.c[c] for c in _CLAIM_COLUMNS),
+            _last_campaign(_CLAIM_ROWS.c.contact_id, _CLAIM_ROWS.c.program_id),
+        ),
+    )
+    .on_conflict_do_nothing(index_elements=["provider", "provider_message_id"])
+    .returning(inbound_messages.c.id, inbound_messages.c.provider, inbound_messages.c.provider_message_id)
+)
 
 
 def _claim_many(
@@ -691,6 +714,16 @@ def _claim_many(
         sms, contact, program, result = claims[0]
         return [_claim(conn, sms, contact, program, result, now, review=False, attribute=True)]
     name = conn.dialect.name
+    if name == "postgresql":  # one statement text whatever the batch's size (bulk.unnested)
+        rows = [
+            _claim_values(sms, contact, program, result, now, False)
+            for sms, contact, program, result in claims
+        ]
+        ids = {
+            (r.provider, r.provider_message_id): r.id
+            for r in conn.execute(_CLAIM_UNNESTED, bulk.unnest_params(_CLAIM_COLUMNS, rows))
+        }
+        return [ids.get((sms.provider, sms.provider_message_id)) for sms, _, _, _ in claims]
     if name not in _CLAIMS_MANY:
         # Rows come back in any order, and none for a message already there: matched by the provider's id.
         _CLAIMS_MANY[name] = _claim_statement(name, True).returning(

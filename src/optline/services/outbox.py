@@ -23,6 +23,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from optline.adapters.clock import Clock
+from optline.adapters.db import bulk
 from optline.adapters.db.tables import messages
 
 
@@ -59,6 +60,18 @@ _ENQUEUE = {
     .returning(*messages.c)
     for is_pg, dialect in ((True, postgresql), (False, sqlite))
 }
+
+_COLUMNS = [
+    "program_id", "contact_id", "to_phone", "from_phone", "kind", "priority", "body", "segments", "status",
+    "idempotency_key", "campaign_id", "not_before", "optout_token", "attempts", "created_at", "updated_at",
+]  # fmt: skip
+_UNNESTED = bulk.unnested(messages, _COLUMNS)
+_ENQUEUE_UNNESTED = (
+    postgresql.insert(messages)
+    .from_select(_COLUMNS, select(*(_UNNESTED.c[c] for c in _COLUMNS)))
+    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    .returning(*messages.c)
+)
 
 
 def enqueue(
@@ -122,7 +135,10 @@ def enqueue_many(conn: Connection, clock: Clock, items: list[dict[str, Any]]) ->
             }
         )
     # Rows come back in any order, and none for a key that was there: matched by their key.
-    inserted = conn.execute(_ENQUEUE[conn.dialect.name == "postgresql"], rows).all()
+    if conn.dialect.name == "postgresql":  # one statement text whatever the batch's size (bulk.unnested)
+        inserted = conn.execute(_ENQUEUE_UNNESTED, bulk.unnest_params(_COLUMNS, rows)).all()
+    else:
+        inserted = conn.execute(_ENQUEUE[False], rows).all()
     by_key = {r.idempotency_key: dict(r._mapping) for r in inserted}
     for row in rows:
         if row["idempotency_key"] not in by_key:
