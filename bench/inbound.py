@@ -65,16 +65,17 @@ SENDER = "+14155550100"
 
 
 IN_PROCESS = 30_000_000  # the phone index of the first contact timed in process
+BATCH = 16  # STOPs per transaction in the in-process batched timing (about what 16 connections give)
 
 
 def prepare(db_url: str, people: int, in_process: int, scope: str = "program") -> None:
     """One program with the sender the STOPs are sent to, ``people`` subscribed contacts for the load and
-    ``in_process`` more for the in-process timing. ``scope``: the program's opt-out scope (``brand``, a
-    new program's default, makes every STOP brand-wide)."""
+    twice ``in_process`` more for the in-process timings (one by one, then batched). ``scope``: the
+    program's opt-out scope (``brand``, a new program's default, makes every STOP brand-wide)."""
     c = build(Settings(env="test", database_url=db_url), clock=SystemClock())
     with c.db.transaction() as conn:
         program = outbound.make_program(conn, c.clock, sender_numbers=[SENDER], optout_scope=scope)
-        for first, count in ((0, people), (IN_PROCESS, in_process)):
+        for first, count in ((0, people), (IN_PROCESS, 2 * in_process)):
             for start in range(first, first + count, 10_000):
                 ids = outbound.insert_contacts(conn, c.clock.now(), start, min(10_000, first + count - start))
                 outbound.subscribe(conn, c.clock, program, ids)
@@ -275,6 +276,37 @@ def in_process(db_url: str, start: int, n: int, profile: bool) -> None:
     print(
         f"  in process: {cpu * 1000:.2f} ms CPU, {wall * 1000:.2f} ms wall, "
         f"{len(statements) / (n - 1):.1f} SQL statements per STOP (over {n - 1})",
+        flush=True,
+    )
+    # The same STOPs as a group commit takes them in a burst: verified and parsed one by one, recorded in
+    # batches of ``BATCH`` (one transaction and one set-based pass each, webhooks._InboundUnit.run_many).
+    from optline.entrypoints.api.webhooks import committed, prepare
+
+    batched = [
+        WebhookRequest(
+            method="POST",
+            url=url,
+            headers={k.lower(): v for k, v in headers.items()},
+            body=body,
+            query=[],
+            received_at=c.clock.now(),
+        )
+        for _, body, headers in (
+            signed(validator, url, i, uuid.uuid4().hex[:8]) for i in range(start + n, start + 2 * n)
+        )
+    ]
+    before = len(statements)
+    cpu_b = time.process_time()
+    for i in range(0, len(batched), BATCH):
+        units: list[Any] = [prepare(c, "twilio", "sms", req) for req in batched[i : i + BATCH]]
+        with c.db.transaction() as conn:
+            payloads = units[0].run_many(conn, units) if len(units) > 1 else [units[0](conn)]
+        for payload in payloads:
+            committed(payload)
+    cpu_b = (time.process_time() - cpu_b) / n
+    print(
+        f"  in process, batches of {BATCH}: {cpu_b * 1000:.2f} ms CPU, "
+        f"{(len(statements) - before) / n:.2f} SQL statements per STOP (over {n})",
         flush=True,
     )
     if profiler:
