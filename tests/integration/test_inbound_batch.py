@@ -242,6 +242,24 @@ def test_two_stops_of_one_person_in_one_batch_chain_in_order(container: Containe
     assert stops == [r.id for r in rows[2:]]  # each reply's event, in the order they arrived
 
 
+def test_a_batch_delivered_again_is_recorded_once(container: Container) -> None:
+    _world(container)
+    replies = [Reply(InboundSms("twilio", f"SMr{i}", outbound.phone(i), S1, "STOP")) for i in range(5)]
+    with container.db.transaction() as conn:
+        first = record_inbound_many(conn, container.clock, replies)
+    with container.db.transaction() as conn:  # the provider retried them all (and one new one)
+        again = record_inbound_many(
+            conn,
+            container.clock,
+            [*replies, Reply(InboundSms("twilio", "SMr9", outbound.phone(9), S1, "STOP"))],
+        )
+    assert all(r.consent_event_id and not r.duplicate for r in first)
+    assert [r.duplicate for r in again] == [True] * 5 + [False]
+    with container.db.read() as conn:
+        assert len(conn.execute(select(inbound_messages.c.id)).all()) == 6
+        assert len(conn.execute(select(messages.c.id).where(messages.c.kind == "confirmation")).all()) == 6
+
+
 def _held_writer(group: GroupCommit, release: threading.Event) -> Any:
     def unit(conn: Connection) -> None:
         assert release.wait(30)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from optline.adapters.clock import Clock, as_utc
@@ -683,7 +683,6 @@ def _claim_values(
     }  # fmt: skip
 
 
-_CLAIMS_MANY: dict[str, Any] = {}
 _CLAIM_COLUMNS = [
     "provider", "provider_message_id", "from_phone", "to_phone", "body", "contact_id", "program_id", "intent",
     "confidence", "language", "reason", "review", "received_at",
@@ -713,29 +712,49 @@ def _claim_many(
     if len(claims) == 1:
         sms, contact, program, result = claims[0]
         return [_claim(conn, sms, contact, program, result, now, review=False, attribute=True)]
-    name = conn.dialect.name
-    if name == "postgresql":  # one statement text whatever the batch's size (bulk.unnested)
-        rows = [
+    if conn.dialect.name == "postgresql":  # one statement text whatever the batch's size (bulk.unnested)
+        values = [
             _claim_values(sms, contact, program, result, now, False)
             for sms, contact, program, result in claims
         ]
-        ids = {
+        got = {
             (r.provider, r.provider_message_id): r.id
-            for r in conn.execute(_CLAIM_UNNESTED, bulk.unnest_params(_CLAIM_COLUMNS, rows))
+            for r in conn.execute(_CLAIM_UNNESTED, bulk.unnest_params(_CLAIM_COLUMNS, values))
         }
-        return [ids.get((sms.provider, sms.provider_message_id)) for sms, _, _, _ in claims]
-    if name not in _CLAIMS_MANY:
-        # Rows come back in any order, and none for a message already there: matched by the provider's id.
-        _CLAIMS_MANY[name] = _claim_statement(name, True).returning(
-            inbound_messages.c.id, inbound_messages.c.provider, inbound_messages.c.provider_message_id
+        return [got.get((sms.provider, sms.provider_message_id)) for sms, _, _, _ in claims]
+    # SQLite: the batch holds the write lock from its BEGIN IMMEDIATE, so nobody else can claim a message
+    # between the look-up of those already there and the insert of the others, and fresh ids can be taken
+    # after the largest (bulk.allocate_ids). One executemany then: an INSERT … RETURNING with the attribution
+    # subquery went row by row (SQLAlchemy cannot batch such a statement), 16 statements for 16 STOPs.
+    there = {
+        (r.provider, r.provider_message_id)
+        for r in conn.execute(
+            select(inbound_messages.c.provider, inbound_messages.c.provider_message_id).where(
+                tuple_(inbound_messages.c.provider, inbound_messages.c.provider_message_id).in_(
+                    sorted({(sms.provider, sms.provider_message_id) for sms, _, _, _ in claims})
+                )
+            )
         )
-    rows = [
-        {**_claim_values(sms, contact, program, result, now, False), "a_contact": contact["id"],
-         "a_program": program["id"]}
-        for sms, contact, program, result in claims
-    ]  # fmt: skip
-    ids = {(r.provider, r.provider_message_id): r.id for r in conn.execute(_CLAIMS_MANY[name], rows)}
+    }
+    fresh = [claim for claim in claims if (claim[0].provider, claim[0].provider_message_id) not in there]
+    ids: dict[tuple[str, str], int] = {}
+    rows = []
+    for (sms, contact, program, result), new_id in zip(
+        fresh, bulk.allocate_ids(conn, inbound_messages, len(fresh)), strict=True
+    ):
+        ids[(sms.provider, sms.provider_message_id)] = new_id
+        rows.append(
+            {**_claim_values(sms, contact, program, result, now, False), "id": new_id,
+             "a_contact": contact["id"], "a_program": program["id"]}
+        )  # fmt: skip
+    if rows:
+        conn.execute(_CLAIM_MANY_SQLITE, rows)
     return [ids.get((sms.provider, sms.provider_message_id)) for sms, _, _, _ in claims]
+
+
+_CLAIM_MANY_SQLITE = sqlite.insert(inbound_messages).values(
+    attributed_campaign_id=_last_campaign(bindparam("a_contact"), bindparam("a_program"))
+)
 
 
 # --- status callbacks -------------------------------------------------------------------------------------
