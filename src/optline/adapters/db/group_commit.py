@@ -46,7 +46,11 @@ log = logging.getLogger("optline.group_commit")
 # holds SQLite's write lock (or PostgreSQL's row locks) for milliseconds, not seconds.
 MAX_BATCH = 32
 
-POSTGRES_WRITERS = 8  # within the pool's default 5 + 10 connections, beside the requests that read
+# Few: a batch of STOPs is recorded set-based (a few statements whatever its size), so bigger batches cost
+# less per request; eight writers split a burst of 16 requests into batches of two, and their threads
+# fought over the GIL with the event loop (2.4 ms of CPU per STOP over HTTP against 1.8-2.2 with two or
+# three, bench.inbound at load 5-6). Three still overlap one batch's round trips with the next ones'.
+POSTGRES_WRITERS = 3
 IDLE_SECONDS = 10.0  # a writer thread with nothing to do for this long ends; the next unit starts another
 
 _Item = tuple[Callable[[Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
