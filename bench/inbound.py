@@ -19,13 +19,25 @@ Targets (issue 17): >= 30% of the bare endpoint per process on both engines, p99
 The load generator is Python: on a small machine it shares the CPU with the servers, so the bare endpoint's
 figure is a floor, not its ceiling (the ratio is the conservative way round).
 
-Last figures (branch inbound-fast, 2 shared cores at load 15-23; main and the branch run at the same time so
-both met the same noise; ``--seconds 6 --rounds 2``): server CPU per STOP request, bare endpoint 0.25 ms.
-- SQLite: 5.88 -> 4.19 ms (with the in-process worker sending every confirmation); the webhook path alone
-  (``--defer-sending``, quieter moment) 2.10 ms, 243 req/s = 19% of bare, paced 100/s p50 38 ms p99 197 ms.
-  In process 9 -> 8 statements (brand-wide STOP 11 -> 8), 4.5 -> 2.6 ms CPU.
-- PostgreSQL: 5.49 -> 3.26 ms, 57 -> 74 req/s; paced at 100/s served 78 -> 92/s, p99 1.6 s -> 0.64 s.
-  ``--workers 4`` cannot scale on 2 busy cores (0.58x). The 30% target is not reached (about 8-12% by CPU).
+Last figures (branch inbound-fast2: a group commit's batch of STOPs recorded set-based, PostgreSQL inserts
+from unnested arrays, webhooks past the pages' middleware, 3 PostgreSQL writers; 2 shared cores at load
+5.4-6.8; the branch's start (main's code) run just before it, ``--seconds 6 --rounds 2``; bare endpoint
+0.20-0.23 ms CPU per request in every run). Server CPU per STOP request, start -> branch:
+- SQLite: 2.88 -> 2.08 ms with the in-process worker sending every confirmation, 249 -> 442 req/s, p99
+  209 -> 101 ms (9.9% of bare by CPU); the webhook path alone (``--defer-sending``) 2.16 -> 1.35 ms,
+  284 -> 589 req/s (21.7% of bare's 2,719; 14.9% by CPU), p99 151 -> 51 ms. Paced at 100/s: p99 655 -> 183
+  ms (with sending).
+- PostgreSQL: 2.81 -> 1.90 ms, 226 -> 311 req/s (15.4% of bare, 11.3% by CPU), p99 244 -> 163 ms; paced
+  at 100/s p50 12 ms, p99 48 -> 52 ms. ``--workers 4``: 4.48 -> 4.31 ms per request, 0.52x one process.
+  CPU per request does not stay flat (1.90 -> 4.31 ms): 16 connections over 4 processes of 3 writers each
+  form batches of one or two, which take the one-by-one path (3.3 ms in process), and 4 processes share 2
+  busy cores. Near-linear scaling cannot be shown or refuted on this machine.
+- In process (verify, parse, record, commit): one STOP per transaction 1.4-4.0 ms CPU and 8 statements
+  (noisy, unchanged path); batches of 16 as a burst forms them 0.43-0.85 ms (SQLite, 0.75 statements per
+  STOP) and 0.64-1.02 ms (PostgreSQL, 0.57 statements per STOP).
+The 30% target is not reached: over HTTP the single writer thread (SQLite) or three (PostgreSQL) holds the
+GIL for SQLAlchemy's per-statement work most of the time; bypassing SQLAlchemy on the batch statements is
+the next step.
 """
 
 from __future__ import annotations
@@ -65,16 +77,17 @@ SENDER = "+14155550100"
 
 
 IN_PROCESS = 30_000_000  # the phone index of the first contact timed in process
+BATCH = 16  # STOPs per transaction in the in-process batched timing (about what 16 connections give)
 
 
 def prepare(db_url: str, people: int, in_process: int, scope: str = "program") -> None:
     """One program with the sender the STOPs are sent to, ``people`` subscribed contacts for the load and
-    ``in_process`` more for the in-process timing. ``scope``: the program's opt-out scope (``brand``, a
-    new program's default, makes every STOP brand-wide)."""
+    twice ``in_process`` more for the in-process timings (one by one, then batched). ``scope``: the
+    program's opt-out scope (``brand``, a new program's default, makes every STOP brand-wide)."""
     c = build(Settings(env="test", database_url=db_url), clock=SystemClock())
     with c.db.transaction() as conn:
         program = outbound.make_program(conn, c.clock, sender_numbers=[SENDER], optout_scope=scope)
-        for first, count in ((0, people), (IN_PROCESS, in_process)):
+        for first, count in ((0, people), (IN_PROCESS, 2 * in_process)):
             for start in range(first, first + count, 10_000):
                 ids = outbound.insert_contacts(conn, c.clock.now(), start, min(10_000, first + count - start))
                 outbound.subscribe(conn, c.clock, program, ids)
@@ -275,6 +288,37 @@ def in_process(db_url: str, start: int, n: int, profile: bool) -> None:
     print(
         f"  in process: {cpu * 1000:.2f} ms CPU, {wall * 1000:.2f} ms wall, "
         f"{len(statements) / (n - 1):.1f} SQL statements per STOP (over {n - 1})",
+        flush=True,
+    )
+    # The same STOPs as a group commit takes them in a burst: verified and parsed one by one, recorded in
+    # batches of ``BATCH`` (one transaction and one set-based pass each, webhooks._InboundUnit.run_many).
+    from optline.entrypoints.api.webhooks import committed, prepare
+
+    batched = [
+        WebhookRequest(
+            method="POST",
+            url=url,
+            headers={k.lower(): v for k, v in headers.items()},
+            body=body,
+            query=[],
+            received_at=c.clock.now(),
+        )
+        for _, body, headers in (
+            signed(validator, url, i, uuid.uuid4().hex[:8]) for i in range(start + n, start + 2 * n)
+        )
+    ]
+    before = len(statements)
+    cpu_b = time.process_time()
+    for i in range(0, len(batched), BATCH):
+        units: list[Any] = [prepare(c, "twilio", "sms", req) for req in batched[i : i + BATCH]]
+        with c.db.transaction() as conn:
+            payloads = units[0].run_many(conn, units) if len(units) > 1 else [units[0](conn)]
+        for payload in payloads:
+            committed(payload)
+    cpu_b = (time.process_time() - cpu_b) / n
+    print(
+        f"  in process, batches of {BATCH}: {cpu_b * 1000:.2f} ms CPU, "
+        f"{(len(statements) - before) / n:.2f} SQL statements per STOP (over {n})",
         flush=True,
     )
     if profiler:

@@ -136,6 +136,23 @@ _BRAND_STATES_AND_HEAD = (
 
 State = tuple[Status, bool, bool]  # (status, held, whether the projection has a row)
 
+# Several contacts' chain heads, one index probe each (correlated), and their existence (the rows present).
+_HEADS = select(
+    contacts.c.id,
+    *(
+        select(column)
+        .where(consent_events.c.contact_id == contacts.c.id)
+        .order_by(consent_events.c.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label(column.name)
+        for column in (consent_events.c.seq, consent_events.c.hash)
+    ),
+).where(contacts.c.id.in_(bindparam("ids", expanding=True)))
+_SUBSCRIPTIONS_OF = select(
+    subscriptions.c.contact_id, subscriptions.c.program_id, subscriptions.c.status, subscriptions.c.held
+).where(subscriptions.c.contact_id.in_(bindparam("ids", expanding=True)))
+
 
 def _state_of(row: Any) -> State:
     if row.status is not None:
@@ -189,6 +206,20 @@ def last_opt_out(conn: Connection, contact_id: int, program: Mapping[str, Any]) 
     return as_utc(last) if last is not None else None
 
 
+@dataclass(frozen=True)
+class Change:
+    """One consent change asked of ``record_many`` (the arguments of ``record``)."""
+
+    contact_id: int
+    program: Mapping[str, Any]
+    action: Action
+    channel: Channel
+    evidence: Mapping[str, Any]
+    occurred_at: datetime | None = None
+    brand_wide: bool | None = None
+    signup: bool = False
+
+
 def record(
     conn: Connection,
     clock: Clock,
@@ -209,55 +240,157 @@ def record(
     everything else); True forces brand-wide (STOPALL, "all messages from <brand>"). ``signup``: the opt-in
     is the first step of a sign-up whose prompt asks for the person's YES (services/signup.py).
     """
-    missing = missing_evidence(action, channel, dict(evidence))
-    if missing:
-        raise ConsentRefused(f"{action.value} via {channel.value} needs evidence: {', '.join(missing)}")
-    if brand_wide is None:
-        brand_wide = action is Action.OPT_OUT and program["optout_scope"] == OptOutScope.BRAND.value
-    if brand_wide and action is not Action.OPT_OUT and action is not Action.REVIEW_HOLD:
-        raise ConsentRefused("only opt-outs and review holds apply brand-wide; opt-ins are per program")
+    change = Change(contact_id, program, action, channel, evidence, occurred_at, brand_wide, signup)
+    return record_many(conn, clock, [change])[0]
 
+
+def record_many(conn: Connection, clock: Clock, changes: list[Change]) -> list[ConsentChange]:
+    """``record`` for several people at once (a burst of STOPs in one group commit): the same rules, with
+    the state, chain heads, events and projection rows of all of them read and written in a few statements.
+    One change per contact (a second change of a person extends the first one's event: ``record`` it after);
+    when one change is refused, nothing is written and the refusal is raised."""
+    if len({c.contact_id for c in changes}) != len(changes):
+        raise ValueError("record_many: one change per contact (record a person's next change after)")
     now = clock.now()
-    if conn.dialect.name == "postgresql":  # before reading state, so the read is the state we extend
-        ledger.lock_contact(
-            conn, contact_id
-        )  # (SQLite: the write transaction is the lock, see _CONTACT_EXISTS)
-    if action in (Action.OPT_IN, Action.OPT_IN_CONFIRMED):
-        last = last_opt_out(conn, contact_id, program)
-        check_opt_in_time(as_utc(occurred_at or now), now=now, last_opt_out=last)
-    # In one statement each: the projection rows the change extends and the chain head.
-    if brand_wide:
-        before, head = _brand_states_and_head(conn, contact_id, program["brand"])
+    scopes: list[bool] = []
+    for c in changes:
+        missing = missing_evidence(c.action, c.channel, dict(c.evidence))
+        if missing:
+            raise ConsentRefused(
+                f"{c.action.value} via {c.channel.value} needs evidence: {', '.join(missing)}"
+            )
+        brand_wide = c.brand_wide
+        if brand_wide is None:
+            brand_wide = c.action is Action.OPT_OUT and c.program["optout_scope"] == OptOutScope.BRAND.value
+        if brand_wide and c.action is not Action.OPT_OUT and c.action is not Action.REVIEW_HOLD:
+            raise ConsentRefused("only opt-outs and review holds apply brand-wide; opt-ins are per program")
+        scopes.append(brand_wide)
+
+    if len(changes) == 1:  # one person (a page, a reply, the API): the state and head in one statement
+        c, brand_wide = changes[0], scopes[0]
+        if conn.dialect.name == "postgresql":  # before reading state, so the read is the state we extend
+            ledger.lock_contact(conn, c.contact_id)  # (SQLite: the write transaction is the lock)
+        _check_opt_in_time(conn, c, now)
+        if brand_wide:
+            read = [_brand_states_and_head(conn, c.contact_id, c.program["brand"])]
+        else:
+            state, head = _state_and_head(conn, c.contact_id, c.program)
+            read = [({c.program["id"]: state}, head)]
     else:
-        state, head = _state_and_head(conn, contact_id, program)
-        before = {program["id"]: state}
-    double = bool(program.get("double_opt_in")) and channel is not Channel.IMPORT
-    after = {
-        pid: next_status(status, action, channel, double_opt_in=double, signup=signup)
-        for pid, (status, _, _) in before.items()
+        _lock_contacts(conn, [c.contact_id for c in changes])
+        for c in changes:
+            _check_opt_in_time(conn, c, now)
+        read = _states_and_heads(conn, changes, scopes)
+
+    events = []
+    for c, brand_wide, (_, (seq, prev)) in zip(changes, scopes, read, strict=True):
+        events.append(
+            ledger.build_event(
+                contact_id=c.contact_id,
+                seq=seq + 1,
+                prev_hash=prev,
+                program_id=None if brand_wide else c.program["id"],
+                brand=c.program["brand"],
+                action=c.action,
+                channel=c.channel,
+                evidence=c.evidence,
+                occurred_at=c.occurred_at or now,
+                recorded_at=now,
+            )
+        )
+    ledger.insert_events(conn, events)
+    done: list[ConsentChange] = []
+    writes: dict[Any, list[dict[str, Any]]] = {}
+    for c, event, (before, _) in zip(changes, events, read, strict=True):
+        double = bool(c.program.get("double_opt_in")) and c.channel is not Channel.IMPORT
+        change = ConsentChange(event=event)
+        for pid, (status, held, exists) in before.items():
+            new = next_status(status, c.action, c.channel, double_opt_in=double, signup=c.signup)
+            stmt, params = _projection(
+                c.contact_id, pid, status, new, held_after(held, c.action), event, c.action, exists
+            )
+            writes.setdefault(stmt, []).append(params)
+            change.statuses[pid] = (status, new)
+        done.append(change)
+    for stmt, rows in writes.items():  # one statement per shape of projection write
+        conn.execute(stmt, rows[0] if len(rows) == 1 else rows)
+    for c, change in zip(changes, done, strict=True):
+        hook = HOOK_EVENTS.get(c.action)
+        if hook is not None:  # in this transaction: the event exists exactly when the change commits
+            event_hooks.emit(conn, clock, hook, _payload(conn, change, c.program))
+    return done
+
+
+def _payload(conn: Connection, change: ConsentChange, program: Mapping[str, Any]) -> Any:
+    return lambda: hook_payload(conn, change.event, program, change.statuses)
+
+
+def _check_opt_in_time(conn: Connection, c: Change, now: datetime) -> None:
+    if c.action in (Action.OPT_IN, Action.OPT_IN_CONFIRMED):
+        last = last_opt_out(conn, c.contact_id, c.program)
+        check_opt_in_time(as_utc(c.occurred_at or now), now=now, last_opt_out=last)
+
+
+def _lock_contacts(conn: Connection, contact_ids: list[int]) -> None:
+    """``ledger.lock_contact`` for several: on PostgreSQL in id order, so that two batches cannot deadlock
+    on each other (SQLite: the existence check alone; its write transaction is the lock)."""
+    stmt = select(contacts.c.id).where(one_of(conn, contacts.c.id, contact_ids)).order_by(contacts.c.id)
+    if conn.dialect.name != "postgresql":
+        return  # the existence check rides along with the heads (_states_and_heads)
+    found = set(conn.execute(stmt.with_for_update()).scalars())
+    for contact_id in contact_ids:
+        if contact_id not in found:
+            raise LookupError(f"contact {contact_id} does not exist")
+
+
+def _states_and_heads(
+    conn: Connection, changes: list[Change], scopes: list[bool]
+) -> list[tuple[dict[int, State], tuple[int, str]]]:
+    """What ``_state_and_head`` (or ``_brand_states_and_head``) reads, for distinct contacts at once, in two
+    statements whatever their number (three with a brand's programs; read after ``_lock_contacts``, as those
+    are after the lock)."""
+    ids = [c.contact_id for c in changes]
+    brands = sorted({c.program["brand"] for c, wide in zip(changes, scopes, strict=True) if wide})
+    of_brand: dict[str, list[int]] = {}
+    if brands:
+        for r in conn.execute(
+            select(programs_table.c.id, programs_table.c.brand)
+            .where(programs_table.c.brand.in_(brands))
+            .order_by(programs_table.c.id)
+        ):
+            of_brand.setdefault(r.brand, []).append(r.id)
+    heads: dict[int, tuple[int, str]] = {}
+    for r in conn.execute(_HEADS, {"ids": ids}):
+        heads[r.id] = (r.seq, r.hash) if r.seq is not None else (0, ledger.chain.GENESIS)
+    for contact_id in ids:  # (SQLite: this is the existence check that _lock_contacts leaves to it)
+        if contact_id not in heads:
+            raise LookupError(f"contact {contact_id} does not exist")
+    rows = {
+        (r.contact_id, r.program_id): (Status(r.status), bool(r.held), True)
+        for r in conn.execute(_SUBSCRIPTIONS_OF, {"ids": ids})
     }
-    event = ledger.append(
-        conn,
-        contact_id=contact_id,
-        program_id=None if brand_wide else program["id"],
-        brand=program["brand"],
-        action=action,
-        channel=channel,
-        evidence=evidence,
-        occurred_at=occurred_at or now,
-        recorded_at=now,
-        locked=True,
-        head=head,
-    )
-    change = ConsentChange(event=event)
-    for pid, (status, held, exists) in before.items():
-        new_status = after[pid]
-        _project(conn, contact_id, pid, status, new_status, held_after(held, action), event, action, exists)
-        change.statuses[pid] = (status, new_status)
-    hook = HOOK_EVENTS.get(action)
-    if hook is not None:  # in this transaction: the event exists exactly when the change commits
-        event_hooks.emit(conn, clock, hook, lambda: hook_payload(conn, event, program, change.statuses))
-    return change
+    # A brand-wide opt-out matters only where a program has no projection row yet: rare in a burst of
+    # replies from subscribed people, so asked person by person (a set-based form of this question had
+    # both planners scan every brand-wide opt-out there is, through the action or program index).
+    brand_out = {
+        (c.contact_id, c.program["brand"])
+        for c, wide in zip(changes, scopes, strict=True)
+        if any(
+            (c.contact_id, pid) not in rows
+            for pid in (of_brand.get(c.program["brand"], []) if wide else [c.program["id"]])
+        )
+        and conn.execute(_BRAND_OPT_OUT, {"contact_id": c.contact_id, "brand": c.program["brand"]}).first()
+    }
+    read = []
+    for c, wide in zip(changes, scopes, strict=True):
+        brand = c.program["brand"]
+        never = (Status.UNSUBSCRIBED if (c.contact_id, brand) in brand_out else Status.NEVER, False, False)
+        pids = of_brand.get(brand, []) if wide else [c.program["id"]]
+        if not pids:  # pragma: no cover - the program being changed is one of its brand's
+            raise LookupError(f"brand {brand!r} has no programs")
+        before = {pid: rows.get((c.contact_id, pid), never) for pid in pids}
+        read.append((before, heads.get(c.contact_id, (0, ledger.chain.GENESIS))))
+    return read
 
 
 def hook_payload(
@@ -333,8 +466,7 @@ def _subscription_values(
     return values
 
 
-def _project(
-    conn: Connection,
+def _projection(
     contact_id: int,
     program_id: int,
     old: Status,
@@ -343,15 +475,17 @@ def _project(
     event: Mapping[str, Any],
     action: Action,
     exists: bool,
-) -> None:
-    """Write the projection row; ``exists`` was read under the contact's lock, in this transaction."""
+) -> tuple[Any, dict[str, Any]]:
+    """The projection row's write (statement, parameters); ``exists`` was read under the contact's lock, in
+    this transaction."""
     values = _subscription_values(old, new, held, event, action)
     if not exists:
         values.setdefault("since", event["occurred_at"])
-    conn.execute(
-        _projection_write(exists, frozenset(values)),
-        {**values, "b_contact": contact_id, "b_program": program_id},
-    )
+    return _projection_write(exists, frozenset(values)), {
+        **values,
+        "b_contact": contact_id,
+        "b_program": program_id,
+    }
 
 
 _PROJECTION_WRITES: dict[tuple[bool, frozenset[str]], Any] = {}

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from optline.adapters.clock import Clock, as_utc
+from optline.adapters.db import bulk
 from optline.adapters.db import contacts as contact_repo
 from optline.adapters.db import programs as program_repo
 from optline.adapters.db.tables import inbound_messages, messages
@@ -25,7 +26,7 @@ from optline.domain import replies
 from optline.domain.classify import Classification, Intent, classify, normalise
 from optline.domain.consent import Action, Channel, Status
 from optline.domain.event_hooks import EventType
-from optline.domain.phones import InvalidPhoneNumber, parse_phone, read_sender
+from optline.domain.phones import InvalidPhoneNumber, Phone, parse_phone, read_sender
 from optline.services import consent, event_hooks, outbox, receipts, signup
 from optline.services.outbox import Kind
 from optline.services.programs import program_for_sender
@@ -167,6 +168,134 @@ _SET_EVENT = (
     .where(inbound_messages.c.id == bindparam("b_id"))
     .values(consent_event_id=bindparam("consent_event_id"))
 )
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One inbound SMS of a batch and what its provider did with it (``record_inbound``'s arguments)."""
+
+    sms: InboundSms
+    provider_opt_out: str | None = None
+
+
+def record_inbound_many(
+    conn: Connection,
+    clock: Clock,
+    batch: list[Reply],
+    *,
+    default_region: str = "US",
+    double_opt_in: DoubleOptInHook | None = None,
+) -> list[InboundResult]:
+    """``record_inbound`` for each reply, with the results it would give them one after another, in one
+    transaction: a burst of plain opt-outs (a known contact's first reply in the batch, a clear STOP to a
+    program's number) is recorded in a few statements for all of them (contacts, claims, ledger, projection,
+    confirmations: one or two each); every other reply goes through ``record_inbound`` after them.
+
+    Only replies of different people are recorded together, and a person's later replies in the batch run
+    after their first one, so every reply sees the writes of those before it that it could depend on."""
+    parsed: list[Phone | None] = []
+    for reply in batch:
+        try:
+            parsed.append(parse_phone(reply.sms.from_phone, default_region))
+        except InvalidPhoneNumber:
+            parsed.append(None)
+    known = contact_repo.get_by_phones(conn, sorted({p.e164 for p in parsed if p is not None}))
+    plain: list[tuple[int, Reply, dict[str, Any], dict[str, Any], Classification]] = []
+    seen: set[Any] = set()
+    for i, (reply, phone) in enumerate(zip(batch, parsed, strict=True)):
+        sms = reply.sms
+        keys = {
+            ("phone", phone.e164 if phone else sms.from_phone),
+            ("id", sms.provider, sms.provider_message_id),
+        }
+        first = not (keys & seen)
+        seen |= keys
+        contact = known.get(phone.e164) if phone is not None else None
+        if not first or contact is None:
+            continue
+        program = program_for_sender(conn, sms.to_phone, default_region)
+        if program is None or signup.may_consume(program, sms.body):
+            continue
+        result = classify(sms.body, language_hint=contact.get("locale"))
+        if result.intent is Intent.OPTOUT and not result.review:
+            plain.append((i, reply, contact, program, result))
+    results: list[InboundResult | None] = [None] * len(batch)
+    if plain:
+        for i, outcome in zip((p[0] for p in plain), _opt_outs(conn, clock, plain), strict=True):
+            results[i] = outcome
+    for i, reply in enumerate(batch):
+        if results[i] is None:
+            results[i] = record_inbound(
+                conn,
+                clock,
+                reply.sms,
+                default_region=default_region,
+                provider_opt_out=reply.provider_opt_out,
+                double_opt_in=double_opt_in,
+            )
+    return [r for r in results if r is not None]
+
+
+def _opt_outs(
+    conn: Connection,
+    clock: Clock,
+    plain: list[tuple[int, Reply, dict[str, Any], dict[str, Any], Classification]],
+) -> list[InboundResult]:
+    """What ``record_inbound`` and ``_act``'s first branch do for a clear opt-out, for distinct people at once."""
+    now = clock.now()
+    claimed = _claim_many(
+        conn, [(r.sms, contact, program, result) for _, r, contact, program, result in plain], now
+    )
+    outcomes: list[InboundResult] = []
+    changes: list[consent.Change] = []
+    acting = []
+    for (_, reply, contact, program, result), inbound_id in zip(plain, claimed, strict=True):
+        sms = reply.sms
+        if inbound_id is None:
+            outcomes.append(InboundResult(None, duplicate=True, note="already recorded (provider retried)"))
+            continue
+        outcome = InboundResult(inbound_id, False, result, contact["id"], program["id"])
+        outcomes.append(outcome)
+        evidence = {
+            "message_text": sms.body, "provider": sms.provider, "provider_message_id": sms.provider_message_id,
+            "inbound_id": inbound_id, "classifier": result.reason,
+        }  # fmt: skip
+        channel = Channel.SMS_KEYWORD if result.reason.startswith("keyword:") else Channel.SMS_TEXT
+        changes.append(
+            consent.Change(
+                contact["id"],
+                program,
+                Action.OPT_OUT,
+                channel,
+                evidence,
+                brand_wide=True if result.brand_wide else None,
+            )
+        )
+        acting.append((reply, contact, program, result, outcome))
+    if not changes:
+        return outcomes
+    confirmations: list[dict[str, Any]] = []
+    confirming: list[InboundResult] = []
+    for change, (reply, contact, program, result, outcome) in zip(
+        consent.record_many(conn, clock, changes), acting, strict=True
+    ):
+        outcome.consent_event_id = int(change.event["id"])
+        # When the provider itself stopped the number (Twilio Advanced Opt-Out), it has already answered.
+        if reply.provider_opt_out != "STOP" and (
+            change.was_subscribed or _confirmation_due(conn, clock, contact["id"])
+        ):
+            brand_wide = change.event["program_id"] is None
+            body = optout_confirmation(program, brand_wide=brand_wide, language=result.language)
+            confirmations.append(
+                _reply_values(reply.sms, contact, program, Kind.CONFIRMATION, body, "optout")
+            )
+            confirming.append(outcome)
+    if confirmations:
+        for outcome, row in zip(confirming, outbox.enqueue_many(conn, clock, confirmations), strict=True):
+            outcome.replies.append(int(row["id"]))
+    sets = [{"b_id": o.inbound_id, "consent_event_id": o.consent_event_id} for _, _, _, _, o in acting]
+    conn.execute(_SET_EVENT, sets[0] if len(sets) == 1 else sets)
+    return outcomes
 
 
 def _act(
@@ -411,18 +540,28 @@ def _reply(
     body: str,
     purpose: str,
 ) -> int:
-    row = outbox.enqueue(
-        conn,
-        clock,
-        program_id=program["id"],
-        contact_id=contact["id"],
-        to_phone=contact["phone"],
-        from_phone=sms.to_phone,
-        kind=kind,
-        body=body,
-        idempotency_key=outbox.key("reply", purpose, sms.provider, sms.provider_message_id),
-    )
+    row = outbox.enqueue(conn, clock, **_reply_values(sms, contact, program, kind, body, purpose))
     return int(row["id"])
+
+
+def _reply_values(
+    sms: InboundSms,
+    contact: Mapping[str, Any],
+    program: Mapping[str, Any],
+    kind: Kind,
+    body: str,
+    purpose: str,
+) -> dict[str, Any]:
+    """``outbox.enqueue``'s arguments for a reply to ``sms``: from the number they texted, once per message."""
+    return {
+        "program_id": program["id"],
+        "contact_id": contact["id"],
+        "to_phone": contact["phone"],
+        "from_phone": sms.to_phone,
+        "kind": kind,
+        "body": body,
+        "idempotency_key": outbox.key("reply", purpose, sms.provider, sms.provider_message_id),
+    }
 
 
 def _confirmation_due(conn: Connection, clock: Clock, contact_id: int) -> bool:
@@ -471,19 +610,24 @@ def _is_join_keyword(body: str, program: Mapping[str, Any]) -> bool:
 
 # The campaign this contact last received from the program (attribution for analytics): a scalar subquery
 # of the claim's INSERT, so it costs no round trip of its own.
-_LAST_CAMPAIGN = (
-    select(messages.c.campaign_id)
-    .where(
-        (messages.c.contact_id == bindparam("a_contact"))
-        & (messages.c.program_id == bindparam("a_program"))
-        & messages.c.campaign_id.is_not(None)
-        # Not IN (…): an IN list is an "expanding" parameter, rendered into the SQL again on every execution.
-        & ((messages.c.status == "sent") | (messages.c.status == "delivered"))
+def _last_campaign(contact_id: Any, program_id: Any) -> Any:
+    return (
+        select(messages.c.campaign_id)
+        .where(
+            (messages.c.contact_id == contact_id)
+            & (messages.c.program_id == program_id)
+            & messages.c.campaign_id.is_not(None)
+            # Not IN (…): an IN list is an "expanding" parameter, rendered into the SQL again on every
+            # execution.
+            & ((messages.c.status == "sent") | (messages.c.status == "delivered"))
+        )
+        .order_by(messages.c.sent_at.desc().nulls_last(), messages.c.created_at.desc(), messages.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
     )
-    .order_by(messages.c.sent_at.desc().nulls_last(), messages.c.created_at.desc(), messages.c.id.desc())
-    .limit(1)
-    .scalar_subquery()
-)
+
+
+_LAST_CAMPAIGN = _last_campaign(bindparam("a_contact"), bindparam("a_program"))
 _CLAIMS: dict[tuple[str, bool], Any] = {}
 
 
@@ -515,17 +659,102 @@ def _claim(
 ) -> int | None:
     """Insert the inbound row unless the provider already delivered this message; its id, or None.
     ``attribute``: record the campaign the reply answers (a routed reply from a contact)."""
-    values = {
+    values = _claim_values(sms, contact, program, result, now, review)
+    attributed = attribute and contact is not None and program is not None
+    if attributed:
+        values.update(a_contact=contact and contact["id"], a_program=program and program["id"])
+    return conn.execute(_claim_statement(conn.dialect.name, attributed), values).scalar()
+
+
+def _claim_values(
+    sms: InboundSms,
+    contact: Mapping[str, Any] | None,
+    program: Mapping[str, Any] | None,
+    result: Classification,
+    now: Any,
+    review: bool,
+) -> dict[str, Any]:
+    return {
         "provider": sms.provider, "provider_message_id": sms.provider_message_id,
         "from_phone": (contact or {}).get("phone") or sms.from_phone[:20], "to_phone": sms.to_phone[:20],
         "body": sms.body, "contact_id": contact and contact["id"], "program_id": program and program["id"],
         "intent": result.intent.value, "confidence": f"{result.confidence:.2f}", "language": result.language[:5],
         "reason": result.reason[:200], "review": review, "received_at": sms.received_at or now,
     }  # fmt: skip
-    attributed = attribute and contact is not None and program is not None
-    if attributed:
-        values.update(a_contact=contact and contact["id"], a_program=program and program["id"])
-    return conn.execute(_claim_statement(conn.dialect.name, attributed), values).scalar()
+
+
+_CLAIM_COLUMNS = [
+    "provider", "provider_message_id", "from_phone", "to_phone", "body", "contact_id", "program_id", "intent",
+    "confidence", "language", "reason", "review", "received_at",
+]  # fmt: skip
+_CLAIM_ROWS = bulk.unnested(inbound_messages, _CLAIM_COLUMNS)
+_CLAIM_UNNESTED = (
+    postgresql.insert(inbound_messages)
+    .from_select(
+        [*_CLAIM_COLUMNS, "attributed_campaign_id"],
+        select(
+            *(_CLAIM_ROWS.c[c] for c in _CLAIM_COLUMNS),
+            _last_campaign(_CLAIM_ROWS.c.contact_id, _CLAIM_ROWS.c.program_id),
+        ),
+    )
+    .on_conflict_do_nothing(index_elements=["provider", "provider_message_id"])
+    .returning(inbound_messages.c.id, inbound_messages.c.provider, inbound_messages.c.provider_message_id)
+)
+
+
+def _claim_many(
+    conn: Connection,
+    claims: list[tuple[InboundSms, Mapping[str, Any], Mapping[str, Any], Classification]],
+    now: Any,
+) -> list[int | None]:
+    """``_claim`` (routed, attributed, not for review) of distinct messages in one statement: each one's
+    inbound id, or None when the provider already delivered it."""
+    if len(claims) == 1:
+        sms, contact, program, result = claims[0]
+        return [_claim(conn, sms, contact, program, result, now, review=False, attribute=True)]
+    if conn.dialect.name == "postgresql":  # one statement text whatever the batch's size (bulk.unnested)
+        values = [
+            _claim_values(sms, contact, program, result, now, False)
+            for sms, contact, program, result in claims
+        ]
+        got = {
+            (r.provider, r.provider_message_id): r.id
+            for r in conn.execute(_CLAIM_UNNESTED, bulk.unnest_params(_CLAIM_COLUMNS, values))
+        }
+        return [got.get((sms.provider, sms.provider_message_id)) for sms, _, _, _ in claims]
+    # SQLite: the batch holds the write lock from its BEGIN IMMEDIATE, so nobody else can claim a message
+    # between the look-up of those already there and the insert of the others, and fresh ids can be taken
+    # after the largest (bulk.allocate_ids). One executemany then: an INSERT … RETURNING with the attribution
+    # subquery went row by row (SQLAlchemy cannot batch such a statement), 16 statements for 16 STOPs.
+    there = {
+        (r.provider, r.provider_message_id)
+        for r in conn.execute(
+            select(inbound_messages.c.provider, inbound_messages.c.provider_message_id).where(
+                tuple_(inbound_messages.c.provider, inbound_messages.c.provider_message_id).in_(
+                    sorted({(sms.provider, sms.provider_message_id) for sms, _, _, _ in claims})
+                )
+            )
+        )
+    }
+    fresh = [claim for claim in claims if (claim[0].provider, claim[0].provider_message_id) not in there]
+    ids: dict[tuple[str, str], int] = {}
+    rows = []
+    for (sms, contact, program, result), new_id in zip(
+        fresh, bulk.allocate_ids(conn, inbound_messages, len(fresh)), strict=True
+    ):
+        ids[(sms.provider, sms.provider_message_id)] = new_id
+        rows.append(
+            {**_claim_values(sms, contact, program, result, now, False), "id": new_id,
+             "a_contact": contact["id"], "a_program": program["id"]}
+        )  # fmt: skip
+    if rows:
+        conn.execute(_CLAIM_MANY_SQLITE, rows)
+    return [ids.get((sms.provider, sms.provider_message_id)) for sms, _, _, _ in claims]
+
+
+_CLAIM_MANY_SQLITE = sqlite.insert(inbound_messages).values(
+    attributed_campaign_id=_last_campaign(bindparam("a_contact"), bindparam("a_program"))
+)
 
 
 # --- status callbacks -------------------------------------------------------------------------------------

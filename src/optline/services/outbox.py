@@ -23,6 +23,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from optline.adapters.clock import Clock
+from optline.adapters.db import bulk
 from optline.adapters.db.tables import messages
 
 
@@ -60,6 +61,18 @@ _ENQUEUE = {
     for is_pg, dialect in ((True, postgresql), (False, sqlite))
 }
 
+_COLUMNS = [
+    "program_id", "contact_id", "to_phone", "from_phone", "kind", "priority", "body", "segments", "status",
+    "idempotency_key", "campaign_id", "not_before", "optout_token", "attempts", "created_at", "updated_at",
+]  # fmt: skip
+_UNNESTED = bulk.unnested(messages, _COLUMNS)
+_ENQUEUE_UNNESTED = (
+    postgresql.insert(messages)
+    .from_select(_COLUMNS, select(*(_UNNESTED.c[c] for c in _COLUMNS)))
+    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    .returning(*messages.c)
+)
+
 
 def enqueue(
     conn: Connection,
@@ -89,3 +102,48 @@ def enqueue(
     if row is None:
         row = conn.execute(select(messages).where(messages.c.idempotency_key == idempotency_key)).one()
     return dict(row._mapping)
+
+
+def enqueue_many(conn: Connection, clock: Clock, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``enqueue`` for several messages in one statement (a burst of STOP confirmations). ``items``: each
+    ``enqueue``'s keyword arguments, with distinct idempotency keys. A key already queued inserts nothing
+    and gives its first row, as ``enqueue`` does."""
+    if len(items) == 1:
+        return [enqueue(conn, clock, **items[0])]
+    now = clock.now()
+    rows = []
+    for item in items:
+        kind: Kind = item["kind"]
+        rows.append(
+            {
+                "program_id": item["program_id"],
+                "contact_id": item["contact_id"],
+                "to_phone": item["to_phone"],
+                "from_phone": item.get("from_phone"),
+                "kind": kind.value,
+                "priority": lane(kind),
+                "body": item["body"],
+                "segments": item.get("segments", 1),
+                "status": "queued",
+                "idempotency_key": item["idempotency_key"],
+                "campaign_id": item.get("campaign_id"),
+                "not_before": item.get("not_before"),
+                "optout_token": item.get("optout_token"),
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    # Rows come back in any order, and none for a key that was there: matched by their key.
+    if conn.dialect.name == "postgresql":  # one statement text whatever the batch's size (bulk.unnested)
+        inserted = conn.execute(_ENQUEUE_UNNESTED, bulk.unnest_params(_COLUMNS, rows)).all()
+    else:
+        inserted = conn.execute(_ENQUEUE[False], rows).all()
+    by_key = {r.idempotency_key: dict(r._mapping) for r in inserted}
+    for row in rows:
+        if row["idempotency_key"] not in by_key:
+            first = conn.execute(
+                select(messages).where(messages.c.idempotency_key == row["idempotency_key"])
+            ).one()
+            by_key[row["idempotency_key"]] = dict(first._mapping)
+    return [by_key[row["idempotency_key"]] for row in rows]

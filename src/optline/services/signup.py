@@ -358,6 +358,14 @@ def expire_due(conn: Connection, clock: Clock, *, limit: int = 1000) -> int:
 # --- the seam for the inbound service ------------------------------------------------------------------
 
 
+def may_consume(program: Mapping[str, Any], text: str) -> bool:
+    """Whether ``handle_inbound`` could take this reply (a join keyword of the program, or a yes): when not,
+    it reads nothing and returns False, so a caller may leave it out (a burst of STOPs)."""
+    return words.matched_keyword(text, program.get("join_keywords") or []) is not None or (
+        words.is_confirmation(text)
+    )
+
+
 def handle_inbound(
     conn: Connection,
     clock: Clock,

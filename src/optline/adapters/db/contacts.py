@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from optline.adapters.db.database import one_of
 from optline.adapters.db.tables import contacts
 from optline.domain.phones import Phone
 
@@ -63,6 +64,17 @@ _BY_PHONE = select(contacts).where(contacts.c.phone == bindparam("phone"))
 def get_by_phone(conn: Connection, e164: str) -> dict[str, Any] | None:
     row = conn.execute(_BY_PHONE, {"phone": e164}).first()
     return dict(row._mapping) if row else None
+
+
+def get_by_phones(conn: Connection, e164s: list[str]) -> dict[str, dict[str, Any]]:
+    """phone -> contact, for those of ``e164s`` that exist (one statement: a burst of replies)."""
+    if not e164s:
+        return {}
+    if len(e164s) == 1:
+        found = get_by_phone(conn, e164s[0])
+        return {e164s[0]: found} if found else {}
+    rows = conn.execute(select(contacts).where(one_of(conn, contacts.c.phone, e164s)))
+    return {r.phone: dict(r._mapping) for r in rows}
 
 
 def get(conn: Connection, contact_id: int) -> dict[str, Any] | None:

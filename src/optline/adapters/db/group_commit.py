@@ -14,6 +14,12 @@ Every guarantee of a transaction per request is kept:
   transaction of its own, so only the unit that fails again gets its error (and its 5xx).
 - A unit sees the writes of the units before it in its batch, as it would have seen them committed.
 
+Set-based work: a unit may carry a ``run_many(conn, units) -> results`` attribute (the same function on
+every unit of its kind). Consecutive units with the same ``run_many`` in a batch are handed to it together,
+so that it can do in a few statements what they would do in a few each (services/inbound.py: a burst of
+STOPs). It must give the results the units would have given one after another; when it raises, the batch
+is rolled back and each unit runs alone, by its own call, as for any failed batch.
+
 A unit must do nothing but database work on the connection it is given (no commits, no side effects outside
 the transaction: it may run twice when its batch is retried); what follows the commit (metrics, logs) is the
 caller's, after ``run`` returns.
@@ -40,7 +46,11 @@ log = logging.getLogger("optline.group_commit")
 # holds SQLite's write lock (or PostgreSQL's row locks) for milliseconds, not seconds.
 MAX_BATCH = 32
 
-POSTGRES_WRITERS = 8  # within the pool's default 5 + 10 connections, beside the requests that read
+# Few: a batch of STOPs is recorded set-based (a few statements whatever its size), so bigger batches cost
+# less per request; eight writers split a burst of 16 requests into batches of two, and their threads
+# fought over the GIL with the event loop (2.4 ms of CPU per STOP over HTTP against 1.8-2.2 with two or
+# three, bench.inbound at load 5-6). Three still overlap one batch's round trips with the next ones'.
+POSTGRES_WRITERS = 3
 IDLE_SECONDS = 10.0  # a writer thread with nothing to do for this long ends; the next unit starts another
 
 _Item = tuple[Callable[[Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
@@ -97,7 +107,9 @@ class GroupCommit:
     def _commit(self, batch: list[_Item]) -> None:
         try:
             with self._db.transaction() as conn:
-                results = [unit(conn) for unit, _, _ in batch]
+                results = (
+                    _run([unit for unit, _, _ in batch], conn) if len(batch) > 1 else [batch[0][0](conn)]
+                )
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0], exc=exc)
@@ -110,6 +122,27 @@ class GroupCommit:
             return
         for item, result in zip(batch, results, strict=True):
             _settle(item, result=result)
+
+
+def _run(units: list[Callable[[Connection], Any]], conn: Connection) -> list[Any]:
+    """Each unit's result, in order: runs of consecutive units that share a ``run_many`` go together."""
+    results: list[Any] = []
+    i = 0
+    while i < len(units):
+        many = getattr(units[i], "run_many", None)
+        j = i + 1
+        while many is not None and j < len(units) and getattr(units[j], "run_many", None) == many:
+            j += 1
+        if j - i > 1:
+            assert many is not None
+            done = many(conn, units[i:j])
+            if len(done) != j - i:  # pragma: no cover - a run_many that lost a unit would answer nobody
+                raise RuntimeError(f"run_many answered {len(done)} of {j - i} units")
+            results.extend(done)
+        else:
+            results.append(units[i](conn))
+        i = j
+    return results
 
 
 def _settle(item: _Item, *, result: Any = None, exc: BaseException | None = None) -> None:

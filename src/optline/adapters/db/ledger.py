@@ -110,14 +110,24 @@ def insert_events(conn: Connection, events: list[dict[str, Any]]) -> None:
     """Insert prepared events and set each one's ``id``."""
     if not events:
         return
-    if len(events) >= bulk.COPY_FROM:
+    if len(events) >= bulk.COPY_FROM or (len(events) > 1 and conn.dialect.name == "sqlite"):
         # An import's thousands of events: ids allocated first, then one COPY (or executemany on SQLite).
+        # SQLite, any batch: its INSERT … RETURNING in parameter order went row by row (16 statements for a
+        # burst's 16 STOPs); the ids after the largest are safe there under the write lock (BEGIN IMMEDIATE).
         for event, event_id in zip(events, bulk.allocate_ids(conn, consent_events, len(events)), strict=True):
             event["id"] = event_id
         bulk.copy_rows(conn, consent_events, events)
         return
     if len(events) == 1:  # one append (a reply, a page): a plain INSERT, not the executemany machinery
         events[0]["id"] = conn.execute(_INSERT_ONE, events[0]).scalar_one()
+        return
+    if conn.dialect.name == "postgresql":  # a burst's batch: one statement text whatever its size
+        ids = {
+            (r.contact_id, r.seq): r.id
+            for r in conn.execute(_INSERT_UNNESTED, bulk.unnest_params(_COLUMNS, events))
+        }
+        for event in events:
+            event["id"] = ids[(event["contact_id"], event["seq"])]
         return
     rows = conn.execute(
         insert(consent_events).returning(consent_events.c.id, sort_by_parameter_order=True), events
@@ -127,6 +137,13 @@ def insert_events(conn: Connection, events: list[dict[str, Any]]) -> None:
 
 
 _INSERT_ONE = insert(consent_events).returning(consent_events.c.id)
+_COLUMNS = [c.name for c in consent_events.columns if c.name != "id"]
+_UNNESTED = bulk.unnested(consent_events, _COLUMNS)
+_INSERT_UNNESTED = (
+    insert(consent_events)
+    .from_select(_COLUMNS, select(*(_UNNESTED.c[c] for c in _COLUMNS)))
+    .returning(consent_events.c.id, consent_events.c.contact_id, consent_events.c.seq)
+)
 
 _FIRST_EVENT_COLUMNS = (
     "id", "contact_id", "seq", "program_id", "brand", "action", "channel", "evidence", "occurred_at",

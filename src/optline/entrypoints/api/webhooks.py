@@ -103,7 +103,7 @@ def prepare(container: Container, provider: str, kind: str, req: WebhookRequest)
     if kind == "sms":
         sms = module.parse_inbound(req)
         opt_out_type = twilio.provider_opt_out(sms) if provider == "twilio" else None
-        return lambda conn: _record_inbound(conn, container, sms, opt_out_type)
+        return _InboundUnit(container, inbound_service.Reply(sms, opt_out_type))
     update = module.parse_status(req)
     return lambda conn: _record_status(conn, container, update)
 
@@ -139,6 +139,37 @@ def _record_inbound(
         provider_opt_out=opt_out_type,
         double_opt_in=container.extras.get(SIGNUP_HOOK),
     )
+    return _payload(result)
+
+
+class _InboundUnit:
+    """The recording of one inbound reply; a group commit hands a run of them to ``run_many`` together."""
+
+    __slots__ = ("container", "reply")
+
+    def __init__(self, container: Container, reply: inbound_service.Reply) -> None:
+        self.container = container
+        self.reply = reply
+
+    def __call__(self, conn: Connection) -> dict[str, Any]:
+        return _record_inbound(conn, self.container, self.reply.sms, self.reply.provider_opt_out)
+
+    @staticmethod
+    def run_many(conn: Connection, units: list[_InboundUnit]) -> list[dict[str, Any]]:
+        container = units[0].container
+        if any(u.container is not container for u in units):  # pragma: no cover - one app per group commit
+            return [u(conn) for u in units]
+        results = inbound_service.record_inbound_many(
+            conn,
+            container.clock,
+            [u.reply for u in units],
+            default_region=container.settings.default_region,
+            double_opt_in=container.extras.get(SIGNUP_HOOK),
+        )
+        return [_payload(result) for result in results]
+
+
+def _payload(result: inbound_service.InboundResult) -> dict[str, Any]:
     c = result.classification
     return {
         "status": "duplicate" if result.duplicate else "recorded",
