@@ -82,6 +82,31 @@ def set_disclosure(
     return repo.add_disclosure(conn, program["id"], text, custom=custom, now=clock.now()), True
 
 
+def disclosure_shown(conn: Connection, program: Mapping[str, Any]) -> str:
+    """The disclosure a sign-up would show now (read only: a version is recorded when one is shown)."""
+    latest = repo.latest_disclosure(conn, program["id"])
+    if latest is not None and latest["custom"]:
+        return str(latest["text"])
+    return words.call_to_action(program)
+
+
+def change_disclosure(
+    conn: Connection, clock: Clock, program: Mapping[str, Any], text: str | None, *, shown: str
+) -> dict[str, Any] | None:
+    """An edit of the disclosure (the program page, ``PATCH /v1/programs/{name}``): a new version only when
+    ``text`` differs from ``shown`` (what the editor saw: ``disclosure_shown`` before any other setting of
+    the same edit changed) other than in spacing; empty or None is back to the composed default. Returns the
+    new version, or None when nothing changed. SignupError names the CTIA elements a text lacks.
+
+    Compared with what was shown, not with the default of the settings being saved: a page saved with its
+    box untouched and a new frequency text keeps the composed default (which follows the new frequency)
+    instead of freezing the old text as a custom one."""
+    if " ".join((text or "").split()) == " ".join(shown.split()):
+        return None
+    version, created = set_disclosure(conn, clock, program, text if text and text.strip() else None)
+    return version if created else None
+
+
 def window(program: Mapping[str, Any]) -> timedelta:
     hours = (program.get("settings") or {}).get("signup_window_hours", DEFAULT_WINDOW_HOURS)
     return timedelta(hours=float(hours))
@@ -493,8 +518,10 @@ __all__ = [
     "ConsentRefused",
     "SignupError",
     "Started",
+    "change_disclosure",
     "confirm",
     "current_disclosure",
+    "disclosure_shown",
     "double_opt_in_hook",
     "expire_due",
     "handle_inbound",
