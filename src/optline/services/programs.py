@@ -59,7 +59,8 @@ def read_program_name(value: object) -> str:
     name = value.strip() if isinstance(value, str) else ""
     if not name:
         raise ProgramNameError("a program needs a name")
-    bad = sorted({c for c in name if c in "/\\" or ord(c) < 32 or ord(c) == 127})
+    # Lone surrogates: a command-line argument that was not UTF-8 (no database could store it).
+    bad = sorted({c for c in name if c in "/\\" or ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) < 0xE000})
     if bad:
         shown = ", ".join(repr(c) for c in bad)
         raise ProgramNameError(
