@@ -149,3 +149,22 @@ def test_every_formula_cell_of_the_rejects_csv_is_inert(client: TestClient, impo
         assert by_line[3 + i][3:] == ["'" + cell, "'" + cell], by_line[
             3 + i
         ]  # the value kept, behind a quote
+
+
+@pytest.mark.parametrize("encoding", ["utf\x00-8", "hex", "rot13", "base64", "zlib", "undefined", "x" * 5000])
+def test_an_encoding_no_csv_can_be_read_in_is_refused_by_name(
+    container: Container, client: TestClient, encoding: str
+) -> None:
+    """Python knows codecs that are not text encodings (bytes to bytes) and refuses a NUL in a codec's name:
+    each was a 500; now the upload page names the encoding (cut short) and imports nothing."""
+    prog = web.program(container)
+    csrf = web.csrf(client.get("/dashboard/programs").text)
+    r = client.post(
+        f"/dashboard/programs/{prog['id']}/import",
+        data={"csrf": csrf, "encoding": encoding},
+        files={"file": ("list.csv", b"phone\n4155550134\n", "text/csv")},
+    )
+    assert r.status_code == 400, r.status_code
+    assert "list.csv: unknown encoding" in r.text and "x" * 41 not in r.text
+    with container.db.read() as conn:
+        assert conn.execute(select(func.count()).select_from(contacts)).scalar_one() == 0
