@@ -277,3 +277,17 @@ def test_the_disclosure_set_by_patch_is_the_one_the_program_page_shows(
     )
     page = web.signed_in(container).get(f"/dashboard/programs/{program['id']}")
     assert DISCLOSURE.replace("&", "&amp;") in page.text
+
+
+def test_the_confirmation_window_set_from_a_stale_copy_keeps_a_change_made_since(
+    container: Container, program: dict[str, Any]
+) -> None:
+    from optline.services import signup
+
+    stale = _stored(container)
+    with container.db.transaction() as conn:
+        program_service.change_settings(conn, stale, optout_link=False)
+    with container.db.transaction() as conn:
+        signup.set_window(conn, stale, 48)
+    settings = _stored(container)["settings"]
+    assert settings["optout_link"] is False and settings["signup_window_hours"] == 48

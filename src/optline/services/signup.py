@@ -118,10 +118,13 @@ def set_window(conn: Connection, program: Mapping[str, Any], hours: float) -> di
         raise SignupError(
             f"the confirmation window must be more than 0 and at most {MAX_WINDOW_HOURS:g} hours"
         )
-    settings = {**(program.get("settings") or {}), "signup_window_hours": hours}
+    # Read again under the row's lock: the settings JSON is written whole, and a copy read before another
+    # change committed (a PATCH of the opt-out link) would put that setting back.
+    current = program_repo.get(conn, program["id"], for_update=True) or dict(program)
+    settings = {**(current.get("settings") or {}), "signup_window_hours": hours}
     conn.execute(update(programs).where(programs.c.id == program["id"]).values(settings=settings))
     program_repo.forget(conn)  # inbound routing caches programs (adapters/db/programs.py)
-    return {**program, "settings": settings}
+    return {**current, "settings": settings}
 
 
 # --- step 1: start -----------------------------------------------------------------------------------
