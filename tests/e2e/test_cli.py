@@ -223,3 +223,12 @@ def test_programs_set_changes_the_link_and_sending_window_and_refuses_an_impossi
     )
     nothing = run(db_url, "programs", "set", "deals")
     assert nothing.returncode != 0 and "nothing to change" in nothing.stderr
+    # A name typed in another encoding (its bytes not UTF-8) is a program that does not exist, named.
+    other = run(db_url, "programs", "set", "de\udcffals", "--optout-link")
+    assert other.returncode == 1 and "no program named 'de\\udcffals' (programs: deals)" in other.stderr
+    for name in ("de/als", "de\udcffals"):
+        refused = run(
+            db_url, "programs", "create", name, "--brand", "Acme", "--help-contact", "help@acme.example"
+        )
+        assert refused.returncode == 1 and f"program name {name!r}: no" in refused.stderr, refused.stderr
+    assert "Traceback" not in other.stderr + refused.stderr

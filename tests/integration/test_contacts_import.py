@@ -12,7 +12,7 @@ from optline.adapters.db import contacts
 from optline.adapters.db.tables import consent_events, subscriptions
 from optline.bootstrap import Container
 from optline.domain.consent import Action, Channel, Status
-from optline.services import consent
+from optline.services import consent, contacts_import
 from optline.services.contacts_import import ImportError_, import_file
 from optline.services.programs import create_program
 
@@ -120,3 +120,30 @@ def test_comma_file_without_bom_and_batches(container: Container, program: dict,
 def test_file_without_phone_column_is_refused(container: Container, program: dict, tmp_path: Path) -> None:
     with pytest.raises(ImportError_, match="no phone column"):
         import_file(container.db, container.clock, write(tmp_path, "name,email\nAnn,a@x\n"), program)
+
+
+def test_the_clis_rejects_file_fixed_and_imported_as_it_is(
+    container: Container, program: dict, tmp_path: Path
+) -> None:
+    """The rejects file the CLI writes beside the input, one number fixed and imported again without
+    removing its ``line`` and ``reason`` columns: they are not stored as attributes, a note says why."""
+    first = import_file(
+        container.db,
+        container.clock,
+        write(tmp_path, "phone,name\nnot a phone,Ann\n4155550134,Bo\n"),
+        program,
+    )
+    assert first.rejected == 1 and first.notes == []
+    assert first.rejects_path is not None
+    rows = list(csv.reader(first.rejects_path.open(newline="", encoding="utf-8")))
+    assert rows[0] == ["line", "reason", "phone", "name"]
+    rows[1][2] = "415 555 0199"
+    fixed = tmp_path / "fixed.csv"
+    with fixed.open("w", newline="", encoding="utf-8") as out:
+        csv.writer(out).writerows(rows)
+    again = import_file(container.db, container.clock, fixed, program)
+    assert again.created == 1 and again.rejected == 0
+    assert again.notes == [contacts_import.REJECTS_NOTE]
+    with container.db.read() as conn:
+        ann = contacts.get_by_phone(conn, "+14155550199")
+    assert ann is not None and ann["attributes"] == {"name": "Ann"}

@@ -180,3 +180,74 @@ def test_the_page_says_when_the_retention_purge_deleted_the_rejected_rows(
         and "OPTLINE_IMPORT_REJECTS_RETENTION_DAYS" in text
     )
     assert "No rows were rejected" not in text
+
+
+def test_a_rejects_csv_imported_again_as_it_is_keeps_no_line_or_reason_attributes(
+    container: Container, client: TestClient, uploaded: Any
+) -> None:
+    """Downloaded, one cell fixed, uploaded again with its ``line`` and ``reason`` columns still first: those
+    two are recognised as the rejects file's own and ignored (a note says so), the rest imports as usual,
+    and the rows still rejected come back in a rejects file of the same shape."""
+    _, import_id = uploaded
+    download = client.get(f"/dashboard/imports/{import_id}/rejects.csv")
+    rows = list(csv.reader(io.StringIO(download.content.decode("utf-8"), newline="")))  # BOM kept
+    assert rows[0][0] == "\ufeffline" and rows[0][1:] == [
+        "reason",
+        "phone",
+        "name",
+        "consented_at",
+        "consent_source",
+    ]
+    fixed = [row for row in rows if row[0] in (rows[0][0], "3", "4", str(BAD + 1))]
+    fixed[1][2] = "(415) 555-0199"  # line 3's number, fixed; line 4 stays wrong
+    fixed[3] = fixed[3][:6]  # the formula row without its extra cell
+    out = io.StringIO()
+    csv.writer(out).writerows(fixed)
+    with container.db.read() as conn:
+        prog_id = conn.execute(select(programs.c.id)).scalar_one()
+    csrf = web.csrf(client.get("/dashboard/programs").text)
+    r = client.post(
+        f"/dashboard/programs/{prog_id}/import",
+        data={"csrf": csrf},
+        files={"file": ("list.rejects.csv", out.getvalue().encode("utf-8"), "text/csv")},
+    )
+    assert r.status_code == 200, r.text
+    text = web.page_text(r.text)
+    assert f"Note: {contacts_import.REJECTS_NOTE}." in text
+    assert re.search(r"<dt>Contacts created</dt><dd>2</dd>", r.text) and re.search(
+        r"<dt>Rejected</dt><dd>1</dd>", r.text
+    )
+    with container.db.read() as conn:
+        fixed_contact = contact_repo.get_by_phone(conn, "+14155550199")
+        formula = contact_repo.get_by_phone(conn, "+14155550135")
+    assert fixed_contact is not None and fixed_contact["attributes"] == {"name": "Bad 0"}
+    assert formula is not None and set(formula["attributes"]) == {"name"}
+    # The import records the columns it read (the file's own) and its still-rejected row in the same shape.
+    again_id = int(r.url.path.rsplit("/", 1)[1])
+    with container.db.read() as conn:
+        record = imports.get(conn, again_id)
+    assert record is not None and record["columns"] == ["phone", "name", "consented_at", "consent_source"]
+    assert record["notes"] == [contacts_import.REJECTS_NOTE]
+    again = list(
+        csv.reader(
+            io.StringIO(client.get(f"/dashboard/imports/{again_id}/rejects.csv").text.lstrip("\ufeff"))
+        )
+    )
+    assert again[0] == ["line", "reason", "phone", "name", "consented_at", "consent_source"]
+    assert again[1][0] == "3" and again[1][2:4] == ["not a phone 1", "Bad 1"]  # its line in this file
+
+
+def test_a_file_whose_first_columns_are_not_line_and_reason_keeps_them_all(
+    container: Container, client: TestClient
+) -> None:
+    prog = web.program(container)
+    csrf = web.csrf(client.get("/dashboard/programs").text)
+    r = client.post(
+        f"/dashboard/programs/{prog['id']}/import",
+        data={"csrf": csrf},
+        files={"file": ("list.csv", b"reason,line,phone\nfriend,7,4155550134\n", "text/csv")},
+    )
+    assert r.status_code == 200 and "Note:" not in r.text
+    with container.db.read() as conn:
+        contact = contact_repo.get_by_phone(conn, "+14155550134")
+    assert contact is not None and contact["attributes"] == {"reason": "friend", "line": "7"}

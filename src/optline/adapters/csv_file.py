@@ -51,9 +51,15 @@ def detect_encoding(head: bytes, explicit: str | None = None) -> Encoding:
             return Encoding(codec, label, len(bom))
     if explicit:
         try:
-            name = codecs.lookup(explicit).name
-        except LookupError:
-            raise CsvFileError(f"unknown encoding {explicit!r} (examples: utf-8, cp1252, latin-1)") from None
+            info = codecs.lookup(explicit)
+        except (LookupError, ValueError):  # ValueError: a NUL in the name
+            info = None
+        # Python also names codecs that are not text encodings (hex, base64, zlib, rot13: bytes to bytes,
+        # or str to str) and one that refuses everything ("undefined"): none can read a CSV file.
+        if info is None or not getattr(info, "_is_text_encoding", True) or info.name == "undefined":
+            shown = explicit if len(explicit) <= 40 else explicit[:40] + "…"
+            raise CsvFileError(f"unknown encoding {shown!r} (examples: utf-8, cp1252, latin-1)") from None
+        name = info.name
         if name.startswith("utf-16") or name.startswith("utf-32"):
             # Without a BOM we would have to guess the byte order; spreadsheets always write one.
             codec = {"utf-16": "utf-16-le", "utf-32": "utf-32-le"}.get(name, name)

@@ -82,6 +82,11 @@ PARALLEL_FROM_BYTES = 4 << 20
 PARSE_BATCH = 2000
 MERGE_LINES = 10000  # lines per merge transaction (SQLite's IN lists stay under its 32,766 variables)
 HELD = "contact imported, consent not recorded"
+# The columns a rejects file starts with (then the file's own); one of ours imported again is recognised.
+REJECTS_COLUMNS = ("line", "reason")
+REJECTS_NOTE = (
+    "the first two columns, line and reason, are those of a rejects file: ignored (not stored as attributes)"
+)
 
 _staging_metadata = MetaData()
 # One per connection (temporary), dropped when the import ends.
@@ -126,6 +131,7 @@ class ImportSummary:
     held_reasons: Counter[str] = field(default_factory=Counter)  # imported, consent not recorded: why
     rejects_path: Path | None = None
     encoding: str = ""
+    notes: list[str] = field(default_factory=list)  # what the import did with the file that is no rejection
 
     @property
     def accepted(self) -> int:
@@ -285,13 +291,19 @@ def _stage(
     delimiter = csv_file.sniff_delimiter(first)
     header_row = next(csv_file.records(iter([first]), delimiter), (1, []))[1]
     header = [_normalise_header(h) for h in header_row]
+    records = csv_file.records(lines, delimiter, first_line=2)
+    if [h.strip() for h in header_row[:2]] == list(REJECTS_COLUMNS):
+        # A rejects file of ours imported again as it is (fixed, its first two columns left in): those are
+        # the earlier import's line and reason, not facts about the person to keep as attributes.
+        header = header[2:]
+        records = ((line, row[2:]) for line, row in records)
+        summary.notes.append(REJECTS_NOTE)
     phone_col = next((c for c in PHONE_COLUMNS if c in header), None)
     if phone_col is None:
         raise ImportError_(f"no phone column in the first line (expected one of: {', '.join(PHONE_COLUMNS)})")
-    rejects.writerow(["line", "reason", *header])
+    rejects.writerow([*REJECTS_COLUMNS, *header])
     batch: list[tuple[Any, ...]] = []
     parse_row = _RowParser(header, phone_col, region, now)
-    records = csv_file.records(lines, delimiter, first_line=2)
     workers = worker_pool.default_workers() if path.stat().st_size >= PARALLEL_FROM_BYTES else 1
     parsed = (
         _parse_in_workers(records, parse_row, workers) if workers > 1 else _parse_here(records, parse_row)

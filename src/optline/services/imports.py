@@ -179,6 +179,7 @@ def _finish(
             encoding=summary.encoding or None,
             reject_reasons=dict(summary.reject_reasons),
             held_reasons=dict(summary.held_reasons),
+            notes=list(summary.notes),
         )
     with db.transaction() as conn:
         if drop_rejects:

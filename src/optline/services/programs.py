@@ -27,6 +27,7 @@ def create_program(
     (E.164, or a short code's digits) so that inbound replies find their program; a sender that is neither
     raises InvalidPhoneNumber naming it."""
     values = {k: v for k, v in values.items() if v is not None}
+    values["name"] = read_program_name(values.get("name"))
     senders = [normalize_sender(n, default_region) for n in values.get("sender_numbers") or []]
     values["sender_numbers"] = list(dict.fromkeys(senders))  # "(415) 555-0100" and "+14155550100" are one
     if values.get("short_code") is not None:
@@ -45,6 +46,29 @@ def create_program(
             values["brand"], values["frequency_text"], values["help_contact"]
         )
     return repo.create(conn, created_at=clock.now(), **values)
+
+
+class ProgramNameError(ValueError):
+    """A program name that cannot be one; the message says why."""
+
+
+def read_program_name(value: object) -> str:
+    """A program's name as stored. It is part of addresses (``/join/NAME``, ``/v1/programs/NAME``): a slash
+    would make it two path segments that no route matches (browsers also read a backslash as one), and a
+    control character cannot be typed or shown."""
+    name = value.strip() if isinstance(value, str) else ""
+    if not name:
+        raise ProgramNameError("a program needs a name")
+    # Lone surrogates: a command-line argument that was not UTF-8 (no database could store it).
+    bad = sorted({c for c in name if c in "/\\" or ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) < 0xE000})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        raise ProgramNameError(
+            f"program name {name!r}: no {shown} (the name is part of addresses: /join/NAME, /v1/programs/NAME)"
+        )
+    if len(name) > 100:
+        raise ProgramNameError(f"program name: at most 100 characters, not {len(name)}")
+    return name
 
 
 def list_programs(conn: Connection) -> list[dict[str, Any]]:
@@ -150,7 +174,9 @@ def update_program(
     from optline.adapters.db.tables import programs as table
     from optline.domain import caps
 
-    program = repo.get(conn, program_id)
+    # Locked: the settings JSON is written whole from what is read here, and two edits at once (two PATCHes
+    # of different settings) must each see the other's, not put back what the other changed.
+    program = repo.get(conn, program_id, for_update=True)
     if program is None:
         raise LookupError(f"no program with id {program_id}")
     contact = read_support_contact(help_contact, default_region)
@@ -206,6 +232,9 @@ def change_settings(
     unknown = sorted(set(changes) - set(CHANGEABLE))
     if unknown:
         raise ValueError(f"cannot change {', '.join(unknown)} here (settings: {', '.join(CHANGEABLE)})")
+    # The values kept are read again under the row's lock (update_program's): the caller's copy may be older
+    # than a change committed since, which the write below would otherwise undo.
+    program = repo.get(conn, program["id"], for_update=True) or program
     settings = program.get("settings") or {}
     window = settings.get("quiet_hours") or {}
     current: dict[str, Any] = {

@@ -82,6 +82,31 @@ def set_disclosure(
     return repo.add_disclosure(conn, program["id"], text, custom=custom, now=clock.now()), True
 
 
+def disclosure_shown(conn: Connection, program: Mapping[str, Any]) -> str:
+    """The disclosure a sign-up would show now (read only: a version is recorded when one is shown)."""
+    latest = repo.latest_disclosure(conn, program["id"])
+    if latest is not None and latest["custom"]:
+        return str(latest["text"])
+    return words.call_to_action(program)
+
+
+def change_disclosure(
+    conn: Connection, clock: Clock, program: Mapping[str, Any], text: str | None, *, shown: str
+) -> dict[str, Any] | None:
+    """An edit of the disclosure (the program page, ``PATCH /v1/programs/{name}``): a new version only when
+    ``text`` differs from ``shown`` (what the editor saw: ``disclosure_shown`` before any other setting of
+    the same edit changed) other than in spacing; empty or None is back to the composed default. Returns the
+    new version, or None when nothing changed. SignupError names the CTIA elements a text lacks.
+
+    Compared with what was shown, not with the default of the settings being saved: a page saved with its
+    box untouched and a new frequency text keeps the composed default (which follows the new frequency)
+    instead of freezing the old text as a custom one."""
+    if " ".join((text or "").split()) == " ".join(shown.split()):
+        return None
+    version, created = set_disclosure(conn, clock, program, text if text and text.strip() else None)
+    return version if created else None
+
+
 def window(program: Mapping[str, Any]) -> timedelta:
     hours = (program.get("settings") or {}).get("signup_window_hours", DEFAULT_WINDOW_HOURS)
     return timedelta(hours=float(hours))
@@ -93,10 +118,13 @@ def set_window(conn: Connection, program: Mapping[str, Any], hours: float) -> di
         raise SignupError(
             f"the confirmation window must be more than 0 and at most {MAX_WINDOW_HOURS:g} hours"
         )
-    settings = {**(program.get("settings") or {}), "signup_window_hours": hours}
+    # Read again under the row's lock: the settings JSON is written whole, and a copy read before another
+    # change committed (a PATCH of the opt-out link) would put that setting back.
+    current = program_repo.get(conn, program["id"], for_update=True) or dict(program)
+    settings = {**(current.get("settings") or {}), "signup_window_hours": hours}
     conn.execute(update(programs).where(programs.c.id == program["id"]).values(settings=settings))
     program_repo.forget(conn)  # inbound routing caches programs (adapters/db/programs.py)
-    return {**program, "settings": settings}
+    return {**current, "settings": settings}
 
 
 # --- step 1: start -----------------------------------------------------------------------------------
@@ -501,8 +529,10 @@ __all__ = [
     "ConsentRefused",
     "SignupError",
     "Started",
+    "change_disclosure",
     "confirm",
     "current_disclosure",
+    "disclosure_shown",
     "double_opt_in_hook",
     "expire_due",
     "handle_inbound",

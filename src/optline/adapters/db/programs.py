@@ -61,12 +61,20 @@ def create(conn: Connection, **values: Any) -> dict[str, Any]:
 def get_by_name(conn: Connection, name: str) -> dict[str, Any] | None:
     if "\x00" in name:  # no program has one (PostgreSQL refuses NUL in a query: a 500 for a typed URL)
         return None
+    if not name.isascii():
+        try:  # a command-line argument that was not UTF-8 (Python keeps its bytes as lone surrogates)
+            name.encode()
+        except UnicodeEncodeError:
+            return None  # no program has one: the drivers could not even send it
     row = conn.execute(select(programs).where(programs.c.name == name)).first()
     return dict(row._mapping) if row else None
 
 
-def get(conn: Connection, program_id: int) -> dict[str, Any] | None:
-    row = conn.execute(select(programs).where(programs.c.id == program_id)).first()
+def get(conn: Connection, program_id: int, *, for_update: bool = False) -> dict[str, Any] | None:
+    """``for_update``: the row stays locked until the transaction ends (PostgreSQL; SQLite's write
+    transaction already excludes every other writer), for a change computed from the values read."""
+    query = select(programs).where(programs.c.id == program_id)
+    row = conn.execute(query.with_for_update() if for_update else query).first()
     return dict(row._mapping) if row else None
 
 

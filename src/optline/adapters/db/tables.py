@@ -510,6 +510,7 @@ imports = Table(
     Column("counts", JSON, nullable=False, default=dict),  # ImportSummary's counters: rows, created, …
     Column("reject_reasons", JSON, nullable=False, default=dict),  # reason -> count
     Column("held_reasons", JSON, nullable=False, default=dict),
+    Column("notes", JSON, nullable=False, default=list),  # ImportSummary.notes: neither counts nor rejects
     # Set when the retention purge (services/retention.py) deleted this import's rows in import_rejects; the
     # counts and reasons above stay.
     Column("rejects_purged_at", UtcDateTime),

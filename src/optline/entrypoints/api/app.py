@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.responses import Response
 from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -130,6 +133,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(event_hooks_api.router)
     app.include_router(metrics_api.router)
     web.mount(app, container)
+    app.add_exception_handler(StarletteHTTPException, unreadable_body)
     s = container.settings
     app.add_middleware(BodyLimitMiddleware, limit_for=limits(s.max_body_bytes, s.max_upload_bytes))
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every log line has the id
@@ -144,3 +148,19 @@ def create_app(container: Container) -> FastAPI:
         )
     )
     return app
+
+
+async def unreadable_body(request: Request, exc: Exception) -> Response:
+    """FastAPI answers a JSON body that is not UTF-8 with "There was an error parsing the body", which names
+    nothing; this says which byte, where. Every other HTTPException is answered as FastAPI does."""
+    assert isinstance(exc, StarletteHTTPException)
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+        byte = cause.object[cause.start]
+        return JSONResponse(
+            {
+                "detail": f"the body is not UTF-8: byte 0x{byte:02x} at offset {cause.start}; send JSON in UTF-8"
+            },
+            status_code=400,
+        )
+    return await http_exception_handler(request, exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from optline.entrypoints.api.fields import GivenTime, JsonObject, Timestamp, text
 
@@ -48,11 +48,34 @@ class SendingWindow(BaseModel):
 class ProgramSettingsUpdate(BaseModel):
     """Only the fields given change; each is checked by the rules the dashboard's program page uses."""
 
+    # A field this route cannot change (a typo, or "brand") is refused, not ignored: a 200 would say it
+    # was changed.
+    model_config = ConfigDict(extra="forbid")
+
     optout_link: bool | None = None
     optout_instruction: Literal["every", "monthly"] | None = None
     quiet_hours: SendingWindow | None = Field(
-        None, description="the program's sending window; 08:00-21:00 (the law's) removes it"
+        None, description="the program's sending window; null or 08:00-21:00 (the law's) removes it"
     )
+    disclosure: Annotated[str, text(2000)] | None = Field(
+        None,
+        description="the sign-up disclosure: a changed text becomes a new version (every CTIA element "
+        'checked); null or "" goes back to the text composed from the program',
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _something_known(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            changeable = ", ".join(cls.model_fields)
+            unknown = [str(k) for k in data if k not in cls.model_fields]
+            if unknown:
+                raise ValueError(
+                    f"cannot change {', '.join(map(repr, unknown))} with PATCH (it changes: {changeable})"
+                )
+            if not data:
+                raise ValueError(f"nothing to change: give one of {changeable}")
+        return data
 
 
 class ProgramPublic(BaseModel):
@@ -71,6 +94,10 @@ class ProgramPublic(BaseModel):
     join_keywords: list[str]
     optout_link: bool
     quiet_hours: SendingWindow | None = None
+    disclosure: str = Field(description="the disclosure a sign-up shows now")
+    disclosure_version: int | None = Field(
+        description="its version (null: not shown to anyone yet, so not recorded yet)"
+    )
     created_at: Timestamp
 
 

@@ -77,6 +77,8 @@ def import_(
     counts = imports.counts(s)
     outcomes = [(label, counts[key]) for key, label in imports.OUTCOMES]
     show_import(f"{file.name} → {prog['name']}", outcomes, s.reject_reasons, s.rejected, s.rejects_path)
+    for note in s.notes:
+        console.print(f"note: {note}", highlight=False)
     console.print(f"on the dashboard: /dashboard/imports/{import_id}", highlight=False)
     for reason, count in s.held_reasons.most_common():
         console.print(f"  held {count:,} × {reason}")

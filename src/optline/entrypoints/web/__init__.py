@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
@@ -69,6 +71,30 @@ def mount(app: FastAPI, container: Container) -> None:
     async def csrf_failed(request: Request, exc: Exception) -> Response:
         return render(request, "csrf_failed.html", status_code=403)
 
+    async def bad_request(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        if not request.url.path.startswith("/dashboard"):  # the API's clients read the JSON detail
+            return await request_validation_exception_handler(request, exc)
+        return Response(describe_invalid(exc), 422, media_type="text/plain; charset=utf-8")
+
+    app.add_exception_handler(RequestValidationError, bad_request)
     app.add_exception_handler(auth.LoginRequired, to_login)
     app.add_exception_handler(auth.PasswordChangeRequired, to_password)
     app.add_exception_handler(auth.CsrfFailed, csrf_failed)
+
+
+_WHERE = {"path": "in the address", "query": "in the address's query", "body": "in the form"}
+
+
+def describe_invalid(exc: RequestValidationError) -> str:
+    """A dashboard request whose address or form does not fit (a hand-edited URL: ``/dashboard/imports/abc``,
+    ``?after=-1``), in words: each parameter, where it is, what it must be and what it was."""
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ())]
+        where = _WHERE.get(loc[0], loc[0]) if loc else "in the request"
+        name = ".".join(loc[1:]) or "value"
+        given = repr(error.get("input"))
+        given = given if len(given) <= 60 else given[:57] + "..."
+        lines.append(f"{name} {where}: {error.get('msg', 'not valid')} (got {given})")
+    return "The dashboard cannot read this request:\n" + "\n".join(lines) + "\n"

@@ -11,14 +11,14 @@ from starlette.responses import RedirectResponse, Response
 
 from optline.adapters.db import api_keys
 from optline.adapters.db import programs as program_repo
-from optline.adapters.db import signups as signup_repo
-from optline.domain import caps, disclosure, quiet_hours
+from optline.domain import caps, quiet_hours
 from optline.domain.compose import optout_link_on
 from optline.domain.lint import DEFAULT_MAX_SEGMENTS
 from optline.domain.phones import InvalidPhoneNumber
 from optline.domain.support_contact import SupportContactError
 from optline.entrypoints.web.auth import CurrentUser, container_of, require_csrf
 from optline.entrypoints.web.dashboard import page
+from optline.entrypoints.web.params import RowId
 from optline.services import programs as program_service
 from optline.services import signup, users
 
@@ -60,7 +60,7 @@ def create_key(
 
 @router.post("/dashboard/api-keys/{key_id}/revoke")
 def revoke_key(
-    request: Request, user: CurrentUser, key_id: int, csrf: Annotated[str, Form()] = ""
+    request: Request, user: CurrentUser, key_id: RowId, csrf: Annotated[str, Form()] = ""
 ) -> Response:
     require_csrf(request, csrf)
     container = container_of(request)
@@ -105,7 +105,7 @@ def add_user(
 
 @router.post("/dashboard/users/{user_id}/{action}")
 def change_user(
-    request: Request, user: CurrentUser, user_id: int, action: str, csrf: Annotated[str, Form()] = ""
+    request: Request, user: CurrentUser, user_id: RowId, action: str, csrf: Annotated[str, Form()] = ""
 ) -> Response:
     require_csrf(request, csrf)
     container = container_of(request)
@@ -126,14 +126,6 @@ def change_user(
     except users.UserError as exc:
         return _users_page(request, user, 409, error=str(exc).capitalize() + ".")
     return _users_page(request, user, one_time=password, one_time_for=target["username"])
-
-
-def _disclosure_now(conn: Any, program: dict[str, Any]) -> str:
-    """The disclosure a sign-up would show now (read only: the version is recorded when one is shown)."""
-    latest = signup_repo.latest_disclosure(conn, program["id"])
-    if latest is not None and latest["custom"]:
-        return str(latest["text"])
-    return disclosure.call_to_action(program)
 
 
 def _program_form(program: dict[str, Any], disclosure_text: str) -> dict[str, Any]:
@@ -167,7 +159,7 @@ def _program_page(
 ) -> Response:
     with container_of(request).db.read() as conn:
         program = program_repo.get(conn, program_id)
-        shown = _disclosure_now(conn, program) if program else ""
+        shown = signup.disclosure_shown(conn, program) if program else ""
     if program is None:
         return page(
             request,
@@ -199,7 +191,7 @@ def _program_page(
 
 
 @router.get("/dashboard/programs/{program_id}")
-def program_page(request: Request, user: CurrentUser, program_id: int) -> Response:
+def program_page(request: Request, user: CurrentUser, program_id: RowId) -> Response:
     flash = "Settings saved." if request.query_params.get("flash") == "saved" else None
     return _program_page(request, user, program_id, flash=flash)
 
@@ -223,7 +215,7 @@ def _field_of(exc: Exception) -> str:
 def save_program(
     request: Request,
     user: CurrentUser,
-    program_id: int,
+    program_id: RowId,
     help_contact: Annotated[str, Form()] = "",
     help_text: Annotated[str, Form()] = "",
     frequency_text: Annotated[str, Form()] = "",
@@ -258,7 +250,7 @@ def save_program(
                 ) from None
         with container.db.transaction() as conn:
             before = program_repo.get(conn, program_id)
-            shown = _disclosure_now(conn, before) if before else ""
+            shown = signup.disclosure_shown(conn, before) if before else ""
             program = program_service.update_program(
                 conn,
                 program_id,
@@ -276,10 +268,7 @@ def save_program(
                 quiet_end=quiet_end,
             )
             # Only an edited disclosure makes a new version (an empty box: back to the composed default).
-            if " ".join(disclosure_text.split()) != " ".join(shown.split()):
-                signup.set_disclosure(
-                    conn, container.clock, program, disclosure_text if disclosure_text.strip() else None
-                )
+            signup.change_disclosure(conn, container.clock, program, disclosure_text, shown=shown)
     except LookupError as exc:
         return _program_page(request, user, program_id, form, 404, {"": str(exc)})
     except ValueError as exc:  # a number that is not one, a cap that cannot work, a circular HELP text, …

@@ -19,6 +19,7 @@ from optline.adapters.db import programs as program_repo
 from optline.domain.dates import local_zone, parse_when
 from optline.entrypoints.web.auth import CurrentUser, container_of, require_csrf
 from optline.entrypoints.web.dashboard import page
+from optline.entrypoints.web.params import After, RowId
 from optline.entrypoints.web.rendering import render
 from optline.services import audience, campaign_view
 from optline.services import campaigns as service
@@ -270,7 +271,7 @@ def _campaign_page(
 
 @router.get("/dashboard/campaigns/{campaign_id}")
 def campaign_page(
-    request: Request, user: CurrentUser, campaign_id: int, tz: str = "", after: int = 0
+    request: Request, user: CurrentUser, campaign_id: RowId, tz: str = "", after: After = 0
 ) -> Response:
     return _campaign_page(request, user, campaign_id, tz, after)
 
@@ -279,7 +280,7 @@ def campaign_page(
 def change_campaign(
     request: Request,
     user: CurrentUser,
-    campaign_id: int,
+    campaign_id: RowId,
     action: Annotated[str, Form()] = "",
     at: Annotated[str, Form()] = "",
     tz: Annotated[str, Form()] = "",

@@ -19,6 +19,7 @@ from optline.domain.stats import CRITICAL_OPTOUT_RATE
 from optline.domain.support_contact import SupportContactError
 from optline.entrypoints.web import charts
 from optline.entrypoints.web.auth import CurrentUser, container_of, require_csrf
+from optline.entrypoints.web.params import After, RowId
 from optline.entrypoints.web.rendering import render
 from optline.entrypoints.web.security import session_csrf_token
 from optline.services import audit, imports, review
@@ -183,7 +184,7 @@ MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 def import_contacts(
     request: Request,
     user: CurrentUser,
-    program_id: int,
+    program_id: RowId,
     file: Annotated[UploadFile, File()],
     csrf: Annotated[str, Form()] = "",
     encoding: Annotated[str, Form()] = "",
@@ -317,7 +318,7 @@ def contacts_page(
     q: str = "",
     program: str = "",
     status: str = "",
-    after: int = 0,
+    after: After = 0,
 ) -> Response:
     """Search (services/contact_search.py) and, for one phone number, the person's page with every consent
     event and every message in and out."""
@@ -403,7 +404,7 @@ def review_page(request: Request, user: CurrentUser) -> Response:
 def decide(
     request: Request,
     user: CurrentUser,
-    inbound_id: int,
+    inbound_id: RowId,
     decision: Annotated[str, Form()] = "",
     csrf: Annotated[str, Form()] = "",
 ) -> Response:

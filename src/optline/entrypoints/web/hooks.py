@@ -10,6 +10,7 @@ from starlette.responses import RedirectResponse, Response
 from optline.domain.event_hooks import EVENT_TYPES, EndpointError
 from optline.entrypoints.web.auth import CurrentUser, container_of, require_csrf
 from optline.entrypoints.web.dashboard import _page
+from optline.entrypoints.web.params import RowId
 from optline.services import event_hooks
 
 router = APIRouter(include_in_schema=False)
@@ -83,7 +84,7 @@ def add_endpoint(
 def switch_endpoint(
     request: Request,
     user: CurrentUser,
-    endpoint_id: int,
+    endpoint_id: RowId,
     switch: Literal["enable", "disable"],
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
@@ -100,7 +101,7 @@ def switch_endpoint(
 
 @router.post(PATH + "/deliveries/{delivery_id}/replay")
 def replay_delivery(
-    request: Request, user: CurrentUser, delivery_id: int, csrf: Annotated[str, Form()] = ""
+    request: Request, user: CurrentUser, delivery_id: RowId, csrf: Annotated[str, Form()] = ""
 ) -> Response:
     require_csrf(request, csrf)
     container = container_of(request)

@@ -13,6 +13,7 @@ from starlette.responses import Response, StreamingResponse
 from optline.entrypoints.web.auth import CurrentUser, container_of
 from optline.entrypoints.web.dashboard import page
 from optline.entrypoints.web.exports import csv_chunks
+from optline.entrypoints.web.params import AfterLine, Before, RowId
 from optline.services import contacts_import, imports
 
 router = APIRouter(include_in_schema=False)
@@ -26,14 +27,14 @@ COLUMNS = {
 
 
 @router.get("/dashboard/imports")
-def imports_page(request: Request, user: CurrentUser, before: int | None = None) -> Response:
+def imports_page(request: Request, user: CurrentUser, before: Before = None) -> Response:
     with container_of(request).db.read() as conn:
         rows, older = imports.recent(conn, before=before)
     return page(request, user, "imports.html", "imports", imports=rows, older=older, columns=COLUMNS)
 
 
 @router.get("/dashboard/imports/{import_id}")
-def import_page(request: Request, user: CurrentUser, import_id: int, after: int = 0) -> Response:
+def import_page(request: Request, user: CurrentUser, import_id: RowId, after: AfterLine = 0) -> Response:
     with container_of(request).db.read() as conn:
         record = imports.get(conn, import_id)
         if record is None:
@@ -48,7 +49,7 @@ def import_page(request: Request, user: CurrentUser, import_id: int, after: int 
                 columns=COLUMNS,
                 error=f"No import with id {import_id}.",
             )
-        rejects, next_after = imports.rejects_page(conn, import_id, after=max(after, 0))
+        rejects, next_after = imports.rejects_page(conn, import_id, after=after)
     return page(
         request,
         user,
@@ -65,7 +66,7 @@ def import_page(request: Request, user: CurrentUser, import_id: int, after: int 
 
 
 @router.get("/dashboard/imports/{import_id}/rejects.csv")
-def rejects_csv(request: Request, user: CurrentUser, import_id: int) -> Response:
+def rejects_csv(request: Request, user: CurrentUser, import_id: RowId) -> Response:
     container = container_of(request)
     with container.db.read() as conn:
         record = imports.get(conn, import_id)

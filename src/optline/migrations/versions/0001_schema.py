@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 16:20:58.211499
+Create Date: 2026-11-30 16:38:12.977525
 """
 
 from __future__ import annotations
@@ -365,6 +365,7 @@ def upgrade() -> None:
         sa.Column("counts", sa.JSON(), nullable=False),
         sa.Column("reject_reasons", sa.JSON(), nullable=False),
         sa.Column("held_reasons", sa.JSON(), nullable=False),
+        sa.Column("notes", sa.JSON(), nullable=False),
         sa.Column("rejects_purged_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["program_id"], ["programs.id"], name=op.f("fk_imports_program_id_programs")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_imports")),
