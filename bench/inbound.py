@@ -91,6 +91,13 @@ def prepare(db_url: str, people: int, in_process: int, scope: str = "program") -
             for start in range(first, first + count, 10_000):
                 ids = outbound.insert_contacts(conn, c.clock.now(), start, min(10_000, first + count - start))
                 outbound.subscribe(conn, c.clock, program, ids)
+    # The scheduled list review (services/audit.py), as a deployment has it done: else SQLite's in-process
+    # worker runs it over every contact right after ``optline serve`` starts, inside the measured rounds
+    # (a quarter of the server's samples in a py-spy profile of the first round). It is due again after
+    # OPTLINE_AUDIT_INTERVAL_HOURS, not during a run.
+    from optline.services.audit import run_scheduled_audit
+
+    run_scheduled_audit(c)
     c.close()
 
 
