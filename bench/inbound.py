@@ -19,25 +19,23 @@ Targets (issue 17): >= 30% of the bare endpoint per process on both engines, p99
 The load generator is Python: on a small machine it shares the CPU with the servers, so the bare endpoint's
 figure is a floor, not its ceiling (the ratio is the conservative way round).
 
-Last figures (branch inbound-fast2: a group commit's batch of STOPs recorded set-based, PostgreSQL inserts
-from unnested arrays, webhooks past the pages' middleware, 3 PostgreSQL writers; 2 shared cores at load
-5.4-6.8; the branch's start (main's code) run just before it, ``--seconds 6 --rounds 2``; bare endpoint
-0.20-0.23 ms CPU per request in every run). Server CPU per STOP request, start -> branch:
-- SQLite: 2.88 -> 2.08 ms with the in-process worker sending every confirmation, 249 -> 442 req/s, p99
-  209 -> 101 ms (9.9% of bare by CPU); the webhook path alone (``--defer-sending``) 2.16 -> 1.35 ms,
-  284 -> 589 req/s (21.7% of bare's 2,719; 14.9% by CPU), p99 151 -> 51 ms. Paced at 100/s: p99 655 -> 183
-  ms (with sending).
-- PostgreSQL: 2.81 -> 1.90 ms, 226 -> 311 req/s (15.4% of bare, 11.3% by CPU), p99 244 -> 163 ms; paced
-  at 100/s p50 12 ms, p99 48 -> 52 ms. ``--workers 4``: 4.48 -> 4.31 ms per request, 0.52x one process.
-  CPU per request does not stay flat (1.90 -> 4.31 ms): 16 connections over 4 processes of 3 writers each
-  form batches of one or two, which take the one-by-one path (3.3 ms in process), and 4 processes share 2
-  busy cores. Near-linear scaling cannot be shown or refuted on this machine.
-- In process (verify, parse, record, commit): one STOP per transaction 1.4-4.0 ms CPU and 8 statements
-  (noisy, unchanged path); batches of 16 as a burst forms them 0.43-0.85 ms (SQLite, 0.75 statements per
-  STOP) and 0.64-1.02 ms (PostgreSQL, 0.57 statements per STOP).
-The 30% target is not reached: over HTTP the single writer thread (SQLite) or three (PostgreSQL) holds the
-GIL for SQLAlchemy's per-statement work most of the time; bypassing SQLAlchemy on the batch statements is
-the next step.
+Last figures (branch inbound-fast3, 2 shared cores at load 2.0-5.4, ``--seconds 6 --rounds 2``; the code is
+main's, the bench now runs the scheduled list review in ``prepare``; main's copy with the old bench run just
+before and after; bare endpoint 0.20-0.22 ms CPU per request in every run). Server CPU per STOP request:
+- SQLite with the in-process worker sending: 1.87 ms, 500 req/s, 27.5% of bare (10.9% by CPU), p99 94 ms
+  (main: 1.79-1.90 ms, 430-495 req/s, 19.8-33.8% of bare, 10.5-12.2% by CPU, p99 82-103 ms). Paced at
+  100/s p99 59 ms (main: 57-303 ms: the list review ran during the paced round).
+- SQLite webhook path alone (``--defer-sending``): 1.27 ms, 560 req/s, 24.6% of bare (15.8% by CPU), p99
+  78 ms (main: 1.33-1.36 ms, 433-576 req/s, 20.2-24.2%, 15.1-16.1% by CPU, p99 59-151 ms).
+- PostgreSQL: 1.62 ms, 407 req/s, 20.6% of bare (12.9% by CPU), p99 88 ms (main: 1.50-1.55 ms, 395-446
+  req/s, 14.3-24.4%, 12.3-13.8% by CPU, p99 68-116 ms); paced at 100/s p99 28 ms. ``--workers 4``: 3.91 ms
+  per request (main 3.78-3.79), 0.45x one process (main 0.28-0.64x).
+- In process: one STOP per transaction 2.2-3.6 ms CPU, 8 statements (a quiet single-script run: 1.38 ms on
+  SQLite); batches of 16: 0.53-0.62 ms (SQLite, 0.76 statements per STOP), 0.56-0.57 ms (PostgreSQL, 0.57).
+Differences between runs are within the noise of a shared machine. The 30% target (by CPU) is not reached:
+over HTTP a request costs 1.3-1.9 ms of which a batch's recording is ~0.5 ms; SQLAlchemy's own
+per-statement work is ~15 µs (SQLite) and ~36 µs (PostgreSQL) of CPU over the driver's, i.e. 2-4% of a STOP
+in a batch of 16 and 10-15% of a lone STOP (what ``--workers 4`` and a paced burst take).
 """
 
 from __future__ import annotations
@@ -91,6 +89,13 @@ def prepare(db_url: str, people: int, in_process: int, scope: str = "program") -
             for start in range(first, first + count, 10_000):
                 ids = outbound.insert_contacts(conn, c.clock.now(), start, min(10_000, first + count - start))
                 outbound.subscribe(conn, c.clock, program, ids)
+    # The scheduled list review (services/audit.py), as a deployment has it done: else SQLite's in-process
+    # worker runs it over every contact right after ``optline serve`` starts, inside the measured rounds
+    # (a quarter of the server's samples in a py-spy profile of the first round). It is due again after
+    # OPTLINE_AUDIT_INTERVAL_HOURS, not during a run.
+    from optline.services.audit import run_scheduled_audit
+
+    run_scheduled_audit(c)
     c.close()
 
 
