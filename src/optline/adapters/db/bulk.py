@@ -92,13 +92,22 @@ def insert_values(
         for i, name in enumerate(columns)
         if isinstance(table.c[name].type, DateTime)
     ]
+    converters = [(i, convert) for i, convert in converters if convert is not None]
     if converters:
+        # Rows share few time objects (an import's one recorded_at, its times of consent parsed once per
+        # distinct text): each object is formatted once, found again by identity — no call per value. The
+        # memo holds the objects, so an id cannot be reused while it lives.
+        memo: dict[int, tuple[Any, Any]] = {}
         converted = []
         for row in rows:
             values = list(row)
             for i, convert in converters:
-                if convert is not None and values[i] is not None:
-                    values[i] = convert(values[i])
+                value = values[i]
+                if value is not None:
+                    hit = memo.get(id(value))
+                    if hit is None:
+                        hit = memo[id(value)] = (value, convert(value))
+                    values[i] = hit[1]
             converted.append(tuple(values))
         rows = converted
     insert_tuples(conn, table.name, columns, rows)
