@@ -217,7 +217,8 @@ _cell = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=1
     cells=st.fixed_dictionaries(
         {},
         optional={
-            k: _cell for k in ("consent_source", "consent_text", "consent_url", "ip", "user_agent", "first_name")
+            k: _cell
+            for k in ("consent_source", "consent_text", "consent_url", "ip", "user_agent", "first_name")
         },
     ),
     source=_cell.filter(bool),
@@ -228,7 +229,9 @@ def test_evidence_text_of_a_row_is_canonical_json(cells: dict[str, str], source:
     # exactly canonical_json of the dict the rules describe (empty cells left out, source, file_line).
     from optline.services import contacts_import
 
-    evidence: dict[str, Any] = {k: v for k, v in cells.items() if k in contacts_import._EVIDENCE_COLUMNS and v}
+    evidence: dict[str, Any] = {
+        k: v for k, v in cells.items() if k in contacts_import._EVIDENCE_COLUMNS and v
+    }
     evidence["source"] = source
     evidence["file_line"] = line
     assert contacts_import._evidence_json(cells, source, line) == ledger.canonical_json(evidence)

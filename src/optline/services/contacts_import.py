@@ -437,6 +437,8 @@ def _evidence_json(values: dict[str, str], source: str, line: int) -> str:
         elif value := values.get(key):
             parts.append(f"{_quote_canonical(key)}:{_quote_canonical(value)}")
     return "{" + ",".join(parts) + "}"
+
+
 _quote = json.encoder.encode_basestring_ascii  # what json.dumps quotes strings with
 
 
@@ -646,11 +648,15 @@ def _record_consent(
     # The evidence as its stored text (the SQL cast): it is hashed and stored as it is, never decoded.
     evidence = cast(staging.c.evidence, Text)
     # Fetched whole (fetchall, not a fetch per row) and as plain tuples: a chunk's rows are bounded.
-    found = conn.execute(
-        select(staging.c.phone, staging.c.line, staging.c.consented_at, evidence).where(
-            _in_chunk(start, end) & staging.c.evidence.is_not(None)
+    found = (
+        conn.execute(
+            select(staging.c.phone, staging.c.line, staging.c.consented_at, evidence).where(
+                _in_chunk(start, end) & staging.c.evidence.is_not(None)
+            )
         )
-    ).tuples().all()
+        .tuples()
+        .all()
+    )
     rows = [(ids[phone], line, at, text) for phone, line, at, text in found if phone in ids]
     summary.without_consent += staged - len(rows)
     time_of = _time_of
