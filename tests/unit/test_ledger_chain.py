@@ -208,3 +208,30 @@ def test_json_text_of_a_row_is_json_dumps() -> None:
     assert contacts_import._json_list(cells) == json.dumps(cells)
     attributes = {"first_name": "José", "note": 'say "hi"\t'}
     assert contacts_import._json_object(attributes) == json.dumps(attributes)
+
+
+_cell = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@given(
+    cells=st.fixed_dictionaries(
+        {},
+        optional={
+            k: _cell
+            for k in ("consent_source", "consent_text", "consent_url", "ip", "user_agent", "first_name")
+        },
+    ),
+    source=_cell.filter(bool),
+    line=st.integers(min_value=2, max_value=10**9),
+)
+def test_evidence_text_of_a_row_is_canonical_json(cells: dict[str, str], source: str, line: int) -> None:
+    # The parse workers write a row's evidence text by hand; the ledger hashes it as it is, so it must be
+    # exactly canonical_json of the dict the rules describe (empty cells left out, source, file_line).
+    from optline.services import contacts_import
+
+    evidence: dict[str, Any] = {
+        k: v for k, v in cells.items() if k in contacts_import._EVIDENCE_COLUMNS and v
+    }
+    evidence["source"] = source
+    evidence["file_line"] = line
+    assert contacts_import._evidence_json(cells, source, line) == ledger.canonical_json(evidence)

@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
@@ -524,8 +524,7 @@ def subscriptions_of(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-@dataclass(frozen=True)
-class BatchOptIn:
+class BatchOptIn(NamedTuple):  # a tuple, not a frozen dataclass: an import builds a million (4x cheaper)
     contact_id: int
     # A str is the evidence already in its canonical JSON text (``domain.ledger.canonical_json``): an import
     # computes it in its parse workers, and a contact it created needs no dict at all.
@@ -693,12 +692,18 @@ def _start_chains(
     ``Status.NEVER`` — and their events and projection rows written as tuples, never as dicts."""
     new = next_status(Status.NEVER, Action.OPT_IN, channel)
     accepted: list[tuple[int, str, datetime]] = []
+    # With no opt-out to compare with, the time rule's verdict depends on the instant alone: an import's rows
+    # share few distinct times of consent, so each accepted one is checked once. A refusal is not remembered:
+    # its message quotes the row's own time as written.
+    passed: set[datetime] = set()
     for item in items:
-        try:
-            check_opt_in_time(as_utc(item.occurred_at), now=now, last_opt_out=None)
-        except ConsentRefused as exc:
-            outcome.held[item.contact_id] = str(exc)
-            continue
+        if item.occurred_at not in passed:
+            try:
+                check_opt_in_time(as_utc(item.occurred_at), now=now, last_opt_out=None)
+            except ConsentRefused as exc:
+                outcome.held[item.contact_id] = str(exc)
+                continue
+            passed.add(item.occurred_at)
         evidence = item.evidence
         accepted.append(
             (item.contact_id, evidence if isinstance(evidence, str) else ledger.chain.canonical_json(evidence),
@@ -726,10 +731,18 @@ def _start_chains(
     values.setdefault("since", at)
     columns = ["contact_id", "program_id", *values]
     program_id = program["id"]
-    rows = [
-        (cid, program_id, *(eid if v is event_id else occurred if v is at else v for v in values.values()))
-        for eid, (cid, _, occurred) in zip(ids, accepted, strict=True)
-    ]
+    base = [None, program_id, *values.values()]
+    id_slots = [i for i, v in enumerate(base) if v is event_id]
+    at_slots = [i for i, v in enumerate(base) if v is at]
+    rows = []
+    for eid, (cid, _, occurred) in zip(ids, accepted, strict=True):
+        row = base.copy()  # the template filled in place: no generator per row
+        row[0] = cid
+        for i in id_slots:
+            row[i] = eid
+        for i in at_slots:
+            row[i] = occurred
+        rows.append(row)
     bulk.insert_values(conn, subscriptions, columns, rows)
     outcome.recorded += len(ids)
     if not ids:

@@ -87,18 +87,26 @@ def insert_values(
     if not rows or conn.dialect.name == "postgresql":
         insert_tuples(conn, table.name, columns, rows)
         return
-    converters = [
-        (i, _converter(table.c[name].type, conn))
-        for i, name in enumerate(columns)
-        if isinstance(table.c[name].type, DateTime)
-    ]
+    converters: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, name in enumerate(columns):
+        type_ = table.c[name].type
+        if isinstance(type_, DateTime) and (convert := _converter(type_, conn)) is not None:
+            converters.append((i, convert))
     if converters:
+        # Rows share few time objects (an import's one recorded_at, its times of consent parsed once per
+        # distinct text): each object is formatted once, found again by identity — no call per value. The
+        # memo holds the objects, so an id cannot be reused while it lives.
+        memo: dict[int, tuple[Any, Any]] = {}
         converted = []
         for row in rows:
             values = list(row)
             for i, convert in converters:
-                if convert is not None and values[i] is not None:
-                    values[i] = convert(values[i])
+                value = values[i]
+                if value is not None:
+                    hit = memo.get(id(value))
+                    if hit is None:
+                        hit = memo[id(value)] = (value, convert(value))
+                    values[i] = hit[1]
             converted.append(tuple(values))
         rows = converted
     insert_tuples(conn, table.name, columns, rows)
