@@ -19,7 +19,16 @@ Targets (issue 17): >= 30% of the bare endpoint per process on both engines, p99
 The load generator is Python: on a small machine it shares the CPU with the servers, so the bare endpoint's
 figure is a floor, not its ceiling (the ratio is the conservative way round).
 
-Last figures (branch inbound-fast3, 2 shared cores at load 2.0-5.4, ``--seconds 6 --rounds 2``; the code is
+Quiet machine, merged main (2026-11-30, load 1.2-1.8, nothing else running; ``--seconds 6 --rounds 2``):
+- SQLite: 540 req/s vs bare 4,727 (11.4%; 1.99 vs 0.18 ms CPU per request, 8.9%), p99 59 ms at saturation
+  (last stop 248 req/s, p99 528 ms); paced at 100/s p99 35 ms.
+- PostgreSQL: 500 req/s vs bare 5,609 (8.9%; 1.77 vs 0.17 ms, 9.6%), p99 63 ms at saturation (last stop 250
+  req/s, p99 168 ms); paced at 100/s p99 12 ms; ``--workers 4`` 211 req/s, 0.42x one process, p99 162 ms.
+- In process: one STOP per transaction 3.24 / 2.60 ms CPU (8 statements); batches of 16 0.61 / 0.57 ms.
+The bare endpoint runs 4-5x faster on a quiet machine than under load, so the shares are lower than the
+loaded runs below although optline's own throughput doubled since last stop.
+
+Earlier figures (branch inbound-fast3, 2 shared cores at load 2.0-5.4, ``--seconds 6 --rounds 2``; the code is
 main's, the bench now runs the scheduled list review in ``prepare``; main's copy with the old bench run just
 before and after; bare endpoint 0.20-0.22 ms CPU per request in every run). Server CPU per STOP request:
 - SQLite with the in-process worker sending: 1.87 ms, 500 req/s, 27.5% of bare (10.9% by CPU), p99 94 ms
