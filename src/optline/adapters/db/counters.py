@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
+from optline.adapters.db.database import execute_ddl
+
 SENT_STATUSES = ("sent", "delivered", "undelivered")
 FATIGUE_KINDS = ("marketing", "transactional")
 FREQUENCY_WINDOW_DAYS = 30
@@ -197,13 +199,11 @@ POSTGRES_DROP = [
 
 
 def install(conn: Connection) -> None:
-    for ddl in POSTGRES_TRIGGERS if conn.dialect.name == "postgresql" else SQLITE_TRIGGERS:
-        conn.exec_driver_sql(ddl)
+    execute_ddl(conn, postgresql=POSTGRES_TRIGGERS, sqlite=SQLITE_TRIGGERS)
 
 
 def uninstall(conn: Connection) -> None:
-    for ddl in POSTGRES_DROP if conn.dialect.name == "postgresql" else SQLITE_DROP:
-        conn.exec_driver_sql(ddl)
+    execute_ddl(conn, postgresql=POSTGRES_DROP, sqlite=SQLITE_DROP)
 
 
 # --------------------------------------------------------------------------------------------- rebuild

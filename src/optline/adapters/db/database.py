@@ -25,6 +25,12 @@ class DatabaseUrlError(ValueError):
     """OPTLINE_DATABASE_URL names nothing optline can open; the message says what to write instead."""
 
 
+def execute_ddl(conn: Connection, *, postgresql: list[str], sqlite: list[str]) -> None:
+    """Run the statements written for this connection's engine (triggers and functions differ in dialect)."""
+    for ddl in postgresql if conn.dialect.name == "postgresql" else sqlite:
+        conn.exec_driver_sql(ddl)
+
+
 def normalise_url(url: str) -> str:
     """The URL optline will open, or DatabaseUrlError naming what is wrong (never echoing a password)."""
     scheme = url.split("://", 1)[0] if "://" in url else url.split(":", 1)[0]

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
+from optline.adapters.db.database import execute_ddl
+
 _MSG_KEY = "status, provider, priority, shard"
 _EVT_KEY = "action, channel, shard"
 
@@ -142,13 +144,11 @@ POSTGRES_DROP = [
 
 
 def install(conn: Connection) -> None:
-    for ddl in POSTGRES_TRIGGERS if conn.dialect.name == "postgresql" else SQLITE_TRIGGERS:
-        conn.exec_driver_sql(ddl)
+    execute_ddl(conn, postgresql=POSTGRES_TRIGGERS, sqlite=SQLITE_TRIGGERS)
 
 
 def uninstall(conn: Connection) -> None:
-    for ddl in POSTGRES_DROP if conn.dialect.name == "postgresql" else SQLITE_DROP:
-        conn.exec_driver_sql(ddl)
+    execute_ddl(conn, postgresql=POSTGRES_DROP, sqlite=SQLITE_DROP)
 
 
 def rebuild(conn: Connection) -> None:
