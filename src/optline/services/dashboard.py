@@ -1,6 +1,11 @@
 """The dashboard's read model: set-based queries over the tables, shaped for the pages.
 
 Reads only. Works on SQLite and PostgreSQL alike (days are bucketed in UTC by the database).
+
+Nothing here reads the whole history on a page load: opt-outs are a range of ``ix_consent_events_action_time``
+(the recent ones only), messages sent come from the analytics counts kept by triggers (``message_counts``,
+adapters/db/counters.py, by UTC day), and the campaign list's counts from ``campaign_status_counts``
+(adapters/db/rollups.py). tests/integration/test_dashboard_plans.py checks each plan on both engines.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db.tables import (
+    campaign_status_counts,
     campaigns,
     consent_events,
     contacts,
     inbound_messages,
+    message_counts,
     messages,
     programs,
     simulator_messages,
@@ -30,6 +37,7 @@ SENT_STATUSES = ("sent", "delivered", "undelivered")
 SUPPRESSED_STATUSES = ("suppressed", "skipped")
 # Messages that count as "sent to people" for a rate: not the replies to something they just sent us.
 RATE_KINDS = ("marketing", "transactional")
+SENT_DAYS = 30  # the overview's "sent" figure: the last 30 UTC days, today included
 
 
 def _day(conn: Connection, column: Any) -> ColumnElement[Any]:
@@ -90,17 +98,24 @@ def overview(conn: Connection, now: datetime, days: int = 30) -> dict[str, Any]:
         "optouts_today": optouts_since(conn, today),
         "optouts_7d": optouts_since(conn, now - timedelta(days=7)),
         "optouts_30d": optouts_since(conn, now - timedelta(days=30)),
-        "sent_30d": int(
-            conn.execute(
-                select(func.count()).where(
-                    messages.c.kind.in_(RATE_KINDS) & (messages.c.sent_at >= now - timedelta(days=30))
-                )
-            ).scalar_one()
-        ),
+        "sent_30d": sum(sent_per_day(conn, today.date() - timedelta(days=SENT_DAYS - 1)).values()),
         "pending_review": pending_review_count(conn),
         "channels": optout_channels(conn, now - timedelta(days=30)),
         "trend": daily_trend(conn, now, days),
     }
+
+
+def sent_per_day(conn: Connection, first: date) -> dict[date, int]:
+    """Marketing and transactional messages sent per UTC day from ``first`` on, as the analytics counts keep
+    them (adapters/db/counters.py: accepted by a provider, on the day of ``sent_at``); a range of
+    ``ix_message_counts_day``, never the outbox itself."""
+    mc = message_counts
+    rows = conn.execute(
+        select(mc.c.day, func.sum(mc.c.sent))
+        .where(mc.c.kind.in_(RATE_KINDS) & (mc.c.day >= first))
+        .group_by(mc.c.day)
+    )
+    return {_as_date(d): int(n) for d, n in rows if n}
 
 
 def optout_channels(conn: Connection, since: datetime) -> list[tuple[str, int]]:
@@ -129,15 +144,7 @@ def daily_trend(conn: Connection, now: datetime, days: int = 30) -> list[DayPoin
             .group_by(out_day)
         )
     }
-    sent_day = _day(conn, messages.c.sent_at)
-    sent = {
-        _as_date(d): int(n)
-        for d, n in conn.execute(
-            select(sent_day, func.count())
-            .where(messages.c.kind.in_(RATE_KINDS) & (messages.c.sent_at >= first))
-            .group_by(sent_day)
-        )
-    }
+    sent = sent_per_day(conn, first.date())
     all_days = [first.date() + timedelta(days=i) for i in range(days + ROLLING_DAYS - 1)]
     points = []
     for i in range(ROLLING_DAYS - 1, len(all_days)):
@@ -200,21 +207,24 @@ def campaigns_summary(
 ) -> list[dict[str, Any]]:
     """Campaigns, newest first, with their outbox counts and the analytics report's opt-out figures
     (as of the last ``refresh``)."""
+    # Kept by triggers per (campaign, status, shard): campaigns × statuses rows, whatever was sent.
+    csc = campaign_status_counts
+
+    def of(*statuses: str) -> ColumnElement[Any]:
+        return func.sum(case((csc.c.status.in_(statuses), csc.c.messages), else_=0))
+
     counts = (
         select(
-            messages.c.campaign_id,
-            func.count().label("total"),
-            func.sum(case((messages.c.status.in_(SENT_STATUSES), 1), else_=0)).label("sent"),
-            func.sum(case((messages.c.status == "delivered", 1), else_=0)).label("delivered"),
-            func.sum(case((messages.c.status == "sent", 1), else_=0)).label("awaiting"),
-            func.sum(case((messages.c.status.in_(SUPPRESSED_STATUSES), 1), else_=0)).label("suppressed"),
-            func.sum(case((messages.c.status.in_(("failed", "undelivered")), 1), else_=0)).label("failed"),
-            func.sum(
-                case((messages.c.status.in_(("queued", "claimed", "sending", "deferred")), 1), else_=0)
-            ).label("pending"),
+            csc.c.campaign_id,
+            func.sum(csc.c.messages).label("total"),
+            of(*SENT_STATUSES).label("sent"),
+            of("delivered").label("delivered"),
+            of("sent").label("awaiting"),
+            of(*SUPPRESSED_STATUSES).label("suppressed"),
+            of("failed", "undelivered").label("failed"),
+            of("queued", "claimed", "sending", "deferred").label("pending"),
         )
-        .where(messages.c.campaign_id.is_not(None))
-        .group_by(messages.c.campaign_id)
+        .group_by(csc.c.campaign_id)
         .subquery()
     )
     zero = literal(0)

@@ -174,8 +174,11 @@ BEGIN
     ELSIF TG_OP = 'UPDATE' THEN
         {_pg_apply(_pg_contributions("new_rows", "") + " UNION ALL " + _pg_contributions("old_rows", "-"))}
         {_pg_exposures(f"new_rows n JOIN old_rows o ON o.id = n.id WHERE n.kind IN ({_KINDS}) AND {_sent('n')} AND NOT {_sent('o')}")}
-    ELSE
+    ELSIF TG_OP = 'DELETE' THEN
         {_pg_apply(_pg_contributions("old_rows", "-"))}
+    ELSE  -- TRUNCATE fires no row or DELETE trigger; it holds an exclusive lock, so nobody is counting now
+        DELETE FROM message_counts;
+        DELETE FROM frequency_exposures;
     END IF;
     RETURN NULL;
 END $$;
@@ -189,11 +192,15 @@ POSTGRES_TRIGGERS = [
     "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION optline_message_counts()",
     "CREATE TRIGGER messages_counts_delete AFTER DELETE ON messages REFERENCING OLD TABLE AS old_rows "
     "FOR EACH STATEMENT EXECUTE FUNCTION optline_message_counts()",
+    # Migration 0006: a TRUNCATE of the outbox empties the counts too (before, they kept the old sums).
+    "CREATE TRIGGER messages_counts_truncate AFTER TRUNCATE ON messages "
+    "FOR EACH STATEMENT EXECUTE FUNCTION optline_message_counts()",
 ]
 POSTGRES_DROP = [
     "DROP TRIGGER IF EXISTS messages_counts_insert ON messages",
     "DROP TRIGGER IF EXISTS messages_counts_update ON messages",
     "DROP TRIGGER IF EXISTS messages_counts_delete ON messages",
+    "DROP TRIGGER IF EXISTS messages_counts_truncate ON messages",
     "DROP FUNCTION IF EXISTS optline_message_counts()",
 ]
 

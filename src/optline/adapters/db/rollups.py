@@ -1,7 +1,8 @@
 """Counts that /metrics reads at scrape time, kept by the database itself (migration 0005).
 
-``message_status_counts`` holds the number of messages per (status, provider, lane) and
-``consent_event_counts`` the number of ledger events per (action, channel). Without them every scrape
+``message_status_counts`` holds the number of messages per (status, provider, lane),
+``consent_event_counts`` the number of ledger events per (action, channel), and ``campaign_status_counts``
+the number of messages per (campaign, status) for the dashboard's campaign list (migration 0006). Without them every scrape
 grouped the whole outbox and every opt-out ever recorded: a cost growing with history, paid every 15 s by
 every Prometheus that scrapes.
 
@@ -30,6 +31,7 @@ from optline.adapters.db.database import execute_ddl
 
 _MSG_KEY = "status, provider, priority, shard"
 _EVT_KEY = "action, channel, shard"
+_CAMP_KEY = "campaign_id, status, shard"
 
 # ---------------------------------------------------------------------------------------------- SQLite
 
@@ -41,7 +43,29 @@ def _sqlite_msg(r: str, delta: str) -> str:
         ON CONFLICT ({_MSG_KEY}) DO UPDATE SET messages = messages + excluded.messages;"""
 
 
+def _sqlite_camp(r: str, delta: str) -> str:
+    # Messages outside a campaign (replies, confirmations) are not counted here.
+    return f"""
+        INSERT INTO campaign_status_counts (campaign_id, status, shard, messages)
+        SELECT {r}.campaign_id, {r}.status, 0, {delta} WHERE {r}.campaign_id IS NOT NULL
+        ON CONFLICT ({_CAMP_KEY}) DO UPDATE SET messages = messages + excluded.messages;"""
+
+
 SQLITE_TRIGGERS = [
+    f"""CREATE TRIGGER campaign_status_counts_insert AFTER INSERT ON messages
+    WHEN NEW.campaign_id IS NOT NULL BEGIN
+        {_sqlite_camp("NEW", "1")}
+    END""",
+    f"""CREATE TRIGGER campaign_status_counts_update AFTER UPDATE OF status, campaign_id ON messages
+    WHEN OLD.status IS NOT NEW.status OR OLD.campaign_id IS NOT NEW.campaign_id
+    BEGIN
+        {_sqlite_camp("OLD", "-1")}
+        {_sqlite_camp("NEW", "1")}
+    END""",
+    f"""CREATE TRIGGER campaign_status_counts_delete AFTER DELETE ON messages
+    WHEN OLD.campaign_id IS NOT NULL BEGIN
+        {_sqlite_camp("OLD", "-1")}
+    END""",
     f"""CREATE TRIGGER messages_status_counts_insert AFTER INSERT ON messages BEGIN
         {_sqlite_msg("NEW", "1")}
     END""",
@@ -61,6 +85,9 @@ SQLITE_TRIGGERS = [
     END""",
 ]
 SQLITE_DROP = [
+    "DROP TRIGGER IF EXISTS campaign_status_counts_insert",
+    "DROP TRIGGER IF EXISTS campaign_status_counts_update",
+    "DROP TRIGGER IF EXISTS campaign_status_counts_delete",
     "DROP TRIGGER IF EXISTS messages_status_counts_insert",
     "DROP TRIGGER IF EXISTS messages_status_counts_update",
     "DROP TRIGGER IF EXISTS messages_status_counts_delete",
@@ -86,6 +113,20 @@ def _pg_msg_apply(rows: str) -> str:
         ON CONFLICT ({_MSG_KEY}) DO UPDATE SET messages = c.messages + EXCLUDED.messages;"""
 
 
+def _pg_camp_rows(table: str, sign: str) -> str:
+    return f"SELECT campaign_id, status, {sign}1 AS n FROM {table} WHERE campaign_id IS NOT NULL"
+
+
+def _pg_camp_apply(rows: str) -> str:
+    return f"""
+        INSERT INTO campaign_status_counts AS c (campaign_id, status, shard, messages)
+        SELECT campaign_id, status, s, sum(n) FROM ({rows}) d
+        GROUP BY campaign_id, status
+        HAVING sum(n) <> 0
+        ORDER BY campaign_id, status
+        ON CONFLICT ({_CAMP_KEY}) DO UPDATE SET messages = c.messages + EXCLUDED.messages;"""
+
+
 _PG_MSG_FUNCTION = f"""
 CREATE FUNCTION optline_message_status_counts() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -93,12 +134,16 @@ DECLARE
 BEGIN
     IF TG_OP = 'INSERT' THEN
         {_pg_msg_apply(_pg_msg_rows("new_rows", ""))}
+        {_pg_camp_apply(_pg_camp_rows("new_rows", ""))}
     ELSIF TG_OP = 'UPDATE' THEN
         {_pg_msg_apply(_pg_msg_rows("new_rows", "") + " UNION ALL " + _pg_msg_rows("old_rows", "-"))}
+        {_pg_camp_apply(_pg_camp_rows("new_rows", "") + " UNION ALL " + _pg_camp_rows("old_rows", "-"))}
     ELSIF TG_OP = 'DELETE' THEN
         {_pg_msg_apply(_pg_msg_rows("old_rows", "-"))}
+        {_pg_camp_apply(_pg_camp_rows("old_rows", "-"))}
     ELSE  -- TRUNCATE (no row triggers fire): it holds an exclusive lock, so no writer is counting now
         DELETE FROM message_status_counts;
+        DELETE FROM campaign_status_counts;
     END IF;
     RETURN NULL;
 END $$;
@@ -152,12 +197,22 @@ def uninstall(conn: Connection) -> None:
 
 
 def rebuild(conn: Connection) -> None:
-    """Recompute both tables from ``messages`` and ``consent_events`` (one GROUP BY each), into shard 0.
+    """Recompute the three tables from ``messages`` and ``consent_events`` (one GROUP BY each), into shard 0.
 
     On PostgreSQL, run it where no writer is active (a migration), or inside a transaction that locked
-    both base tables: a concurrent write would otherwise be counted twice or not at all."""
+    both base tables (``lock_sources``): a concurrent write would otherwise be counted twice or not at all."""
     conn.execute(text("DELETE FROM message_status_counts"))
     conn.execute(text("DELETE FROM consent_event_counts"))
+    conn.execute(text("DELETE FROM campaign_status_counts"))
+    conn.execute(
+        text(
+            f"""
+            INSERT INTO campaign_status_counts ({_CAMP_KEY}, messages)
+            SELECT campaign_id, status, 0, count(*) FROM messages WHERE campaign_id IS NOT NULL
+            GROUP BY campaign_id, status
+            """
+        )
+    )
     conn.execute(
         text(
             f"""
@@ -177,6 +232,28 @@ def rebuild(conn: Connection) -> None:
     )
 
 
+def lock_sources(conn: Connection) -> None:
+    """PostgreSQL: hold off every write to the counted tables until this transaction ends, so that a
+    ``rebuild`` in it sees exactly the rows the triggers would have counted (reads go on meanwhile)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("LOCK TABLE messages, consent_events IN SHARE ROW EXCLUSIVE MODE"))
+
+
+def shard_rows(conn: Connection) -> int:
+    """How many per-backend rows wait to be folded (0 on SQLite, which writes shard 0 only)."""
+    if conn.dialect.name != "postgresql":
+        return 0
+    return int(
+        conn.execute(
+            text(
+                "SELECT (SELECT count(*) FROM message_status_counts WHERE shard <> 0)"
+                " + (SELECT count(*) FROM consent_event_counts WHERE shard <> 0)"
+                " + (SELECT count(*) FROM campaign_status_counts WHERE shard <> 0)"
+            )
+        ).scalar_one()
+    )
+
+
 def compact(conn: Connection) -> int:
     """Fold every backend's shard rows into shard 0 (PostgreSQL; nothing to do on SQLite). Returns the
     number of shard rows folded.
@@ -191,6 +268,7 @@ def compact(conn: Connection) -> int:
     for table, key, value in (
         ("message_status_counts", ("status", "provider", "priority"), "messages"),
         ("consent_event_counts", ("action", "channel"), "events"),
+        ("campaign_status_counts", ("campaign_id", "status"), "messages"),
     ):
         cols = ", ".join(key)
         folded += conn.execute(

@@ -101,7 +101,12 @@ consent_events = Table(
         "channel in ('sms_keyword', 'sms_text', 'web', 'api', 'import', 'provider', 'admin')", name="channel"
     ),
     Index("ix_consent_events_program_time", "program_id", "occurred_at"),
-    Index("ix_consent_events_action_time", "action", "recorded_at"),
+    # The dashboard's "opt-outs since" and its trend (services/dashboard.py) filter on the time of consent:
+    # a range of this index reads the recent opt-outs only, however long the ledger.
+    Index("ix_consent_events_action_time", "action", "occurred_at"),
+    # The digest reads the chains that moved since the last one (adapters/db/ledger.py record_digest): a
+    # range of this index, not a scan of every event ever recorded.
+    Index("ix_consent_events_recorded", "recorded_at"),
 )
 
 # The projection of the ledger: written in the same transaction as the event that changes it.
@@ -363,6 +368,8 @@ message_counts = Table(
     Column("shard", Integer, primary_key=True),
     Column("sent", BigInteger, nullable=False, default=0),
     Column("delivered", BigInteger, nullable=False, default=0),
+    # The dashboard's sent-in-30-days and its trend (services/dashboard.py) read the last days only.
+    Index("ix_message_counts_day", "day"),
 )
 
 # The fatigue curve's denominator: messages sent per UTC day, by how many messages (this one included) the
@@ -436,6 +443,28 @@ consent_event_counts = Table(
     Column("channel", String(20), primary_key=True),
     Column("shard", Integer, primary_key=True, autoincrement=False),
     Column("events", BigInteger, nullable=False, default=0),
+)
+
+# Messages per (campaign, status): the dashboard's campaign list (services/dashboard.py campaigns_summary)
+# reads these rows, not a GROUP BY over every campaign message ever sent. Kept by the same triggers as
+# ``message_status_counts`` (adapters/db/rollups.py, migration 0006), sharded the same way.
+campaign_status_counts = Table(
+    "campaign_status_counts",
+    metadata,
+    Column("campaign_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("status", String(20), primary_key=True),
+    Column("shard", Integer, primary_key=True, autoincrement=False),
+    Column("messages", BigInteger, nullable=False, default=0),
+)
+
+# Jobs that one process at a time should run (adapters/db/leases.py): the holder and until when it holds.
+# A holder that dies simply lets its lease run out; the next process to ask takes it over.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(50), primary_key=True),
+    Column("holder", String(100), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
 )
 
 # Small named values for incremental jobs (the opt-out rollup's ledger watermark).

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 16:38:12.977525
+Create Date: 2026-11-30 19:06:36.212158
 """
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ def upgrade() -> None:
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("prefix", name=op.f("uq_api_keys_prefix")),
+    )
+    op.create_table(
+        "campaign_status_counts",
+        sa.Column("campaign_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("shard", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("messages", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("campaign_id", "status", "shard", name=op.f("pk_campaign_status_counts")),
     )
     op.create_table(
         "consent_event_counts",
@@ -87,6 +95,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_installation_secrets")),
     )
     op.create_table(
+        "leases",
+        sa.Column("name", sa.String(length=50), nullable=False),
+        sa.Column("holder", sa.String(length=100), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_leases")),
+    )
+    op.create_table(
         "ledger_checkpoints",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -120,6 +135,9 @@ def upgrade() -> None:
             "program_id", "campaign_id", "kind", "day", "shard", name=op.f("pk_message_counts")
         ),
     )
+    with op.batch_alter_table("message_counts", schema=None) as batch_op:
+        batch_op.create_index("ix_message_counts_day", ["day"], unique=False)
+
     op.create_table(
         "message_status_counts",
         sa.Column("status", sa.String(length=20), nullable=False),
@@ -332,8 +350,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("contact_id", "seq", name="uq_consent_events_chain"),
     )
     with op.batch_alter_table("consent_events", schema=None) as batch_op:
-        batch_op.create_index("ix_consent_events_action_time", ["action", "recorded_at"], unique=False)
+        batch_op.create_index("ix_consent_events_action_time", ["action", "occurred_at"], unique=False)
         batch_op.create_index("ix_consent_events_program_time", ["program_id", "occurred_at"], unique=False)
+        batch_op.create_index("ix_consent_events_recorded", ["recorded_at"], unique=False)
 
     op.create_table(
         "disclosure_versions",
@@ -790,6 +809,7 @@ def downgrade() -> None:
     op.drop_table("imports")
     op.drop_table("disclosure_versions")
     with op.batch_alter_table("consent_events", schema=None) as batch_op:
+        batch_op.drop_index("ix_consent_events_recorded")
         batch_op.drop_index("ix_consent_events_program_time")
         batch_op.drop_index("ix_consent_events_action_time")
 
@@ -817,17 +837,22 @@ def downgrade() -> None:
 
     op.drop_table("optout_attributions")
     op.drop_table("message_status_counts")
+    with op.batch_alter_table("message_counts", schema=None) as batch_op:
+        batch_op.drop_index("ix_message_counts_day")
+
     op.drop_table("message_counts")
     with op.batch_alter_table("ledger_digests", schema=None) as batch_op:
         batch_op.drop_index("ix_ledger_digests_created")
 
     op.drop_table("ledger_digests")
     op.drop_table("ledger_checkpoints")
+    op.drop_table("leases")
     op.drop_table("installation_secrets")
     op.drop_table("frequency_exposures")
     op.drop_table("dnc_numbers")
     op.drop_table("contacts")
     op.drop_table("consent_event_counts")
+    op.drop_table("campaign_status_counts")
     op.drop_table("api_keys")
     op.drop_table("analytics_state")
     # ### end Alembic commands ###
