@@ -137,9 +137,12 @@ def bulk_history(
     digests: int,
     status: str = "delivered",
     tag: str = "h",
+    kind: str = "confirmation",
+    campaign_id: int | None = None,
 ) -> None:
     """Years of history in a few statements, all at ``at``: ``messages_`` messages in ``status`` (priority
-    1, provider twilio; kind confirmation, which the fatigue counters skip: all go to one contact),
+    1, provider twilio; by default kind confirmation, which the fatigue counters skip: all go to one
+    contact; ``campaign_id`` None: outside any campaign),
     ``events`` ledger events on one contact's chain (one in ten an opt-out; seq from 1001, so one call per
     contact), ``inbound_`` decided replies, ``digests`` ledger digests. Not a valid ledger (fake hashes):
     for plans and scrape costs only."""
@@ -163,11 +166,12 @@ def bulk_history(
                 "created_at",
                 "updated_at",
                 "sent_at",
+                "campaign_id",
             ],
             select(
                 literal(program_id),
                 literal(contact_id),
-                literal("confirmation"),
+                literal(kind),
                 literal(1),
                 literal("+14155550000"),
                 literal("hi"),
@@ -180,6 +184,7 @@ def bulk_history(
                 when,
                 when,
                 when,
+                literal(campaign_id, messages.c.campaign_id.type),
             ),
         )
     )
