@@ -23,7 +23,7 @@ from optline.adapters.db.tables import (
     message_status_counts,
     messages,
 )
-from optline.adapters.metrics import DatabaseCollector
+from optline.adapters.metrics import FOLD_SHARDS_PER_KEY, DatabaseCollector
 from optline.adapters.providers.base import StatusUpdate
 from optline.adapters.providers.twilio.send import TwilioSender
 from optline.bootstrap import Container
@@ -349,4 +349,37 @@ def test_concurrent_writers_keep_exact_counts_and_compaction_folds_shards(contai
         ).scalar_one()
         assert rollups.shard_rows(conn) == 0
     assert shards == 1 and campaign_shards == 1  # everything folded into shard 0
+    assert_exact(container)
+
+
+def test_a_scrape_folds_the_counts_when_no_worker_does(container: Container) -> None:
+    """PostgreSQL without a running worker: every connection's rows would stay; /metrics folds them once they
+    outnumber the keys FOLD_SHARDS_PER_KEY to one, and the figures do not move."""
+    with container.db.transaction() as conn:
+        program = create_program(
+            conn, container.clock, help_contact="https://acme.example/help", name="p", brand="B"
+        )
+        camp = rows.campaign(conn, program, "c", T)
+        person = contacts.get_or_create(conn, parse_phone("+14155550001"), T)[0]
+        for status in ("queued", "delivered", "failed"):
+            rows.message(conn, program=program, contact=person, at=T, campaign=camp, status=status)
+    assert_exact(container)  # a scrape with few rows: nothing to fold
+    with container.db.read() as conn:
+        keys = list(kept(conn)[0])
+    if container.db.is_sqlite:
+        return  # one row per key already (shard 0): nothing ever piles up
+    # Many connections' rows that cancel out (+1 in one shard, -1 in another): what hours of reconnecting
+    # API processes leave behind, without changing any figure.
+    extra = [
+        {"status": s, "provider": p, "priority": lane, "shard": shard, "messages": n}
+        for s, p, lane in keys
+        for k in range(1, FOLD_SHARDS_PER_KEY + 2)
+        for shard, n in ((k, 1), (100_000 + k, -1))
+    ]
+    with container.db.transaction() as conn:
+        conn.execute(insert(message_status_counts), extra)
+        assert rollups.shard_rows(conn) >= len(extra)
+    assert_exact(container)  # the scrape answers the same figures, then folds
+    with container.db.read() as conn:
+        assert rollups.shard_rows(conn) == 0
     assert_exact(container)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import Counter, Histogram
@@ -23,6 +24,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Connection, and_, func, literal_column, select
 
 from optline.adapters.clock import as_utc
+from optline.adapters.db import rollups
 from optline.adapters.db.database import Database
 from optline.adapters.db.tables import (
     consent_event_counts,
@@ -58,7 +60,18 @@ INBOUND_INTENTS = Counter(
     "optline_inbound_intents_total", "Inbound replies recorded, by the classifier's intent", ["intent"]
 )
 
-LANES = {0: "reply", 1: "bulk"}  # messages.priority (services/outbox.py REPLY_LANE, BULK_LANE)
+LANES = {0: "reply", 1: "bulk"}
+# /metrics folds the counts' per-connection rows itself when there are more than this many per key (a worker
+# folding every minute keeps them far below; see DatabaseCollector._fold_if_piled_up).
+FOLD_SHARDS_PER_KEY = 32  # messages.priority (services/outbox.py REPLY_LANE, BULK_LANE)
+
+
+@dataclass
+class Tally:
+    """Rows of ``message_status_counts`` one scrape summed, and the keys they made."""
+
+    rows: int = 0
+    keys: int = 0
 
 
 class DatabaseCollector(Collector):
@@ -78,9 +91,10 @@ class DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("optline_database_up", "Whether the metrics queries reached the database")
+        tally = Tally()  # local: two scrapes may run at once
         try:
             with self.db.read() as conn:
-                found = list(self._families(conn, self.now()))
+                found = list(self._families(conn, self.now(), tally))
         except Exception as exc:
             log.warning("metrics: database queries failed: %s", type(exc).__name__)
             up.add_metric([], 0)
@@ -89,25 +103,42 @@ class DatabaseCollector(Collector):
         up.add_metric([], 1)
         yield up
         yield from found
+        self._fold_if_piled_up(tally)
 
-    def _families(self, conn: Connection, now: datetime) -> Iterator[Metric]:
+    def _fold_if_piled_up(self, tally: Tally) -> None:
+        """PostgreSQL writers each add rows of their own to the counts; a worker folds them every minute. With
+        no worker running (an API-only deployment, workers stopped for days) nobody would, and every new
+        connection's rows would stay: fold them here once they outnumber the keys FOLD_SHARDS_PER_KEY to one.
+        Never waits on a writer (rollups.compact skips the rows being written); a failure costs this scrape
+        nothing."""
+        if self.db.is_sqlite or tally.rows <= FOLD_SHARDS_PER_KEY * max(tally.keys, 1):
+            return
+        try:
+            with self.db.transaction() as conn:
+                rollups.compact(conn)
+        except Exception as exc:
+            log.warning("metrics: folding the counts failed: %s", type(exc).__name__)
+
+    def _families(self, conn: Connection, now: datetime, tally: Tally) -> Iterator[Metric]:
         by_status = GaugeMetricFamily(
             "optline_messages", "Messages in the outbox by status and provider", labels=["status", "provider"]
         )
         per_status: dict[tuple[str, str], int] = {}
         queued = dict.fromkeys(LANES, 0)
-        for status, provider, priority, count in conn.execute(
+        for status, provider, priority, count, rows in conn.execute(
             select(
                 message_status_counts.c.status,
                 message_status_counts.c.provider,
                 message_status_counts.c.priority,
                 func.sum(message_status_counts.c.messages),
+                func.count(),  # rows summed: one per connection that wrote this key since the last fold
             ).group_by(
                 message_status_counts.c.status,
                 message_status_counts.c.provider,
                 message_status_counts.c.priority,
             )
         ):
+            tally.rows, tally.keys = tally.rows + int(rows), tally.keys + 1
             key = (status, provider or "none")  # '' in the counts' key: no provider yet
             per_status[key] = per_status.get(key, 0) + int(count)
             if status == "queued":

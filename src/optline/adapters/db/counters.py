@@ -25,8 +25,11 @@ the check that the triggers agree with a direct count.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Connection, text
 
+from optline.adapters.db import rollups
 from optline.adapters.db.database import execute_ddl
 
 SENT_STATUSES = ("sent", "delivered", "undelivered")
@@ -258,6 +261,18 @@ def rebuild(conn: Connection) -> None:
             """
         )
     )
+
+
+def kept(conn: Connection) -> dict[str, dict[Any, int]]:
+    """What the triggers kept, per table, summed over shards (``optline counts rebuild`` compares it)."""
+    return {
+        "message_counts": rollups.summed(
+            conn, "message_counts", ("program_id", "campaign_id", "kind", "day"), ("sent", "delivered")
+        ),
+        "frequency_exposures": rollups.summed(
+            conn, "frequency_exposures", ("program_id", "day", "messages_30d"), ("sent",)
+        ),
+    }
 
 
 def compact(conn: Connection) -> int:

@@ -25,6 +25,8 @@ and no code path has to know the counts exist.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Connection, text
 
 from optline.adapters.db.database import execute_ddl
@@ -230,6 +232,30 @@ def rebuild(conn: Connection) -> None:
             """
         )
     )
+
+
+# Each kept table: its key (without the shard) and its count columns.
+KEPT = {
+    "message_status_counts": (("status", "provider", "priority"), ("messages",)),
+    "consent_event_counts": (("action", "channel"), ("events",)),
+    "campaign_status_counts": (("campaign_id", "status"), ("messages",)),
+}
+
+
+def summed(conn: Connection, table: str, key: tuple[str, ...], values: tuple[str, ...]) -> dict[Any, int]:
+    """One kept table summed over its shards: {(key…, count column): n}, zero counts left out."""
+    sums = ", ".join(f"sum({v})" for v in values)
+    found: dict[Any, int] = {}
+    for row in conn.execute(text(f"SELECT {', '.join(key)}, {sums} FROM {table} GROUP BY {', '.join(key)}")):
+        for name, n in zip(values, row[len(key) :], strict=True):
+            if n:
+                found[(*(str(k) for k in row[: len(key)]), name)] = int(n)
+    return found
+
+
+def kept(conn: Connection) -> dict[str, dict[Any, int]]:
+    """What the triggers kept, per table (``optline counts rebuild`` compares it before and after)."""
+    return {table: summed(conn, table, key, values) for table, (key, values) in KEPT.items()}
 
 
 def lock_sources(conn: Connection) -> None:

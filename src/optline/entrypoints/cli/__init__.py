@@ -12,6 +12,7 @@ from optline.entrypoints import worker as worker_entry
 from optline.entrypoints.cli import apikeys, contacts, help_format, ledger, programs, server, signups
 from optline.entrypoints.cli import audit as audit_cli
 from optline.entrypoints.cli import campaigns as campaigns_cli
+from optline.entrypoints.cli import counts as counts_cli
 from optline.entrypoints.cli import demo as demo_cli
 from optline.entrypoints.cli import hooks as hooks_cli
 from optline.entrypoints.cli import inbound as inbound_cli
@@ -65,6 +66,7 @@ app.registered_commands += demo_cli.app.registered_commands
 app.add_typer(hooks_cli.app, name="hooks")
 app.add_typer(secrets_cli.app, name="secrets")
 app.registered_commands += proof_cli.app.registered_commands
+app.add_typer(counts_cli.app, name="counts")
 
 
 def main() -> None:
