@@ -27,6 +27,7 @@ HOUSEKEEPING_EVERY_SECONDS = 60.0
 # The retention purges (services/retention.py) work in days: once an hour is plenty, and the first loop runs
 # them so a worker restarted often still purges.
 RETENTION_EVERY_SECONDS = 3600.0
+RETENTION_LEASE = "retention"  # adapters/db/leases.py: one worker purges at a time
 
 app = typer.Typer()
 
@@ -203,12 +204,28 @@ class _Hooks:
         self.thread.join()
 
 
-def purge_expired(container: Container) -> None:
-    """Delete pending receipts and import rejects past their retention (counted in the log by the purge)."""
+def purge_expired(container: Container, holder: str | None = None) -> bool:
+    """Delete pending receipts and import rejects past their retention (counted in the log by the purge),
+    unless another worker holds the retention lease: one purge per RETENTION_EVERY_SECONDS for the whole
+    installation, not one per worker. The lease lasts that long, so a worker that dies holding it (or
+    takes longer) delays the next purge by at most one interval; then whichever worker asks takes it over.
+    Returns whether this process ran the purge."""
+    from optline.adapters.db import leases
     from optline.services import retention
+    from optline.services.dispatch_model import default_worker_id
 
     s = container.settings
     try:
+        with container.db.transaction() as conn:
+            mine = leases.take(
+                conn,
+                RETENTION_LEASE,
+                holder or default_worker_id(),
+                container.clock.now(),
+                timedelta(seconds=RETENTION_EVERY_SECONDS),
+            )
+        if not mine:
+            return False
         retention.purge(
             container.db,
             container.clock,
@@ -217,6 +234,8 @@ def purge_expired(container: Container) -> None:
         )
     except Exception:  # the next interval retries; dispatch must not stop for it
         log.exception("the retention purge (pending receipts, import rejects) failed")
+        return False
+    return True
 
 
 def _record_digest(container: Container) -> None:

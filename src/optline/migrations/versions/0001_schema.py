@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 19:06:36.212158
+Create Date: 2026-11-30 19:17:33.334896
 """
 
 from __future__ import annotations
