@@ -70,6 +70,13 @@ def long_history(container: Container, now: datetime, batches: int = 20, per_bat
 
 
 def captured(container: Container, read_model: Callable[[Any], object]) -> list[tuple[str, Any]]:
+    return captured_in(container, read_model)
+
+
+def captured_in(
+    container: Container, work: Callable[[Any], object], *, write: bool = False
+) -> list[tuple[str, Any]]:
+    """The SELECTs ``work`` ran, with their parameters (in a read, or a write transaction)."""
     seen: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, _many: bool) -> None:
@@ -78,8 +85,8 @@ def captured(container: Container, read_model: Callable[[Any], object]) -> list[
 
     event.listen(container.db.engine, "before_cursor_execute", capture)
     try:
-        with container.db.read() as conn:
-            read_model(conn)
+        with container.db.transaction() if write else container.db.read() as conn:
+            work(conn)
     finally:
         event.remove(container.db.engine, "before_cursor_execute", capture)
     return seen

@@ -29,6 +29,7 @@ from sqlalchemy import Connection, and_, bindparam, func, insert, select
 from optline.adapters.db import bulk
 from optline.adapters.db.database import one_of
 from optline.adapters.db.tables import (
+    consent_event_counts,
     consent_events,
     contacts,
     ledger_checkpoints,
@@ -352,6 +353,43 @@ def _serialise_digests(conn: Connection) -> None:
         raise RuntimeError("record a ledger digest inside db.transaction(), which takes the write lock first")
 
 
+def every_head(conn: Connection) -> list[tuple[int, int, str]]:
+    """(contact_id, seq, hash) of the newest event of every chain, by contact: the first digest's heads."""
+    newest = (
+        select(consent_events.c.contact_id, func.max(consent_events.c.seq).label("seq"))
+        .group_by(consent_events.c.contact_id)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(consent_events.c.contact_id, consent_events.c.seq, consent_events.c.hash)
+        .join(
+            newest,
+            and_(newest.c.contact_id == consent_events.c.contact_id, newest.c.seq == consent_events.c.seq),
+        )
+        .order_by(consent_events.c.contact_id)
+    )
+    return [(r.contact_id, r.seq, r.hash) for r in rows]
+
+
+def heads_moved_since(conn: Connection, since: datetime) -> list[tuple[int, int, str]]:
+    """(contact_id, seq, hash) of the newest event recorded since ``since`` in each chain that has one, by
+    contact: the heads the next digest records. One range of ``ix_consent_events_recorded`` (the events of
+    the last few minutes, however long the ledger), the newest per chain picked here: grouped in SQL, SQLite
+    (no range statistics) would rather walk the whole (contact_id, seq) index than sort the few rows."""
+    newest: dict[int, tuple[int, str]] = {}
+    # yield_per on the statement: Connection.execution_options would change the connection itself, and
+    # the digest's own INSERTs would then ask PostgreSQL for a server-side cursor.
+    rows = conn.execute(
+        select(consent_events.c.contact_id, consent_events.c.seq, consent_events.c.hash)
+        .where(consent_events.c.recorded_at >= since)
+        .execution_options(yield_per=10000)
+    )
+    for contact_id, seq, hash_ in rows:
+        if contact_id not in newest or seq > newest[contact_id][0]:
+            newest[contact_id] = (seq, hash_)
+    return [(c, seq, hash_) for c, (seq, hash_) in sorted(newest.items())]
+
+
 def record_digest(conn: Connection, now: datetime) -> str | None:
     """Hash the chain heads that moved since the last digest into a new, chained digest.
 
@@ -361,22 +399,7 @@ def record_digest(conn: Connection, now: datetime) -> str | None:
     _serialise_digests(conn)
     last = conn.execute(select(ledger_digests).order_by(ledger_digests.c.id.desc()).limit(1)).first()
     prev = last.digest if last else chain.GENESIS
-    moved = select(consent_events.c.contact_id, func.max(consent_events.c.seq).label("seq")).group_by(
-        consent_events.c.contact_id
-    )
-    if last is not None:
-        moved = moved.where(consent_events.c.recorded_at >= last.created_at - DIGEST_OVERLAP)
-    sub = moved.subquery()
-    heads = [
-        (r.contact_id, r.seq, r.hash)
-        for r in conn.execute(
-            select(consent_events.c.contact_id, consent_events.c.seq, consent_events.c.hash)
-            .join(
-                sub, and_(sub.c.contact_id == consent_events.c.contact_id, sub.c.seq == consent_events.c.seq)
-            )
-            .order_by(consent_events.c.contact_id)
-        )
-    ]
+    heads = every_head(conn) if last is None else heads_moved_since(conn, last.created_at - DIGEST_OVERLAP)
     if not heads:
         return None
     digest = chain.digest_of_heads(heads, prev)
@@ -448,8 +471,14 @@ def newest_digest(conn: Connection) -> Any:
 
 
 def totals(conn: Connection) -> tuple[int, int]:
-    """(chains, events) in the ledger now."""
-    row = conn.execute(select(func.count(func.distinct(consent_events.c.contact_id)), func.count())).one()
+    """(chains, events) in the ledger now, from the counts the database keeps with every append
+    (``consent_event_counts``, adapters/db/rollups.py; a chain is counted by its seq 1): a few rows, where
+    counting the ledger itself read every event ever recorded at every checkpoint. They are the checkpoint's
+    informative figures; what it proves rests on the digest it signs."""
+    c = consent_event_counts.c
+    row = conn.execute(
+        select(func.coalesce(func.sum(c.chains), 0), func.coalesce(func.sum(c.events), 0))
+    ).one()
     return int(row[0]), int(row[1])
 
 

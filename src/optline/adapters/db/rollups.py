@@ -82,8 +82,9 @@ SQLITE_TRIGGERS = [
     END""",
     # Insert only: the ledger refuses UPDATE and DELETE (migration 0002).
     f"""CREATE TRIGGER consent_event_counts_insert AFTER INSERT ON consent_events BEGIN
-        INSERT INTO consent_event_counts (action, channel, shard, events) VALUES (NEW.action, NEW.channel, 0, 1)
-        ON CONFLICT ({_EVT_KEY}) DO UPDATE SET events = events + 1;
+        INSERT INTO consent_event_counts (action, channel, shard, events, chains)
+        VALUES (NEW.action, NEW.channel, 0, 1, NEW.seq = 1)
+        ON CONFLICT ({_EVT_KEY}) DO UPDATE SET events = events + 1, chains = chains + excluded.chains;
     END""",
 ]
 SQLITE_DROP = [
@@ -156,9 +157,11 @@ CREATE FUNCTION optline_consent_event_counts() RETURNS trigger LANGUAGE plpgsql 
 DECLARE
     s int := pg_backend_pid();
 BEGIN
-    INSERT INTO consent_event_counts AS c (action, channel, shard, events)
-    SELECT action, channel, s, count(*) FROM new_rows GROUP BY action, channel ORDER BY action, channel
-    ON CONFLICT ({_EVT_KEY}) DO UPDATE SET events = c.events + EXCLUDED.events;
+    INSERT INTO consent_event_counts AS c (action, channel, shard, events, chains)
+    SELECT action, channel, s, count(*), count(*) FILTER (WHERE seq = 1) FROM new_rows
+    GROUP BY action, channel ORDER BY action, channel
+    ON CONFLICT ({_EVT_KEY})
+    DO UPDATE SET events = c.events + EXCLUDED.events, chains = c.chains + EXCLUDED.chains;
     RETURN NULL;
 END $$;
 """
@@ -227,8 +230,9 @@ def rebuild(conn: Connection) -> None:
     conn.execute(
         text(
             f"""
-            INSERT INTO consent_event_counts ({_EVT_KEY}, events)
-            SELECT action, channel, 0, count(*) FROM consent_events GROUP BY action, channel
+            INSERT INTO consent_event_counts ({_EVT_KEY}, events, chains)
+            SELECT action, channel, 0, count(*), sum(CASE WHEN seq = 1 THEN 1 ELSE 0 END)
+            FROM consent_events GROUP BY action, channel
             """
         )
     )
@@ -237,7 +241,7 @@ def rebuild(conn: Connection) -> None:
 # Each kept table: its key (without the shard) and its count columns.
 KEPT = {
     "message_status_counts": (("status", "provider", "priority"), ("messages",)),
-    "consent_event_counts": (("action", "channel"), ("events",)),
+    "consent_event_counts": (("action", "channel"), ("events", "chains")),
     "campaign_status_counts": (("campaign_id", "status"), ("messages",)),
 }
 
@@ -291,12 +295,9 @@ def compact(conn: Connection) -> int:
     if conn.dialect.name != "postgresql":
         return 0
     folded = 0
-    for table, key, value in (
-        ("message_status_counts", ("status", "provider", "priority"), "messages"),
-        ("consent_event_counts", ("action", "channel"), "events"),
-        ("campaign_status_counts", ("campaign_id", "status"), "messages"),
-    ):
+    for table, (key, values) in KEPT.items():
         cols = ", ".join(key)
+        vals = ", ".join(values)
         folded += conn.execute(
             text(
                 f"""
@@ -305,13 +306,15 @@ def compact(conn: Connection) -> int:
                 ), gone AS (
                     DELETE FROM {table} t USING picked p
                     WHERE ({", ".join(f"t.{c}" for c in key)}, t.shard) = ({", ".join(f"p.{c}" for c in key)}, p.shard)
-                    RETURNING {", ".join(f"t.{c}" for c in key)}, t.{value}
+                    RETURNING {", ".join(f"t.{c}" for c in (*key, *values))}
                 ), summed AS (
-                    SELECT {cols}, sum({value}) AS {value}, count(*) AS n FROM gone GROUP BY {cols}
+                    SELECT {cols}, {", ".join(f"sum({v}) AS {v}" for v in values)}, count(*) AS n
+                    FROM gone GROUP BY {cols}
                 ), ins AS (
-                    INSERT INTO {table} AS t ({cols}, shard, {value})
-                    SELECT {cols}, 0, {value} FROM summed ORDER BY {cols}
-                    ON CONFLICT ({cols}, shard) DO UPDATE SET {value} = t.{value} + EXCLUDED.{value}
+                    INSERT INTO {table} AS t ({cols}, shard, {vals})
+                    SELECT {cols}, 0, {vals} FROM summed ORDER BY {cols}
+                    ON CONFLICT ({cols}, shard)
+                    DO UPDATE SET {", ".join(f"{v} = t.{v} + EXCLUDED.{v}" for v in values)}
                 )
                 SELECT COALESCE(sum(n), 0) FROM summed
                 """

@@ -435,7 +435,9 @@ message_status_counts = Table(
     Column("messages", BigInteger, nullable=False, default=0),
 )
 
-# Consent events by (action, channel): the ledger is append-only, so these only grow.
+# Consent events by (action, channel): the ledger is append-only, so these only grow. ``chains``: those of
+# them that began a contact's chain (seq 1), so that a checkpoint's "events in chains" reads these rows
+# instead of counting the whole ledger (adapters/db/ledger.py totals).
 consent_event_counts = Table(
     "consent_event_counts",
     metadata,
@@ -443,6 +445,7 @@ consent_event_counts = Table(
     Column("channel", String(20), primary_key=True),
     Column("shard", Integer, primary_key=True, autoincrement=False),
     Column("events", BigInteger, nullable=False, default=0),
+    Column("chains", BigInteger, nullable=False, default=0, server_default=text("0")),
 )
 
 # Messages per (campaign, status): the dashboard's campaign list (services/dashboard.py campaigns_summary)

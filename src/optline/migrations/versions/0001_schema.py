@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 19:17:33.334896
+Create Date: 2026-11-30 19:19:31.966728
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def upgrade() -> None:
         sa.Column("channel", sa.String(length=20), nullable=False),
         sa.Column("shard", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("events", sa.BigInteger(), nullable=False),
+        sa.Column("chains", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.PrimaryKeyConstraint("action", "channel", "shard", name=op.f("pk_consent_event_counts")),
     )
     op.create_table(
