@@ -139,12 +139,13 @@ def bulk_history(
     tag: str = "h",
     kind: str = "confirmation",
     campaign_id: int | None = None,
+    first_seq: int = 1001,
 ) -> None:
     """Years of history in a few statements, all at ``at``: ``messages_`` messages in ``status`` (priority
     1, provider twilio; by default kind confirmation, which the fatigue counters skip: all go to one
     contact; ``campaign_id`` None: outside any campaign),
-    ``events`` ledger events on one contact's chain (one in ten an opt-out; seq from 1001, so one call per
-    contact), ``inbound_`` decided replies, ``digests`` ledger digests. Not a valid ledger (fake hashes):
+    ``events`` ledger events on one contact's chain (one in ten an opt-out; seq from ``first_seq``, 1001 by
+    default, so one call per contact), ``inbound_`` decided replies, ``digests`` ledger digests. Not a valid ledger (fake hashes):
     for plans and scrape costs only."""
     when = literal(at, UtcDateTime)
     s = series(conn, messages_)
@@ -207,7 +208,7 @@ def bulk_history(
                 ],
                 select(
                     literal(contact_id),
-                    s.c.x + 1000,
+                    s.c.x + (first_seq - 1),
                     literal(program_id),
                     literal("B"),
                     case((s.c.x % 10 == 0, "opt_out"), else_="opt_in"),  # one in ten: an opt-out
