@@ -1,9 +1,10 @@
-"""Counts that /metrics reads at scrape time, kept by the database itself (migration 0005).
+"""Counts that /metrics and the dashboard read, kept by the database itself (migrations 0005 and 0006).
 
 ``message_status_counts`` holds the number of messages per (status, provider, lane),
-``consent_event_counts`` the number of ledger events per (action, channel), and ``campaign_status_counts``
-the number of messages per (campaign, status) for the dashboard's campaign list (migration 0006). Without them every scrape
-grouped the whole outbox and every opt-out ever recorded: a cost growing with history, paid every 15 s by
+``consent_event_counts`` the number of ledger events per (action, channel) and how many of them began a
+chain (a checkpoint's totals), ``campaign_status_counts`` the number of messages per (campaign, status)
+(the dashboard's campaign list). Without them every scrape grouped the whole outbox and every opt-out ever
+recorded, and every page load every campaign message: a cost growing with history, paid every 15 s by
 every Prometheus that scrapes.
 
 Why triggers (like ``counters.py``): statuses are written by many code paths (enqueue, a campaign's
