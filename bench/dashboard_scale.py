@@ -14,6 +14,9 @@ interleaved rounds (median):
 - the campaign list's counts: ``campaign_status_counts`` (now) vs a GROUP BY over every campaign message;
 - a checkpoint's totals: ``consent_event_counts`` (now) vs counting the ledger.
 
+The write side: a campaign of ``--write-rows`` messages inserted, moved to sending, then delivered, with the
+campaign counts' triggers and without them (the triggers as before this change), alternating.
+
     python -m bench.dashboard_scale [--messages 1000000] [--events 200000] [--rounds 7]
                                     [--engines sqlite,postgresql]
 
@@ -31,13 +34,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, String, case, cast, func, insert, literal, select, text
+from sqlalchemy import Connection, String, case, cast, delete, func, insert, literal, select, text, update
 from tests.support import outbox_rows as rows
 
 from bench.common import fresh_database
 from optline.adapters.clock import FrozenClock
-from optline.adapters.db import ledger
-from optline.adapters.db.tables import UtcDateTime, consent_events, contacts, messages
+from optline.adapters.db import ledger, rollups
+from optline.adapters.db.tables import UtcDateTime, consent_events, contacts, messages, programs
 from optline.bootstrap import Container, build
 from optline.config import Settings
 from optline.services import dashboard
@@ -195,6 +198,81 @@ def history(c: Container, args: argparse.Namespace) -> None:
         conn.exec_driver_sql("ANALYZE")
 
 
+# ------------------------------------------------------------------------------ the write side of the change
+
+
+def _campaign_counting(conn: Connection, on: bool) -> None:
+    """Install the scrape-count triggers with (this change) or without (before) campaign_status_counts."""
+    if conn.dialect.name == "sqlite":
+        for ddl in rollups.SQLITE_DROP[:3]:
+            conn.exec_driver_sql(ddl)
+        for ddl in rollups.SQLITE_TRIGGERS[:3] if on else []:
+            conn.exec_driver_sql(ddl)
+        return
+    function = rollups._PG_MSG_FUNCTION
+    if not on:  # the function as it was: every campaign statement removed
+        for rows_ in (
+            rollups._pg_camp_rows("new_rows", ""),
+            rollups._pg_camp_rows("new_rows", "") + " UNION ALL " + rollups._pg_camp_rows("old_rows", "-"),
+            rollups._pg_camp_rows("old_rows", "-"),
+        ):
+            function = function.replace(rollups._pg_camp_apply(rows_), "")
+        function = function.replace("DELETE FROM campaign_status_counts;", "")
+        assert "campaign_status_counts" not in function
+    conn.exec_driver_sql(function.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
+
+
+def write_cost(c: Container, n: int, rounds: int) -> tuple[float, float]:
+    """Seconds (median) to materialise a campaign of ``n`` messages and move each to sending, then
+    delivered (three statements, as a campaign's life in bulk), with and without the campaign counts,
+    alternating; the rows are deleted between rounds (not timed)."""
+    with c.db.transaction() as conn:
+        program = dict(conn.execute(select(programs).limit(1)).one()._mapping)
+        camp = rows.campaign(conn, program, "write-cost", NOW)
+        first_contact = int(conn.execute(select(func.min(contacts.c.id))).scalar_one())
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(rounds):
+        for on in (True, False):
+            with c.db.transaction() as conn:
+                _campaign_counting(conn, on)
+            started = time.perf_counter()
+            with c.db.transaction() as conn:
+                s = rows.series(conn, n)
+                when = literal(NOW, UtcDateTime)
+                conn.execute(
+                    insert(messages).from_select(
+                        [
+                            *("program_id", "contact_id", "campaign_id", "kind", "to_phone", "body"),
+                            *("status", "idempotency_key", "attempts", "created_at", "updated_at"),
+                        ],
+                        select(
+                            literal(program["id"]),
+                            literal(first_contact) + s.c.x,
+                            literal(camp["id"]),
+                            literal("marketing"),
+                            literal("+14155550000"),
+                            literal("hi"),
+                            literal("queued"),
+                            literal(f"w{on}-") + cast(s.c.x, String),
+                            literal(0),
+                            when,
+                            when,
+                        ),
+                    )
+                )
+            mine = messages.c.campaign_id == camp["id"]
+            with c.db.transaction() as conn:
+                conn.execute(update(messages).where(mine).values(status="sending"))
+            with c.db.transaction() as conn:
+                conn.execute(update(messages).where(mine).values(status="delivered", sent_at=NOW))
+            times[on].append(time.perf_counter() - started)
+            with c.db.transaction() as conn:
+                conn.execute(delete(messages).where(mine))
+    with c.db.transaction() as conn:
+        _campaign_counting(conn, True)
+    return statistics.median(times[True]), statistics.median(times[False])
+
+
 def interleaved(pairs: dict[str, tuple[Callable[[], Any], Callable[[], Any]]], rounds: int) -> dict[str, Any]:
     times: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in pairs}
     for new, old in pairs.values():  # warm: compile and cache both
@@ -256,6 +334,7 @@ def run(engine: str, args: argparse.Namespace) -> str:
                 whole = statistics.median(
                     _ms(lambda: dashboard.overview(conn, NOW)) for _ in range(args.rounds)
                 )
+            with_counts, without = write_cost(c, args.write_rows, args.write_rounds)
         finally:
             c.close()
     lines = [
@@ -266,6 +345,11 @@ def run(engine: str, args: argparse.Namespace) -> str:
     for name, (new, old) in figures.items():
         lines.append(f"  {name:<32} now {new:9.2f} ms   before {old:9.2f} ms   {old / new:7.1f}x")
     lines.append(f"  {'overview() as a whole, now':<32}     {whole:9.2f} ms")
+    lines.append(
+        f"  write side: a campaign of {args.write_rows:,} messages inserted, then sending, then delivered: "
+        f"{with_counts:.2f} s with the campaign counts vs {without:.2f} s without = "
+        f"{with_counts / without:.2f}x the time"
+    )
     return "\n".join(lines)
 
 
@@ -282,6 +366,8 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=20_000)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--write-rows", type=int, default=20_000)
+    parser.add_argument("--write-rounds", type=int, default=3)
     parser.add_argument("--engines", default="sqlite,postgresql")
     args, _ = parser.parse_known_args()
     lines = []
