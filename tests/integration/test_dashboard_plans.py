@@ -19,9 +19,10 @@ from sqlalchemy import event, func, select
 
 from optline.adapters.clock import FrozenClock, as_utc
 from optline.adapters.db import contacts
-from optline.adapters.db.tables import consent_events, messages
+from optline.adapters.db.tables import campaigns, consent_events, messages
 from optline.bootstrap import Container
 from optline.domain.phones import parse_phone
+from optline.services import campaign_view
 from optline.services import dashboard as read
 from optline.services.programs import create_program
 from tests.integration.test_metrics_plans import pg_nodes, sqlite_plan
@@ -228,3 +229,27 @@ def test_figures_equal_a_direct_count(container: Container) -> None:
         assert item["suppressed"] == of(*read.SUPPRESSED_STATUSES)
         assert item["pending"] == of("queued", "claimed", "sending", "deferred")
     assert sum(item["total"] for item in summary) == sum(by_campaign.values()) > 0
+
+
+def test_a_campaigns_page_reads_its_counts_not_its_messages(container: Container) -> None:
+    """A campaign's page and its status (API, CLI): the counts per status come from the kept counts; what
+    is still read from the outbox (failures by reason) is a range of the campaign's failed messages."""
+    now = container.clock.now()
+    long_history(container, now)
+    with container.db.read() as conn:
+        newest = conn.execute(select(func.max(campaigns.c.id))).scalar_one()
+        oldest = conn.execute(select(func.min(campaigns.c.id))).scalar_one()
+    for campaign_id in (newest, oldest):  # 4 messages; 1,000 messages
+        statements = captured(container, lambda conn, cid=campaign_id: campaign_view.progress(conn, cid))
+        assert any("campaign_status_counts" in s for s, _ in statements)
+        assert_no_history_scan(container, statements)
+        with container.db.read() as conn:
+            shown = campaign_view.progress(conn, campaign_id).counts
+            direct = dict(
+                conn.execute(
+                    select(messages.c.status, func.count())
+                    .where(messages.c.campaign_id == campaign_id)
+                    .group_by(messages.c.status)
+                ).all()
+            )
+        assert shown == direct and sum(shown.values()) in (4, 1000)

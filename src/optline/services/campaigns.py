@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 
 from optline.adapters.clock import Clock, as_utc
-from optline.adapters.db.tables import campaigns, contacts, messages, subscriptions
+from optline.adapters.db.tables import campaign_status_counts, campaigns, contacts, messages, subscriptions
 from optline.domain import compose
 from optline.domain import lint as lint_rules
 from optline.services import audience
@@ -256,12 +256,16 @@ def cancel(conn: Connection, clock: Clock, campaign: Mapping[str, Any]) -> tuple
 
 
 def status(conn: Connection, campaign: Mapping[str, Any]) -> Status:
+    """The campaign and its messages per status, read from the counts the database keeps with every write
+    (``campaign_status_counts``, adapters/db/rollups.py): a few rows, where a GROUP BY read every message of
+    a million-message campaign at each look at its page."""
+    csc = campaign_status_counts
     rows = conn.execute(
-        select(messages.c.status, func.count())
-        .where(messages.c.campaign_id == campaign["id"])
-        .group_by(messages.c.status)
+        select(csc.c.status, func.sum(csc.c.messages))
+        .where(csc.c.campaign_id == campaign["id"])
+        .group_by(csc.c.status)
     )
-    return Status(get_by_id(conn, campaign["id"]), {s: n for s, n in rows})
+    return Status(get_by_id(conn, campaign["id"]), {s: int(n) for s, n in rows if n})
 
 
 def deferred_window(
