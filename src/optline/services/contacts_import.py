@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -60,7 +61,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from optline.adapters import csv_file, worker_pool
 from optline.adapters.clock import Clock
-from optline.adapters.db import bulk
+from optline.adapters.db import bulk, ordered_commits
 from optline.adapters.db import contacts as contact_repo
 from optline.adapters.db.database import Database
 from optline.adapters.db.tables import UtcDateTime, contacts
@@ -237,7 +238,7 @@ def import_file(
                 except csv_file.CsvFileError as exc:
                     raise ImportError_(f"{exc}; nothing was imported") from None
                 _reject_duplicates(conn, summary, rejects)
-                _merge(conn, clock, program, summary, rejects)
+                _merge(db, conn, clock, program, summary, rejects)
             finally:
                 _drop_staging(conn)
     except ImportInterrupted:
@@ -501,19 +502,42 @@ def _reject_duplicates(conn: Connection, summary: ImportSummary, rejects: SafeWr
 
 
 def _merge(
-    conn: Connection, clock: Clock, program: dict[str, Any], summary: ImportSummary, rejects: SafeWriter
+    db: Database,
+    conn: Connection,
+    clock: Clock,
+    program: dict[str, Any],
+    summary: ImportSummary,
+    rejects: SafeWriter,
 ) -> None:
     with conn.begin():
         low, high = conn.execute(select(func.min(staging.c.line), func.max(staging.c.line))).one()
     if low is None:
         return
     conn.execution_options(optline_write=True)  # SQLite: BEGIN IMMEDIATE, writers queue instead of failing
-    for start in range(low, high + 1, MERGE_LINES):
-        end = start + MERGE_LINES - 1
-        chunk, held = ImportSummary(), list[list[Any]]()
+    chunks = [(start, start + MERGE_LINES - 1) for start in range(low, high + 1, MERGE_LINES)]
+    with ExitStack() as stack:
+        conns = [conn]
+        if conn.dialect.name == "postgresql" and len(chunks) > 1:
+            # A second backend merges every other chunk (adapters/db/ordered_commits: commits stay in file
+            # order). It reads the staged rows of its chunks from a temporary table of its own.
+            helper = stack.enter_context(db.engine.connect())
+            stack.callback(_drop_staging, helper)
+            _share_staging(conn, helper, low)
+            conns.append(helper)
+
+        def merge(c: Connection, lines: tuple[int, int]) -> tuple[ImportSummary, list[list[Any]]]:
+            chunk, held = ImportSummary(), list[list[Any]]()
+            _merge_chunk(c, clock, program, *lines, chunk, held)
+            return chunk, held
+
+        merged = ordered_commits.in_order(conns, chunks, merge)
+        start = low  # the first line not yet imported
         try:
-            with conn.begin():
-                _merge_chunk(conn, clock, program, start, end, chunk, held)
+            for (_, end), (chunk, held) in merged:
+                summary.add(chunk)  # counted only once committed: a chunk that failed was rolled back whole
+                for row in held:
+                    rejects.writerow(row)
+                start = end + 1
         except (DBAPIError, SQLAlchemyError) as exc:
             done = (
                 f"lines 2–{start - 1} are imported ({summary.created:,} contacts created, "
@@ -522,15 +546,34 @@ def _merge(
                 else "nothing was imported"
             )
             raise ImportInterrupted(
-                f"the database failed while importing lines {start}–{end} ({type(getattr(exc, 'orig', None) or exc).__name__}):"
+                f"the database failed while importing lines {start}–{start + MERGE_LINES - 1} ({type(getattr(exc, 'orig', None) or exc).__name__}):"
                 f" {done}; lines from {start} on are not — import the same file again to finish"
                 " (rows already imported are recognised, not doubled)",
                 summary,
                 start,
             ) from exc
-        summary.add(chunk)  # counted only once committed: a chunk that failed was rolled back whole
-        for row in held:
-            rejects.writerow(row)
+        finally:
+            merged.close()  # on a failure: chunks still in flight roll back before the connections go
+
+
+def _share_staging(source: Connection, target: Connection, low: int) -> None:
+    """PostgreSQL: copy the staged rows of every other chunk (the second, fourth, …) into ``target``'s own
+    staging table, as COPY's bytes passed through (no row is decoded here)."""
+    names = ", ".join(_COLUMNS)
+    _create_staging(target)
+    with source.begin(), target.begin():
+        reader = source.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        writer = target.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with (
+            reader.copy(
+                f"COPY (SELECT {names} FROM {staging.name} WHERE (line - {int(low)}) / {MERGE_LINES} % 2 = 1)"
+                " TO STDOUT"
+            ) as out,
+            writer.copy(f"COPY {staging.name} ({names}) FROM STDIN") as into,
+        ):
+            for block in out:
+                into.write(block)
+    _index_staging(target)
 
 
 def _in_chunk(start: int, end: int) -> Any:
