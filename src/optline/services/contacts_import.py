@@ -59,7 +59,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from optline.adapters import csv_file, worker_pool
+from optline.adapters import csv_file, heap, worker_pool
 from optline.adapters.clock import Clock
 from optline.adapters.db import bulk, ordered_commits
 from optline.adapters.db import contacts as contact_repo
@@ -221,6 +221,7 @@ def import_file(
     assert summary.rejects_path is not None
     try:
         with (
+            heap.frozen(),  # collections walk this job's rows, not every module's objects (adapters/heap)
             db.engine.connect() as conn,
             bulk.large_cache(conn),
             path.open("rb") as raw,
@@ -690,15 +691,12 @@ def _record_consent(
     # The chunk's rows with evidence, read from staging alone: their contacts' ids are known (no join).
     # The evidence as its stored text (the SQL cast): it is hashed and stored as it is, never decoded.
     evidence = cast(staging.c.evidence, Text)
-    # Fetched whole (fetchall, not a fetch per row) and as plain tuples: a chunk's rows are bounded.
-    found = (
-        conn.execute(
-            select(staging.c.phone, staging.c.line, staging.c.consented_at, evidence).where(
-                _in_chunk(start, end) & staging.c.evidence.is_not(None)
-            )
-        )
-        .tuples()
-        .all()
+    # Fetched whole (a chunk's rows are bounded) as the driver's plain tuples.
+    found = bulk.fetch_tuples(
+        conn,
+        select(staging.c.phone, staging.c.line, staging.c.consented_at, evidence).where(
+            _in_chunk(start, end) & staging.c.evidence.is_not(None)
+        ),
     )
     rows = [(ids[phone], line, at, text) for phone, line, at, text in found if phone in ids]
     summary.without_consent += staged - len(rows)
