@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from optline.adapters.db import ordered_commits
 from optline.adapters.db.database import make_engine
@@ -88,3 +89,56 @@ def test_a_unit_that_finishes_first_commits_after_the_one_before_it(engine: Engi
     assert stored(engine) == [0, 1, 2]
     for conn in conns:
         conn.close()
+
+
+def test_a_cycle_through_the_wait_for_an_earlier_unit_is_broken_by_the_database(engine: Engine) -> None:
+    # Unit 1 waits for unit 0's commit while holding a row lock; unit 0 waits for another writer's lock, and
+    # that writer waits for unit 1's. A wait in Python would hang all three; the advisory lock makes it a
+    # cycle PostgreSQL's deadlock detector sees and breaks (one of the three fails; nothing hangs).
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite: one connection, units never wait for each other")
+    with engine.begin() as conn:
+        write(conn, 100)
+        write(conn, 200)
+    conns = connections(engine, 2)
+    unit_1_locked = threading.Event()
+    other = engine.connect()
+    other.begin()
+    lock(other, 100)
+    failures: list[BaseException] = []
+
+    def other_writer() -> None:
+        unit_1_locked.wait()
+        try:
+            lock(other, 200)  # waits for unit 1
+            other.commit()
+        except DBAPIError as exc:
+            failures.append(exc)
+            other.rollback()
+
+    def work(conn: Connection, unit: int) -> int:
+        if unit == 1:
+            lock(conn, 200)
+            unit_1_locked.set()
+        else:
+            unit_1_locked.wait()
+            lock(conn, 100)  # waits for the other writer
+        return unit
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    committed = []
+    try:
+        for unit, _ in ordered_commits.in_order(conns, [0, 1], work):
+            committed.append(unit)
+    except DBAPIError as exc:
+        failures.append(exc)
+    thread.join()
+    assert len(failures) == 1 and "deadlock" in str(failures[0]).lower(), failures
+    assert committed in ([], [0], [0, 1])  # whichever the detector chose: a prefix
+    for conn in [*conns, other]:
+        conn.close()
+
+
+def lock(conn: Connection, unit: int) -> None:
+    conn.execute(text("SELECT unit FROM probe WHERE unit = :u FOR UPDATE"), {"u": unit})
