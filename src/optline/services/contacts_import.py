@@ -18,9 +18,11 @@ Two phases, on one connection:
    workers already wrote each row's evidence in its canonical JSON text, so the merge hashes and stores it as
    it is, and events and projection rows go out as tuples (``COPY`` on PostgreSQL), never as dicts. On
    PostgreSQL the server's own work per row (indexes, the six foreign-key checks of an event and its
-   projection row) is then most of the merge. If the database fails in this phase, ``ImportInterrupted``
-   reports exactly which lines were imported and which were not (importing the same file again finishes it:
-   imports are idempotent).
+   projection row) is then most of the merge, so there two backends merge alternate chunks at once, each
+   chunk still one transaction, committed strictly in file order (``adapters/db/ordered_commits``). If the
+   database fails in this phase (or the process is killed), the committed chunks are a prefix of the file:
+   ``ImportInterrupted`` reports exactly which lines were imported and which were not (importing the same file
+   again finishes it: imports are idempotent).
 
 Memory stays bounded: rows are staged in batches (at most two batches per worker in flight); duplicate
 detection is in the database, not a Python set.
