@@ -21,20 +21,25 @@ from contextlib import contextmanager
 
 _lock = threading.Lock()
 _jobs = 0
+_ours = False  # whether the freeze in force is ours to undo
 
 
 @contextmanager
 def frozen() -> Iterator[None]:
     """Collections skip the objects alive on entry, until the last job inside leaves."""
-    global _jobs
+    global _jobs, _ours
     with _lock:
         if _jobs == 0:
-            gc.freeze()
+            # Someone else froze the heap (a pre-forking server does, before it forks): theirs to undo, and
+            # unfreezing would undo it; their freeze already keeps collections short.
+            _ours = gc.get_freeze_count() == 0
+            if _ours:
+                gc.freeze()
         _jobs += 1
     try:
         yield
     finally:
         with _lock:
             _jobs -= 1
-            if _jobs == 0:
+            if _jobs == 0 and _ours:
                 gc.unfreeze()
