@@ -136,6 +136,20 @@ def tree_rss_mb():
         except (OSError, StopIteration):
             pass
     return total / 1024
+def server_cpu_s(url):
+    # PostgreSQL on this machine: the CPU time of the backends serving the bench's database (its name is in
+    # their process titles); the pool keeps them open until the end. None when the server is elsewhere.
+    if not url.startswith("postgresql"):
+        return None
+    name, tick, total, found = url.rsplit("/", 1)[1], os.sysconf("SC_CLK_TCK"), 0.0, False
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if f" {name} " in open(f"/proc/{pid}/cmdline").read().replace("\0", " "):
+                fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                total, found = total + (int(fields[11]) + int(fields[12])) / tick, True
+        except OSError:
+            pass
+    return total if found else None
 peak_tree = [0.0]
 def sample():
     while True:
@@ -152,7 +166,8 @@ assert s.rows == s.rejected + imported, s
 assert imported == s.consent_recorded + s.already_subscribed + s.kept_opted_out + s.without_consent, s
 print(json.dumps({"elapsed": elapsed, "cpu": cpu, "rows": s.rows, "rejected": s.rejected, "created": s.created,
                   "consent": s.consent_recorded, "duplicates": s.reject_reasons["duplicate"],
-                  "peak_rss_mb": peak_rss_mb(), "peak_tree_mb": max(peak_tree[0], tree_rss_mb())}))
+                  "peak_rss_mb": peak_rss_mb(), "peak_tree_mb": max(peak_tree[0], tree_rss_mb()),
+                  "server_cpu": server_cpu_s(sys.argv[1])}))
 """
 
 
@@ -270,6 +285,11 @@ def main() -> None:
                 f"import process CPU {r['cpu']:.1f}s "
                 f"({r['rows'] / r['cpu']:,.0f} rows per CPU-second)"
             )
+            if r.get("server_cpu") is not None:
+                print(
+                    f"  [{engine}] the server's CPU for the import: {r['server_cpu']:.1f}s "
+                    f"({r['server_cpu'] / r['rows'] * 1e6:.0f} µs a row; its backends' own time)"
+                )
             report(f"[{engine}] import rows/s", rate, "rows/s", "plain COPY, floor", floor)
             print(f"  [{engine}] the import costs {floor / rate:,.0f}x the floor's time per row")
             report(f"[{engine}] import rows/s", rate, "rows/s", "row-at-a-time", baseline)
