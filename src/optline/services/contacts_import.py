@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -518,24 +518,24 @@ def _merge(
         return
     conn.execution_options(optline_write=True)  # SQLite: BEGIN IMMEDIATE, writers queue instead of failing
     chunks = [(start, start + MERGE_LINES - 1) for start in range(low, high + 1, MERGE_LINES)]
-    with ExitStack() as stack:
-        conns = [conn]
-        if conn.dialect.name == "postgresql" and len(chunks) > 1:
-            # A second backend merges every other chunk (adapters/db/ordered_commits: commits stay in file
-            # order). It reads the staged rows of its chunks from a temporary table of its own.
-            helper = stack.enter_context(db.engine.connect())
-            stack.callback(_drop_staging, helper)
-            _share_staging(conn, helper, low)
-            conns.append(helper)
 
-        def merge(c: Connection, lines: tuple[int, int]) -> tuple[ImportSummary, list[list[Any]]]:
-            chunk, held = ImportSummary(), list[list[Any]]()
-            _merge_chunk(c, clock, program, *lines, chunk, held)
-            return chunk, held
+    def merge(c: Connection, lines: tuple[int, int]) -> tuple[ImportSummary, list[list[Any]]]:
+        chunk, held = ImportSummary(), list[list[Any]]()
+        _merge_chunk(c, clock, program, *lines, chunk, held)
+        return chunk, held
 
-        merged = ordered_commits.in_order(conns, chunks, merge)
-        start = low  # the first line not yet imported
+    start = low  # the first line not yet imported
+    with ExitStack() as stack:  # left in reverse: chunks still in flight roll back, then the helper goes
         try:
+            conns = [conn]
+            if conn.dialect.name == "postgresql" and len(chunks) > 1:
+                # A second backend merges every other chunk (adapters/db/ordered_commits: commits stay in
+                # file order). It reads the staged rows of its chunks from a temporary table of its own.
+                helper = stack.enter_context(db.engine.connect())
+                stack.callback(_drop_staging, helper)
+                _share_staging(conn, helper, low)
+                conns.append(helper)
+            merged = stack.enter_context(closing(ordered_commits.in_order(conns, chunks, merge)))
             for (_, end), (chunk, held) in merged:
                 summary.add(chunk)  # counted only once committed: a chunk that failed was rolled back whole
                 for row in held:
@@ -555,8 +555,6 @@ def _merge(
                 summary,
                 start,
             ) from exc
-        finally:
-            merged.close()  # on a failure: chunks still in flight roll back before the connections go
 
 
 def _share_staging(source: Connection, target: Connection, low: int) -> None:
