@@ -167,25 +167,25 @@ def test_a_database_failure_midway_reports_which_lines_were_imported(
     path = tmp_path / "contacts.csv"
     path.write_text(HEADER + rows, encoding="utf-8")
     monkeypatch.setattr(importer, "MERGE_LINES", 100)
-    real = consent.record_opt_ins
-    calls = {"n": 0}
+    real = importer._record_consent
 
-    def database_goes_away(*args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:  # the second chunk: lines 102–201
+    # Chosen by its lines, not by call order: on PostgreSQL two chunks are merged at once.
+    def database_goes_away(conn: Any, clock: Any, program: Any, start: int, *args: Any) -> Any:
+        if start == 102:  # the second chunk: lines 102–201 (its contacts are written by now)
             raise OperationalError(
                 "INSERT INTO consent_events …", {}, Exception("server closed the connection")
             )
-        return real(*args, **kwargs)
+        return real(conn, clock, program, start, *args)
 
-    monkeypatch.setattr(consent, "record_opt_ins", database_goes_away)
+    monkeypatch.setattr(importer, "_record_consent", database_goes_away)
     with pytest.raises(ImportInterrupted) as stopped:
         import_file(container.db, container.clock, path, program)
     assert stopped.value.next_line == 102
     assert "lines 2–101 are imported (100 contacts created, 100 consent events)" in str(stopped.value)
     assert "lines from 102 on are not" in str(stopped.value)
+    # The third chunk (lines 202–251), merged beside the second on PostgreSQL, was rolled back with it.
     assert (count(container, contacts_table), count(container, consent_events)) == (100, 100)
-    monkeypatch.setattr(consent, "record_opt_ins", real)
+    monkeypatch.setattr(importer, "_record_consent", real)
     again = import_file(container.db, container.clock, path, program)  # finishing is importing again
     assert (again.created, again.unchanged, again.consent_recorded, again.already_subscribed) == (
         150,

@@ -4,6 +4,7 @@ itself behind (its contacts, events and projection rows roll back together)."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -115,17 +116,22 @@ def test_a_chunk_that_fails_inside_its_writes_leaves_nothing_of_itself(
     path = tmp_path / "contacts.csv"
     path.write_text(HEADER + rows, encoding="utf-8")
     monkeypatch.setattr(importer, "MERGE_LINES", 100)
-    real = bulk.insert_values
-    calls = {"subscriptions": 0}
+    real, real_chunk = bulk.insert_values, importer._merge_chunk
+    # The chunk each thread is merging: chosen by its lines, not by call order (on PostgreSQL two chunks are
+    # merged at once).
+    merging = threading.local()
+
+    def chunk(conn: Any, clock: Any, program: Any, start: int, *args: Any) -> None:
+        merging.start = start
+        real_chunk(conn, clock, program, start, *args)
 
     def second_projection_is_refused(conn: Any, table: Any, columns: Any, values: Any) -> None:
-        if table is subscriptions:
-            calls["subscriptions"] += 1
-            if calls["subscriptions"] == 2:
-                at = list(columns).index("program_id")
-                values = [(*v[:at], 999_999, *v[at + 1 :]) for v in values]
+        if table is subscriptions and merging.start == 102:  # the second chunk: lines 102–201
+            at = list(columns).index("program_id")
+            values = [(*v[:at], 999_999, *v[at + 1 :]) for v in values]
         real(conn, table, columns, values)
 
+    monkeypatch.setattr(importer, "_merge_chunk", chunk)
     monkeypatch.setattr(bulk, "insert_values", second_projection_is_refused)
     with pytest.raises(ImportInterrupted) as stopped:
         import_file(container.db, container.clock, path, program)

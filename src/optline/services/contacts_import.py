@@ -18,9 +18,11 @@ Two phases, on one connection:
    workers already wrote each row's evidence in its canonical JSON text, so the merge hashes and stores it as
    it is, and events and projection rows go out as tuples (``COPY`` on PostgreSQL), never as dicts. On
    PostgreSQL the server's own work per row (indexes, the six foreign-key checks of an event and its
-   projection row) is then most of the merge. If the database fails in this phase, ``ImportInterrupted``
-   reports exactly which lines were imported and which were not (importing the same file again finishes it:
-   imports are idempotent).
+   projection row) is then most of the merge, so there two backends merge alternate chunks at once, each
+   chunk still one transaction, committed strictly in file order (``adapters/db/ordered_commits``). If the
+   database fails in this phase (or the process is killed), the committed chunks are a prefix of the file:
+   ``ImportInterrupted`` reports exactly which lines were imported and which were not (importing the same file
+   again finishes it: imports are idempotent).
 
 Memory stays bounded: rows are staged in batches (at most two batches per worker in flight); duplicate
 detection is in the database, not a Python set.
@@ -31,6 +33,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -58,9 +61,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from optline.adapters import csv_file, worker_pool
+from optline.adapters import csv_file, heap, worker_pool
 from optline.adapters.clock import Clock
-from optline.adapters.db import bulk
+from optline.adapters.db import bulk, ordered_commits
 from optline.adapters.db import contacts as contact_repo
 from optline.adapters.db.database import Database
 from optline.adapters.db.tables import UtcDateTime, contacts
@@ -220,6 +223,7 @@ def import_file(
     assert summary.rejects_path is not None
     try:
         with (
+            heap.frozen(),  # collections walk this job's rows, not every module's objects (adapters/heap)
             db.engine.connect() as conn,
             bulk.large_cache(conn),
             path.open("rb") as raw,
@@ -237,7 +241,7 @@ def import_file(
                 except csv_file.CsvFileError as exc:
                     raise ImportError_(f"{exc}; nothing was imported") from None
                 _reject_duplicates(conn, summary, rejects)
-                _merge(conn, clock, program, summary, rejects)
+                _merge(db, conn, clock, program, summary, rejects)
             finally:
                 _drop_staging(conn)
     except ImportInterrupted:
@@ -501,19 +505,42 @@ def _reject_duplicates(conn: Connection, summary: ImportSummary, rejects: SafeWr
 
 
 def _merge(
-    conn: Connection, clock: Clock, program: dict[str, Any], summary: ImportSummary, rejects: SafeWriter
+    db: Database,
+    conn: Connection,
+    clock: Clock,
+    program: dict[str, Any],
+    summary: ImportSummary,
+    rejects: SafeWriter,
 ) -> None:
     with conn.begin():
         low, high = conn.execute(select(func.min(staging.c.line), func.max(staging.c.line))).one()
     if low is None:
         return
     conn.execution_options(optline_write=True)  # SQLite: BEGIN IMMEDIATE, writers queue instead of failing
-    for start in range(low, high + 1, MERGE_LINES):
-        end = start + MERGE_LINES - 1
+    chunks = [(start, start + MERGE_LINES - 1) for start in range(low, high + 1, MERGE_LINES)]
+
+    def merge(c: Connection, lines: tuple[int, int]) -> tuple[ImportSummary, list[list[Any]]]:
         chunk, held = ImportSummary(), list[list[Any]]()
+        _merge_chunk(c, clock, program, *lines, chunk, held)
+        return chunk, held
+
+    start = low  # the first line not yet imported
+    with ExitStack() as stack:  # left in reverse: chunks still in flight roll back, then the helper goes
         try:
-            with conn.begin():
-                _merge_chunk(conn, clock, program, start, end, chunk, held)
+            conns = [conn]
+            if conn.dialect.name == "postgresql" and len(chunks) > 1:
+                # A second backend merges every other chunk (adapters/db/ordered_commits: commits stay in
+                # file order). It reads the staged rows of its chunks from a temporary table of its own.
+                helper = stack.enter_context(db.engine.connect())
+                stack.callback(_drop_staging, helper)
+                _share_staging(conn, helper, low)
+                conns.append(helper)
+            merged = stack.enter_context(closing(ordered_commits.in_order(conns, chunks, merge)))
+            for (_, end), (chunk, held) in merged:
+                summary.add(chunk)  # counted only once committed: a chunk that failed was rolled back whole
+                for row in held:
+                    rejects.writerow(row)
+                start = end + 1
         except (DBAPIError, SQLAlchemyError) as exc:
             done = (
                 f"lines 2–{start - 1} are imported ({summary.created:,} contacts created, "
@@ -522,15 +549,32 @@ def _merge(
                 else "nothing was imported"
             )
             raise ImportInterrupted(
-                f"the database failed while importing lines {start}–{end} ({type(getattr(exc, 'orig', None) or exc).__name__}):"
+                f"the database failed while importing lines {start}–{start + MERGE_LINES - 1} ({type(getattr(exc, 'orig', None) or exc).__name__}):"
                 f" {done}; lines from {start} on are not — import the same file again to finish"
                 " (rows already imported are recognised, not doubled)",
                 summary,
                 start,
             ) from exc
-        summary.add(chunk)  # counted only once committed: a chunk that failed was rolled back whole
-        for row in held:
-            rejects.writerow(row)
+
+
+def _share_staging(source: Connection, target: Connection, low: int) -> None:
+    """PostgreSQL: copy the staged rows of every other chunk (the second, fourth, …) into ``target``'s own
+    staging table, as COPY's bytes passed through (no row is decoded here)."""
+    names = ", ".join(_COLUMNS)
+    _create_staging(target)
+    with source.begin(), target.begin():
+        reader = source.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        writer = target.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with (
+            reader.copy(
+                f"COPY (SELECT {names} FROM {staging.name} WHERE (line - {int(low)}) / {MERGE_LINES} % 2 = 1)"
+                " TO STDOUT"
+            ) as out,
+            writer.copy(f"COPY {staging.name} ({names}) FROM STDIN") as into,
+        ):
+            for block in out:
+                into.write(block)
+    _index_staging(target)
 
 
 def _in_chunk(start: int, end: int) -> Any:
@@ -647,15 +691,12 @@ def _record_consent(
     # The chunk's rows with evidence, read from staging alone: their contacts' ids are known (no join).
     # The evidence as its stored text (the SQL cast): it is hashed and stored as it is, never decoded.
     evidence = cast(staging.c.evidence, Text)
-    # Fetched whole (fetchall, not a fetch per row) and as plain tuples: a chunk's rows are bounded.
-    found = (
-        conn.execute(
-            select(staging.c.phone, staging.c.line, staging.c.consented_at, evidence).where(
-                _in_chunk(start, end) & staging.c.evidence.is_not(None)
-            )
-        )
-        .tuples()
-        .all()
+    # Fetched whole (a chunk's rows are bounded) as the driver's plain tuples.
+    found = bulk.fetch_tuples(
+        conn,
+        select(staging.c.phone, staging.c.line, staging.c.consented_at, evidence).where(
+            _in_chunk(start, end) & staging.c.evidence.is_not(None)
+        ),
     )
     rows = [(ids[phone], line, at, text) for phone, line, at, text in found if phone in ids]
     summary.without_consent += staged - len(rows)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import JSON, Connection, DateTime, Table, func, insert, select
+from sqlalchemy import JSON, Connection, DateTime, Select, Table, func, insert, select
 from sqlalchemy.exc import DBAPIError
 
 # Below this, COPY's round trips cost more than they save.
@@ -150,6 +150,27 @@ def insert_tuples(
         return
     marks = ", ".join("?" * len(columns))
     conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks})", list(rows))
+
+
+def fetch_tuples(conn: Connection, statement: Select[Any]) -> list[tuple[Any, ...]]:
+    """All rows of ``statement`` as the driver returns them: plain tuples, no result processing (text,
+    numbers and the driver's own types). SQLAlchemy's rows cost twice the driver's to build and unpack
+    (~1.5 µs a row more, measured on an import's 10,000-row chunks). Its parameters go to the driver as
+    they are: for plain values (numbers, text), not values a column type must convert first."""
+    compiled = statement.compile(dialect=conn.dialect)
+    params = compiled.construct_params()
+    args: Any = params
+    if compiled.positiontup is not None:  # SQLite's "?" placeholders take a sequence, in order
+        args = tuple(params[name] for name in compiled.positiontup)
+    sql, dbapi = str(compiled), conn.dialect.loaded_dbapi
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, args)
+        return list(cursor.fetchall())
+    except dbapi.Error as exc:  # raised as SQLAlchemy raises a failed statement (see insert_tuples)
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
+    finally:
+        cursor.close()
 
 
 def allocate_ids(conn: Connection, table: Table, count: int) -> list[int]:
