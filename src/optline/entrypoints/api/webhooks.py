@@ -105,15 +105,7 @@ def prepare(container: Container, provider: str, kind: str, req: WebhookRequest)
         opt_out_type = twilio.provider_opt_out(sms) if provider == "twilio" else None
         return _InboundUnit(container, inbound_service.Reply(sms, opt_out_type))
     update = module.parse_status(req)
-    return _StatusUnit(container, update)
-
-
-def unit_for(container: Container, job: tuple[str, Any]) -> Unit:
-    """The unit of work of a ``job`` (a unit's ``job``: what crossed to the writer process), on ``container``."""
-    kind, parsed = job
-    if kind == "sms":
-        return _InboundUnit(container, parsed)
-    return _StatusUnit(container, parsed)
+    return lambda conn: _record_status(conn, container, update)
 
 
 def handle(container: Container, provider: str, kind: str, req: WebhookRequest) -> dict[str, Any]:
@@ -159,10 +151,6 @@ class _InboundUnit:
         self.container = container
         self.reply = reply
 
-    @property
-    def job(self) -> tuple[str, Any]:
-        return ("sms", self.reply)
-
     def __call__(self, conn: Connection) -> dict[str, Any]:
         return _record_inbound(conn, self.container, self.reply.sms, self.reply.provider_opt_out)
 
@@ -179,23 +167,6 @@ class _InboundUnit:
             double_opt_in=container.extras.get(SIGNUP_HOOK),
         )
         return [_payload(result) for result in results]
-
-
-class _StatusUnit:
-    """The recording of one status callback."""
-
-    __slots__ = ("container", "update")
-
-    def __init__(self, container: Container, update: StatusUpdate) -> None:
-        self.container = container
-        self.update = update
-
-    @property
-    def job(self) -> tuple[str, Any]:
-        return ("status", self.update)
-
-    def __call__(self, conn: Connection) -> dict[str, Any]:
-        return _record_status(conn, self.container, self.update)
 
 
 def _payload(result: inbound_service.InboundResult) -> dict[str, Any]:

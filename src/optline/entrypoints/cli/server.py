@@ -72,15 +72,8 @@ def serve(
     import uvicorn
 
     from optline.entrypoints.api.app import create_app
-    from optline.entrypoints.api.writer_process import WriterProcess
 
     app_ = create_app(c)
-    # The webhooks' writes in a process of their own: the event loop no longer shares its GIL with them
-    # (entrypoints/api/writer_process.py). Started now, so that the first webhook does not wait for it.
-    writer = WriterProcess()
-    writer.start()
-    app_.state.group_commit = writer
-    console.print("  webhooks   recorded by a writer process")
     worker: tuple[threading.Thread, threading.Event] | None = None
     if c.settings.is_sqlite:  # SQLite: one in-process dispatch worker (PostgreSQL: run `optline worker`)
         from optline.entrypoints.worker import require_checkpoint_configuration, start_thread
@@ -108,7 +101,6 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, shut_down)
     server.run()
-    writer.close()  # after the requests in flight were answered: it has nothing left to record
     if worker is not None:
         thread, stop = worker
         stop.set()
