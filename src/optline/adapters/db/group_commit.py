@@ -3,9 +3,9 @@
 Why: a burst of webhooks (STOP replies right after a campaign) used to run as one thread and one transaction
 per request. On SQLite the threads queued for the one write lock and each paid its own BEGIN and COMMIT; on
 PostgreSQL each paid a durable commit (an fsync, milliseconds on a busy disk) of its own. Here a writer
-thread (one on SQLite, a few on PostgreSQL) takes every unit waiting, runs them one after another in one
-transaction and commits once: under a burst the batches grow by themselves, alone a unit is a transaction of
-its own and waits for nothing.
+thread (one on SQLite, a few on PostgreSQL) takes every unit waiting (once the event loop has finished the
+turn it was in: see ``_caught_up``), runs them one after another in one transaction and commits once: under
+a burst the batches grow by themselves, alone a unit is a transaction of its own and waits for nothing else.
 
 Every guarantee of a transaction per request is kept:
 - A unit's caller gets its result only after the transaction that holds its writes committed (invariant 3:
@@ -128,10 +128,11 @@ def _caught_up(loop: asyncio.AbstractEventLoop) -> None:
     """Return once ``loop`` has run the callbacks it had ready: the requests it was already reading when the
     first unit of a batch arrived hand theirs over before the batch closes.
 
-    Why: a batch's fixed cost (its statements, its commit) is several times one unit's share in it
-    (bench.inbound: 0.75 ms of CPU per STOP in batches of 16, 1.1 ms in the batches of 8 that taking whatever
-    happened to be queued gave, 1.6 ms in batches of 3). Not a timer: the wait is one turn of the event loop,
-    and a loop that is idle answers at once, so a lone unit is not delayed."""
+    Why: a batch's fixed cost (its statements, its commit) is several times one unit's share in it: the
+    webhook app driven in process spent 0.75 ms of CPU per STOP in batches of 16, 1.0 ms in the batches of 8
+    or 9 that taking whatever happened to be queued gave, 1.6 ms in batches of 3 (bench.inbound's docstring).
+    Not a timer: the wait is one turn of the event loop, and an idle loop answers at once, so a lone unit is
+    not held back."""
     if loop.is_closed():
         return
     turned = threading.Event()
