@@ -30,13 +30,15 @@ figure is beside a baseline measured in the same run, rounds alternating). Where
 - Batch size is what the writes cost: recorded in process in batches of 1 / 2 / 4 / 8 / 16 / 32, a STOP
   costs 1.30 / 1.55 / 1.24 / 0.70 / 0.56 / 0.43 ms (SQLite); the ASGI app with 4 / 16 / 32 concurrent
   requests (mean batches 2.6 / 8.8 / 16.3) 1.62 / 1.03 / 0.75 ms per request.
-Landed: a batch closes only after the event loop's current turn (the requests it was already reading
-join; an idle loop answers at once), and a batch wakes the loop once, not once per unit. Webhook path alone
-over HTTP, old group commit vs new in the same server build, 4 alternating rounds (SQLite): mean batch 7.5
--> 8.8, CPU per request 1.14-1.75 ms (median 1.43) -> 1.12-1.22 (median 1.14), 161-492 -> 380-444 req/s,
-p99 93-591 -> 108-152 ms; PostgreSQL (three writer threads: batches of ~4 either way) within the noise,
-1.42-1.83 ms (median 1.54) -> 1.39-1.61 (1.50), 189-374 -> 298-417 req/s. In process, the ASGI app: 1.03
--> 0.87 ms, batches 8.8 -> 10.2.
+Landed: a batch closes only after two turns of the event loop (the one it is in, and the next, whose poll
+takes in what arrived meanwhile; an idle loop answers at once), and a batch wakes the loop once, not once
+per unit. Webhook path alone over HTTP, main's group commit vs this one in the same build, 4 alternating
+rounds (SQLite, load 14-17): mean batch 7.4 -> 12.1, CPU per request 1.15-1.81 ms (median 1.38) -> 0.98-1.15
+(1.12), 125-255 (median 198) -> 190-325 (295) req/s, 20-31% -> 27-40% of the bare endpoint's round; p99
+190-380 -> 153-256 ms but for one round at 1,050 (a rerun with the loop waits timed: none reached its 1 s
+bound, two took over 0.2 s, at load 20). One turn instead of two, same run: batch 9.9 vs 13.0, 1.50 vs 1.28
+ms. PostgreSQL (three writer threads: batches of ~4 either way) within the noise at load 20: median 1.86 vs
+1.93 ms. In process, the ASGI app with one turn: 1.03 -> 0.87 ms, batches 8.8 -> 10.2.
 Tried and reverted (commit bc39629, reverted by 968673f): the group commit in a writer process of its own
 (the HTTP process verifies and parses, hands the parsed reply over a pipe, answers 2xx only after the
 writer's "committed"; a writer that dies fails its requests with 500 and the next request starts another).
