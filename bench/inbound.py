@@ -19,6 +19,40 @@ Targets (issue 17): >= 30% of the bare endpoint per process on both engines, p99
 The load generator is Python: on a small machine it shares the CPU with the servers, so the bare endpoint's
 figure is a floor, not its ceiling (the ratio is the conservative way round).
 
+Branch inbound-proc (2026-11-30; 2 cores shared with three other helpers at load average 9-14, so every
+figure is beside a baseline measured in the same run, rounds alternating). Where a STOP's CPU goes:
+- HTTP side alone (``serve``'s app under uvicorn, its group commit replaced by a no-op that answers
+  "recorded"; no dispatch worker): 0.42-0.55 ms per request against the bare endpoint's 0.22-0.26, and
+  82-131% of its requests/s in 8 of 9 rounds (30% in one). With the writes: 1.1-1.9 ms, 15-37%. The
+  recording and the GIL it shares with the event loop are two thirds of a STOP's CPU, not the HTTP stack.
+- The ASGI app driven in process (no uvicorn, 16 concurrent requests, SQLite): bare Starlette 0.056 ms, the
+  webhook lane without writes 0.23 ms (0.15 without its access line), with writes 0.85-1.1 ms.
+- Batch size is what the writes cost: recorded in process in batches of 1 / 2 / 4 / 8 / 16 / 32, a STOP
+  costs 1.30 / 1.55 / 1.24 / 0.70 / 0.56 / 0.43 ms (SQLite); the ASGI app with 4 / 16 / 32 concurrent
+  requests (mean batches 2.6 / 8.8 / 16.3) 1.62 / 1.03 / 0.75 ms per request.
+Landed: a batch closes only after two turns of the event loop (the one it is in, and the next, whose poll
+takes in what arrived meanwhile; an idle loop answers at once), and a batch wakes the loop once, not once
+per unit. Webhook path alone over HTTP, main's group commit vs this one in the same build, 4 alternating
+rounds (SQLite, load 14-17): mean batch 7.4 -> 12.1, CPU per request 1.15-1.81 ms (median 1.38) -> 0.98-1.15
+(1.12), 125-255 (median 198) -> 190-325 (295) req/s, 20-31% -> 27-40% of the bare endpoint's round; p99
+190-380 -> 153-256 ms but for one round at 1,050 (a rerun with the loop waits timed: none reached its 1 s
+bound, two took over 0.2 s, at load 20). One turn instead of two, same run: batch 9.9 vs 13.0, 1.50 vs 1.28
+ms. PostgreSQL (three writer threads: batches of ~4 either way) within the noise at load 20: median 1.86 vs
+1.93 ms. In process, the ASGI app with one turn: 1.03 -> 0.87 ms, batches 8.8 -> 10.2.
+Tried and reverted (commit bc39629, reverted by 968673f): the group commit in a writer process of its own
+(the HTTP process verifies and parses, hands the parsed reply over a pipe, answers 2xx only after the
+writer's "committed"; a writer that dies fails its requests with 500 and the next request starts another).
+Here it only added CPU: PostgreSQL 329 vs main's 325 req/s (19.6% vs 19.1% of bare), 2.32 vs 1.67 ms per
+request; with a one-thread writer (no event loop, no threads in the writer) 120-155 vs 280-345 req/s, its
+transactions' round trips no longer overlapped; SQLite 161 vs 448 req/s and p99 1.2 s at 100 STOPs/s, the
+two processes meeting at the file's write lock through SQLite's busy handler (sleeps up to 100 ms a try).
+Why 30% per process is out of reach: on the quiet machine the bare endpoint answers 4,727 req/s, so 30% is
+1,418 req/s, 0.7 ms per request for everything in one process (one GIL). The HTTP side alone takes ~0.45
+ms and the recording 0.56-0.7 ms per STOP even in batches of 16, so one process tops out near 1,000 req/s
+(~21%) with no contention at all (SQLite's serve also sends each confirmation, ~0.7 ms more). Split over
+two processes it needs three idle cores (HTTP process ~2,000 req/s, writer ~1,600, and the load
+generator's own) to reach ~34%: this 2-core machine cannot show it, and a larger one was not at hand.
+
 Quiet machine, merged main (2026-11-30, load 1.2-1.8, nothing else running; ``--seconds 6 --rounds 2``):
 - SQLite: 540 req/s vs bare 4,727 (11.4%; 1.99 vs 0.18 ms CPU per request, 8.9%), p99 59 ms at saturation
   (last stop 248 req/s, p99 528 ms); paced at 100/s p99 35 ms.

@@ -118,3 +118,31 @@ def test_a_failed_commit_answers_every_unit_of_the_batch_with_the_error(
     event.remove(container.db.engine, "commit", broken_commit)
     assert all(isinstance(r, RuntimeError) for r in results), results  # nobody is told it was recorded
     assert _committed(container) == set()
+
+
+def test_units_submitted_in_one_turn_of_the_event_loop_share_one_transaction(container: Container) -> None:
+    # The writer takes the first unit, then lets the loop finish the turn it is in before closing the batch:
+    # the requests the loop was already reading join it (a batch's fixed cost is shared, bench.inbound).
+    commits = _commits(container)
+    group = GroupCommit(container.db, writers=1)
+    keys = [f"t{i}" for i in range(8)]
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(*(group.run(_write(k)) for k in keys)))
+
+    assert asyncio.run(main()) == keys
+    assert len(commits) == 1
+    assert _committed(container) == set(keys)
+
+
+def test_a_lone_unit_is_not_held_back_waiting_for_others(container: Container) -> None:
+    # An idle loop answers the writer's "caught up?" at once: a unit alone commits as soon as it is queued,
+    # and the next one, submitted only after the first was answered, is a transaction of its own.
+    commits = _commits(container)
+    group = GroupCommit(container.db, writers=1)
+
+    async def main() -> list[str]:
+        return [await group.run(_write("alone")), await group.run(_write("next"))]
+
+    assert asyncio.run(main()) == ["alone", "next"]
+    assert len(commits) == 2
