@@ -19,7 +19,7 @@ from sqlalchemy import event, func, select
 
 from optline.adapters.clock import FrozenClock, as_utc
 from optline.adapters.db import contacts
-from optline.adapters.db.tables import campaigns, consent_events, messages
+from optline.adapters.db.tables import campaigns, consent_events, inbound_messages, messages
 from optline.bootstrap import Container
 from optline.domain.phones import parse_phone
 from optline.services import campaign_view
@@ -32,9 +32,12 @@ from tests.support import outbox_rows as rows
 HISTORY_TABLES = {"messages", "consent_events"}
 
 
-def long_history(container: Container, now: datetime, batches: int = 20, per_batch: int = 1000) -> None:
+def long_history(
+    container: Container, now: datetime, batches: int = 20, per_batch: int = 1000, replies: int = 0
+) -> None:
     """``batches`` old campaigns of ``per_batch`` sent messages, each with its own contact's chain of events
-    (one in ten an opt-out), spread over the year before the trend's window; then a few recent rows."""
+    (one in ten an opt-out) and ``replies`` replies attributed to it, spread over the year before the trend's
+    window; then a few recent rows."""
     with container.db.transaction() as conn:
         program = create_program(
             conn, container.clock, help_contact="https://acme.example/help", name="p", brand="B"
@@ -50,7 +53,7 @@ def long_history(container: Container, now: datetime, batches: int = 20, per_bat
                 at=at,
                 messages_=per_batch,
                 events=per_batch,
-                inbound_=0,
+                inbound_=replies,
                 digests=0,
                 tag=f"h{i}",
                 campaign_id=camp["id"],
@@ -93,7 +96,9 @@ def captured_in(
     return seen
 
 
-def assert_no_history_scan(container: Container, statements: list[tuple[str, Any]]) -> set[str]:
+def assert_no_history_scan(
+    container: Container, statements: list[tuple[str, Any]], history: set[str] = HISTORY_TABLES
+) -> set[str]:
     """Fails on any plan that scans a history table; returns the indexes the plans used."""
     used: set[str] = set()
     with container.db.read() as conn:
@@ -102,15 +107,16 @@ def assert_no_history_scan(container: Container, statements: list[tuple[str, Any
                 details = sqlite_plan(conn, statement, parameters)
                 for d in details:
                     scanned = re.match(r"SCAN (\w+)", d)
-                    assert not (scanned and scanned.group(1) in HISTORY_TABLES), (statement, details)
+                    assert not (scanned and scanned.group(1) in history), (statement, details)
                     if found := re.search(r"USING (?:COVERING )?INDEX (\w+)", d):
                         used.add(found.group(1))
             else:
                 (plan,) = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters).scalar_one()
                 for node in pg_nodes(plan["Plan"]):
-                    assert not (
-                        node["Node Type"] == "Seq Scan" and node.get("Relation Name") in HISTORY_TABLES
-                    ), (statement, json.dumps(plan, indent=1))
+                    assert not (node["Node Type"] == "Seq Scan" and node.get("Relation Name") in history), (
+                        statement,
+                        json.dumps(plan, indent=1),
+                    )
                     if "Index Name" in node:
                         used.add(node["Index Name"])
     return used
@@ -253,3 +259,30 @@ def test_a_campaigns_page_reads_its_counts_not_its_messages(container: Container
                 ).all()
             )
         assert shown == direct and sum(shown.values()) in (4, 1000)
+
+
+def test_a_campaigns_replies_are_an_index_range(container: Container) -> None:
+    """A campaign's page shows its replies by intent and its latest replies: a range of the replies
+    attributed to it (ix_inbound_campaign_time), not a read of every reply to every campaign."""
+    now = container.clock.now()
+    long_history(container, now, batches=10, per_batch=1000, replies=1000)
+    with container.db.read() as conn:
+        oldest = conn.execute(select(func.min(campaigns.c.id))).scalar_one()
+    statements = captured(
+        container,
+        lambda conn: (campaign_view.progress(conn, oldest), campaign_view.recent_replies(conn, oldest)),
+    )
+    replies = [s for s in statements if "inbound_messages" in s[0]]
+    assert len(replies) == 2
+    used = assert_no_history_scan(container, replies, {"inbound_messages"})
+    assert "ix_inbound_campaign_time" in used
+    with container.db.read() as conn:
+        shown = campaign_view.progress(conn, oldest).replies
+        latest = campaign_view.recent_replies(conn, oldest)
+        direct = conn.execute(
+            select(func.count())
+            .select_from(inbound_messages)
+            .where(inbound_messages.c.attributed_campaign_id == oldest)
+        ).scalar_one()
+    assert shown == [("other", 1000)] and direct == 1000
+    assert len(latest) == 20

@@ -21,7 +21,7 @@ from optline.domain import checkpoint as cp
 from optline.domain.consent import Action, Channel
 from optline.domain.ledger import Break
 from optline.domain.phones import parse_phone
-from optline.services import checkpoints, consent
+from optline.services import checkpoints, consent, ledger_export
 from tests.integration.test_ledger_tamper import _opted_out
 from tests.support import tamper
 
@@ -173,3 +173,18 @@ def test_checkpoints_can_go_to_an_http_endpoint_and_a_refusal_is_an_error(signed
     finally:
         _Receiver.status = 201
         server.shutdown()
+
+
+def test_reading_digests_and_the_export_leave_the_connection_as_it_was(signed: Container) -> None:
+    """Both stream the digest heads (yield_per). Set on the connection, that option would make every later
+    statement on it a server-side cursor, and PostgreSQL refuses "DECLARE CURSOR FOR INSERT"."""
+    _opted_out(signed, 2)
+    checkpoints.take(signed)
+    with signed.db.transaction() as conn:
+        assert ledger.recomputed_digests(conn)
+        assert any(
+            '"digest"' in line for line in ledger_export.lines(conn, since=None, now=signed.clock.now())
+        )
+        # An INSERT on the same connection afterwards.
+        person, created = contacts.get_or_create(conn, parse_phone("+14155550177"), signed.clock.now())
+        assert created and person["id"]

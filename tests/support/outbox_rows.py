@@ -236,6 +236,7 @@ def bulk_history(
                     "review",
                     "review_decided_at",
                     "received_at",
+                    "attributed_campaign_id",
                 ],
                 select(
                     literal("twilio"),
@@ -248,6 +249,7 @@ def bulk_history(
                     literal(True),
                     when,
                     when,
+                    literal(campaign_id, inbound_messages.c.attributed_campaign_id.type),
                 ),
             )
         )

@@ -45,10 +45,11 @@ def lines(conn: Connection, *, since: datetime | None, now: datetime) -> Iterato
         )
         yield _line(event)
     heads: dict[int, list[list[Any]]] = {}
-    for h in conn.execution_options(yield_per=10000).execute(
-        select(ledger_digest_heads).order_by(
-            ledger_digest_heads.c.digest_id, ledger_digest_heads.c.contact_id
-        )
+    # yield_per on the statement, not the connection (which it would change for every later statement).
+    for h in conn.execute(
+        select(ledger_digest_heads)
+        .order_by(ledger_digest_heads.c.digest_id, ledger_digest_heads.c.contact_id)
+        .execution_options(yield_per=10000)
     ):
         heads.setdefault(h.digest_id, []).append([h.contact_id, h.seq, h.hash])
     for d in conn.execute(select(ledger_digests).order_by(ledger_digests.c.id)):

@@ -441,13 +441,16 @@ def recomputed_digests(conn: Connection) -> dict[int, DigestLink]:
         )
     ).all()
     # Heads streamed in digest order and grouped: one digest's heads in memory at a time.
-    rows = conn.execution_options(yield_per=10000).execute(
+    # yield_per on the statement, not the connection (which it would change for every later statement).
+    rows = conn.execute(
         select(
             ledger_digest_heads.c.digest_id,
             ledger_digest_heads.c.contact_id,
             ledger_digest_heads.c.seq,
             ledger_digest_heads.c.hash,
-        ).order_by(ledger_digest_heads.c.digest_id)
+        )
+        .order_by(ledger_digest_heads.c.digest_id)
+        .execution_options(yield_per=10000)
     )
     groups = groupby(rows, key=lambda r: r.digest_id)
     pending = next(groups, None)

@@ -324,6 +324,8 @@ inbound_messages = Table(
     UniqueConstraint("provider", "provider_message_id", name="uq_inbound_provider_id"),
     Index("ix_inbound_contact_time", "contact_id", "received_at"),
     Index("ix_inbound_review", "review", "review_decided_at"),
+    # A campaign's page: replies by intent and the latest replies, without reading every inbound message.
+    Index("ix_inbound_campaign_time", "attributed_campaign_id", "received_at"),
 )
 
 # The local SMS simulator's phone network: what optline "sent" and what "contacts" replied.

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 19:19:31.966728
+Create Date: 2026-11-30 20:19:00.551786
 """
 
 from __future__ import annotations
@@ -525,6 +525,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("provider", "provider_message_id", name="uq_inbound_provider_id"),
     )
     with op.batch_alter_table("inbound_messages", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_inbound_campaign_time", ["attributed_campaign_id", "received_at"], unique=False
+        )
         batch_op.create_index("ix_inbound_contact_time", ["contact_id", "received_at"], unique=False)
         batch_op.create_index("ix_inbound_review", ["review", "review_decided_at"], unique=False)
 
@@ -787,6 +790,7 @@ def downgrade() -> None:
     with op.batch_alter_table("inbound_messages", schema=None) as batch_op:
         batch_op.drop_index("ix_inbound_review")
         batch_op.drop_index("ix_inbound_contact_time")
+        batch_op.drop_index("ix_inbound_campaign_time")
 
     op.drop_table("inbound_messages")
     op.drop_table("import_rejects")

@@ -13,7 +13,13 @@ import sqlalchemy as sa
 from alembic import op
 
 from optline.adapters.db import counters, rollups
-from optline.adapters.db.tables import campaign_status_counts, consent_events, leases, message_counts
+from optline.adapters.db.tables import (
+    campaign_status_counts,
+    consent_events,
+    inbound_messages,
+    leases,
+    message_counts,
+)
 
 revision = "0006"
 down_revision = "0005"
@@ -34,10 +40,16 @@ def _schema_of_0001_before_0006(conn: sa.Connection) -> None:
         )
     wanted = {
         ix.name: (ix, [c.name for c in ix.columns])
-        for ix in (*consent_events.indexes, *message_counts.indexes)
-        if ix.name in ("ix_consent_events_action_time", "ix_consent_events_recorded", "ix_message_counts_day")
+        for ix in (*consent_events.indexes, *message_counts.indexes, *inbound_messages.indexes)
+        if ix.name
+        in (
+            "ix_consent_events_action_time",
+            "ix_consent_events_recorded",
+            "ix_message_counts_day",
+            "ix_inbound_campaign_time",
+        )
     }
-    for table in ("consent_events", "message_counts"):
+    for table in ("consent_events", "message_counts", "inbound_messages"):
         found = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes(table)}
         for name, (index, columns) in wanted.items():
             if index.table is not None and index.table.name == table and found.get(name) != columns:
