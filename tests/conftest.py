@@ -23,6 +23,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     databases.close_postgres()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist (``make test`` runs ``-n 4 --dist loadgroup``; DEVELOPERS.md, Tests):
+
+    - every browser test goes to one worker, one after another: a module's browser (and the server it
+      logs in to) is started once, and at most one Chromium competes with the other workers for the CPU;
+    - the tests marked ``slow`` (a minute or more each) are handed out first, so the run does not end with
+      one worker still busy on them while the others have nothing left.
+    Serially the order is the files' own."""
+    for item in items:
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.xdist_group("browser"))
+    if config.getoption("numprocesses", default=None):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: files keep their order
+
+
 @pytest.fixture(params=ENGINES)
 def engine_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
