@@ -51,7 +51,7 @@ def db_url(engine_name: str, tmp_path, tmp_path_factory) -> Iterator[str]:  # ty
     server = databases.postgres()
     url = server.fresh()
     yield url
-    server.drop(url)
+    server.drop_soon(url)
 
 
 @pytest.fixture
