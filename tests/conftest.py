@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     databases.close_postgres()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups it is given
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under xdist (``make test`` runs ``-n 4 --dist loadgroup``; DEVELOPERS.md, Tests):
 
@@ -34,7 +36,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.xdist_group("browser"))
-    if config.getoption("numprocesses", default=None):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # set in each worker, where the items handed out are collected
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: files keep their order
 
 
