@@ -160,6 +160,11 @@ class PageWatch:
 
 
 def launch(playwright: Any) -> Any:
+    from playwright.sync_api import expect
+
+    # expect() retries its assertion for 5 s by default: a hang guard, not a figure under test, and short
+    # when the other test workers share the CPU. Actions keep Playwright's 30 s.
+    expect.set_options(timeout=60_000)
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
 
 
