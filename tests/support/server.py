@@ -114,7 +114,9 @@ def _pump(process: subprocess.Popen[str], sink: list[str]) -> None:
         sink.append(line)
 
 
-def _wait_ready(server: Server, timeout: float = 60) -> None:
+def _wait_ready(server: Server, timeout: float = 300) -> None:
+    # A hang guard, not a figure: serve --workers 2 imports the app three times, and with the other test
+    # workers (or anything else) on the CPU that took more than a minute (load average 15–39).
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
