@@ -24,20 +24,29 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     databases.close_postgres()
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups it is given
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist (``make test`` runs ``-n 4 --dist loadgroup``; DEVELOPERS.md, Tests):
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadgroup`` (what ``make test`` runs; DEVELOPERS.md, Parallel runs), with the browser tests as
+    one group: one worker runs them in file order, so a module's browser (and the server it signed in to)
+    starts once, its tests see each other's state as they expect, and one Chromium at a time competes with
+    the other workers for the CPU. (xdist's own ``xdist_group`` mark is lost under pytest 9: xdist 3.8 sets
+    ``item._nodeid``, which pytest 9 no longer reads. So the group is chosen here, by path.)"""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
 
-    - every browser test goes to one worker, one after another: a module's browser (and the server it
-      logs in to) is started once, and at most one Chromium competes with the other workers for the CPU;
-    - the tests marked ``slow`` (a minute or more each) are handed out first, so the run does not end with
-      one worker still busy on them while the others have nothing left.
-    Serially the order is the files' own."""
-    for item in items:
-        if item.get_closest_marker("browser"):
-            item.add_marker(pytest.mark.xdist_group("browser"))
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # set in each worker, where the items handed out are collected
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: files keep their order
+    class BrowserTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "browser" if nodeid.startswith("tests/e2e/test_browser_") else nodeid
+
+    return BrowserTestsTogether(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # In xdist workers (each collects the items it is handed from): the tests marked slow (a minute or
+    # more each) first, so the run does not end with one worker busy on them while the others idle. The
+    # sort is stable, so files keep their order; serially the order is the files' own.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(params=ENGINES)
