@@ -24,6 +24,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     databases.close_postgres()
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest -p no:xdist still runs
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
     """``--dist loadgroup`` (what ``make test`` runs; DEVELOPERS.md, Parallel runs), with the browser tests as
     one group: one worker runs them in file order, so a module's browser (and the server it signed in to)
