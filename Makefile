@@ -26,9 +26,13 @@ run: $(RUN_STAMP)
 	$(BIN)/optline init
 	$(BIN)/optline serve
 
+# Test processes (pytest-xdist workers). The suite waits on subprocesses, servers and PostgreSQL more than
+# it computes, so 4 workers on 2 cores (DEVELOPERS.md, Tests: the measurements); TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 4
+
 ## make test: install with dev extras and run the whole suite (SQLite, and PostgreSQL when configured)
 test: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ## make check: ruff and mypy
 check: $(STAMP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +24,32 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     databases.close_postgres()
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest -p no:xdist still runs
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadgroup`` (what ``make test`` runs; DEVELOPERS.md, Parallel runs), with the browser tests as
+    one group: one worker runs them in file order, so a module's browser (and the server it signed in to)
+    starts once, its tests see each other's state as they expect, and one Chromium at a time competes with
+    the other workers for the CPU. (xdist's own ``xdist_group`` mark is lost under pytest 9: xdist 3.8 sets
+    ``item._nodeid``, which pytest 9 no longer reads. So the group is chosen here, by path.)"""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BrowserTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "browser" if nodeid.startswith("tests/e2e/test_browser_") else nodeid
+
+    return BrowserTestsTogether(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # In xdist workers (each collects the items it is handed from): the tests marked slow (a minute or
+    # more each) first, so the run does not end with one worker busy on them while the others idle. The
+    # sort is stable, so files keep their order; serially the order is the files' own.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(params=ENGINES)
 def engine_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -36,7 +63,7 @@ def db_url(engine_name: str, tmp_path, tmp_path_factory) -> Iterator[str]:  # ty
     server = databases.postgres()
     url = server.fresh()
     yield url
-    server.drop(url)
+    server.drop_soon(url)
 
 
 @pytest.fixture

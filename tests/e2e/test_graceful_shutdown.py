@@ -33,6 +33,17 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
+def unread_by_server(server_port: int, client_port: int) -> int | None:
+    """Bytes the server has not read yet on its end of this connection (Linux ``/proc/net/tcp``), None
+    until the server's end is listed."""
+    local, remote = f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[2] == remote:
+            return int(fields[4].split(":")[1], 16)  # tx_queue:rx_queue
+    return None
+
+
 def test_serve_answers_the_request_in_flight_then_exits_0(live: Container) -> None:
     _program, ids = outbound.seed(live, 1)
     person = outbound.phone(0)
@@ -48,8 +59,10 @@ def test_serve_answers_the_request_in_flight_then_exits_0(live: Container) -> No
         ).encode()
         with socket.create_connection((host, int(port)), timeout=30) as conn:
             half = len(signed.body) // 2
-            conn.sendall(request + signed.body[:half])  # the app is running, waiting for the rest
-            time.sleep(0.5)
+            conn.sendall(request + signed.body[:half])
+            # The app is running, waiting for the rest, once the server has read what was sent (it parses the
+            # head and starts the request in the same step): no sleep that a loaded machine could outlast.
+            wait_for(lambda: unread_by_server(int(port), conn.getsockname()[1]) == 0)
             server.process.send_signal(signal.SIGTERM)
             time.sleep(1.0)
             assert server.process.poll() is None, "exited with a request in flight"

@@ -122,12 +122,24 @@ def test_results_are_stored_as_the_calls_return(live: Container, fake: fp.FakePr
     """One slow call does not hold back the others' provider ids (a receipt may arrive in seconds)."""
     outbound.seed(live, 8, time_zone=outbound.zone_where(True), us_state=None)
     start_campaign(live)
-    fake.fail(to=outbound.phone(0), delay=2.0, status=500, body={"code": 20500, "message": "slow"})
+    fake.fail(to=outbound.phone(0), status=500, body={"code": 20500, "message": "slow"})
+    # The slow call is held at the provider until the test has seen the others stored (or gives up), so
+    # the outcome does not depend on how fast a loaded machine gets through the other seven.
+    release = threading.Event()
+    take_failure = fake.state.take_failure
+
+    def slow_for_the_first(provider: str, to: str) -> dict[str, Any] | None:
+        if to == outbound.phone(0):
+            release.wait(120)
+        return take_failure(provider, to)
+
+    fake.state.take_failure = slow_for_the_first  # type: ignore[method-assign]
     dispatcher = worker(live, fake, "w1", batch_size=8)
     seen: list[tuple[int, int]] = []
     thread = threading.Thread(target=lambda: dispatcher.run_once(top_up=False))
     thread.start()
-    while thread.is_alive():
+    deadline = time.monotonic() + 120  # a hang guard only: the release normally comes within a second
+    while not release.is_set() and time.monotonic() < deadline:
         rows = statuses(live)
         seen.append(
             (
@@ -135,7 +147,10 @@ def test_results_are_stored_as_the_calls_return(live: Container, fake: fp.FakePr
                 sum(r.status == "sending" for r in rows),
             )
         )
+        if seen[-1] == (7, 1):
+            release.set()
         time.sleep(0.05)
+    release.set()
     thread.join()
     dispatcher.close()
     assert (7, 1) in seen  # seven ids stored while the slow call was still in flight
@@ -162,6 +177,16 @@ def test_no_call_begins_after_the_deadline_or_the_check_age_bound(fake: fp.FakeP
 def test_a_reply_goes_before_campaign_calls_already_queued() -> None:
     # One calling task, calls of 50 ms: five campaign calls are queued when the reply arrives.
     with fp.FakeProviders(latency=0.05) as fake:
+        # The reply is submitted once the first campaign call has reached the provider (not after a sleep,
+        # which a loaded machine may outlast before the calling task has even begun).
+        first_call_arrived = threading.Event()
+        provider_wait = fake.state.wait
+
+        def arrive() -> None:
+            first_call_arrived.set()
+            provider_wait()
+
+        fake.state.wait = arrive  # type: ignore[method-assign]
         pool = Pool(TwilioSender(fp.TWILIO_SID, fp.TWILIO_TOKEN, fake.url), 1, lambda: datetime.now(UTC))
         now = time.monotonic()
         run = Run(deadline=now + 60, checked_at=now, max_check_age=30)
@@ -173,7 +198,7 @@ def test_a_reply_goes_before_campaign_calls_already_queued() -> None:
             return Handover(n, sms, None, "+14155550100", reply=reply)
 
         pool.submit(1, [call(n) for n in range(1, 7)], run)
-        time.sleep(0.02)  # the first campaign call is on its way
+        assert first_call_arrived.wait(30)  # the first campaign call is on its way
         pool.submit(2, [call(99, reply=True)], run)
         results = [pool.results.get(timeout=10) for _ in range(7)]
         pool.close()

@@ -28,7 +28,6 @@ from optline.services import consent, event_hooks, receipts
 from optline.services.event_hooks import DelivererConfig
 from tests.support import outbox_rows, signing, web
 from tests.support.hook_receiver import Receiver
-from tests.support.server import free_port
 
 PERSON, SENDER = "+14155550134", "+14155550100"
 CONFIG = DelivererConfig(retry_base=timedelta(seconds=30), timeout=5.0)
@@ -301,21 +300,23 @@ def test_review_and_message_outcomes_are_events_too(
 def test_the_readme_receiver_accepts_a_real_delivery_and_refuses_another_secret(
     container: Container, world: dict[str, Any], http: httpx.Client
 ) -> None:
-    from http.server import HTTPServer
+    from http.server import BaseHTTPRequestHandler, HTTPServer
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     code = readme.split("```python\nimport base64, hashlib", 1)[1].split("```", 1)[0]
     code = "import base64, hashlib" + code
     assert code.rstrip().endswith("serve_forever()") and len(code.strip().splitlines()) <= 12
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
+    # Listening before the URL is registered (a port chosen and released could be taken meanwhile); the
+    # README's handler, which needs the endpoint's secret, is put in before it serves.
+    server = HTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    url = f"http://127.0.0.1:{server.server_port}/"
     endpoint = register(container, url)
     namespace: dict[str, Any] = {}
     exec(
         code.rstrip().rsplit("\n", 1)[0].replace("whsec_REPLACE_WITH_YOUR_SECRET", endpoint.secret), namespace
     )
-    server = HTTPServer(("127.0.0.1", port), namespace["Receiver"])
+    server.RequestHandlerClass = namespace["Receiver"]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         register(container, url)  # the same URL under another secret: its deliveries must be refused

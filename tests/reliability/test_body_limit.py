@@ -111,16 +111,19 @@ def serve_app(container: Container) -> AsyncIterator[tuple[str, int]]:  # type: 
 
     import uvicorn
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    # uvicorn serves on this socket, bound here: a port chosen and released could be taken meanwhile.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(create_app(container), host="127.0.0.1", port=port, log_level="error")
     )
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started:
+        assert thread.is_alive(), "uvicorn stopped before it started"
         thread.join(0.05)
     yield ("127.0.0.1", port)
     server.should_exit = True
     thread.join(10)
+    sock.close()

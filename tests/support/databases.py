@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,9 @@ class PostgresServer:
         )
         self.template = f"optline_{RUN_ID}_tpl"
         self.created: list[str] = []
+        # Dropping a database waits for every backend on the server to release its files; the next test
+        # need not wait for that, so drop_soon hands it to this thread (close waits for it).
+        self.dropper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drop-test-db")
 
     def check(self) -> None:
         with self.admin.connect() as conn:
@@ -54,7 +58,10 @@ class PostgresServer:
     def fresh(self) -> str:
         name = f"optline_{RUN_ID}_{uuid.uuid4().hex[:8]}"
         with self.admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}" STRATEGY FILE_COPY'))
+            # WAL_LOG (PostgreSQL 15's default), not FILE_COPY: FILE_COPY forces two checkpoints per copy,
+            # which flush every dirty page on the server and queue behind each other when several test
+            # workers (or anyone else) write at once: 2–3.5 s a copy against 0.6–1.1 s (measured under load).
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}" STRATEGY WAL_LOG'))
         self.created.append(name)
         return self.url_for(name)
 
@@ -65,7 +72,12 @@ class PostgresServer:
         if name in self.created:
             self.created.remove(name)
 
+    def drop_soon(self, url: str) -> None:
+        """Drop a test's database in the background: nothing uses it after the test."""
+        self.dropper.submit(self.drop, url)
+
     def close(self) -> None:
+        self.dropper.shutdown(wait=True)
         for name in list(self.created):
             if name != self.template:
                 self.drop(name)

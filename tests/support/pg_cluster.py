@@ -74,6 +74,22 @@ class Cluster:
         return self.url(name)
 
 
+def _start_on_a_free_port(cluster: Cluster) -> None:
+    # The port was free when chosen; another process (a test on another xdist worker, an outgoing
+    # connection) may have bound it since. The server then logs so and does not start: choose another.
+    for attempt in range(5):
+        try:
+            cluster.start()
+            return
+        except RuntimeError:
+            log = cluster.data_dir / "log"
+            taken = log.exists() and "already in use" in log.read_text(errors="replace")
+            if not taken or attempt == 4:
+                raise
+            log.unlink()
+            cluster.port = free_port()
+
+
 @contextmanager
 def private_cluster() -> Iterator[Cluster]:
     bin_dir = _bin_dir()
@@ -98,7 +114,7 @@ def private_cluster() -> Iterator[Cluster]:
     cluster._run(
         "initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", timeout=120
     )
-    cluster.start()
+    _start_on_a_free_port(cluster)
     try:
         yield cluster
     finally:

@@ -37,6 +37,7 @@ class Server:
     database_url: str
     process: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     def first_run_password(self, timeout: float = 20) -> str:
         deadline = time.monotonic() + timeout
@@ -49,10 +50,37 @@ class Server:
         raise AssertionError("optline serve printed no one-time password:\n" + "".join(self.output))
 
 
+class PortTaken(Exception):
+    """The chosen port was taken between choosing it and binding it."""
+
+
 @contextmanager
 def serve(database_url: str, *args: str, **env: str) -> Iterator[Server]:
     """``optline serve`` with ``args`` (e.g. ``--workers``, ``2``) and ``env`` on top of the test settings."""
-    port = free_port()
+    # A free port is only free when it is chosen: another process (a test on another xdist worker, any
+    # outgoing connection) may bind it before serve does. serve then says so and exits; choose another.
+    for attempt in range(5):
+        server = _start(database_url, free_port(), args, env)
+        try:
+            _wait_ready(server)
+        except PortTaken:
+            _stop(server.process)
+            if attempt == 4:
+                raise AssertionError(
+                    "optline serve found its port taken 5 times:\n" + "".join(server.output)
+                ) from None
+            continue
+        except BaseException:
+            _stop(server.process)
+            raise
+        break
+    try:
+        yield server
+    finally:
+        _stop(server.process)
+
+
+def _start(database_url: str, port: int, args: tuple[str, ...], env: dict[str, str]) -> Server:
     url = f"http://127.0.0.1:{port}"
     environ = {
         **os.environ, "OPTLINE_DATABASE_URL": database_url, "OPTLINE_PUBLIC_URL": url, "OPTLINE_ENV": "test",
@@ -66,18 +94,18 @@ def serve(database_url: str, *args: str, **env: str) -> Iterator[Server]:
         text=True,
     )
     server = Server(url=url, database_url=database_url, process=process)
-    reader = threading.Thread(target=_pump, args=(process, server.output), daemon=True)
-    reader.start()
+    server.reader = threading.Thread(target=_pump, args=(process, server.output), daemon=True)
+    server.reader.start()
+    return server
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    process.terminate()
     try:
-        _wait_ready(server)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _pump(process: subprocess.Popen[str], sink: list[str]) -> None:
@@ -86,11 +114,18 @@ def _pump(process: subprocess.Popen[str], sink: list[str]) -> None:
         sink.append(line)
 
 
-def _wait_ready(server: Server, timeout: float = 60) -> None:
+def _wait_ready(server: Server, timeout: float = 300) -> None:
+    # A hang guard, not a figure: serve --workers 2 imports the app three times, and with the other test
+    # workers (or anything else) on the CPU that took more than a minute (load average 15–39).
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise AssertionError("optline serve exited:\n" + "".join(server.output))
+            if server.reader is not None:
+                server.reader.join(10)  # everything it printed before exiting
+            output = "".join(server.output)
+            if "already in use" in output:  # optline's own check, or uvicorn's bind (EADDRINUSE)
+                raise PortTaken(output)
+            raise AssertionError("optline serve exited:\n" + output)
         try:
             if httpx.get(server.url + "/healthz", timeout=1).status_code == 200:
                 return
@@ -127,6 +162,11 @@ class PageWatch:
 
 
 def launch(playwright: Any) -> Any:
+    from playwright.sync_api import expect
+
+    # expect() retries its assertion for 5 s by default: a hang guard, not a figure under test, and short
+    # when the other test workers share the CPU. Actions keep Playwright's 30 s.
+    expect.set_options(timeout=60_000)
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
 
 
