@@ -8,8 +8,6 @@ PostgreSQL's EXPLAIN (enable_seqscan left on) no Seq Scan of either."""
 
 from __future__ import annotations
 
-import json
-import re
 from collections import Counter
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
@@ -25,8 +23,7 @@ from optline.domain.phones import parse_phone
 from optline.services import campaign_view
 from optline.services import dashboard as read
 from optline.services.programs import create_program
-from tests.integration.test_metrics_plans import pg_nodes, sqlite_plan
-from tests.support import outbound
+from tests.support import outbound, plans
 from tests.support import outbox_rows as rows
 
 HISTORY_TABLES = {"messages", "consent_events"}
@@ -99,27 +96,7 @@ def captured_in(
 def assert_no_history_scan(
     container: Container, statements: list[tuple[str, Any]], history: set[str] = HISTORY_TABLES
 ) -> set[str]:
-    """Fails on any plan that scans a history table; returns the indexes the plans used."""
-    used: set[str] = set()
-    with container.db.read() as conn:
-        for statement, parameters in statements:
-            if container.db.is_sqlite:
-                details = sqlite_plan(conn, statement, parameters)
-                for d in details:
-                    scanned = re.match(r"SCAN (\w+)", d)
-                    assert not (scanned and scanned.group(1) in history), (statement, details)
-                    if found := re.search(r"USING (?:COVERING )?INDEX (\w+)", d):
-                        used.add(found.group(1))
-            else:
-                (plan,) = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters).scalar_one()
-                for node in pg_nodes(plan["Plan"]):
-                    assert not (node["Node Type"] == "Seq Scan" and node.get("Relation Name") in history), (
-                        statement,
-                        json.dumps(plan, indent=1),
-                    )
-                    if "Index Name" in node:
-                        used.add(node["Index Name"])
-    return used
+    return plans.assert_no_scan(container, statements, history)
 
 
 def test_overview_and_trend_read_no_history(container: Container) -> None:

@@ -9,13 +9,10 @@ left on: a plan that only avoids a Seq Scan when it is forbidden proves nothing)
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, event, update
+from sqlalchemy import event, update
 
 from optline.adapters.db import contacts
 from optline.adapters.db.tables import messages
@@ -24,6 +21,7 @@ from optline.bootstrap import Container
 from optline.domain.phones import parse_phone
 from optline.services.programs import create_program
 from tests.support import outbox_rows as rows
+from tests.support import plans
 
 HISTORY_TABLES = {"messages", "consent_events", "inbound_messages", "ledger_digests"}
 T = datetime(2026, 1, 5, tzinfo=UTC)
@@ -74,38 +72,10 @@ def captured(container: Container) -> list[tuple[str, Any]]:
     return seen
 
 
-def sqlite_plan(conn: Connection, statement: str, parameters: Any) -> list[str]:
-    return [r[3] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)]
-
-
-def pg_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from pg_nodes(child)
-
-
 def test_every_scrape_query_reads_an_index_not_the_history(container: Container) -> None:
     history(container, 20_000)
     statements = captured(container)
     assert len(statements) >= 5
-    used: set[str] = set()
-    with container.db.read() as conn:
-        for statement, parameters in statements:
-            if container.db.is_sqlite:
-                details = sqlite_plan(conn, statement, parameters)
-                for d in details:
-                    scanned = re.match(r"SCAN (\w+)", d)
-                    assert not (scanned and scanned.group(1) in HISTORY_TABLES), (statement, details)
-                    if found := re.search(r"USING (?:COVERING )?INDEX (\w+)", d):
-                        used.add(found.group(1))
-            else:
-                (plan,) = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters).scalar_one()
-                nodes = list(pg_nodes(plan["Plan"]))
-                for node in nodes:
-                    assert not (
-                        node["Node Type"] == "Seq Scan" and node.get("Relation Name") in HISTORY_TABLES
-                    ), (statement, json.dumps(plan, indent=1))
-                    if "Index Name" in node:
-                        used.add(node["Index Name"])
+    used = plans.assert_no_scan(container, statements, HISTORY_TABLES)
     # The indexes the collector's docstring names (the counts tables are a few rows: any plan will do).
     assert {"ix_messages_queued_age", "ix_inbound_review", "ix_ledger_digests_created"} <= used, used
