@@ -91,6 +91,18 @@ waited — 20,000 rows/s at the very best, and the stage (the whole file read be
 all-or-nothing rule) cannot overlap the merge. The two-backend merge turns the merge from one core's work into
 two; more cores would take it further; on 2 cores the projection is 60–65 s (the stage ~25 s, the merge
 ~40 s: (69 + 11) µs a row of CPU over two cores), 15,500–16,500 rows/s.
+
+Merged main after round 4 (2026-11-30, evening session, a quiet machine: load average 1.3–2.0, nothing else
+running), 1M rows, each engine's import in a subprocess on the same file, main beside the previous stop's code
+(8e0e107), one after the other: SQLite main 14,966 rows/s in 66.8 s (import process CPU 59.9 s), 8e0e107 13,208
+rows/s in 75.7 s (69.5 s): 1.13x, 0.86x the CPU; PostgreSQL main 13,409 rows/s in 74.6 s (import process 26.3 s,
+its backends 82.0 s: 82 µs a row), 8e0e107 7,375 rows/s in 135.6 s (43.9 s): 1.82x. 200,000 rows, SQLite, twice
+each: 8e0e107 11,215 / 15,543, main 17,442 / 15,537. This machine ran 8e0e107 well below last stop's quiet
+figures for the same code (16,856 / 11,728): compare within a run. The full bench right after the test suite
+(load rising 0.1 → 2.1; its SQLite floor at 223,008/s, half of last stop's): SQLite 10,407 rows/s (CPU 89.9 s;
+21x its floor; row-at-a-time 785/s, 13.3x), PostgreSQL 10,675 rows/s (CPU 31.2 s, server 100 µs a row; 72x its
+floor of 771,086/s; row-at-a-time 303/s, 35.2x); peak RSS 264 / 207 MB (482 / 481 MB with the parse workers).
+Accounting exact in every run: 985,024 created, 787,089 consent events, 14,976 rejected (5,007 duplicates).
 """
 
 from __future__ import annotations

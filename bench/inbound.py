@@ -79,6 +79,17 @@ Differences between runs are within the noise of a shared machine. The 30% targe
 over HTTP a request costs 1.3-1.9 ms of which a batch's recording is ~0.5 ms; SQLAlchemy's own
 per-statement work is ~15 µs (SQLite) and ~36 µs (PostgreSQL) of CPU over the driver's, i.e. 2-4% of a STOP
 in a batch of 16 and 10-15% of a lone STOP (what ``--workers 4`` and a paced burst take).
+
+Merged main at the end of the evening session (2026-11-30; quiet machine, load 0.1-2.1, ``--seconds 6 --rounds
+2``; this machine's bare endpoint costs 0.22-0.23 ms CPU per request, 0.17-0.18 on the earlier one):
+- SQLite: 516 req/s vs bare 3,079 (16.8%; 2.08 vs 0.23 ms CPU per request, 11.3%), p99 73 ms; paced at 100/s
+  p99 62 ms; 6,829 of 6,829 answered 2xx opted out.
+- PostgreSQL: 443 req/s vs bare 4,223 (10.5%; 2.01 vs 0.22 ms, 10.9%), p99 80 ms; paced p99 61 ms;
+  ``--workers 4`` 189 req/s (0.43x), p99 241 ms; 8,219 of 8,219 opted out.
+- In process, the previous stop's code (8e0e107) and main alternating, ``--in-process-only``: one STOP per
+  transaction SQLite 1.66 / 1.52 vs 1.61 / 1.56 ms, PostgreSQL 3.54 / 2.64 vs 2.75 / 2.95 ms; batches of 16
+  SQLite 0.70 / 0.56 vs 0.60 / 0.61 ms, PostgreSQL 0.95 / 0.67 vs 0.73 / 0.90 ms: no regression from this stop's
+  new counts (campaign_status_counts, the chains column) or indexes.
 """
 
 from __future__ import annotations
