@@ -21,9 +21,10 @@ def test_objects_are_frozen_while_a_job_runs_and_released_after() -> None:
 def test_a_freeze_made_by_someone_else_is_left_in_place() -> None:
     gc.freeze()
     try:
-        before = gc.get_freeze_count()
         with heap.frozen():
             pass
-        assert gc.get_freeze_count() == before
+        # Not an equality with the count before: frozen objects freed meanwhile (by another thread of the
+        # test process) leave the permanent generation. Undoing the freeze would empty it.
+        assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
