@@ -13,8 +13,10 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, tuple_, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.sql.operators import custom_op
 
 from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db import bulk
@@ -609,8 +611,16 @@ def _is_join_keyword(body: str, program: Mapping[str, Any]) -> bool:
 
 
 # The campaign this contact last received from the program (attribution for analytics): a scalar subquery
-# of the claim's INSERT, so it costs no round trip of its own.
-def _last_campaign(contact_id: Any, program_id: Any) -> Any:
+# of the claim's INSERT, so it costs no round trip of its own. It must be a search of this contact's messages
+# (ix_messages_contact_time), never of every message sent: on SQLite, whose planner has no statistics to tell
+# the two apart, the status test took ix_messages_claim (status, not_before) and read every sent or delivered
+# message there is, for each reply (after a campaign of 100,000, 100,000 rows per STOP). Its unary "+" keeps
+# the status test off any index (SQLite's documented way to disqualify a term); PostgreSQL's planner has
+# statistics and chooses the contact's index by itself (and has no unary "+" for text).
+def _last_campaign(contact_id: Any, program_id: Any, dialect_name: str = "postgresql") -> Any:
+    status: Any = messages.c.status
+    if dialect_name == "sqlite":
+        status = UnaryExpression(status, operator=custom_op("+"), type_=status.type)
     return (
         select(messages.c.campaign_id)
         .where(
@@ -619,7 +629,7 @@ def _last_campaign(contact_id: Any, program_id: Any) -> Any:
             & messages.c.campaign_id.is_not(None)
             # Not IN (…): an IN list is an "expanding" parameter, rendered into the SQL again on every
             # execution.
-            & ((messages.c.status == "sent") | (messages.c.status == "delivered"))
+            & ((status == "sent") | (status == "delivered"))
         )
         .order_by(messages.c.sent_at.desc().nulls_last(), messages.c.created_at.desc(), messages.c.id.desc())
         .limit(1)
@@ -627,7 +637,6 @@ def _last_campaign(contact_id: Any, program_id: Any) -> Any:
     )
 
 
-_LAST_CAMPAIGN = _last_campaign(bindparam("a_contact"), bindparam("a_program"))
 _CLAIMS: dict[tuple[str, bool], Any] = {}
 
 
@@ -639,7 +648,11 @@ def _claim_statement(dialect_name: str, attributed: bool) -> Any:
         dialect = postgresql if dialect_name == "postgresql" else sqlite
         stmt = dialect.insert(inbound_messages)
         if attributed:
-            stmt = stmt.values(attributed_campaign_id=_LAST_CAMPAIGN)
+            stmt = stmt.values(
+                attributed_campaign_id=_last_campaign(
+                    bindparam("a_contact"), bindparam("a_program"), dialect_name
+                )
+            )
         _CLAIMS[key] = stmt.on_conflict_do_nothing(
             index_elements=["provider", "provider_message_id"]
         ).returning(inbound_messages.c.id)
@@ -726,16 +739,13 @@ def _claim_many(
     # between the look-up of those already there and the insert of the others, and fresh ids can be taken
     # after the largest (bulk.allocate_ids). One executemany then: an INSERT … RETURNING with the attribution
     # subquery went row by row (SQLAlchemy cannot batch such a statement), 16 statements for 16 STOPs.
-    there = {
-        (r.provider, r.provider_message_id)
-        for r in conn.execute(
-            select(inbound_messages.c.provider, inbound_messages.c.provider_message_id).where(
-                tuple_(inbound_messages.c.provider, inbound_messages.c.provider_message_id).in_(
-                    sorted({(sms.provider, sms.provider_message_id) for sms, _, _, _ in claims})
-                )
-            )
-        )
-    }
+    there: set[tuple[str, str]] = set()
+    by_provider: dict[str, set[str]] = {}
+    for sms, _, _, _ in claims:
+        by_provider.setdefault(sms.provider, set()).add(sms.provider_message_id)
+    for provider, ids in sorted(by_provider.items()):
+        found = conn.execute(_CLAIMED, {"provider": provider, "ids": sorted(ids)}).scalars()
+        there.update((provider, message_id) for message_id in found)
     fresh = [claim for claim in claims if (claim[0].provider, claim[0].provider_message_id) not in there]
     ids: dict[tuple[str, str], int] = {}
     rows = []
@@ -752,8 +762,15 @@ def _claim_many(
     return [ids.get((sms.provider, sms.provider_message_id)) for sms, _, _, _ in claims]
 
 
+# Which of a provider's message ids are already claimed: a search of the unique index (provider,
+# provider_message_id) per id. Not a row-value IN ((provider, id), …): SQLite read that as a scan of the whole
+# index, every message ever received, for every batch.
+_CLAIMED = select(inbound_messages.c.provider_message_id).where(
+    (inbound_messages.c.provider == bindparam("provider"))
+    & inbound_messages.c.provider_message_id.in_(bindparam("ids", expanding=True))
+)
 _CLAIM_MANY_SQLITE = sqlite.insert(inbound_messages).values(
-    attributed_campaign_id=_last_campaign(bindparam("a_contact"), bindparam("a_program"))
+    attributed_campaign_id=_last_campaign(bindparam("a_contact"), bindparam("a_program"), "sqlite")
 )
 
 
