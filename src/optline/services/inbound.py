@@ -743,8 +743,8 @@ def _claim_many(
     by_provider: dict[str, set[str]] = {}
     for sms, _, _, _ in claims:
         by_provider.setdefault(sms.provider, set()).add(sms.provider_message_id)
-    for provider, ids in sorted(by_provider.items()):
-        found = conn.execute(_CLAIMED, {"provider": provider, "ids": sorted(ids)}).scalars()
+    for provider, message_ids in sorted(by_provider.items()):
+        found = conn.execute(_CLAIMED, {"provider": provider, "ids": sorted(message_ids)}).scalars()
         there.update((provider, message_id) for message_id in found)
     fresh = [claim for claim in claims if (claim[0].provider, claim[0].provider_message_id) not in there]
     ids: dict[tuple[str, str], int] = {}
