@@ -132,10 +132,12 @@ IN_PROCESS = 30_000_000  # the phone index of the first contact timed in process
 BATCH = 16  # STOPs per transaction in the in-process batched timing (about what 16 connections give)
 
 
-def prepare(db_url: str, people: int, in_process: int, scope: str = "program") -> None:
+def prepare(db_url: str, people: int, in_process: int, scope: str = "program", history: int = 0) -> None:
     """One program with the sender the STOPs are sent to, ``people`` subscribed contacts for the load and
     twice ``in_process`` more for the in-process timings (one by one, then batched). ``scope``: the
-    program's opt-out scope (``brand``, a new program's default, makes every STOP brand-wide)."""
+    program's opt-out scope (``brand``, a new program's default, makes every STOP brand-wide).
+    ``history``: a deployed database's past, as many past replies and sent messages of a campaign (spread
+    over a thousand other people): a plan that reads history instead of an index shows only then."""
     c = build(Settings(env="test", database_url=db_url), clock=SystemClock())
     with c.db.transaction() as conn:
         program = outbound.make_program(conn, c.clock, sender_numbers=[SENDER], optout_scope=scope)
@@ -143,6 +145,8 @@ def prepare(db_url: str, people: int, in_process: int, scope: str = "program") -
             for start in range(first, first + count, 10_000):
                 ids = outbound.insert_contacts(conn, c.clock.now(), start, min(10_000, first + count - start))
                 outbound.subscribe(conn, c.clock, program, ids)
+        if history:
+            _history(conn, c, program, history)
     # The scheduled list review (services/audit.py), as a deployment has it done: else SQLite's in-process
     # worker runs it over every contact right after ``optline serve`` starts, inside the measured rounds
     # (a quarter of the server's samples in a py-spy profile of the first round). It is due again after
@@ -151,6 +155,25 @@ def prepare(db_url: str, people: int, in_process: int, scope: str = "program") -
 
     run_scheduled_audit(c)
     c.close()
+
+
+def _history(conn: Any, c: Any, program: dict[str, Any], n: int) -> None:
+    """``n`` past replies and ``n`` sent messages of one campaign, of 1,000 people who do not reply in the run
+    (kind confirmation: the fatigue counters' triggers make marketing rows slow to insert, and the reads
+    measured here do not ask the kind). Then ANALYZE on PostgreSQL, as autovacuum would have it; SQLite gets
+    none, as in a deployment (optline runs no ANALYZE there)."""
+    from tests.support import outbox_rows
+
+    campaign = outbox_rows.campaign(conn, program, "history", c.clock.now())
+    people = outbound.insert_contacts(conn, c.clock.now(), 40_000_000, 1000)
+    each = max(1, n // len(people))
+    for i, person in enumerate(people[: max(1, n // each)]):
+        outbox_rows.bulk_history(
+            conn, program_id=program["id"], contact_id=person, at=c.clock.now(), messages_=each, events=0,
+            inbound_=each, digests=0, status="sent", campaign_id=campaign["id"], tag=f"hist{i}-",
+        )  # fmt: skip
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ANALYZE")
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
@@ -397,7 +420,7 @@ def run_engine(engine: str, args: argparse.Namespace) -> bool:
     print(f"\n{engine}:", flush=True)
     ok = True
     with fresh_database(engine) as db_url:
-        prepare(db_url, args.contacts, args.in_process, args.optout_scope)
+        prepare(db_url, args.contacts, args.in_process, args.optout_scope, args.history)
         next_phone = 0
         configs = [1] + ([args.workers] if engine == "postgresql" and args.workers > 1 else [])
         answered: list[str] = []
@@ -470,6 +493,12 @@ def main() -> None:
         help="then a burst paced at this many STOPs/s (0: skip), for its p50/p99",
     )
     parser.add_argument("--contacts", type=int, default=20_000, help="subscribed people before the burst")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="past replies and sent campaign messages in the database before the run (a deployment's past)",
+    )
     parser.add_argument("--in-process", type=int, default=300, help="STOPs timed in process after the load")
     parser.add_argument(
         "--defer-sending",
