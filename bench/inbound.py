@@ -80,6 +80,28 @@ over HTTP a request costs 1.3-1.9 ms of which a batch's recording is ~0.5 ms; SQ
 per-statement work is ~15 µs (SQLite) and ~36 µs (PostgreSQL) of CPU over the driver's, i.e. 2-4% of a STOP
 in a batch of 16 and 10-15% of a lone STOP (what ``--workers 4`` and a paced burst take).
 
+Branch inbound-cost (2026-11-30, late; 2 cores shared with two other helpers, load average 6.5-10, so the
+absolute figures are 3-4x a quiet machine's: the bare endpoint took 0.67-0.99 ms CPU per request). Every
+figure above was taken on an empty database. With ``--history 50000`` (50,000 past replies and sent
+messages of a campaign, of other people) two reads of every batch turned out to read history on SQLite,
+whose planner has no statistics (optline runs no ANALYZE): the claim's duplicate look-up, a row-value IN
+((provider, id), ...), scanned the whole unique index of inbound_messages once per batch, and the
+attribution subquery took ix_messages_claim (status) and read every sent message once per STOP. Fixed (the
+look-up is provider = ? AND id IN (...); the attribution's status test is kept off any index with SQLite's
+unary +; tests/integration/test_inbound_plans.py checks every read of a STOP against a history on both
+engines). PostgreSQL's statements are unchanged. ``--engines sqlite --seconds 5 --rounds 2 --burst-rate 0
+--in-process 200 --history 50000``, this branch and main (PYTHONPATH of a main worktree) alternating, two
+runs each:
+- In process, batches of 16: 1.83 / 1.71 ms CPU per STOP vs main 4.29 / 3.86 (2.3x less); one STOP per
+  transaction 5.61 / 6.39 vs 5.39 / 5.95 (no change: its cost at this load hides the attribution's).
+- Over HTTP (the in-process worker sending): 8.01 / 8.54 ms CPU per request vs main 7.16 / 10.61, 10.6% /
+  11.6% of the bare endpoint by CPU vs 9.3% / 7.7%; p99 479 / 369 vs 348 / 409 ms; every 2xx an opt-out in
+  all four runs. At this load the HTTP figures are within the noise of each other; they were not re-taken
+  on a quiet machine.
+- The ASGI app in process (a scratch harness, not kept: 16 concurrent STOPs, no uvicorn, no dispatch worker;
+  50,000 past replies, 3,000 sent messages), two runs each alternating: 2.02 / 2.10 / 2.01 / 1.97 ms CPU per request vs main 4.03 /
+  4.02 / 3.54 / 3.61 (load 5.5); on an empty database 1.60-1.93 vs 1.82-2.38 (load 3).
+
 Merged main at the end of the evening session (2026-11-30; quiet machine, load 0.1-2.1, ``--seconds 6 --rounds
 2``; this machine's bare endpoint costs 0.22-0.23 ms CPU per request, 0.17-0.18 on the earlier one):
 - SQLite: 516 req/s vs bare 3,079 (16.8%; 2.08 vs 0.23 ms CPU per request, 11.3%), p99 73 ms; paced at 100/s
