@@ -98,9 +98,10 @@ runs each:
   11.6% of the bare endpoint by CPU vs 9.3% / 7.7%; p99 479 / 369 vs 348 / 409 ms; every 2xx an opt-out in
   all four runs. At this load the HTTP figures are within the noise of each other; they were not re-taken
   on a quiet machine.
-- The ASGI app in process (a scratch harness, not kept: 16 concurrent STOPs, no uvicorn, no dispatch worker;
-  50,000 past replies, 3,000 sent messages), two runs each alternating: 2.02 / 2.10 / 2.01 / 1.97 ms CPU per request vs main 4.03 /
-  4.02 / 3.54 / 3.61 (load 5.5); on an empty database 1.60-1.93 vs 1.82-2.38 (load 3).
+- The ASGI app in process (a scratch harness, not kept: 16 concurrent STOPs, no uvicorn, no dispatch
+  worker; 50,000 past replies, 3,000 sent messages), two runs each alternating: 2.02 / 2.10 / 2.01 / 1.97
+  ms CPU per request vs main 4.03 / 4.02 / 3.54 / 3.61 (load 5.5); on an empty database 1.60-1.93 vs
+  1.82-2.38 (load 3).
 
 Merged main at the end of the evening session (2026-11-30; quiet machine, load 0.1-2.1, ``--seconds 6 --rounds
 2``; this machine's bare endpoint costs 0.22-0.23 ms CPU per request, 0.17-0.18 on the earlier one):
