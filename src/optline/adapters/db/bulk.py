@@ -127,6 +127,12 @@ def _converter(type_: Any, conn: Connection) -> Callable[[Any], Any] | None:
     return lambda value: formatted(value, value.utcoffset())
 
 
+# SQLite's limit on a statement's parameters (SQLITE_MAX_VARIABLE_NUMBER, 32,766 since 3.32) and the rows
+# per multi-row INSERT (measured: past a few hundred the statement's compile and size gain nothing).
+SQLITE_MAX_VARIABLES = 32766
+SQLITE_ROWS_PER_INSERT = 2000
+
+
 def insert_tuples(
     conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
@@ -148,8 +154,33 @@ def insert_tuples(
             # which lines were imported).
             raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
         return
-    marks = ", ".join("?" * len(columns))
-    conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks})", list(rows))
+    # SQLite: multi-row VALUES, up to SQLITE_ROWS_PER_INSERT rows a statement, not a statement per row. Each
+    # statement of a transaction that may fail part-way (a trigger, a foreign key, a unique index: a ledger
+    # event has all three) first copies every page it will change to a statement journal, which spills to a
+    # temporary file past 64 KiB: executemany wrote ~5 pages of 4 KiB there for every event of an import (10
+    # write calls a row), a sixth of the import process's time. A statement of many rows copies each page
+    # it changes once. The rest after the full batches goes in statements of 2^k rows: few statement texts
+    # per table whatever the row count (the driver keeps prepared statements by their text).
+    width = len(columns)
+    per = max(1, min(SQLITE_ROWS_PER_INSERT, SQLITE_MAX_VARIABLES // width))
+    one = "(" + ", ".join("?" * width) + ")"
+    driver = conn.connection.driver_connection
+    dbapi = conn.dialect.loaded_dbapi
+    statement = ""
+    try:
+        cursor = driver.cursor()  # type: ignore[union-attr]
+        try:
+            at, size = 0, per
+            while at < len(rows):
+                while len(rows) - at < size:
+                    size = 1 << ((len(rows) - at).bit_length() - 1)  # the largest power of two that fits
+                statement = f"INSERT INTO {table} ({names}) VALUES " + ", ".join([one] * size)
+                cursor.execute(statement, [v for row in rows[at : at + size] for v in row])
+                at += size
+        finally:
+            cursor.close()
+    except dbapi.Error as exc:  # raised as SQLAlchemy raises a failed statement (see above)
+        raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
 
 
 def fetch_tuples(conn: Connection, statement: Select[Any]) -> list[tuple[Any, ...]]:
