@@ -1,0 +1,66 @@
+"""bulk.insert_tuples on both engines: every row stored as given, whatever the count (on SQLite rows go in
+multi-row statements of up to SQLITE_ROWS_PER_INSERT rows, the rest in statements of 2^k rows), and a
+failure raised as SQLAlchemy raises one, the caller's transaction rolled back whole."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Column, Engine, Integer, MetaData, Table, Text, func, select
+from sqlalchemy.exc import DBAPIError
+
+from optline.adapters.db import bulk
+from optline.adapters.db.database import make_engine
+
+probe = Table(
+    "probe_insert",
+    MetaData(),
+    Column("n", Integer, primary_key=True),
+    Column("label", Text),
+    Column("x", Text),
+)
+FULL = bulk.SQLITE_ROWS_PER_INSERT
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    e = make_engine(db_url)
+    with e.begin() as conn:
+        probe.create(conn)
+    yield e
+    e.dispose()
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7, FULL - 1, FULL, FULL + 1, 2 * FULL + 37])
+def test_every_row_is_stored_as_given_across_statement_boundaries(engine: Engine, count: int) -> None:
+    rows = [(n, f"row {n}", None if n % 3 else "x'y\"z") for n in range(count)]
+    with engine.begin() as conn:
+        bulk.insert_tuples(conn, probe.name, ["n", "label", "x"], rows)
+    with engine.begin() as conn:
+        stored = [tuple(r) for r in conn.execute(select(probe).order_by(probe.c.n))]
+    assert stored == rows
+
+
+def test_more_columns_than_one_statements_parameters_allow_for_the_full_batch(engine: Engine) -> None:
+    # SQLite: a statement takes at most SQLITE_MAX_VARIABLES parameters; a wide table gets fewer rows each.
+    wide = Table("probe_wide", MetaData(), *(Column(f"c{i}", Integer) for i in range(40)))
+    with engine.begin() as conn:
+        wide.create(conn)
+    rows = [tuple(range(r, r + 40)) for r in range(bulk.SQLITE_MAX_VARIABLES // 40 * 2 + 5)]
+    with engine.begin() as conn:
+        bulk.insert_tuples(conn, wide.name, [f"c{i}" for i in range(40)], rows)
+    with engine.begin() as conn:
+        assert conn.execute(select(func.count()).select_from(wide)).scalar_one() == len(rows)
+        assert conn.execute(select(func.sum(wide.c.c0))).scalar_one() == sum(r[0] for r in rows)
+
+
+def test_a_failing_row_is_raised_as_sqlalchemy_raises_one_and_nothing_is_kept(engine: Engine) -> None:
+    with engine.begin() as conn:
+        bulk.insert_tuples(conn, probe.name, ["n", "label", "x"], [(0, "kept", None)])
+    # The duplicate key comes after a full statement: its rows were written by then, and are rolled back.
+    rows = [(n, "new", None) for n in range(1, FULL + 10)] + [(0, "duplicate", None)]
+    with pytest.raises(DBAPIError), engine.begin() as conn:
+        bulk.insert_tuples(conn, probe.name, ["n", "label", "x"], rows)
+    with engine.begin() as conn:
+        assert [tuple(r) for r in conn.execute(select(probe.c.n, probe.c.label))] == [(0, "kept")]
