@@ -1,9 +1,11 @@
-"""Inserting many rows at once: ``COPY`` on PostgreSQL, ``executemany`` on SQLite.
+"""Inserting many rows at once: ``COPY`` on PostgreSQL, multi-row ``INSERT … VALUES`` on SQLite.
 
 A batched INSERT through psycopg spends most of its time building and splitting one statement with
 thousands of placeholders (~250 µs a row for consent events with RETURNING, measured by
 ``bench/import_contacts.py``); ``COPY`` streams the rows with no statement to parse. On SQLite, SQLAlchemy inserts rows with
-RETURNING one statement at a time; one prepared statement run by ``executemany`` is the fast path there.
+RETURNING one statement at a time; one prepared statement run by ``executemany`` was the fast path there,
+until its statement per row turned out to copy ~5 pages to a statement journal for every ledger event
+(``insert_tuples``): now a statement inserts up to ``SQLITE_ROWS_PER_INSERT`` rows.
 """
 
 from __future__ import annotations
@@ -81,8 +83,8 @@ def insert_values(
     conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
     """Insert tuples of Python values (JSON columns already as JSON text): COPY on PostgreSQL (psycopg adapts
-    the values), one prepared ``executemany`` on SQLite with times converted by the columns' own type, so
-    they are stored exactly as an ordinary insert stores them. No dicts, no defaults: the fast path of
+    the values), multi-row INSERTs on SQLite (``insert_tuples``) with times converted by the columns' own
+    type, so they are stored exactly as an ordinary insert stores them. No dicts, no defaults: the fast path of
     ``copy_rows`` for callers that build every column themselves (an import's million events)."""
     if not rows or conn.dialect.name == "postgresql":
         insert_tuples(conn, table.name, columns, rows)
@@ -136,7 +138,7 @@ SQLITE_ROWS_PER_INSERT = 2000
 def insert_tuples(
     conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
-    """Insert rows of driver-ready values (JSON as text): COPY on PostgreSQL, executemany on SQLite."""
+    """Insert rows of driver-ready values (JSON as text): COPY on PostgreSQL, multi-row INSERTs on SQLite."""
     if not rows:
         return
     names = ", ".join(columns)
