@@ -11,6 +11,7 @@ until its statement per row turned out to copy ~5 pages to a statement journal f
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -129,9 +130,9 @@ def _converter(type_: Any, conn: Connection) -> Callable[[Any], Any] | None:
     return lambda value: formatted(value, value.utcoffset())
 
 
-# SQLite's limit on a statement's parameters (SQLITE_MAX_VARIABLE_NUMBER, 32,766 since 3.32) and the rows
-# per multi-row INSERT (measured: past a few hundred the statement's compile and size gain nothing).
-SQLITE_MAX_VARIABLES = 32766
+# Rows per multi-row INSERT on SQLite (fewer if the library's limit on a statement's parameters says so:
+# 32,766 by default since SQLite 3.32, 999 before). A statement journals each page it changes once, so
+# more rows a statement journal fewer pages; 2,000 rows of an event is ~26,000 parameters.
 SQLITE_ROWS_PER_INSERT = 2000
 
 
@@ -164,9 +165,10 @@ def insert_tuples(
     # it changes once. The rest after the full batches goes in statements of 2^k rows: few statement texts
     # per table whatever the row count (the driver keeps prepared statements by their text).
     width = len(columns)
-    per = max(1, min(SQLITE_ROWS_PER_INSERT, SQLITE_MAX_VARIABLES // width))
-    one = "(" + ", ".join("?" * width) + ")"
     driver = conn.connection.driver_connection
+    most = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]
+    per = max(1, min(SQLITE_ROWS_PER_INSERT, most // width))
+    one = "(" + ", ".join("?" * width) + ")"
     dbapi = conn.dialect.loaded_dbapi
     statement = ""
     try:
