@@ -164,27 +164,30 @@ def insert_tuples(
     # write calls a row), a sixth of the import process's time. A statement of many rows copies each page
     # it changes once. The rest after the full batches goes in statements of 2^k rows: few statement texts
     # per table whatever the row count (the driver keeps prepared statements by their text).
+    # Through the driver's cursor, inside the caller's transaction (every caller holds one): SQLAlchemy would
+    # put the whole statement, thousands of placeholders, in a failure's message.
     width = len(columns)
     driver = conn.connection.driver_connection
     most = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]
     per = max(1, min(SQLITE_ROWS_PER_INSERT, most // width))
     one = "(" + ", ".join("?" * width) + ")"
     dbapi = conn.dialect.loaded_dbapi
-    statement = ""
+    at, size = 0, per
+    cursor = driver.cursor()  # type: ignore[union-attr]
     try:
-        cursor = driver.cursor()  # type: ignore[union-attr]
-        try:
-            at, size = 0, per
-            while at < len(rows):
-                while len(rows) - at < size:
-                    size = 1 << ((len(rows) - at).bit_length() - 1)  # the largest power of two that fits
-                statement = f"INSERT INTO {table} ({names}) VALUES " + ", ".join([one] * size)
-                cursor.execute(statement, [v for row in rows[at : at + size] for v in row])
-                at += size
-        finally:
-            cursor.close()
-    except dbapi.Error as exc:  # raised as SQLAlchemy raises a failed statement (see above)
-        raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
+        while at < len(rows):
+            while len(rows) - at < size:
+                size = 1 << ((len(rows) - at).bit_length() - 1)  # the largest power of two that fits
+            statement = f"INSERT INTO {table} ({names}) VALUES " + ", ".join([one] * size)
+            cursor.execute(statement, [v for row in rows[at : at + size] for v in row])
+            at += size
+    except dbapi.Error as exc:  # raised as SQLAlchemy raises a failed statement (see above), named briefly
+        named = (
+            f"INSERT INTO {table} ({names}) VALUES {one} × {size} (rows {at + 1}–{at + size} of {len(rows)})"
+        )
+        raise DBAPIError.instance(named, None, exc, dbapi.Error) from exc
+    finally:
+        cursor.close()
 
 
 def fetch_tuples(conn: Connection, statement: Select[Any]) -> list[tuple[Any, ...]]:
