@@ -118,7 +118,8 @@ a 16 MiB cache (the staging chunk was re-read from its file on each pass): 47,85
   temporary tables' cache), 499 / 479 MB with the parse workers. Accounting exact in both (figures above).
 - SQLite, 200,000 rows, alternating (main, branch, branch, main), twice: rows/s 2,706 / 3,022 / 3,198 /
   2,443, CPU 33.9 / 25.0 / 24.1 / 35.6 s (load 3.0–5.3); again 2,909 / 2,133 (a test run beside it) / 3,774 /
-  2,591, CPU 32.1 / 24.8 / 22.9 / 36.2 s (load 4.7–7.0): 0.70x the CPU.
+  2,591, CPU 32.1 / 24.8 / 22.9 / 36.2 s (load 4.7–7.0): 0.70x the CPU. The final code (23:22 UTC): 2,711 /
+  3,266 / 3,369 / 2,398, CPU 31.9 / 22.5 / 23.6 / 34.6 s (load 2.6–5.5): 0.69x the CPU, 1.30x the rows/s.
 - PostgreSQL, 200,000 rows (same code on both sides): main 2,003 rows/s, import CPU 16.3 s, server 42.5 s
   (212 µs a row); branch 2,517, 14.5 s, 39.6 s (198 µs a row); load 7.0–7.7. The difference is the load.
 Where PostgreSQL's server time goes (perf, 12 s of the merge of a 200,000-row import, both backends): 51% of
