@@ -103,6 +103,29 @@ figures for the same code (16,856 / 11,728): compare within a run. The full benc
 21x its floor; row-at-a-time 785/s, 13.3x), PostgreSQL 10,675 rows/s (CPU 31.2 s, server 100 µs a row; 72x its
 floor of 771,086/s; row-at-a-time 303/s, 35.2x); peak RSS 264 / 207 MB (482 / 481 MB with the parse workers).
 Accounting exact in every run: 985,024 created, 787,089 consent events, 14,976 rejected (5,007 duplicates).
+
+Round 5 (branch import-speed, 2026-11-30 22:20–23:15 UTC; never quiet: load average 3–12, three helpers on 2
+cores — compare within a run only). Found with strace, not guessed: SQLite's ``executemany`` runs a statement
+per row, and a statement inside a transaction that may fail part-way (an event: a trigger, two foreign keys,
+a unique index) first copies every page it changes to a statement journal, which spills to a temporary file
+past 64 KiB. 50,000 rows on main: 525,406 writes to SQLite's temporary files (10.5 a row; py-spy: pwrite alone
+11% of the import process's samples, inside the events' insert). Now (adapters/db/bulk.py insert_tuples)
+multi-row INSERTs of up to 2,000 rows, the rest in 2^k-row statements, and the import's temporary tables get
+a 16 MiB cache (the staging chunk was re-read from its file on each pass): 47,850 writes and 14,093 reads
+(were 32,293). PostgreSQL's path (COPY) is unchanged. Import process CPU is the steadier figure here:
+- SQLite, 1M rows, branch then main: branch 3,502 rows/s in 285.5 s, CPU 122.1 s (load 5.0 -> 11.7);
+  main 2,432 rows/s in 411.2 s, CPU 186.4 s (load 11.7 -> 9.2): 0.66x the CPU. Peak RSS 293 / 265 MB (the
+  temporary tables' cache), 499 / 479 MB with the parse workers. Accounting exact in both (figures above).
+- SQLite, 200,000 rows, alternating (main, branch, branch, main), twice: rows/s 2,706 / 3,022 / 3,198 /
+  2,443, CPU 33.9 / 25.0 / 24.1 / 35.6 s (load 3.0–5.3); again 2,909 / 2,133 (a test run beside it) / 3,774 /
+  2,591, CPU 32.1 / 24.8 / 22.9 / 36.2 s (load 4.7–7.0): 0.70x the CPU. The final code (23:22 UTC): 2,711 /
+  3,266 / 3,369 / 2,398, CPU 31.9 / 22.5 / 23.6 / 34.6 s (load 2.6–5.5): 0.69x the CPU, 1.30x the rows/s.
+- PostgreSQL, 200,000 rows (same code on both sides): main 2,003 rows/s, import CPU 16.3 s, server 42.5 s
+  (212 µs a row); branch 2,517, 14.5 s, 39.6 s (198 µs a row); load 7.0–7.7. The difference is the load.
+Where PostgreSQL's server time goes (perf, 12 s of the merge of a 200,000-row import, both backends): 51% of
+the samples in the foreign-key checks at the end of each COPY (AfterTriggerEndQuery: one SPI query per key
+per row, six a row), of which 19% is setting up each check's executor (ExecInitLockRows 15%), not the index
+probe; index inserts 23%; WAL 3.5%; parsing COPY's text 4%. None of it goes without a constraint.
 """
 
 from __future__ import annotations

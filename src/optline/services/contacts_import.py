@@ -6,7 +6,7 @@ Two phases, on one connection:
    input refused with its line), each row parsed in Python (phone, dates, evidence) — for files from
    ``PARALLEL_FROM_BYTES`` in worker processes, one per core (``adapters/worker_pool``: the rows come back
    in file order; reading and writing stay in this process) — and written to a temporary staging table —
-   by ``COPY`` on PostgreSQL, by ``executemany`` on SQLite. Rows that cannot be
+   by ``COPY`` on PostgreSQL, by multi-row ``INSERT`` on SQLite (``adapters/db/bulk``). Rows that cannot be
    imported go to the rejects file with their line and reason. Nothing outside the staging table is written
    yet, so a file that turns out to be unreadable at its last line leaves nothing behind: the import is
    refused as a whole (``ImportError_``) and the error names what and where. Duplicates within the file are

@@ -1,14 +1,17 @@
-"""Inserting many rows at once: ``COPY`` on PostgreSQL, ``executemany`` on SQLite.
+"""Inserting many rows at once: ``COPY`` on PostgreSQL, multi-row ``INSERT … VALUES`` on SQLite.
 
 A batched INSERT through psycopg spends most of its time building and splitting one statement with
 thousands of placeholders (~250 µs a row for consent events with RETURNING, measured by
 ``bench/import_contacts.py``); ``COPY`` streams the rows with no statement to parse. On SQLite, SQLAlchemy inserts rows with
-RETURNING one statement at a time; one prepared statement run by ``executemany`` is the fast path there.
+RETURNING one statement at a time; one prepared statement run by ``executemany`` was the fast path there,
+until its statement per row turned out to copy ~5 pages to a statement journal for every ledger event
+(``insert_tuples``): now a statement inserts up to ``SQLITE_ROWS_PER_INSERT`` rows.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -81,8 +84,8 @@ def insert_values(
     conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
     """Insert tuples of Python values (JSON columns already as JSON text): COPY on PostgreSQL (psycopg adapts
-    the values), one prepared ``executemany`` on SQLite with times converted by the columns' own type, so
-    they are stored exactly as an ordinary insert stores them. No dicts, no defaults: the fast path of
+    the values), multi-row INSERTs on SQLite (``insert_tuples``) with times converted by the columns' own
+    type, so they are stored exactly as an ordinary insert stores them. No dicts, no defaults: the fast path of
     ``copy_rows`` for callers that build every column themselves (an import's million events)."""
     if not rows or conn.dialect.name == "postgresql":
         insert_tuples(conn, table.name, columns, rows)
@@ -127,10 +130,16 @@ def _converter(type_: Any, conn: Connection) -> Callable[[Any], Any] | None:
     return lambda value: formatted(value, value.utcoffset())
 
 
+# Rows per multi-row INSERT on SQLite (fewer if the library's limit on a statement's parameters says so:
+# 32,766 by default since SQLite 3.32, 999 before). A statement journals each page it changes once, so
+# more rows a statement journal fewer pages; 2,000 rows of an event is ~26,000 parameters.
+SQLITE_ROWS_PER_INSERT = 2000
+
+
 def insert_tuples(
     conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
-    """Insert rows of driver-ready values (JSON as text): COPY on PostgreSQL, executemany on SQLite."""
+    """Insert rows of driver-ready values (JSON as text): COPY on PostgreSQL, multi-row INSERTs on SQLite."""
     if not rows:
         return
     names = ", ".join(columns)
@@ -148,8 +157,37 @@ def insert_tuples(
             # which lines were imported).
             raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
         return
-    marks = ", ".join("?" * len(columns))
-    conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks})", list(rows))
+    # SQLite: multi-row VALUES, up to SQLITE_ROWS_PER_INSERT rows a statement, not a statement per row. Each
+    # statement of a transaction that may fail part-way (a trigger, a foreign key, a unique index: a ledger
+    # event has all three) first copies every page it will change to a statement journal, which spills to a
+    # temporary file past 64 KiB: executemany wrote ~5 pages of 4 KiB there for every event of an import (10
+    # write calls a row), a sixth of the import process's time. A statement of many rows copies each page
+    # it changes once. The rest after the full batches goes in statements of 2^k rows: few statement texts
+    # per table whatever the row count (the driver keeps prepared statements by their text).
+    # Through the driver's cursor, inside the caller's transaction (every caller holds one): SQLAlchemy would
+    # put the whole statement, thousands of placeholders, in a failure's message.
+    width = len(columns)
+    driver = conn.connection.driver_connection
+    most = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[union-attr]
+    per = max(1, min(SQLITE_ROWS_PER_INSERT, most // width))
+    one = "(" + ", ".join("?" * width) + ")"
+    dbapi = conn.dialect.loaded_dbapi
+    at, size = 0, per
+    cursor = driver.cursor()  # type: ignore[union-attr]
+    try:
+        while at < len(rows):
+            while len(rows) - at < size:
+                size = 1 << ((len(rows) - at).bit_length() - 1)  # the largest power of two that fits
+            statement = f"INSERT INTO {table} ({names}) VALUES " + ", ".join([one] * size)
+            cursor.execute(statement, [v for row in rows[at : at + size] for v in row])
+            at += size
+    except dbapi.Error as exc:  # raised as SQLAlchemy raises a failed statement (see above), named briefly
+        named = (
+            f"INSERT INTO {table} ({names}) VALUES {one} × {size} (rows {at + 1}–{at + size} of {len(rows)})"
+        )
+        raise DBAPIError.instance(named, None, exc, dbapi.Error) from exc
+    finally:
+        cursor.close()
 
 
 def fetch_tuples(conn: Connection, statement: Select[Any]) -> list[tuple[Any, ...]]:
@@ -198,26 +236,32 @@ def allocate_ids(conn: Connection, table: Table, count: int) -> list[int]:
 
 
 @contextmanager
-def large_cache(conn: Connection, mib: int = 64) -> Iterator[None]:
-    """SQLite: a page cache of ``mib`` MiB for this connection while inside (default 2 MiB), restored after.
+def large_cache(conn: Connection, mib: int = 64, temp_mib: int = 16) -> Iterator[None]:
+    """SQLite: a page cache of ``mib`` MiB for this connection's database and ``temp_mib`` MiB for its
+    temporary tables while inside (default 2 MiB each), restored after.
 
     An import grows half a dozen B-trees by a million keys each; with the default cache most of those
-    inserts re-read pages through the operating system. Durability is unchanged (a cache, not a pragma
-    about syncing). PostgreSQL: nothing (shared_buffers is the server's)."""
+    inserts re-read pages through the operating system. Its staging table (temporary) is read four times a
+    chunk: a chunk's rows (~3.5 MB) outgrew the default cache, and every pass read them again from the
+    temporary file. Durability is unchanged (a cache, not a pragma about syncing). PostgreSQL: nothing
+    (shared_buffers is the server's)."""
     if conn.dialect.name != "sqlite":
         yield
         return
     driver = conn.connection.driver_connection
     assert driver is not None
-    before = driver.execute("PRAGMA cache_size").fetchone()[0]
-    driver.execute(
-        f"PRAGMA cache_size={-1024 * mib}"
-    )  # negative: KiB (sqlite.org/pragma.html#pragma_cache_size)
+    before = {
+        schema: driver.execute(f"PRAGMA {schema}.cache_size").fetchone()[0] for schema in ("main", "temp")
+    }
+    # negative: KiB (sqlite.org/pragma.html#pragma_cache_size)
+    driver.execute(f"PRAGMA main.cache_size={-1024 * mib}")
+    driver.execute(f"PRAGMA temp.cache_size={-1024 * temp_mib}")
     try:
         yield
     finally:
         if not conn.invalidated:
-            driver.execute(f"PRAGMA cache_size={int(before)}")
+            for schema, size in before.items():
+                driver.execute(f"PRAGMA {schema}.cache_size={int(size)}")
 
 
 def unnested(table: Table, columns: Sequence[str], name: str = "u") -> Any:

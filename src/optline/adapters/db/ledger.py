@@ -112,7 +112,7 @@ def insert_events(conn: Connection, events: list[dict[str, Any]]) -> None:
     if not events:
         return
     if len(events) >= bulk.COPY_FROM or (len(events) > 1 and conn.dialect.name == "sqlite"):
-        # An import's thousands of events: ids allocated first, then one COPY (or executemany on SQLite).
+        # An import's thousands of events: ids allocated first, then one COPY (multi-row INSERTs on SQLite).
         # SQLite, any batch: its INSERT … RETURNING in parameter order went row by row (16 statements for a
         # burst's 16 STOPs); the ids after the largest are safe there under the write lock (BEGIN IMMEDIATE).
         for event, event_id in zip(events, bulk.allocate_ids(conn, consent_events, len(events)), strict=True):
