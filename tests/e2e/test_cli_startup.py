@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-# Loaded only by the commands that need them: serving, sending, classifying, state lookups, PDF, metrics.
+# Loaded only by the commands that need them: serving, sending, classifying, state lookups, PDF, metrics,
+# migrating.
 HEAVY = (
     "fastapi",
     "starlette",
@@ -26,6 +27,7 @@ HEAVY = (
     "phonenumbers.geocoder",
     "fpdf",
     "prometheus_client",
+    "alembic",  # a database already at the newest revision is not migrated (adapters/db/database.py)
 )
 
 # Runs the command in this process (as ``python -m optline`` does), then reports what it loaded.
