@@ -223,14 +223,14 @@ def test_create_and_revoke_an_api_key(console: Console) -> None:
         page.click("text=Create key")
     key = page.inner_text("[data-testid=new-key]")
     auth = {"Authorization": f"Bearer {key}"}
-    assert httpx.get(console.server.url + "/v1/campaigns", headers=auth).status_code == 200
+    assert httpx.get(console.server.url + "/v1/campaigns", headers=auth, timeout=30).status_code == 200
     page.goto(console.server.url + "/dashboard/api-keys")
     assert key not in page.content()  # shown once
     _shot(page, "console-api-keys-desktop")
     with page.expect_navigation():
         page.click("button[aria-label='Revoke checkout']")
     assert "Key revoked" in page.inner_text("main") and "revoked" in page.inner_text("table")
-    assert httpx.get(console.server.url + "/v1/campaigns", headers=auth).status_code == 401
+    assert httpx.get(console.server.url + "/v1/campaigns", headers=auth, timeout=30).status_code == 401
     watch.check("api keys")
     context.close()
 

@@ -43,11 +43,11 @@ def test_log_lines_are_json_with_the_request_id_and_no_bodies_or_secrets(live: C
         stop, stop_signed = post("STOP", "SMlog1", **{"X-Request-ID": "req-stop-1"})
         question, question_signed = post(f"Is the {SECRET_WORD} sale on Friday?", "SMlog2")
         forged, _ = post("STOP", "SMlog3", **{"X-Request-ID": "req-forged", "x-twilio-signature": "forged"})
-        junk = httpx.get(server.url + "/healthz", headers={"X-Request-ID": 'x", "level": "ERROR'})
-        scraped = httpx.get(server.url + "/metrics")
+        junk = httpx.get(server.url + "/healthz", headers={"X-Request-ID": 'x", "level": "ERROR'}, timeout=30)
+        scraped = httpx.get(server.url + "/metrics", timeout=30)
         server.process.terminate()
         assert server.process.wait(timeout=60) == 0
-        deadline = time.monotonic() + 10  # the last lines reach the test's reader thread
+        deadline = time.monotonic() + 60  # the last lines reach the test's reader thread
         while not any("Finished server process" in line for line in server.output):
             assert time.monotonic() < deadline, "".join(server.output)
             time.sleep(0.02)

@@ -51,7 +51,10 @@ def test_serve_reports_the_workers_provider_calls(
     assert len(fake_server.received) == 7
 
     with serve(live.settings.database_url, **env) as server:
-        assert httpx.post(server.url + "/webhooks/twilio/sms", data={"Body": "STOP"}).status_code == 403
+        assert (
+            httpx.post(server.url + "/webhooks/twilio/sms", data={"Body": "STOP"}, timeout=30).status_code
+            == 403
+        )
         scraped = httpx.get(server.url + "/metrics", timeout=30)
     assert scraped.status_code == 200
     samples = {

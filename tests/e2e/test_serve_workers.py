@@ -54,7 +54,7 @@ def test_serve_workers_answer_and_every_stop_lands(pg_live: Container) -> None:
         assert codes == [200] * PEOPLE
 
         # Each process counted its own requests; /metrics (multiprocess mode) adds them up, whichever answers.
-        text = httpx.get(server.url + "/metrics", timeout=10).text
+        text = httpx.get(server.url + "/metrics", timeout=30).text
         recorded = re.search(
             r'optline_webhook_requests_total\{kind="sms",outcome="recorded",provider="twilio"\} (\S+)', text
         )

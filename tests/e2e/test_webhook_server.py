@@ -71,11 +71,11 @@ def test_signed_stop_unsubscribes_before_the_200(server: tuple[str, dict[str, st
     headers = {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
 
     forged = httpx.post(
-        url, content=urlencode({**params, "From": "+14155550199"}), headers=headers, timeout=10
+        url, content=urlencode({**params, "From": "+14155550199"}), headers=headers, timeout=30
     )
     assert forged.status_code == 403
 
-    response = httpx.post(url, content=urlencode(params), headers=headers, timeout=10)
+    response = httpx.post(url, content=urlencode(params), headers=headers, timeout=30)
     assert response.status_code == 200 and "<Response/>" in response.text
     assert status_of(env) == "unsubscribed"  # committed before the answer
 

@@ -64,14 +64,18 @@ def statuses(container: Container) -> list[Any]:
 def test_a_429_pauses_the_sender_for_every_worker(live: Container, fake: fp.FakeProviders) -> None:
     outbound.seed(live, 6, time_zone=outbound.zone_where(True), us_state=None)
     start_campaign(live)
-    fake.fail(status=429, retry_after=3, body=THROTTLED, to=outbound.phone(0))
+    # The other worker must claim while the pause outlasts its 1 s window: 8 s leaves a loaded machine
+    # 7 s between the 429 and that claim.
+    fake.fail(status=429, retry_after=8, body=THROTTLED, to=outbound.phone(0))
     first = worker(live, fake, "w1", batch_size=1)
-    second = worker(live, fake, "w2", batch_size=10, send_window=1.0)  # the 3 s pause outlasts its window
+    second = worker(live, fake, "w2", batch_size=10, send_window=1.0)
+    before = time.time()
     got = first.run_once(top_up=False)
     assert got.retried == 1 and not fake.received  # the one call was refused: 429
     with live.db.read() as conn:
         pause = conn.execute(select(sender_limits)).one()
-    assert pause.paused_until > time.time() + 2 and "throttled" in (pause.pause_reason or "")
+    # Paused for the provider's 8 s from the 429 (which came after ``before``), however long that took.
+    assert pause.paused_until >= before + 7.99 and "throttled" in (pause.pause_reason or "")
     throttled = statuses(live)[0]
     assert throttled.status == "queued" and throttled.attempts == 0 and throttled.handed_over_at is None
     # The other worker claims the rest while the sender is paused: nothing is sent, all back unchecked.
@@ -167,8 +171,9 @@ def test_no_call_begins_after_the_deadline_or_the_check_age_bound(fake: fp.FakeP
     late = Handover(2, sms, None, "+14155550100", slot=time.time() + 1.0)
     pool.submit(2, [late], Run(deadline=now + 60, checked_at=now, max_check_age=0.5))
     on_time = Handover(3, sms, None, "+14155550100", slot=time.time() + 0.2)
-    pool.submit(3, [on_time], Run(deadline=now + 60, checked_at=now, max_check_age=5))
-    results = dict(pool.results.get(timeout=10) for _ in range(3))
+    # A check age bound far beyond the slot: the call goes however late a loaded machine runs it.
+    pool.submit(3, [on_time], Run(deadline=now + 60, checked_at=now, max_check_age=60))
+    results = dict(pool.results.get(timeout=60) for _ in range(3))
     pool.close()
     assert results[1].expired and results[2].expired and results[3].provider_id
     assert len(fake.received) == 1
@@ -180,10 +185,14 @@ def test_a_reply_goes_before_campaign_calls_already_queued() -> None:
         # The reply is submitted once the first campaign call has reached the provider (not after a sleep,
         # which a loaded machine may outlast before the calling task has even begun).
         first_call_arrived = threading.Event()
+        reply_queued = threading.Event()
         provider_wait = fake.state.wait
 
         def arrive() -> None:
             first_call_arrived.set()
+            # The first call is held at the provider until the reply is queued: otherwise a test thread
+            # that a loaded machine delays by more than the call's 50 ms lets campaign call 2 go first.
+            reply_queued.wait(60)
             provider_wait()
 
         fake.state.wait = arrive  # type: ignore[method-assign]
@@ -200,7 +209,8 @@ def test_a_reply_goes_before_campaign_calls_already_queued() -> None:
         pool.submit(1, [call(n) for n in range(1, 7)], run)
         assert first_call_arrived.wait(30)  # the first campaign call is on its way
         pool.submit(2, [call(99, reply=True)], run)
-        results = [pool.results.get(timeout=10) for _ in range(7)]
+        reply_queued.set()
+        results = [pool.results.get(timeout=60) for _ in range(7)]
         pool.close()
     assert all(d.provider_id for _, d in results)
     assert [m["body"] for m in fake.received][:2] == ["m1", "m99"]

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import httpx
-
 from optline.domain.checkpoint import Checkpoint, CheckpointError, parse
 
 
@@ -23,6 +21,8 @@ def shown(target: str) -> str:
     """The log's name for messages: a URL without user:password@."""
     if not is_url(target):
         return target
+    import httpx  # only for a URL: a file log, and every CLI start, need not load it (~0.1 s)
+
     url = httpx.URL(target)
     return str(url.copy_with(username=None, password=None)) if url.userinfo else target
 
@@ -31,6 +31,8 @@ def append(target: str, checkpoint: Checkpoint) -> None:
     """One line per checkpoint, written and fsynced (file), or POSTed as JSON (URL, 2xx required)."""
     line = checkpoint.to_json()
     if is_url(target):
+        import httpx  # only for a URL: a file log, and every CLI start, need not load it (~0.1 s)
+
         try:
             response = httpx.post(
                 target, content=line.encode(), headers={"content-type": "application/json"}, timeout=10.0

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 import phonenumbers
-from phonenumbers import PhoneMetadata, PhoneNumberType, geocoder
+from phonenumbers import PhoneMetadata, PhoneNumberType
 from phonenumbers import timezone as pn_timezone
 from phonenumbers.phonenumberutil import _number_type_helper, national_significant_number
 
@@ -299,6 +299,9 @@ def read_sender(raw: str, default_region: str = "US") -> str | None:
 
 
 def _us_state(number: phonenumbers.PhoneNumber) -> str | None:
+    # Imported here: its data costs ~0.5 s per process start, and lookups are cached per NANP prefix above.
+    from phonenumbers import geocoder
+
     description = geocoder.description_for_number(number, "en")
     if description in US_STATES:
         return US_STATES[description]

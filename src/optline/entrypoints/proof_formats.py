@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 Format = Literal["text", "json", "html", "pdf"]
 FORMATS: tuple[str, ...] = ("text", "json", "html", "pdf")
@@ -16,8 +16,11 @@ MEDIA_TYPES = {"text": "text/plain; charset=utf-8", "json": "application/json", 
 # A Unicode TrueType font for the PDF (evidence is in any language). Debian: fonts-dejavu-core.
 FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/local/share/fonts/truetype/dejavu"))
 
+# The directory, not PackageLoader("optline.entrypoints.web"): that imports the web package (FastAPI and the
+# whole dashboard, ~0.5 s) in every CLI start, since the proof command imports this module.
 _env = Environment(
-    loader=PackageLoader("optline.entrypoints.web", "templates"), autoescape=select_autoescape(["html"])
+    loader=FileSystemLoader(Path(__file__).parent / "web" / "templates"),
+    autoescape=select_autoescape(["html"]),
 )
 
 

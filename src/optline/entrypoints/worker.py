@@ -1,19 +1,18 @@
-"""The dispatch worker: ``optline worker`` (any number, on PostgreSQL) or a thread inside ``optline serve``
-(SQLite: one in-process worker). Also records the ledger digest periodically, and writes a signed ledger
-checkpoint every OPTLINE_LEDGER_CHECKPOINT_MINUTES when a checkpoint log is configured (services.checkpoints).
+"""The dispatch worker: ``optline worker`` (its command is in entrypoints/cli/server.py; any number, on
+PostgreSQL) or a thread inside ``optline serve`` (SQLite: one in-process worker). Also records the ledger
+digest periodically, and writes a signed ledger checkpoint every OPTLINE_LEDGER_CHECKPOINT_MINUTES when a
+checkpoint log is configured (services.checkpoints).
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
-import typer
 
 from optline.adapters import ledger_signing
 from optline.adapters.db import ledger, rollups
@@ -28,8 +27,6 @@ HOUSEKEEPING_EVERY_SECONDS = 60.0
 # them so a worker restarted often still purges.
 RETENTION_EVERY_SECONDS = 3600.0
 RETENTION_LEASE = "retention"  # adapters/db/leases.py: one worker purges at a time
-
-app = typer.Typer()
 
 
 def dispatcher_for(container: Container, worker_id: str | None = None) -> Dispatcher:
@@ -265,31 +262,6 @@ def start_thread(container: Container) -> tuple[threading.Thread, threading.Even
     thread = threading.Thread(target=run, args=(container, stop), name="optline-worker", daemon=True)
     thread.start()
     return thread, stop
-
-
-@app.command()
-def worker(
-    once: bool = typer.Option(False, help="stop when nothing is due instead of waiting for more"),
-) -> None:
-    """Send queued messages (run as many as the provider allows on PostgreSQL; one on SQLite)."""
-    from optline.entrypoints.cli.common import console, container
-    from optline.logs import configure
-
-    c = container()
-    require_checkpoint_configuration(c)
-    configure(c.settings.effective_log_format)
-    stop = threading.Event()
-    # SIGTERM (a service manager, `docker stop`) or Ctrl-C: the batch in hand is handed over and recorded
-    # (run() ends its loop, then Dispatcher.close), then the process exits 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    console.print(f"[bold]optline worker[/bold] (provider: {c.settings.provider})")
-    total = run(c, stop, once=once)
-    console.print(
-        f"sent {total.sent}, suppressed {total.suppressed}, deferred {total.deferred}, "
-        f"skipped {total.skipped}, retried {total.retried}, failed {total.failed}"
-    )
-    c.close()
 
 
 def require_checkpoint_configuration(c: Container) -> None:

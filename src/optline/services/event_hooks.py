@@ -22,9 +22,8 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from sqlalchemy import Connection, Engine, Select, event, insert, select, update
 
 from optline.adapters.clock import Clock, as_utc
@@ -32,6 +31,9 @@ from optline.adapters.db.database import Database, one_of
 from optline.adapters.db.tables import messages, webhook_attempts, webhook_deliveries, webhook_endpoints
 from optline.adapters.secret_box import SecretBox, SecretBoxError, is_sealed
 from optline.domain import event_hooks as rules
+
+if TYPE_CHECKING:  # at run time only the deliverer needs httpx (post): emit() runs in every CLI command
+    import httpx
 
 log = logging.getLogger("optline.event_hooks")
 
@@ -327,6 +329,8 @@ def post(
     client: httpx.Client, clock: Clock, delivery: Mapping[str, Any], secret: str, timeout: float
 ) -> Attempt:
     """Sign ``delivery`` with its endpoint's ``secret`` (in clear) and send it."""
+    import httpx  # imported by the caller already (it made ``client``): a lookup, not a load
+
     body = delivery["body"].encode()
     timestamp = int(clock.now().timestamp())
     headers = rules.headers(secret, delivery["message_id"], timestamp, body)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -21,9 +22,14 @@ from optline.adapters.db.tables import user_sessions, users
 
 MIN_PASSWORD_LENGTH = 10
 _hasher = PasswordHasher()
-# Verifying against this when the user does not exist costs the same time as a real check, so response
-# times do not tell an attacker which usernames exist.
-_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+@cache
+def dummy_hash() -> str:
+    """Verifying against this when the user does not exist costs the same time as a real check, so response
+    times do not tell an attacker which usernames exist. Made on first use, not at import: hashing costs
+    ~0.2 s, which every CLI start would pay (the web app warms it before its first request)."""
+    return _hasher.hash("not-a-real-password")
 
 
 class UserError(ValueError):
@@ -84,7 +90,7 @@ def create_first_admin(conn: Connection, clock: Clock) -> tuple[str, str] | None
 def authenticate(conn: Connection, clock: Clock, username: str, password: str) -> dict[str, Any] | None:
     row = conn.execute(select(users).where(users.c.username == username.strip())).first()
     try:
-        _hasher.verify(row.password_hash if row else _DUMMY_HASH, password)
+        _hasher.verify(row.password_hash if row else dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return None
     if row is None or row.disabled_at is not None:

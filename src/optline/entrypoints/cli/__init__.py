@@ -8,7 +8,6 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from optline.entrypoints import worker as worker_entry
 from optline.entrypoints.cli import apikeys, contacts, help_format, ledger, programs, server, signups
 from optline.entrypoints.cli import audit as audit_cli
 from optline.entrypoints.cli import campaigns as campaigns_cli
@@ -54,7 +53,6 @@ app.add_typer(apikeys.app, name="apikey")
 app.add_typer(signups.app, name="signups")
 programs.app.command("disclosure")(signups.disclosure)
 app.add_typer(campaigns_cli.app, name="campaigns")
-app.registered_commands += worker_entry.app.registered_commands
 app.registered_commands += inbound_cli.classify_app.registered_commands
 app.add_typer(inbound_cli.app, name="inbound")
 app.registered_commands += report_cli.app.registered_commands

@@ -25,7 +25,6 @@ from optline.entrypoints.cli.common import console, container, fail, show_import
 from optline.services import contacts as contact_service
 from optline.services import imports
 from optline.services.contacts_import import ImportError_
-from optline.services.dashboard import contact_timeline
 from optline.services.programs import require_program
 
 app = typer.Typer(help="Contacts: import lists, look people up.", no_args_is_help=True)
@@ -103,6 +102,9 @@ def show(
     limit: int = typer.Option(100, min=1, max=10000, help="at most this many timeline entries, newest kept"),
 ) -> None:
     """A contact: subscriptions by program, and the consent ledger and every message in and out, in order."""
+    # Imported here: the dashboard's queries pull in the reply classifier (its lexicons load at import).
+    from optline.services.dashboard import contact_timeline
+
     if fmt not in ("table", "json"):
         fail(f"--format must be table or json, not {fmt!r}")
     c = container()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from optline.entrypoints.cli.common import console, container, fail
-from optline.services import demo as demo_service
 
 app = typer.Typer()
 
@@ -16,6 +15,10 @@ def demo(
     seed: int = typer.Option(7, help="random seed (the same seed gives the same demo)"),
 ) -> None:
     """Load a demo brand: contacts with consent, two campaigns through the simulator, and their replies."""
+    # Imported here: it sends through the dispatch path (aiohttp and the providers), which no other
+    # command of this process needs.
+    from optline.services import demo as demo_service
+
     c = container()
     try:
         s = demo_service.load(c, contacts=contacts, seed=seed)

@@ -20,7 +20,6 @@ from optline.adapters.providers.webhook_request import (
     WebhookRequest,
     public_url,
 )
-from optline.domain.classify import classify as classify_text
 from optline.domain.phones import InvalidPhoneNumber, normalize
 from optline.entrypoints.cli.common import console, container, fail
 
@@ -36,6 +35,9 @@ def classify(
     ),
 ) -> None:
     """Classify replies: one JSON object per input line (text, intent, confidence, language, reason, review)."""
+    # Imported here: the classifier loads its lexicons at import (~0.2 s), which other commands need not pay.
+    from optline.domain.classify import classify as classify_text
+
     if file in (None, "-"):
         # Bytes that are not UTF-8 become U+FFFD rather than a traceback halfway through a file.
         stream: TextIO = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")

@@ -183,3 +183,29 @@ def _first_run_admin(c: Container, base: str) -> None:
         f"[bold yellow]first run:[/bold yellow] created user [bold]{name}[/bold] with one-time password "
         f"[bold]{password}[/bold] (you choose your own at first sign-in)"
     )
+
+
+@app.command()
+def worker(
+    once: bool = typer.Option(False, help="stop when nothing is due instead of waiting for more"),
+) -> None:
+    """Send queued messages (run as many as the provider allows on PostgreSQL; one on SQLite)."""
+    # Imported here: the dispatch path (providers, aiohttp, httpx) is ~1 s of imports no other command needs.
+    from optline.entrypoints.worker import require_checkpoint_configuration, run
+    from optline.logs import configure
+
+    c = container()
+    require_checkpoint_configuration(c)
+    configure(c.settings.effective_log_format)
+    stop = threading.Event()
+    # SIGTERM (a service manager, `docker stop`) or Ctrl-C: the batch in hand is handed over and recorded
+    # (run() ends its loop, then Dispatcher.close), then the process exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print(f"[bold]optline worker[/bold] (provider: {c.settings.provider})")
+    total = run(c, stop, once=once)
+    console.print(
+        f"sent {total.sent}, suppressed {total.suppressed}, deferred {total.deferred}, "
+        f"skipped {total.skipped}, retried {total.retried}, failed {total.failed}"
+    )
+    c.close()
