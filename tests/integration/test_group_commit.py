@@ -37,10 +37,11 @@ def _committed(container: Container) -> set[str]:
         return set(conn.execute(select(rate_limit_hits.c.key)).scalars())
 
 
-def _blocked_first(release: threading.Event) -> Callable[[Connection], str]:
+def _blocked_first(entered: threading.Event, release: threading.Event) -> Callable[[Connection], str]:
     """A unit that holds the writer until ``release``: whatever is submitted meanwhile forms the next batch."""
 
     def unit(conn: Connection) -> str:
+        entered.set()
         assert release.wait(30)
         return _write("first")(conn)
 
@@ -51,7 +52,7 @@ def _run(container: Container, units: list[Callable[[Connection], str]]) -> tupl
     """Submit ``units`` after a first one that holds the writer; returns each outcome (result or exception)
     and what another connection saw committed at the moment each caller was answered."""
     group = GroupCommit(container.db, writers=1)  # (PostgreSQL's several writers would share the queue)
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
     seen: list[set[str]] = [set() for _ in units]
 
     async def one(i: int, unit: Callable[[Connection], str]) -> str:
@@ -60,10 +61,12 @@ def _run(container: Container, units: list[Callable[[Connection], str]]) -> tupl
         return result
 
     async def main() -> list[Any]:
-        first = asyncio.create_task(group.run(_blocked_first(release)))
-        await asyncio.sleep(0.05)  # the writer has taken the first unit and waits in it
+        first = asyncio.create_task(group.run(_blocked_first(entered, release)))
+        # Events, not sleeps: a loaded machine may take longer than any sleep to start the writer thread.
+        assert await asyncio.to_thread(entered.wait, 30)  # the writer has taken the first unit, waits in it
         rest = [asyncio.create_task(one(i, u)) for i, u in enumerate(units)]
-        await asyncio.sleep(0.05)  # all of them queued behind it
+        await asyncio.sleep(0)  # each task's first step puts its unit on the queue (no await before the put)
+        assert group.queued() == len(units)
         release.set()
         await first
         return list(await asyncio.gather(*rest, return_exceptions=True))

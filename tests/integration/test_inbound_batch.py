@@ -260,8 +260,9 @@ def test_a_batch_delivered_again_is_recorded_once(container: Container) -> None:
         assert len(conn.execute(select(messages.c.id).where(messages.c.kind == "confirmation")).all()) == 6
 
 
-def _held_writer(group: GroupCommit, release: threading.Event) -> Any:
+def _held_writer(group: GroupCommit, entered: threading.Event, release: threading.Event) -> Any:
     def unit(conn: Connection) -> None:
+        entered.set()
         assert release.wait(30)
 
     return group.run(unit)
@@ -270,13 +271,14 @@ def _held_writer(group: GroupCommit, release: threading.Event) -> Any:
 def _burst(container: Container, units: list[Callable[[Connection], Any]]) -> list[Any]:
     """Queue ``units`` behind a unit that holds the writer, so that they form one batch."""
     group = GroupCommit(container.db, writers=1)
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
     async def main() -> list[Any]:
-        first = asyncio.create_task(_held_writer(group, release))
-        await asyncio.sleep(0.05)
+        first = asyncio.create_task(_held_writer(group, entered, release))
+        assert await asyncio.to_thread(entered.wait, 30)  # the writer is inside the first unit (no sleep)
         rest = [asyncio.create_task(group.run(u)) for u in units]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # each task's first step queues its unit
+        assert group.queued() == len(units)
         release.set()
         await first
         return list(await asyncio.gather(*rest, return_exceptions=True))

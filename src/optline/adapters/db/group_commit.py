@@ -81,6 +81,10 @@ class GroupCommit:
         self._start()  # after the put: a writer that is just leaving checks the queue under the same lock
         return await future
 
+    def queued(self) -> int:
+        """Units waiting for a writer (not yet taken into a batch)."""
+        return self._queue.qsize()
+
     def _start(self) -> None:
         if self._live >= self._writers:
             return
