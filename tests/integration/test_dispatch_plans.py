@@ -1,6 +1,6 @@
 """Dispatching the confirmations of STOPs reads indexes, never a table that grows with history: every read the
 dispatcher runs (claim, send-time check, hand-over, recording the provider's answers) is checked against a
-seeded history of sent messages, replies and ledger events.
+seeded history of sent messages, replies and ledger events, spread over people or skewed onto one.
 
 Among them the send-time check's history of a batch's recipients (services/send_check.py ``History``: what
 they were sent lately, for caps, state limits and the monthly opt-out text) searches their own messages
@@ -25,11 +25,40 @@ from optline.bootstrap import Container
 from optline.services.dispatch import DispatchConfig, Dispatcher
 from optline.services.inbound import Reply, record_inbound_many
 from tests.integration.test_inbound_plans import HISTORY, SENDER
-from tests.integration.test_inbound_plans import _history as seeded_history
 from tests.support import fake_providers as fp
 from tests.support import outbound, plans
+from tests.support import outbox_rows as rows
 
-STOPS = 6
+STOPS = 5
+# Sent messages, replies and ledger events of 30 other people: 100 each, or skewed onto one of them (a few
+# contacts holding most of the history must not turn PostgreSQL's plans into a Seq Scan either).
+SPREADS = {"spread": [100] * 30, "skewed": [3000] + [3] * 29}
+
+
+def _history(container: Container, spread: list[int]) -> None:
+    with container.db.transaction() as conn:
+        clock = container.clock
+        program = outbound.make_program(conn, clock, sender_numbers=[SENDER])
+        ids = outbound.insert_contacts(conn, clock.now(), 0, STOPS)
+        outbound.subscribe(conn, clock, program, ids)
+        campaign = rows.campaign(conn, program, "spring", clock.now())
+        for n, person in enumerate(outbound.insert_contacts(conn, clock.now(), 1000, len(spread))):
+            rows.bulk_history(
+                conn,
+                program_id=program["id"],
+                contact_id=person,
+                at=clock.now(),
+                messages_=spread[n],
+                events=spread[n],
+                first_seq=1,
+                inbound_=spread[n],
+                digests=0,
+                status="sent",
+                campaign_id=campaign["id"],
+                tag=f"h{n}-",
+            )
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ANALYZE")
 
 
 @pytest.fixture
@@ -75,10 +104,11 @@ def _the(statements: list[tuple[str, Any]], pattern: str) -> list[tuple[str, Any
     return found
 
 
+@pytest.mark.parametrize("spread", SPREADS)
 def test_dispatching_confirmations_reads_indexes_not_history(
-    container: Container, fake: fp.FakeProviders
+    container: Container, fake: fp.FakeProviders, spread: str
 ) -> None:
-    seeded_history(container)
+    _history(container, SPREADS[spread])
     statements = _dispatched(container, fake)
     plans.assert_no_scan(container, statements, HISTORY)
     # The recipients' history: their own messages, not the status index over every message handed over.
