@@ -103,6 +103,29 @@ runs each:
   ms CPU per request vs main 4.03 / 4.02 / 3.54 / 3.61 (load 5.5); on an empty database 1.60-1.93 vs
   1.82-2.38 (load 3).
 
+Branch serve-history (2026-11-30, late; 2 shared cores, load average 2.5-5.3 for SQLite's first two
+pairs, 10-16 for its third, 14-30 for PostgreSQL). With ``--history 50000``, SQLite's in-process dispatch
+worker read history too: the send-time check's read of a batch's recipients' recent messages
+(services/send_check.py ``History``) took ix_messages_claim (status) and read every message ever handed
+over, 32-49 ms per batch of confirmations (a scratch trace of one worker pass, load about 3).
+It is kept off the status index with SQLite's unary + (``unindexed``, adapters/db/database.py), as is the
+recorder's guard read (by id); tests/integration/test_dispatch_plans.py checks every read of a dispatch
+on both engines. ``--engines sqlite --seconds 5 --rounds 2 --burst-rate 0 --in-process 200 --history
+50000 --workers 1``, this branch and main alternating, three runs each (the first pair ran beside other
+tests of mine):
+- Over HTTP: 5.07 / 5.38 / 5.28 ms CPU per request vs main 6.90 / 6.19 / 6.60 (0.73 / 0.87 / 0.80 of
+  main's); 159 / 196 / 131 req/s vs 109 / 164 / 127; 12.9% / 15.2% / 11.2% of the bare endpoint by CPU vs
+  11.7% / 14.1% / 13.9% (the bare endpoint's own CPU varied 0.59-0.91 ms); p99 219 / 137 / 569 vs 575 /
+  256 / 495 ms; every 2xx an opt-out in all six.
+- In process (the webhook path, unchanged): batches of 16 1.52 / 1.46 / 1.47 vs 1.45 / 1.35 / 1.47 ms.
+- PostgreSQL (a control: ``serve`` runs no dispatch there and its SQL is unchanged): 3.50 / 3.61 vs 3.86 /
+  3.95 ms per request, within the noise at that load.
+A py-spy profile of SQLite's serve under this load (branch): the HTTP stack and event loop about 30% of
+samples, the group commit recording STOPs 27%, the recorder thread 14%, the simulator provider storing
+its messages and receipts 11%, the claim and check 2.5% (the history read 0.2%, 2.3% on main). The
+branch with ``--history 0`` and ``--history 50000`` alternating (load 7-10): 7.14 / 5.27 vs 4.66 / 4.79 ms
+CPU per request: serve's cost no longer grows with history; what is left is per request and per message.
+
 Merged main at the end of the evening session (2026-11-30; quiet machine, load 0.1-2.1, ``--seconds 6 --rounds
 2``; this machine's bare endpoint costs 0.22-0.23 ms CPU per request, 0.17-0.18 on the earlier one):
 - SQLite: 516 req/s vs bare 3,079 (16.8%; 2.08 vs 0.23 ms CPU per request, 11.3%), p99 73 ms; paced at 100/s

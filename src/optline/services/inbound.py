@@ -15,13 +15,12 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.elements import UnaryExpression
-from sqlalchemy.sql.operators import custom_op
 
 from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db import bulk
 from optline.adapters.db import contacts as contact_repo
 from optline.adapters.db import programs as program_repo
+from optline.adapters.db.database import unindexed
 from optline.adapters.db.tables import inbound_messages, messages
 from optline.adapters.providers.base import InboundSms
 from optline.domain import replies
@@ -618,9 +617,7 @@ def _is_join_keyword(body: str, program: Mapping[str, Any]) -> bool:
 # the status test off any index (SQLite's documented way to disqualify a term); PostgreSQL's planner has
 # statistics and chooses the contact's index by itself (and has no unary "+" for text).
 def _last_campaign(contact_id: Any, program_id: Any, dialect_name: str = "postgresql") -> Any:
-    status: Any = messages.c.status
-    if dialect_name == "sqlite":
-        status = UnaryExpression(status, operator=custom_op("+"), type_=status.type)
+    status = unindexed(dialect_name, messages.c.status)
     return (
         select(messages.c.campaign_id)
         .where(

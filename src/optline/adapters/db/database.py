@@ -216,6 +216,21 @@ def schema_revision(engine: Engine) -> str | None:
 SQLITE_JSON_IN_FROM = 200  # shorter lists keep plain IN (…)
 
 
+def unindexed(dialect_name: str, column: Any) -> Any:
+    """``column`` kept off every index on SQLite: ``+column``, SQLite's documented way to disqualify a term
+    from driving an index (the value is unchanged). Needed where a query's selective term is another one:
+    optline runs no ANALYZE on SQLite, so its planner cannot tell a search of one person's messages
+    (ix_messages_contact_time) from one of every message with a status (ix_messages_claim), and took the
+    status index — a read of the whole sent history per batch. PostgreSQL plans from statistics and has no
+    unary ``+`` for text: the column is returned as it is."""
+    if dialect_name != "sqlite":
+        return column
+    from sqlalchemy.sql.elements import UnaryExpression
+    from sqlalchemy.sql.operators import custom_op
+
+    return UnaryExpression(column, operator=custom_op("+"), type_=column.type)
+
+
 def one_of(conn: Connection, column: Any, values: list[Any]) -> Any:
     """``column IN values`` for large batches: one array parameter on PostgreSQL instead of thousands.
 
