@@ -24,41 +24,11 @@ from optline.adapters.providers.twilio.send import TwilioSender
 from optline.bootstrap import Container
 from optline.services.dispatch import DispatchConfig, Dispatcher
 from optline.services.inbound import Reply, record_inbound_many
-from tests.integration.test_inbound_plans import HISTORY, SENDER
+from tests.integration.test_inbound_plans import HISTORY, SENDER, SPREADS, seed_history
 from tests.support import fake_providers as fp
 from tests.support import outbound, plans
-from tests.support import outbox_rows as rows
 
-STOPS = 5
-# Sent messages, replies and ledger events of 30 other people: 100 each, or skewed onto one of them (a few
-# contacts holding most of the history must not turn PostgreSQL's plans into a Seq Scan either).
-SPREADS = {"spread": [100] * 30, "skewed": [3000] + [3] * 29}
-
-
-def _history(container: Container, spread: list[int]) -> None:
-    with container.db.transaction() as conn:
-        clock = container.clock
-        program = outbound.make_program(conn, clock, sender_numbers=[SENDER])
-        ids = outbound.insert_contacts(conn, clock.now(), 0, STOPS)
-        outbound.subscribe(conn, clock, program, ids)
-        campaign = rows.campaign(conn, program, "spring", clock.now())
-        for n, person in enumerate(outbound.insert_contacts(conn, clock.now(), 1000, len(spread))):
-            rows.bulk_history(
-                conn,
-                program_id=program["id"],
-                contact_id=person,
-                at=clock.now(),
-                messages_=spread[n],
-                events=spread[n],
-                first_seq=1,
-                inbound_=spread[n],
-                digests=0,
-                status="sent",
-                campaign_id=campaign["id"],
-                tag=f"h{n}-",
-            )
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("ANALYZE")
+STOPS = 5  # the replying subscribers seed_history makes
 
 
 @pytest.fixture
@@ -108,7 +78,7 @@ def _the(statements: list[tuple[str, Any]], pattern: str) -> list[tuple[str, Any
 def test_dispatching_confirmations_reads_indexes_not_history(
     container: Container, fake: fp.FakeProviders, spread: str
 ) -> None:
-    _history(container, SPREADS[spread])
+    seed_history(container, SPREADS[spread])
     statements = _dispatched(container, fake)
     plans.assert_no_scan(container, statements, HISTORY)
     # The recipients' history: their own messages, not the status index over every message handed over.

@@ -26,24 +26,30 @@ SENDER = "+14155550100"
 HISTORY = {"messages", "inbound_messages", "consent_events"}
 
 
-def _history(container: Container) -> dict[str, Any]:
+# Sent messages, replies and ledger events of 30 other people: 100 each, or skewed onto one of them (a few
+# contacts holding most of the history must not turn PostgreSQL's plans into a Seq Scan either).
+SPREADS = {"spread": [100] * 30, "skewed": [3000] + [3] * 29}
+
+
+def seed_history(container: Container, spread: list[int] = SPREADS["spread"]) -> dict[str, Any]:
+    """A program whose 5 subscribers (phones 0-4) reply, beside a campaign's sent messages, past replies and
+    ledger events of other people (``spread``: how many of each per person); ANALYZEd on PostgreSQL."""
     with container.db.transaction() as conn:
         clock = container.clock
         program = outbound.make_program(conn, clock, sender_numbers=[SENDER])
         ids = outbound.insert_contacts(conn, clock.now(), 0, 5)
         outbound.subscribe(conn, clock, program, ids)
         campaign = rows.campaign(conn, program, "spring", clock.now())
-        # A campaign's sent messages, past replies and ledger events, of other people than those who reply.
-        for n, person in enumerate(outbound.insert_contacts(conn, clock.now(), 1000, 30)):
+        for n, person in enumerate(outbound.insert_contacts(conn, clock.now(), 1000, len(spread))):
             rows.bulk_history(
                 conn,
                 program_id=program["id"],
                 contact_id=person,
                 at=clock.now(),
-                messages_=100,
-                events=100,
+                messages_=spread[n],
+                events=spread[n],
                 first_seq=1,
-                inbound_=100,
+                inbound_=spread[n],
                 digests=0,
                 status="sent",
                 campaign_id=campaign["id"],
@@ -81,7 +87,7 @@ def _captured(container: Container) -> list[tuple[str, Any]]:
 
 
 def test_a_stop_alone_and_in_a_batch_reads_indexes_not_history(container: Container) -> None:
-    _history(container)
+    seed_history(container)
     statements = _captured(container)
     assert sum("INSERT INTO inbound_messages" in s for s, _ in statements) == 2, statements
     used = plans.assert_no_scan(container, statements, HISTORY)
