@@ -517,7 +517,8 @@ def run_engine(engine: str, args: argparse.Namespace) -> bool:
         status = "ok" if total == found else "LOST OPT-OUTS"
         print(f"  every 2xx an opt-out: {found:,} of {total:,} numbers answered 2xx have one — {status}")
         ok = total == found
-        in_process(db_url, IN_PROCESS, args.in_process, args.profile)
+        if args.in_process > 0:  # --in-process 0: the HTTP figures only
+            in_process(db_url, IN_PROCESS, args.in_process, args.profile)
     return ok
 
 
