@@ -457,6 +457,13 @@ class SendCheck:
             outcomes[by_id[item.row["id"]]] = Outcome(item.row["id"], {**base, "status": status}, "released")
         return kept
 
+    def _on_clock(self, epoch: float) -> datetime:
+        """A wall-clock slot time on the dispatch clock (a test's clock may be set elsewhere). The offset is
+        read at one instant: measured against a ``clock.now()`` taken before the reservation's transaction, it
+        moved every due time earlier by that transaction's duration (seconds on a loaded machine), before the
+        sender's next slot."""
+        return datetime.fromtimestamp(epoch, UTC) + (self.clock.now() - datetime.now(UTC))
+
     def _reserve(self, claimed: list[dict[str, Any]]) -> tuple[dict[int, float], list[Outcome]]:
         """Slots for the batch's rate-limited senders (their own transaction, before the check); the
         messages that get none within the window go back to the queue unchecked, due at their sender's
@@ -491,7 +498,7 @@ class SendCheck:
         for m in claimed:
             if m["id"] in held:
                 until = paused[rate_key(m, programs[m["program_id"]])]
-                due = datetime.fromtimestamp(until, UTC) + (stamp - datetime.now(UTC))
+                due = self._on_clock(until)
                 released.append(
                     Outcome(
                         m["id"],
@@ -532,7 +539,7 @@ class SendCheck:
                 left += lane[len(times) :]
             last = max((slots[m["id"]] for m in rated[key][1] if m["id"] in slots), default=None)
             after = last + 1 / rate if last is not None else now + self.config.send_window / 2
-            due = datetime.fromtimestamp(after, UTC) + (stamp - datetime.now(UTC))  # on the dispatch clock
+            due = self._on_clock(after)
             for m in left:
                 released.append(
                     Outcome(
