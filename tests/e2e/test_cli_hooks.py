@@ -75,3 +75,11 @@ def test_hooks_commands(db_url: str) -> None:
     assert re.search(r"│\s*yes\s*│", row), row
     enabled_twice = run(db_url, "hooks", "enable", "1")
     assert enabled_twice.returncode == 1 and "no disabled webhook endpoint 1" in enabled_twice.stderr
+    for args in (
+        ("enable", str(2**63)),
+        ("disable", "0"),
+        ("replay", str(2**63)),
+        ("deliveries", "--endpoint", "-1"),
+    ):
+        refused = run(db_url, "hooks", *args)  # an id no database holds: a usage error, not a traceback
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, (args, refused.stderr)

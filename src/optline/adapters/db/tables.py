@@ -38,6 +38,7 @@ metadata = MetaData(
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; BigInteger elsewhere.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+MAX_ID = 2**63 - 1  # the largest id either engine stores: every id a user types is checked against it first
 UtcDateTime = DateTime(timezone=True)
 
 programs = Table(

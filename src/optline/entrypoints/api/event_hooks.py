@@ -97,7 +97,7 @@ def disable_endpoint(endpoint_id: IdPath, conn: ConnDep, container: ContainerDep
 
 @router.post("/v1/webhook-endpoints/{endpoint_id}/enable", response_model=EndpointPublic)
 def enable_endpoint(
-    endpoint_id: int, conn: ConnDep, container: ContainerDep, _key: ApiKeyDep
+    endpoint_id: IdPath, conn: ConnDep, container: ContainerDep, _key: ApiKeyDep
 ) -> dict[str, Any]:
     try:
         event_hooks.enable_endpoint(conn, container.clock, endpoint_id)

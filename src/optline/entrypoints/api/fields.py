@@ -15,7 +15,8 @@ from typing import Annotated, Any
 from fastapi import Path, Query
 from pydantic import AfterValidator, AwareDatetime, Field
 
-MAX_ID = 2**63 - 1  # BIGINT
+from optline.adapters.db.tables import MAX_ID
+
 NO_NUL = r"^[^\x00]*$"
 MAX_DEPTH = 20
 

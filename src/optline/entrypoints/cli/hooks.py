@@ -9,6 +9,7 @@ from rich.table import Table
 from sqlalchemy import Connection
 
 from optline.adapters.clock import Clock, as_utc
+from optline.adapters.db.tables import MAX_ID
 from optline.domain.event_hooks import EVENT_TYPES, EndpointError
 from optline.entrypoints.cli.common import console, container, fail
 from optline.services import event_hooks
@@ -58,13 +59,17 @@ def list_() -> None:
 
 
 @app.command("disable")
-def disable(endpoint_id: int = typer.Argument(..., help="the endpoint's id (optline hooks list)")) -> None:
+def disable(
+    endpoint_id: int = typer.Argument(..., min=1, max=MAX_ID, help="the endpoint's id (optline hooks list)"),
+) -> None:
     """Stop sending to an endpoint (its deliveries stay visible)."""
     _switch(endpoint_id, event_hooks.disable_endpoint, "disabled")
 
 
 @app.command("enable")
-def enable(endpoint_id: int = typer.Argument(..., help="the endpoint's id (optline hooks list)")) -> None:
+def enable(
+    endpoint_id: int = typer.Argument(..., min=1, max=MAX_ID, help="the endpoint's id (optline hooks list)"),
+) -> None:
     """Send to a disabled endpoint again (its pending deliveries resume)."""
     _switch(endpoint_id, event_hooks.enable_endpoint, "enabled")
 
@@ -81,7 +86,9 @@ def _switch(endpoint_id: int, change: Callable[[Connection, Clock, int], None], 
 
 @app.command("deliveries")
 def deliveries(
-    endpoint_id: int | None = typer.Option(None, "--endpoint", help="only this endpoint's"),
+    endpoint_id: int | None = typer.Option(
+        None, "--endpoint", min=1, max=MAX_ID, help="only this endpoint's"
+    ),
     limit: int = typer.Option(20, min=1, max=500),
 ) -> None:
     """The most recent deliveries and what each attempt got back."""
@@ -106,7 +113,9 @@ def deliveries(
 
 @app.command("replay")
 def replay(
-    delivery_id: int = typer.Argument(..., help="the delivery's id (optline hooks deliveries)"),
+    delivery_id: int = typer.Argument(
+        ..., min=1, max=MAX_ID, help="the delivery's id (optline hooks deliveries)"
+    ),
 ) -> None:
     """Send a delivery again, with the same webhook-id, on the worker's next pass."""
     c = container()

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import Path, Query
 
-from optline.entrypoints.api.fields import MAX_ID
+from optline.adapters.db.tables import MAX_ID
 
 RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 # "after" cursors start at 0 (from the first row); "before" has no default (from the newest).
