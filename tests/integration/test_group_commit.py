@@ -149,3 +149,19 @@ def test_a_lone_unit_is_not_held_back_waiting_for_others(container: Container) -
 
     assert asyncio.run(main()) == ["alone", "next"]
     assert len(commits) == 2
+
+
+def test_idle_writers_do_not_split_a_batch_into_transactions_of_one(container: Container) -> None:
+    # Several writers (PostgreSQL's default): while one catches up with the event loop before closing its
+    # batch, the others wait their turn instead of each taking a unit of the same turn into a transaction
+    # of its own (what made ``serve --workers 4`` commit mostly batches of one).
+    commits = _commits(container)
+    group = GroupCommit(container.db, writers=3)
+    keys = [f"w{i}" for i in range(8)]
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(*(group.run(_write(k)) for k in keys)))
+
+    assert asyncio.run(main()) == keys
+    assert len(commits) == 1
+    assert _committed(container) == set(keys)
