@@ -71,9 +71,11 @@ def serve(
         return
     import uvicorn
 
+    from optline.domain import phones
     from optline.entrypoints.api.app import create_app
 
     app_ = create_app(c)
+    phones.preload()  # before the first request: see there
     worker: tuple[threading.Thread, threading.Event] | None = None
     if c.settings.is_sqlite:  # SQLite: one in-process dispatch worker (PostgreSQL: run `optline worker`)
         from optline.entrypoints.worker import require_checkpoint_configuration, start_thread
@@ -146,12 +148,14 @@ def _serve_processes(c: Container, host: str, port: int, workers: int) -> None:
 def process_app() -> FastAPI:
     """The application of one ``serve --workers`` process (uvicorn imports it by name in a new process)."""
     from optline.bootstrap import build
+    from optline.domain import phones
     from optline.entrypoints.api.app import create_app
     from optline.logs import configure
 
     c = build()
     configure(c.settings.effective_log_format)
     app_ = create_app(c)
+    phones.preload()  # in each process: see there
     app_.router.add_event_handler("shutdown", c.close)
     return app_
 
