@@ -50,6 +50,10 @@ MAX_BATCH = 32
 # less per request; eight writers split a burst of 16 requests into batches of two, and their threads
 # fought over the GIL with the event loop (2.4 ms of CPU per STOP over HTTP against 1.8-2.2 with two or
 # three, bench.inbound at load 5-6). Three still overlap one batch's round trips with the next ones'.
+# Per server, not per process: the ``serve --workers N`` processes share them out (``writer_threads``), as
+# their batches overlap each other's round trips already; a process's batches are only as big as its share
+# of the requests, and three writers in each of four processes held 7-11 PostgreSQL connections for what
+# four do (CPU per request within the noise of a loaded 2-core machine: 1.9-3.2 ms vs 2.1-3.4, A B B A).
 POSTGRES_WRITERS = 3
 # Turns of the event loop a batch waits before it closes: the one the loop is in, and the next, whose poll
 # takes in the requests that arrived meanwhile. Over HTTP (SQLite, webhook path alone, alternating rounds of
@@ -61,14 +65,25 @@ IDLE_SECONDS = 10.0  # a writer thread with nothing to do for this long ends; th
 _Item = tuple[Callable[[Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
+def writer_threads(db: Database, processes: int = 1) -> int:
+    """Writer threads of one process of a server that runs ``processes`` of them on ``db``.
+
+    SQLite has one writer at a time: one thread. PostgreSQL takes writers in parallel, and a transaction
+    there spends most of its time waiting on round trips to the server: several threads overlap those
+    waits (one alone answered a burst at a fraction of the rate of a thread per request)."""
+    if db.is_sqlite:
+        return 1
+    return max(1, -(-POSTGRES_WRITERS // max(1, processes)))  # rounded up: 3, 2, 1, 1 ...
+
+
 class GroupCommit:
-    def __init__(self, db: Database, max_batch: int = MAX_BATCH, writers: int | None = None) -> None:
+    def __init__(
+        self, db: Database, max_batch: int = MAX_BATCH, writers: int | None = None, processes: int = 1
+    ) -> None:
+        """``processes``: how many processes of the same server each have one (``serve --workers``)."""
         self._db = db
         self._max_batch = max_batch
-        # SQLite has one writer at a time: one thread. PostgreSQL takes writers in parallel, and a transaction
-        # there spends most of its time waiting on round trips to the server: several threads overlap those
-        # waits (one alone answered a burst at a fraction of the rate of a thread per request).
-        self._writers = writers if writers is not None else (1 if db.is_sqlite else POSTGRES_WRITERS)
+        self._writers = writers if writers is not None else writer_threads(db, processes)
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._live = 0  # writer threads running
         self._started = threading.Lock()
