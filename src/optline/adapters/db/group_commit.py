@@ -6,6 +6,7 @@ PostgreSQL each paid a durable commit (an fsync, milliseconds on a busy disk) of
 thread (one on SQLite, a few on PostgreSQL) takes every unit waiting (once the event loop has finished the
 turn it was in: see ``_caught_up``), runs them one after another in one transaction and commits once: under
 a burst the batches grow by themselves, alone a unit is a transaction of its own and waits for nothing else.
+One writer takes in a batch at a time while the others commit theirs (``GroupCommit._collect``).
 
 Every guarantee of a transaction per request is kept:
 - A unit's caller gets its result only after the transaction that holds its writes committed (invariant 3:
