@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, event, insert, select
 
-from optline.adapters.db.group_commit import GroupCommit
+from optline.adapters.db.group_commit import POSTGRES_WRITERS, GroupCommit, writer_threads
 from optline.adapters.db.tables import rate_limit_hits
 from optline.bootstrap import Container
 
@@ -149,3 +149,29 @@ def test_a_lone_unit_is_not_held_back_waiting_for_others(container: Container) -
 
     assert asyncio.run(main()) == ["alone", "next"]
     assert len(commits) == 2
+
+
+def test_idle_writers_do_not_split_a_batch_into_transactions_of_one(container: Container) -> None:
+    # Several writers (PostgreSQL's default): while one catches up with the event loop before closing its
+    # batch, the others wait their turn instead of each taking a unit of the same turn into a transaction
+    # of its own (what made ``serve --workers 4`` commit mostly batches of one).
+    commits = _commits(container)
+    group = GroupCommit(container.db, writers=3)
+    keys = [f"w{i}" for i in range(8)]
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(*(group.run(_write(k)) for k in keys)))
+
+    assert asyncio.run(main()) == keys
+    assert len(commits) == 1
+    assert _committed(container) == set(keys)
+
+
+def test_the_processes_of_one_server_share_its_postgresql_writers(container: Container) -> None:
+    # ``serve --workers N``: every process has its group commit, and N processes with three writers each
+    # split their already small batches further; one process keeps its three.
+    if container.db.is_sqlite:
+        assert [writer_threads(container.db, n) for n in (1, 2, 4)] == [1, 1, 1]
+        return
+    assert writer_threads(container.db) == POSTGRES_WRITERS == 3
+    assert [writer_threads(container.db, n) for n in (2, 3, 4, 8)] == [2, 1, 1, 1]

@@ -298,6 +298,14 @@ def read_sender(raw: str, default_region: str = "US") -> str | None:
     return None
 
 
+def preload() -> None:
+    """Load now the data a first look-up loads lazily (the geocoder's and the time zones' tables for North
+    American numbers, ~0.3 s of CPU): a server calls it before it takes requests, so that its first burst
+    of replies does not wait for it (with ``serve --workers 4``, once in each process: 4 x 0.3 s inside
+    the first seconds of a burst). Commands that parse no number keep their fast start."""
+    parse_phone("+14155550123")
+
+
 def _us_state(number: phonenumbers.PhoneNumber) -> str | None:
     # Imported here: its data costs ~0.5 s per process start, and lookups are cached per NANP prefix above.
     from phonenumbers import geocoder

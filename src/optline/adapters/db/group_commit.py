@@ -6,6 +6,7 @@ PostgreSQL each paid a durable commit (an fsync, milliseconds on a busy disk) of
 thread (one on SQLite, a few on PostgreSQL) takes every unit waiting (once the event loop has finished the
 turn it was in: see ``_caught_up``), runs them one after another in one transaction and commits once: under
 a burst the batches grow by themselves, alone a unit is a transaction of its own and waits for nothing else.
+One writer takes in a batch at a time while the others commit theirs (``GroupCommit._collect``).
 
 Every guarantee of a transaction per request is kept:
 - A unit's caller gets its result only after the transaction that holds its writes committed (invariant 3:
@@ -50,6 +51,10 @@ MAX_BATCH = 32
 # less per request; eight writers split a burst of 16 requests into batches of two, and their threads
 # fought over the GIL with the event loop (2.4 ms of CPU per STOP over HTTP against 1.8-2.2 with two or
 # three, bench.inbound at load 5-6). Three still overlap one batch's round trips with the next ones'.
+# Per server, not per process: the ``serve --workers N`` processes share them out (``writer_threads``), as
+# their batches overlap each other's round trips already; a process's batches are only as big as its share
+# of the requests, and three writers in each of four processes held 7-11 PostgreSQL connections for what
+# four do (CPU per request within the noise of a loaded 2-core machine: 1.9-3.2 ms vs 2.1-3.4, A B B A).
 POSTGRES_WRITERS = 3
 # Turns of the event loop a batch waits before it closes: the one the loop is in, and the next, whose poll
 # takes in the requests that arrived meanwhile. Over HTTP (SQLite, webhook path alone, alternating rounds of
@@ -61,17 +66,29 @@ IDLE_SECONDS = 10.0  # a writer thread with nothing to do for this long ends; th
 _Item = tuple[Callable[[Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
+def writer_threads(db: Database, processes: int = 1) -> int:
+    """Writer threads of one process of a server that runs ``processes`` of them on ``db``.
+
+    SQLite has one writer at a time: one thread. PostgreSQL takes writers in parallel, and a transaction
+    there spends most of its time waiting on round trips to the server: several threads overlap those
+    waits (one alone answered a burst at a fraction of the rate of a thread per request)."""
+    if db.is_sqlite:
+        return 1
+    return max(1, -(-POSTGRES_WRITERS // max(1, processes)))  # rounded up: 3, 2, 1, 1 ...
+
+
 class GroupCommit:
-    def __init__(self, db: Database, max_batch: int = MAX_BATCH, writers: int | None = None) -> None:
+    def __init__(
+        self, db: Database, max_batch: int = MAX_BATCH, writers: int | None = None, processes: int = 1
+    ) -> None:
+        """``processes``: how many processes of the same server each have one (``serve --workers``)."""
         self._db = db
         self._max_batch = max_batch
-        # SQLite has one writer at a time: one thread. PostgreSQL takes writers in parallel, and a transaction
-        # there spends most of its time waiting on round trips to the server: several threads overlap those
-        # waits (one alone answered a burst at a fraction of the rate of a thread per request).
-        self._writers = writers if writers is not None else (1 if db.is_sqlite else POSTGRES_WRITERS)
+        self._writers = writers if writers is not None else writer_threads(db, processes)
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._live = 0  # writer threads running
         self._started = threading.Lock()
+        self._collecting = threading.Lock()  # held by the writer that is taking in the next batch
 
     async def run(self, unit: Callable[[Connection], T]) -> T:
         """``unit(conn)``'s result, once the transaction it ran in has committed (its exception otherwise)."""
@@ -97,14 +114,28 @@ class GroupCommit:
 
     def _serve(self) -> None:
         while True:
-            try:
-                first = self._queue.get(timeout=IDLE_SECONDS)
-            except queue.Empty:
+            batch = self._collect()
+            if batch is None:
                 with self._started:  # idle: leave (an application that is gone leaves no thread behind)
                     if self._queue.empty():
                         self._live -= 1
                         return
                 continue
+            self._commit(batch)
+
+    def _collect(self) -> list[_Item] | None:
+        """The next batch (None: nothing came for IDLE_SECONDS). One writer collects at a time; the others
+        commit meanwhile or wait their turn. Why: a writer that waited on the queue while another was
+        catching up with the event loop took the next unit into a transaction of its own, so idle writers
+        split what would have been one batch into batches of one (``serve --workers 4`` on PostgreSQL:
+        mostly batches of one, three times the CPU per request of one process)."""
+        if not self._collecting.acquire(timeout=IDLE_SECONDS):
+            return None
+        try:
+            try:
+                first = self._queue.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                return None
             for _ in range(LOOP_TURNS):
                 _caught_up(first[1])
             batch = [first]
@@ -113,7 +144,9 @@ class GroupCommit:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._commit(batch)
+            return batch
+        finally:
+            self._collecting.release()
 
     def _commit(self, batch: list[_Item]) -> None:
         try:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 app = typer.Typer()
+# How many processes ``serve --workers`` runs, for each of them (they are started with its environment).
+PROCESSES_ENV = "_OPTLINE_SERVE_PROCESSES"
 
 
 @app.command()
@@ -71,9 +73,11 @@ def serve(
         return
     import uvicorn
 
+    from optline.domain import phones
     from optline.entrypoints.api.app import create_app
 
     app_ = create_app(c)
+    phones.preload()  # before the first request: see there
     worker: tuple[threading.Thread, threading.Event] | None = None
     if c.settings.is_sqlite:  # SQLite: one in-process dispatch worker (PostgreSQL: run `optline worker`)
         from optline.entrypoints.worker import require_checkpoint_configuration, start_thread
@@ -125,6 +129,7 @@ def _serve_processes(c: Container, host: str, port: int, workers: int) -> None:
         own_dir = tempfile.mkdtemp(prefix="optline-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir  # inherited by the processes started below
     c.close()  # the processes open their own connections; none is shared across a fork
+    os.environ[PROCESSES_ENV] = str(workers)
     config = uvicorn.Config(
         "optline.entrypoints.cli.server:process_app",
         factory=True,
@@ -145,13 +150,18 @@ def _serve_processes(c: Container, host: str, port: int, workers: int) -> None:
 
 def process_app() -> FastAPI:
     """The application of one ``serve --workers`` process (uvicorn imports it by name in a new process)."""
+    from optline.adapters.db.group_commit import GroupCommit
     from optline.bootstrap import build
+    from optline.domain import phones
     from optline.entrypoints.api.app import create_app
     from optline.logs import configure
 
     c = build()
     configure(c.settings.effective_log_format)
     app_ = create_app(c)
+    # The webhooks' writer threads are shared out between the processes (group_commit.writer_threads).
+    app_.state.group_commit = GroupCommit(c.db, processes=int(os.environ.get(PROCESSES_ENV, "1")))
+    phones.preload()  # in each process: see there
     app_.router.add_event_handler("shutdown", c.close)
     return app_
 
