@@ -306,14 +306,24 @@ def record_many(conn: Connection, clock: Clock, changes: list[Change]) -> list[C
         change = ConsentChange(event=event)
         for pid, (status, held, exists) in before.items():
             new = next_status(status, c.action, c.channel, double_opt_in=double, signup=c.signup)
-            stmt, params = _projection(
+            shape, params = _projection(
                 c.contact_id, pid, status, new, held_after(held, c.action), event, c.action, exists
             )
-            writes.setdefault(stmt, []).append(params)
+            writes.setdefault(shape, []).append(params)
             change.statuses[pid] = (status, new)
         done.append(change)
-    for stmt, rows in writes.items():  # one statement per shape of projection write
-        conn.execute(stmt, rows[0] if len(rows) == 1 else rows)
+    for (exists, columns), rows in writes.items():  # one statement per shape of projection write
+        if exists and len(rows) > 1 and conn.dialect.name == "postgresql":
+            names = sorted(columns)
+            conn.execute(
+                _projection_updates(frozenset(columns)),
+                bulk.unnest_params(
+                    [*names, "contact_id", "program_id"],
+                    [{**r, "contact_id": r["b_contact"], "program_id": r["b_program"]} for r in rows],
+                ),
+            )
+        else:
+            conn.execute(_projection_write(exists, columns), rows[0] if len(rows) == 1 else rows)
     for c, change in zip(changes, done, strict=True):
         hook = HOOK_EVENTS.get(c.action)
         if hook is not None:  # in this transaction: the event exists exactly when the change commits
@@ -476,16 +486,12 @@ def _projection(
     action: Action,
     exists: bool,
 ) -> tuple[Any, dict[str, Any]]:
-    """The projection row's write (statement, parameters); ``exists`` was read under the contact's lock, in
-    this transaction."""
+    """The projection row's write: its shape ``(exists, columns set)`` (``_projection_write``'s arguments)
+    and parameters; ``exists`` was read under the contact's lock, in this transaction."""
     values = _subscription_values(old, new, held, event, action)
     if not exists:
         values.setdefault("since", event["occurred_at"])
-    return _projection_write(exists, frozenset(values)), {
-        **values,
-        "b_contact": contact_id,
-        "b_program": program_id,
-    }
+    return (exists, frozenset(values)), {**values, "b_contact": contact_id, "b_program": program_id}
 
 
 _PROJECTION_WRITES: dict[tuple[bool, frozenset[str]], Any] = {}
@@ -510,6 +516,26 @@ def _projection_write(exists: bool, columns: frozenset[str]) -> Any:
             values.update(contact_id=bindparam("b_contact"), program_id=bindparam("b_program"))
             _PROJECTION_WRITES[key] = insert(subscriptions).values(values)
     return _PROJECTION_WRITES[key]
+
+
+_PROJECTION_UPDATES: dict[frozenset[str], Any] = {}
+
+
+def _projection_updates(columns: frozenset[str]) -> Any:
+    """PostgreSQL: the UPDATE of a batch's projection rows setting ``columns``, all rows in one statement
+    (UPDATE … FROM the rows as arrays, bulk.unnested), built once per shape. An executemany of
+    ``_projection_write`` ran it once per row, each row's parameters built and sent on their own."""
+    if columns not in _PROJECTION_UPDATES:
+        rows = bulk.unnested(subscriptions, [*sorted(columns), "contact_id", "program_id"])
+        _PROJECTION_UPDATES[columns] = (
+            update(subscriptions)
+            .where(
+                (subscriptions.c.contact_id == rows.c.contact_id)
+                & (subscriptions.c.program_id == rows.c.program_id)
+            )
+            .values({c: rows.c[c] for c in sorted(columns)})
+        )
+    return _PROJECTION_UPDATES[columns]
 
 
 def subscriptions_of(conn: Connection, contact_id: int) -> list[dict[str, Any]]:

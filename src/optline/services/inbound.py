@@ -169,6 +169,14 @@ _SET_EVENT = (
     .where(inbound_messages.c.id == bindparam("b_id"))
     .values(consent_event_id=bindparam("consent_event_id"))
 )
+# PostgreSQL, a batch: UPDATE … FROM the batch's (id, event id) pairs as arrays (bulk.unnested). An
+# executemany ran the UPDATE once per reply, each with its own parameters built and sent.
+_SET_EVENTS_ROWS = bulk.unnested(inbound_messages, ["id", "consent_event_id"])
+_SET_EVENTS_UNNESTED = (
+    update(inbound_messages)
+    .where(inbound_messages.c.id == _SET_EVENTS_ROWS.c.id)
+    .values(consent_event_id=_SET_EVENTS_ROWS.c.consent_event_id)
+)
 
 
 @dataclass(frozen=True)
@@ -203,6 +211,9 @@ def record_inbound_many(
     known = contact_repo.get_by_phones(conn, sorted({p.e164 for p in parsed if p is not None}))
     plain: list[tuple[int, Reply, dict[str, Any], dict[str, Any], Classification]] = []
     seen: set[Any] = set()
+    # The program of each number texted, asked once per batch: a burst's replies go to a few numbers, and
+    # each question reads the number as a phone number again. (Read-only here: the batch shares it.)
+    owners: dict[str, dict[str, Any] | None] = {}
     for i, (reply, phone) in enumerate(zip(batch, parsed, strict=True)):
         sms = reply.sms
         keys = {
@@ -214,7 +225,9 @@ def record_inbound_many(
         contact = known.get(phone.e164) if phone is not None else None
         if not first or contact is None:
             continue
-        program = program_for_sender(conn, sms.to_phone, default_region)
+        if sms.to_phone not in owners:
+            owners[sms.to_phone] = program_for_sender(conn, sms.to_phone, default_region)
+        program = owners[sms.to_phone]
         if program is None or signup.may_consume(program, sms.body):
             continue
         result = classify(sms.body, language_hint=contact.get("locale"))
@@ -294,8 +307,12 @@ def _opt_outs(
     if confirmations:
         for outcome, row in zip(confirming, outbox.enqueue_many(conn, clock, confirmations), strict=True):
             outcome.replies.append(int(row["id"]))
-    sets = [{"b_id": o.inbound_id, "consent_event_id": o.consent_event_id} for _, _, _, _, o in acting]
-    conn.execute(_SET_EVENT, sets[0] if len(sets) == 1 else sets)
+    if len(acting) > 1 and conn.dialect.name == "postgresql":  # one statement, not one per reply
+        rows = [{"id": o.inbound_id, "consent_event_id": o.consent_event_id} for _, _, _, _, o in acting]
+        conn.execute(_SET_EVENTS_UNNESTED, bulk.unnest_params(["id", "consent_event_id"], rows))
+    else:
+        sets = [{"b_id": o.inbound_id, "consent_event_id": o.consent_event_id} for _, _, _, _, o in acting]
+        conn.execute(_SET_EVENT, sets[0] if len(sets) == 1 else sets)
     return outcomes
 
 

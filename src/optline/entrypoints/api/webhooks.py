@@ -9,17 +9,19 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qsl
 
-from fastapi import Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import Connection
+from starlette.requests import ClientDisconnect
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Match, Route
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from optline.adapters import metrics
 from optline.adapters.providers.base import InboundSms, StatusUpdate
@@ -45,19 +47,26 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 SIGNUP_HOOK = "signup.double_opt_in"  # Container.extras key: services/signup.py's keyword opt-in handler
 
 
-def verifier(provider: str, container: Container) -> Callable[[WebhookRequest], None]:
+def verify(provider: str, container: Container, req: WebhookRequest) -> None:
+    """Raise SignatureError unless ``req`` carries a valid signature of ``provider``'s scheme."""
     s = container.settings
-    now = container.clock.now
-    verifiers: dict[str, Callable[[WebhookRequest], None]] = {
-        "twilio": lambda r: twilio.verify(r, s.twilio_auth_token.get_secret_value()),
-        "vonage": lambda r: vonage.verify(
-            r, s.vonage_signature_secret.get_secret_value(), s.vonage_signature_method, now()
-        ),
-        "plivo": lambda r: plivo.verify(r, s.plivo_auth_token.get_secret_value()),
-        "telnyx": lambda r: telnyx.verify(r, s.telnyx_public_key, now()),
-        "simulator": lambda r: simulator.verify(r, container.secret_key()),
-    }
-    return verifiers[provider]
+    if provider == "twilio":
+        twilio.verify(req, s.twilio_auth_token.get_secret_value())
+    elif provider == "vonage":
+        vonage.verify(
+            req,
+            s.vonage_signature_secret.get_secret_value(),
+            s.vonage_signature_method,
+            container.clock.now(),
+        )
+    elif provider == "plivo":
+        plivo.verify(req, s.plivo_auth_token.get_secret_value())
+    elif provider == "telnyx":
+        telnyx.verify(req, s.telnyx_public_key, container.clock.now())
+    elif provider == "simulator":
+        simulator.verify(req, container.secret_key())
+    else:
+        raise KeyError(provider)
 
 
 MODULES: dict[str, ModuleType] = {
@@ -65,13 +74,27 @@ MODULES: dict[str, ModuleType] = {
 }  # fmt: skip
 
 
-async def _read(request: Request, container: Container) -> WebhookRequest:
+async def _read(scope: Scope, receive: Receive, container: Container) -> WebhookRequest:
+    """The request as its provider signed it, read from the ASGI scope and messages the way Starlette's
+    ``Request`` reads them (headers and query pairs as latin-1, the URL's query as UTF-8; a client gone before
+    the body arrived is ClientDisconnect), without building one: a webhook needs nothing else of it."""
+    chunks = []
+    while True:
+        message = await receive()  # (the body limit's receive: it raises past the limit)
+        if message["type"] == "http.request":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+    query: bytes = scope.get("query_string", b"")
     return WebhookRequest(
-        method=request.method,
-        url=public_url(container.settings.public_url, request.url.path, request.url.query),
-        headers={k.lower(): v for k, v in request.headers.items()},
-        body=await request.body(),
-        query=list(request.query_params.multi_items()),
+        method=scope["method"],
+        # The matched route's path: it holds none of the characters a URL would escape.
+        url=public_url(container.settings.public_url, scope["path"], query.decode()),
+        headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
+        body=b"".join(chunks),
+        query=parse_qsl(query.decode("latin-1"), keep_blank_values=True),
         received_at=container.clock.now(),
     )
 
@@ -95,7 +118,7 @@ def prepare(container: Container, provider: str, kind: str, req: WebhookRequest)
             f"simulator: refused, OPTLINE_PROVIDER is {container.settings.provider!r} (the simulator is for "
             "development only)"
         )
-    verifier(provider, container)(req)
+    verify(provider, container, req)
     if provider == "telnyx" and kind == "sms" and not telnyx.is_inbound(req):
         # One Telnyx URL may receive every messaging event: delivery reports posted here are status updates.
         kind = "status"
@@ -125,7 +148,7 @@ def handle_inbound(container: Container, provider: str, req: WebhookRequest) -> 
 def committed(payload: dict[str, Any]) -> None:
     """What follows a commit: a recorded reply's intent is counted once (never for a provider's retry)."""
     if payload.get("status") == "recorded" and payload.get("intent"):
-        metrics.INBOUND_INTENTS.labels(payload["intent"]).inc()
+        _intent(payload["intent"]).inc()
 
 
 def _record_inbound(
@@ -190,25 +213,43 @@ def _record_status(conn: Connection, container: Container, update: StatusUpdate)
     }
 
 
-async def _dispatch(request: Request, provider: str, kind: str) -> Response:
+async def _dispatch(scope: Scope, receive: Receive, send: Send, provider: str, kind: str) -> None:
     started = time.perf_counter()
-    response, outcome = await _answer(request, provider, kind)
+    response, outcome = await _answer(scope, receive, provider, kind)
     # Counted per route (a Telnyx delivery report posted to /sms counts as an sms request).
-    metrics.WEBHOOK_REQUESTS.labels(provider, kind, outcome).inc()
-    metrics.WEBHOOK_SECONDS.labels(provider, kind).observe(time.perf_counter() - started)
-    return response
+    _counter(provider, kind, outcome).inc()
+    _timer(provider, kind).observe(time.perf_counter() - started)
+    await response(scope, receive, send)
 
 
-async def _answer(request: Request, provider: str, kind: str) -> tuple[Response, str]:
+# The metrics' children by label values, looked up once: ``labels()`` takes a lock and checks its arguments on
+# every call, and a burst asks for the same few children thousands of times a second.
+@functools.cache
+def _counter(provider: str, kind: str, outcome: str) -> Any:
+    return metrics.WEBHOOK_REQUESTS.labels(provider, kind, outcome)
+
+
+@functools.cache
+def _timer(provider: str, kind: str) -> Any:
+    return metrics.WEBHOOK_SECONDS.labels(provider, kind)
+
+
+@functools.cache
+def _intent(intent: str) -> Any:
+    return metrics.INBOUND_INTENTS.labels(intent)
+
+
+async def _answer(scope: Scope, receive: Receive, provider: str, kind: str) -> tuple[Response, str]:
     """The response and its outcome for the metrics (recorded, duplicate, unchanged, forbidden,
     unsupported, bad_request, error). Log lines carry ids and reasons, never the body."""
-    container: Container = request.app.state.container
-    req = await _read(request, container)
+    app = scope["app"]  # (set by App.__call__, as Starlette sets it)
+    container: Container = app.state.container
+    req = await _read(scope, receive, container)
     try:
         # Verified and parsed here, on the event loop (a few hundred microseconds of CPU, no I/O): a forged or
         # unreadable request never reaches the writer. The recording joins the group commit (see there).
         unit = prepare(container, provider, kind, req)
-        payload = await request.app.state.group_commit.run(unit)
+        payload = await app.state.group_commit.run(unit)
     except UnsupportedMediaType as exc:
         log.warning("refused %s %s webhook: %s", provider, kind, exc)
         return PlainTextResponse(f"unsupported media type: {exc}", status_code=415), "unsupported"
@@ -239,13 +280,27 @@ class _WebhookRoute(Route):
         return match, child
 
 
-def _route(provider: str, kind: str) -> Route:
-    async def endpoint(request: Request) -> Response:
-        return await _dispatch(request, provider, kind)
+class _Endpoint:
+    """A webhook route's ASGI application. Not an endpoint function: Starlette wraps those in a ``Request``
+    and a layer of exception handling per request, which a webhook does not use (it reads the raw body and
+    answers its own errors; the lane's ServerErrorMiddleware answers anything unexpected with a 500)."""
 
+    __slots__ = ("kind", "provider")
+
+    def __init__(self, provider: str, kind: str) -> None:
+        self.provider = provider
+        self.kind = kind
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _dispatch(scope, receive, send, self.provider, self.kind)
+
+
+def _route(provider: str, kind: str) -> Route:
     # Vonage may be configured to call with GET (the message in the query string); the others POST.
     methods = ["GET", "POST"] if provider == "vonage" else ["POST"]
-    return _WebhookRoute(f"/webhooks/{provider}/{kind}", endpoint, methods=methods, name=f"{provider}_{kind}")
+    return _WebhookRoute(
+        f"/webhooks/{provider}/{kind}", _Endpoint(provider, kind), methods=methods, name=f"{provider}_{kind}"
+    )
 
 
 # Plain Starlette routes, not FastAPI's: a webhook takes the raw request, so FastAPI's per-request dependency
