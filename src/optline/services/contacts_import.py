@@ -461,12 +461,21 @@ def _write_staged(conn: Connection, batch: list[tuple[Any, ...]]) -> None:
 
 
 def _index_staging(conn: Connection) -> None:
-    with conn.begin():
-        conn.exec_driver_sql(f"CREATE INDEX ix_{staging.name}_phone ON {staging.name} (phone)")
-        if conn.dialect.name == "postgresql":
-            # Temporary tables are never auto-analysed: without statistics the merge joins would guess. Only
-            # the columns the merge selects and joins by: the wide text columns (raw, attributes, evidence)
-            # were most of ANALYZE's time, and no plan depends on their statistics.
+    """SQLite: the phone index, for finding the file's duplicates (``_reject_duplicates``). PostgreSQL: the
+    statistics only — it finds them by hashing every staged row whatever the indexes (EXPLAIN), and the
+    merge reads the staged rows by line."""
+    if conn.dialect.name != "postgresql":
+        with conn.begin():
+            conn.exec_driver_sql(f"CREATE INDEX ix_{staging.name}_phone ON {staging.name} (phone)")
+    _analyze_staging(conn)
+
+
+def _analyze_staging(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        # Temporary tables are never auto-analysed: without statistics the merge joins would guess. Only
+        # the columns the merge selects and joins by: the wide text columns (raw, attributes, evidence)
+        # were most of ANALYZE's time, and no plan depends on their statistics.
+        with conn.begin():
             conn.exec_driver_sql(f"ANALYZE {staging.name} (line, phone)")
 
 
@@ -572,7 +581,7 @@ def _share_staging(source: Connection, target: Connection, low: int) -> None:
         ):
             for block in out:
                 into.write(block)
-    _index_staging(target)
+    _analyze_staging(target)
 
 
 def _in_chunk(start: int, end: int) -> Any:
