@@ -81,6 +81,7 @@ STAGE_BATCH = 5000  # rows parsed in Python before they are written to the stagi
 # more than it saves. PARSE_BATCH rows go to a worker at a time.
 PARALLEL_FROM_BYTES = 4 << 20
 PARSE_BATCH = 2000
+SHARE_BLOCK = 64 << 10  # bytes of staged rows passed to the second merge connection at a time
 MERGE_LINES = 10000  # lines per merge transaction (SQLite's IN lists stay under its 32,766 variables)
 HELD = "contact imported, consent not recorded"
 # The columns a rejects file starts with (then the file's own); one of ours imported again is recognised.
@@ -579,8 +580,16 @@ def _share_staging(source: Connection, target: Connection, low: int) -> None:
             ) as out,
             writer.copy(f"COPY {staging.name} ({names}) FROM STDIN") as into,
         ):
-            for block in out:
-                into.write(block)
+            # COPY TO yields a row at a time; each write is a round of the driver's wait loop, so rows are
+            # passed on in blocks of SHARE_BLOCK bytes, not one by one.
+            block = bytearray()
+            for row in out:
+                block += row
+                if len(block) >= SHARE_BLOCK:
+                    into.write(bytes(block))
+                    block.clear()
+            if block:
+                into.write(bytes(block))
     _analyze_staging(target)
 
 
