@@ -142,8 +142,11 @@ ANALYZE 1.9 → 0.9, the staging's phone indexes 2.1–2.6 → 0. Main and the b
 - PostgreSQL, 1M rows, (branch, main) then (main, branch): branch 8,999 rows/s in 111.1 s (import process
   18.6 s, parse workers 14.8 s, server 47.7 s: 48 µs a row; load 9.1–10.8), main 5,771 in 173.3 s (21.6,
   14.7, 78.0 s: 78 µs; load 9.3–11.8); main 5,887 in 169.9 s (20.9, 15.0, 73.3 s; load 8.7–10.4), branch
-  9,931 in 100.7 s (19.0, 15.1, 45.0 s; load 8.5–8.7): 1.56x / 1.69x the rows/s, 0.61x the server's CPU,
-  79–81 µs of CPU a row in all (main 109–114).
+  9,931 in 100.7 s (19.0, 15.1, 45.0 s; load 8.5–8.7); the final code, (main, branch): main 6,696 in 149.4 s
+  (20.1, 14.8, 71.7 s; load 5.2–9.1), branch 9,474 in 105.6 s (18.3, 15.1, 45.0 s; load 8.4–8.8): 1.41x–1.69x
+  the rows/s, 0.61x the server's CPU, 79–81 µs of CPU a row in all (main 107–114).
+- PostgreSQL, the same 200,000 rows imported again (all contacts exist; load 7.9–19.9): server CPU main
+  6.11 s, branch 4.55 s (0.74x).
 - PostgreSQL, 200,000 rows (main, branch, branch, main; load 7.3–9.3): 6,395 / 13,321 / 14,262 / 7,677
   rows/s, server 10.77 / 9.48 / 8.97 / 10.39 s (0.87x), all CPU 94.6 / 85.3 / 81.3 / 90.6 µs a row.
 - SQLite, 200,000 rows (main, branch, branch, main; load 7.6–12.1): import process CPU 7.55 / 6.99 / 7.21 /
