@@ -648,18 +648,35 @@ def _merge_existing(
     """Merge staged rows into contacts that exist (file values win; attributes are merged key by key);
     adds each one's phone and id to ``ids`` (phones already there, the contacts this chunk created, are
     skipped)."""
+    found: Any = contacts
+    if conn.dialect.name == "postgresql":
+        # Each staged row's contact by one probe of the phone index (LATERAL … LIMIT 1; phones are unique):
+        # as a join, PostgreSQL hashed every contact for each chunk (53 ms against 28 ms a chunk at 197,000
+        # contacts, EXPLAIN ANALYZE), a cost that grows with the table. SQLite probes the index by itself.
+        found = (
+            select(
+                contacts.c.id,
+                contacts.c.phone,
+                contacts.c.attributes,
+                contacts.c.locale,
+                contacts.c.time_zone,
+            )
+            .where(contacts.c.phone == staging.c.phone)
+            .limit(1)
+            .lateral()
+        )
     rows = conn.execute(
         select(
-            contacts.c.id,
-            contacts.c.phone,
-            contacts.c.attributes,
-            contacts.c.locale,
-            contacts.c.time_zone,
+            found.c.id,
+            found.c.phone,
+            found.c.attributes,
+            found.c.locale,
+            found.c.time_zone,
             staging.c.attributes.label("new_attributes"),
             staging.c.locale.label("new_locale"),
             staging.c.time_zone.label("new_time_zone"),
         )
-        .join(contacts, contacts.c.phone == staging.c.phone)
+        .join(found, found.c.phone == staging.c.phone)
         .where(_in_chunk(start, end))
     ).all()
     changed: list[dict[str, Any]] = []
