@@ -146,7 +146,10 @@ ANALYZE 1.9 → 0.9, the staging's phone indexes 2.1–2.6 → 0. Main and the b
   (20.1, 14.8, 71.7 s; load 5.2–9.1), branch 9,474 in 105.6 s (18.3, 15.1, 45.0 s; load 8.4–8.8): 1.41x–1.69x
   the rows/s, 0.61x the server's CPU, 79–81 µs of CPU a row in all (main 107–114).
 - PostgreSQL, the same 200,000 rows imported again (all contacts exist; load 7.9–19.9): server CPU main
-  6.11 s, branch 4.55 s (0.74x).
+  6.11 / 6.17 s, branch 4.55 s, then 4.16 s with existing contacts found by a LATERAL probe of the phone index
+  (the join hashed every contact per chunk: 53 against 28 ms a chunk at 197,000 contacts): 0.68x. 1M rows
+  imported again (load 1.9–2.5): main 51.2 s, server 30.9 s; branch 47.8 s, server 19.8 s (0.64x) — the
+  import process (28–30 s of CPU) bounds a re-import.
 - PostgreSQL, 200,000 rows (main, branch, branch, main; load 7.3–9.3): 6,395 / 13,321 / 14,262 / 7,677
   rows/s, server 10.77 / 9.48 / 8.97 / 10.39 s (0.87x), all CPU 94.6 / 85.3 / 81.3 / 90.6 µs a row.
 - SQLite, 200,000 rows (main, branch, branch, main; load 7.6–12.1): import process CPU 7.55 / 6.99 / 7.21 /
@@ -154,7 +157,13 @@ ANALYZE 1.9 → 0.9, the staging's phone indexes 2.1–2.6 → 0. Main and the b
 Accounting exact in every run (197,047 created, 157,420 consent events, 2,953 rejected at 200,000 rows).
 Where 20,000 rows/s stands: at ~80 µs of CPU a row (loaded machine; less when quiet) two cores bound the
 import at ~25,000 rows/s if nothing waits; main reached 84% of its bound quiet (16,779 rows/s at ~100 µs).
-Not measured quiet here: re-measure on a quiet machine before calling the target met.
+Then the machine grew quieter (load 1.7–3.5, 03:15–03:21 UTC), 1M rows, (main, branch, branch, main): 11,742
+/ 23,977 / 23,453 / 18,140 rows/s (85.2 / 41.7 / 42.6 / 55.1 s; server 68.5 / 44.0 / 45.1 / 65.0 µs a row; all
+CPU 101 / 74 / 75 / 95 µs a row). This bench on the branch right after (load ~2–3): PostgreSQL 24,586 rows/s in
+40.7 s (import process CPU 15.4 s, server 43 µs a row; 49x its floor of 1,199,366/s; row-at-a-time 363/s),
+SQLite 26,186 rows/s in 38.2 s (CPU 32.8 s; 16x its floor; row-at-a-time 1,255/s); peak RSS 104 / 190 MB
+(369 / 386 MB with the parse workers). Accounting exact: 985,024 created, 787,089 consent events, 14,976
+rejected (5,007 duplicates). Past 20,000 rows/s on both engines at load 2–3; not a fully quiet machine.
 """
 
 from __future__ import annotations
