@@ -164,6 +164,10 @@ CPU 101 / 74 / 75 / 95 µs a row). This bench on the branch right after (load ~2
 SQLite 26,186 rows/s in 38.2 s (CPU 32.8 s; 16x its floor; row-at-a-time 1,255/s); peak RSS 104 / 190 MB
 (369 / 386 MB with the parse workers). Accounting exact: 985,024 created, 787,089 consent events, 14,976
 rejected (5,007 duplicates). Past 20,000 rows/s on both engines at load 2–3; not a fully quiet machine.
+Merged main (2026-12-01 03:26 UTC, nothing else running, load 1.9–2.1): SQLite 26,283 rows/s in 38.0 s (CPU 32.4
+s; 16x its floor of 413,030/s; row-at-a-time 1,258/s), PostgreSQL 24,186 rows/s in 41.3 s (CPU 15.8 s, server
+43 µs a row; 48x its floor of 1,167,817/s; row-at-a-time 408/s). The same machine at 02:00 UTC, before round 6
+(load 0.3–1.8): 23,850 / 16,779 rows/s (PostgreSQL's server 70 µs a row).
 """
 
 from __future__ import annotations

@@ -157,6 +157,14 @@ rows' event ids one statement each (UPDATE … FROM unnest), not an executemany.
 - The in-process figures above (``in process, batches of 16``) read 1.4-1.7 ms for main and 0.5-0.6 for the
   branch after the same load, same SQL: a full collection of the bench process's heap fell inside the
   100-STOP timing in some runs; ``in_process`` now freezes that heap first (main then reads 0.40).
+
+Merged main (2026-12-01 03:28 UTC, nothing else running, load 2.0-2.3, ``--seconds 6 --rounds 2``; both servers
+on uvloop and httptools, now installed with optline): SQLite 1,145 req/s vs bare 5,753 (19.9%; 0.91 vs 0.09 ms
+CPU per request), p99 30 ms; at 100 STOPs/s p99 152 ms (the in-process worker sending the ~14,000
+confirmations the saturated rounds queued, through SQLite's one write lock); PostgreSQL 772 vs 7,715 (10.0%;
+1.03 vs 0.09 ms), p99 33 ms, paced p99 10 ms; ``--workers 4`` 355 req/s (0.46x), p99 101 ms. Every 2xx an
+opt-out (14,347 and 14,166). The same machine at 02:04 UTC, before this stop's changes, asyncio and h11: SQLite
+817 req/s vs bare 4,385 (1.36 vs 0.18 ms), PostgreSQL 561 vs 5,686 (1.58 vs 0.17 ms), ``--workers 4`` 242.
 """
 
 from __future__ import annotations
