@@ -108,3 +108,33 @@ def _wait_for_progress(fake: fp.RemoteFake, prefix: str, *, at_least: int, timeo
         if time.monotonic() > deadline:
             raise AssertionError("the workers sent nothing")
         time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_worker_started_while_postgres_is_down_waits_for_it(
+    fake_server: fp.RemoteFake, tmp_path: Path
+) -> None:
+    """CI once started the second worker of the test above just as its first outage began: it printed
+    "database error" and exited. A worker started during an outage waits for the database, then sends."""
+    with private_cluster() as cluster:
+        db_url = cluster.create_database("optline")
+        c = build(Settings(env="test", database_url=db_url), clock=SystemClock(), migrate_db=True)
+        try:
+            outbound.seed(c, 20, time_zone=outbound.zone_where(True), us_state=None)
+        finally:
+            c.close()
+        env = fleet.env_for(db_url, fake_server)
+        fleet.optline(env, "campaigns", "create", "late", "-p", "deals", "-t", "Late start: 20% off")
+        fleet.optline(env, "campaigns", "send", "late", "-p", "deals", "--no-dispatch", "--no-wait")
+        cluster.stop()
+        with fleet.workers(env, 1, tmp_path) as (proc,):
+            log = tmp_path / "worker-0.log"
+            deadline = time.monotonic() + 60
+            while "waiting for the database" not in log.read_text():
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            cluster.start()
+            _wait_for_progress(fake_server, "Late start", at_least=20)
+            assert proc.poll() is None, log.read_text()
+        assert proc.returncode == 0, log.read_text()  # SIGTERM: a graceful exit

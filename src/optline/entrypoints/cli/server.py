@@ -9,6 +9,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import typer
@@ -204,14 +205,16 @@ def worker(
     from optline.entrypoints.worker import require_checkpoint_configuration, run
     from optline.logs import configure
 
-    c = container()
-    require_checkpoint_configuration(c)
-    configure(c.settings.effective_log_format)
     stop = threading.Event()
     # SIGTERM (a service manager, `docker stop`) or Ctrl-C: the batch in hand is handed over and recorded
     # (run() ends its loop, then Dispatcher.close), then the process exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    c = _container_once_reachable(stop)
+    if c is None:  # stopped while waiting for the database
+        return
+    require_checkpoint_configuration(c)
+    configure(c.settings.effective_log_format)
     console.print(f"[bold]optline worker[/bold] (provider: {c.settings.provider})")
     total = run(c, stop, once=once)
     console.print(
@@ -219,3 +222,35 @@ def worker(
         f"skipped {total.skipped}, retried {total.retried}, failed {total.failed}"
     )
     c.close()
+
+
+# A worker started while PostgreSQL is restarting (everything started at once, a failover) waits for it, as a
+# running worker rides out an outage (entrypoints/worker.py Failures), for up to this long; after that the
+# error is the database's, as for any other command (a wrong host or password is reported after the wait).
+WAIT_FOR_DATABASE_SECONDS = 60.0
+
+
+def _container_once_reachable(stop: threading.Event) -> Container | None:
+    """``container()``, retried with backoff while PostgreSQL refuses connections (None: stopped meanwhile)."""
+    from sqlalchemy.exc import OperationalError
+
+    from optline.adapters.db.database import sqlite_path
+    from optline.config import get_settings
+    from optline.entrypoints.cli.common import err_console
+
+    deadline = time.monotonic() + WAIT_FOR_DATABASE_SECONDS
+    delay = 0.2
+    while True:
+        try:
+            return container()
+        except OperationalError as exc:
+            # SQLite: a file that cannot be opened is not an outage that ends by itself.
+            if sqlite_path(get_settings().database_url) is not None or time.monotonic() + delay > deadline:
+                raise
+            reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+            err_console.print(
+                f"[yellow]waiting for the database:[/yellow] {reason}; retrying in {delay:.1f}s"
+            )
+        if stop.wait(delay):
+            return None
+        delay = min(delay * 2, 5.0)
