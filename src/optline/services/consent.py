@@ -523,17 +523,10 @@ _PROJECTION_UPDATES: dict[frozenset[str], Any] = {}
 
 def _projection_updates(columns: frozenset[str]) -> Any:
     """PostgreSQL: the UPDATE of a batch's projection rows setting ``columns``, all rows in one statement
-    (UPDATE … FROM the rows as arrays, bulk.unnested), built once per shape. An executemany of
-    ``_projection_write`` ran it once per row, each row's parameters built and sent on their own."""
+    (``bulk.update_unnested``), built once per shape."""
     if columns not in _PROJECTION_UPDATES:
-        rows = bulk.unnested(subscriptions, [*sorted(columns), "contact_id", "program_id"])
-        _PROJECTION_UPDATES[columns] = (
-            update(subscriptions)
-            .where(
-                (subscriptions.c.contact_id == rows.c.contact_id)
-                & (subscriptions.c.program_id == rows.c.program_id)
-            )
-            .values({c: rows.c[c] for c in sorted(columns)})
+        _PROJECTION_UPDATES[columns] = bulk.update_unnested(
+            subscriptions, ["contact_id", "program_id"], sorted(columns)
         )
     return _PROJECTION_UPDATES[columns]
 

@@ -169,14 +169,7 @@ _SET_EVENT = (
     .where(inbound_messages.c.id == bindparam("b_id"))
     .values(consent_event_id=bindparam("consent_event_id"))
 )
-# PostgreSQL, a batch: UPDATE … FROM the batch's (id, event id) pairs as arrays (bulk.unnested). An
-# executemany ran the UPDATE once per reply, each with its own parameters built and sent.
-_SET_EVENTS_ROWS = bulk.unnested(inbound_messages, ["id", "consent_event_id"])
-_SET_EVENTS_UNNESTED = (
-    update(inbound_messages)
-    .where(inbound_messages.c.id == _SET_EVENTS_ROWS.c.id)
-    .values(consent_event_id=_SET_EVENTS_ROWS.c.consent_event_id)
-)
+_SET_EVENTS_UNNESTED = bulk.update_unnested(inbound_messages, ["id"], ["consent_event_id"])  # PostgreSQL
 
 
 @dataclass(frozen=True)

@@ -279,5 +279,14 @@ def unnested(table: Table, columns: Sequence[str], name: str = "u") -> Any:
     ).subquery(name)
 
 
+def update_unnested(table: Table, keys: Sequence[str], columns: Sequence[str]) -> Any:
+    """PostgreSQL: one UPDATE of ``table`` for a whole batch — each row found by ``keys``, its ``columns`` set
+    — FROM the rows as arrays (``unnested``; parameters from ``unnest_params`` over keys + columns). An
+    executemany runs the UPDATE once per row, each with its own parameters built and sent."""
+    rows = unnested(table, [*columns, *keys])
+    where = [table.c[k] == rows.c[k] for k in keys]
+    return table.update().where(*where).values({c: rows.c[c] for c in columns})
+
+
 def unnest_params(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
     return {f"u_{c}": [row.get(c) for row in rows] for c in columns}
