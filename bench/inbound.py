@@ -3,7 +3,8 @@
 ``python -m bench.inbound [--engines sqlite,postgresql] [--seconds 8] [--rounds 2] [--connections 16]
 [--workers 4]``
 
-For each engine: a fresh migrated database with one program and ``--contacts`` subscribed people; an
+For each engine: a fresh migrated database with one program and ``--contacts`` subscribed people (more are
+subscribed between rounds as the run needs them: every STOP comes from a subscribed person); an
 ``optline serve`` (one process, then ``--workers N`` on PostgreSQL) and the bare endpoint
 (bench/_bare_inbound.py: uvicorn + Starlette parsing the same form) on the same machine; the load generator
 (bench/_load.py, aiohttp, a process of its own) sends Twilio-signed STOPs from distinct numbers to each in
@@ -194,7 +195,7 @@ from twilio.request_validator import RequestValidator
 
 from bench.common import fresh_database
 from optline.adapters.clock import SystemClock
-from optline.adapters.db.tables import consent_events, contacts
+from optline.adapters.db.tables import consent_events, contacts, programs
 from optline.adapters.providers.webhook_request import WebhookRequest
 from optline.bootstrap import build
 from optline.config import Settings
@@ -231,6 +232,37 @@ def prepare(db_url: str, people: int, in_process: int, scope: str = "program", h
 
     run_scheduled_audit(c)
     c.close()
+
+
+class People:
+    """The subscribed people whose numbers the load's STOPs come from, added between rounds as the run needs
+    them: people reply to a campaign they were sent, so every STOP must come from a subscribed contact.
+
+    Why: with a fixed 20,000, the rounds after the first few used numbers nobody had subscribed (a STOP from
+    an unknown number also creates its contact: 4.6 vs 1.8 ms of CPU per request), and ``--workers 4``, run
+    after the one-process rounds, was measured on those alone (2026-12-01: 0.46x one process; on subscribed
+    numbers for both, see the docstring)."""
+
+    def __init__(self, db_url: str, prepared: int) -> None:
+        self.db_url, self.prepared = db_url, prepared
+        self.busiest = 2_000.0  # requests/s: the most a round reached so far (a guess before the first)
+
+    def ensure(self, first: int, seconds: float) -> None:
+        """Subscribed people from ``first`` on for a round of ``seconds`` at up to twice the busiest rate."""
+        wanted = first + int(2 * self.busiest * seconds) + 1_000
+        if wanted <= self.prepared:
+            return
+        c = build(Settings(env="test", database_url=self.db_url), clock=SystemClock())
+        with c.db.transaction() as conn:
+            program = conn.execute(select(programs)).mappings().one()
+            for start in range(self.prepared, wanted, 10_000):
+                ids = outbound.insert_contacts(conn, c.clock.now(), start, min(10_000, wanted - start))
+                outbound.subscribe(conn, c.clock, program, ids)
+        c.close()
+        self.prepared = wanted
+
+    def ran(self, result: dict[str, Any]) -> None:
+        self.busiest = max(self.busiest, result["rps"])
 
 
 def _history(conn: Any, c: Any, program: dict[str, Any], n: int) -> None:
@@ -502,6 +534,7 @@ def run_engine(engine: str, args: argparse.Namespace) -> bool:
     ok = True
     with fresh_database(engine) as db_url:
         prepare(db_url, args.contacts, args.in_process, args.optout_scope, args.history)
+        people = People(db_url, args.contacts)
         next_phone = 0
         configs = [1] + ([args.workers] if engine == "postgresql" and args.workers > 1 else [])
         answered: list[str] = []
@@ -514,11 +547,18 @@ def run_engine(engine: str, args: argparse.Namespace) -> bool:
             for workers in configs:
                 runs: list[dict[str, Any]] = []
                 with optline_serve(db_url, workers, args.defer_sending) as url:
-                    load(url, 10_000_000 + next_phone, 1, 4)  # warm up (numbers far from the measured ones)
-                    next_phone += 5_000
+                    people.ensure(next_phone, 1)
+                    warm = load(url, next_phone, 1, 4)  # warm up
+                    next_phone += warm["requests"] + 1000
+                    answered.extend(warm.pop("ok_phones"))
+                    # N processes get N times the connections: each then sees the load one process saw
+                    # (with 16 over 4 processes, each process's batches were a quarter of the size)
+                    connections = args.connections * (workers if args.scale_connections else 1)
                     for _ in range(args.rounds):
                         bare_runs.append(load(bare_url, next_phone, args.seconds, args.connections))
-                        r = load(url, next_phone, args.seconds, args.connections)
+                        people.ensure(next_phone, args.seconds)
+                        r = load(url, next_phone, args.seconds, connections)
+                        people.ran(r)
                         next_phone += r["requests"] + 1000
                         answered.extend(r.pop("ok_phones"))
                         runs.append(r)
@@ -528,6 +568,7 @@ def run_engine(engine: str, args: argparse.Namespace) -> bool:
                         paced["bare"] = load(
                             bare_url, next_phone, args.seconds, args.connections, args.burst_rate
                         )
+                        people.ensure(next_phone, args.seconds)
                         r = load(url, next_phone, args.seconds, args.connections, args.burst_rate)
                         next_phone += r["requests"] + 1000
                         answered.extend(r.pop("ok_phones"))
@@ -539,11 +580,14 @@ def run_engine(engine: str, args: argparse.Namespace) -> bool:
         base = median(bare_runs)
         line("bare Starlette endpoint (median)", base)
         for workers, r in per_process.items():
-            line(f"optline serve --workers {workers} (median)", r, base)
+            connections = args.connections * (workers if args.scale_connections else 1)
+            line(f"optline serve --workers {workers} ({connections} conn.)", r, base)
             if workers > 1:
-                scale = r["rps"] / per_process[1]["rps"]
+                one = per_process[1]
                 print(
-                    f"  scaling with --workers {workers}: {scale:.2f}x one process ({os.cpu_count()} CPUs here)"
+                    f"  scaling with --workers {workers}: {r['rps'] / one['rps']:.2f}x one process's requests/s on "
+                    f"{os.cpu_count()} CPUs; CPU per request {r['cpu_ms'] / one['cpu_ms']:.2f}x one process's, so "
+                    f"{workers * one['cpu_ms'] / r['cpu_ms']:.2f}x projected with a core for each process"
                 )
         if paced:
             line(f"bare endpoint at {args.burst_rate:g} STOPs/s", paced["bare"])
@@ -573,6 +617,12 @@ def main() -> None:
         type=float,
         default=100,
         help="then a burst paced at this many STOPs/s (0: skip), for its p50/p99",
+    )
+    parser.add_argument(
+        "--no-scale-connections",
+        dest="scale_connections",
+        action="store_false",
+        help="--workers N: the same --connections as one process (default: N times as many)",
     )
     parser.add_argument("--contacts", type=int, default=20_000, help="subscribed people before the burst")
     parser.add_argument(
