@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
@@ -18,15 +19,31 @@ MIN_SECRET_LENGTH = 32
 MIN_SECRET_DISTINCT_CHARACTERS = 10
 
 
+def _json_keys(raw: str) -> list[str]:
+    """OPTLINE_PREVIOUS_SECRET_KEYS written as a JSON array. The error never quotes the value (it is secret)."""
+    try:
+        keys = json.loads(raw)
+    except ValueError:
+        keys = None
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ValueError(
+            "OPTLINE_PREVIOUS_SECRET_KEYS starts with '[' but is not a JSON array of strings: write "
+            '["old key 1", "old key 2"], or the keys separated by commas'
+        )
+    return keys
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OPTLINE_", extra="ignore")
+    # hide_input_in_errors: a refused setting's error would otherwise quote the input, i.e. every OPTLINE_
+    # variable with its secrets (a too-short OPTLINE_SECRET_KEY printed itself at start).
+    model_config = SettingsConfigDict(env_prefix="OPTLINE_", extra="ignore", hide_input_in_errors=True)
 
     env: Literal["development", "test", "production"] = "development"
     database_url: str = "sqlite:///./optline.db"
     # Signs sessions, CSRF tokens and simulator webhooks. Unset outside production: the installation generates
     # a random key on first start and keeps it in its database (bootstrap.Container.secret_key).
     secret_key: SecretStr | None = None
-    # Keys OPTLINE_SECRET_KEY had before, comma-separated, newest first: stored secrets encrypted under one of
+    # Keys OPTLINE_SECRET_KEY had before, comma-separated or a JSON array, newest first: stored secrets encrypted under one of
     # them (adapters/secret_box.py) stay readable after a key change until `optline secrets rotate`
     # re-encrypts them under the current key. Only ever used to decrypt.
     previous_secret_keys: SecretStr | None = None
@@ -137,9 +154,21 @@ class Settings(BaseSettings):
         return self
 
     def previous_secret_key_values(self) -> list[str]:
-        """OPTLINE_PREVIOUS_SECRET_KEYS as a list (blank entries ignored)."""
+        """OPTLINE_PREVIOUS_SECRET_KEYS as a list (blank entries ignored): comma-separated, or a JSON array
+        of strings. Why both: a key chosen by hand may contain a comma, and it must still be listable here to
+        be rotated out (split on commas, it would become two keys that decrypt nothing)."""
         raw = self.previous_secret_keys.get_secret_value() if self.previous_secret_keys else ""
+        if raw.lstrip().startswith("["):
+            return [k.strip() for k in _json_keys(raw) if k.strip()]
         return [k.strip() for k in raw.split(",") if k.strip()]
+
+    @field_validator("previous_secret_keys")
+    @classmethod
+    def _previous_keys_readable(cls, keys: SecretStr | None) -> SecretStr | None:
+        raw = keys.get_secret_value() if keys is not None else ""
+        if raw.lstrip().startswith("["):
+            _json_keys(raw)  # refused at start, not at the first decryption
+        return keys
 
     @field_validator("pending_receipts_retention_days", "import_rejects_retention_days")
     @classmethod

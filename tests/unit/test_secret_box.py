@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 from cryptography.fernet import Fernet
@@ -72,6 +73,36 @@ def test_previous_keys_setting() -> None:
     assert s.previous_secret_key_values() == [OLD, "other-old-key"]
     assert Settings(env="test").previous_secret_key_values() == []
     assert OLD not in repr(s)  # a SecretStr: not in a settings dump or a traceback of one
+
+
+def test_a_previous_key_with_a_comma_is_listed_as_a_json_array_and_still_decrypts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A key chosen by hand may hold a comma; split on commas it would be two keys that decrypt nothing.
+    old = "hand-chosen, with a comma " + OLD
+    sealed = SecretBox(old).seal(SECRET)
+    monkeypatch.setenv("OPTLINE_PREVIOUS_SECRET_KEYS", json.dumps([old, "another-old-key"]))
+    s = Settings(env="test")
+    assert s.previous_secret_key_values() == [old, "another-old-key"]
+    assert SecretBox(KEY, previous=s.previous_secret_key_values()).open(sealed, what="x") == SECRET
+
+
+@pytest.mark.parametrize("raw", ['["unclosed', "[1, 2]", '["ok", null]'])
+def test_a_malformed_json_list_of_previous_keys_is_refused_at_start_without_quoting_it(raw: str) -> None:
+    with pytest.raises(ValidationError, match="JSON array of strings") as refused:
+        Settings(env="test", previous_secret_keys=raw)
+    assert raw not in str(refused.value)
+
+
+def test_a_refused_setting_never_quotes_the_secrets_it_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The error is printed at start, into the service's log: pydantic quotes a model's input by default.
+    weak = "short-but-secret-value"
+    monkeypatch.setenv("OPTLINE_TWILIO_AUTH_TOKEN", "twilio-token-" + OLD)
+    monkeypatch.setenv("OPTLINE_SECRET_KEY", weak)
+    with pytest.raises(ValidationError, match="at least 32 characters") as refused:
+        Settings(env="production")
+    assert weak not in str(refused.value) and OLD not in str(refused.value)
+    assert "short-but" not in str(refused.value)  # not even the start of it
 
 
 @pytest.mark.parametrize("key", ["dev-insecure-change-me", "changeme", "", "short"])
