@@ -100,9 +100,9 @@ def parse_urlencoded(text: str) -> list[tuple[str, str]]:
     UTF-8 with U+FFFD for invalid bytes), without its per-field generality: every webhook request is
     parsed on the event loop, and parse_qsl was the largest single cost of a STOP's HTTP side."""
     pairs = []
-    for field in text.split("&"):
-        if field:
-            name, _, value = field.partition("=")
+    for item in text.split("&"):
+        if item:
+            name, _, value = item.partition("=")
             pairs.append((_unquote_plus(name), _unquote_plus(value)))
     return pairs
 
