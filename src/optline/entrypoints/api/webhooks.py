@@ -283,7 +283,7 @@ class _WebhookRoute(Route):
 class _Endpoint:
     """A webhook route's ASGI application. Not an endpoint function: Starlette wraps those in a ``Request``
     and a layer of exception handling per request, which a webhook does not use (it reads the raw body and
-    answers its own errors; the lane's ServerErrorMiddleware answers anything unexpected with a 500)."""
+    answers its own errors; the lane (webhook_lane.py) answers anything unexpected with a 500)."""
 
     __slots__ = ("kind", "provider")
 
