@@ -37,12 +37,9 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope["path"])
-        declared = _content_length(scope)
-        if declared == -1:
-            await PlainTextResponse("bad request: Content-Length is not a number", 400)(scope, receive, send)
-            return
-        if declared is not None and declared > limit:
-            await _too_large(limit)(scope, receive, send)
+        refusal = declared_refusal(scope, limit)
+        if refusal is not None:
+            await refusal(scope, receive, send)
             return
         started = False
 
@@ -58,14 +55,48 @@ class BodyLimitMiddleware:
             # Starlette's signal in an ExceptionGroup that its responder does not recognise.
             if started or group.split(_is_too_large)[1] is not None:
                 raise
-            await _too_large(limit)(scope, receive, send)
+            await too_large(limit)(scope, receive, send)
+
+
+def declared_refusal(scope: Scope, limit: int) -> PlainTextResponse | None:
+    """The answer to a request whose ``Content-Length`` is over ``limit`` (413) or not a number (400),
+    given before anything of its body is read; None for any other request."""
+    declared = _content_length(scope)
+    if declared == -1:
+        return PlainTextResponse("bad request: Content-Length is not a number", 400)
+    if declared is not None and declared > limit:
+        return too_large(limit)
+    return None
+
+
+class BodyTooLarge(Exception):
+    """Raised by ``counting_receive`` at the first chunk past the limit."""
+
+
+def counting_receive(receive: Receive, limit: int) -> Receive:
+    """``receive`` that raises BodyTooLarge once the body's chunks add up to more than ``limit`` bytes (a
+    body sent without a length, or longer than it said). For an app that answers it with ``too_large``
+    itself (the webhooks' lane); the middleware above leaves it to Starlette's responder, whose signal
+    FastAPI recognises wherever the body was being read."""
+    received = 0
+
+    async def receive_within_limit() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return receive_within_limit
 
 
 def _is_too_large(exc: BaseException) -> bool:
     return isinstance(exc, HTTPException) and exc.status_code == 413
 
 
-def _too_large(limit: int) -> PlainTextResponse:
+def too_large(limit: int) -> PlainTextResponse:
     # Connection: close, so the server does not read the rest of the body to reuse the connection.
     return PlainTextResponse(
         f"request body too large: the limit is {limit} bytes", 413, headers={"connection": "close"}

@@ -6,10 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.errors import ServerErrorMiddleware
-from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.responses import Response
-from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import optline
@@ -24,6 +21,7 @@ from optline.entrypoints.api import metrics as metrics_api
 from optline.entrypoints.api import reports as reports_api
 from optline.entrypoints.api import signups as signups_api
 from optline.entrypoints.api import webhooks as webhooks_api
+from optline.entrypoints.api.webhook_lane import WebhookLane
 from optline.entrypoints.body_limit import BodyLimitMiddleware, limits
 from optline.entrypoints.web import join as join_web
 from optline.logs import RequestIdMiddleware
@@ -62,7 +60,7 @@ class App(FastAPI):
     FastAPI's exception and exit-stack layers), a tenth of each webhook's CPU for nothing: a webhook has no
     session, answers XML or JSON to a provider, and handles its own errors. Requests under /webhooks/ keep
     what protects and records them — the request id and access log, the body limit, the signature check
-    (in the route) and a 500 for anything unexpected — and skip the rest."""
+    (in the route) and a 500 for anything unexpected, in one layer (webhook_lane.py) — and skip the rest."""
 
     webhook_lane: ASGIApp | None = None
 
@@ -141,12 +139,7 @@ def create_app(container: Container) -> FastAPI:
         *webhooks_api.routes,
         *(webhooks_api.simulator_routes if container.settings.uses_simulator else []),
     ]
-    app.webhook_lane = RequestIdMiddleware(
-        BodyLimitMiddleware(
-            ServerErrorMiddleware(ExceptionMiddleware(Router(routes=hooks))),
-            limit_for=limits(s.max_body_bytes, s.max_upload_bytes),
-        )
-    )
+    app.webhook_lane = WebhookLane(hooks, limit_for=limits(s.max_body_bytes, s.max_upload_bytes))
     return app
 
 

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
-from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection
 from starlette.requests import ClientDisconnect
@@ -35,6 +34,7 @@ from optline.adapters.providers.webhook_request import (
     SignatureError,
     UnsupportedMediaType,
     WebhookRequest,
+    parse_urlencoded,
     public_url,
 )
 from optline.bootstrap import Container
@@ -94,7 +94,7 @@ async def _read(scope: Scope, receive: Receive, container: Container) -> Webhook
         url=public_url(container.settings.public_url, scope["path"], query.decode()),
         headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
         body=b"".join(chunks),
-        query=parse_qsl(query.decode("latin-1"), keep_blank_values=True),
+        query=parse_urlencoded(query.decode("latin-1")) if query else [],
         received_at=container.clock.now(),
     )
 
@@ -283,7 +283,7 @@ class _WebhookRoute(Route):
 class _Endpoint:
     """A webhook route's ASGI application. Not an endpoint function: Starlette wraps those in a ``Request``
     and a layer of exception handling per request, which a webhook does not use (it reads the raw body and
-    answers its own errors; the lane's ServerErrorMiddleware answers anything unexpected with a 500)."""
+    answers its own errors; the lane (webhook_lane.py) answers anything unexpected with a 500)."""
 
     __slots__ = ("kind", "provider")
 

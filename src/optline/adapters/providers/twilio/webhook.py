@@ -63,7 +63,8 @@ def verify(request: WebhookRequest, auth_token: str) -> None:
     if not signature:
         raise SignatureError("twilio: missing X-Twilio-Signature header")
     token = auth_token.encode("utf-8")
-    body_hash = parse_qs(urlsplit(request.url).query).get("bodySHA256")
+    # (A messaging webhook's URL has no query: nothing to parse then.)
+    body_hash = parse_qs(urlsplit(request.url).query).get("bodySHA256") if "?" in request.url else None
     params: list[tuple[str, str]] = []
     if request.is_json or body_hash:
         # The raw body is covered by its hash, which is in the signed URL.
