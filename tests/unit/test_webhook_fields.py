@@ -3,11 +3,7 @@ short printable strings, or a 400 naming the field; a message's text loses only 
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
-
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from optline.adapters.providers.webhook_request import (
     PHONE_LENGTH,
@@ -15,7 +11,6 @@ from optline.adapters.providers.webhook_request import (
     checked,
     message_text,
     optional,
-    parse_urlencoded,
     require,
 )
 
@@ -51,23 +46,3 @@ def test_message_text_keeps_everything_storable() -> None:
     assert message_text("STOP\ud800") == "STOP\ufffd"
     assert message_text("Stop ✋ \u202e\n") == "Stop ✋ \u202e\n"  # other characters are the person's
     assert message_text(None) == "" and message_text(["x"]) == '["x"]'
-
-
-# Forms as providers send them and as a forger might: separators, escapes (valid, truncated, invalid UTF-8),
-# plus signs, empty fields and fields without "=".
-_FORM_PIECES = st.sampled_from(
-    ["&", "=", "+", "%", "%2B", "%20", "%e2%82%ac", "%ff", "%4", "%zz", "a", "B", "é", ""]
-)
-
-
-@given(st.lists(st.one_of(_FORM_PIECES, st.text(max_size=4)), max_size=30).map("".join))
-def test_a_form_is_read_exactly_as_parse_qsl_reads_it(text: str) -> None:
-    """The webhooks' own form parser (quicker on the event loop) gives parse_qsl's pairs for any input: the
-    signature is checked over the pairs the parser then reads, and neither may differ from the standard."""
-    assert parse_urlencoded(text) == parse_qsl(text, keep_blank_values=True)
-
-
-def test_a_twilio_form_is_read_as_parse_qsl_reads_it() -> None:
-    text = "MessageSid=SM1&From=%2B14155550100&Body=Stop+it%21+%F0%9F%98%80&NumMedia=0&Empty=&Bare"
-    assert parse_urlencoded(text) == parse_qsl(text, keep_blank_values=True)
-    assert dict(parse_urlencoded(text))["Body"] == "Stop it! \U0001f600"

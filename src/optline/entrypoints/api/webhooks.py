@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection
 from starlette.requests import ClientDisconnect
@@ -34,7 +35,6 @@ from optline.adapters.providers.webhook_request import (
     SignatureError,
     UnsupportedMediaType,
     WebhookRequest,
-    parse_urlencoded,
     public_url,
 )
 from optline.bootstrap import Container
@@ -94,7 +94,7 @@ async def _read(scope: Scope, receive: Receive, container: Container) -> Webhook
         url=public_url(container.settings.public_url, scope["path"], query.decode()),
         headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
         body=b"".join(chunks),
-        query=parse_urlencoded(query.decode("latin-1")) if query else [],
+        query=parse_qsl(query.decode("latin-1"), keep_blank_values=True) if query else [],
         received_at=container.clock.now(),
     )
 
