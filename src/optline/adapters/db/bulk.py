@@ -232,8 +232,19 @@ def allocate_ids(conn: Connection, table: Table, count: int) -> list[int]:
             row = cur.fetchone()
             assert row is not None
             return list(row[0])
-    top = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
+    top = conn.execute(_top_id(table)).scalar_one()
     return list(range(top + 1, top + 1 + count))
+
+
+_TOP_IDS: dict[Table, Any] = {}
+
+
+def _top_id(table: Table) -> Any:
+    """``SELECT coalesce(max(id), 0)`` of ``table`` (one probe of its primary key), built once per table: a
+    burst's batch asks it twice on SQLite, and building the statement cost about what running it did."""
+    if table not in _TOP_IDS:
+        _TOP_IDS[table] = select(func.coalesce(func.max(table.c.id), 0))
+    return _TOP_IDS[table]
 
 
 @contextmanager
