@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, any_, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db import bulk, ledger
@@ -324,11 +325,21 @@ def record_many(conn: Connection, clock: Clock, changes: list[Change]) -> list[C
             )
         else:
             conn.execute(_projection_write(exists, columns), rows[0] if len(rows) == 1 else rows)
+    # In this transaction: the event exists exactly when the change commits. One emit per type of event,
+    # not per change: who subscribes is asked once for the batch (and the payloads built only then).
+    hooked: dict[EventType, list[Any]] = {}
     for c, change in zip(changes, done, strict=True):
         hook = HOOK_EVENTS.get(c.action)
-        if hook is not None:  # in this transaction: the event exists exactly when the change commits
-            event_hooks.emit(conn, clock, hook, _payload(conn, change, c.program))
+        if hook is not None:
+            hooked.setdefault(hook, []).append(_payload(conn, change, c.program))
+    for hook, payloads in hooked.items():
+        event_hooks.emit_many(conn, clock, hook, _built(payloads))
     return done
+
+
+def _built(payloads: list[Any]) -> Any:
+    """``emit_many``'s payloads: each one built (its queries run) only when an endpoint subscribes."""
+    return lambda: [payload() for payload in payloads]
 
 
 def _payload(conn: Connection, change: ConsentChange, program: Mapping[str, Any]) -> Any:
@@ -341,13 +352,21 @@ def _check_opt_in_time(conn: Connection, c: Change, now: datetime) -> None:
         check_opt_in_time(as_utc(c.occurred_at or now), now=now, last_opt_out=last)
 
 
+# Built once (every batch of a burst takes these locks): ``one_of``'s PostgreSQL form, one array parameter.
+_LOCK_CONTACTS = (
+    select(contacts.c.id)
+    .where(contacts.c.id == any_(bindparam("ids", type_=ARRAY(contacts.c.id.type))))
+    .order_by(contacts.c.id)
+    .with_for_update()
+)
+
+
 def _lock_contacts(conn: Connection, contact_ids: list[int]) -> None:
     """``ledger.lock_contact`` for several: on PostgreSQL in id order, so that two batches cannot deadlock
     on each other (SQLite: the existence check alone; its write transaction is the lock)."""
-    stmt = select(contacts.c.id).where(one_of(conn, contacts.c.id, contact_ids)).order_by(contacts.c.id)
     if conn.dialect.name != "postgresql":
         return  # the existence check rides along with the heads (_states_and_heads)
-    found = set(conn.execute(stmt.with_for_update()).scalars())
+    found = set(conn.execute(_LOCK_CONTACTS, {"ids": contact_ids}).scalars())
     for contact_id in contact_ids:
         if contact_id not in found:
             raise LookupError(f"contact {contact_id} does not exist")
