@@ -207,6 +207,7 @@ def record_inbound_many(
     # The program of each number texted, asked once per batch: a burst's replies go to a few numbers, and
     # each question reads the number as a phone number again. (Read-only here: the batch shares it.)
     owners: dict[str, dict[str, Any] | None] = {}
+    consumable: dict[tuple[int, str], bool] = {}
     for i, (reply, phone) in enumerate(zip(batch, parsed, strict=True)):
         sms = reply.sms
         keys = {
@@ -221,7 +222,14 @@ def record_inbound_many(
         if sms.to_phone not in owners:
             owners[sms.to_phone] = program_for_sender(conn, sms.to_phone, default_region)
         program = owners[sms.to_phone]
-        if program is None or signup.may_consume(program, sms.body):
+        if program is None:
+            continue
+        # Asked once per program and text: a burst's replies are a few texts ("STOP"), each read by regular
+        # expressions for join keywords and yeses.
+        consumed = (program["id"], sms.body)
+        if consumed not in consumable:
+            consumable[consumed] = signup.may_consume(program, sms.body)
+        if consumable[consumed]:
             continue
         result = classify(sms.body, language_hint=contact.get("locale"))
         if result.intent is Intent.OPTOUT and not result.review:
