@@ -306,8 +306,10 @@ def _opt_outs(
             )
             confirming.append(outcome)
     if confirmations:
-        for outcome, row in zip(confirming, outbox.enqueue_many(conn, clock, confirmations), strict=True):
-            outcome.replies.append(int(row["id"]))
+        for outcome, message_id in zip(
+            confirming, outbox.enqueue_many(conn, clock, confirmations), strict=True
+        ):
+            outcome.replies.append(message_id)
     if len(acting) > 1 and conn.dialect.name == "postgresql":  # one statement, not one per reply
         rows = [{"id": o.inbound_id, "consent_event_id": o.consent_event_id} for _, _, _, _, o in acting]
         conn.execute(_SET_EVENTS_UNNESTED, bulk.unnest_params(["id", "consent_event_id"], rows))

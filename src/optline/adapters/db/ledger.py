@@ -133,19 +133,13 @@ def insert_events(conn: Connection, events: list[dict[str, Any]]) -> None:
     if len(events) == 1:  # one append (a reply, a page): a plain INSERT, not the executemany machinery
         events[0]["id"] = conn.execute(_INSERT_ONE, events[0]).scalar_one()
         return
-    if conn.dialect.name == "postgresql":  # a burst's batch: one statement text whatever its size
-        ids = {
-            (r.contact_id, r.seq): r.id
-            for r in conn.execute(_INSERT_UNNESTED, bulk.unnest_params(_COLUMNS, events))
-        }
-        for event in events:
-            event["id"] = ids[(event["contact_id"], event["seq"])]
-        return
-    rows = conn.execute(
-        insert(consent_events).returning(consent_events.c.id, sort_by_parameter_order=True), events
-    ).all()
-    for event, row in zip(events, rows, strict=True):
-        event["id"] = row.id
+    # PostgreSQL, a burst's batch: one statement text whatever its size
+    by_key = {
+        (r.contact_id, r.seq): r.id
+        for r in conn.execute(_INSERT_UNNESTED, bulk.unnest_params(_COLUMNS, events))
+    }
+    for event in events:
+        event["id"] = by_key[(event["contact_id"], event["seq"])]
 
 
 _INSERT_ONE = insert(consent_events).returning(consent_events.c.id)
