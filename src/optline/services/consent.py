@@ -137,22 +137,38 @@ _BRAND_STATES_AND_HEAD = (
 
 State = tuple[Status, bool, bool]  # (status, held, whether the projection has a row)
 
+
+def _ids_in(column: Any, dialect_name: str) -> Any:
+    """``column IN :ids`` of a batch: on PostgreSQL one array parameter (``= ANY``), one statement text
+    whatever the batch's size (an expanding IN list is rendered again for every execution, and each size is
+    another text for psycopg to prepare); on SQLite the expanding list."""
+    if dialect_name == "postgresql":
+        return column == any_(bindparam("ids", type_=ARRAY(column.type)))
+    return column.in_(bindparam("ids", expanding=True))
+
+
 # Several contacts' chain heads, one index probe each (correlated), and their existence (the rows present).
-_HEADS = select(
-    contacts.c.id,
-    *(
-        select(column)
-        .where(consent_events.c.contact_id == contacts.c.id)
-        .order_by(consent_events.c.seq.desc())
-        .limit(1)
-        .scalar_subquery()
-        .label(column.name)
-        for column in (consent_events.c.seq, consent_events.c.hash)
-    ),
-).where(contacts.c.id.in_(bindparam("ids", expanding=True)))
-_SUBSCRIPTIONS_OF = select(
-    subscriptions.c.contact_id, subscriptions.c.program_id, subscriptions.c.status, subscriptions.c.held
-).where(subscriptions.c.contact_id.in_(bindparam("ids", expanding=True)))
+_HEADS = {
+    dialect_name: select(
+        contacts.c.id,
+        *(
+            select(column)
+            .where(consent_events.c.contact_id == contacts.c.id)
+            .order_by(consent_events.c.seq.desc())
+            .limit(1)
+            .scalar_subquery()
+            .label(column.name)
+            for column in (consent_events.c.seq, consent_events.c.hash)
+        ),
+    ).where(_ids_in(contacts.c.id, dialect_name))
+    for dialect_name in ("postgresql", "sqlite")
+}
+_SUBSCRIPTIONS_OF = {
+    dialect_name: select(
+        subscriptions.c.contact_id, subscriptions.c.program_id, subscriptions.c.status, subscriptions.c.held
+    ).where(_ids_in(subscriptions.c.contact_id, dialect_name))
+    for dialect_name in ("postgresql", "sqlite")
+}
 
 
 def _state_of(row: Any) -> State:
@@ -355,7 +371,7 @@ def _check_opt_in_time(conn: Connection, c: Change, now: datetime) -> None:
 # Built once (every batch of a burst takes these locks): ``one_of``'s PostgreSQL form, one array parameter.
 _LOCK_CONTACTS = (
     select(contacts.c.id)
-    .where(contacts.c.id == any_(bindparam("ids", type_=ARRAY(contacts.c.id.type))))
+    .where(_ids_in(contacts.c.id, "postgresql"))
     .order_by(contacts.c.id)
     .with_for_update()
 )
@@ -389,14 +405,14 @@ def _states_and_heads(
         ):
             of_brand.setdefault(r.brand, []).append(r.id)
     heads: dict[int, tuple[int, str]] = {}
-    for r in conn.execute(_HEADS, {"ids": ids}):
+    for r in conn.execute(_HEADS[conn.dialect.name], {"ids": ids}):
         heads[r.id] = (r.seq, r.hash) if r.seq is not None else (0, ledger.chain.GENESIS)
     for contact_id in ids:  # (SQLite: this is the existence check that _lock_contacts leaves to it)
         if contact_id not in heads:
             raise LookupError(f"contact {contact_id} does not exist")
     rows = {
         (r.contact_id, r.program_id): (Status(r.status), bool(r.held), True)
-        for r in conn.execute(_SUBSCRIPTIONS_OF, {"ids": ids})
+        for r in conn.execute(_SUBSCRIPTIONS_OF[conn.dialect.name], {"ids": ids})
     }
     # A brand-wide opt-out matters only where a program has no projection row yet: rare in a burst of
     # replies from subscribed people, so asked person by person (a set-based form of this question had
