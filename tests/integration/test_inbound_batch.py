@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,12 +23,13 @@ from optline.adapters.db.tables import (
     inbound_messages,
     messages,
     subscriptions,
+    webhook_deliveries,
 )
 from optline.adapters.providers.base import InboundSms
 from optline.bootstrap import Container
 from optline.domain.consent import Action, Channel
 from optline.entrypoints.api import webhooks
-from optline.services import consent, outbox
+from optline.services import consent, event_hooks, outbox
 from optline.services import inbound as inbound_service
 from optline.services.inbound import Reply, record_inbound, record_inbound_many
 from optline.services.outbox import Kind
@@ -344,3 +346,48 @@ def test_a_failed_batch_records_each_reply_alone(
     with container.db.read() as conn:
         assert conn.execute(select(inbound_messages.c.id)).all().__len__() == 4
         assert ledger.verify(conn).ok
+
+
+def test_a_batch_pushes_the_event_hooks_one_reply_after_another_pushes(container: Container) -> None:
+    # An endpoint subscribed to what the script's replies cause: each reply's opt-out, opt-in and review is
+    # queued for it in the batch's transaction, as each is when the replies come one at a time.
+    _world(container)
+    box = container.secret_box()
+    with container.db.transaction() as conn:
+        event_hooks.create_endpoint(
+            conn,
+            container.clock,
+            box,
+            url="https://crm.example/hooks",
+            events=["opt_out", "opt_in", "opt_in_confirmed", "review.needed"],
+            development=False,
+        )
+    with container.db.transaction() as conn:
+        for r in _replies(0):
+            record_inbound(conn, container.clock, r.sms)
+    with container.db.transaction() as conn:
+        record_inbound_many(conn, container.clock, _replies(100))
+
+    def pushed(conn: Connection, base: int) -> list[tuple[Any, ...]]:
+        phones = {outbound.phone(base + p): p for p in [*range(10), 900]}
+        out = []
+        for event_type, body in conn.execute(
+            select(webhook_deliveries.c.event_type, webhook_deliveries.c.body).order_by(
+                webhook_deliveries.c.id
+            )
+        ):
+            data = json.loads(body)["data"]
+            if data["phone"] not in phones:
+                continue
+            out.append(
+                (
+                    phones[data["phone"]], event_type, data.get("brand"), data.get("program"),
+                    data.get("brand_wide"), data.get("channel"), data.get("status"), data.get("body"),
+                )
+            )  # fmt: skip
+        return out
+
+    with container.db.read() as conn:
+        alone, batched = pushed(conn, 0), pushed(conn, 100)
+    assert sum(1 for p in batched if p[1] == "opt_out") >= 5  # the plain STOPs were pushed
+    assert sorted(batched, key=repr) == sorted(alone, key=repr)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, any_, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db import bulk, ledger
@@ -136,22 +137,38 @@ _BRAND_STATES_AND_HEAD = (
 
 State = tuple[Status, bool, bool]  # (status, held, whether the projection has a row)
 
+
+def _ids_in(column: Any, dialect_name: str) -> Any:
+    """``column IN :ids`` of a batch: on PostgreSQL one array parameter (``= ANY``), one statement text
+    whatever the batch's size (an expanding IN list is rendered again for every execution, and each size is
+    another text for psycopg to prepare); on SQLite the expanding list."""
+    if dialect_name == "postgresql":
+        return column == any_(bindparam("ids", type_=ARRAY(column.type)))
+    return column.in_(bindparam("ids", expanding=True))
+
+
 # Several contacts' chain heads, one index probe each (correlated), and their existence (the rows present).
-_HEADS = select(
-    contacts.c.id,
-    *(
-        select(column)
-        .where(consent_events.c.contact_id == contacts.c.id)
-        .order_by(consent_events.c.seq.desc())
-        .limit(1)
-        .scalar_subquery()
-        .label(column.name)
-        for column in (consent_events.c.seq, consent_events.c.hash)
-    ),
-).where(contacts.c.id.in_(bindparam("ids", expanding=True)))
-_SUBSCRIPTIONS_OF = select(
-    subscriptions.c.contact_id, subscriptions.c.program_id, subscriptions.c.status, subscriptions.c.held
-).where(subscriptions.c.contact_id.in_(bindparam("ids", expanding=True)))
+_HEADS = {
+    dialect_name: select(
+        contacts.c.id,
+        *(
+            select(column)
+            .where(consent_events.c.contact_id == contacts.c.id)
+            .order_by(consent_events.c.seq.desc())
+            .limit(1)
+            .scalar_subquery()
+            .label(column.name)
+            for column in (consent_events.c.seq, consent_events.c.hash)
+        ),
+    ).where(_ids_in(contacts.c.id, dialect_name))
+    for dialect_name in ("postgresql", "sqlite")
+}
+_SUBSCRIPTIONS_OF = {
+    dialect_name: select(
+        subscriptions.c.contact_id, subscriptions.c.program_id, subscriptions.c.status, subscriptions.c.held
+    ).where(_ids_in(subscriptions.c.contact_id, dialect_name))
+    for dialect_name in ("postgresql", "sqlite")
+}
 
 
 def _state_of(row: Any) -> State:
@@ -324,11 +341,21 @@ def record_many(conn: Connection, clock: Clock, changes: list[Change]) -> list[C
             )
         else:
             conn.execute(_projection_write(exists, columns), rows[0] if len(rows) == 1 else rows)
+    # In this transaction: the event exists exactly when the change commits. One emit per type of event,
+    # not per change: who subscribes is asked once for the batch (and the payloads built only then).
+    hooked: dict[EventType, list[Any]] = {}
     for c, change in zip(changes, done, strict=True):
         hook = HOOK_EVENTS.get(c.action)
-        if hook is not None:  # in this transaction: the event exists exactly when the change commits
-            event_hooks.emit(conn, clock, hook, _payload(conn, change, c.program))
+        if hook is not None:
+            hooked.setdefault(hook, []).append(_payload(conn, change, c.program))
+    for hook, payloads in hooked.items():
+        event_hooks.emit_many(conn, clock, hook, _built(payloads))
     return done
+
+
+def _built(payloads: list[Any]) -> Any:
+    """``emit_many``'s payloads: each one built (its queries run) only when an endpoint subscribes."""
+    return lambda: [payload() for payload in payloads]
 
 
 def _payload(conn: Connection, change: ConsentChange, program: Mapping[str, Any]) -> Any:
@@ -341,13 +368,21 @@ def _check_opt_in_time(conn: Connection, c: Change, now: datetime) -> None:
         check_opt_in_time(as_utc(c.occurred_at or now), now=now, last_opt_out=last)
 
 
+# Built once (every batch of a burst takes these locks): ``one_of``'s PostgreSQL form, one array parameter.
+_LOCK_CONTACTS = (
+    select(contacts.c.id)
+    .where(_ids_in(contacts.c.id, "postgresql"))
+    .order_by(contacts.c.id)
+    .with_for_update()
+)
+
+
 def _lock_contacts(conn: Connection, contact_ids: list[int]) -> None:
     """``ledger.lock_contact`` for several: on PostgreSQL in id order, so that two batches cannot deadlock
     on each other (SQLite: the existence check alone; its write transaction is the lock)."""
-    stmt = select(contacts.c.id).where(one_of(conn, contacts.c.id, contact_ids)).order_by(contacts.c.id)
     if conn.dialect.name != "postgresql":
         return  # the existence check rides along with the heads (_states_and_heads)
-    found = set(conn.execute(stmt.with_for_update()).scalars())
+    found = set(conn.execute(_LOCK_CONTACTS, {"ids": contact_ids}).scalars())
     for contact_id in contact_ids:
         if contact_id not in found:
             raise LookupError(f"contact {contact_id} does not exist")
@@ -370,14 +405,14 @@ def _states_and_heads(
         ):
             of_brand.setdefault(r.brand, []).append(r.id)
     heads: dict[int, tuple[int, str]] = {}
-    for r in conn.execute(_HEADS, {"ids": ids}):
+    for r in conn.execute(_HEADS[conn.dialect.name], {"ids": ids}):
         heads[r.id] = (r.seq, r.hash) if r.seq is not None else (0, ledger.chain.GENESIS)
     for contact_id in ids:  # (SQLite: this is the existence check that _lock_contacts leaves to it)
         if contact_id not in heads:
             raise LookupError(f"contact {contact_id} does not exist")
     rows = {
         (r.contact_id, r.program_id): (Status(r.status), bool(r.held), True)
-        for r in conn.execute(_SUBSCRIPTIONS_OF, {"ids": ids})
+        for r in conn.execute(_SUBSCRIPTIONS_OF[conn.dialect.name], {"ids": ids})
     }
     # A brand-wide opt-out matters only where a program has no projection row yet: rare in a burst of
     # replies from subscribed people, so asked person by person (a set-based form of this question had

@@ -207,6 +207,7 @@ def record_inbound_many(
     # The program of each number texted, asked once per batch: a burst's replies go to a few numbers, and
     # each question reads the number as a phone number again. (Read-only here: the batch shares it.)
     owners: dict[str, dict[str, Any] | None] = {}
+    consumable: dict[tuple[int, str], bool] = {}
     for i, (reply, phone) in enumerate(zip(batch, parsed, strict=True)):
         sms = reply.sms
         keys = {
@@ -221,7 +222,14 @@ def record_inbound_many(
         if sms.to_phone not in owners:
             owners[sms.to_phone] = program_for_sender(conn, sms.to_phone, default_region)
         program = owners[sms.to_phone]
-        if program is None or signup.may_consume(program, sms.body):
+        if program is None:
+            continue
+        # Asked once per program and text: a burst's replies are a few texts ("STOP"), each read by regular
+        # expressions for join keywords and yeses.
+        consumed = (program["id"], sms.body)
+        if consumed not in consumable:
+            consumable[consumed] = signup.may_consume(program, sms.body)
+        if consumable[consumed]:
             continue
         result = classify(sms.body, language_hint=contact.get("locale"))
         if result.intent is Intent.OPTOUT and not result.review:
@@ -298,8 +306,10 @@ def _opt_outs(
             )
             confirming.append(outcome)
     if confirmations:
-        for outcome, row in zip(confirming, outbox.enqueue_many(conn, clock, confirmations), strict=True):
-            outcome.replies.append(int(row["id"]))
+        for outcome, message_id in zip(
+            confirming, outbox.enqueue_many(conn, clock, confirmations), strict=True
+        ):
+            outcome.replies.append(message_id)
     if len(acting) > 1 and conn.dialect.name == "postgresql":  # one statement, not one per reply
         rows = [{"id": o.inbound_id, "consent_event_id": o.consent_event_id} for _, _, _, _, o in acting]
         conn.execute(_SET_EVENTS_UNNESTED, bulk.unnest_params(["id", "consent_event_id"], rows))

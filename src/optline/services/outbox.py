@@ -66,11 +66,17 @@ _COLUMNS = [
     "idempotency_key", "campaign_id", "not_before", "optout_token", "attempts", "created_at", "updated_at",
 ]  # fmt: skip
 _UNNESTED = bulk.unnested(messages, _COLUMNS)
-_ENQUEUE_UNNESTED = (
+# enqueue_many's: one statement a batch, giving back (id, idempotency key) of the rows it inserted.
+_ENQUEUE_IDS_UNNESTED = (
     postgresql.insert(messages)
     .from_select(_COLUMNS, select(*(_UNNESTED.c[c] for c in _COLUMNS)))
     .on_conflict_do_nothing(index_elements=["idempotency_key"])
-    .returning(*messages.c)
+    .returning(messages.c.id, messages.c.idempotency_key)
+)
+_ENQUEUE_IDS = (
+    sqlite.insert(messages)
+    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    .returning(messages.c.id, messages.c.idempotency_key)
 )
 
 
@@ -104,12 +110,15 @@ def enqueue(
     return dict(row._mapping)
 
 
-def enqueue_many(conn: Connection, clock: Clock, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``enqueue`` for several messages in one statement (a burst of STOP confirmations). ``items``: each
-    ``enqueue``'s keyword arguments, with distinct idempotency keys. A key already queued inserts nothing
-    and gives its first row, as ``enqueue`` does."""
+def enqueue_many(conn: Connection, clock: Clock, items: list[dict[str, Any]]) -> list[int]:
+    """``enqueue`` for several messages in one statement (a burst of STOP confirmations); their ids, in
+    order. ``items``: each ``enqueue``'s keyword arguments, with distinct idempotency keys. A key already
+    queued inserts nothing and gives its first row's id, as ``enqueue`` gives its first row.
+
+    Only the ids come back: the whole rows (``RETURNING *``) cost more to read than the insert (on SQLite
+    each of six times parsed from text), and a batch's caller wants the ids alone."""
     if len(items) == 1:
-        return [enqueue(conn, clock, **items[0])]
+        return [int(enqueue(conn, clock, **items[0])["id"])]
     now = clock.now()
     rows = []
     for item in items:
@@ -136,14 +145,13 @@ def enqueue_many(conn: Connection, clock: Clock, items: list[dict[str, Any]]) ->
         )
     # Rows come back in any order, and none for a key that was there: matched by their key.
     if conn.dialect.name == "postgresql":  # one statement text whatever the batch's size (bulk.unnested)
-        inserted = conn.execute(_ENQUEUE_UNNESTED, bulk.unnest_params(_COLUMNS, rows)).all()
+        inserted = conn.execute(_ENQUEUE_IDS_UNNESTED, bulk.unnest_params(_COLUMNS, rows))
     else:
-        inserted = conn.execute(_ENQUEUE[False], rows).all()
-    by_key = {r.idempotency_key: dict(r._mapping) for r in inserted}
+        inserted = conn.execute(_ENQUEUE_IDS, rows)
+    by_key: dict[str, int] = {key: id_ for id_, key in inserted}
     for row in rows:
         if row["idempotency_key"] not in by_key:
-            first = conn.execute(
-                select(messages).where(messages.c.idempotency_key == row["idempotency_key"])
-            ).one()
-            by_key[row["idempotency_key"]] = dict(first._mapping)
+            by_key[row["idempotency_key"]] = conn.execute(
+                select(messages.c.id).where(messages.c.idempotency_key == row["idempotency_key"])
+            ).scalar_one()
     return [by_key[row["idempotency_key"]] for row in rows]

@@ -111,10 +111,21 @@ def insert_events(conn: Connection, events: list[dict[str, Any]]) -> None:
     """Insert prepared events and set each one's ``id``."""
     if not events:
         return
-    if len(events) >= bulk.COPY_FROM or (len(events) > 1 and conn.dialect.name == "sqlite"):
-        # An import's thousands of events: ids allocated first, then one COPY (multi-row INSERTs on SQLite).
+    if len(events) > 1 and conn.dialect.name == "sqlite":
         # SQLite, any batch: its INSERT … RETURNING in parameter order went row by row (16 statements for a
         # burst's 16 STOPs); the ids after the largest are safe there under the write lock (BEGIN IMMEDIATE).
+        # The rows go as tuples (multi-row INSERTs): SQLAlchemy's executemany processed each row's every
+        # parameter through its type in Python, the most of a batch's event insert. The evidence as
+        # SQLAlchemy's JSON type writes it (json.dumps).
+        ids = bulk.allocate_ids(conn, consent_events, len(events))
+        rows = []
+        for event, event_id in zip(events, ids, strict=True):
+            event["id"] = event_id
+            rows.append(tuple(json.dumps(event[c]) if c == "evidence" else event[c] for c in _ALL_COLUMNS))
+        bulk.insert_values(conn, consent_events, _ALL_COLUMNS, rows)
+        return
+    if len(events) >= bulk.COPY_FROM:
+        # An import's thousands of events: ids allocated first, then one COPY.
         for event, event_id in zip(events, bulk.allocate_ids(conn, consent_events, len(events)), strict=True):
             event["id"] = event_id
         bulk.copy_rows(conn, consent_events, events)
@@ -122,23 +133,18 @@ def insert_events(conn: Connection, events: list[dict[str, Any]]) -> None:
     if len(events) == 1:  # one append (a reply, a page): a plain INSERT, not the executemany machinery
         events[0]["id"] = conn.execute(_INSERT_ONE, events[0]).scalar_one()
         return
-    if conn.dialect.name == "postgresql":  # a burst's batch: one statement text whatever its size
-        ids = {
-            (r.contact_id, r.seq): r.id
-            for r in conn.execute(_INSERT_UNNESTED, bulk.unnest_params(_COLUMNS, events))
-        }
-        for event in events:
-            event["id"] = ids[(event["contact_id"], event["seq"])]
-        return
-    rows = conn.execute(
-        insert(consent_events).returning(consent_events.c.id, sort_by_parameter_order=True), events
-    ).all()
-    for event, row in zip(events, rows, strict=True):
-        event["id"] = row.id
+    # PostgreSQL, a burst's batch: one statement text whatever its size
+    by_key = {
+        (r.contact_id, r.seq): r.id
+        for r in conn.execute(_INSERT_UNNESTED, bulk.unnest_params(_COLUMNS, events))
+    }
+    for event in events:
+        event["id"] = by_key[(event["contact_id"], event["seq"])]
 
 
 _INSERT_ONE = insert(consent_events).returning(consent_events.c.id)
 _COLUMNS = [c.name for c in consent_events.columns if c.name != "id"]
+_ALL_COLUMNS = ["id", *_COLUMNS]
 _UNNESTED = bulk.unnested(consent_events, _COLUMNS)
 _INSERT_UNNESTED = (
     insert(consent_events)
