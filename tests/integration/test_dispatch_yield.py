@@ -81,7 +81,42 @@ def test_write_transactions_shrink_while_webhooks_wait(
         assert set(conn.execute(select(messages.c.status)).scalars()) == {"sent"}
     if waiting:
         assert max(claims) <= YIELD_BATCH and max(writes) <= YIELD_BATCH
-        # Before every write transaction of the batch's messages (claims, checks, stores) it gave way.
-        assert webhooks.gave_way >= len([c for c in claims if c]) + len(writes)
+        # It gave way before every claim and before each claim's check (stores come on top).
+        assert webhooks.gave_way >= 2 * len([c for c in claims if c])
     else:
         assert max(claims) == PEOPLE and max(writes) == PEOPLE  # one claim, one check of the whole batch
+
+
+def test_a_failed_check_part_still_hands_over_the_parts_already_checked(
+    container: Container, fake: fp.FakeProviders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Checked in parts (webhooks waiting): the first part is committed 'sending' before the second fails.
+    # It is handed over now; the second part's messages stay claimed (their lease), as after a failed check.
+    outbound.seed(container, 2 * YIELD_BATCH)
+    start_campaign(container)
+    dispatcher = Dispatcher(
+        container.db,
+        container.clock,
+        TwilioSender(fp.TWILIO_SID, fp.TWILIO_TOKEN, fake.url),
+        DispatchConfig(public_url="https://acme.test", batch_size=2 * YIELD_BATCH),
+        worker_id="w1",
+        webhooks=Webhooks(1),
+    )
+    check, calls = dispatcher.check, []
+
+    def second_fails(conn: Connection, claimed: list[dict[str, Any]], *args: Any) -> Any:
+        calls.append(len(claimed))
+        if len(calls) == 2:
+            raise RuntimeError("the database went away")
+        return check(conn, claimed, *args)
+
+    monkeypatch.setattr(dispatcher, "_write_size", lambda wanted: min(wanted, YIELD_BATCH))
+    monkeypatch.setattr(dispatcher, "_batch_limit", lambda: 2 * YIELD_BATCH)
+    monkeypatch.setattr(dispatcher, "check", second_fails)
+    dispatcher.run_once()
+    dispatcher.close()
+    with container.db.read() as conn:
+        statuses = sorted(conn.execute(select(messages.c.status)).scalars())
+    assert calls == [YIELD_BATCH, YIELD_BATCH]
+    assert statuses == ["claimed"] * YIELD_BATCH + ["sent"] * YIELD_BATCH
+    assert len(fake.received) == YIELD_BATCH

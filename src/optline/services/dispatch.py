@@ -392,8 +392,17 @@ class Dispatcher(SendCheck, Recording):
                 size = self._write_size(len(left))
                 part, left = left[:size], left[size:]
                 self._give_way()
-                with self.db.transaction() as conn:
-                    to_send += self.check(conn, part, counts, slots)
+                try:
+                    with self.db.transaction() as conn:
+                        to_send += self.check(conn, part, counts, slots)
+                except Exception:
+                    if checked_at is None:
+                        raise  # nothing marked 'sending' yet: the batch fails as one check did
+                    # The parts already checked are committed 'sending': hand them over (left alone, they
+                    # would wait for their lease and a reconciliation). The rest stays claimed until its
+                    # lease ends, as after any failed check.
+                    log.exception("checking %d claimed messages failed", len(part) + len(left))
+                    break
                 # The batch's calls are bounded from its FIRST check's commit: none starts later than
                 # send_window after the check that approved it, whichever part that was.
                 checked_at = checked_at or time.monotonic()
