@@ -91,13 +91,12 @@ def sender(container: Container) -> Any:
 
 def _simulator_with_receipts(container: Container) -> Any:
     """The simulator posts a delivery receipt for every message, through the receipts use case the status
-    webhooks run (so simulator campaigns reach "delivered" like real ones)."""
-    from optline.adapters.providers.base import StatusUpdate
+    webhooks run (so simulator campaigns reach "delivered" like real ones), in the transaction that stores
+    the message."""
     from optline.adapters.providers.simulator.send import SimulatorSender
     from optline.services import receipts
 
-    def post(update: StatusUpdate) -> None:
-        with container.db.transaction() as conn:
-            receipts.record_status(conn, container.clock, update)
+    def post(conn: Any, update: Any) -> None:
+        receipts.record_status(conn, container.clock, update)
 
     return SimulatorSender(container.db, container.clock, receipts=post)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, event, insert, select
 
-from optline.adapters.db.group_commit import POSTGRES_WRITERS, GroupCommit, writer_threads
+from optline.adapters.db.group_commit import POSTGRES_WRITERS, Beside, GroupCommit, of, writer_threads
 from optline.adapters.db.tables import rate_limit_hits
 from optline.bootstrap import Container
 
@@ -165,3 +165,34 @@ def test_the_processes_of_one_server_share_its_postgresql_writers(container: Con
         return
     assert writer_threads(container.db) == POSTGRES_WRITERS == 3
     assert [writer_threads(container.db, n) for n in (2, 3, 4, 8)] == [2, 1, 1, 1]
+
+
+def test_a_worker_beside_gives_way_to_the_units_already_waiting(container: Container) -> None:
+    # ``serve`` on SQLite: the in-process dispatch worker asks before each write whether webhooks wait for
+    # the write lock, and lets them commit first (group_commit.Beside). Here the write it would make next
+    # happens only after the waiting unit committed (the bound, GIVE_WAY_SECONDS, is not what is tested).
+    group = GroupCommit(container.db, writers=1)
+    beside = Beside(container.db, max_wait=60)
+    entered, release, gave_way = threading.Event(), threading.Event(), threading.Event()
+    seen_after: list[set[str]] = []
+
+    def worker_write() -> None:
+        beside.give_way()
+        seen_after.append(_committed(container))  # what the worker's transaction would find committed
+        gave_way.set()
+
+    async def main() -> None:
+        first = asyncio.create_task(group.run(_blocked_first(entered, release)))
+        assert await asyncio.to_thread(entered.wait, 30)
+        assert group.waiting() == 1 and group.queued() == 0  # taken into a batch, not committed yet
+        assert beside.waiting() == 1
+        worker = threading.Thread(target=worker_write)
+        worker.start()
+        assert not gave_way.is_set()  # still waiting while the unit holds the writer
+        release.set()
+        await first
+        await asyncio.to_thread(worker.join, 30)
+
+    asyncio.run(main())
+    assert seen_after == [{"first"}] and group.waiting() == 0 and beside.waiting() == 0
+    assert (of(container.db) is not None) == container.db.is_sqlite  # PostgreSQL locks rows, not the database

@@ -15,7 +15,7 @@ from datetime import timedelta
 import httpx
 
 from optline.adapters import ledger_signing
-from optline.adapters.db import ledger, rollups
+from optline.adapters.db import group_commit, ledger, rollups
 from optline.bootstrap import Container, sender
 from optline.services import event_hooks
 from optline.services.dispatch import Counts, DispatchConfig, Dispatcher
@@ -44,7 +44,10 @@ def dispatcher_for(container: Container, worker_id: str | None = None) -> Dispat
         public_url=s.public_url,
         status_callback_url=status_callback_url(s),
     )
-    return Dispatcher(container.db, container.clock, sender(container), config, worker_id)
+    # In ``serve`` on SQLite the webhooks' group commit shares this process and the one write lock: the
+    # worker lets their waiting units commit first, and writes a few messages at a time while they wait.
+    webhooks = group_commit.of(container.db)
+    return Dispatcher(container.db, container.clock, sender(container), config, worker_id, webhooks)
 
 
 def run(

@@ -57,6 +57,12 @@ machines. A batch reserves its senders' slots right after the claim (its own sho
 no slot inside ``send_window`` goes back to the queue unchecked, due when its sender's next slot is. A 429
 pauses the sender for every worker; a configuration error pauses the campaign with its reason.
 
+Beside the webhooks (``serve`` on SQLite, one write lock for both): before each write transaction the worker
+lets the webhook units already waiting commit first (bounded: adapters/db/group_commit.py ``give_way``),
+and while any wait its claims, checks and stores take at most ``YIELD_BATCH`` messages each, so a STOP
+waits behind a few messages' transaction, not a batch of hundreds. Every rule above holds per transaction:
+each part is checked after its claim committed, and a batch's calls are bounded from its first check.
+
 Exactly once: ``handed_over_at`` is written before the provider call. A message found with it set (a retry
 after a timeout/5xx, or a reclaim after a crash) is first reconciled with the provider
 (``Sender.find_sent``); only when the provider has no record of it is it sent again — after passing the
@@ -83,10 +89,12 @@ from optline.services.dispatch_model import (
     PERSON_COLUMNS,
     SEND_MARGIN,
     STREAM_INTERVAL,
+    YIELD_BATCH,
     Batch,
     Counts,
     DispatchConfig,
     ToSend,
+    WebhookWrites,
     default_worker_id,
     rate_key,
 )
@@ -122,10 +130,15 @@ class Dispatcher(SendCheck, Recording):
         sender: Sender,
         config: DispatchConfig | None = None,
         worker_id: str | None = None,
+        webhooks: WebhookWrites | None = None,
     ) -> None:
+        """``webhooks``: the webhooks' writes that share this process and the database's one write lock
+        (``serve`` on SQLite): while they wait, this worker writes a few messages per transaction and lets
+        them commit first (``_give_way``, ``_write_size``)."""
         self.db, self.clock, self.sender = db, clock, sender
         self.config = config or DispatchConfig()
         self.worker_id = worker_id or default_worker_id()
+        self.webhooks = webhooks
         self._pool: Pool | None = None
         self._in_flight: dict[int, Batch] = {}  # submitted to the pool, not all recorded yet (oldest first)
         self._batch_ids = 0
@@ -264,19 +277,37 @@ class Dispatcher(SendCheck, Recording):
         return len(head.recorded) + mine >= len(head.to_send)
 
     def _store(self, fresh: list[tuple[int, Delivery]]) -> Counts:
-        """Store the results that arrived (one transaction); finish the batches they complete."""
+        """Store the results that arrived (one transaction, or several small ones while webhooks wait);
+        finish the batches they complete."""
         counts = Counts()
-        by_batch: dict[int, list[Delivery]] = defaultdict(list)
-        for key, delivery in fresh:
-            by_batch[key].append(delivery)
-        try:
-            return self._store_in(by_batch, counts)
-        except BaseException:
-            # Not stored (the database is away): the results go back, to be stored on the next try; if
-            # this process dies instead, the rows stay 'sending' and the next claim reconciles them.
-            for got in fresh:
-                self._the_pool().results.put(got)
-            raise
+        while fresh:
+            size = self._write_size(len(fresh))
+            part, fresh = fresh[:size], fresh[size:]
+            by_batch: dict[int, list[Delivery]] = defaultdict(list)
+            for key, delivery in part:
+                by_batch[key].append(delivery)
+            try:
+                self._give_way()
+                self._store_in(by_batch, counts)
+            except BaseException:
+                # Not stored (the database is away): the results go back, to be stored on the next try; if
+                # this process dies instead, the rows stay 'sending' and the next claim reconciles them.
+                for got in part + fresh:
+                    self._the_pool().results.put(got)
+                raise
+        return counts
+
+    def _give_way(self) -> None:
+        """Before a write transaction: webhooks already waiting for the write lock commit first."""
+        if self.webhooks is not None:
+            self.webhooks.give_way()
+
+    def _write_size(self, wanted: int) -> int:
+        """How many messages the next write transaction takes: all of them, or YIELD_BATCH while webhooks
+        wait for the same write lock (so none waits behind a transaction of hundreds)."""
+        if self.webhooks is not None and self.webhooks.waiting():
+            return min(wanted, YIELD_BATCH)
+        return wanted
 
     def _store_in(self, by_batch: dict[int, list[Delivery]], counts: Counts) -> Counts:
         with self._lock:
@@ -311,6 +342,7 @@ class Dispatcher(SendCheck, Recording):
         if batch.claimed:
             from optline.services.campaigns import finish_if_done
 
+            self._give_way()
             with self.db.transaction() as conn:
                 finish_if_done(conn, self.clock, batch.campaign_ids)
         return counts
@@ -325,12 +357,13 @@ class Dispatcher(SendCheck, Recording):
     def _batch_limit(self) -> int:
         """How many to claim: ``batch_seconds`` of calls at the rate K calls of the measured latency reach."""
         rate = self.config.concurrency / max(self._latency, 1e-3)
-        return max(1, min(self.config.batch_size, round(rate * self.config.batch_seconds)))
+        return self._write_size(max(1, min(self.config.batch_size, round(rate * self.config.batch_seconds))))
 
     def _prepare(self) -> Batch:
-        """Claim a batch, reserve its senders' slots, then (in a transaction of its own) run the check."""
+        """Claim a batch, reserve its senders' slots, then (in transactions of their own) run the check."""
         started = time.monotonic()
         counts = Counts()
+        self._give_way()
         with self.db.transaction() as conn:
             claimed = self.claim(conn, self.clock.now(), self._batch_limit())
         counts.claimed = len(claimed)
@@ -338,25 +371,43 @@ class Dispatcher(SendCheck, Recording):
         # worker reconciles and may resend, so a call still in flight then could become a duplicate.
         deadline = time.monotonic() + self._lease().total_seconds() - SEND_MARGIN
         to_send: list[ToSend] = []
+        checked_at: float | None = None
         if claimed:
             slots, released = self._reserve(claimed)
             if released:
                 gone = {o.id for o in released}
+                self._give_way()
                 with self.db.transaction() as conn:
                     written = recording.write(conn, self.clock, released, expect=("claimed", self.worker_id))
                 recording.tally(released, written, counts, "release")
-                claimed_now = [m for m in claimed if m["id"] not in gone]
+                left = [m for m in claimed if m["id"] not in gone]
             else:
-                claimed_now = claimed
-            if claimed_now:
+                left = claimed
+            while left:
                 # The check runs in its own transaction after the claim committed. (Sharing one would make
                 # the 'sending' UPDATE re-check the contacts foreign key of rows this transaction already
                 # updated — a KEY SHARE lock on contacts taken after our subscriptions lock, the reverse of
-                # consent.record's order: a deadlock with concurrent opt-outs on PostgreSQL.)
-                with self.db.transaction() as conn:
-                    to_send = self.check(conn, claimed_now, counts, slots)
-        checked_at = time.monotonic()
-        self._prepare_seconds = checked_at - started
+                # consent.record's order: a deadlock with concurrent opt-outs on PostgreSQL.) While webhooks
+                # wait for the write lock, a few messages per transaction (each still checked after its claim).
+                size = self._write_size(len(left))
+                part, left = left[:size], left[size:]
+                self._give_way()
+                try:
+                    with self.db.transaction() as conn:
+                        to_send += self.check(conn, part, counts, slots)
+                except Exception:
+                    if checked_at is None:
+                        raise  # nothing marked 'sending' yet: the batch fails as one check did
+                    # The parts already checked are committed 'sending': hand them over (left alone, they
+                    # would wait for their lease and a reconciliation). The rest stays claimed until its
+                    # lease ends, as after any failed check.
+                    log.exception("checking %d claimed messages failed", len(part) + len(left))
+                    break
+                # The batch's calls are bounded from its FIRST check's commit: none starts later than
+                # send_window after the check that approved it, whichever part that was.
+                checked_at = checked_at or time.monotonic()
+        checked_at = checked_at or time.monotonic()
+        self._prepare_seconds = time.monotonic() - started
         return Batch(claimed, to_send, Run(deadline, checked_at, self.config.send_window), counts)
 
     def flush(self) -> Counts:

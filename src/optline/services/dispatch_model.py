@@ -7,7 +7,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from optline.domain import retry
 from optline.services.handover import Handover, Run
@@ -20,6 +20,22 @@ SEND_MARGIN = 12.0
 # Results are stored as their calls return, in writes at most this far apart (a receipt may arrive before
 # the batch ends; one that still arrives first is kept and applied when the id is stored).
 STREAM_INTERVAL = 0.1
+# Messages per write transaction of a worker while webhooks wait for the same write lock (SQLite, ``serve``'s
+# in-process worker): a claim, a check or a store of a few messages holds the lock for a few milliseconds,
+# where a batch of 500 confirmations held it for 100-200 (the STOPs behind it waited that long).
+YIELD_BATCH = 8
+
+
+class WebhookWrites(Protocol):
+    """The webhooks' writes beside this worker in its process (adapters/db/group_commit.py ``Beside``)."""
+
+    def waiting(self) -> int:
+        """Units waiting for their transaction."""
+        ...
+
+    def give_way(self) -> None:
+        """Wait, boundedly, for the units already waiting to commit."""
+        ...
 
 
 @dataclass

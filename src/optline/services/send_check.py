@@ -180,6 +180,9 @@ class SendCheck:
     def _the_pool(self) -> Pool:
         raise NotImplementedError
 
+    def _give_way(self) -> None:
+        raise NotImplementedError
+
     def claim(self, conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
         """Claim up to ``limit`` messages: the reply lane first (outbox.REPLY_LANE: confirmations, HELP,
         sign-up prompts), then the rest. A reply enqueued behind a 100k campaign is in the next batch."""
@@ -523,6 +526,7 @@ class SendCheck:
             )
             for k, (_, ms) in rated.items()
         }
+        self._give_way()
         with self.db.transaction() as conn:
             got = sender_limits.reserve(
                 conn,
