@@ -166,6 +166,18 @@ confirmations the saturated rounds queued, through SQLite's one write lock); Pos
 1.03 vs 0.09 ms), p99 33 ms, paced p99 10 ms; ``--workers 4`` 355 req/s (0.46x), p99 101 ms. Every 2xx an
 opt-out (14,347 and 14,166). The same machine at 02:04 UTC, before this stop's changes, asyncio and h11: SQLite
 817 req/s vs bare 4,385 (1.36 vs 0.18 ms), PostgreSQL 561 vs 5,686 (1.58 vs 0.17 ms), ``--workers 4`` 242.
+
+Next session (2026-12-01, a slower machine: the bare endpoint 0.19 ms CPU a request; quiet, load 0.6-2.2,
+``--seconds 6 --rounds 2``). The ``--workers 4`` figures above were taken on numbers nobody had subscribed
+(the one-process rounds had used up the 20,000 prepared people; a STOP from an unknown number creates its
+contact on the one-reply path, 4.6 vs 1.8 ms of CPU a request) with 16 connections over four processes; now
+people are subscribed as the run needs them and N processes get N times the connections. Before the day's
+changes (05:13 UTC): SQLite 606 req/s vs bare 3,054 (19.8%; 1.77 ms), p99 63 ms, paced p99 39 ms; PostgreSQL
+446 vs 3,586 (12.4%; 1.83 ms). After (06:46 UTC; batch recording with JSON row parameters, the webhooks' lane in
+one layer, SQLite's worker giving way to the webhooks): SQLite 763 vs 2,890 (26.4%; 1.36 ms), p99 41 ms, paced
+p99 41 ms; PostgreSQL 452 vs 3,960 (11.4%; 1.45 ms), p99 58 ms, paced p99 30 ms; ``--workers 4`` with 64
+connections 843 req/s (1.86x one process, 1.19 ms a request), p99 144 ms. Every 2xx an opt-out (10,160 and
+16,690).
 """
 
 from __future__ import annotations
