@@ -156,20 +156,29 @@ class RequestIdMiddleware:
             return
         rid, token = begin_request(scope)
         started = time.perf_counter()
-        status = 500  # what the client sees if the app fails before answering
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
-            await send(message)
-
+        answer = Answer(rid, send)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, answer)
         finally:
-            write_access_line(scope, status, started)
+            # 500: what the client sees if the app failed before answering
+            write_access_line(scope, answer.status or 500, started)
             request_id.reset(token)
+
+
+class Answer:
+    """A request's ``send``, with its id added to the response's headers and the status it was answered
+    with (0 until the response starts) remembered for the access line."""
+
+    __slots__ = ("rid", "send", "status")
+
+    def __init__(self, rid: str, send: Send) -> None:
+        self.rid, self.send, self.status = rid, send, 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            MutableHeaders(scope=message)[REQUEST_ID_HEADER] = self.rid
+        await self.send(message)
 
 
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode()

@@ -23,14 +23,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from starlette.datastructures import MutableHeaders
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route, Router
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from optline.entrypoints.body_limit import BodyTooLarge, counting_receive, declared_refusal, too_large
-from optline.logs import REQUEST_ID_HEADER, begin_request, request_id, write_access_line
+from optline.logs import Answer, begin_request, request_id, write_access_line
 
 
 class WebhookLane:
@@ -44,15 +43,7 @@ class WebhookLane:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid, token = begin_request(scope)
         started = time.perf_counter()
-        status = 0  # nothing sent yet
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
-            await send(message)
-
+        send_with_id = Answer(rid, send)
         limit = self.limit_for(scope["path"])
         try:
             refusal = declared_refusal(scope, limit)
@@ -61,15 +52,15 @@ class WebhookLane:
             else:
                 await self._route(scope, counting_receive(receive, limit), send_with_id)
         except BodyTooLarge:
-            if status:
+            if send_with_id.status:
                 raise
             await too_large(limit)(scope, receive, send_with_id)
         except Exception:
-            if not status:
+            if not send_with_id.status:
                 await PlainTextResponse("Internal Server Error", 500)(scope, receive, send_with_id)
             raise
         finally:
-            write_access_line(scope, status or 500, started)
+            write_access_line(scope, send_with_id.status or 500, started)
             request_id.reset(token)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
