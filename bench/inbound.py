@@ -1,7 +1,7 @@
 """Inbound replies at burst speed (issue 17): a real ``optline serve`` beside a bare Starlette endpoint.
 
 ``python -m bench.inbound [--engines sqlite,postgresql] [--seconds 8] [--rounds 2] [--connections 16]
-[--workers 4]``
+[--workers 4] [--drain]`` (``--help`` lists the rest)
 
 For each engine: a fresh migrated database with one program and ``--contacts`` subscribed people (more are
 subscribed between rounds as the run needs them: every STOP comes from a subscribed person); an
@@ -200,14 +200,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from tests.support import outbound
 from tests.support.server import free_port
 from twilio.request_validator import RequestValidator
 
 from bench.common import fresh_database
 from optline.adapters.clock import SystemClock
-from optline.adapters.db.tables import consent_events, contacts, programs
+from optline.adapters.db.tables import consent_events, contacts, messages, programs
 from optline.adapters.providers.webhook_request import WebhookRequest
 from optline.bootstrap import build
 from optline.config import Settings
@@ -446,6 +446,41 @@ def check_opt_outs(db_url: str, answered: list[str]) -> tuple[int, int]:
     return len(wanted), len(found & wanted)
 
 
+def drain(db_url: str, timeout: float = 600) -> None:
+    """Wait until every confirmation queued by the run has been handed over (``serve``'s in-process worker on
+    SQLite; ``optline worker`` elsewhere, which this bench does not run), then print how long that took and
+    each confirmation's lag from its opt-out (queued) to its hand-over: the legal bound is 5 minutes
+    (47 CFR 64.1200(a)(10)), and a burst that the worker gives way to sends them later."""
+    c = build(Settings(env="test", database_url=db_url), clock=SystemClock())
+    confirmations = messages.c.kind == "confirmation"
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        with c.db.read() as conn:
+            left = conn.execute(
+                select(func.count()).where(confirmations & messages.c.handed_over_at.is_(None))
+            ).scalar_one()
+        if not left:
+            break
+        time.sleep(0.5)
+    with c.db.read() as conn:
+        rows = conn.execute(
+            select(messages.c.created_at, messages.c.handed_over_at).where(
+                confirmations & messages.c.handed_over_at.is_not(None)
+            )
+        ).all()
+    c.close()
+    lags = sorted((handed - created).total_seconds() for created, handed in rows)
+    if not lags:
+        print("  drain: no confirmation was handed over", flush=True)
+        return
+    p99 = lags[min(len(lags) - 1, int(0.99 * len(lags)))]
+    print(
+        f"  drain: {len(lags):,} confirmations handed over, {left:,} left after {time.monotonic() - started:.0f} s; "
+        f"opt-out -> hand-over p50 {statistics.median(lags):.1f} s, p99 {p99:.1f} s, max {lags[-1]:.1f} s",
+        flush=True,
+    )
+
+
 def in_process(db_url: str, start: int, n: int, profile: bool) -> None:
     """CPU time and SQL statements per STOP through the webhook's own ``handle`` (verify, parse, record,
     commit), without HTTP."""
@@ -585,6 +620,8 @@ def run_engine(engine: str, args: argparse.Namespace) -> bool:
                         next_phone += r["requests"] + 1000
                         answered.extend(r.pop("ok_phones"))
                         paced["optline"] = r
+                    if workers == 1 and args.drain and engine == "sqlite":  # while serve still runs
+                        drain(db_url)
                 per_process[workers] = median(runs)
         if args.in_process_only:
             in_process(db_url, IN_PROCESS, args.in_process, args.profile)
@@ -655,6 +692,12 @@ def main() -> None:
         choices=("program", "brand"),
         default="program",
         help="the program's opt-out scope (brand: every STOP is brand-wide)",
+    )
+    parser.add_argument(
+        "--drain",
+        action="store_true",
+        help="SQLite: then wait for serve's in-process worker to hand every confirmation over, and print the "
+        "opt-out -> hand-over lag (the legal bound is 5 minutes)",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the in-process STOPs")
     parser.add_argument("--in-process-only", action="store_true", help="skip the HTTP load")
