@@ -621,8 +621,10 @@ def run_engine(engine: str, args: argparse.Namespace) -> bool:
     ok = True
     with fresh_database(engine) as db_url:
         prepare(db_url, args.contacts, args.in_process, args.optout_scope, args.history)
-        people = People(db_url, args.contacts)
-        next_phone = 0
+        # --unknown: nobody is subscribed for the rounds (People never adds anyone), and the STOPs come from
+        # the numbers after the prepared people's: each one from a number of no contact yet.
+        people = People(db_url, 10**9 if args.unknown else args.contacts)
+        next_phone = args.contacts if args.unknown else 0
         configs = [1] + ([args.workers] if engine == "postgresql" and args.workers > 1 else [])
         answered: list[str] = []
         per_process: dict[int, dict[str, Any]] = {}
@@ -741,6 +743,11 @@ def main() -> None:
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the in-process STOPs")
     parser.add_argument("--in-process-only", action="store_true", help="skip the HTTP load")
+    parser.add_argument(
+        "--unknown",
+        action="store_true",
+        help="the load's STOPs come from numbers of no contact yet (each reply creates its contact)",
+    )
     args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
     failed = [e for e in args.engines.split(",") if not run_engine(e, args)]
     if failed:

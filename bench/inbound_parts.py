@@ -3,6 +3,13 @@ application with its writes taken away, served alike and driven alike in alterna
 
 ``python -m bench.inbound_parts [--engines sqlite,postgresql] [--seconds 4] [--rounds 3]``
 
+``python -m bench.inbound_parts --unknown-batches [--engines sqlite,postgresql] [--rounds 4]``: no HTTP; in
+process, STOPs through the webhook's own verify and parse, recorded in batches of 16 as a group commit takes a
+burst (``webhooks._InboundUnit.run_many``), from numbers of no contact yet against the baseline of subscribed
+people's, rounds alternating (known, unknown, unknown, known, …). Printed: CPU of this process and SQL
+statements per STOP (the database server's CPU is not in it on PostgreSQL). To compare with another
+checkout's code, run it again with ``PYTHONPATH=<that checkout>/src``.
+
 Three servers on the same machine, each one uvicorn process with the settings of ``optline serve``: the bare
 endpoint (bench/_bare_inbound.py); optline's application (``create_app``: the webhook lane, verification,
 parsing, the group commit; no dispatch worker, so the webhook path alone); and the same application with its
@@ -101,6 +108,81 @@ def run_engine(engine: str, args: argparse.Namespace) -> None:
     print(f"  load average after: {os.getloadavg()[0]:.1f}")
 
 
+def unknown_batches(engine: str, args: argparse.Namespace) -> None:
+    """Batches of 16 STOPs in process: from subscribed people (the baseline) and from numbers of no contact."""
+    import gc
+    import time
+    import uuid
+
+    from sqlalchemy import event
+    from twilio.request_validator import RequestValidator
+
+    import optline
+    from bench._load import signed
+    from bench.inbound import BATCH
+    from optline.adapters.clock import SystemClock
+    from optline.adapters.providers.webhook_request import WebhookRequest
+    from optline.bootstrap import build
+    from optline.config import Settings
+    from optline.entrypoints.api.webhooks import committed
+    from optline.entrypoints.api.webhooks import prepare as prepare_unit
+
+    per_round = args.batches * BATCH
+    print(f"\n{engine}: (optline from {os.path.dirname(optline.__file__)})", flush=True)
+    with fresh_database(engine) as db_url:
+        prepare(db_url, (args.rounds + 1) * per_round, 0)  # subscribed people 0…, one round's more to warm up
+        url = "http://127.0.0.1:1/webhooks/twilio/sms"
+        c = build(
+            Settings(
+                env="test", database_url=db_url, twilio_auth_token=TOKEN, public_url=url.rsplit("/w", 1)[0]
+            ),
+            clock=SystemClock(),
+        )
+        validator = RequestValidator(TOKEN)
+        statements: list[str] = []
+        event.listen(c.db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        next_phone = {"known": 0, "unknown": 50_000_000}  # nobody is subscribed from 50,000,000 on
+
+        def run(kind: str, n: int) -> tuple[float, float, float]:
+            first = next_phone[kind]
+            next_phone[kind] += n
+            requests = []
+            for i in range(first, first + n):
+                _, body, headers = signed(validator, url, i, uuid.uuid4().hex[:8])
+                requests.append(
+                    WebhookRequest(method="POST", url=url, headers={k.lower(): v for k, v in headers.items()},
+                                   body=body, query=[], received_at=c.clock.now())
+                )  # fmt: skip
+            before = len(statements)
+            cpu, wall = time.process_time(), time.perf_counter()
+            for at in range(0, n, BATCH):
+                units: list[Any] = [prepare_unit(c, "twilio", "sms", r) for r in requests[at : at + BATCH]]
+                with c.db.transaction() as conn:
+                    payloads = units[0].run_many(conn, units)
+                for payload in payloads:
+                    assert payload["status"] == "recorded" and payload["consent_event_id"], payload
+                    committed(payload)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            return 1000 * cpu / n, 1000 * wall / n, (len(statements) - before) / n
+
+        run("known", per_round)  # warm caches, the pool and the statements of both kinds
+        run("unknown", per_round)
+        gc.collect()
+        gc.freeze()  # what prepare built, out of the collector's sight (see bench.inbound's in_process)
+        for round_ in range(args.rounds):
+            order = ("known", "unknown") if round_ % 2 == 0 else ("unknown", "known")
+            figures = {kind: run(kind, per_round) for kind in order}
+            (kc, kw, ks), (uc, uw, us) = figures["known"], figures["unknown"]
+            print(
+                f"  round {round_ + 1} (load {os.getloadavg()[0]:.1f}): known {kc:.2f} ms CPU {kw:.2f} ms wall "
+                f"{ks:.2f} stmt/STOP   unknown {uc:.2f} ms CPU {uw:.2f} ms wall {us:.2f} stmt/STOP   "
+                f"unknown/known CPU {uc / kc:.2f}x",
+                flush=True,
+            )
+        gc.unfreeze()
+        c.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -110,6 +192,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--contacts", type=int, default=60_000, help="subscribed people before the load")
+    parser.add_argument(
+        "--unknown-batches",
+        action="store_true",
+        help="in process: batches of 16 STOPs from numbers of no contact vs subscribed people's (no HTTP)",
+    )
+    parser.add_argument("--batches", type=int, default=10, help="--unknown-batches: batches per kind a round")
     parser.add_argument("--serve", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])  # (python -m bench: defaults)
@@ -118,7 +206,10 @@ def main() -> None:
         return
     os.chdir(ROOT)
     for engine in args.engines.split(","):
-        run_engine(engine, args)
+        if args.unknown_batches:
+            unknown_batches(engine, args)
+        else:
+            run_engine(engine, args)
     SERVERS.clear()
 
 

@@ -189,9 +189,10 @@ def record_inbound_many(
     double_opt_in: DoubleOptInHook | None = None,
 ) -> list[InboundResult]:
     """``record_inbound`` for each reply, with the results it would give them one after another, in one
-    transaction: a burst of plain opt-outs (a known contact's first reply in the batch, a clear STOP to a
-    program's number) is recorded in a few statements for all of them (contacts, claims, ledger, projection,
-    confirmations: one or two each); every other reply goes through ``record_inbound`` after them.
+    transaction: the contacts of new numbers are created in one statement, then a burst of plain opt-outs (a
+    person's first reply in the batch, a clear STOP to a program's number) is recorded in a few statements for
+    all of them (claims, ledger, projection, confirmations: one or two each); every other reply goes through
+    ``record_inbound`` after them.
 
     Only replies of different people are recorded together, and a person's later replies in the batch run
     after their first one, so every reply sees the writes of those before it that it could depend on."""
@@ -202,6 +203,14 @@ def record_inbound_many(
         except InvalidPhoneNumber:
             parsed.append(None)
     known = contact_repo.get_by_phones(conn, sorted({p.e164 for p in parsed if p is not None}))
+    # A number of no contact yet (never imported, ported, recycled) gets one, as record_inbound's first step
+    # gives it one whatever the reply says (even a reply the provider delivered twice): all of a batch's at
+    # once, before anything reads them. Their plain STOPs then join the known people's below.
+    fresh: set[int] = set()
+    new = [p for p in parsed if p is not None and p.e164 not in known]
+    if new:
+        created, fresh = contact_repo.create_many(conn, new, clock.now())
+        known.update(created)
     plain: list[tuple[int, Reply, dict[str, Any], dict[str, Any], Classification]] = []
     seen: set[Any] = set()
     # The program of each number texted, asked once per batch: a burst's replies go to a few numbers, and
@@ -236,7 +245,7 @@ def record_inbound_many(
             plain.append((i, reply, contact, program, result))
     results: list[InboundResult | None] = [None] * len(batch)
     if plain:
-        for i, outcome in zip((p[0] for p in plain), _opt_outs(conn, clock, plain), strict=True):
+        for i, outcome in zip((p[0] for p in plain), _opt_outs(conn, clock, plain, fresh), strict=True):
             results[i] = outcome
     for i, reply in enumerate(batch):
         if results[i] is None:
@@ -255,8 +264,10 @@ def _opt_outs(
     conn: Connection,
     clock: Clock,
     plain: list[tuple[int, Reply, dict[str, Any], dict[str, Any], Classification]],
+    fresh: set[int],
 ) -> list[InboundResult]:
-    """What ``record_inbound`` and ``_act``'s first branch do for a clear opt-out, for distinct people at once."""
+    """What ``record_inbound`` and ``_act``'s first branch do for a clear opt-out, for distinct people at once.
+    ``fresh``: contacts this transaction created, who have been sent nothing, so a confirmation is due."""
     now = clock.now()
     claimed = _claim_many(
         conn, [(r.sms, contact, program, result) for _, r, contact, program, result in plain], now
@@ -297,7 +308,7 @@ def _opt_outs(
         outcome.consent_event_id = int(change.event["id"])
         # When the provider itself stopped the number (Twilio Advanced Opt-Out), it has already answered.
         if reply.provider_opt_out != "STOP" and (
-            change.was_subscribed or _confirmation_due(conn, clock, contact["id"])
+            change.was_subscribed or contact["id"] in fresh or _confirmation_due(conn, clock, contact["id"])
         ):
             brand_wide = change.event["program_id"] is None
             body = optout_confirmation(program, brand_wide=brand_wide, language=result.language)

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, any_, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from optline.adapters.db import bulk
 from optline.adapters.db.database import SQLITE_JSON_IN_FROM, one_of
 from optline.adapters.db.tables import contacts
 from optline.domain.phones import Phone
@@ -50,6 +51,52 @@ def get_or_create(conn: Connection, phone: Phone, now: datetime, **extra: Any) -
     if created_elsewhere is None:  # pragma: no cover - the conflict means the row exists
         raise RuntimeError(f"contact {phone.e164} conflicted on insert but cannot be read")
     return created_elsewhere, False
+
+
+def create_many(
+    conn: Connection, phones: list[Phone], now: datetime
+) -> tuple[dict[str, dict[str, Any]], set[int]]:
+    """``get_or_create`` for the new numbers of a burst of replies, in one INSERT … ON CONFLICT DO NOTHING:
+    phone -> contact for every one of ``phones``, and the ids this call created.
+
+    A number another writer created meanwhile (another writer thread, another ``serve --workers`` process)
+    conflicts, waits for that writer as ``get_or_create``'s insert does, and is read back after (a new
+    statement, so under READ COMMITTED it sees the committed row; SQLite's writers are serialised). The rows
+    go in phone order: two batches that share new numbers then wait for each other's rows in one order, never
+    in a cycle (a deadlock would cost its loser a second's detection and a retry of each reply alone)."""
+    wanted = sorted({p.e164: p for p in phones}.values(), key=lambda p: p.e164)
+    if not wanted:
+        return {}, set()
+    rows = [values_for(phone, now) for phone in wanted]
+    if conn.dialect.name == "postgresql":  # one statement text whatever the batch's size (bulk.unnested)
+        inserted = conn.execute(_CREATE_UNNESTED, bulk.unnest_params(_CREATE_COLUMNS, rows))
+    else:  # SQLAlchemy's "insertmanyvalues": one multi-row INSERT … RETURNING for the batch
+        inserted = conn.execute(_CREATE_SQLITE, rows)
+    found = {r.phone: dict(r._mapping) for r in inserted}
+    created = {int(c["id"]) for c in found.values()}
+    missing = [p.e164 for p in wanted if p.e164 not in found]
+    if missing:  # created by another writer since the batch looked its senders up
+        found.update(get_by_phones(conn, missing))
+    if len(found) != len(wanted):  # pragma: no cover - the conflict means the row exists
+        lost = sorted({p.e164 for p in wanted} - set(found))
+        raise RuntimeError(f"contacts {', '.join(lost)} conflicted on insert but cannot be read")
+    return found, created
+
+
+_CREATE_COLUMNS = [
+    "phone", "region", "number_type", "time_zone", "time_zone_overridden", "us_state", "locale", "attributes",
+    "created_at", "updated_at",
+]  # fmt: skip
+_CREATE_ROWS = bulk.unnested(contacts, _CREATE_COLUMNS)
+_CREATE_UNNESTED = (
+    postgresql.insert(contacts)
+    .from_select(_CREATE_COLUMNS, select(*(_CREATE_ROWS.c[c] for c in _CREATE_COLUMNS)))
+    .on_conflict_do_nothing(index_elements=["phone"])
+    .returning(*contacts.c)
+)
+_CREATE_SQLITE = (
+    sqlite.insert(contacts).on_conflict_do_nothing(index_elements=["phone"]).returning(*contacts.c)
+)
 
 
 def insert_ignoring_duplicates(conn: Connection) -> Any:
