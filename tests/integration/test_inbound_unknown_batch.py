@@ -351,20 +351,15 @@ def test_a_batch_waits_for_a_writer_that_has_not_committed_the_number_yet(contai
     assert results[2].classification is not None and results[2].classification.language == "es"
 
 
-def test_a_new_numbers_stop_reads_its_own_events_not_every_opt_out(
-    container: Container, request: pytest.FixtureRequest
-) -> None:
+def test_a_new_numbers_stop_reads_its_own_events_not_every_opt_out(container: Container) -> None:
     """A person with no projection row yet (every new number) is asked whether they opted out of the whole
     brand before (services/consent.py ``_BRAND_OPT_OUT``, once per person). On SQLite, whose planner has no
     statistics, that question takes ix_consent_events_action_time (action = 'opt_out') and reads every
     opt-out in the ledger, for each new number: over HTTP a burst of new numbers' STOPs cost more CPU with
-    every round (1.5 then 2.4 ms a STOP in the writer thread). consent.py is outside this change; this test
-    names the problem and passes once the question searches the person's own events."""
+    every round (1.5 then 2.4 ms a STOP in the writer thread). Fails on SQLite without ``unindexed`` there."""
     from tests.integration.test_inbound_plans import HISTORY, seed_history
     from tests.support import plans
 
-    if container.db.is_sqlite:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="consent._BRAND_OPT_OUT's plan on SQLite"))
     program = seed_history(container)
     seen: list[tuple[str, Any]] = []
 

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from optline.adapters.clock import Clock, as_utc
 from optline.adapters.db import bulk, ledger
-from optline.adapters.db.database import one_of
+from optline.adapters.db.database import one_of, unindexed
 from optline.adapters.db.tables import consent_events, contacts, subscriptions
 from optline.adapters.db.tables import programs as programs_table
 from optline.domain.consent import (
@@ -63,7 +63,10 @@ _BRAND_OPT_OUT = (
         (consent_events.c.contact_id == bindparam("contact_id"))
         & (consent_events.c.program_id.is_(None))
         & (consent_events.c.brand == bindparam("brand"))
-        & (consent_events.c.action == Action.OPT_OUT.value)
+        # Off the action index on SQLite (``unindexed``): with no statistics its planner took
+        # ix_consent_events_action_time and read every opt-out ever recorded, once per person with no
+        # projection row yet (every new number's STOP); the person's own events are a few rows.
+        & (unindexed(consent_events.c.action) == Action.OPT_OUT.value)
     )
     .limit(1)
 )

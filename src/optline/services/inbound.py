@@ -647,8 +647,8 @@ def _is_join_keyword(body: str, program: Mapping[str, Any]) -> bool:
 # message there is, for each reply (after a campaign of 100,000, 100,000 rows per STOP). Its unary "+" keeps
 # the status test off any index (SQLite's documented way to disqualify a term); PostgreSQL's planner has
 # statistics and chooses the contact's index by itself (and has no unary "+" for text).
-def _last_campaign(contact_id: Any, program_id: Any, dialect_name: str = "postgresql") -> Any:
-    status = unindexed(dialect_name, messages.c.status)
+def _last_campaign(contact_id: Any, program_id: Any) -> Any:
+    status = unindexed(messages.c.status)
     return (
         select(messages.c.campaign_id)
         .where(
@@ -677,9 +677,7 @@ def _claim_statement(dialect_name: str, attributed: bool) -> Any:
         stmt = dialect.insert(inbound_messages)
         if attributed:
             stmt = stmt.values(
-                attributed_campaign_id=_last_campaign(
-                    bindparam("a_contact"), bindparam("a_program"), dialect_name
-                )
+                attributed_campaign_id=_last_campaign(bindparam("a_contact"), bindparam("a_program"))
             )
         _CLAIMS[key] = stmt.on_conflict_do_nothing(
             index_elements=["provider", "provider_message_id"]
@@ -798,7 +796,7 @@ _CLAIMED = select(inbound_messages.c.provider_message_id).where(
     & inbound_messages.c.provider_message_id.in_(bindparam("ids", expanding=True))
 )
 _CLAIM_MANY_SQLITE = sqlite.insert(inbound_messages).values(
-    attributed_campaign_id=_last_campaign(bindparam("a_contact"), bindparam("a_program"), "sqlite")
+    attributed_campaign_id=_last_campaign(bindparam("a_contact"), bindparam("a_program"))
 )
 
 

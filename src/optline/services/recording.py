@@ -78,7 +78,7 @@ def write(conn: Connection, clock: Clock, outcomes: list[Outcome], *, expect: tu
             conn.execute(
                 select(messages.c.id).where(
                     one_of(conn, messages.c.id, [r["b_id"] for r in rows]),
-                    unindexed(conn.dialect.name, messages.c.status) == status,
+                    unindexed(messages.c.status) == status,
                     messages.c.lease_owner == owner,
                 )
             ).scalars()

@@ -103,7 +103,7 @@ class History:
                 messages.c.contact_id, messages.c.program_id, messages.c.kind, messages.c.handed_over_at
             ).where(
                 one_of(conn, messages.c.contact_id, contact_ids),
-                unindexed(conn.dialect.name, messages.c.status).in_(HANDED_OVER),
+                unindexed(messages.c.status).in_(HANDED_OVER),
                 messages.c.handed_over_at >= since,
                 messages.c.kind.in_((Kind.MARKETING.value, Kind.TRANSACTIONAL.value)),
             )

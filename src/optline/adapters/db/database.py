@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 URL_FORMATS = "sqlite:///path/to/optline.db or postgresql+psycopg://user:password@host:5432/dbname"
@@ -216,19 +218,35 @@ def schema_revision(engine: Engine) -> str | None:
 SQLITE_JSON_IN_FROM = 200  # shorter lists keep plain IN (…)
 
 
-def unindexed(dialect_name: str, column: Any) -> Any:
+class _Unindexed(ColumnElement[Any]):
+    """``+column`` on SQLite, ``column`` elsewhere: chosen when the statement is compiled (see ``unindexed``)."""
+
+    inherit_cache = True
+
+    def __init__(self, column: Any) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(_Unindexed)
+def _unindexed_default(element: _Unindexed, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.column, **kw))
+
+
+@compiles(_Unindexed, "sqlite")
+def _unindexed_sqlite(element: _Unindexed, compiler: Any, **kw: Any) -> str:
+    return "+" + str(compiler.process(element.column, **kw))
+
+
+def unindexed(column: Any) -> Any:
     """``column`` kept off every index on SQLite: ``+column``, SQLite's documented way to disqualify a term
     from driving an index (the value is unchanged). Needed where a query's selective term is another one:
     optline runs no ANALYZE on SQLite, so its planner cannot tell a search of one person's messages
     (ix_messages_contact_time) from one of every message with a status (ix_messages_claim), and took the
     status index — a read of the whole sent history per batch. PostgreSQL plans from statistics and has no
-    unary ``+`` for text: the column is returned as it is."""
-    if dialect_name != "sqlite":
-        return column
-    from sqlalchemy.sql.elements import UnaryExpression
-    from sqlalchemy.sql.operators import custom_op
-
-    return UnaryExpression(column, operator=custom_op("+"), type_=column.type)
+    unary ``+`` for text: there the column is rendered as it is. Decided at compile time, so one statement
+    built at import serves both engines."""
+    return _Unindexed(column)
 
 
 def one_of(conn: Connection, column: Any, values: list[Any]) -> Any:
